@@ -1,0 +1,103 @@
+"""compile_desired: one node's complete kindnet state from a validated snapshot. Pure."""
+
+from __future__ import annotations
+
+from ipaddress import ip_network
+
+from kindplan.errors import InvalidInputError
+from kindplan.model import (
+    DEFAULT_ROUTE_PROTO,
+    IPV6_DEFAULT_METRIC,
+    Address,
+    CniConfig,
+    DesiredState,
+    HostFacts,
+    IPNetwork,
+    MasqChain,
+    Node,
+    Pod,
+    Route,
+    Snapshot,
+    Sysctl,
+)
+
+FORWARDING_SYSCTLS = {4: "net.ipv4.ip_forward", 6: "net.ipv6.conf.all.forwarding"}
+
+
+def find_node(snapshot: Snapshot, name: str) -> Node:
+    """The node called `name`, or an InvalidInputError that lists what there is."""
+    node = snapshot.node(name)
+    if node is None:
+        names = [n.name for n in snapshot.nodes]
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise InvalidInputError.one("--node", f"no node named {name!r} in the snapshot ({shown})")
+    return node
+
+
+def compile_desired(
+    snapshot: Snapshot,
+    node_name: str,
+    facts: HostFacts,
+    *,
+    route_proto: int = DEFAULT_ROUTE_PROTO,
+) -> DesiredState:
+    """Everything node `node_name` needs: peer routes, pod veth plumbing, conflist, SNAT chains."""
+    node = find_node(snapshot, node_name)
+    local_pods = [pod for pod in snapshot.pods if pod.node == node.name]
+    routes = [*_peer_routes(snapshot, node, facts, route_proto)]
+    addresses: list[Address] = []
+    for pod in local_pods:
+        pod_routes, pod_addresses = _pod_plumbing(node, pod, route_proto)
+        routes.extend(pod_routes)
+        addresses.extend(pod_addresses)
+    families = snapshot.families
+    return DesiredState(
+        node=node.name,
+        routes=tuple(sorted(routes, key=lambda r: r.key)),
+        addresses=tuple(sorted(set(addresses), key=lambda a: a.key)),
+        sysctls=tuple(Sysctl(FORWARDING_SYSCTLS[v], "1") for v in families),
+        cni=CniConfig(snapshot.cluster.cni, facts.mtu, node.pod_cidrs),
+        masq=tuple(_masq_chain(snapshot, v) for v in families),
+    )
+
+
+def _peer_routes(snapshot: Snapshot, node: Node, facts: HostFacts, proto: int) -> list[Route]:
+    """One route per peer PodCIDR via the peer's InternalIP of the same family (kindnet)."""
+    routes = []
+    for peer in snapshot.nodes:
+        if peer.name == node.name:
+            continue
+        for cidr in peer.pod_cidrs:
+            gateway = peer.internal_ip(cidr.version)
+            if gateway is None:  # the snapshot checks make this unreachable
+                continue
+            routes.append(Route(dst=cidr, ifname=facts.uplink, gateway=gateway,
+                                metric=_metric(cidr), proto=proto, peer=peer.name))
+    return routes
+
+
+def _pod_plumbing(node: Node, pod: Pod, proto: int) -> tuple[list[Route], list[Address]]:
+    """What ptp gives a pod's host veth: the gateway as /32 (/128), and a host route per pod IP."""
+    label = f"{pod.namespace}/{pod.name}"
+    routes, addresses = [], []
+    for ip in pod.ips:
+        cidr = node.pod_cidr(ip.version)
+        if cidr is None:  # the snapshot checks make this unreachable
+            continue
+        addresses.append(Address(pod.host_interface, cidr.network_address + 1, pod=label))
+        # ptp asks for scope host on both families; the kernel keeps it only for IPv4.
+        routes.append(Route(dst=ip_network(ip), ifname=pod.host_interface,
+                            scope="host" if ip.version == 4 else "universe",
+                            metric=_metric(cidr), proto=proto, peer=label))
+    return routes, addresses
+
+
+def _metric(net: IPNetwork) -> int:
+    return IPV6_DEFAULT_METRIC if net.version == 6 else 0
+
+
+def _masq_chain(snapshot: Snapshot, version: int) -> MasqChain:
+    """RETURN for the cluster's pod subnet(s), then the extra non-masquerade CIDRs, of one family."""
+    cluster = snapshot.cluster
+    cidrs = [n for n in (*cluster.pod_subnets, *cluster.non_masquerade_cidrs) if n.version == version]
+    return MasqChain(version, tuple(dict.fromkeys(cidrs)))

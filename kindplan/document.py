@@ -1,0 +1,126 @@
+"""Bytes to a JSON-like document: strict UTF-8, JSON or YAML, duplicate keys refused.
+
+Pure: takes bytes, returns plain dicts, lists and scalars, or raises InvalidInputError.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+
+from kindplan.errors import InvalidInputError
+
+MAX_INPUT_BYTES = 64 * 1024 * 1024  # a 5,000-node dual-stack kubectl dump is about 30 MiB
+
+
+def parse_document(data: bytes, source: str) -> Any:
+    """Decode `data` (JSON or YAML) into plain Python values; `source` names it in messages."""
+    if len(data) > MAX_INPUT_BYTES:
+        raise InvalidInputError.one(source, f"input is larger than {MAX_INPUT_BYTES >> 20} MiB")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise InvalidInputError.one(
+            source, f"binary input (NUL byte at offset {nul}); expected JSON or YAML"
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InvalidInputError.one(
+            source, f"not UTF-8 text (invalid byte at offset {e.start})"
+        ) from e
+    if not text.strip():
+        raise InvalidInputError.one(source, "empty input")
+    try:
+        if text.lstrip()[0] in "{[":
+            return _parse_json(text, source)
+        return _parse_yaml(text, source)
+    except RecursionError as e:
+        raise InvalidInputError.one(source, "input is nested too deeply") from e
+
+
+def _parse_json(text: str, source: str) -> Any:
+    try:
+        return json.loads(text, object_pairs_hook=_refuse_duplicate_keys, parse_constant=_no_nan)
+    except json.JSONDecodeError as e:
+        raise InvalidInputError.one(
+            f"{source}:{e.lineno}:{e.colno}", f"invalid JSON: {e.msg}"
+        ) from e
+    except _DuplicateKeyError as e:
+        raise InvalidInputError.one(source, str(e)) from e
+
+
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKeyError(f"duplicate key {key!r} in one object")
+        result[key] = value
+    return result
+
+
+def _no_nan(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
+
+
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _StrictLoader(_BaseLoader):  # type: ignore[misc]
+    """SafeLoader (the C parser where available) that refuses duplicate mapping keys."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key; the base class reports it
+                break
+            if duplicate:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", mark
+                )
+            seen.add(key)
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return mapping
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    try:
+        documents = list(yaml.load_all(text, Loader=_StrictLoader))  # noqa: S506 (a safe loader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise InvalidInputError.one(where, f"invalid YAML: {e.problem or e.context}") from e
+    except yaml.YAMLError as e:
+        raise InvalidInputError.one(source, f"invalid YAML: {e}") from e
+    documents = [d for d in documents if d is not None]
+    if len(documents) != 1:
+        raise InvalidInputError.one(
+            source, f"expected one YAML document, found {len(documents)}"
+        )
+    _check_keys(documents[0])
+    return documents[0]
+
+
+def _check_keys(value: Any) -> None:
+    """YAML allows keys that JSON does not (numbers, null); a snapshot has string keys only."""
+    stack = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    raise InvalidInputError.one(
+                        path or "(top)", f"mapping key {key!r} is not a string"
+                    )
+                stack.append((child, f"{path}.{key}" if path else key))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))

@@ -1,0 +1,40 @@
+"""One error hierarchy; only cli.py turns an error into an exit status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with the input: where it is (a JSON path or a node name) and what."""
+
+    where: str
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.what}" if self.where else self.what
+
+
+class KindplanError(Exception):
+    """Root of every error kindplan raises on purpose."""
+
+
+class InvalidInputError(KindplanError, ValueError):
+    """The input is wrong; carries every problem found, so a user can fix them all at once."""
+
+    def __init__(self, problems: list[Problem] | tuple[Problem, ...]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(str(p) for p in self.problems))
+
+    @classmethod
+    def one(cls, where: str, what: str) -> InvalidInputError:
+        return cls([Problem(where, what)])
+
+
+class UsageError(KindplanError, ValueError):
+    """The command line asks for something that cannot be done (exit 64)."""
+
+
+class RuntimeFailure(KindplanError, RuntimeError):
+    """Something outside the input failed: the disk, the kernel, a tool (exit 1)."""

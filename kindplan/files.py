@@ -1,0 +1,90 @@
+"""Writing and comparing generated files: the only code here that touches the disk."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from kindplan.errors import RuntimeFailure
+
+
+def write_atomic(path: Path, content: str, mode: int = 0o644) -> bool:
+    """Replace `path` with `content` atomically; returns False (and writes nothing) if it is equal.
+
+    The temporary file lives in the same folder (rename is atomic only within one file system) and
+    starts with a dot and ends in .tmp, a name that no CNI runtime loads as a network config.
+    """
+    data = content.encode("utf-8")
+    try:
+        if path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise RuntimeFailure(f"{path}: cannot read: {e.strerror}") from e
+    tmp_name = ""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+        tmp_name = ""
+        _fsync_dir(path.parent)
+    except OSError as e:
+        raise RuntimeFailure(f"{path}: cannot write: {e.strerror}") from e
+    finally:
+        if tmp_name:
+            Path(tmp_name).unlink(missing_ok=True)
+    return True
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_tree(root: Path, files: Mapping[str, str]) -> list[str]:
+    """Write every file (relative path -> text) below `root`; returns the paths that changed."""
+    return [rel for rel, text in files.items() if write_atomic(root / rel, text)]
+
+
+def diff_tree(root: Path, files: Mapping[str, str]) -> str:
+    """A unified diff from what `root` holds to `files`; empty when they agree exactly.
+
+    Files below `root` that would not be generated count as differences too (a stale golden file).
+    """
+    if not root.is_dir():
+        raise RuntimeFailure(f"{root}: not a directory")
+    on_disk = {
+        p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()
+    }
+    chunks = []
+    for rel in sorted(on_disk | set(files)):
+        old = _read_text(root / rel) if rel in on_disk else ""
+        new = files.get(rel, "")
+        if old != new:
+            chunks.extend(difflib.unified_diff(
+                old.splitlines(keepends=True), new.splitlines(keepends=True),
+                fromfile=f"{root / rel}" if rel in on_disk else "/dev/null",
+                tofile=f"rendered/{rel}" if rel in files else "/dev/null",
+            ))
+            if chunks and not chunks[-1].endswith("\n"):
+                chunks[-1] += "\n\\ No newline at end of file\n"
+    return "".join(chunks)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise RuntimeFailure(f"{path}: cannot read: {e}") from e

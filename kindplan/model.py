@@ -1,0 +1,160 @@
+"""Frozen value objects: the snapshot that comes in and the desired state that comes out.
+
+Every collection is a tuple sorted by the items' `key`, so equal states compare equal and render
+byte for byte the same whatever order the input had.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+
+IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
+
+DEFAULT_ROUTE_PROTO = 75  # kindplan's own route protocol number: how it recognises its routes
+MAIN_TABLE = 254
+IPV6_DEFAULT_METRIC = 1024  # the kernel stores metric 0 on an IPv6 route as 1024
+DEFAULT_MTU = 1500
+
+
+def net_order(net: IPNetwork) -> tuple[int, int, int]:
+    """Sort key that puts IPv4 before IPv6 and orders networks numerically."""
+    return (net.version, int(net.network_address), net.prefixlen)
+
+
+def addr_order(addr: IPAddress) -> tuple[int, int]:
+    return (addr.version, int(addr))
+
+
+@dataclass(frozen=True, slots=True)
+class CniSettings:
+    conf_dir: str = "/etc/cni/net.d"
+    conf_file: str = "10-kindnet.conflist"
+    network_name: str = "kindnet"
+    cni_version: str = "0.3.1"
+    ipam_data_dir: str = "/run/cni-ipam-state"
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    pod_subnets: tuple[IPNetwork, ...]  # at most one per family, IPv4 first
+    non_masquerade_cidrs: tuple[IPNetwork, ...] = ()
+    mtu: int | None = None
+    cni: CniSettings = field(default_factory=CniSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    name: str
+    internal_ips: tuple[IPAddress, ...]  # one per family, IPv4 first
+    pod_cidrs: tuple[IPNetwork, ...]  # one per family, IPv4 first
+
+    def internal_ip(self, version: int) -> IPAddress | None:
+        return next((ip for ip in self.internal_ips if ip.version == version), None)
+
+    def pod_cidr(self, version: int) -> IPNetwork | None:
+        return next((net for net in self.pod_cidrs if net.version == version), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Pod:
+    namespace: str
+    name: str
+    node: str
+    ips: tuple[IPAddress, ...]
+    host_interface: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    cluster: Cluster
+    nodes: tuple[Node, ...]  # sorted by name
+    pods: tuple[Pod, ...] = ()  # sorted by (namespace, name)
+
+    def node(self, name: str) -> Node | None:
+        return next((n for n in self.nodes if n.name == name), None)
+
+    @property
+    def families(self) -> tuple[int, ...]:
+        return tuple(sorted({net.version for net in self.cluster.pod_subnets}))
+
+
+@dataclass(frozen=True, slots=True)
+class HostFacts:
+    """What the compiler needs to know about the node itself."""
+
+    uplink: str = "eth0"
+    mtu: int = DEFAULT_MTU
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A route as the kernel keys it: (table, dst, metric); the rest is what it points at."""
+
+    dst: IPNetwork
+    ifname: str
+    gateway: IPAddress | None = None
+    scope: str = "universe"  # "universe" or "host" (IPv4 pod routes, as ptp makes them)
+    metric: int = 0
+    proto: int = DEFAULT_ROUTE_PROTO
+    table: int = MAIN_TABLE
+    peer: str = ""  # the node (peer route) or pod (host route) this route serves; not identity
+
+    @property
+    def key(self) -> tuple[int, tuple[int, int, int], int]:
+        return (self.table, net_order(self.dst), self.metric)
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """An address on a pod's host-side veth: the PodCIDR's gateway as a /32 or /128."""
+
+    ifname: str
+    address: IPAddress
+    pod: str = ""  # namespace/name, for messages; not identity
+
+    @property
+    def prefixlen(self) -> int:
+        return self.address.max_prefixlen
+
+    @property
+    def key(self) -> tuple[str, tuple[int, int]]:
+        return (self.ifname, addr_order(self.address))
+
+
+@dataclass(frozen=True, slots=True)
+class Sysctl:
+    name: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class CniConfig:
+    """Everything the conflist says; rendered by render.render_conflist."""
+
+    settings: CniSettings
+    mtu: int
+    subnets: tuple[IPNetwork, ...]  # the node's PodCIDRs, IPv4 first: one range set each
+
+
+@dataclass(frozen=True, slots=True)
+class MasqChain:
+    """The KIND-MASQ-AGENT chain of one family: RETURN for each CIDR, then MASQUERADE."""
+
+    version: int
+    non_masquerade: tuple[IPNetwork, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredState:
+    node: str
+    routes: tuple[Route, ...]
+    addresses: tuple[Address, ...]
+    sysctls: tuple[Sysctl, ...]
+    cni: CniConfig
+    masq: tuple[MasqChain, ...]

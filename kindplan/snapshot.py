@@ -1,0 +1,356 @@
+"""Load a cluster snapshot: parse, validate against the schema, then check that it makes sense.
+
+`parse_snapshot` is pure (bytes in, Snapshot out); `load_snapshot` only adds reading the file.
+Every problem is collected before anything is raised, so a user sees them all at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kindplan.document import MAX_INPUT_BYTES, parse_document
+from kindplan.errors import InvalidInputError, Problem
+from kindplan.model import (
+    Cluster,
+    CniSettings,
+    IPAddress,
+    IPNetwork,
+    Node,
+    Pod,
+    Snapshot,
+    addr_order,
+    net_order,
+)
+from kindplan.nodelist import NODE_LIST_KINDS, convert_node_list
+from kindplan.resources import load_schema
+
+SNAPSHOT_KIND = "ClusterSnapshot"
+IPV6_MIN_MTU = 1280
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    snapshot: Snapshot
+    warnings: tuple[Problem, ...] = ()
+
+
+def load_snapshot(path: str, *, pod_subnets: Sequence[str] = ()) -> Loaded:
+    """Read a snapshot or node list from a file, or from stdin when `path` is '-'."""
+    source = "<stdin>" if path == "-" else path
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(MAX_INPUT_BYTES + 1)
+    except OSError as e:
+        raise InvalidInputError.one(source, f"cannot read: {e.strerror or e}") from e
+    return parse_snapshot(data, source=source, pod_subnets=pod_subnets)
+
+
+def parse_snapshot(
+    data: bytes, *, source: str = "<input>", pod_subnets: Sequence[str] = ()
+) -> Loaded:
+    """Turn snapshot bytes (ClusterSnapshot, List or NodeList; JSON or YAML) into a Snapshot."""
+    doc = parse_document(data, source)
+    if not isinstance(doc, dict):
+        raise InvalidInputError.one(source, "expected an object (a ClusterSnapshot or a node list)")
+    kind = doc.get("kind")
+    where: dict[str, str] = {}
+    warnings: list[Problem] = []
+    if kind in NODE_LIST_KINDS:
+        converted = convert_node_list(doc, pod_subnets)
+        if converted.problems:
+            raise InvalidInputError(converted.problems)
+        doc, where, warnings = converted.document, converted.where, converted.warnings
+    elif kind != SNAPSHOT_KIND:
+        raise InvalidInputError.one(
+            "kind", f"{kind!r} is not one of {SNAPSHOT_KIND}, {', '.join(NODE_LIST_KINDS)}"
+        )
+    elif pod_subnets:
+        raise InvalidInputError.one(
+            "--pod-subnet", "applies to node lists only; a ClusterSnapshot sets cluster.podSubnets"
+        )
+    locate = _Locator(where)
+    problems = [Problem(locate(p.where), p.what) for p in _schema_problems(doc)]
+    if problems:
+        raise InvalidInputError(problems)
+    checker = _Checker(locate)
+    snapshot = checker.check(doc)
+    if checker.problems:
+        raise InvalidInputError(checker.problems)
+    return Loaded(snapshot, tuple(warnings) + tuple(checker.warnings))
+
+
+class _Locator:
+    """Names a place in the user's input: a snapshot path, or where it came from in a node list."""
+
+    def __init__(self, where: dict[str, str]) -> None:
+        self._where = where
+
+    def __call__(self, path: str) -> str:
+        if not self._where:
+            return path
+        prefix = path
+        while prefix:
+            if prefix in self._where:
+                return self._where[prefix] + path[len(prefix):]
+            prefix = prefix.rpartition(".")[0] if "." in prefix else prefix.rpartition("[")[0]
+        return path
+
+
+def _schema_problems(doc: dict[str, Any]) -> list[Problem]:
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator(load_schema("snapshot.schema.json"))
+    errors = sorted(validator.iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
+    return [Problem(_json_path(e.absolute_path) or "(top)", _schema_message(e)) for e in errors]
+
+
+def _json_path(parts: Iterable[str | int]) -> str:
+    path = ""
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _schema_message(error: Any) -> str:
+    title = error.schema.get("title") if isinstance(error.schema, dict) else None
+    if error.validator == "pattern":
+        return f"{error.instance!r} is not {title or 'in the expected form'}"
+    message = str(error.message)
+    return message if len(message) <= 160 else message[:157] + "..."
+
+
+def _reserved(cidr: IPNetwork) -> tuple[IPAddress, ...]:
+    """Addresses host-local never hands out: the network, its gateway and (IPv4) broadcast."""
+    network = cidr.network_address
+    if cidr.version == 4:
+        return (network, network + 1, cidr.broadcast_address)
+    return (network, network + 1)
+
+
+def _family(version: int) -> str:
+    return f"IPv{version}"
+
+
+class _Checker:
+    """The meaning checks that a schema cannot express; collects problems instead of stopping."""
+
+    def __init__(self, locate: _Locator) -> None:
+        self.locate = locate
+        self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
+
+    def problem(self, path: str, what: str) -> None:
+        self.problems.append(Problem(self.locate(path), what))
+
+    def check(self, doc: dict[str, Any]) -> Snapshot:
+        cluster = self._cluster(doc["cluster"])
+        nodes = self._nodes(doc["nodes"], cluster)
+        pods = self._pods(doc.get("pods", []), {n.name: n for n in nodes})
+        return Snapshot(
+            cluster,
+            tuple(sorted(nodes, key=lambda n: n.name)),
+            tuple(sorted(pods, key=lambda p: p.key)),
+        )
+
+    # -- parsing single values -------------------------------------------------------------
+
+    def cidr(self, path: str, text: str) -> IPNetwork | None:
+        if "/" not in text:
+            self.problem(path, f"{text!r} is not a CIDR (no prefix length)")
+            return None
+        try:
+            return ipaddress.ip_network(text, strict=True)
+        except ValueError as e:
+            try:
+                fixed = ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                self.problem(path, f"{text!r} is not a CIDR ({e})")
+                return None
+            self.problem(path, f"{text} has host bits set (the network is {fixed})")
+            return None
+
+    def ip(self, path: str, text: str) -> IPAddress | None:
+        try:
+            addr = ipaddress.ip_address(text)
+        except ValueError:
+            self.problem(path, f"{text!r} is not an IP address")
+            return None
+        if isinstance(addr, ipaddress.IPv6Address) and addr.scope_id:
+            self.problem(path, f"{text!r} has a zone index; use a global address")
+            return None
+        return addr
+
+    def one_per_family(
+        self, path: str, values: Sequence[tuple[int, IPAddress | IPNetwork]], what: str
+    ) -> bool:
+        seen: set[int] = set()
+        for index, value in values:
+            if value.version in seen:
+                self.problem(f"{path}[{index}]", f"more than one {_family(value.version)} {what}")
+                return False
+            seen.add(value.version)
+        return True
+
+    # -- the three sections ----------------------------------------------------------------
+
+    def _cluster(self, raw: dict[str, Any]) -> Cluster:
+        subnets = self._cidrs("cluster.podSubnets", raw["podSubnets"])
+        self.one_per_family("cluster.podSubnets", subnets, "pod subnet (kindnet takes one per family)")
+        extra = self._cidrs("cluster.nonMasqueradeCIDRs", raw.get("nonMasqueradeCIDRs", []))
+        mtu = raw.get("mtu")
+        if mtu is not None and mtu < IPV6_MIN_MTU and any(n.version == 6 for _, n in subnets):
+            self.problem("cluster.mtu", f"{mtu} is below IPv6's minimum MTU {IPV6_MIN_MTU}")
+        cni = raw.get("cni", {})
+        defaults = CniSettings()
+        settings = CniSettings(
+            conf_dir=cni.get("confDir", defaults.conf_dir),
+            conf_file=cni.get("confFile", defaults.conf_file),
+            network_name=cni.get("networkName", defaults.network_name),
+            cni_version=cni.get("cniVersion", defaults.cni_version),
+            ipam_data_dir=cni.get("ipamDataDir", defaults.ipam_data_dir),
+        )
+        return Cluster(
+            pod_subnets=tuple(sorted((n for _, n in subnets), key=net_order)),
+            non_masquerade_cidrs=tuple(n for _, n in extra),
+            mtu=mtu,
+            cni=settings,
+        )
+
+    def _cidrs(self, path: str, texts: list[str]) -> list[tuple[int, IPNetwork]]:
+        parsed = [(i, self.cidr(f"{path}[{i}]", t)) for i, t in enumerate(texts)]
+        return [(i, n) for i, n in parsed if n is not None]
+
+    def _nodes(self, raw_nodes: list[dict[str, Any]], cluster: Cluster) -> list[Node]:
+        subnet_of = {n.version: n for n in cluster.pod_subnets}
+        names: dict[str, int] = {}
+        owner_of_ip: dict[IPAddress, str] = {}
+        cidr_owners: list[tuple[IPNetwork, str, str]] = []  # (cidr, node, path) for overlaps
+        nodes = []
+        for i, raw in enumerate(raw_nodes):
+            at, name = f"nodes[{i}]", raw["name"]
+            if name in names:
+                self.problem(f"{at}.name", f"duplicate node name {name!r} (also nodes[{names[name]}])")
+                continue
+            names[name] = i
+            ips = self._node_ips(at, name, raw["internalIPs"], owner_of_ip, cluster.pod_subnets)
+            cidrs = self._cidrs(f"{at}.podCIDRs", raw["podCIDRs"])
+            if not self.one_per_family(f"{at}.podCIDRs", cidrs, "PodCIDR"):
+                continue
+            for j, cidr in cidrs:
+                path = f"{at}.podCIDRs[{j}]"
+                subnet = subnet_of.get(cidr.version)
+                if subnet is None:
+                    self.problem(path, f"{cidr} is {_family(cidr.version)} but the cluster has no "
+                                       f"{_family(cidr.version)} pod subnet")
+                elif not cidr.subnet_of(subnet):  # type: ignore[arg-type]
+                    self.problem(path, f"{cidr} is outside the cluster's pod subnet {subnet}")
+                if cidr.prefixlen > cidr.max_prefixlen - 2:
+                    self.problem(path, f"{cidr} is too small for pods (it needs a gateway and "
+                                       "at least one pod address)")
+                if not any(ip.version == cidr.version for ip in ips):
+                    self.problem(at, f"node {name} has an {_family(cidr.version)} PodCIDR but no "
+                                     f"{_family(cidr.version)} InternalIP")
+                cidr_owners.append((cidr, name, path))
+            nodes.append(Node(name, tuple(sorted(ips, key=addr_order)),
+                              tuple(sorted((c for _, c in cidrs), key=net_order))))
+        self._check_overlaps(cidr_owners)
+        return nodes
+
+    def _node_ips(
+        self,
+        at: str,
+        name: str,
+        texts: list[str],
+        owner_of_ip: dict[IPAddress, str],
+        subnets: tuple[IPNetwork, ...],
+    ) -> list[IPAddress]:
+        ips: dict[int, IPAddress] = {}
+        for j, text in enumerate(texts):
+            path = f"{at}.internalIPs[{j}]"
+            ip = self.ip(path, text)
+            if ip is None:
+                continue
+            if ip in owner_of_ip:
+                self.problem(path, f"{ip} is also the InternalIP of node {owner_of_ip[ip]}")
+                continue
+            owner_of_ip[ip] = name
+            if any(ip in subnet for subnet in subnets):
+                self.problem(path, f"{ip} lies inside the cluster's pod subnet")
+            if ip.version in ips:
+                self.warnings.append(Problem(self.locate(path), (
+                    f"node {name} has a second {_family(ip.version)} InternalIP {ip}; "
+                    f"using the first, {ips[ip.version]}")))
+                continue
+            ips[ip.version] = ip
+        return list(ips.values())
+
+    def _check_overlaps(self, owners: list[tuple[IPNetwork, str, str]]) -> None:
+        # Sorted by start address, a network overlaps an earlier one exactly when it starts
+        # before the furthest end seen so far: O(n log n) for 5,000 nodes.
+        owners.sort(key=lambda o: net_order(o[0]))
+        reach: tuple[int, int, IPNetwork, str] | None = None  # (version, last address, net, node)
+        for net, node, path in owners:
+            first, last = int(net.network_address), int(net.broadcast_address)
+            if reach and reach[0] == net.version and first <= reach[1]:
+                self.problem(path, f"{net} overlaps {reach[2]} of node {reach[3]}")
+            if not reach or reach[0] != net.version or last > reach[1]:
+                reach = (net.version, last, net, node)
+
+    def _pods(self, raw_pods: list[dict[str, Any]], nodes: dict[str, Node]) -> list[Pod]:
+        seen_pods: dict[tuple[str, str], int] = {}
+        seen_ips: dict[IPAddress, str] = {}
+        seen_veths: dict[tuple[str, str], str] = {}
+        pods = []
+        for i, raw in enumerate(raw_pods):
+            at = f"pods[{i}]"
+            pod = Pod(raw["namespace"], raw["name"], raw["node"], (), raw["hostInterface"])
+            label = f"{pod.namespace}/{pod.name}"
+            if pod.key in seen_pods:
+                self.problem(at, f"duplicate pod {label} (also pods[{seen_pods[pod.key]}])")
+                continue
+            seen_pods[pod.key] = i
+            node = nodes.get(pod.node)
+            if node is None:
+                self.problem(f"{at}.node", f"no node named {pod.node!r}")
+                continue
+            veth = (pod.node, pod.host_interface)
+            if veth in seen_veths:
+                self.problem(f"{at}.hostInterface", f"{pod.host_interface} is also the veth of "
+                                                    f"pod {seen_veths[veth]}")
+            seen_veths[veth] = label
+            ips = self._pod_ips(at, label, raw["ips"], node, seen_ips)
+            pods.append(Pod(pod.namespace, pod.name, pod.node,
+                            tuple(sorted(ips, key=addr_order)), pod.host_interface))
+        return pods
+
+    def _pod_ips(
+        self, at: str, label: str, texts: list[str], node: Node, seen: dict[IPAddress, str]
+    ) -> list[IPAddress]:
+        ips = []
+        for j, text in enumerate(texts):
+            path = f"{at}.ips[{j}]"
+            ip = self.ip(path, text)
+            if ip is None:
+                continue
+            cidr = node.pod_cidr(ip.version)
+            if any(other.version == ip.version for other in ips):
+                self.problem(path, f"pod {label} has more than one {_family(ip.version)} IP")
+            elif cidr is None or ip not in cidr:
+                self.problem(path, f"{ip} is outside the PodCIDR of node {node.name} "
+                                   f"({cidr or 'none of ' + _family(ip.version)})")
+            elif ip in _reserved(cidr):
+                self.problem(path, f"{ip} is reserved in {cidr} (network, gateway or broadcast)")
+            elif ip in seen:
+                self.problem(path, f"{ip} is also the IP of pod {seen[ip]}")
+            else:
+                seen[ip] = label
+                ips.append(ip)
+        return ips

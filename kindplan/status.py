@@ -1,0 +1,11 @@
+"""Exit statuses, as DESIGN.md fixes them (terraform's 2 for pending changes; sysexits for the rest)."""
+
+from enum import IntEnum
+
+
+class ExitStatus(IntEnum):
+    OK = 0
+    FAILURE = 1
+    CHANGES_PENDING = 2  # only with --detailed-exitcode
+    USAGE = 64  # EX_USAGE; click's own 2 would read as "changes pending"
+    INVALID_INPUT = 65  # EX_DATAERR
