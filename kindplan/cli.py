@@ -6,8 +6,14 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
+
+try:  # recent typer carries its own copy of click
+    from typer._click.exceptions import ClickException
+    from typer._click.exceptions import UsageError as ClickUsageError
+except ImportError:  # pragma: no cover - older typer on real click
+    from click.exceptions import ClickException  # type: ignore[assignment]
+    from click.exceptions import UsageError as ClickUsageError  # type: ignore[assignment]
 
 from kindplan import __version__
 from kindplan.errors import InvalidInputError, KindplanError, Problem, UsageError
@@ -29,7 +35,6 @@ app = typer.Typer(
 SnapshotArg = Annotated[
     str,
     typer.Argument(
-        metavar="SNAPSHOT",
         help="ClusterSnapshot or Kubernetes node list (kubectl get nodes -o json|yaml), JSON or "
         "YAML; '-' reads stdin.",
         show_default=False,
@@ -181,13 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app and map every outcome to an exit status (DESIGN.md)."""
     try:
         result = app(args=argv, prog_name="kindplan", standalone_mode=False)
-    except click.UsageError as e:
+    except ClickUsageError as e:
         e.show()
         return ExitStatus.USAGE
-    except click.ClickException as e:
+    except ClickException as e:
         e.show()
         return ExitStatus.FAILURE
-    except click.Abort:
+    except typer.Abort:
         typer.echo("aborted", err=True)
         return ExitStatus.FAILURE
     except InvalidInputError as e:

@@ -47,25 +47,25 @@ def _parse_json(text: str, source: str) -> Any:
         raise InvalidInputError.one(
             f"{source}:{e.lineno}:{e.colno}", f"invalid JSON: {e.msg}"
         ) from e
-    except _DuplicateKeyError as e:
+    except _NotJSONError as e:
         raise InvalidInputError.one(source, str(e)) from e
 
 
-class _DuplicateKeyError(ValueError):
-    pass
+class _NotJSONError(ValueError):
+    """What Python's json module accepts but JSON does not (or a snapshot must not have)."""
 
 
 def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise _DuplicateKeyError(f"duplicate key {key!r} in one object")
+            raise _NotJSONError(f"duplicate key {key!r} in one object")
         result[key] = value
     return result
 
 
 def _no_nan(name: str) -> Any:
-    raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
+    raise _NotJSONError(f"invalid JSON: {name} is not a JSON number")
 
 
 _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

@@ -6,11 +6,11 @@ Every problem is collected before anything is raised, so a user sees them all at
 
 from __future__ import annotations
 
-import ipaddress
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from functools import cache
+from ipaddress import IPv6Address, ip_network
 from typing import Any
 
 from kindplan.document import MAX_INPUT_BYTES, parse_document
@@ -25,10 +25,14 @@ from kindplan.model import (
     Snapshot,
     addr_order,
     net_order,
+    parse_cidr,
+    parse_ip,
 )
 from kindplan.nodelist import NODE_LIST_KINDS, convert_node_list
 from kindplan.resources import load_schema
+from kindplan.schemacheck import Check, compile_schema
 
+SCHEMA_FILE = "snapshot.schema.json"
 SNAPSHOT_KIND = "ClusterSnapshot"
 IPV6_MIN_MTU = 1280
 
@@ -104,10 +108,17 @@ class _Locator:
         return path
 
 
-def _schema_problems(doc: dict[str, Any]) -> list[Problem]:
-    from jsonschema import Draft202012Validator
+@cache
+def _fast_check() -> Check:
+    return compile_schema(load_schema(SCHEMA_FILE))
 
-    validator = Draft202012Validator(load_schema("snapshot.schema.json"))
+
+def _schema_problems(doc: dict[str, Any]) -> list[Problem]:
+    if _fast_check()(doc):
+        return []
+    from jsonschema import Draft202012Validator  # the reference, for the messages
+
+    validator = Draft202012Validator(load_schema(SCHEMA_FILE))
     errors = sorted(validator.iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
     return [Problem(_json_path(e.absolute_path) or "(top)", _schema_message(e)) for e in errors]
 
@@ -125,6 +136,11 @@ def _schema_message(error: Any) -> str:
         return f"{error.instance!r} is not {title or 'in the expected form'}"
     message = str(error.message)
     return message if len(message) <= 160 else message[:157] + "..."
+
+
+def _within(inner: IPNetwork, outer: IPNetwork) -> bool:
+    """inner is a subnet of outer (same family); cheaper than ipaddress's subnet_of."""
+    return inner.prefixlen >= outer.prefixlen and inner.network_address in outer
 
 
 def _reserved(cidr: IPNetwork) -> tuple[IPAddress, ...]:
@@ -146,11 +162,13 @@ class _Checker:
         self.locate = locate
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
+        self.doubtful_nodes: set[str] = set()
 
     def problem(self, path: str, what: str) -> None:
         self.problems.append(Problem(self.locate(path), what))
 
     def check(self, doc: dict[str, Any]) -> Snapshot:
+        self._control_characters(doc)
         cluster = self._cluster(doc["cluster"])
         nodes = self._nodes(doc["nodes"], cluster)
         pods = self._pods(doc.get("pods", []), {n.name: n for n in nodes})
@@ -160,17 +178,32 @@ class _Checker:
             tuple(sorted(pods, key=lambda p: p.key)),
         )
 
+    def _control_characters(self, doc: dict[str, Any]) -> None:
+        """Refuse control characters anywhere: JSON Schema's `$` lets a trailing newline pass a
+        pattern, and a newline in an interface or file name would break the rendered files."""
+        stack: list[tuple[Any, str]] = [(doc, "")]
+        while stack:
+            value, path = stack.pop()
+            if isinstance(value, str):
+                if not value.isprintable():
+                    self.problem(path, f"{value!r} contains a control character")
+            elif isinstance(value, dict):
+                stack.extend((v, f"{path}.{k}" if path else k) for k, v in value.items())
+            elif isinstance(value, list):
+                stack.extend((v, f"{path}[{i}]") for i, v in enumerate(value))
+
     # -- parsing single values -------------------------------------------------------------
 
     def cidr(self, path: str, text: str) -> IPNetwork | None:
-        if "/" not in text:
-            self.problem(path, f"{text!r} is not a CIDR (no prefix length)")
+        prefix = text.partition("/")[2]
+        if not (prefix.isascii() and prefix.isdigit()):
+            self.problem(path, f"{text!r} is not a CIDR (address/prefix-length)")
             return None
         try:
-            return ipaddress.ip_network(text, strict=True)
+            return parse_cidr(text)
         except ValueError as e:
             try:
-                fixed = ipaddress.ip_network(text, strict=False)
+                fixed = ip_network(text, strict=False)
             except ValueError:
                 self.problem(path, f"{text!r} is not a CIDR ({e})")
                 return None
@@ -179,11 +212,11 @@ class _Checker:
 
     def ip(self, path: str, text: str) -> IPAddress | None:
         try:
-            addr = ipaddress.ip_address(text)
+            addr = parse_ip(text)
         except ValueError:
             self.problem(path, f"{text!r} is not an IP address")
             return None
-        if isinstance(addr, ipaddress.IPv6Address) and addr.scope_id:
+        if isinstance(addr, IPv6Address) and addr.scope_id:
             self.problem(path, f"{text!r} has a zone index; use a global address")
             return None
         return addr
@@ -240,9 +273,12 @@ class _Checker:
                 self.problem(f"{at}.name", f"duplicate node name {name!r} (also nodes[{names[name]}])")
                 continue
             names[name] = i
-            ips = self._node_ips(at, name, raw["internalIPs"], owner_of_ip, cluster.pod_subnets)
+            before = len(self.problems)
+            ips = self._node_ips(at, name, raw["internalIPs"], owner_of_ip, subnet_of)
+            ips_parsed = len(self.problems) == before  # else "no InternalIP" would only be noise
             cidrs = self._cidrs(f"{at}.podCIDRs", raw["podCIDRs"])
             if not self.one_per_family(f"{at}.podCIDRs", cidrs, "PodCIDR"):
+                self.doubtful_nodes.add(name)
                 continue
             for j, cidr in cidrs:
                 path = f"{at}.podCIDRs[{j}]"
@@ -250,15 +286,17 @@ class _Checker:
                 if subnet is None:
                     self.problem(path, f"{cidr} is {_family(cidr.version)} but the cluster has no "
                                        f"{_family(cidr.version)} pod subnet")
-                elif not cidr.subnet_of(subnet):  # type: ignore[arg-type]
+                elif not _within(cidr, subnet):
                     self.problem(path, f"{cidr} is outside the cluster's pod subnet {subnet}")
                 if cidr.prefixlen > cidr.max_prefixlen - 2:
                     self.problem(path, f"{cidr} is too small for pods (it needs a gateway and "
                                        "at least one pod address)")
-                if not any(ip.version == cidr.version for ip in ips):
+                if ips_parsed and not any(ip.version == cidr.version for ip in ips):
                     self.problem(at, f"node {name} has an {_family(cidr.version)} PodCIDR but no "
                                      f"{_family(cidr.version)} InternalIP")
                 cidr_owners.append((cidr, name, path))
+            if len(self.problems) != before:
+                self.doubtful_nodes.add(name)  # its pods' checks would only repeat the problem
             nodes.append(Node(name, tuple(sorted(ips, key=addr_order)),
                               tuple(sorted((c for _, c in cidrs), key=net_order))))
         self._check_overlaps(cidr_owners)
@@ -270,7 +308,7 @@ class _Checker:
         name: str,
         texts: list[str],
         owner_of_ip: dict[IPAddress, str],
-        subnets: tuple[IPNetwork, ...],
+        subnets: dict[int, IPNetwork],
     ) -> list[IPAddress]:
         ips: dict[int, IPAddress] = {}
         for j, text in enumerate(texts):
@@ -282,7 +320,8 @@ class _Checker:
                 self.problem(path, f"{ip} is also the InternalIP of node {owner_of_ip[ip]}")
                 continue
             owner_of_ip[ip] = name
-            if any(ip in subnet for subnet in subnets):
+            subnet = subnets.get(ip.version)
+            if subnet is not None and ip in subnet:
                 self.problem(path, f"{ip} lies inside the cluster's pod subnet")
             if ip.version in ips:
                 self.warnings.append(Problem(self.locate(path), (
@@ -298,7 +337,8 @@ class _Checker:
         owners.sort(key=lambda o: net_order(o[0]))
         reach: tuple[int, int, IPNetwork, str] | None = None  # (version, last address, net, node)
         for net, node, path in owners:
-            first, last = int(net.network_address), int(net.broadcast_address)
+            first = int(net.network_address)
+            last = first + (1 << (net.max_prefixlen - net.prefixlen)) - 1
             if reach and reach[0] == net.version and first <= reach[1]:
                 self.problem(path, f"{net} overlaps {reach[2]} of node {reach[3]}")
             if not reach or reach[0] != net.version or last > reach[1]:
@@ -318,6 +358,8 @@ class _Checker:
                 continue
             seen_pods[pod.key] = i
             node = nodes.get(pod.node)
+            if pod.node in self.doubtful_nodes:
+                continue
             if node is None:
                 self.problem(f"{at}.node", f"no node named {pod.node!r}")
                 continue

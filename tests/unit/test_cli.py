@@ -1,0 +1,100 @@
+"""The command line: exit statuses, messages and files, run in-process and as a real process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kindplan.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED = str(ROOT / "fixtures" / "seed-lab" / "snapshot.yaml")
+
+
+def run(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
+    """kindplan as users run it: a separate process, with its real exit status and streams."""
+    return subprocess.run(
+        [sys.executable, "-m", "kindplan.cli", *args], input=stdin.decode(errors="surrogateescape"),
+        capture_output=True, text=True, check=False,
+    )
+
+
+def test_render_seed_lab_worker2(tmp_path: Path) -> None:
+    result = run("render", SEED, "--node", "k8s-guide-worker2", "--out", str(tmp_path / "a"))
+    assert result.returncode == 0, result.stderr
+    routes = [line for line in (tmp_path / "a" / "routes.batch").read_text().splitlines() if " via " in line]
+    assert routes == [
+        "route replace 10.244.0.0/24 via 172.18.0.10 dev eth0 proto 75",
+        "route replace 10.244.1.0/24 via 172.18.0.11 dev eth0 proto 75",
+    ]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+        "10-kindnet.conflist", "iptables.rules", "routes.batch",
+    ]
+    # twice gives the same bytes, and a second run into the same folder changes nothing
+    assert main(["render", SEED, "--node", "k8s-guide-worker2", "--out", str(tmp_path / "b")]) == 0
+    for f in (tmp_path / "a").iterdir():
+        assert f.read_bytes() == (tmp_path / "b" / f.name).read_bytes()
+    again = run("render", SEED, "--node", "k8s-guide-worker2", "--out", str(tmp_path / "a"))
+    assert "(0 changed)" in again.stdout
+
+
+def test_check_reports_a_diff_and_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["render", SEED, "--all-nodes", "--out", str(tmp_path)]) == 0
+    assert main(["render", SEED, "--all-nodes", "--check", str(tmp_path)]) == 0
+    conflist = tmp_path / "k8s-guide-worker" / "10-kindnet.conflist"
+    conflist.write_text(conflist.read_text().replace('"mtu": 1500', '"mtu": 1450'))
+    (tmp_path / "stale.rules").write_text("x\n")
+    capsys.readouterr()
+    assert main(["render", SEED, "--all-nodes", "--check", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert '-      "mtu": 1450,\n+      "mtu": 1500,' in out
+    assert "+++ /dev/null" in out and "stale.rules" in out
+
+
+def test_invalid_input_exits_65_with_one_line_per_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(Path(SEED).read_text().replace("10.244.1.0/24", "10.244.1.1/24"))
+    result = run("render", str(bad), "--node", "k8s-guide-worker", "--out", str(tmp_path / "o"))
+    assert result.returncode == 65
+    assert result.stderr == (
+        "error: nodes[1].podCIDRs[0]: 10.244.1.1/24 has host bits set (the network is 10.244.1.0/24)\n"
+    )
+    assert not (tmp_path / "o").exists(), "nothing is written for bad input"
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "status", "stderr"),
+    [
+        (["render", "--bogus"], b"", 64, "No such option: --bogus"),
+        (["render", SEED, "--node", "x", "--all-nodes", "--out", "o"], b"", 64, "exactly one of --node"),
+        (["render", SEED, "--node", "x"], b"", 64, "exactly one of --out DIR and --check DIR"),
+        (["validate", SEED, "--node", "ghost"], b"", 65, "error: --node: no node named 'ghost'"),
+        (["validate", "/nonexistent.yaml"], b"", 65, "error: /nonexistent.yaml: cannot read: No such file"),
+        (["validate", "-"], b"\x00\x01", 65, "error: <stdin>: binary input"),
+        (["validate", "-"], b"{]", 65, "error: <stdin>:1:2: invalid JSON"),
+        ([], b"", 64, "Usage: kindplan"),
+    ],
+)
+def test_exit_statuses(args: list[str], stdin: bytes, status: int, stderr: str) -> None:
+    result = run(*args, stdin=stdin)
+    assert result.returncode == status, result.stderr
+    assert stderr in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_validate_reads_stdin_and_warns_about_skipped_nodes() -> None:
+    node_list = (ROOT / "fixtures" / "node-list" / "snapshot.json").read_bytes()
+    result = run("validate", "-", "--pod-subnet", "10.244.0.0/16,fd00:10:244::/56", stdin=node_list)
+    assert result.returncode == 0, result.stderr
+    # two pod subnets make a dual-stack cluster, even while no node has an IPv6 PodCIDR yet
+    assert result.stdout == "ok: 3 nodes, 0 pods, dual-stack\n"
+    assert "warning: items[3] (node k8s-guide-worker3): no PodCIDR yet; skipped" in result.stderr
+
+
+def test_version_and_help() -> None:
+    assert run("--version").stdout.startswith("kindplan ")
+    help_text = run("render", "--help").stdout
+    assert "--check" in help_text and "routes.batch" in help_text
