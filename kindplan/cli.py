@@ -77,7 +77,7 @@ def _warn(problems: tuple[Problem, ...] | list[Problem]) -> None:
 
 
 def _load(path: str, pod_subnets: list[str] | None):  # type: ignore[no-untyped-def]
-    from kindplan.snapshot import load_snapshot
+    from kindplan.sources import load_snapshot
 
     loaded = load_snapshot(path, pod_subnets=_split(pod_subnets))
     _warn(loaded.warnings)
@@ -117,7 +117,9 @@ def render(
     ] = False,
     out: Annotated[
         Path | None,
-        typer.Option(help="Write the files to this folder (created if missing).", show_default=False),
+        typer.Option(
+            help="Write the files to this folder (created if missing).", show_default=False
+        ),
     ] = None,
     check: Annotated[
         Path | None,
@@ -131,13 +133,15 @@ def render(
     mtu: Annotated[
         int | None,
         typer.Option(
-            min=576, max=65535,
+            min=576,
+            max=65535,
             help=f"Pod MTU; default: the snapshot's cluster.mtu, else {DEFAULT_MTU}.",
             show_default=False,
         ),
     ] = None,
     route_proto: Annotated[
-        int, typer.Option(min=1, max=255, help="Route protocol number that marks kindplan's routes.")
+        int,
+        typer.Option(min=1, max=255, help="Route protocol number that marks kindplan's routes."),
     ] = DEFAULT_ROUTE_PROTO,
     pod_subnet: PodSubnetOpt = None,
 ) -> int:

@@ -71,8 +71,16 @@ def _peer_routes(snapshot: Snapshot, node: Node, facts: HostFacts, proto: int) -
             gateway = peer.internal_ip(cidr.version)
             if gateway is None:  # the snapshot checks make this unreachable
                 continue
-            routes.append(Route(dst=cidr, ifname=facts.uplink, gateway=gateway,
-                                metric=_metric(cidr), proto=proto, peer=peer.name))
+            routes.append(
+                Route(
+                    dst=cidr,
+                    ifname=facts.uplink,
+                    gateway=gateway,
+                    metric=_metric(cidr),
+                    proto=proto,
+                    peer=peer.name,
+                )
+            )
     return routes
 
 
@@ -86,9 +94,16 @@ def _pod_plumbing(node: Node, pod: Pod, proto: int) -> tuple[list[Route], list[A
             continue
         addresses.append(Address(pod.host_interface, cidr.network_address + 1, pod=label))
         # ptp asks for scope host on both families; the kernel keeps it only for IPv4.
-        routes.append(Route(dst=ip_network(ip), ifname=pod.host_interface,
-                            scope="host" if ip.version == 4 else "universe",
-                            metric=_metric(cidr), proto=proto, peer=label))
+        routes.append(
+            Route(
+                dst=ip_network(ip),
+                ifname=pod.host_interface,
+                scope="host" if ip.version == 4 else "universe",
+                metric=_metric(cidr),
+                proto=proto,
+                peer=label,
+            )
+        )
     return routes, addresses
 
 
@@ -97,7 +112,9 @@ def _metric(net: IPNetwork) -> int:
 
 
 def _masq_chain(snapshot: Snapshot, version: int) -> MasqChain:
-    """RETURN for the cluster's pod subnet(s), then the extra non-masquerade CIDRs, of one family."""
+    """RETURN for the cluster pod subnet, then the extra non-masquerade CIDRs, of one family."""
     cluster = snapshot.cluster
-    cidrs = [n for n in (*cluster.pod_subnets, *cluster.non_masquerade_cidrs) if n.version == version]
+    cidrs = [
+        n for n in (*cluster.pod_subnets, *cluster.non_masquerade_cidrs) if n.version == version
+    ]
     return MasqChain(version, tuple(dict.fromkeys(cidrs)))

@@ -84,9 +84,7 @@ class _StrictLoader(_BaseLoader):  # type: ignore[misc]
                 break
             if duplicate:
                 mark = key_node.start_mark
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", mark
-                )
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", mark)
             seen.add(key)
         mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
         return mapping
@@ -94,7 +92,7 @@ class _StrictLoader(_BaseLoader):  # type: ignore[misc]
 
 def _parse_yaml(text: str, source: str) -> Any:
     try:
-        documents = list(yaml.load_all(text, Loader=_StrictLoader))  # noqa: S506 (a safe loader)
+        documents = list(yaml.load_all(text, Loader=_StrictLoader))
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -103,9 +101,7 @@ def _parse_yaml(text: str, source: str) -> Any:
         raise InvalidInputError.one(source, f"invalid YAML: {e}") from e
     documents = [d for d in documents if d is not None]
     if len(documents) != 1:
-        raise InvalidInputError.one(
-            source, f"expected one YAML document, found {len(documents)}"
-        )
+        raise InvalidInputError.one(source, f"expected one YAML document, found {len(documents)}")
     _check_keys(documents[0])
     return documents[0]
 

@@ -65,19 +65,20 @@ def diff_tree(root: Path, files: Mapping[str, str]) -> str:
     """
     if not root.is_dir():
         raise RuntimeFailure(f"{root}: not a directory")
-    on_disk = {
-        p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()
-    }
-    chunks = []
+    on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    chunks: list[str] = []
     for rel in sorted(on_disk | set(files)):
         old = _read_text(root / rel) if rel in on_disk else ""
         new = files.get(rel, "")
         if old != new:
-            chunks.extend(difflib.unified_diff(
-                old.splitlines(keepends=True), new.splitlines(keepends=True),
-                fromfile=f"{root / rel}" if rel in on_disk else "/dev/null",
-                tofile=f"rendered/{rel}" if rel in files else "/dev/null",
-            ))
+            chunks.extend(
+                difflib.unified_diff(
+                    old.splitlines(keepends=True),
+                    new.splitlines(keepends=True),
+                    fromfile=f"{root / rel}" if rel in on_disk else "/dev/null",
+                    tofile=f"rendered/{rel}" if rel in files else "/dev/null",
+                )
+            )
             if chunks and not chunks[-1].endswith("\n"):
                 chunks[-1] += "\n\\ No newline at end of file\n"
     return "".join(chunks)

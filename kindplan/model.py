@@ -6,8 +6,8 @@ byte for byte the same whatever order the input had.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import socket as _socket
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
 IPAddress = IPv4Address | IPv6Address
@@ -163,7 +163,10 @@ class DesiredState:
 
 # Parsing through inet_pton is about 5 times faster than ipaddress's string parser, which matters
 # at 5,000 nodes; anything unusual falls back to ipaddress, so both accept and refuse the same.
-_FAMILIES = ((_socket.AF_INET, IPv4Address, IPv4Network), (_socket.AF_INET6, IPv6Address, IPv6Network))
+_FAMILIES = (
+    (_socket.AF_INET, IPv4Address, IPv4Network),
+    (_socket.AF_INET6, IPv6Address, IPv6Network),
+)
 
 
 def parse_ip(text: str) -> IPAddress:

@@ -2,8 +2,8 @@
 
 kindnet takes a node's PodCIDRs from spec.podCIDRs (or the older spec.podCIDR) and its addresses of
 type InternalIP; a node that has no PodCIDR or no InternalIP yet is skipped with a warning, never an
-error, because that is normal while a node joins. Where a node has several InternalIPs of one family,
-the first one listed is used (kindnet does the same).
+error, because that is normal while a node joins. Where a node has several InternalIPs of one
+family the first one listed is used (kindnet does the same).
 """
 
 from __future__ import annotations
@@ -30,12 +30,22 @@ class Converted:
 
 def convert_node_list(doc: dict[str, Any], pod_subnets: Sequence[str]) -> Converted:
     """Turn a List/NodeList of v1 Nodes into a ClusterSnapshot document (not yet validated)."""
-    out = Converted({"apiVersion": "kindplan/v1", "kind": "ClusterSnapshot",
-                     "cluster": {"podSubnets": list(pod_subnets)}, "nodes": []})
+    out = Converted(
+        {
+            "apiVersion": "kindplan/v1",
+            "kind": "ClusterSnapshot",
+            "cluster": {"podSubnets": list(pod_subnets)},
+            "nodes": [],
+        }
+    )
     if not pod_subnets:
-        out.problems.append(Problem(
-            "--pod-subnet", "a node list carries no cluster settings: give the cluster's pod "
-            "subnet(s), e.g. --pod-subnet 10.244.0.0/16"))
+        out.problems.append(
+            Problem(
+                "--pod-subnet",
+                "a node list carries no cluster settings: give the cluster's pod "
+                "subnet(s), e.g. --pod-subnet 10.244.0.0/16",
+            )
+        )
     items = doc.get("items")
     if not isinstance(items, list):
         out.problems.append(Problem("items", "a node list needs an 'items' array"))
@@ -89,9 +99,7 @@ def _object(item: dict[str, Any], key: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _internal_ips(
-    addresses: Any, at: str, name: str, out: Converted
-) -> list[tuple[str, str]]:
+def _internal_ips(addresses: Any, at: str, name: str, out: Converted) -> list[tuple[str, str]]:
     """The first InternalIP of each family, IPv4 first, each with its place in the input."""
     if not isinstance(addresses, list):
         return []
@@ -101,14 +109,22 @@ def _internal_ips(
             continue
         address, where = entry.get("address"), f"{at}[{k}].address"
         try:
-            version = ipaddress.ip_address(address).version  # type: ignore[arg-type]
+            if not isinstance(address, str):
+                raise ValueError(address)
+            version = ipaddress.ip_address(address).version
         except ValueError:
-            out.problems.append(Problem(f"{where} (node {name})", f"not an IP address: {address!r}"))
+            out.problems.append(
+                Problem(f"{where} (node {name})", f"not an IP address: {address!r}")
+            )
             continue
         if version in first:
-            out.warnings.append(Problem(
-                f"{where} (node {name})",
-                f"second IPv{version} InternalIP {address}; using the first, {first[version][0]}"))
+            out.warnings.append(
+                Problem(
+                    f"{where} (node {name})",
+                    f"second IPv{version} InternalIP {address}; "
+                    f"using the first, {first[version][0]}",
+                )
+            )
             continue
         first[version] = (address, where)
     return [first[v] for v in sorted(first)]

@@ -99,7 +99,7 @@ def address_command(address: Address) -> str:
 
 
 def render_route_batch(desired: DesiredState) -> str:
-    """The node's veth addresses and routes as `ip -batch` lines; addresses first (routes need them)."""
+    """The node's veth addresses and routes as `ip -batch` lines; addresses first."""
     lines = [f"# kindplan: routes and pod veth addresses of node {desired.node}; ip -batch FILE"]
     lines += [address_command(a) for a in desired.addresses]
     lines += [route_command(r) for r in desired.routes]

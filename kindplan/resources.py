@@ -13,7 +13,7 @@ _PACKAGE = Path(__file__).resolve().parent
 
 
 def resource_dir(name: str) -> Path:
-    """The folder `name` (templates or schemas): a wheel carries it in the package, a checkout on top."""
+    """The folder `name`: inside the package (a wheel), else at the repository top (a checkout)."""
     for candidate in (_PACKAGE / name, _PACKAGE.parent / name):
         if candidate.is_dir():
             return candidate

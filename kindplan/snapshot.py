@@ -1,19 +1,18 @@
 """Load a cluster snapshot: parse, validate against the schema, then check that it makes sense.
 
-`parse_snapshot` is pure (bytes in, Snapshot out); `load_snapshot` only adds reading the file.
+`parse_snapshot` is pure (bytes in, Snapshot out); sources.load_snapshot reads the bytes.
 Every problem is collected before anything is raised, so a user sees them all at once.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from ipaddress import IPv6Address, ip_network
 from typing import Any
 
-from kindplan.document import MAX_INPUT_BYTES, parse_document
+from kindplan.document import parse_document
 from kindplan.errors import InvalidInputError, Problem
 from kindplan.model import (
     Cluster,
@@ -41,20 +40,6 @@ IPV6_MIN_MTU = 1280
 class Loaded:
     snapshot: Snapshot
     warnings: tuple[Problem, ...] = ()
-
-
-def load_snapshot(path: str, *, pod_subnets: Sequence[str] = ()) -> Loaded:
-    """Read a snapshot or node list from a file, or from stdin when `path` is '-'."""
-    source = "<stdin>" if path == "-" else path
-    try:
-        if path == "-":
-            data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
-        else:
-            with open(path, "rb") as f:
-                data = f.read(MAX_INPUT_BYTES + 1)
-    except OSError as e:
-        raise InvalidInputError.one(source, f"cannot read: {e.strerror or e}") from e
-    return parse_snapshot(data, source=source, pod_subnets=pod_subnets)
 
 
 def parse_snapshot(
@@ -103,7 +88,7 @@ class _Locator:
         prefix = path
         while prefix:
             if prefix in self._where:
-                return self._where[prefix] + path[len(prefix):]
+                return self._where[prefix] + path[len(prefix) :]
             prefix = prefix.rpartition(".")[0] if "." in prefix else prefix.rpartition("[")[0]
         return path
 
@@ -236,7 +221,9 @@ class _Checker:
 
     def _cluster(self, raw: dict[str, Any]) -> Cluster:
         subnets = self._cidrs("cluster.podSubnets", raw["podSubnets"])
-        self.one_per_family("cluster.podSubnets", subnets, "pod subnet (kindnet takes one per family)")
+        self.one_per_family(
+            "cluster.podSubnets", subnets, "pod subnet (kindnet takes one per family)"
+        )
         extra = self._cidrs("cluster.nonMasqueradeCIDRs", raw.get("nonMasqueradeCIDRs", []))
         mtu = raw.get("mtu")
         if mtu is not None and mtu < IPV6_MIN_MTU and any(n.version == 6 for _, n in subnets):
@@ -262,7 +249,7 @@ class _Checker:
         return [(i, n) for i, n in parsed if n is not None]
 
     def _nodes(self, raw_nodes: list[dict[str, Any]], cluster: Cluster) -> list[Node]:
-        subnet_of = {n.version: n for n in cluster.pod_subnets}
+        subnet_of: dict[int, IPNetwork] = {n.version: n for n in cluster.pod_subnets}
         names: dict[str, int] = {}
         owner_of_ip: dict[IPAddress, str] = {}
         cidr_owners: list[tuple[IPNetwork, str, str]] = []  # (cidr, node, path) for overlaps
@@ -270,7 +257,9 @@ class _Checker:
         for i, raw in enumerate(raw_nodes):
             at, name = f"nodes[{i}]", raw["name"]
             if name in names:
-                self.problem(f"{at}.name", f"duplicate node name {name!r} (also nodes[{names[name]}])")
+                self.problem(
+                    f"{at}.name", f"duplicate node name {name!r} (also nodes[{names[name]}])"
+                )
                 continue
             names[name] = i
             before = len(self.problems)
@@ -284,21 +273,35 @@ class _Checker:
                 path = f"{at}.podCIDRs[{j}]"
                 subnet = subnet_of.get(cidr.version)
                 if subnet is None:
-                    self.problem(path, f"{cidr} is {_family(cidr.version)} but the cluster has no "
-                                       f"{_family(cidr.version)} pod subnet")
+                    self.problem(
+                        path,
+                        f"{cidr} is {_family(cidr.version)} but the cluster has no "
+                        f"{_family(cidr.version)} pod subnet",
+                    )
                 elif not _within(cidr, subnet):
                     self.problem(path, f"{cidr} is outside the cluster's pod subnet {subnet}")
                 if cidr.prefixlen > cidr.max_prefixlen - 2:
-                    self.problem(path, f"{cidr} is too small for pods (it needs a gateway and "
-                                       "at least one pod address)")
+                    self.problem(
+                        path,
+                        f"{cidr} is too small for pods (it needs a gateway and "
+                        "at least one pod address)",
+                    )
                 if ips_parsed and not any(ip.version == cidr.version for ip in ips):
-                    self.problem(at, f"node {name} has an {_family(cidr.version)} PodCIDR but no "
-                                     f"{_family(cidr.version)} InternalIP")
+                    self.problem(
+                        at,
+                        f"node {name} has an {_family(cidr.version)} PodCIDR but no "
+                        f"{_family(cidr.version)} InternalIP",
+                    )
                 cidr_owners.append((cidr, name, path))
             if len(self.problems) != before:
                 self.doubtful_nodes.add(name)  # its pods' checks would only repeat the problem
-            nodes.append(Node(name, tuple(sorted(ips, key=addr_order)),
-                              tuple(sorted((c for _, c in cidrs), key=net_order))))
+            nodes.append(
+                Node(
+                    name,
+                    tuple(sorted(ips, key=addr_order)),
+                    tuple(sorted((c for _, c in cidrs), key=net_order)),
+                )
+            )
         self._check_overlaps(cidr_owners)
         return nodes
 
@@ -324,9 +327,15 @@ class _Checker:
             if subnet is not None and ip in subnet:
                 self.problem(path, f"{ip} lies inside the cluster's pod subnet")
             if ip.version in ips:
-                self.warnings.append(Problem(self.locate(path), (
-                    f"node {name} has a second {_family(ip.version)} InternalIP {ip}; "
-                    f"using the first, {ips[ip.version]}")))
+                self.warnings.append(
+                    Problem(
+                        self.locate(path),
+                        (
+                            f"node {name} has a second {_family(ip.version)} InternalIP {ip}; "
+                            f"using the first, {ips[ip.version]}"
+                        ),
+                    )
+                )
                 continue
             ips[ip.version] = ip
         return list(ips.values())
@@ -365,18 +374,27 @@ class _Checker:
                 continue
             veth = (pod.node, pod.host_interface)
             if veth in seen_veths:
-                self.problem(f"{at}.hostInterface", f"{pod.host_interface} is also the veth of "
-                                                    f"pod {seen_veths[veth]}")
+                self.problem(
+                    f"{at}.hostInterface",
+                    f"{pod.host_interface} is also the veth of pod {seen_veths[veth]}",
+                )
             seen_veths[veth] = label
             ips = self._pod_ips(at, label, raw["ips"], node, seen_ips)
-            pods.append(Pod(pod.namespace, pod.name, pod.node,
-                            tuple(sorted(ips, key=addr_order)), pod.host_interface))
+            pods.append(
+                Pod(
+                    pod.namespace,
+                    pod.name,
+                    pod.node,
+                    tuple(sorted(ips, key=addr_order)),
+                    pod.host_interface,
+                )
+            )
         return pods
 
     def _pod_ips(
         self, at: str, label: str, texts: list[str], node: Node, seen: dict[IPAddress, str]
     ) -> list[IPAddress]:
-        ips = []
+        ips: list[IPAddress] = []
         for j, text in enumerate(texts):
             path = f"{at}.ips[{j}]"
             ip = self.ip(path, text)
@@ -386,8 +404,11 @@ class _Checker:
             if any(other.version == ip.version for other in ips):
                 self.problem(path, f"pod {label} has more than one {_family(ip.version)} IP")
             elif cidr is None or ip not in cidr:
-                self.problem(path, f"{ip} is outside the PodCIDR of node {node.name} "
-                                   f"({cidr or 'none of ' + _family(ip.version)})")
+                self.problem(
+                    path,
+                    f"{ip} is outside the PodCIDR of node {node.name} "
+                    f"({cidr or 'none of ' + _family(ip.version)})",
+                )
             elif ip in _reserved(cidr):
                 self.problem(path, f"{ip} is reserved in {cidr} (network, gateway or broadcast)")
             elif ip in seen:

@@ -23,7 +23,8 @@ _counter = itertools.count()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
-        "--update-golden", action="store_true",
+        "--update-golden",
+        action="store_true",
         help="rewrite fixtures/*/expected from the current renderer (review the git diff!)",
     )
 

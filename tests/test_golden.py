@@ -24,7 +24,9 @@ def _snapshot(case: Path) -> Path:
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_golden(name: str, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]) -> None:
+def test_golden(
+    name: str, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
+) -> None:
     case = FIXTURES / name
     args_file = case / "args"
     extra = shlex.split(args_file.read_text()) if args_file.exists() else []

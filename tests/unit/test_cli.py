@@ -17,21 +17,30 @@ SEED = str(ROOT / "fixtures" / "seed-lab" / "snapshot.yaml")
 def run(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
     """kindplan as users run it: a separate process, with its real exit status and streams."""
     return subprocess.run(
-        [sys.executable, "-m", "kindplan.cli", *args], input=stdin.decode(errors="surrogateescape"),
-        capture_output=True, text=True, check=False,
+        [sys.executable, "-m", "kindplan.cli", *args],
+        input=stdin.decode(errors="surrogateescape"),
+        capture_output=True,
+        text=True,
+        check=False,
     )
 
 
 def test_render_seed_lab_worker2(tmp_path: Path) -> None:
     result = run("render", SEED, "--node", "k8s-guide-worker2", "--out", str(tmp_path / "a"))
     assert result.returncode == 0, result.stderr
-    routes = [line for line in (tmp_path / "a" / "routes.batch").read_text().splitlines() if " via " in line]
+    routes = [
+        line
+        for line in (tmp_path / "a" / "routes.batch").read_text().splitlines()
+        if " via " in line
+    ]
     assert routes == [
         "route replace 10.244.0.0/24 via 172.18.0.10 dev eth0 proto 75",
         "route replace 10.244.1.0/24 via 172.18.0.11 dev eth0 proto 75",
     ]
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
-        "10-kindnet.conflist", "iptables.rules", "routes.batch",
+        "10-kindnet.conflist",
+        "iptables.rules",
+        "routes.batch",
     ]
     # twice gives the same bytes, and a second run into the same folder changes nothing
     assert main(["render", SEED, "--node", "k8s-guide-worker2", "--out", str(tmp_path / "b")]) == 0
@@ -41,7 +50,9 @@ def test_render_seed_lab_worker2(tmp_path: Path) -> None:
     assert "(0 changed)" in again.stdout
 
 
-def test_check_reports_a_diff_and_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_reports_a_diff_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["render", SEED, "--all-nodes", "--out", str(tmp_path)]) == 0
     assert main(["render", SEED, "--all-nodes", "--check", str(tmp_path)]) == 0
     conflist = tmp_path / "k8s-guide-worker" / "10-kindnet.conflist"
@@ -60,7 +71,8 @@ def test_invalid_input_exits_65_with_one_line_per_problem(tmp_path: Path) -> Non
     result = run("render", str(bad), "--node", "k8s-guide-worker", "--out", str(tmp_path / "o"))
     assert result.returncode == 65
     assert result.stderr == (
-        "error: nodes[1].podCIDRs[0]: 10.244.1.1/24 has host bits set (the network is 10.244.1.0/24)\n"
+        "error: nodes[1].podCIDRs[0]: 10.244.1.1/24 has host bits set "
+        "(the network is 10.244.1.0/24)\n"
     )
     assert not (tmp_path / "o").exists(), "nothing is written for bad input"
 
@@ -69,10 +81,20 @@ def test_invalid_input_exits_65_with_one_line_per_problem(tmp_path: Path) -> Non
     ("args", "stdin", "status", "stderr"),
     [
         (["render", "--bogus"], b"", 64, "No such option: --bogus"),
-        (["render", SEED, "--node", "x", "--all-nodes", "--out", "o"], b"", 64, "exactly one of --node"),
+        (
+            ["render", SEED, "--node", "x", "--all-nodes", "--out", "o"],
+            b"",
+            64,
+            "exactly one of --node",
+        ),
         (["render", SEED, "--node", "x"], b"", 64, "exactly one of --out DIR and --check DIR"),
         (["validate", SEED, "--node", "ghost"], b"", 65, "error: --node: no node named 'ghost'"),
-        (["validate", "/nonexistent.yaml"], b"", 65, "error: /nonexistent.yaml: cannot read: No such file"),
+        (
+            ["validate", "/nonexistent.yaml"],
+            b"",
+            65,
+            "error: /nonexistent.yaml: cannot read: No such file",
+        ),
         (["validate", "-"], b"\x00\x01", 65, "error: <stdin>: binary input"),
         (["validate", "-"], b"{]", 65, "error: <stdin>:1:2: invalid JSON"),
         ([], b"", 64, "Usage: kindplan"),

@@ -40,20 +40,28 @@ def test_peer_routes_ipv4() -> None:
 
 
 def test_dual_stack_routes_use_the_gateway_of_their_family() -> None:
-    desired = compile_desired(load(cluster_doc(2, v6=True)), "node-0000", HostFacts(), route_proto=99)
+    desired = compile_desired(
+        load(cluster_doc(2, v6=True)), "node-0000", HostFacts(), route_proto=99
+    )
     assert [(str(r.dst), str(r.gateway), r.metric, r.proto) for r in desired.routes] == [
         ("10.244.1.0/24", "198.18.0.11", 0, 99),
         ("fd00:10:244:1::/64", "2001:db8:ffff::b", 1024, 99),
     ]
-    assert [s.name for s in desired.sysctls] == ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"]
+    assert [s.name for s in desired.sysctls] == [
+        "net.ipv4.ip_forward",
+        "net.ipv6.conf.all.forwarding",
+    ]
 
 
 def test_local_pods_get_gateway_address_and_host_routes_like_ptp() -> None:
-    doc = with_pod(cluster_doc(2, v6=True), "node-0001", ["10.244.1.7", "fd00:10:244:1::7"], "veth1")
+    doc = with_pod(
+        cluster_doc(2, v6=True), "node-0001", ["10.244.1.7", "fd00:10:244:1::7"], "veth1"
+    )
     doc = with_pod(doc, "node-0000", ["10.244.0.9"], "veth9", name="elsewhere")
     desired = compile_desired(load(doc), "node-0001", HostFacts())
     assert [(a.ifname, str(a.address), a.prefixlen) for a in desired.addresses] == [
-        ("veth1", "10.244.1.1", 32), ("veth1", "fd00:10:244:1::1", 128),
+        ("veth1", "10.244.1.1", 32),
+        ("veth1", "fd00:10:244:1::1", 128),
     ]
     pod_routes = [r for r in desired.routes if r.ifname == "veth1"]
     assert [(str(r.dst), r.gateway, r.scope, r.metric) for r in pod_routes] == [
@@ -64,7 +72,10 @@ def test_local_pods_get_gateway_address_and_host_routes_like_ptp() -> None:
 
 
 def test_unknown_node_is_invalid_input() -> None:
-    with pytest.raises(InvalidInputError, match=r"--node: no node named 'ghost' in the snapshot \(node-0000, node-0001\)"):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"--node: no node named 'ghost' in the snapshot \(node-0000, node-0001\)",
+    ):
         compile_desired(load(cluster_doc(2)), "ghost", HostFacts())
 
 
@@ -76,7 +87,8 @@ def test_conflist_fields() -> None:
     assert (conf["name"], conf["cniVersion"]) == ("kn", "0.3.1")
     assert (ptp["type"], ptp["ipMasq"], ptp["mtu"]) == ("ptp", False, 1450)
     assert ptp["ipam"] == {
-        "type": "host-local", "dataDir": '/x/"q"',
+        "type": "host-local",
+        "dataDir": '/x/"q"',
         "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}],
         "ranges": [[{"subnet": "10.244.1.0/24"}], [{"subnet": "fd00:10:244:1::/64"}]],
     }
@@ -90,13 +102,20 @@ def test_ipv4_cluster_has_no_ipv6_anything() -> None:
 
 
 def test_masq_chain_order_and_payload() -> None:
-    doc = cluster_doc(2, v6=True, nonMasqueradeCIDRs=["203.0.113.0/24", "2001:db8:5::/48", "10.244.0.0/16"])
+    doc = cluster_doc(
+        2, v6=True, nonMasqueradeCIDRs=["203.0.113.0/24", "2001:db8:5::/48", "10.244.0.0/16"]
+    )
     desired = compile_desired(load(doc), "node-0000", HostFacts())
     v4, v6 = desired.masq
-    assert [str(c) for c in v4.non_masquerade] == ["10.244.0.0/16", "203.0.113.0/24"]  # deduplicated
+    assert [str(c) for c in v4.non_masquerade] == [
+        "10.244.0.0/16",
+        "203.0.113.0/24",
+    ]  # deduplicated
     assert [str(c) for c in v6.non_masquerade] == ["fd00:10:244::/48", "2001:db8:5::/48"]
     rules = masq_rules(v4)
-    assert rules[0].startswith("-A KIND-MASQ-AGENT -d 10.244.0.0/16 ") and rules[0].endswith("-j RETURN")
+    assert rules[0].startswith("-A KIND-MASQ-AGENT -d 10.244.0.0/16 ") and rules[0].endswith(
+        "-j RETURN"
+    )
     assert rules[-1].endswith("-j MASQUERADE") and len(rules) == 3
     payload = render_masq_payload(v4, with_jump=False)
     assert payload.splitlines() == ["*nat", ":KIND-MASQ-AGENT - [0:0]", *rules, "COMMIT"]
@@ -113,7 +132,9 @@ def test_route_batch_lines() -> None:
         "route replace 10.244.1.7/32 dev veth1 scope host proto 75",
     ]
     v6 = Route(ip_network("fd00::/64"), "eth0", ip_address("2001:db8::1"), metric=1024)
-    assert route_command(v6) == "route replace fd00::/64 via 2001:db8::1 dev eth0 proto 75 metric 1024"
+    assert (
+        route_command(v6) == "route replace fd00::/64 via 2001:db8::1 dev eth0 proto 75 metric 1024"
+    )
 
 
 def test_five_thousand_node_dual_stack_snapshot_compiles_for_one_node() -> None:

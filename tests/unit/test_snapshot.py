@@ -22,14 +22,25 @@ def base() -> Doc:
         "kind": "ClusterSnapshot",
         "cluster": {"podSubnets": ["10.244.0.0/16", "fd00:10:244::/56"]},
         "nodes": [
-            {"name": "a", "internalIPs": ["192.0.2.10", "2001:db8::10"],
-             "podCIDRs": ["10.244.0.0/24", "fd00:10:244::/64"]},
-            {"name": "b", "internalIPs": ["192.0.2.11", "2001:db8::11"],
-             "podCIDRs": ["10.244.1.0/24", "fd00:10:244:1::/64"]},
+            {
+                "name": "a",
+                "internalIPs": ["192.0.2.10", "2001:db8::10"],
+                "podCIDRs": ["10.244.0.0/24", "fd00:10:244::/64"],
+            },
+            {
+                "name": "b",
+                "internalIPs": ["192.0.2.11", "2001:db8::11"],
+                "podCIDRs": ["10.244.1.0/24", "fd00:10:244:1::/64"],
+            },
         ],
         "pods": [
-            {"namespace": "default", "name": "web", "node": "b",
-             "ips": ["10.244.1.5", "fd00:10:244:1::5"], "hostInterface": "veth01"},
+            {
+                "namespace": "default",
+                "name": "web",
+                "node": "b",
+                "ips": ["10.244.1.5", "fd00:10:244:1::5"],
+                "hostInterface": "veth01",
+            },
         ],
     }
 
@@ -55,65 +66,132 @@ def test_base_is_valid() -> None:
 
 def _set(path: str, value: Any) -> Callable[[Doc], None]:
     """A mutation that sets doc[path] (dotted, with [i]) to value."""
+
     def apply(doc: Doc) -> None:
-        keys = [int(k) if k.isdigit() else k
-                for k in path.replace("[", ".").replace("]", "").split(".")]
+        keys = [
+            int(k) if k.isdigit() else k for k in path.replace("[", ".").replace("]", "").split(".")
+        ]
         target = doc
         for key in keys[:-1]:
             target = target[key]
         target[keys[-1]] = value
+
     return apply
 
 
 MEANING_CASES = [
-    ("malformed CIDR", _set("nodes[0].podCIDRs[0]", "10.244.0/24"),
-     "nodes[0].podCIDRs[0]: '10.244.0/24' is not a CIDR"),
-    ("CIDR without prefix", _set("cluster.podSubnets[0]", "10.244.0.0"),
-     "cluster.podSubnets[0]: '10.244.0.0' is not a CIDR (address/prefix-length)"),
-    ("netmask form", _set("cluster.podSubnets[0]", "10.244.0.0/255.255.0.0"),
-     "cluster.podSubnets[0]: '10.244.0.0/255.255.0.0' is not a CIDR"),
-    ("host bits", _set("nodes[1].podCIDRs[0]", "10.244.1.7/24"),
-     "nodes[1].podCIDRs[0]: 10.244.1.7/24 has host bits set (the network is 10.244.1.0/24)"),
-    ("malformed IP", _set("nodes[0].internalIPs[0]", "192.0.2.300"),
-     "nodes[0].internalIPs[0]: '192.0.2.300' is not an IP address"),
-    ("IPv6 zone", _set("nodes[0].internalIPs[1]", "fe80::1%eth0"),
-     "nodes[0].internalIPs[1]: 'fe80::1%eth0' has a zone index"),
-    ("duplicate node name", _set("nodes[1].name", "a"),
-     "nodes[1].name: duplicate node name 'a' (also nodes[0])"),
-    ("duplicate InternalIP", _set("nodes[1].internalIPs[0]", "192.0.2.10"),
-     "nodes[1].internalIPs[0]: 192.0.2.10 is also the InternalIP of node a"),
-    ("overlapping PodCIDRs", _set("nodes[1].podCIDRs[0]", "10.244.0.0/25"),
-     "nodes[1].podCIDRs[0]: 10.244.0.0/25 overlaps 10.244.0.0/24 of node a"),
-    ("PodCIDR outside podSubnets", _set("nodes[1].podCIDRs[0]", "10.245.1.0/24"),
-     "nodes[1].podCIDRs[0]: 10.245.1.0/24 is outside the cluster's pod subnet 10.244.0.0/16"),
-    ("family without pod subnet", _set("cluster.podSubnets", ["10.244.0.0/16"]),
-     "nodes[0].podCIDRs[1]: fd00:10:244::/64 is IPv6 but the cluster has no IPv6 pod subnet"),
-    ("PodCIDR family without InternalIP", _set("nodes[0].internalIPs", ["192.0.2.10"]),
-     "nodes[0]: node a has an IPv6 PodCIDR but no IPv6 InternalIP"),
-    ("two podSubnets of one family", _set("cluster.podSubnets", ["10.244.0.0/16", "10.96.0.0/16"]),
-     "cluster.podSubnets[1]: more than one IPv4 pod subnet (kindnet takes one per family)"),
-    ("two PodCIDRs of one family", _set("nodes[0].podCIDRs", ["10.244.0.0/24", "10.244.9.0/24"]),
-     "nodes[0].podCIDRs[1]: more than one IPv4 PodCIDR"),
-    ("PodCIDR too small", _set("nodes[0].podCIDRs[0]", "10.244.0.0/31"),
-     "nodes[0].podCIDRs[0]: 10.244.0.0/31 is too small for pods"),
-    ("InternalIP inside pod subnet", _set("nodes[0].internalIPs[0]", "10.244.200.1"),
-     "nodes[0].internalIPs[0]: 10.244.200.1 lies inside the cluster's pod subnet"),
-    ("pod IP outside its node's PodCIDR", _set("pods[0].ips[0]", "10.244.0.5"),
-     "pods[0].ips[0]: 10.244.0.5 is outside the PodCIDR of node b (10.244.1.0/24)"),
-    ("pod IP is the gateway", _set("pods[0].ips[0]", "10.244.1.1"),
-     "pods[0].ips[0]: 10.244.1.1 is reserved in 10.244.1.0/24"),
-    ("pod on unknown node", _set("pods[0].node", "zz"),
-     "pods[0].node: no node named 'zz'"),
-    ("two pod IPs of one family", _set("pods[0].ips", ["10.244.1.5", "10.244.1.6"]),
-     "pods[0].ips[1]: pod default/web has more than one IPv4 IP"),
-    ("IPv6 MTU too small", _set("cluster.mtu", 1200),
-     "cluster.mtu: 1200 is below IPv6's minimum MTU 1280"),
-    ("control character", _set("pods[0].hostInterface", "veth01\n"),
-     "pods[0].hostInterface: 'veth01\\n' contains a control character"),
+    (
+        "malformed CIDR",
+        _set("nodes[0].podCIDRs[0]", "10.244.0/24"),
+        "nodes[0].podCIDRs[0]: '10.244.0/24' is not a CIDR",
+    ),
+    (
+        "CIDR without prefix",
+        _set("cluster.podSubnets[0]", "10.244.0.0"),
+        "cluster.podSubnets[0]: '10.244.0.0' is not a CIDR (address/prefix-length)",
+    ),
+    (
+        "netmask form",
+        _set("cluster.podSubnets[0]", "10.244.0.0/255.255.0.0"),
+        "cluster.podSubnets[0]: '10.244.0.0/255.255.0.0' is not a CIDR",
+    ),
+    (
+        "host bits",
+        _set("nodes[1].podCIDRs[0]", "10.244.1.7/24"),
+        "nodes[1].podCIDRs[0]: 10.244.1.7/24 has host bits set (the network is 10.244.1.0/24)",
+    ),
+    (
+        "malformed IP",
+        _set("nodes[0].internalIPs[0]", "192.0.2.300"),
+        "nodes[0].internalIPs[0]: '192.0.2.300' is not an IP address",
+    ),
+    (
+        "IPv6 zone",
+        _set("nodes[0].internalIPs[1]", "fe80::1%eth0"),
+        "nodes[0].internalIPs[1]: 'fe80::1%eth0' has a zone index",
+    ),
+    (
+        "duplicate node name",
+        _set("nodes[1].name", "a"),
+        "nodes[1].name: duplicate node name 'a' (also nodes[0])",
+    ),
+    (
+        "duplicate InternalIP",
+        _set("nodes[1].internalIPs[0]", "192.0.2.10"),
+        "nodes[1].internalIPs[0]: 192.0.2.10 is also the InternalIP of node a",
+    ),
+    (
+        "overlapping PodCIDRs",
+        _set("nodes[1].podCIDRs[0]", "10.244.0.0/25"),
+        "nodes[1].podCIDRs[0]: 10.244.0.0/25 overlaps 10.244.0.0/24 of node a",
+    ),
+    (
+        "PodCIDR outside podSubnets",
+        _set("nodes[1].podCIDRs[0]", "10.245.1.0/24"),
+        "nodes[1].podCIDRs[0]: 10.245.1.0/24 is outside the cluster's pod subnet 10.244.0.0/16",
+    ),
+    (
+        "family without pod subnet",
+        _set("cluster.podSubnets", ["10.244.0.0/16"]),
+        "nodes[0].podCIDRs[1]: fd00:10:244::/64 is IPv6 but the cluster has no IPv6 pod subnet",
+    ),
+    (
+        "PodCIDR family without InternalIP",
+        _set("nodes[0].internalIPs", ["192.0.2.10"]),
+        "nodes[0]: node a has an IPv6 PodCIDR but no IPv6 InternalIP",
+    ),
+    (
+        "two podSubnets of one family",
+        _set("cluster.podSubnets", ["10.244.0.0/16", "10.96.0.0/16"]),
+        "cluster.podSubnets[1]: more than one IPv4 pod subnet (kindnet takes one per family)",
+    ),
+    (
+        "two PodCIDRs of one family",
+        _set("nodes[0].podCIDRs", ["10.244.0.0/24", "10.244.9.0/24"]),
+        "nodes[0].podCIDRs[1]: more than one IPv4 PodCIDR",
+    ),
+    (
+        "PodCIDR too small",
+        _set("nodes[0].podCIDRs[0]", "10.244.0.0/31"),
+        "nodes[0].podCIDRs[0]: 10.244.0.0/31 is too small for pods",
+    ),
+    (
+        "InternalIP inside pod subnet",
+        _set("nodes[0].internalIPs[0]", "10.244.200.1"),
+        "nodes[0].internalIPs[0]: 10.244.200.1 lies inside the cluster's pod subnet",
+    ),
+    (
+        "pod IP outside its node's PodCIDR",
+        _set("pods[0].ips[0]", "10.244.0.5"),
+        "pods[0].ips[0]: 10.244.0.5 is outside the PodCIDR of node b (10.244.1.0/24)",
+    ),
+    (
+        "pod IP is the gateway",
+        _set("pods[0].ips[0]", "10.244.1.1"),
+        "pods[0].ips[0]: 10.244.1.1 is reserved in 10.244.1.0/24",
+    ),
+    ("pod on unknown node", _set("pods[0].node", "zz"), "pods[0].node: no node named 'zz'"),
+    (
+        "two pod IPs of one family",
+        _set("pods[0].ips", ["10.244.1.5", "10.244.1.6"]),
+        "pods[0].ips[1]: pod default/web has more than one IPv4 IP",
+    ),
+    (
+        "IPv6 MTU too small",
+        _set("cluster.mtu", 1200),
+        "cluster.mtu: 1200 is below IPv6's minimum MTU 1280",
+    ),
+    (
+        "control character",
+        _set("pods[0].hostInterface", "veth01\n"),
+        "pods[0].hostInterface: 'veth01\\n' contains a control character",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("case", "mutation", "message"), MEANING_CASES, ids=[c[0] for c in MEANING_CASES])
+@pytest.mark.parametrize(
+    ("case", "mutation", "message"), MEANING_CASES, ids=[c[0] for c in MEANING_CASES]
+)
 def test_meaning_check(case: str, mutation: Callable[[Doc], None], message: str) -> None:
     problems = problems_of(mutate(mutation))
     assert any(p.startswith(message) for p in problems), problems
@@ -122,8 +200,12 @@ def test_meaning_check(case: str, mutation: Callable[[Doc], None], message: str)
 def test_duplicate_pods_ips_and_veths() -> None:
     def two_pods(doc: Doc) -> None:
         pod = doc["pods"][0]
-        doc["pods"] += [dict(pod), dict(pod, name="other", ips=["10.244.1.5"], hostInterface="veth02"),
-                        dict(pod, name="third", ips=["10.244.1.9"])]
+        doc["pods"] += [
+            dict(pod),
+            dict(pod, name="other", ips=["10.244.1.5"], hostInterface="veth02"),
+            dict(pod, name="third", ips=["10.244.1.9"]),
+        ]
+
     problems = problems_of(mutate(two_pods))
     assert "pods[1]: duplicate pod default/web (also pods[0])" in problems
     assert "pods[2].ips[0]: 10.244.1.5 is also the IP of pod default/web" in problems
@@ -135,22 +217,41 @@ def test_all_problems_are_reported_at_once() -> None:
         doc["nodes"][0]["podCIDRs"][0] = "10.244.0.1/24"
         doc["nodes"][1]["internalIPs"][0] = "nope"
         doc["pods"][0]["node"] = "zz"
+
     assert len(problems_of(mutate(many))) == 3
 
 
 SCHEMA_CASES = [
-    ("missing key", lambda d: d["nodes"][0].pop("podCIDRs"), "nodes[0]: 'podCIDRs' is a required property"),
-    ("unknown key", _set("cluster.podSubnet", ["10.0.0.0/8"]), "cluster: Additional properties are not allowed"),
+    (
+        "missing key",
+        lambda d: d["nodes"][0].pop("podCIDRs"),
+        "nodes[0]: 'podCIDRs' is a required property",
+    ),
+    (
+        "unknown key",
+        _set("cluster.podSubnet", ["10.0.0.0/8"]),
+        "cluster: Additional properties are not allowed",
+    ),
     ("wrong type", _set("cluster.mtu", "1500"), "cluster.mtu: '1500' is not of type 'integer'"),
-    ("huge number", _set("cluster.mtu", 10**30), "cluster.mtu: 1000000000000000000000000000000 is greater than"),
+    (
+        "huge number",
+        _set("cluster.mtu", 10**30),
+        "cluster.mtu: 1000000000000000000000000000000 is greater than",
+    ),
     ("bad name", _set("nodes[0].name", "Node_A"), "nodes[0].name: 'Node_A' is not"),
     ("wrong apiVersion", _set("apiVersion", "v1"), "apiVersion: 'kindplan/v1' was expected"),
     ("empty nodes", _set("nodes", []), "nodes: [] should be non-empty"),
-    ("ifname too long", _set("pods[0].hostInterface", "veth0123456789abc"), "pods[0].hostInterface:"),
+    (
+        "ifname too long",
+        _set("pods[0].hostInterface", "veth0123456789abc"),
+        "pods[0].hostInterface:",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("case", "mutation", "message"), SCHEMA_CASES, ids=[c[0] for c in SCHEMA_CASES])
+@pytest.mark.parametrize(
+    ("case", "mutation", "message"), SCHEMA_CASES, ids=[c[0] for c in SCHEMA_CASES]
+)
 def test_schema_problem(case: str, mutation: Callable[[Doc], None], message: str) -> None:
     problems = problems_of(mutate(mutation))
     assert any(p.startswith(message) for p in problems), problems
@@ -188,24 +289,35 @@ def test_yaml_and_json_give_the_same_snapshot() -> None:
     assert from_json == from_yaml
 
 
-def node_item(name: str, cidrs: list[str] | None, ips: list[str], podcidr: str | None = None) -> Doc:
+def node_item(
+    name: str, cidrs: list[str] | None, ips: list[str], podcidr: str | None = None
+) -> Doc:
     spec: Doc = {}
     if cidrs is not None:
         spec["podCIDRs"] = cidrs
     if podcidr:
         spec["podCIDR"] = podcidr
-    return {"kind": "Node", "metadata": {"name": name}, "spec": spec,
-            "status": {"addresses": [{"type": "Hostname", "address": name}]
-                       + [{"type": "InternalIP", "address": ip} for ip in ips]}}
+    return {
+        "kind": "Node",
+        "metadata": {"name": name},
+        "spec": spec,
+        "status": {
+            "addresses": [{"type": "Hostname", "address": name}]
+            + [{"type": "InternalIP", "address": ip} for ip in ips]
+        },
+    }
 
 
 def test_node_list_reads_like_kindnet() -> None:
-    doc = {"kind": "NodeList", "items": [
-        node_item("a", ["10.244.0.0/24"], ["192.0.2.10", "192.0.2.99", "2001:db8::10"]),
-        node_item("b", None, ["192.0.2.11"], podcidr="10.244.1.0/24"),
-        node_item("joining", None, ["192.0.2.12"]),
-        node_item("no-ip", ["10.244.3.0/24"], []),
-    ]}
+    doc = {
+        "kind": "NodeList",
+        "items": [
+            node_item("a", ["10.244.0.0/24"], ["192.0.2.10", "192.0.2.99", "2001:db8::10"]),
+            node_item("b", None, ["192.0.2.11"], podcidr="10.244.1.0/24"),
+            node_item("joining", None, ["192.0.2.12"]),
+            node_item("no-ip", ["10.244.3.0/24"], []),
+        ],
+    }
     loaded = parse_snapshot(json.dumps(doc).encode(), pod_subnets=["10.244.0.0/16"])
     nodes = {n.name: n for n in loaded.snapshot.nodes}
     assert sorted(nodes) == ["a", "b"]
@@ -215,20 +327,27 @@ def test_node_list_reads_like_kindnet() -> None:
     warnings = [str(w) for w in loaded.warnings]
     assert "items[2] (node joining): no PodCIDR yet; skipped" in warnings
     assert "items[3] (node no-ip): no InternalIP; skipped" in warnings
-    assert any(w.startswith("items[0].status.addresses[2].address (node a): second IPv4") for w in warnings)
+    assert any(
+        w.startswith("items[0].status.addresses[2].address (node a): second IPv4") for w in warnings
+    )
 
 
 def test_node_list_problems_point_into_the_node_list() -> None:
-    doc = {"kind": "List", "items": [
-        node_item("a", ["10.244.0.0/24"], ["192.0.2.10"]),
-        node_item("b", ["10.244.0.0/25"], ["192.0.2.11"]),
-        node_item("c", None, ["192.0.2.12"], podcidr="10.244.2.1/24"),
-    ]}
+    doc = {
+        "kind": "List",
+        "items": [
+            node_item("a", ["10.244.0.0/24"], ["192.0.2.10"]),
+            node_item("b", ["10.244.0.0/25"], ["192.0.2.11"]),
+            node_item("c", None, ["192.0.2.12"], podcidr="10.244.2.1/24"),
+        ],
+    }
     with pytest.raises(InvalidInputError) as info:
         parse_snapshot(json.dumps(doc).encode(), pod_subnets=["10.244.0.0/16"])
     problems = [str(p) for p in info.value.problems]
     assert "items[1].spec.podCIDRs[0]: 10.244.0.0/25 overlaps 10.244.0.0/24 of node a" in problems
-    assert any(p.startswith("items[2].spec.podCIDR: 10.244.2.1/24 has host bits set") for p in problems)
+    assert any(
+        p.startswith("items[2].spec.podCIDR: 10.244.2.1/24 has host bits set") for p in problems
+    )
 
 
 def test_node_list_needs_pod_subnet_and_snapshot_refuses_it() -> None:
@@ -240,11 +359,19 @@ def test_node_list_needs_pod_subnet_and_snapshot_refuses_it() -> None:
 
 
 def test_malformed_node_list_items() -> None:
-    doc = {"kind": "List", "items": [42, {"kind": "Node", "metadata": {}},
-                                     node_item("a", ["10.244.0.0/24"], ["not-an-ip"])]}
+    doc = {
+        "kind": "List",
+        "items": [
+            42,
+            {"kind": "Node", "metadata": {}},
+            node_item("a", ["10.244.0.0/24"], ["not-an-ip"]),
+        ],
+    }
     with pytest.raises(InvalidInputError) as info:
         parse_snapshot(json.dumps(doc).encode(), pod_subnets=["10.244.0.0/16"])
     problems = [str(p) for p in info.value.problems]
     assert "items[0]: not an object" in problems
     assert "items[1].metadata.name: a node needs a name" in problems
-    assert "items[2].status.addresses[1].address (node a): not an IP address: 'not-an-ip'" in problems
+    assert (
+        "items[2].status.addresses[1].address (node a): not an IP address: 'not-an-ip'" in problems
+    )
