@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,9 +16,12 @@ except ImportError:  # pragma: no cover - older typer on real click
     from click.exceptions import UsageError as ClickUsageError  # type: ignore[assignment]
 
 from kindplan import __version__
-from kindplan.errors import InvalidInputError, KindplanError, Problem, UsageError
-from kindplan.model import DEFAULT_MTU, DEFAULT_ROUTE_PROTO, HostFacts
+from kindplan.errors import InvalidInputError, KindplanError, Problem, RuntimeFailure, UsageError
+from kindplan.model import DEFAULT_MTU, DEFAULT_ROUTE_PROTO, HostFacts, Snapshot
 from kindplan.status import ExitStatus
+
+if TYPE_CHECKING:
+    from kindplan.engine import Options, Planned
 
 app = typer.Typer(
     name="kindplan",
@@ -76,12 +79,22 @@ def _warn(problems: tuple[Problem, ...] | list[Problem]) -> None:
         typer.echo(f"warning: {problem}", err=True)
 
 
-def _load(path: str, pod_subnets: list[str] | None):  # type: ignore[no-untyped-def]
-    from kindplan.sources import load_snapshot
+def _read(path: str) -> tuple[bytes, str]:
+    from kindplan.sources import read_source
 
-    loaded = load_snapshot(path, pod_subnets=_split(pod_subnets))
+    return read_source(path)
+
+
+def _parse(data: bytes, source: str, pod_subnets: list[str] | None) -> Snapshot:
+    from kindplan.snapshot import parse_snapshot
+
+    loaded = parse_snapshot(data, source=source, pod_subnets=_split(pod_subnets))
     _warn(loaded.warnings)
     return loaded.snapshot
+
+
+def _load(path: str, pod_subnets: list[str] | None) -> Snapshot:
+    return _parse(*_read(path), pod_subnets)
 
 
 @app.command()
@@ -183,6 +196,261 @@ def render(
     assert out is not None
     changed = write_tree(out, files)
     typer.echo(f"render: wrote {len(files)} files to {out} ({len(changed)} changed)")
+    return ExitStatus.OK
+
+
+NodeOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="The node to plan for. Default: this machine's host name.", show_default=False
+    ),
+]
+NetnsOpt = Annotated[
+    str | None,
+    typer.Option(help="Work inside this named network namespace (ip netns).", show_default=False),
+]
+ConfDirOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Folder of the conflist. Default: the snapshot's cluster.cni.confDir.",
+        show_default=False,
+    ),
+]
+UplinkOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Uplink interface. Default: the one holding the node's InternalIP.", show_default=False
+    ),
+]
+MtuOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=576,
+        max=65535,
+        help="Pod MTU. Default: cluster.mtu, else the uplink's MTU.",
+        show_default=False,
+    ),
+]
+RouteProtoOpt = Annotated[
+    int, typer.Option(min=1, max=255, help="Route protocol number that marks kindplan's routes.")
+]
+AdoptOpt = Annotated[
+    bool,
+    typer.Option(
+        "--adopt",
+        help="Replace foreign routes that stand where kindplan needs its own "
+        "(taking a node over from classic kindnetd).",
+    ),
+]
+StateDirOpt = Annotated[Path, typer.Option(help="Where kindplan keeps its lock (and journal).")]
+SnapshotOptionalArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="ClusterSnapshot or node list ('-': stdin). Not with --plan.", show_default=False
+    ),
+]
+DEFAULT_STATE_DIR = Path("/var/lib/kindplan")
+LOCK_TIMEOUT_SECONDS = 30.0
+
+
+def _options(
+    node: str | None,
+    conf_dir: str | None,
+    uplink: str | None,
+    mtu: int | None,
+    route_proto: int,
+    adopt: bool,
+) -> Options:
+    import socket
+
+    from kindplan.engine import Options
+
+    return Options(node or socket.gethostname(), conf_dir, uplink, mtu, route_proto, adopt)
+
+
+def _planned(snap: Snapshot, options: Options, netns: str | None) -> Planned:
+    from kindplan.engine import make_plan
+    from kindplan.iptables import Iptables, detect_backend
+    from kindplan.kernel import Kernel
+    from kindplan.netns import enter_netns
+
+    with enter_netns(netns):
+        kernel = Kernel()
+        try:
+            return make_plan(snap, options, kernel, Iptables(detect_backend()))
+        finally:
+            kernel.close()
+
+
+@app.command()
+def plan(
+    snapshot: SnapshotArg,
+    node: NodeOpt = None,
+    netns: NetnsOpt = None,
+    conf_dir: ConfDirOpt = None,
+    uplink: UplinkOpt = None,
+    mtu: MtuOpt = None,
+    route_proto: RouteProtoOpt = DEFAULT_ROUTE_PROTO,
+    adopt: AdoptOpt = False,
+    pod_subnet: PodSubnetOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Save the plan (with a fingerprint of the node) for apply --plan.",
+            show_default=False,
+        ),
+    ] = None,
+    detailed_exitcode: Annotated[
+        bool,
+        typer.Option("--detailed-exitcode", help="Exit 2 when there are changes, 0 when none."),
+    ] = False,
+) -> int:
+    """Show what apply would change on this node: + add, ~ change, - delete. Changes nothing.
+
+    Example: kindplan plan cluster.yaml --node worker2 --netns kp-worker2 --conf-dir /tmp/cni
+    """
+    import json
+
+    from kindplan.planview import format_plan, plan_to_json
+    from kindplan.saved import save_plan
+
+    data, source = _read(snapshot)
+    snap = _parse(data, source, pod_subnet)
+    options = _options(node, conf_dir, uplink, mtu, route_proto, adopt)
+    planned = _planned(snap, options, netns)
+    if out is not None:
+        save_plan(out, planned, options, netns, data, source, _split(pod_subnet))
+    if json_out:
+        typer.echo(
+            json.dumps(plan_to_json(planned.plan, fingerprint=planned.fingerprint), indent=2)
+        )
+    else:
+        sys.stdout.write(format_plan(planned.plan, color=sys.stdout.isatty()))
+    pending = not planned.plan.empty or bool(planned.plan.conflicts)
+    return ExitStatus.CHANGES_PENDING if detailed_exitcode and pending else ExitStatus.OK
+
+
+@app.command()
+def apply(
+    snapshot: SnapshotOptionalArg = None,
+    plan_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--plan",
+            help="Apply a plan saved by plan --out, if the node has not changed.",
+            show_default=False,
+        ),
+    ] = None,
+    node: NodeOpt = None,
+    netns: NetnsOpt = None,
+    conf_dir: ConfDirOpt = None,
+    state_dir: StateDirOpt = DEFAULT_STATE_DIR,
+    uplink: UplinkOpt = None,
+    mtu: MtuOpt = None,
+    route_proto: RouteProtoOpt = DEFAULT_ROUTE_PROTO,
+    adopt: AdoptOpt = False,
+    pod_subnet: PodSubnetOpt = None,
+    lock_timeout: Annotated[
+        float, typer.Option(min=0, help="Seconds to wait for another apply on this node.")
+    ] = LOCK_TIMEOUT_SECONDS,
+) -> int:
+    """Make the node match the snapshot, changing only what differs; then verify.
+
+    Example: kindplan apply cluster.yaml --node worker2 --netns kp-worker2 --conf-dir /tmp/cni
+    """
+    from kindplan.engine import apply_planned, make_plan
+    from kindplan.iptables import Iptables, detect_backend
+    from kindplan.kernel import Kernel
+    from kindplan.locking import node_lock
+    from kindplan.netns import enter_netns
+    from kindplan.planview import describe, format_plan, summary
+    from kindplan.saved import load_plan
+
+    if (snapshot is None) == (plan_file is None):
+        raise UsageError("give exactly one of SNAPSHOT and --plan FILE")
+    saved = None
+    if plan_file is not None:
+        saved = load_plan(plan_file)
+        snap = _parse(saved.snapshot, saved.source, saved.pod_subnets)
+        options, netns = saved.options, saved.netns
+    else:
+        assert snapshot is not None
+        data, source = _read(snapshot)
+        snap = _parse(data, source, pod_subnet)
+        options = _options(node, conf_dir, uplink, mtu, route_proto, adopt)
+    with node_lock(state_dir / f"apply-{netns or 'host'}.lock", lock_timeout), enter_netns(netns):
+        kernel = Kernel()
+        try:
+            iptables = Iptables(detect_backend())
+            planned = make_plan(snap, options, kernel, iptables)
+            if saved is not None and planned.fingerprint != saved.fingerprint:
+                raise RuntimeFailure(
+                    f"{plan_file}: node {options.node} changed since the plan was made; plan again"
+                )
+            if planned.plan.empty:
+                sys.stdout.write(format_plan(planned.plan))
+                return ExitStatus.FAILURE if planned.plan.conflicts else ExitStatus.OK
+            report = apply_planned(snap, options, planned, kernel, iptables)
+        finally:
+            kernel.close()
+    for change in report.applied:
+        typer.echo(f"applied: {describe(change)}")
+    for failure in report.failures:
+        typer.echo(f"error: {failure}", err=True)
+    residue = report.residue
+    if residue is not None and (not residue.empty or residue.conflicts):
+        typer.echo("still different after apply:", err=True)
+        typer.echo(format_plan(residue), err=True, nl=False)
+        return ExitStatus.FAILURE
+    typer.echo(f"Apply complete: {summary(planned.plan).removeprefix('Plan: ')}")
+    return ExitStatus.OK if report.ok else ExitStatus.FAILURE
+
+
+@app.command()
+def show(
+    netns: NetnsOpt = None,
+    route_proto: RouteProtoOpt = DEFAULT_ROUTE_PROTO,
+    conf_file: Annotated[
+        Path | None, typer.Option(help="Also show this conflist.", show_default=False)
+    ] = None,
+) -> int:
+    """Print what kindplan owns on this node: its routes, SNAT chains and jumps.
+
+    Example: kindplan show --netns kp-worker2
+    """
+    from kindplan.iptables import Iptables, detect_backend, parse_nat
+    from kindplan.kernel import Kernel
+    from kindplan.netns import enter_netns
+    from kindplan.planview import route_text
+
+    with enter_netns(netns):
+        kernel = Kernel()
+        try:
+            kernel.read_links()
+            routes = [r for r in kernel.read_routes() if r.proto == route_proto]
+        finally:
+            kernel.close()
+        iptables = Iptables(detect_backend())
+        chains = [parse_nat(v, iptables.save_nat(v)) for v in (4, 6)]
+    typer.echo(f"routes with protocol {route_proto}: {len(routes)}")
+    for route in routes:
+        typer.echo(f"  {route_text(route)}")
+    for chain in chains:
+        table = "ip6tables" if chain.version == 6 else "iptables"
+        if chain.rules is None:
+            typer.echo(f"{table} nat: no KIND-MASQ-AGENT chain; {chain.jumps} jump(s)")
+            continue
+        typer.echo(
+            f"{table} nat: KIND-MASQ-AGENT ({len(chain.rules)} rules), {chain.jumps} jump(s) "
+            f"[{iptables.backend or 'default'} backend]"
+        )
+        for rule in chain.rules:
+            typer.echo(f"  {rule}")
+    if conf_file is not None:
+        typer.echo(f"{conf_file}:" if conf_file.exists() else f"{conf_file}: missing")
+        if conf_file.exists():
+            typer.echo(conf_file.read_text(), nl=False)
     return ExitStatus.OK
 
 

@@ -192,3 +192,108 @@ def parse_cidr(text: str) -> IPNetwork:
             if length <= len(packed) * 8:
                 return network_type((int.from_bytes(packed, "big"), length), strict=True)
     return ip_network(text, strict=True)
+
+
+# -- what a node holds, as observed ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    name: str
+    index: int
+    mtu: int
+    up: bool
+    addresses: tuple[tuple[IPAddress, int], ...]  # (address, prefixlen), sorted
+
+
+@dataclass(frozen=True, slots=True)
+class MasqObserved:
+    """The nat table of one family as far as kindplan cares: its chain and its POSTROUTING jumps."""
+
+    version: int
+    rules: tuple[str, ...] | None  # None: the chain does not exist
+    jumps: int  # how many POSTROUTING rules are exactly kindplan's jump
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedState:
+    links: tuple[Link, ...]  # sorted by name
+    routes: tuple[Route, ...]  # main table, both families, sorted by key
+    sysctls: tuple[Sysctl, ...]
+    masq: tuple[MasqObserved, ...]
+    conflist: str | None  # None: no file
+    iptables_backend: str = "nft"
+
+    def link(self, name: str) -> Link | None:
+        return next((link for link in self.links if link.name == name), None)
+
+
+# -- the plan: typed changes, in the order they are applied -------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SetSysctl:
+    name: str
+    value: str
+    old: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AddAddress:
+    address: Address
+
+
+@dataclass(frozen=True, slots=True)
+class AddRoute:
+    route: Route
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaceRoute:
+    route: Route
+    old: Route
+
+
+@dataclass(frozen=True, slots=True)
+class WriteChain:
+    """Rewrite KIND-MASQ-AGENT of one family and fix its POSTROUTING jump, in one commit."""
+
+    version: int
+    rules: tuple[str, ...] | None  # None: the chain is right, only the jump needs fixing
+    old_rules: tuple[str, ...] | None
+    jumps: int  # jumps observed; the change leaves exactly one
+
+
+@dataclass(frozen=True, slots=True)
+class DelRoute:
+    route: Route
+
+
+@dataclass(frozen=True, slots=True)
+class WriteConflist:
+    path: str
+    content: str
+    old: str | None
+
+
+Change = SetSysctl | AddAddress | AddRoute | ReplaceRoute | WriteChain | DelRoute | WriteConflist
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A foreign route where kindplan needs its own: named in the plan, replaced only with adopt."""
+
+    desired: Route
+    observed: Route
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    node: str
+    changes: tuple[Change, ...]
+    conflicts: tuple[Conflict, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes

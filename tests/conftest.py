@@ -56,12 +56,18 @@ def _netns_list() -> list[str]:
     return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
 
 
+def _owner_alive(name: str) -> bool:
+    """Names are kpt-<pid>-<n>: a namespace whose test process still runs is not a leftover."""
+    pid = name.removeprefix(NETNS_PREFIX).split("-")[0]
+    return pid.isdigit() and Path(f"/proc/{pid}").exists()
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Remove namespaces left by an earlier, killed test run (our prefix only)."""
+    """Remove namespaces left by an earlier, killed test run (our prefix, owner gone)."""
     if os.geteuid() != 0:
         return
     for name in _netns_list():
-        if name.startswith(NETNS_PREFIX):
+        if name.startswith(NETNS_PREFIX) and not _owner_alive(name):
             subprocess.run(["ip", "netns", "del", name], check=False)
 
 

@@ -1,0 +1,96 @@
+"""apply_plan: carry out a plan's changes in order through the collaborators, then verify.
+
+A change the kernel refuses (a peer's gateway not on-link, say) is reported with what it was for
+and does not stop the others; the conflist is written only if the node-local plumbing before it
+(sysctls, addresses, SNAT) went in, so kubelet never sees a ready network that is not.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kindplan.errors import RuntimeFailure
+from kindplan.files import write_atomic
+from kindplan.iptables import Iptables, render_fix_payload
+from kindplan.kernel import Kernel
+from kindplan.model import (
+    AddAddress,
+    AddRoute,
+    Change,
+    DelRoute,
+    Plan,
+    ReplaceRoute,
+    SetSysctl,
+    WriteChain,
+    WriteConflist,
+)
+from kindplan.planview import describe
+
+
+@dataclass
+class ApplyReport:
+    applied: list[Change] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    residue: Plan | None = None  # what observing again still found different
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and (self.residue is None or self.residue.empty)
+
+
+def apply_change(change: Change, kernel: Kernel, iptables: Iptables) -> None:
+    """Make one change; raises RuntimeFailure (KernelError keeps the errno) if refused."""
+    match change:
+        case SetSysctl(name, value, _):
+            kernel.set_sysctl(name, value)
+        case AddAddress(address):
+            kernel.add_address(address)
+        case AddRoute(route):
+            kernel.add_route(route)
+        case ReplaceRoute(route, _):
+            kernel.replace_route(route)
+        case WriteChain(version, rules, _, jumps):
+            iptables.restore(version, render_fix_payload(rules, jumps))
+        case DelRoute(route):
+            kernel.delete_route(route)
+        case WriteConflist(path, content, _):
+            write_atomic(Path(path), content)
+
+
+def apply_plan(
+    plan: Plan,
+    kernel: Kernel,
+    iptables: Iptables,
+    *,
+    verify: Callable[[], Plan] | None = None,
+    apply: Callable[[Change, Kernel, Iptables], None] = apply_change,
+    attempts: int = 3,
+) -> ApplyReport:
+    """Apply every change of `plan`; then, if given, `verify()` (observe + diff) until it is empty.
+
+    `apply` is the collaborator that makes one change: tests pass one that injects faults.
+    """
+    report = ApplyReport()
+    plumbing_failed = False
+    for change in plan.changes:
+        if isinstance(change, WriteConflist) and plumbing_failed:
+            report.failures.append(f"{describe(change)}: not written, the changes before it failed")
+            continue
+        try:
+            apply(change, kernel, iptables)
+        except RuntimeFailure as e:
+            report.failures.append(f"{describe(change)}: {e}")
+            plumbing_failed |= isinstance(change, SetSysctl | AddAddress | WriteChain)
+            continue
+        report.applied.append(change)
+    if verify is not None:
+        # The kernel and iptables can lag a moment; retry briefly before calling it a residue.
+        for attempt in range(attempts):
+            report.residue = verify()
+            if report.residue.empty or report.failures:
+                break
+            time.sleep(0.1 * (attempt + 1))
+    return report

@@ -1,0 +1,77 @@
+"""The imperative shell around the pure core: observe a node, compile, diff, apply, verify.
+
+Everything here runs in the network namespace the caller entered (netns.enter_netns); the CLI, the
+lab and the reconcile loop all go through these functions, so they behave the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from kindplan.apply import ApplyReport, apply_plan
+from kindplan.compiler import compile_desired, find_node
+from kindplan.diff import diff
+from kindplan.iptables import Iptables
+from kindplan.kernel import Kernel
+from kindplan.model import DEFAULT_ROUTE_PROTO, DesiredState, ObservedState, Plan, Snapshot
+from kindplan.observe import find_uplink, fingerprint, host_facts, off_link_peers, read_observed
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """How to plan for a node: every knob of plan/apply that is not the snapshot itself."""
+
+    node: str
+    conf_dir: str | None = None  # default: the snapshot's cluster.cni.confDir
+    uplink: str | None = None  # default: the interface that holds the node's InternalIP
+    mtu: int | None = None  # default: cluster.mtu, else the uplink's MTU
+    route_proto: int = DEFAULT_ROUTE_PROTO
+    adopt: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    desired: DesiredState
+    observed: ObservedState
+    plan: Plan
+    fingerprint: str
+    conflist_path: Path
+
+
+def conflist_path(snapshot: Snapshot, options: Options) -> Path:
+    cni = snapshot.cluster.cni
+    return Path(options.conf_dir or cni.conf_dir) / cni.conf_file
+
+
+def make_plan(snapshot: Snapshot, options: Options, kernel: Kernel, iptables: Iptables) -> Planned:
+    """Observe the node and diff it against what the snapshot says it should be."""
+    node = find_node(snapshot, options.node)
+    uplink = find_uplink(kernel.read_links(), node, options.uplink)
+    facts = host_facts(snapshot, uplink, options.mtu)
+    desired = compile_desired(snapshot, node.name, facts, route_proto=options.route_proto)
+    path = conflist_path(snapshot, options)
+    observed = read_observed(kernel, iptables, path, snapshot.families)
+    plan = diff(
+        desired,
+        observed,
+        conflist_path=str(path),
+        route_proto=options.route_proto,
+        adopt=options.adopt,
+    )
+    off_link = off_link_peers(snapshot, node, uplink)
+    if off_link:
+        warning = f"not on-link from {uplink.name}, the kernel will refuse their routes: "
+        plan = replace(plan, warnings=(*plan.warnings, warning + ", ".join(off_link)))
+    return Planned(desired, observed, plan, fingerprint(observed), path)
+
+
+def apply_planned(
+    snapshot: Snapshot, options: Options, planned: Planned, kernel: Kernel, iptables: Iptables
+) -> ApplyReport:
+    """Apply a plan made by make_plan, then observe again until nothing is left (or fail)."""
+
+    def verify() -> Plan:
+        return make_plan(snapshot, options, kernel, iptables).plan
+
+    return apply_plan(planned.plan, kernel, iptables, verify=verify)

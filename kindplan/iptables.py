@@ -1,0 +1,106 @@
+"""The only code that runs iptables: save, restore, and which backend (legacy or nft) a node uses.
+
+kindplan never flushes or edits a chain it does not own: it writes one payload per family with
+`iptables-restore --noflush` that declares only KIND-MASQ-AGENT (so that chain alone is replaced, in
+one commit) and adds or deletes exactly kindplan's POSTROUTING jump.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from kindplan.errors import RuntimeFailure
+from kindplan.model import MasqObserved
+from kindplan.render import MASQ_CHAIN, jump_rule
+
+LOCK_WAIT_SECONDS = 5  # --wait for the xtables lock, as kube-proxy does
+_TOOLS = {4: "iptables", 6: "ip6tables"}
+
+
+def parse_nat(version: int, saved: str) -> MasqObserved:
+    """KIND-MASQ-AGENT's rules and the count of kindplan's jumps, from `iptables-save -t nat`."""
+    in_nat, exists, rules, jumps = False, False, [], 0
+    jump = jump_rule()
+    for line in saved.splitlines():
+        if line.startswith("*"):
+            in_nat = line == "*nat"
+        elif not in_nat:
+            continue
+        elif line.startswith(f":{MASQ_CHAIN} "):
+            exists = True
+        elif line.startswith(f"-A {MASQ_CHAIN} "):
+            rules.append(line)
+        elif line == jump:
+            jumps += 1
+    return MasqObserved(version, tuple(rules) if exists else None, jumps)
+
+
+def render_fix_payload(rules: tuple[str, ...] | None, jumps: int) -> str:
+    """The --noflush payload that rewrites the chain (if `rules`) and leaves exactly one jump."""
+    lines = ["*nat"]
+    if rules is not None:
+        lines += [f":{MASQ_CHAIN} - [0:0]", *rules]  # declaring it flushes this chain only
+    if jumps == 0:
+        lines.append(jump_rule())
+    # -D with a rule spec deletes the first identical rule: one per extra copy.
+    lines += [jump_rule().replace("-A ", "-D ", 1)] * max(jumps - 1, 0)
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Iptables:
+    """Runs iptables-save/-restore of one backend in the current network namespace."""
+
+    backend: str  # "nft", "legacy", or "" for the system's default iptables
+
+    def _tool(self, version: int, verb: str) -> str:
+        base = _TOOLS[version]
+        return f"{base}-{self.backend}-{verb}" if self.backend else f"{base}-{verb}"
+
+    def save_nat(self, version: int) -> str:
+        return _run([self._tool(version, "save"), "-t", "nat"], None)
+
+    def restore(self, version: int, payload: str) -> None:
+        _run(
+            [self._tool(version, "restore"), "--noflush", "--wait", str(LOCK_WAIT_SECONDS)], payload
+        )
+
+
+def detect_backend() -> str:
+    """legacy or nft: where the node's existing rules live (as kube-proxy's iptables-wrapper does).
+
+    Rules in legacy tables mean something (kubelet, kube-proxy, docker) uses legacy: follow it.
+    Otherwise nft, the default of current distributions. A missing variant is never chosen.
+    """
+    have = {b for b in ("legacy", "nft") if shutil.which(f"iptables-{b}-save")}
+    if not have:
+        return ""
+    if have == {"legacy"}:
+        return "legacy"
+    if "legacy" in have and _rule_count("iptables-legacy-save") > _rule_count("iptables-nft-save"):
+        return "legacy"
+    return "nft"
+
+
+def _rule_count(tool: str) -> int:
+    try:
+        saved = _run([tool], None)
+    except RuntimeFailure:
+        return 0
+    return sum(1 for line in saved.splitlines() if line.startswith("-A "))
+
+
+def _run(cmd: list[str], stdin: str | None) -> str:
+    try:
+        proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, check=False)
+    except OSError as e:
+        raise RuntimeFailure(f"{cmd[0]}: cannot run: {e.strerror}") from e
+    if proc.returncode != 0:
+        detail = proc.stderr.strip().splitlines()
+        raise RuntimeFailure(
+            f"{' '.join(cmd[:2])} exited {proc.returncode}: {detail[-1] if detail else ''}"
+        )
+    return proc.stdout

@@ -1,0 +1,51 @@
+"""Entering a named network namespace (as `ip netns exec` does, without a new process).
+
+Everything kindplan does after entering (netlink sockets, iptables-save/-restore it starts,
+/proc/sys/net) then happens in that namespace; files stay where they are (the mount namespace is
+not changed), which is why --conf-dir and --state-dir are separate options.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from kindplan.errors import RuntimeFailure, UsageError
+
+NETNS_RUN_DIR = "/run/netns"
+_CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, _CLONE_NEWNET) != 0:
+        errno = ctypes.get_errno()
+        raise RuntimeFailure(f"setns: {os.strerror(errno)}")
+
+
+@contextmanager
+def enter_netns(name: str | None) -> Iterator[None]:
+    """Run the body inside network namespace `name` (None: stay), and come back afterwards."""
+    if name is None:
+        yield
+        return
+    if "/" in name or name in {"", ".", ".."}:
+        raise UsageError(f"--netns: {name!r} is not a namespace name")
+    try:
+        target = os.open(os.path.join(NETNS_RUN_DIR, name), os.O_RDONLY)
+    except FileNotFoundError as e:
+        raise UsageError(f"--netns: no network namespace named {name!r}") from e
+    except OSError as e:
+        raise RuntimeFailure(f"--netns {name}: {e.strerror}") from e
+    home = os.open("/proc/self/ns/net", os.O_RDONLY)
+    try:
+        _setns(target)
+        try:
+            yield
+        finally:
+            _setns(home)
+    finally:
+        os.close(target)
+        os.close(home)

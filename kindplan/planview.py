@@ -1,0 +1,211 @@
+"""A plan as people read it (terraform-like `+ ~ -` lines) and as machines read it (JSON). Pure."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from kindplan.model import (
+    AddAddress,
+    AddRoute,
+    Change,
+    DelRoute,
+    Plan,
+    ReplaceRoute,
+    Route,
+    SetSysctl,
+    WriteChain,
+    WriteConflist,
+)
+from kindplan.render import route_command
+
+PLAN_FORMAT = 1
+_COLORS = {"+": "\033[32m", "~": "\033[33m", "-": "\033[31m", "!": "\033[1;31m"}
+_RESET = "\033[0m"
+
+
+def route_text(route: Route) -> str:
+    return route_command(route).removeprefix("route replace ")
+
+
+def action(change: Change) -> str:
+    """+ add, ~ change, - delete."""
+    match change:
+        case AddAddress() | AddRoute():
+            return "+"
+        case DelRoute():
+            return "-"
+        case WriteChain(_, _, old_rules, _) if old_rules is None:
+            return "+"
+        case WriteConflist(_, _, old) if old is None:
+            return "+"
+    return "~"
+
+
+def describe(change: Change) -> str:
+    """One line naming the change and what it is for."""
+    match change:
+        case SetSysctl(name, value, old):
+            return f"sysctl {name} = {value} (was {old})"
+        case AddAddress(address):
+            where = f"{address.address}/{address.prefixlen} dev {address.ifname}"
+            return f"address {where} (pod {address.pod})"
+        case AddRoute(route):
+            return f"route {route_text(route)} ({_for(route)})"
+        case ReplaceRoute(route, old):
+            return f"route {route_text(route)} ({_for(route)}; was {_old_route(old)})"
+        case DelRoute(route):
+            return f"route {route_text(route)} (stale: no longer in the snapshot)"
+        case WriteChain(version, rules, old_rules, jumps):
+            table = "ip6tables" if version == 6 else "iptables"
+            parts = []
+            if rules is not None:
+                parts.append("chain KIND-MASQ-AGENT" + (" (new)" if old_rules is None else ""))
+            if jumps != 1:
+                parts.append(f"POSTROUTING jump ({jumps} present, 1 wanted)")
+            return f"{table} nat: {', '.join(parts)}"
+        case WriteConflist(path, _, old):
+            return f"file {path}" + (" (new)" if old is None else "")
+    raise TypeError(change)
+
+
+def _for(route: Route) -> str:
+    return f"peer {route.peer}" if route.gateway is not None else f"pod {route.peer}"
+
+
+def _old_route(old: Route) -> str:
+    via = f"via {old.gateway} " if old.gateway else ""
+    return f"{via}dev {old.ifname or '?'} proto {old.proto}".strip()
+
+
+def counts(plan: Plan) -> dict[str, int]:
+    result = {"add": 0, "change": 0, "delete": 0}
+    names = {"+": "add", "~": "change", "-": "delete"}
+    for change in plan.changes:
+        result[names[action(change)]] += 1
+    return result
+
+
+def summary(plan: Plan) -> str:
+    if plan.empty:
+        return "No changes." + (
+            f" {len(plan.conflicts)} conflict(s) left alone." if plan.conflicts else ""
+        )
+    c = counts(plan)
+    return f"Plan: {c['add']} to add, {c['change']} to change, {c['delete']} to delete."
+
+
+def format_plan(plan: Plan, *, color: bool = False) -> str:
+    """The plan as a person reads it: one line per change, details indented, a summary last."""
+
+    def mark(sign: str, text: str) -> str:
+        return f"{_COLORS[sign]}{sign}{_RESET} {text}" if color else f"{sign} {text}"
+
+    lines = [f"node {plan.node}:"] if not plan.empty or plan.conflicts else []
+    for change in plan.changes:
+        lines.append("  " + mark(action(change), describe(change)))
+        lines += ["      " + d for d in details(change)]
+    for conflict in plan.conflicts:
+        lines.append(
+            "  "
+            + mark(
+                "!",
+                (
+                    f"conflict: route {conflict.observed.dst} is foreign "
+                    f"({_old_route(conflict.observed)}); "
+                    f"kindplan wants {route_text(conflict.desired)} for {_for(conflict.desired)}; "
+                    "--adopt replaces it"
+                ),
+            )
+        )
+    lines += [f"warning: {w}" for w in plan.warnings]
+    lines.append(summary(plan))
+    return "\n".join(lines) + "\n"
+
+
+def details(change: Change) -> list[str]:
+    """Field-level detail: rule lines of a chain, JSON paths of the conflist."""
+    match change:
+        case WriteChain(_, rules, old_rules, _) if rules is not None:
+            old = set(old_rules or ())
+            new = set(rules)
+            return [f"- {r}" for r in old_rules or () if r not in new] + [
+                f"+ {r}" for r in rules if r not in old
+            ] or ["(same rules, new order)"]
+        case WriteConflist(_, content, old) if old is not None:
+            return conflist_changes(old, content)
+    return []
+
+
+def conflist_changes(old: str, new: str) -> list[str]:
+    """`plugins[0].mtu: 1500 -> 1450`-style lines (deepdiff, imported only when needed)."""
+    try:
+        before = json.loads(old)
+    except ValueError:
+        return ["(the file on disk is not valid JSON; replaced whole)"]
+    from deepdiff import DeepDiff
+
+    found = DeepDiff(before, json.loads(new), verbose_level=2)
+    lines = []
+    for kind, entries in found.items():
+        for path, value in entries.items():
+            where = _json_path(path)
+            if kind in ("values_changed", "type_changes"):
+                lines.append(f"{where}: {_j(value['old_value'])} -> {_j(value['new_value'])}")
+            elif kind.endswith("_added"):
+                lines.append(f"{where}: (added) {_j(value)}")
+            elif kind.endswith("_removed"):
+                lines.append(f"{where}: (removed) {_j(value)}")
+            else:
+                lines.append(f"{where}: {kind}")
+    return sorted(lines)
+
+
+def _json_path(deepdiff_path: str) -> str:
+    path = re.sub(r"\['([^']*)'\]", r".\1", deepdiff_path.removeprefix("root"))
+    return path.lstrip(".") or "(top)"
+
+
+def _j(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def plan_to_json(plan: Plan, **extra: Any) -> dict[str, Any]:
+    """The plan as JSON (schemas/plan.schema.json)."""
+    return {
+        "format": PLAN_FORMAT,
+        "node": plan.node,
+        **extra,
+        "summary": counts(plan),
+        "changes": [
+            {
+                "action": action(c),
+                "kind": _kind(c),
+                "description": describe(c),
+                "details": details(c),
+            }
+            for c in plan.changes
+        ],
+        "conflicts": [
+            {
+                "dst": str(c.desired.dst),
+                "desired": route_text(c.desired),
+                "observed": _old_route(c.observed),
+            }
+            for c in plan.conflicts
+        ],
+        "warnings": list(plan.warnings),
+    }
+
+
+def _kind(change: Change) -> str:
+    return {
+        SetSysctl: "sysctl",
+        AddAddress: "address",
+        AddRoute: "route",
+        ReplaceRoute: "route",
+        DelRoute: "route",
+        WriteChain: "iptables",
+        WriteConflist: "conflist",
+    }[type(change)]
