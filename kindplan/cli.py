@@ -249,6 +249,14 @@ SnapshotOptionalArg = Annotated[
         help="ClusterSnapshot or node list ('-': stdin). Not with --plan.", show_default=False
     ),
 ]
+CniCacheOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Read this node's pods from libcni's result cache here "
+        "[default: /var/lib/cni/results, if it exists].",
+        show_default=False,
+    ),
+]
 DEFAULT_STATE_DIR = Path("/var/lib/kindplan")
 LOCK_TIMEOUT_SECONDS = 30.0
 
@@ -260,12 +268,18 @@ def _options(
     mtu: int | None,
     route_proto: int,
     adopt: bool,
+    cni_cache_dir: str | None,
 ) -> Options:
     import socket
 
+    from kindplan.cnicache import DEFAULT_CACHE_DIR
     from kindplan.engine import Options
 
-    return Options(node or socket.gethostname(), conf_dir, uplink, mtu, route_proto, adopt)
+    if cni_cache_dir is None and DEFAULT_CACHE_DIR.is_dir():
+        cni_cache_dir = str(DEFAULT_CACHE_DIR)
+    return Options(
+        node or socket.gethostname(), conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir
+    )
 
 
 def _planned(snap: Snapshot, options: Options, netns: str | None) -> Planned:
@@ -292,6 +306,7 @@ def plan(
     mtu: MtuOpt = None,
     route_proto: RouteProtoOpt = DEFAULT_ROUTE_PROTO,
     adopt: AdoptOpt = False,
+    cni_cache_dir: CniCacheOpt = None,
     pod_subnet: PodSubnetOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     out: Annotated[
@@ -317,7 +332,7 @@ def plan(
 
     data, source = _read(snapshot)
     snap = _parse(data, source, pod_subnet)
-    options = _options(node, conf_dir, uplink, mtu, route_proto, adopt)
+    options = _options(node, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir)
     planned = _planned(snap, options, netns)
     if out is not None:
         save_plan(out, planned, options, netns, data, source, _split(pod_subnet))
@@ -350,6 +365,7 @@ def apply(
     mtu: MtuOpt = None,
     route_proto: RouteProtoOpt = DEFAULT_ROUTE_PROTO,
     adopt: AdoptOpt = False,
+    cni_cache_dir: CniCacheOpt = None,
     pod_subnet: PodSubnetOpt = None,
     lock_timeout: Annotated[
         float, typer.Option(min=0, help="Seconds to wait for another apply on this node.")
@@ -378,7 +394,7 @@ def apply(
         assert snapshot is not None
         data, source = _read(snapshot)
         snap = _parse(data, source, pod_subnet)
-        options = _options(node, conf_dir, uplink, mtu, route_proto, adopt)
+        options = _options(node, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir)
     with node_lock(state_dir / f"apply-{netns or 'host'}.lock", lock_timeout), enter_netns(netns):
         kernel = Kernel()
         try:

@@ -54,7 +54,7 @@ def compile_desired(
     return DesiredState(
         node=node.name,
         routes=tuple(sorted(routes, key=lambda r: r.key)),
-        addresses=tuple(sorted(set(addresses), key=lambda a: a.key)),
+        addresses=tuple(sorted({a.key: a for a in addresses}.values(), key=lambda a: a.key)),
         sysctls=tuple(Sysctl(FORWARDING_SYSCTLS[v], "1") for v in families),
         cni=CniConfig(snapshot.cluster.cni, facts.mtu, node.pod_cidrs),
         masq=tuple(_masq_chain(snapshot, v) for v in families),

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kindplan.apply import ApplyReport, apply_plan
+from kindplan.cnicache import read_cni_cache, with_local_pods
 from kindplan.compiler import compile_desired, find_node
 from kindplan.diff import diff
 from kindplan.iptables import Iptables
@@ -28,6 +29,7 @@ class Options:
     mtu: int | None = None  # default: cluster.mtu, else the uplink's MTU
     route_proto: int = DEFAULT_ROUTE_PROTO
     adopt: bool = False
+    cni_cache_dir: str | None = None  # read local pods from libcni's cache here (if it exists)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,13 @@ def conflist_path(snapshot: Snapshot, options: Options) -> Path:
 def make_plan(snapshot: Snapshot, options: Options, kernel: Kernel, iptables: Iptables) -> Planned:
     """Observe the node and diff it against what the snapshot says it should be."""
     node = find_node(snapshot, options.node)
+    warnings: list[str] = []
+    if options.cni_cache_dir is not None:
+        pods, warnings = read_cni_cache(
+            Path(options.cni_cache_dir), node.name, snapshot.cluster.cni.network_name
+        )
+        snapshot, skipped = with_local_pods(snapshot, node.name, pods)
+        warnings += skipped
     uplink = find_uplink(kernel.read_links(), node, options.uplink)
     facts = host_facts(snapshot, uplink, options.mtu)
     desired = compile_desired(snapshot, node.name, facts, route_proto=options.route_proto)
@@ -61,8 +70,11 @@ def make_plan(snapshot: Snapshot, options: Options, kernel: Kernel, iptables: Ip
     )
     off_link = off_link_peers(snapshot, node, uplink)
     if off_link:
-        warning = f"not on-link from {uplink.name}, the kernel will refuse their routes: "
-        plan = replace(plan, warnings=(*plan.warnings, warning + ", ".join(off_link)))
+        warnings.append(
+            f"not on-link from {uplink.name}, the kernel will refuse their routes: "
+            + ", ".join(off_link)
+        )
+    plan = replace(plan, warnings=(*warnings, *plan.warnings))
     return Planned(desired, observed, plan, fingerprint(observed), path)
 
 

@@ -1,0 +1,93 @@
+"""Local pods from the node's CNI result cache (libcni's format), which names each pod's host veth.
+
+libcni writes one JSON file per attachment, `<network>-<containerID>-<ifname>`, holding the result
+the plugins returned: its interfaces (the host veth is the one without a sandbox) and IPs, and the
+CNI_ARGS kubelet passed (K8S_POD_NAMESPACE, K8S_POD_NAME). Entries of other networks are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from kindplan.model import Pod, Snapshot, addr_order, parse_ip
+
+DEFAULT_CACHE_DIR = Path("/var/lib/cni/results")
+
+
+def parse_cache_entry(data: bytes, node: str, network: str) -> Pod | None:
+    """The pod of one cache file, or None if it belongs to another network; ValueError if broken."""
+    entry = json.loads(data)
+    if not isinstance(entry, dict) or entry.get("networkName") != network:
+        return None
+    result = entry.get("result") or {}
+    interfaces = result.get("interfaces") or []
+    host = [i for i, iface in enumerate(interfaces) if not iface.get("sandbox")]
+    if not host:
+        raise ValueError("no host-side interface in the result")
+    args = dict(_pairs(entry.get("cniArgs")))
+    container = str(entry.get("containerId", "?"))
+    ips = []
+    for ip in result.get("ips") or []:
+        address = str(ip.get("address", ""))
+        ips.append(parse_ip(address.partition("/")[0]) if "/" in address else parse_ip(address))
+    return Pod(
+        namespace=args.get("K8S_POD_NAMESPACE", "container"),
+        name=args.get("K8S_POD_NAME", container[:12]),
+        node=node,
+        ips=tuple(sorted(ips, key=addr_order)),
+        host_interface=str(interfaces[host[0]]["name"]),
+    )
+
+
+def _pairs(value: Any) -> list[tuple[str, str]]:
+    if not isinstance(value, list):
+        return []
+    return [(str(p[0]), str(p[1])) for p in value if isinstance(p, list) and len(p) == 2]
+
+
+def read_cni_cache(directory: Path, node: str, network: str) -> tuple[list[Pod], list[str]]:
+    """Every pod of `network` in the cache; unreadable entries become warnings, not failures."""
+    pods, warnings = [], []
+    if not directory.is_dir():
+        return [], []
+    for path in sorted(directory.iterdir()):
+        if not path.name.startswith(f"{network}-"):
+            continue
+        try:
+            pod = parse_cache_entry(path.read_bytes(), node, network)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            warnings.append(f"{path}: unreadable CNI cache entry ({e}); skipped")
+            continue
+        if pod is not None:
+            pods.append(pod)
+    return pods, warnings
+
+
+def with_local_pods(snapshot: Snapshot, node: str, pods: list[Pod]) -> tuple[Snapshot, list[str]]:
+    """The snapshot with the node's pods from the cache (they win over the snapshot's own)."""
+    own = snapshot.node(node)
+    warnings = []
+    keep = []
+    for pod in pods:
+        cidrs = own.pod_cidrs if own else ()
+        outside = [ip for ip in pod.ips if not any(ip in c for c in cidrs)]
+        if outside or not pod.ips:
+            warnings.append(
+                f"CNI cache: pod {pod.namespace}/{pod.name} has IP(s) outside node {node}'s "
+                f"PodCIDR ({', '.join(map(str, outside)) or 'none'}); skipped"
+            )
+            continue
+        keep.append(pod)
+    # The cache describes the node's pods as they are: a snapshot pod of this node with the same
+    # name or the same veth is an older view of one of them.
+    keys = {p.key for p in keep}
+    veths = {p.host_interface for p in keep}
+    merged = [
+        p
+        for p in snapshot.pods
+        if p.key not in keys and not (p.node == node and p.host_interface in veths)
+    ] + keep
+    return replace(snapshot, pods=tuple(sorted(merged, key=lambda p: p.key))), warnings
