@@ -83,9 +83,9 @@ def _diff_routes(
     conflicts: list[Conflict] = []
     wanted = set()
     for route in desired:
+        wanted.add(route.key)  # a skipped pod's route is still wanted: left alone, not deleted
         if route.ifname in skipped_links:
             continue
-        wanted.add(route.key)
         present = by_key.get(route.key, [])
         if not present:
             changes.append(AddRoute(route))

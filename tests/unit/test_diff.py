@@ -1,0 +1,269 @@
+"""The pure diff, plan rendering and iptables parsing: no kernel, no fakes, just values."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from ipaddress import ip_address, ip_network
+
+from builders import cluster_doc, load
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+
+from kindplan.compiler import compile_desired
+from kindplan.diff import diff
+from kindplan.iptables import parse_nat, render_fix_payload
+from kindplan.model import (
+    AddAddress,
+    AddRoute,
+    DelRoute,
+    DesiredState,
+    HostFacts,
+    Link,
+    MasqObserved,
+    ObservedState,
+    Plan,
+    ReplaceRoute,
+    Route,
+    SetSysctl,
+    Sysctl,
+    WriteChain,
+    WriteConflist,
+)
+from kindplan.planview import format_plan, plan_to_json
+from kindplan.render import jump_rule, masq_rules, render_conflist
+from kindplan.resources import load_schema
+
+PATH = "/etc/cni/net.d/10-kindnet.conflist"
+
+
+def desired_state(nodes: int = 3, pods: bool = True) -> DesiredState:
+    doc = cluster_doc(nodes)
+    if pods:
+        doc["pods"] = [
+            {
+                "namespace": "default",
+                "name": "web",
+                "node": "node-0000",
+                "ips": ["10.244.0.5"],
+                "hostInterface": "veth1",
+            }
+        ]
+    return compile_desired(load(doc), "node-0000", HostFacts())
+
+
+def converged(desired: DesiredState) -> ObservedState:
+    """What a node looks like once kindplan applied `desired` (the pure simulation's target)."""
+    return simulate(empty_node(desired), diff(desired, empty_node(desired), conflist_path=PATH))
+
+
+def empty_node(desired: DesiredState) -> ObservedState:
+    veths = sorted({a.ifname for a in desired.addresses})
+    links = [Link("eth0", 2, 1500, True, ((ip_address("198.18.0.10"), 15),))]
+    links += [Link(name, 10 + i, 1500, True, ()) for i, name in enumerate(veths)]
+    return ObservedState(
+        links=tuple(links),
+        routes=(),
+        sysctls=(Sysctl("net.ipv4.ip_forward", "0"),),
+        masq=(MasqObserved(4, None, 0),),
+        conflist=None,
+    )
+
+
+def simulate(observed: ObservedState, plan: Plan) -> ObservedState:
+    """Apply a plan to an observed state in memory, as the kernel would."""
+    routes = {r.key: r for r in observed.routes}
+    links = {link.name: link for link in observed.links}
+    sysctls = {s.name: s.value for s in observed.sysctls}
+    masq = {m.version: m for m in observed.masq}
+    conflist = observed.conflist
+    for change in plan.changes:
+        match change:
+            case SetSysctl(name, value, _):
+                sysctls[name] = value
+            case AddAddress(address):
+                link = links[address.ifname]
+                links[link.name] = replace(
+                    link, addresses=(*link.addresses, (address.address, address.prefixlen))
+                )
+            case AddRoute(route) | ReplaceRoute(route, _):
+                routes[route.key] = route
+            case DelRoute(route):
+                del routes[route.key]
+            case WriteChain(version, rules, old, _):
+                masq[version] = MasqObserved(version, rules if rules is not None else old, 1)
+            case WriteConflist(_, content, _):
+                conflist = content
+    return ObservedState(
+        links=tuple(links.values()),
+        routes=tuple(sorted(routes.values(), key=lambda r: r.key)),
+        sysctls=tuple(Sysctl(k, v) for k, v in sysctls.items()),
+        masq=tuple(masq.values()),
+        conflist=conflist,
+    )
+
+
+def test_empty_node_gets_everything_in_make_before_break_order() -> None:
+    desired = desired_state()
+    plan = diff(desired, empty_node(desired), conflist_path=PATH)
+    kinds = [type(c).__name__ for c in plan.changes]
+    assert kinds == [
+        "SetSysctl",
+        "AddAddress",
+        "AddRoute",
+        "AddRoute",
+        "AddRoute",
+        "WriteChain",
+        "WriteConflist",
+    ]
+    assert plan.changes[-1] == WriteConflist(PATH, render_conflist(desired), None)
+
+
+def test_converged_node_has_an_empty_plan() -> None:
+    desired = desired_state()
+    plan = diff(desired, converged(desired), conflist_path=PATH)
+    assert plan.empty
+    assert format_plan(plan) == "No changes.\n"
+
+
+def test_ptp_made_pod_route_is_accepted_whatever_its_protocol() -> None:
+    desired = desired_state()
+    node = converged(desired)
+    ptp_route = replace(next(r for r in node.routes if r.ifname == "veth1"), proto=3)
+    node = replace(
+        node, routes=tuple(ptp_route if r.key == ptp_route.key else r for r in node.routes)
+    )
+    assert diff(desired, node, conflist_path=PATH).empty
+    adopted = diff(desired, node, conflist_path=PATH, adopt=True)
+    assert adopted.changes == (
+        ReplaceRoute(next(r for r in desired.routes if r.ifname == "veth1"), ptp_route),
+    )
+
+
+def test_stale_owned_route_is_deleted_foreign_one_never() -> None:
+    desired = desired_state()
+    stale = Route(ip_network("10.244.99.0/24"), "eth0", ip_address("198.18.0.99"), proto=75)
+    foreign = Route(ip_network("10.250.0.0/24"), "eth0", ip_address("198.18.0.98"), proto=4)
+    node = converged(desired)
+    node = replace(node, routes=(*node.routes, stale, foreign))
+    assert diff(desired, node, conflist_path=PATH).changes == (DelRoute(stale),)
+    # Under another protocol number, routes marked 75 are someone else's: never deleted.
+    other = diff(desired, node, conflist_path=PATH, route_proto=76)
+    assert not any(isinstance(c, DelRoute) for c in other.changes)
+
+
+def test_wrong_next_hop_owned_is_replaced_foreign_is_a_conflict() -> None:
+    desired = desired_state()
+    peer = desired.routes[0]
+    for proto, expect_conflict in ((75, False), (3, True)):
+        wrong = replace(peer, gateway=ip_address("198.18.0.77"), proto=proto)
+        node = converged(desired)
+        node = replace(node, routes=tuple(wrong if r.key == peer.key else r for r in node.routes))
+        plan = diff(desired, node, conflist_path=PATH)
+        if expect_conflict:
+            assert plan.changes == () and len(plan.conflicts) == 1
+            assert "--adopt replaces it" in format_plan(plan)
+            assert diff(desired, node, conflist_path=PATH, adopt=True).changes == (
+                ReplaceRoute(peer, wrong),
+            )
+        else:
+            assert plan.changes == (ReplaceRoute(peer, wrong),) and not plan.conflicts
+
+
+def test_missing_veth_is_a_warning_not_a_change() -> None:
+    desired = desired_state()
+    node = converged(desired)
+    node = replace(node, links=tuple(link for link in node.links if link.name != "veth1"))
+    plan = diff(desired, node, conflist_path=PATH)
+    assert plan.empty
+    assert plan.warnings == ("veth veth1 of pod default/web does not exist; skipped",)
+
+
+def test_chain_and_jump_fixes() -> None:
+    desired = desired_state()
+    rules = masq_rules(desired.masq[0])
+    node = converged(desired)
+    for observed, expected in [
+        (MasqObserved(4, rules, 2), WriteChain(4, None, rules, 2)),
+        (MasqObserved(4, rules[::-1], 1), WriteChain(4, rules, rules[::-1], 1)),
+        (MasqObserved(4, None, 0), WriteChain(4, rules, None, 0)),
+    ]:
+        assert diff(desired, replace(node, masq=(observed,)), conflist_path=PATH).changes == (
+            expected,
+        )
+    payload = render_fix_payload(None, 3)
+    assert payload.count("-D POSTROUTING") == 2 and ":KIND-MASQ-AGENT" not in payload
+    assert render_fix_payload(rules, 0).splitlines() == [
+        "*nat",
+        ":KIND-MASQ-AGENT - [0:0]",
+        *rules,
+        jump_rule(),
+        "COMMIT",
+    ]
+
+
+def test_parse_nat_reads_only_the_nat_table() -> None:
+    rules = masq_rules(desired_state().masq[0])
+    saved = "\n".join(
+        [
+            "*filter",
+            ":KIND-MASQ-AGENT - [0:0]",
+            "-A KIND-MASQ-AGENT -j DROP",
+            "COMMIT",
+            "*nat",
+            ":POSTROUTING ACCEPT [0:0]",
+            ":KIND-MASQ-AGENT - [0:0]",
+            jump_rule(),
+            "-A POSTROUTING -s 172.17.0.0/16 -j MASQUERADE",
+            *rules,
+            "COMMIT",
+        ]
+    )
+    assert parse_nat(4, saved) == MasqObserved(4, rules, 1)
+    assert parse_nat(4, "*nat\nCOMMIT\n") == MasqObserved(4, None, 0)
+
+
+def test_conflist_change_is_shown_field_by_field() -> None:
+    desired = desired_state()
+    node = replace(
+        converged(desired), conflist=render_conflist(desired).replace('"mtu": 1500', '"mtu": 1450')
+    )
+    plan = diff(desired, node, conflist_path=PATH)
+    assert "      plugins[0].mtu: 1450 -> 1500" in format_plan(plan).splitlines()
+    broken = diff(desired, replace(node, conflist="{not json"), conflist_path=PATH)
+    assert "not valid JSON; replaced whole" in format_plan(broken)
+
+
+def test_plan_json_is_valid_under_its_schema() -> None:
+    desired = desired_state()
+    node = empty_node(desired)
+    node = replace(
+        node, routes=(replace(desired.routes[0], gateway=ip_address("198.18.0.77"), proto=3),)
+    )
+    document = plan_to_json(diff(desired, node, conflist_path=PATH), fingerprint="0" * 64)
+    Draft202012Validator(load_schema("plan.schema.json")).validate(document)
+    assert document["summary"] == {"add": 5, "change": 1, "delete": 0}
+    assert len(document["conflicts"]) == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    nodes=st.integers(min_value=1, max_value=30),
+    drop=st.sets(st.integers(min_value=0, max_value=40)),
+    stale=st.integers(min_value=0, max_value=3),
+)
+def test_applying_the_plan_reaches_the_desired_state(
+    nodes: int, drop: set[int], stale: int
+) -> None:
+    """From any partly converged node, simulating the plan leaves nothing to do."""
+    desired = desired_state(nodes)
+    node = converged(desired)
+    routes = [r for i, r in enumerate(node.routes) if i not in drop]
+    routes += [
+        Route(ip_network(f"10.250.{i}.0/24"), "eth0", ip_address("198.18.0.9"))
+        for i in range(stale)
+    ]
+    node = replace(node, routes=tuple(routes))
+    after = simulate(node, diff(desired, node, conflist_path=PATH))
+    assert diff(desired, after, conflist_path=PATH).empty
+    assert diff(desired, converged(desired), conflist_path=PATH).empty
