@@ -58,6 +58,8 @@ def diff(
     route_changes, deletions, conflicts = _diff_routes(
         desired.routes, observed.routes, set(missing_veths), route_proto, adopt
     )
+    if not adopt:
+        warnings += _foreign_peer_routes(desired.routes, observed.routes, route_proto)
     changes += route_changes
     changes += _diff_masq(desired, observed)
     changes += deletions
@@ -103,6 +105,25 @@ def _diff_routes(
         DelRoute(route) for route in observed if route.proto == proto and route.key not in wanted
     ]
     return changes, deletions, conflicts
+
+
+def _foreign_peer_routes(
+    desired: tuple[Route, ...], observed: tuple[Route, ...], proto: int
+) -> list[str]:
+    """Peer routes that are right but not kindplan's (a node that ran classic kindnetd): they
+    work, but kindplan will not delete them when the peer leaves unless it adopts them."""
+    seen = {route.key: route for route in observed}
+    found = [
+        f"{r.dst} (peer {r.peer}, proto {seen[r.key].proto})"
+        for r in desired
+        if r.gateway is not None
+        and r.key in seen
+        and seen[r.key].proto != proto
+        and _same_target(r, seen[r.key])
+    ]
+    if not found:
+        return []
+    return [f"correct but not owned by kindplan, --adopt takes them over: {', '.join(found)}"]
 
 
 def _same_target(desired: Route, observed: Route) -> bool:

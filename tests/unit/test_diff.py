@@ -267,3 +267,21 @@ def test_applying_the_plan_reaches_the_desired_state(
     after = simulate(node, diff(desired, node, conflist_path=PATH))
     assert diff(desired, after, conflist_path=PATH).empty
     assert diff(desired, converged(desired), conflist_path=PATH).empty
+
+
+def test_correct_foreign_peer_route_is_left_but_named() -> None:
+    """A node that ran classic kindnetd: its routes work; the plan says they are not ours."""
+    desired = desired_state()
+    peer = next(r for r in desired.routes if r.gateway is not None)
+    node = converged(desired)
+    kindnetd = replace(peer, proto=3)
+    node = replace(node, routes=tuple(kindnetd if r.key == peer.key else r for r in node.routes))
+    plan = diff(desired, node, conflist_path=PATH)
+    assert plan.empty
+    assert plan.warnings == (
+        "correct but not owned by kindplan, --adopt takes them over: "
+        f"{peer.dst} (peer node-0001, proto 3)",
+    )
+    assert diff(desired, node, conflist_path=PATH, adopt=True).changes == (
+        ReplaceRoute(peer, kindnetd),
+    )
