@@ -20,6 +20,8 @@ PURE = [
     "schemacheck",
     "compiler",
     "render",
+    "diff",
+    "planview",
     "errors",
     "status",
 ]
@@ -37,6 +39,11 @@ IMPURE = {
     "kindplan.files",
     "kindplan.sources",
     "kindplan.cli",
+    "kindplan.kernel",
+    "kindplan.iptables",
+    "kindplan.observe",
+    "kindplan.apply",
+    "kindplan.engine",
 }
 
 
