@@ -16,12 +16,12 @@ except ImportError:  # pragma: no cover - older typer on real click
     from click.exceptions import UsageError as ClickUsageError  # type: ignore[assignment]
 
 from kindplan import __version__
-from kindplan.errors import InvalidInputError, KindplanError, Problem, RuntimeFailure, UsageError
+from kindplan.errors import InvalidInputError, KindplanError, Problem, UsageError
 from kindplan.model import DEFAULT_MTU, DEFAULT_ROUTE_PROTO, HostFacts, Snapshot
 from kindplan.status import ExitStatus
 
 if TYPE_CHECKING:
-    from kindplan.engine import Options, Planned
+    from kindplan.engine import Options
 
 app = typer.Typer(
     name="kindplan",
@@ -282,20 +282,6 @@ def _options(
     )
 
 
-def _planned(snap: Snapshot, options: Options, netns: str | None) -> Planned:
-    from kindplan.engine import make_plan
-    from kindplan.iptables import Iptables, detect_backend
-    from kindplan.kernel import Kernel
-    from kindplan.netns import enter_netns
-
-    with enter_netns(netns):
-        kernel = Kernel()
-        try:
-            return make_plan(snap, options, kernel, Iptables(detect_backend()))
-        finally:
-            kernel.close()
-
-
 @app.command()
 def plan(
     snapshot: SnapshotArg,
@@ -333,7 +319,9 @@ def plan(
     data, source = _read(snapshot)
     snap = _parse(data, source, pod_subnet)
     options = _options(node, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir)
-    planned = _planned(snap, options, netns)
+    from kindplan.engine import plan_node
+
+    planned = plan_node(snap, options, netns)
     if out is not None:
         save_plan(out, planned, options, netns, data, source, _split(pod_subnet))
     if json_out:
@@ -375,11 +363,7 @@ def apply(
 
     Example: kindplan apply cluster.yaml --node worker2 --netns kp-worker2 --conf-dir /tmp/cni
     """
-    from kindplan.engine import apply_planned, make_plan
-    from kindplan.iptables import Iptables, detect_backend
-    from kindplan.kernel import Kernel
-    from kindplan.locking import node_lock
-    from kindplan.netns import enter_netns
+    from kindplan.engine import apply_node
     from kindplan.planview import describe, format_plan, summary
     from kindplan.saved import load_plan
 
@@ -395,21 +379,17 @@ def apply(
         data, source = _read(snapshot)
         snap = _parse(data, source, pod_subnet)
         options = _options(node, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir)
-    with node_lock(state_dir / f"apply-{netns or 'host'}.lock", lock_timeout), enter_netns(netns):
-        kernel = Kernel()
-        try:
-            iptables = Iptables(detect_backend())
-            planned = make_plan(snap, options, kernel, iptables)
-            if saved is not None and planned.fingerprint != saved.fingerprint:
-                raise RuntimeFailure(
-                    f"{plan_file}: node {options.node} changed since the plan was made; plan again"
-                )
-            if planned.plan.empty:
-                sys.stdout.write(format_plan(planned.plan))
-                return ExitStatus.FAILURE if planned.plan.conflicts else ExitStatus.OK
-            report = apply_planned(snap, options, planned, kernel, iptables)
-        finally:
-            kernel.close()
+    planned, report = apply_node(
+        snap,
+        options,
+        netns,
+        lock=state_dir / f"apply-{netns or 'host'}.lock",
+        lock_timeout=lock_timeout,
+        fingerprint=saved.fingerprint if saved else None,
+    )
+    if report is None:
+        sys.stdout.write(format_plan(planned.plan))
+        return ExitStatus.FAILURE if planned.plan.conflicts else ExitStatus.OK
     for change in report.applied:
         typer.echo(f"applied: {describe(change)}")
     for failure in report.failures:

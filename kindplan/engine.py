@@ -13,9 +13,12 @@ from kindplan.apply import ApplyReport, apply_plan
 from kindplan.cnicache import read_cni_cache, with_local_pods
 from kindplan.compiler import compile_desired, find_node
 from kindplan.diff import diff
-from kindplan.iptables import Iptables
+from kindplan.errors import RuntimeFailure
+from kindplan.iptables import Iptables, detect_backend
 from kindplan.kernel import Kernel
+from kindplan.locking import node_lock
 from kindplan.model import DEFAULT_ROUTE_PROTO, DesiredState, ObservedState, Plan, Snapshot
+from kindplan.netns import enter_netns
 from kindplan.observe import find_uplink, fingerprint, host_facts, off_link_peers, read_observed
 
 
@@ -87,3 +90,42 @@ def apply_planned(
         return make_plan(snapshot, options, kernel, iptables).plan
 
     return apply_plan(planned.plan, kernel, iptables, verify=verify)
+
+
+def plan_node(snapshot: Snapshot, options: Options, netns: str | None) -> Planned:
+    """make_plan inside network namespace `netns` (None: here)."""
+    with enter_netns(netns):
+        kernel = Kernel()
+        try:
+            return make_plan(snapshot, options, kernel, Iptables(detect_backend()))
+        finally:
+            kernel.close()
+
+
+def apply_node(
+    snapshot: Snapshot,
+    options: Options,
+    netns: str | None,
+    *,
+    lock: Path,
+    lock_timeout: float,
+    fingerprint: str | None = None,
+) -> tuple[Planned, ApplyReport | None]:
+    """Plan and apply under the node lock; None for the report when there was nothing to do.
+
+    With `fingerprint` (a saved plan's), refuse if the node changed since that plan was made.
+    """
+    with node_lock(lock, lock_timeout), enter_netns(netns):
+        kernel = Kernel()
+        try:
+            iptables = Iptables(detect_backend())
+            planned = make_plan(snapshot, options, kernel, iptables)
+            if fingerprint is not None and planned.fingerprint != fingerprint:
+                raise RuntimeFailure(
+                    f"node {options.node} changed since the plan was made; plan again"
+                )
+            if planned.plan.empty:
+                return planned, None
+            return planned, apply_planned(snapshot, options, planned, kernel, iptables)
+        finally:
+            kernel.close()

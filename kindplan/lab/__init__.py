@@ -1,0 +1,1 @@
+"""The lab: kind nodes and pods as network namespaces, networked by the real CNI plugins."""
