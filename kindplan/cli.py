@@ -450,6 +450,147 @@ def show(
     return ExitStatus.OK
 
 
+lab_app = typer.Typer(
+    help="The kindnet guide's 3-node lab, built from network namespaces with the real CNI plugins.",
+    no_args_is_help=True,
+)
+app.add_typer(lab_app, name="lab")
+LabNameOpt = Annotated[
+    str,
+    typer.Option("--name", help="Prefix of everything this lab creates (several labs coexist)."),
+]
+LabStateOpt = Annotated[Path, typer.Option("--state-dir", help="Where labs keep their files.")]
+DEFAULT_LAB_STATE = Path("/run/kindplan-lab")
+
+
+@lab_app.command("up")
+def lab_up(
+    name: LabNameOpt = "kp",
+    nodes: Annotated[int, typer.Option(min=1, max=200, help="Number of nodes.")] = 3,
+    pods_per_node: Annotated[int, typer.Option(min=0, max=50, help="Pods per node.")] = 2,
+    dual_stack: Annotated[bool, typer.Option("--dual-stack", help="IPv4 and IPv6.")] = False,
+    state_dir: LabStateOpt = DEFAULT_LAB_STATE,
+) -> int:
+    """Build the lab, apply kindplan on every node, create pods with ptp + portmap.
+
+    Example: kindplan lab up && kindplan lab check && kindplan lab down
+    """
+    import time
+
+    from kindplan.lab.run import up
+
+    started = time.monotonic()
+    lab = up(name, state_dir, nodes, pods_per_node, dual_stack, typer.echo)
+    typer.echo(
+        f"lab {lab.name} is up in {time.monotonic() - started:.1f} s: "
+        f"{len(lab.nodes)} nodes, {len(lab.pods)} pods"
+        + (", dual-stack" if lab.dual_stack else "")
+        + f"; snapshot {lab.snapshot_path}"
+    )
+    for node in lab.nodes:
+        typer.echo(
+            f"  {node.name:<26} ns {node.ns:<10} {', '.join(node.ips):<40} "
+            f"pods {', '.join(node.pod_cidrs)}"
+        )
+    return ExitStatus.OK
+
+
+@lab_app.command("check")
+def lab_check(name: LabNameOpt = "kp", state_dir: LabStateOpt = DEFAULT_LAB_STATE) -> int:
+    """Prove it works: pod to pod, the hops between, SNAT to the outside host, hostPorts."""
+    from kindplan.lab.check import check
+    from kindplan.lab.topology import load
+
+    results = check(load(name, state_dir))
+    for result in results:
+        typer.echo(f"{'pass' if result.ok else 'FAIL'}  {result.what}")
+    failed = sum(not r.ok for r in results)
+    typer.echo(f"{len(results) - failed} passed, {failed} failed")
+    return ExitStatus.FAILURE if failed else ExitStatus.OK
+
+
+@lab_app.command("down")
+def lab_down(name: LabNameOpt = "kp", state_dir: LabStateOpt = DEFAULT_LAB_STATE) -> int:
+    """Remove every namespace and file of the lab."""
+    from kindplan.lab.run import down
+
+    removed = down(name, state_dir)
+    typer.echo(f"lab {name}: removed {len(removed)} namespaces")
+    return ExitStatus.OK
+
+
+@lab_app.command("plan")
+def lab_plan(
+    node: Annotated[str, typer.Argument(help="A lab node, e.g. k8s-guide-worker2.")],
+    name: LabNameOpt = "kp",
+    state_dir: LabStateOpt = DEFAULT_LAB_STATE,
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="Exit 2 when there are changes.")
+    ] = False,
+) -> int:
+    """kindplan plan on a lab node, with its pods from the node's CNI cache."""
+    from kindplan.lab.run import plan_lab_node
+    from kindplan.lab.topology import load
+    from kindplan.planview import format_plan
+
+    lab = load(name, state_dir)
+    planned = plan_lab_node(lab, lab.node(node))
+    sys.stdout.write(format_plan(planned.plan, color=sys.stdout.isatty()))
+    pending = not planned.plan.empty or bool(planned.plan.conflicts)
+    return ExitStatus.CHANGES_PENDING if detailed_exitcode and pending else ExitStatus.OK
+
+
+@lab_app.command("apply")
+def lab_apply(
+    node: Annotated[str, typer.Argument(help="A lab node.")],
+    name: LabNameOpt = "kp",
+    state_dir: LabStateOpt = DEFAULT_LAB_STATE,
+) -> int:
+    """kindplan apply on a lab node (the same code as kindplan apply --netns)."""
+    from kindplan.lab.run import apply_lab_node
+    from kindplan.lab.topology import load
+    from kindplan.planview import describe, format_plan
+
+    lab = load(name, state_dir)
+    planned, report = apply_lab_node(lab, lab.node(node))
+    if report is None:
+        sys.stdout.write(format_plan(planned.plan))
+        return ExitStatus.OK
+    for change in report.applied:
+        typer.echo(f"applied: {describe(change)}")
+    for failure in report.failures:
+        typer.echo(f"error: {failure}", err=True)
+    return ExitStatus.OK if report.ok else ExitStatus.FAILURE
+
+
+@lab_app.command(
+    "exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def lab_exec(
+    ctx: typer.Context,
+    node: Annotated[
+        str, typer.Argument(help="A lab node, a pod (web-I-K), 'bridge' or 'outside'.")
+    ],
+    name: LabNameOpt = "kp",
+    state_dir: LabStateOpt = DEFAULT_LAB_STATE,
+) -> int:
+    """Run a command in a lab namespace: kindplan lab exec k8s-guide-worker -- ip route"""
+    import subprocess
+
+    from kindplan.lab.topology import load
+
+    lab = load(name, state_dir)
+    namespaces = {"bridge": lab.bridge_ns, "outside": lab.outside_ns}
+    namespaces |= {n.name: n.ns for n in lab.nodes} | {p.name: p.ns for p in lab.pods}
+    if node not in namespaces:
+        raise UsageError(f"lab {name} has no node or pod {node!r}")
+    if not ctx.args:
+        raise UsageError("give a command after --")
+    return subprocess.run(
+        ["ip", "netns", "exec", namespaces[node], *ctx.args], check=False
+    ).returncode
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app and map every outcome to an exit status (DESIGN.md)."""
     try:

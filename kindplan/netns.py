@@ -39,7 +39,8 @@ def enter_netns(name: str | None) -> Iterator[None]:
         raise UsageError(f"--netns: no network namespace named {name!r}") from e
     except OSError as e:
         raise RuntimeFailure(f"--netns {name}: {e.strerror}") from e
-    home = os.open("/proc/self/ns/net", os.O_RDONLY)
+    # setns moves only the calling thread: come back to where this thread was.
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         _setns(target)
         try:

@@ -1,0 +1,113 @@
+"""Bring the lab up, check it end to end, and take it down.
+
+kindplan is applied on each node through engine.apply_node, the same code as
+`kindplan apply --netns`; pods are made by the real ptp and portmap plugins from the conflist that
+kindplan wrote, and their host veths are read back from libcni's cache, as on a real node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from kindplan.apply import ApplyReport
+from kindplan.engine import Options, Planned, apply_node, plan_node
+from kindplan.errors import RuntimeFailure, UsageError
+from kindplan.lab import topology
+from kindplan.lab.topology import CONTAINER_PORT, HOST_PORT, OUTSIDE_V4, Lab, LabNode
+from kindplan.model import Snapshot
+from kindplan.netns import NETNS_RUN_DIR, enter_netns
+
+PROBE_PORT = 7000
+Say = Callable[[str], None]
+
+
+def lab_snapshot(lab: Lab) -> Snapshot:
+    from kindplan.snapshot import parse_snapshot
+
+    return parse_snapshot(lab.snapshot_path.read_bytes(), source=str(lab.snapshot_path)).snapshot
+
+
+def node_options(lab: Lab, node: LabNode, snapshot: Snapshot) -> Options:
+    return Options(
+        node=node.name,
+        conf_dir=str(lab.node_dir(node, "conf")),
+        cni_cache_dir=str(lab.node_dir(node, "cache")),
+    )
+
+
+def plan_lab_node(lab: Lab, node: LabNode) -> Planned:
+    snapshot = lab_snapshot(lab)
+    return plan_node(snapshot, node_options(lab, node, snapshot), node.ns)
+
+
+def apply_lab_node(lab: Lab, node: LabNode) -> tuple[Planned, ApplyReport | None]:
+    snapshot = lab_snapshot(lab)
+    return apply_node(
+        snapshot,
+        node_options(lab, node, snapshot),
+        node.ns,
+        lock=lab.root / f"apply-{node.ns}.lock",
+        lock_timeout=30,
+    )
+
+
+def up(
+    name: str, state_dir: Path, nodes: int, pods_per_node: int, dual_stack: bool, say: Say
+) -> Lab:
+    """Build the lab, apply kindplan on every node, create the pods; clean up if anything fails."""
+    if any(ns.startswith(f"{name}-") for ns in topology.existing_namespaces()):
+        raise UsageError(f"lab {name!r} already exists; run kindplan lab down --name {name} first")
+    lab = topology.design(name, state_dir, nodes, pods_per_node, dual_stack)
+    try:
+        topology.save(lab)
+        lab.snapshot_path.write_text(topology.snapshot_text(lab))
+        topology.build_network(lab)
+        say(
+            f"lab {name}: {len(lab.nodes)} nodes on {topology.V4_SUBNET}, outside host {OUTSIDE_V4}"
+        )
+        for node in lab.nodes:
+            _, report = apply_lab_node(lab, node)
+            if report is not None and not report.ok:
+                raise RuntimeFailure(
+                    f"kindplan apply on {node.name} failed: {'; '.join(report.failures)}"
+                )
+            say(f"  {node.name}: kindplan applied ({len(report.applied) if report else 0} changes)")
+        for pod in lab.pods:
+            create_pod(lab, pod)
+        say(f"  {len(lab.pods)} pods created by ptp + portmap")
+    except BaseException:
+        topology.remove(name, state_dir)
+        raise
+    return lab
+
+
+def runtime(lab: Lab, node: LabNode):  # type: ignore[no-untyped-def]
+    from kindplan.lab.cni import CniRuntime
+
+    return CniRuntime(
+        lab.node_dir(node, "conf") / lab_snapshot(lab).cluster.cni.conf_file,
+        lab.node_dir(node, "cache"),
+        ipam_data_dir=lab.node_dir(node, "ipam"),
+    )
+
+
+def create_pod(lab: Lab, pod: topology.LabPod) -> None:
+    from kindplan.lab.cni import Attachment
+
+    node = lab.node(pod.node)
+    topology.add_namespace(pod.ns)
+    mappings = ({"hostPort": HOST_PORT, "containerPort": CONTAINER_PORT, "protocol": "tcp"},)
+    attachment = Attachment(
+        container_id=pod.container_id,
+        netns_path=f"{NETNS_RUN_DIR}/{pod.ns}",
+        pod_namespace="default",
+        pod_name=pod.name,
+        port_mappings=mappings if pod.host_port else (),
+    )
+    with enter_netns(node.ns):
+        runtime(lab, node).add(attachment)
+
+
+def down(name: str, state_dir: Path) -> list[str]:
+    return topology.remove(name, state_dir)

@@ -1,0 +1,251 @@
+"""The lab's topology: the kindnet guide's kind cluster, rebuilt from network namespaces.
+
+    outside (203.0.113.10) -- bridge ns: br0 172.18.0.1/16, out0 203.0.113.1 -- eth0 of each node
+    node ns: eth0 172.18.0.1x/16, default via 172.18.0.1; pods: namespaces wired by the ptp plugin
+
+Every namespace is named `<lab>-...`, so several labs coexist and `down` finds all of a lab's
+leftovers even after an `up` that failed halfway. No namespace is wired to the machine's own
+network: the outside host is a namespace on a documentation range.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from kindplan.errors import RuntimeFailure, UsageError
+
+DEFAULT_STATE_DIR = Path("/run/kindplan-lab")
+SEED_NODES = ("k8s-guide-control-plane", "k8s-guide-worker", "k8s-guide-worker2")
+V4_SUBNET, V4_GATEWAY = "172.18.0.0/16", "172.18.0.1"
+V6_PREFIX, V6_GATEWAY = "fc00:f853:ccd:e793::", "fc00:f853:ccd:e793::1"
+OUTSIDE_V4, OUTSIDE_V4_GW = "203.0.113.10", "203.0.113.1"
+OUTSIDE_V6, OUTSIDE_V6_GW = "2001:db8:203::10", "2001:db8:203::1"
+POD_SUBNETS = {4: "10.244.0.0/16", 6: "fd00:10:244::/56"}
+HOST_PORT, CONTAINER_PORT = 8080, 80
+
+
+@dataclass(frozen=True)
+class LabNode:
+    name: str
+    index: int
+    ns: str
+    ips: tuple[str, ...]  # InternalIPs, IPv4 first
+    pod_cidrs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LabPod:
+    node: str
+    name: str
+    ns: str
+    container_id: str
+    host_port: bool  # publishes HOST_PORT -> CONTAINER_PORT through portmap
+
+
+@dataclass(frozen=True)
+class Lab:
+    name: str
+    state_dir: Path
+    nodes: tuple[LabNode, ...]
+    pods: tuple[LabPod, ...]
+    dual_stack: bool
+
+    @property
+    def bridge_ns(self) -> str:
+        return f"{self.name}-bridge"
+
+    @property
+    def outside_ns(self) -> str:
+        return f"{self.name}-outside"
+
+    @property
+    def root(self) -> Path:
+        return self.state_dir / self.name
+
+    @property
+    def snapshot_path(self) -> Path:
+        return self.root / "snapshot.yaml"
+
+    def node(self, name: str) -> LabNode:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise UsageError(
+            f"lab {self.name} has no node {name!r} ({', '.join(n.name for n in self.nodes)})"
+        )
+
+    def node_dir(self, node: LabNode, what: str) -> Path:
+        """Per-node folders: conf (the conflist), cache (libcni results), ipam (host-local)."""
+        return self.root / "nodes" / node.name / what
+
+    def namespaces(self) -> list[str]:
+        return [
+            self.bridge_ns,
+            self.outside_ns,
+            *(n.ns for n in self.nodes),
+            *(p.ns for p in self.pods),
+        ]
+
+
+def design(name: str, state_dir: Path, nodes: int, pods_per_node: int, dual_stack: bool) -> Lab:
+    """The lab's plan: node names and addresses as in the guide, one PodCIDR per node and family."""
+    if not 1 <= nodes <= 200:
+        raise UsageError("--nodes takes 1 to 200")
+    if not 0 <= pods_per_node <= 50:
+        raise UsageError("--pods-per-node takes 0 to 50")
+    lab_nodes = []
+    for i in range(nodes):
+        node_name = SEED_NODES[i] if i < len(SEED_NODES) else f"k8s-guide-worker{i}"
+        ips = [f"172.18.0.{10 + i}"]
+        cidrs = [f"10.244.{i}.0/24"]
+        if dual_stack:
+            ips.append(f"{V6_PREFIX}{10 + i:x}")
+            cidrs.append(f"fd00:10:244:{i:x}::/64")
+        lab_nodes.append(LabNode(node_name, i, f"{name}-n{i}", tuple(ips), tuple(cidrs)))
+    pods = [
+        LabPod(
+            n.name,
+            f"web-{n.index}-{k}",
+            f"{name}-n{n.index}-p{k}",
+            f"{name}-n{n.index}-p{k}",
+            k == 0,
+        )
+        for n in lab_nodes
+        for k in range(pods_per_node)
+    ]
+    return Lab(name, state_dir, tuple(lab_nodes), tuple(pods), dual_stack)
+
+
+def snapshot_text(lab: Lab) -> str:
+    """The lab cluster as a kindplan ClusterSnapshot (pods come from each node's CNI cache)."""
+    families = (4, 6) if lab.dual_stack else (4,)
+    doc = {
+        "apiVersion": "kindplan/v1",
+        "kind": "ClusterSnapshot",
+        "cluster": {"podSubnets": [POD_SUBNETS[v] for v in families]},
+        "nodes": [
+            {"name": n.name, "internalIPs": list(n.ips), "podCIDRs": list(n.pod_cidrs)}
+            for n in lab.nodes
+        ],
+    }
+    return json.dumps(doc, indent=2) + "\n"
+
+
+# -- state on disk: what `check` and `down` need to find the lab again -------------------------
+
+
+def save(lab: Lab) -> None:
+    lab.root.mkdir(parents=True, exist_ok=True)
+    data = {**asdict(lab), "state_dir": str(lab.state_dir)}
+    (lab.root / "lab.json").write_text(json.dumps(data, indent=1) + "\n")
+
+
+def load(name: str, state_dir: Path) -> Lab:
+    path = state_dir / name / "lab.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"no lab named {name!r} is up (no {path}); run kindplan lab up") from None
+    return Lab(
+        name=data["name"],
+        state_dir=Path(data["state_dir"]),
+        nodes=tuple(
+            LabNode(**{**n, "ips": tuple(n["ips"]), "pod_cidrs": tuple(n["pod_cidrs"])})
+            for n in data["nodes"]
+        ),
+        pods=tuple(LabPod(**p) for p in data["pods"]),
+        dual_stack=data["dual_stack"],
+    )
+
+
+# -- building and removing ---------------------------------------------------------------------
+
+
+def ip(*args: str) -> str:
+    """Run ip(8); a failure is a RuntimeFailure that names the command."""
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeFailure(f"ip {' '.join(args)}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def existing_namespaces() -> list[str]:
+    return [line.split()[0] for line in ip("netns", "list").splitlines() if line.strip()]
+
+
+def add_namespace(ns: str) -> None:
+    ip("netns", "add", ns)
+    ip("-n", ns, "link", "set", "lo", "up")
+
+
+def sysctl(ns: str, name: str, value: str) -> None:
+    from kindplan.netns import enter_netns
+
+    with enter_netns(ns):  # /proc/sys/net shows the namespace of the thread that opens it
+        Path("/proc/sys", name.replace(".", "/")).write_text(value)
+
+
+def build_network(lab: Lab) -> None:
+    """The bridge, the outside host, and every node with its uplink eth0 on the bridge."""
+    br, out = lab.bridge_ns, lab.outside_ns
+    for ns in (br, out):
+        add_namespace(ns)
+    ip("-n", br, "link", "add", "br0", "type", "bridge")
+    ip("-n", br, "addr", "add", f"{V4_GATEWAY}/16", "dev", "br0")
+    ip("-n", br, "link", "add", "out0", "type", "veth", "peer", "name", "eth0", "netns", out)
+    ip("-n", br, "addr", "add", f"{OUTSIDE_V4_GW}/24", "dev", "out0")
+    ip("-n", out, "addr", "add", f"{OUTSIDE_V4}/24", "dev", "eth0")
+    if lab.dual_stack:
+        ip("-n", br, "addr", "add", f"{V6_GATEWAY}/64", "dev", "br0", "nodad")
+        ip("-n", br, "addr", "add", f"{OUTSIDE_V6_GW}/64", "dev", "out0", "nodad")
+        ip("-n", out, "addr", "add", f"{OUTSIDE_V6}/64", "dev", "eth0", "nodad")
+    for ns, dev in ((br, "br0"), (br, "out0"), (out, "eth0")):
+        ip("-n", ns, "link", "set", dev, "up")
+    ip("-n", out, "route", "add", "default", "via", OUTSIDE_V4_GW)
+    sysctl(br, "net.ipv4.ip_forward", "1")
+    if lab.dual_stack:
+        ip("-n", out, "-6", "route", "add", "default", "via", OUTSIDE_V6_GW)
+        sysctl(br, "net.ipv6.conf.all.forwarding", "1")
+    for node in lab.nodes:
+        add_namespace(node.ns)
+        port = f"n{node.index}"
+        ip("-n", br, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", node.ns)
+        ip("-n", br, "link", "set", port, "master", "br0", "up")
+        ip("-n", node.ns, "addr", "add", f"{node.ips[0]}/16", "dev", "eth0")
+        if lab.dual_stack:
+            ip("-n", node.ns, "addr", "add", f"{node.ips[1]}/64", "dev", "eth0", "nodad")
+        ip("-n", node.ns, "link", "set", "eth0", "up")
+        ip("-n", node.ns, "route", "add", "default", "via", V4_GATEWAY)
+        if lab.dual_stack:
+            ip("-n", node.ns, "-6", "route", "add", "default", "via", V6_GATEWAY)
+
+
+def remove(name: str, state_dir: Path) -> list[str]:
+    """Remove every namespace of lab `name` and its state folder; returns what was removed."""
+    import shutil
+
+    removed = []
+    for ns in existing_namespaces():
+        if ns.startswith(f"{name}-") and _lab_namespace(ns, name):
+            subprocess.run(["ip", "netns", "del", ns], check=False)
+            removed.append(ns)
+    shutil.rmtree(state_dir / name, ignore_errors=True)
+    return removed
+
+
+def _lab_namespace(ns: str, name: str) -> bool:
+    """Only names the lab makes: <name>-bridge, <name>-outside, <name>-n<i>, <name>-n<i>-p<k>."""
+    rest = ns.removeprefix(f"{name}-")
+    if rest in ("bridge", "outside"):
+        return True
+    parts = rest.split("-")
+    return (
+        parts[0][:1] == "n"
+        and parts[0][1:].isdigit()
+        and (
+            len(parts) == 1 or (len(parts) == 2 and parts[1][:1] == "p" and parts[1][1:].isdigit())
+        )
+    )
