@@ -1,0 +1,158 @@
+"""The lab end to end, through the real CLI: up, check, plan-after-up empty, break and repair, down.
+
+Lab names start with kpt-<pid>-, so the session sweep treats a killed run's lab like any other
+test namespace; every test removes its lab, also when it fails.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import NETNS_PREFIX, sh
+
+pytestmark = pytest.mark.root
+_counter = itertools.count()
+
+
+class Lab:
+    def __init__(self, state: Path) -> None:
+        self.name = f"{NETNS_PREFIX}{os.getpid()}-lab{next(_counter)}"
+        self.state = state
+
+    def run(self, command: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """`kindplan lab COMMAND --name ... --state-dir ... ARGS` (options first: exec passes on
+        everything after --)."""
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "kindplan.cli",
+                "lab",
+                command,
+                "--name",
+                self.name,
+                "--state-dir",
+                str(self.state),
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    def ns(self, node: str) -> str:
+        nodes = json.loads((self.state / self.name / "lab.json").read_text())["nodes"]
+        return next(n["ns"] for n in nodes if n["name"] == node)
+
+    def namespaces(self) -> list[str]:
+        out = sh("ip", "netns", "list")
+        return [line.split()[0] for line in out.splitlines() if line.startswith(f"{self.name}-")]
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    made = Lab(tmp_path / "labs")
+    yield made
+    made.run("down")
+
+
+NODES = ("k8s-guide-control-plane", "k8s-guide-worker", "k8s-guide-worker2")
+
+
+def assert_up_and_clean(lab: Lab, *up_args: str) -> None:
+    up = lab.run("up", *up_args)
+    assert up.returncode == 0, up.stderr
+    check = lab.run("check")
+    assert check.returncode == 0, check.stdout
+    assert ", 0 failed" in check.stdout and "FAIL" not in check.stdout
+    for node in NODES:  # kindplan's idea of pod plumbing equals what the real ptp plugin did
+        plan = lab.run("plan", node, "--detailed-exitcode")
+        assert plan.returncode == 0, plan.stdout + plan.stderr
+        assert plan.stdout == "No changes.\n"
+
+
+def test_seed_lab_breaks_and_repairs(lab: Lab) -> None:
+    assert_up_and_clean(lab)
+    worker, worker2, control = (
+        lab.ns(n) for n in ("k8s-guide-worker", "k8s-guide-worker2", "k8s-guide-control-plane")
+    )
+    nat_before = sh("iptables-save", "-t", "nat", ns=worker)
+    assert "CNI-HOSTPORT-DNAT" in nat_before
+    # Break four things, one of each kind (IPs as `lab up` assigns them: .2 and .3 per node).
+    sh("ip", "-n", worker, "route", "del", "10.244.1.3/32")  # a pod's host route
+    veth = sh("ip", "-n", worker2, "-o", "route", "get", "10.244.2.2").split(" dev ")[1].split()[0]
+    sh("ip", "-n", worker2, "addr", "del", "10.244.2.1/32", "dev", veth)  # its gateway address
+    sh("ip", "-n", control, "route", "del", "10.244.1.0/24")  # a peer route
+    sh("iptables", "-t", "nat", "-F", "KIND-MASQ-AGENT", ns=worker)  # SNAT
+
+    check = lab.run("check")
+    assert check.returncode == 1
+    failed = [line for line in check.stdout.splitlines() if line.startswith("FAIL")]
+    assert any("pod-to-pod IPv4 k8s-guide-control-plane -> k8s-guide-worker " in f for f in failed)
+    assert any("SNAT k8s-guide-worker pods" in f for f in failed)
+    assert any("hops IPv4 web-0-0 -> web-1-0" in f for f in failed)
+    assert not any("SNAT k8s-guide-control-plane" in f for f in failed), "only broken paths fail"
+
+    plans = {node: lab.run("plan", node).stdout for node in NODES}
+    assert plans["k8s-guide-control-plane"].splitlines()[1:] == [
+        "  + route 10.244.1.0/24 via 172.18.0.11 dev eth0 proto 75 (peer k8s-guide-worker)",
+        "Plan: 1 to add, 0 to change, 0 to delete.",
+    ]
+    assert "  + route 10.244.1.3/32 dev " in plans["k8s-guide-worker"]
+    assert "  ~ iptables nat: chain KIND-MASQ-AGENT" in plans["k8s-guide-worker"]
+    assert "Plan: 1 to add, 1 to change, 0 to delete." in plans["k8s-guide-worker"]
+    # The kernel drops a device's routes with its last IPv4 address: ptp's route must come back too.
+    assert (
+        f"  + address 10.244.2.1/32 dev {veth} (pod default/web-2-0)" in plans["k8s-guide-worker2"]
+    )
+    assert f"  + route 10.244.2.2/32 dev {veth} scope host proto 75" in plans["k8s-guide-worker2"]
+    assert "Plan: 2 to add, 0 to change, 0 to delete." in plans["k8s-guide-worker2"]
+
+    for node in NODES:
+        applied = lab.run("apply", node)
+        assert applied.returncode == 0, applied.stderr
+    check = lab.run("check")
+    assert check.returncode == 0, check.stdout
+    nat_after = sh("iptables-save", "-t", "nat", ns=worker)
+    portmap = [line for line in nat_before.splitlines() if "CNI-" in line]
+    assert portmap and all(line in nat_after for line in portmap), "portmap's rules are not ours"
+
+    down = lab.run("down")
+    assert down.returncode == 0
+    assert lab.namespaces() == []
+    assert not (lab.state / lab.name).exists(), "no file or IPAM state is left"
+
+
+def test_dual_stack_lab(lab: Lab) -> None:
+    assert_up_and_clean(lab, "--dual-stack")
+    check = lab.run("check").stdout
+    assert "pass  SNAT k8s-guide-worker pods -> outside 2001:db8:203::10" in check
+    assert "pass  hops IPv6 web-0-0 -> web-1-0" in check
+
+
+def test_failed_up_cleans_up_after_itself(lab: Lab) -> None:
+    # host-local cannot create its data dir where a file stands: the second node's pods fail.
+    blocker = lab.state / lab.name / "nodes" / "k8s-guide-worker" / "ipam"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("not a folder\n")
+    up = lab.run("up")
+    assert up.returncode == 1
+    assert "error:" in up.stderr and "Traceback" not in up.stderr
+    assert lab.namespaces() == []
+    assert not (lab.state / lab.name).exists()
+
+
+def test_lab_refuses_a_second_up_and_unknown_nodes(lab: Lab) -> None:
+    assert lab.run("up", "--pods-per-node", "0").returncode == 0
+    again = lab.run("up")
+    assert again.returncode == 64 and "already exists" in again.stderr
+    assert lab.run("plan", "no-such-node").returncode == 64
+    exec_ = lab.run("exec", "k8s-guide-worker", "--", "ip", "-4", "-o", "addr", "show", "eth0")
+    assert "172.18.0.11/16" in exec_.stdout
