@@ -97,8 +97,12 @@ def _parse_yaml(text: str, source: str) -> Any:
         mark = e.problem_mark or e.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         raise InvalidInputError.one(where, f"invalid YAML: {e.problem or e.context}") from e
-    except yaml.YAMLError as e:
-        raise InvalidInputError.one(source, f"invalid YAML: {e}") from e
+    except yaml.YAMLError as e:  # e.g. a ReaderError (a control character), whose text spans lines
+        raise InvalidInputError.one(source, f"invalid YAML: {str(e).splitlines()[0]}") from e
+    except (ValueError, TypeError, KeyError, OverflowError) as e:
+        # PyYAML's constructors raise these for tagged or implicit scalars they cannot build
+        # (a date like 2001-13-01, `!!int abc`, `!!bool maybe`, `!!set` as a key).
+        raise InvalidInputError.one(source, f"invalid YAML value: {e!s:.100}") from e
     documents = [d for d in documents if d is not None]
     if len(documents) != 1:
         raise InvalidInputError.one(source, f"expected one YAML document, found {len(documents)}")

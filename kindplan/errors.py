@@ -13,7 +13,13 @@ class Problem:
     what: str
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.what}" if self.where else self.what
+        text = f"{self.where}: {self.what}" if self.where else self.what
+        return text if text.isprintable() else _escape(text)
+
+
+def _escape(text: str) -> str:
+    """One line, whatever the input held: control characters from a user's names are escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class KindplanError(Exception):

@@ -70,6 +70,9 @@ def _convert_node(item: Any, at: str, out: Converted) -> None:
         out.problems.append(Problem(f"{at}.metadata.name", "a node needs a name"))
         return
     cidrs = spec.get("podCIDRs")
+    if cidrs is not None and not isinstance(cidrs, list):
+        out.problems.append(Problem(f"{at}.spec.podCIDRs", "not a list"))
+        return
     cidr_places = [f"{at}.spec.podCIDRs[{j}]" for j in range(len(cidrs or []))]
     if not cidrs and spec.get("podCIDR"):
         cidrs, cidr_places = [spec["podCIDR"]], [f"{at}.spec.podCIDR"]
