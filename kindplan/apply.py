@@ -23,6 +23,7 @@ from kindplan.model import (
     DelRoute,
     Plan,
     ReplaceRoute,
+    Route,
     SetSysctl,
     WriteChain,
     WriteConflist,
@@ -42,22 +43,30 @@ class ApplyReport:
 
 
 def apply_change(change: Change, kernel: Kernel, iptables: Iptables) -> None:
-    """Make one change; raises RuntimeFailure (KernelError keeps the errno) if refused."""
+    """Make one change that is not a route; raises RuntimeFailure if refused."""
     match change:
         case SetSysctl(name, value, _):
             kernel.set_sysctl(name, value)
         case AddAddress(address):
             kernel.add_address(address)
-        case AddRoute(route):
-            kernel.add_route(route)
-        case ReplaceRoute(route, _):
-            kernel.replace_route(route)
         case WriteChain(version, rules, _, jumps):
             iptables.restore(version, render_fix_payload(rules, jumps))
-        case DelRoute(route):
-            kernel.delete_route(route)
         case WriteConflist(path, content, _):
             write_atomic(Path(path), content)
+        case _:
+            raise TypeError(f"not a single change: {change}")
+
+
+def route_write(change: Change) -> tuple[str, Route] | None:
+    """The netlink write a route change needs, or None if it is not a route change."""
+    match change:
+        case AddRoute(route):
+            return ("add", route)
+        case ReplaceRoute(route, _):
+            return ("replace", route)
+        case DelRoute(route):
+            return ("del", route)
+    return None
 
 
 def apply_plan(
@@ -66,24 +75,38 @@ def apply_plan(
     iptables: Iptables,
     *,
     verify: Callable[[], Plan] | None = None,
-    apply: Callable[[Change, Kernel, Iptables], None] = apply_change,
     attempts: int = 3,
 ) -> ApplyReport:
-    """Apply every change of `plan`; then, if given, `verify()` (observe + diff) until it is empty.
-
-    `apply` is the collaborator that makes one change: tests pass one that injects faults.
-    """
+    """Apply every change of `plan` in order; then, if given, `verify()` (observe + diff) until
+    it is empty. Consecutive route changes go to the kernel as one batch."""
     report = ApplyReport()
     plumbing_failed = False
-    for change in plan.changes:
+    changes = list(plan.changes)
+    i = 0
+    while i < len(changes):
+        if route_write(changes[i]) is not None:
+            j = i
+            while j < len(changes) and route_write(changes[j]) is not None:
+                j += 1
+            group = changes[i:j]
+            writes = [w for w in map(route_write, group) if w is not None]
+            for change, error in zip(group, kernel.write_routes(writes), strict=True):
+                if error is None:
+                    report.applied.append(change)
+                else:
+                    report.failures.append(f"{describe(change)}: {error}")
+            i = j
+            continue
+        change = changes[i]
+        i += 1
         if isinstance(change, WriteConflist) and plumbing_failed:
             report.failures.append(f"{describe(change)}: not written, the changes before it failed")
             continue
         try:
-            apply(change, kernel, iptables)
+            apply_change(change, kernel, iptables)
         except RuntimeFailure as e:
             report.failures.append(f"{describe(change)}: {e}")
-            plumbing_failed |= isinstance(change, SetSysctl | AddAddress | WriteChain)
+            plumbing_failed = True
             continue
         report.applied.append(change)
     if verify is not None:

@@ -1,0 +1,259 @@
+"""rtnetlink on a plain socket, for the paths where pyroute2's per-message Python work dominates.
+
+Dumping or writing 5,000 routes through pyroute2 costs about 0.5 ms of Python per route (measured
+in ../shared/NOTES-netlink.md); here a route is one struct.pack or unpack. Dumps ask the kernel to
+filter by table (strict checking); writes go out in batches of messages over one socket, each with
+its own sequence number and acknowledgement, so every error still maps to its route.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+
+from kindplan.model import IPAddress, IPNetwork, Link, Route
+
+NETLINK_ROUTE = 0
+SOL_NETLINK = 270
+NETLINK_CAP_ACK = 10  # errors carry only the header of the refused message, not all of it
+NETLINK_GET_STRICT_CHK = 12  # lets the kernel filter dumps (here: by table)
+
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+RTM_NEWLINK, RTM_GETLINK = 16, 18
+RTM_NEWADDR, RTM_GETADDR = 20, 22
+RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+F_REQUEST, F_ACK, F_DUMP = 0x1, 0x4, 0x300
+F_REPLACE, F_EXCL, F_CREATE = 0x100, 0x200, 0x400
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
+IFLA_IFNAME, IFLA_MTU = 3, 4
+IFA_ADDRESS = 1
+RTN_UNICAST = 1
+IFF_UP = 0x1
+SCOPES = {0: "universe", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
+SCOPE_NUMBERS = {name: number for number, name in SCOPES.items()}
+
+_NLMSG = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+_RTMSG = struct.Struct(
+    "=BBBBBBBBI"
+)  # family, dst_len, src_len, tos, table, proto, scope, type, flags
+_IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
+_IFADDR = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
+_RTA = struct.Struct("=HH")
+_U32 = struct.Struct("=I")
+_FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
+_BATCH = 1000  # messages per send: well inside the socket buffers, few system calls
+
+
+@dataclass(frozen=True, slots=True)
+class RouteWrite:
+    verb: str  # "add" (fails if the key exists), "replace", "del"
+    route: Route
+    ifindex: int  # the route's interface (0 for a delete, which matches by key)
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    length = _RTA.size + len(payload)
+    return _RTA.pack(length, kind) + payload + b"\0" * (-length % 4)
+
+
+def _attrs(data: bytes, offset: int) -> Iterator[tuple[int, bytes]]:
+    end = len(data)
+    while offset + _RTA.size <= end:
+        length, kind = _RTA.unpack_from(data, offset)
+        if length < _RTA.size:
+            break
+        yield kind & 0x3FFF, data[offset + _RTA.size : offset + length]
+        offset += (length + 3) & ~3
+
+
+class Netlink:
+    """One rtnetlink socket in the current network namespace."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 21)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        self._sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+        self._sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+        self._sock.bind((0, 0))
+        self._seq = 0
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _message(self, kind: int, flags: int, body: bytes) -> tuple[int, bytes]:
+        seq = self._next_seq()
+        return seq, _NLMSG.pack(_NLMSG.size + len(body), kind, flags, seq, 0) + body
+
+    # -- dumps ---------------------------------------------------------------------------------
+
+    def _dump(self, kind: int, body: bytes) -> Iterator[tuple[int, bytes]]:
+        """(message type, whole message) of every answer to one dump request."""
+        seq, request = self._message(kind, F_REQUEST | F_DUMP, body)
+        self._sock.send(request)
+        while True:
+            data = self._sock.recv(1 << 20)
+            offset = 0
+            while offset + _NLMSG.size <= len(data):
+                length, kind_, _, got_seq, _ = _NLMSG.unpack_from(data, offset)
+                message = data[offset : offset + length]
+                offset += (length + 3) & ~3
+                if got_seq != seq:
+                    continue
+                if kind_ == NLMSG_DONE:
+                    return
+                if kind_ == NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", message, _NLMSG.size)[0]
+                    raise OSError(code, os.strerror(code))
+                yield kind_, message
+
+    def links(self) -> list[tuple[int, str, int, bool]]:
+        """(index, name, mtu, up) of every link."""
+        found = []
+        body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        for kind, message in self._dump(RTM_GETLINK, body):
+            if kind != RTM_NEWLINK:
+                continue
+            _, _, index, flags, _ = _IFINFO.unpack_from(message, _NLMSG.size)
+            attrs = dict(_attrs(message, _NLMSG.size + _IFINFO.size))
+            name = attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode()
+            mtu = _U32.unpack(attrs[IFLA_MTU])[0] if IFLA_MTU in attrs else 0
+            found.append((index, name, mtu, bool(flags & IFF_UP)))
+        return found
+
+    def addresses(self) -> list[tuple[int, IPAddress, int]]:
+        """(link index, address, prefix length) of every address."""
+        found: list[tuple[int, IPAddress, int]] = []
+        body = _IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        for kind, message in self._dump(RTM_GETADDR, body):
+            if kind != RTM_NEWADDR:
+                continue
+            _, prefixlen, _, _, index = _IFADDR.unpack_from(message, _NLMSG.size)
+            raw = dict(_attrs(message, _NLMSG.size + _IFADDR.size)).get(IFA_ADDRESS)
+            if raw is not None:
+                found.append((index, _address(raw), prefixlen))
+        return found
+
+    def read_links(self) -> tuple[Link, ...]:
+        addresses: dict[int, list[tuple[IPAddress, int]]] = {}
+        for index, address, prefixlen in self.addresses():
+            addresses.setdefault(index, []).append((address, prefixlen))
+        links = [
+            Link(
+                name,
+                index,
+                mtu,
+                up,
+                tuple(
+                    sorted(addresses.get(index, []), key=lambda a: (a[0].version, int(a[0]), a[1]))
+                ),
+            )
+            for index, name, mtu, up in self.links()
+        ]
+        return tuple(sorted(links, key=lambda link: link.name))
+
+    def routes(self, table: int, names: dict[int, str]) -> list[Route]:
+        """Unicast routes of `table`, both families; the kernel filters by table."""
+        found = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            body = _RTMSG.pack(family, 0, 0, 0, table & 0xFF, 0, 0, 0, 0)
+            body += _attr(RTA_TABLE, _U32.pack(table))
+            for kind, message in self._dump(RTM_GETROUTE, body):
+                route = _parse_route(kind, message, table, names)
+                if route is not None:
+                    found.append(route)
+        return found
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def write_routes(self, writes: Sequence[RouteWrite]) -> list[int]:
+        """Send every write, in order and in batches; the errno of each (0: done)."""
+        results = [0] * len(writes)
+        for start in range(0, len(writes), _BATCH):
+            chunk = writes[start : start + _BATCH]
+            by_seq = {}
+            payload = []
+            for i, write in enumerate(chunk, start):
+                seq, message = self._message(*_route_request(write))
+                by_seq[seq] = i
+                payload.append(message)
+            self._sock.send(b"".join(payload))
+            for seq, code in self._acks(len(chunk)):
+                if seq in by_seq:
+                    results[by_seq[seq]] = code
+        return results
+
+    def _acks(self, count: int) -> Iterator[tuple[int, int]]:
+        while count:
+            data = self._sock.recv(1 << 20)
+            offset = 0
+            while offset + _NLMSG.size <= len(data):
+                length, kind, _, seq, _ = _NLMSG.unpack_from(data, offset)
+                if kind == NLMSG_ERROR:
+                    count -= 1
+                    yield seq, -struct.unpack_from("=i", data, offset + _NLMSG.size)[0]
+                offset += (length + 3) & ~3
+
+
+def _route_request(write: RouteWrite) -> tuple[int, int, bytes]:
+    route = write.route
+    family = _FAMILY[route.dst.version]
+    if write.verb == "del":
+        kind, flags = RTM_DELROUTE, F_REQUEST | F_ACK
+        scope, rtype = 255, 0  # RT_SCOPE_NOWHERE and RTN_UNSPEC: match any, by key
+    else:
+        kind = RTM_NEWROUTE
+        flags = F_REQUEST | F_ACK | F_CREATE | (F_REPLACE if write.verb == "replace" else F_EXCL)
+        scope, rtype = SCOPE_NUMBERS[route.scope], RTN_UNICAST
+    table = route.table if route.table < 256 else 252  # RT_TABLE_COMPAT; RTA_TABLE says which
+    body = _RTMSG.pack(family, route.dst.prefixlen, 0, 0, table, route.proto, scope, rtype, 0)
+    body += _attr(RTA_TABLE, _U32.pack(route.table))
+    body += _attr(RTA_DST, route.dst.network_address.packed)
+    body += _attr(RTA_PRIORITY, _U32.pack(route.metric))
+    if write.verb != "del":
+        body += _attr(RTA_OIF, _U32.pack(write.ifindex))
+        if route.gateway is not None:
+            body += _attr(RTA_GATEWAY, route.gateway.packed)
+    return kind, flags, body
+
+
+def _address(raw: bytes) -> IPAddress:
+    number = int.from_bytes(raw, "big")
+    return IPv4Address(number) if len(raw) == 4 else IPv6Address(number)
+
+
+def _parse_route(kind: int, message: bytes, table: int, names: dict[int, str]) -> Route | None:
+    if kind != RTM_NEWROUTE:
+        return None
+    family, dst_len, _, _, rtm_table, proto, scope, rtype, _ = _RTMSG.unpack_from(
+        message, _NLMSG.size
+    )
+    attrs = dict(_attrs(message, _NLMSG.size + _RTMSG.size))
+    if RTA_TABLE in attrs:
+        rtm_table = _U32.unpack(attrs[RTA_TABLE])[0]
+    if rtm_table != table or rtype != RTN_UNICAST:
+        return None
+    width = 4 if family == socket.AF_INET else 16
+    dst = int.from_bytes(attrs.get(RTA_DST, bytes(width)), "big")
+    network: IPNetwork = (
+        IPv4Network((dst, dst_len)) if family == socket.AF_INET else IPv6Network((dst, dst_len))
+    )
+    gateway = attrs.get(RTA_GATEWAY)
+    oif = _U32.unpack(attrs[RTA_OIF])[0] if RTA_OIF in attrs else 0
+    return Route(
+        dst=network,
+        ifname=names.get(oif, ""),
+        gateway=_address(gateway) if gateway else None,
+        scope=SCOPES.get(scope, str(scope)),
+        metric=_U32.unpack(attrs[RTA_PRIORITY])[0] if RTA_PRIORITY in attrs else 0,
+        proto=proto,
+        table=rtm_table,
+    )
