@@ -8,6 +8,7 @@ from kindplan.errors import InvalidInputError
 from kindplan.model import (
     DEFAULT_ROUTE_PROTO,
     IPV6_DEFAULT_METRIC,
+    MAIN_TABLE,
     Address,
     CniConfig,
     DesiredState,
@@ -64,22 +65,18 @@ def compile_desired(
 def _peer_routes(snapshot: Snapshot, node: Node, facts: HostFacts, proto: int) -> list[Route]:
     """One route per peer PodCIDR via the peer's InternalIP of the same family (kindnet)."""
     routes = []
+    uplink = facts.uplink
     for peer in snapshot.nodes:
         if peer.name == node.name:
             continue
+        gateways = {ip.version: ip for ip in peer.internal_ips}
         for cidr in peer.pod_cidrs:
-            gateway = peer.internal_ip(cidr.version)
+            gateway = gateways.get(cidr.version)
             if gateway is None:  # the snapshot checks make this unreachable
                 continue
+            metric = IPV6_DEFAULT_METRIC if cidr.version == 6 else 0
             routes.append(
-                Route(
-                    dst=cidr,
-                    ifname=facts.uplink,
-                    gateway=gateway,
-                    metric=_metric(cidr),
-                    proto=proto,
-                    peer=peer.name,
-                )
+                Route(cidr, uplink, gateway, "universe", metric, proto, MAIN_TABLE, peer.name)
             )
     return routes
 
