@@ -1,0 +1,446 @@
+"""kindplan against iproute2 at 5,000 nodes, side by side in one run, in throw-away namespaces.
+
+    sudo python3 bench/run.py [--out bench/results] [--quick]
+
+Prints a table of times and ratios, writes results.json and (with matplotlib) scaling.png.
+Everything runs in namespaces named kpb-<pid>-<n>, removed at the end; nothing touches the
+machine's own network. Whole-process figures include Python's start-up, as a user would see.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from builders import cluster_doc, load  # noqa: E402
+
+from kindplan.compiler import compile_desired  # noqa: E402
+from kindplan.diff import diff  # noqa: E402
+from kindplan.model import (  # noqa: E402
+    HostFacts,
+    Link,
+    MasqObserved,
+    ObservedState,
+    Snapshot,
+    Sysctl,
+)
+from kindplan.render import masq_rules, render_conflist, render_route_batch  # noqa: E402
+
+KINDPLAN = [sys.executable, "-m", "kindplan.cli"]
+UPLINK_V4, UPLINK_V6 = "198.18.0.10/15", "2001:db8:ffff::a/64"  # node-0000 of builders.cluster_doc
+_names = itertools.count()
+
+
+# -- namespaces and processes -------------------------------------------------------------------
+
+
+def sh(*cmd: str, stdin: str | None = None) -> str:
+    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, check=True).stdout
+
+
+@contextmanager
+def node_ns(dual: bool) -> Iterator[str]:
+    """A node namespace whose uplink eth0 makes every peer of cluster_doc on-link."""
+    ns = f"kpb-{os.getpid()}-{next(_names)}"
+    sh("ip", "netns", "add", ns)
+    try:
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
+        sh("ip", "-n", ns, "addr", "add", UPLINK_V4, "dev", "eth0")
+        if dual:
+            sh("ip", "-n", ns, "addr", "add", UPLINK_V6, "dev", "eth0", "nodad")
+        sh("ip", "-n", ns, "link", "set", "eth0p", "up")
+        sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        yield ns
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def run_timed(cmd: list[str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of one process."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.read().decode()}"
+        )
+    return elapsed, usage.ru_maxrss
+
+
+def median(fn: Callable[[], float], runs: int) -> float:
+    return statistics.median(fn() for _ in range(runs))
+
+
+def apply_cmd(snapshot: Path, ns: str, work: Path) -> list[str]:
+    return [
+        *KINDPLAN,
+        "apply",
+        str(snapshot),
+        "--node",
+        "node-0000",
+        "--netns",
+        ns,
+        "--conf-dir",
+        str(work / "cni"),
+        "--state-dir",
+        str(work / "state"),
+    ]
+
+
+def dump_cmd(ns: str, dual: bool) -> list[str]:
+    """The baseline: a Python process that dumps the main table with ip -j and parses it."""
+    families = "['-4', '-6']" if dual else "['-4']"
+    code = (
+        "import json, subprocess\n"
+        f"for f in {families}:\n"
+        f"    json.loads(subprocess.run(['ip', '-n', '{ns}', '-j', f, 'route', 'show'],"
+        " capture_output=True, check=True).stdout)"
+    )
+    return [sys.executable, "-c", code]
+
+
+def route_events(ns: str, action: Callable[[], object]) -> int:
+    """How many route/address/link changes the kernel announced while `action` ran."""
+    monitor = subprocess.Popen(
+        ["ip", "-n", ns, "monitor", "route", "address", "link"], stdout=subprocess.PIPE, text=True
+    )
+    time.sleep(0.3)
+    try:
+        action()
+        time.sleep(0.3)
+    finally:
+        monitor.terminate()
+        out, _ = monitor.communicate()
+    return sum(1 for line in out.splitlines() if line.strip())
+
+
+# -- the benchmarks ------------------------------------------------------------------------------
+
+
+def bench_apply(work: Path, nodes: int, dual: bool, runs: int) -> dict[str, float]:
+    """1-3: full apply vs ip -batch, converged apply vs ip -j dump, one node added."""
+    tag = f"{nodes}{'-dual' if dual else ''}"
+    snapshot = work / f"cluster-{tag}.json"
+    doc = cluster_doc(nodes, v6=dual)
+    snapshot.write_text(json.dumps(doc))
+    batch = work / f"routes-{tag}.batch"
+    batch.write_text(render_route_batch(compile_desired(load(doc), "node-0000", HostFacts())))
+    routes = sum(1 for line in batch.read_text().splitlines() if line.startswith("route "))
+    result: dict[str, float] = {"routes": routes}
+
+    full, ipb, rss = [], [], 0
+    for _ in range(runs):
+        with node_ns(dual) as ns:
+            seconds, peak = run_timed(apply_cmd(snapshot, ns, work / f"w-{ns}"))
+            full.append(seconds)
+            rss = max(rss, peak)
+        with node_ns(dual) as ns:
+            ipb.append(run_timed(["ip", "-n", ns, "-batch", str(batch)])[0])
+    result |= {
+        "full_apply_s": statistics.median(full),
+        "ip_batch_s": statistics.median(ipb),
+        "peak_rss_mib": rss / 1024,
+    }
+
+    with node_ns(dual) as ns:
+        state = work / f"w-{ns}"
+        run_timed(apply_cmd(snapshot, ns, state))
+        result["converged_apply_s"] = median(
+            lambda: run_timed(apply_cmd(snapshot, ns, state))[0], runs
+        )
+        result["ip_j_dump_s"] = median(lambda: run_timed(dump_cmd(ns, dual))[0], runs)
+        result["converged_writes"] = route_events(
+            ns, lambda: run_timed(apply_cmd(snapshot, ns, state))
+        )
+        bigger = work / f"cluster-{tag}-plus1.json"
+        bigger_doc = cluster_doc(nodes + 1, v6=dual)
+        bigger.write_text(json.dumps(bigger_doc))
+        timing: list[float] = []
+        result["one_added_writes"] = route_events(
+            ns, lambda: timing.append(run_timed(apply_cmd(bigger, ns, state))[0])
+        )
+        result["one_added_s"] = timing[0]
+        result |= bench_round(ns, bigger_doc, state, runs)
+    return result
+
+
+def bench_round(ns: str, doc: dict, state: Path, runs: int) -> dict[str, float]:
+    """6: one reconcile round in-process on a converged node vs the raw dump-and-parse."""
+    from kindplan.engine import Options, make_plan
+    from kindplan.iptables import Iptables, detect_backend
+    from kindplan.kernel import Kernel
+    from kindplan.netns import enter_netns
+
+    snapshot = load(doc)
+    options = Options(node="node-0000", conf_dir=str(state / "cni"))
+    with enter_netns(ns):
+        kernel = Kernel()
+        iptables = Iptables(detect_backend())
+
+        def round_() -> float:
+            started = time.perf_counter()
+            planned = make_plan(snapshot, options, kernel, iptables)
+            assert planned.plan.empty, planned.plan
+            return time.perf_counter() - started
+
+        def raw() -> float:
+            started = time.perf_counter()
+            kernel.read_links()
+            kernel.read_routes()
+            return time.perf_counter() - started
+
+        out = {"round_s": median(round_, runs), "raw_dump_parse_s": median(raw, runs)}
+        kernel.close()
+    return out
+
+
+def bench_writes(nodes: int, runs: int) -> dict[str, float]:
+    """In-process write throughput: kindplan's batched netlink writes into an empty node."""
+    from kindplan.kernel import Kernel
+    from kindplan.netns import enter_netns
+
+    desired = compile_desired(load(cluster_doc(nodes)), "node-0000", HostFacts())
+    writes = [("add", route) for route in desired.routes]
+
+    def once() -> float:
+        with node_ns(False) as ns, enter_netns(ns):
+            kernel = Kernel()
+            kernel.read_links()
+            started = time.perf_counter()
+            errors = kernel.write_routes(writes)
+            elapsed = time.perf_counter() - started
+            kernel.close()
+        assert not any(errors), [e for e in errors if e][:3]
+        return elapsed
+
+    seconds = median(once, runs)
+    return {"routes": len(writes), "seconds": seconds, "routes_per_s": len(writes) / seconds}
+
+
+def observed_like(desired) -> ObservedState:  # type: ignore[no-untyped-def]
+    """A converged node as kindplan would observe it, for the pure compile+diff benchmark."""
+    return ObservedState(
+        links=(Link("eth0", 2, 1500, True, ()),),
+        routes=desired.routes,
+        sysctls=tuple(Sysctl(s.name, s.value) for s in desired.sysctls),
+        masq=tuple(MasqObserved(m.version, masq_rules(m), 1) for m in desired.masq),
+        conflist=render_conflist(desired),
+    )
+
+
+def bench_scaling(sizes: list[int], runs: int) -> dict[str, float]:
+    """4: compile + diff of a converged node, pure, from 50 to 5,000 nodes (dual-stack)."""
+    out = {}
+    for n in sizes:
+        snapshot = load(cluster_doc(n, v6=True))
+        observed = observed_like(compile_desired(snapshot, "node-0000", HostFacts()))
+
+        def once(snapshot: Snapshot = snapshot, observed: ObservedState = observed) -> float:
+            started = time.perf_counter()
+            desired = compile_desired(snapshot, "node-0000", HostFacts())
+            plan = diff(desired, observed, conflist_path="/x/10-kindnet.conflist")
+            assert plan.empty
+            return time.perf_counter() - started
+
+        out[str(n)] = median(once, runs)
+    return out
+
+
+def bench_startup(work: Path, runs: int) -> dict[str, float]:
+    """5: start-up of kindplan --help, render and plan on the 3-node seed lab vs python3 -c pass."""
+    seed = ROOT / "fixtures" / "seed-lab" / "snapshot.yaml"
+    out = {"python_pass_s": median(lambda: run_timed([sys.executable, "-c", "pass"])[0], runs)}
+    out["help_s"] = median(lambda: run_timed([*KINDPLAN, "--help"])[0], runs)
+    render = [
+        *KINDPLAN,
+        "render",
+        str(seed),
+        "--node",
+        "k8s-guide-worker2",
+        "--out",
+        str(work / "r"),
+    ]
+    out["render_s"] = median(lambda: run_timed(render)[0], runs)
+    ns = f"kpb-{os.getpid()}-{next(_names)}"
+    sh("ip", "netns", "add", ns)
+    try:
+        sh("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
+        sh("ip", "-n", ns, "addr", "add", "172.18.0.12/16", "dev", "eth0")
+        for veth in ("vetha1079faf", "veth4b2c9d10"):
+            sh("ip", "-n", ns, "link", "add", veth, "type", "veth", "peer", "name", f"p{veth}"[:15])
+            sh("ip", "-n", ns, "link", "set", veth, "up")
+        sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        base = [
+            str(seed),
+            "--node",
+            "k8s-guide-worker2",
+            "--netns",
+            ns,
+            "--conf-dir",
+            str(work / "c"),
+        ]
+        run_timed([*KINDPLAN, "apply", *base, "--state-dir", str(work / "s")])
+        out["plan_s"] = median(lambda: run_timed([*KINDPLAN, "plan", *base])[0], runs)
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+    return out
+
+
+# -- report ----------------------------------------------------------------------------------
+
+
+def report(results: dict) -> list[tuple[str, str, str, str]]:  # type: ignore[type-arg]
+    rows = []
+    for tag, r in results["apply"].items():
+        rows += [
+            (
+                f"full apply {tag} ({r['routes']} routes)",
+                f"{r['full_apply_s']:.3f} s",
+                f"ip -batch {r['ip_batch_s']:.3f} s",
+                f"{r['full_apply_s'] / r['ip_batch_s']:.1f}x",
+            ),
+            (
+                f"converged apply {tag}",
+                f"{r['converged_apply_s']:.3f} s",
+                f"ip -j dump {r['ip_j_dump_s']:.3f} s",
+                f"{r['converged_apply_s'] / r['ip_j_dump_s']:.1f}x",
+            ),
+            (f"converged apply {tag}: kernel writes", str(r["converged_writes"]), "0", ""),
+            (
+                f"one node added {tag}: kernel writes",
+                str(r["one_added_writes"]),
+                "1 per family",
+                f"{r['one_added_s']:.3f} s",
+            ),
+            (
+                f"reconcile round {tag} (in-process)",
+                f"{r['round_s'] * 1000:.1f} ms",
+                f"dump+parse {r['raw_dump_parse_s'] * 1000:.1f} ms",
+                f"{r['round_s'] / r['raw_dump_parse_s']:.1f}x",
+            ),
+            (
+                f"round {tag} vs classic kindnetd (24 s at 5,000)",
+                f"{r['round_s'] * 1000:.1f} ms",
+                "24 s",
+                f"{24 / r['round_s']:.0f}x faster",
+            ),
+            (f"peak RSS, full apply {tag}", f"{r['peak_rss_mib']:.0f} MiB", "", ""),
+        ]
+    w = results["writes"]
+    rows.append(
+        (
+            "in-process route writes",
+            f"{w['routes_per_s']:,.0f} routes/s",
+            "ip -batch "
+            + ", ".join(
+                f"{r['routes'] / r['ip_batch_s']:,.0f} routes/s" for r in results["apply"].values()
+            ),
+            "",
+        )
+    )
+    s = results["startup"]
+    for key, label in (
+        ("help_s", "--help"),
+        ("render_s", "render seed lab"),
+        ("plan_s", "plan seed lab"),
+    ):
+        rows.append(
+            (
+                f"start-up: kindplan {label}",
+                f"{s[key] * 1000:.0f} ms",
+                f"python3 -c pass {s['python_pass_s'] * 1000:.0f} ms",
+                f"{s[key] / s['python_pass_s']:.1f}x",
+            )
+        )
+    sc = results["scaling"]
+    first, last = min(sc, key=int), max(sc, key=int)
+    rows.append(
+        (
+            f"compile+diff {first} -> {last} nodes (dual-stack)",
+            f"{sc[first] * 1000:.1f} -> {sc[last] * 1000:.1f} ms",
+            f"{int(last) // int(first)}x the nodes",
+            f"{sc[last] / sc[first]:.0f}x the time",
+        )
+    )
+    return rows
+
+
+def plot(results: dict, path: Path) -> bool:  # type: ignore[type-arg]
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    sc = results["scaling"]
+    sizes = sorted(map(int, sc))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(sizes, [sc[str(n)] * 1000 for n in sizes], "o-", label="compile + diff (pure)")
+    linear = [sc[str(sizes[0])] * 1000 * n / sizes[0] for n in sizes]
+    ax.plot(sizes, linear, "--", color="grey", label="linear from the smallest")
+    ax.set_xlabel("nodes in the cluster (dual-stack)")
+    ax.set_ylabel("ms per converged round")
+    ax.set_title("kindplan: compile + diff scales linearly")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--quick", action="store_true", help="1,000 nodes and fewer runs")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench/run.py needs root (network namespaces)", file=sys.stderr)
+        return 1
+    nodes, runs = (1000, 3) if args.quick else (5000, 5)
+    results: dict = {"nodes": nodes, "runs": runs, "machine": os.uname().release, "apply": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for dual in (False, True):
+            results["apply"]["dual-stack" if dual else "IPv4"] = bench_apply(
+                work, nodes, dual, runs
+            )
+        results["writes"] = bench_writes(nodes, runs)
+        results["scaling"] = bench_scaling([50, 500, 1000, 2000, 5000], runs)
+        results["startup"] = bench_startup(work, max(runs, 10))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    rows = report(results)
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    plotted = plot(results, args.out / "scaling.png")
+    print(
+        f"\nwrote {args.out / 'results.json'}"
+        + (
+            f" and {args.out / 'scaling.png'}"
+            if plotted
+            else " (pip install matplotlib for the plot)"
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
