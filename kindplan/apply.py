@@ -13,15 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kindplan.errors import RuntimeFailure
-from kindplan.files import write_atomic
-from kindplan.iptables import Iptables, render_fix_payload
+from kindplan.files import remove_file, write_atomic
+from kindplan.iptables import Iptables, render_fix_payload, render_remove_payload
 from kindplan.kernel import Kernel
 from kindplan.model import (
     AddAddress,
     AddRoute,
     Change,
+    DelAddress,
+    DeleteConflist,
     DelRoute,
     Plan,
+    RemoveChain,
     ReplaceRoute,
     Route,
     SetSysctl,
@@ -49,10 +52,16 @@ def apply_change(change: Change, kernel: Kernel, iptables: Iptables) -> None:
             kernel.set_sysctl(name, value)
         case AddAddress(address):
             kernel.add_address(address)
-        case WriteChain(version, rules, _, jumps):
-            iptables.restore(version, render_fix_payload(rules, jumps))
+        case DelAddress(address):
+            kernel.del_address(address)
+        case WriteChain(version, rules, _, jumps, want_jumps):
+            iptables.restore(version, render_fix_payload(rules, jumps, want_jumps))
+        case RemoveChain(version, _, jumps):
+            iptables.restore(version, render_remove_payload(jumps))
         case WriteConflist(path, content, _):
             write_atomic(Path(path), content)
+        case DeleteConflist(path, _):
+            remove_file(Path(path))
         case _:
             raise TypeError(f"not a single change: {change}")
 

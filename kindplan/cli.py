@@ -364,6 +364,7 @@ def apply(
     Example: kindplan apply cluster.yaml --node worker2 --netns kp-worker2 --conf-dir /tmp/cni
     """
     from kindplan.engine import apply_node
+    from kindplan.journal import Journal
     from kindplan.planview import describe, format_plan, summary
     from kindplan.saved import load_plan
 
@@ -386,6 +387,7 @@ def apply(
         lock=state_dir / f"apply-{netns or 'host'}.lock",
         lock_timeout=lock_timeout,
         fingerprint=saved.fingerprint if saved else None,
+        journal=Journal(state_dir, netns),
     )
     if report is None:
         sys.stdout.write(format_plan(planned.plan))
@@ -401,6 +403,68 @@ def apply(
         return ExitStatus.FAILURE
     typer.echo(f"Apply complete: {summary(planned.plan).removeprefix('Plan: ')}")
     return ExitStatus.OK if report.ok else ExitStatus.FAILURE
+
+
+@app.command()
+def rollback(
+    netns: NetnsOpt = None,
+    state_dir: StateDirOpt = DEFAULT_STATE_DIR,
+    lock_timeout: Annotated[
+        float, typer.Option(min=0, help="Seconds to wait for another apply on this node.")
+    ] = LOCK_TIMEOUT_SECONDS,
+) -> int:
+    """Undo the newest apply (its journal generation), verify, and drop it from the history.
+
+    Example: kindplan rollback --netns kp-worker2 --state-dir /tmp/state
+    """
+    from kindplan.engine import rollback_node
+    from kindplan.journal import Journal
+    from kindplan.planview import describe
+
+    journal = Journal(state_dir, netns)
+    done = rollback_node(
+        netns, journal, lock=state_dir / f"apply-{netns or 'host'}.lock", lock_timeout=lock_timeout
+    )
+    generation = done.generation
+    for change in done.report.applied:
+        typer.echo(f"restored: {describe(change)}")
+    for failure in done.report.failures:
+        typer.echo(f"error: {failure}", err=True)
+    if done.residue or done.report.failures:
+        for change in done.residue:
+            typer.echo(f"still different: {describe(change)}", err=True)
+        typer.echo(
+            f"rollback of generation {generation.number} incomplete; it stays in the journal",
+            err=True,
+        )
+        return ExitStatus.FAILURE
+    typer.echo(
+        f"Rolled back generation {generation.number} ({generation.time}, node "
+        f"{generation.node}): {len(done.report.applied)} changes, verified."
+    )
+    return ExitStatus.OK
+
+
+@app.command()
+def history(netns: NetnsOpt = None, state_dir: StateDirOpt = DEFAULT_STATE_DIR) -> int:
+    """List the generations that rollback can undo, newest last.
+
+    Example: kindplan history --netns kp-worker2 --state-dir /tmp/state
+    """
+    from collections import Counter
+
+    from kindplan.journal import Journal
+
+    journal = Journal(state_dir, netns)
+    generations = journal.load()
+    if not generations:
+        typer.echo(f"no generations in {journal.path}")
+    for g in generations:
+        kinds = Counter(type(c).__name__ for c in g.undo)
+        what = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+        state = "" if g.complete else " (apply did not finish)"
+        typer.echo(f"{g.number:>4}  {g.time}  node {g.node}  undo: {what}{state}")
+    return ExitStatus.OK
 
 
 @app.command()

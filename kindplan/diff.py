@@ -16,10 +16,13 @@ from kindplan.model import (
     AddRoute,
     Change,
     Conflict,
+    DelAddress,
+    DeleteConflist,
     DelRoute,
     DesiredState,
     ObservedState,
     Plan,
+    RemoveChain,
     ReplaceRoute,
     Route,
     SetSysctl,
@@ -147,3 +150,37 @@ def _diff_masq(desired: DesiredState, observed: ObservedState) -> list[Change]:
                 WriteChain(chain.version, rules if old_rules != rules else None, old_rules, jumps)
             )
     return changes
+
+
+def in_effect(change: Change, observed: ObservedState) -> bool:
+    """Does the node already show what `change` would make? (Verifies rollbacks, and lets a
+    rollback of a half-applied generation skip what never happened.)"""
+    match change:
+        case SetSysctl(name, value, _):
+            return any(s.name == name and s.value == value for s in observed.sysctls)
+        case AddAddress(address) | DelAddress(address):
+            link = observed.link(address.ifname)
+            present = link is not None and (address.address, address.prefixlen) in link.addresses
+            return present == isinstance(change, AddAddress)
+        case AddRoute(route) | ReplaceRoute(route, _):
+            return any(
+                r.key == route.key and r.proto == route.proto and _same_target(route, r)
+                for r in observed.routes
+            )
+        case DelRoute(route):
+            return not any(r.key == route.key and r.proto == route.proto for r in observed.routes)
+        case WriteChain(version, rules, _, _, want_jumps):
+            masq = next((m for m in observed.masq if m.version == version), None)
+            return (
+                masq is not None
+                and (rules is None or masq.rules == rules)
+                and masq.jumps == want_jumps
+            )
+        case RemoveChain(version, _, _):
+            masq = next((m for m in observed.masq if m.version == version), None)
+            return masq is None or (masq.rules is None and masq.jumps == 0)
+        case WriteConflist(_, content, _):
+            return observed.conflist == content
+        case DeleteConflist():
+            return observed.conflist is None
+    raise TypeError(change)

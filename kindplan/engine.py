@@ -6,18 +6,27 @@ lab and the reconcile loop all go through these functions, so they behave the sa
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kindplan.apply import ApplyReport, apply_plan
 from kindplan.cnicache import read_cni_cache, with_local_pods
 from kindplan.compiler import compile_desired, find_node
-from kindplan.diff import diff
-from kindplan.errors import RuntimeFailure
+from kindplan.diff import diff, in_effect
+from kindplan.errors import RuntimeFailure, UsageError
 from kindplan.iptables import Iptables, detect_backend
+from kindplan.journal import Generation, Journal
 from kindplan.kernel import Kernel
 from kindplan.locking import node_lock
-from kindplan.model import DEFAULT_ROUTE_PROTO, DesiredState, ObservedState, Plan, Snapshot
+from kindplan.model import (
+    DEFAULT_ROUTE_PROTO,
+    Change,
+    DesiredState,
+    ObservedState,
+    Plan,
+    Snapshot,
+)
 from kindplan.netns import enter_netns
 from kindplan.observe import find_uplink, fingerprint, host_facts, off_link_peers, read_observed
 
@@ -82,14 +91,33 @@ def make_plan(snapshot: Snapshot, options: Options, kernel: Kernel, iptables: Ip
 
 
 def apply_planned(
-    snapshot: Snapshot, options: Options, planned: Planned, kernel: Kernel, iptables: Iptables
+    snapshot: Snapshot,
+    options: Options,
+    planned: Planned,
+    kernel: Kernel,
+    iptables: Iptables,
+    journal: Journal | None = None,
 ) -> ApplyReport:
-    """Apply a plan made by make_plan, then observe again until nothing is left (or fail)."""
+    """Apply a plan made by make_plan, then observe again until nothing is left (or fail).
+
+    With a journal, the undo of every change is recorded first, and trimmed to what was applied.
+    """
 
     def verify() -> Plan:
         return make_plan(snapshot, options, kernel, iptables).plan
 
-    return apply_plan(planned.plan, kernel, iptables, verify=verify)
+    generation = None
+    if journal is not None:
+        generation = journal.begin(
+            planned.desired.node,
+            snapshot.families,
+            str(planned.conflist_path),
+            planned.plan.changes,
+        )
+    report = apply_plan(planned.plan, kernel, iptables, verify=verify)
+    if journal is not None and generation is not None:
+        journal.finish(generation, report.applied)
+    return report
 
 
 def plan_node(snapshot: Snapshot, options: Options, netns: str | None) -> Planned:
@@ -110,6 +138,7 @@ def apply_node(
     lock: Path,
     lock_timeout: float,
     fingerprint: str | None = None,
+    journal: Journal | None = None,
 ) -> tuple[Planned, ApplyReport | None]:
     """Plan and apply under the node lock; None for the report when there was nothing to do.
 
@@ -126,6 +155,49 @@ def apply_node(
                 )
             if planned.plan.empty:
                 return planned, None
-            return planned, apply_planned(snapshot, options, planned, kernel, iptables)
+            return planned, apply_planned(snapshot, options, planned, kernel, iptables, journal)
         finally:
             kernel.close()
+
+
+@dataclass(frozen=True)
+class RolledBack:
+    generation: Generation
+    report: ApplyReport
+    residue: tuple[Change, ...]  # undo changes still not in effect after the rollback
+
+
+def rollback_node(
+    netns: str | None, journal: Journal, *, lock: Path, lock_timeout: float, attempts: int = 3
+) -> RolledBack:
+    """Undo the newest generation of the journal, verify it, and drop it from the journal."""
+    with node_lock(lock, lock_timeout), enter_netns(netns):
+        generations = journal.load()
+        if not generations:
+            raise UsageError(f"nothing to roll back: {journal.path} holds no generation")
+        generation = generations[-1]
+        kernel = Kernel()
+        try:
+            iptables = Iptables(detect_backend())
+
+            def observe() -> ObservedState:
+                kernel.read_links()
+                return read_observed(
+                    kernel, iptables, Path(generation.conflist_path), generation.families
+                )
+
+            observed = observe()
+            todo = tuple(c for c in generation.undo if not in_effect(c, observed))
+            report = apply_plan(Plan(generation.node, todo), kernel, iptables)
+            residue: tuple[Change, ...] = ()
+            for attempt in range(attempts):
+                observed = observe()
+                residue = tuple(c for c in generation.undo if not in_effect(c, observed))
+                if not residue or report.failures:
+                    break
+                time.sleep(0.1 * (attempt + 1))
+        finally:
+            kernel.close()
+        if not residue and not report.failures:
+            journal.drop_last()
+    return RolledBack(generation, report, residue)

@@ -45,6 +45,15 @@ def write_atomic(path: Path, content: str, mode: int = 0o644) -> bool:
     return True
 
 
+def remove_file(path: Path) -> None:
+    """Remove `path` (a rollback of a conflist kindplan created), durably."""
+    try:
+        path.unlink(missing_ok=True)
+        _fsync_dir(path.parent)
+    except OSError as e:
+        raise RuntimeFailure(f"{path}: cannot remove: {e.strerror}") from e
+
+
 def _fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:

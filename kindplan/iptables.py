@@ -37,17 +37,26 @@ def parse_nat(version: int, saved: str) -> MasqObserved:
     return MasqObserved(version, tuple(rules) if exists else None, jumps)
 
 
-def render_fix_payload(rules: tuple[str, ...] | None, jumps: int) -> str:
-    """The --noflush payload that rewrites the chain (if `rules`) and leaves exactly one jump."""
+def render_fix_payload(rules: tuple[str, ...] | None, jumps: int, want_jumps: int = 1) -> str:
+    """The --noflush payload that rewrites the chain (if `rules`) and leaves `want_jumps` jumps."""
     lines = ["*nat"]
     if rules is not None:
         lines += [f":{MASQ_CHAIN} - [0:0]", *rules]  # declaring it flushes this chain only
-    if jumps == 0:
-        lines.append(jump_rule())
+    lines += [jump_rule()] * max(want_jumps - jumps, 0)
     # -D with a rule spec deletes the first identical rule: one per extra copy.
-    lines += [jump_rule().replace("-A ", "-D ", 1)] * max(jumps - 1, 0)
+    lines += [_delete(jump_rule())] * max(jumps - want_jumps, 0)
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
+
+
+def render_remove_payload(jumps: int) -> str:
+    """Delete the chain and its jumps in one commit: declared (so flushed), unreferenced, -X."""
+    lines = ["*nat", f":{MASQ_CHAIN} - [0:0]", *[_delete(jump_rule())] * jumps, f"-X {MASQ_CHAIN}"]
+    return "\n".join([*lines, "COMMIT"]) + "\n"
+
+
+def _delete(rule: str) -> str:
+    return rule.replace("-A ", "-D ", 1)
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,12 @@ class Kernel:
         return results
 
     def add_address(self, address: Address) -> None:
+        self._address("add", address)
+
+    def del_address(self, address: Address) -> None:
+        self._address("del", address)
+
+    def _address(self, verb: str, address: Address) -> None:
         from pyroute2 import IPRoute, NetlinkError
 
         if self._ipr is None:
@@ -93,7 +99,7 @@ class Kernel:
             raise KernelError(f"{where}: interface does not exist", 19)
         try:
             self._ipr.addr(
-                "add", index=index, address=str(address.address), prefixlen=address.prefixlen
+                verb, index=index, address=str(address.address), prefixlen=address.prefixlen
             )
         except NetlinkError as e:
             raise KernelError(f"{where}: {e.args[1] if len(e.args) > 1 else e}", e.code) from e

@@ -261,7 +261,28 @@ class WriteChain:
     version: int
     rules: tuple[str, ...] | None  # None: the chain is right, only the jump needs fixing
     old_rules: tuple[str, ...] | None
-    jumps: int  # jumps observed; the change leaves exactly one
+    jumps: int  # jumps observed
+    want_jumps: int = 1  # jumps left afterwards (a rollback may restore another count)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveChain:
+    """Delete KIND-MASQ-AGENT of one family and every jump to it (a rollback to before kindplan)."""
+
+    version: int
+    old_rules: tuple[str, ...]
+    jumps: int
+
+
+@dataclass(frozen=True, slots=True)
+class DelAddress:
+    address: Address
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteConflist:
+    path: str
+    old: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,7 +297,18 @@ class WriteConflist:
     old: str | None
 
 
-Change = SetSysctl | AddAddress | AddRoute | ReplaceRoute | WriteChain | DelRoute | WriteConflist
+Change = (
+    SetSysctl
+    | AddAddress
+    | AddRoute
+    | ReplaceRoute
+    | WriteChain
+    | RemoveChain
+    | DelRoute
+    | DelAddress
+    | WriteConflist
+    | DeleteConflist
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,11 @@ from kindplan.model import (
     AddAddress,
     AddRoute,
     Change,
+    DelAddress,
+    DeleteConflist,
     DelRoute,
     Plan,
+    RemoveChain,
     ReplaceRoute,
     Route,
     SetSysctl,
@@ -34,9 +37,9 @@ def action(change: Change) -> str:
     match change:
         case AddAddress() | AddRoute():
             return "+"
-        case DelRoute():
+        case DelRoute() | DelAddress() | RemoveChain() | DeleteConflist():
             return "-"
-        case WriteChain(_, _, old_rules, _) if old_rules is None:
+        case WriteChain(_, _, old_rules, _, _) if old_rules is None:
             return "+"
         case WriteConflist(_, _, old) if old is None:
             return "+"
@@ -52,26 +55,44 @@ def describe(change: Change) -> str:
             where = f"{address.address}/{address.prefixlen} dev {address.ifname}"
             return f"address {where} (pod {address.pod})"
         case AddRoute(route):
-            return f"route {route_text(route)} ({_for(route)})"
+            return f"route {route_text(route)}{_why(_for(route))}"
         case ReplaceRoute(route, old):
-            return f"route {route_text(route)} ({_for(route)}; was {_old_route(old)})"
+            return f"route {route_text(route)}{_why(_for(route), f'was {_old_route(old)}')}"
         case DelRoute(route):
-            return f"route {route_text(route)} (stale: no longer in the snapshot)"
-        case WriteChain(version, rules, old_rules, jumps):
-            table = "ip6tables" if version == 6 else "iptables"
+            # Observed routes carry no peer: one of ours that nothing wants any more is stale.
+            stale = "stale: no longer in the snapshot"
+            return f"route {route_text(route)}{_why(_for(route) or stale)}"
+        case DelAddress(address):
+            return f"address {address.address}/{address.prefixlen} dev {address.ifname}"
+        case WriteChain(version, rules, old_rules, jumps, want_jumps):
             parts = []
             if rules is not None:
                 parts.append("chain KIND-MASQ-AGENT" + (" (new)" if old_rules is None else ""))
-            if jumps != 1:
-                parts.append(f"POSTROUTING jump ({jumps} present, 1 wanted)")
-            return f"{table} nat: {', '.join(parts)}"
+            if jumps != want_jumps:
+                parts.append(f"POSTROUTING jump ({jumps} present, {want_jumps} wanted)")
+            return f"{_table(version)} nat: {', '.join(parts)}"
+        case RemoveChain(version, _, jumps):
+            return f"{_table(version)} nat: chain KIND-MASQ-AGENT and {jumps} jump(s)"
         case WriteConflist(path, _, old):
             return f"file {path}" + (" (new)" if old is None else "")
+        case DeleteConflist(path, _):
+            return f"file {path}"
     raise TypeError(change)
 
 
+def _table(version: int) -> str:
+    return "ip6tables" if version == 6 else "iptables"
+
+
 def _for(route: Route) -> str:
+    if not route.peer:
+        return ""
     return f"peer {route.peer}" if route.gateway is not None else f"pod {route.peer}"
+
+
+def _why(*parts: str) -> str:
+    text = "; ".join(p for p in parts if p)
+    return f" ({text})" if text else ""
 
 
 def _old_route(old: Route) -> str:
@@ -127,7 +148,7 @@ def format_plan(plan: Plan, *, color: bool = False) -> str:
 def details(change: Change) -> list[str]:
     """Field-level detail: rule lines of a chain, JSON paths of the conflist."""
     match change:
-        case WriteChain(_, rules, old_rules, _) if rules is not None:
+        case WriteChain(_, rules, old_rules, _, _) if rules is not None:
             old = set(old_rules or ())
             new = set(rules)
             return [f"- {r}" for r in old_rules or () if r not in new] + [
@@ -208,4 +229,7 @@ def _kind(change: Change) -> str:
         DelRoute: "route",
         WriteChain: "iptables",
         WriteConflist: "conflist",
+        DelAddress: "address",
+        RemoveChain: "iptables",
+        DeleteConflist: "conflist",
     }[type(change)]

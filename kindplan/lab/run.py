@@ -13,6 +13,7 @@ from pathlib import Path
 from kindplan.apply import ApplyReport
 from kindplan.engine import Options, Planned, apply_node, plan_node
 from kindplan.errors import RuntimeFailure, UsageError
+from kindplan.journal import Journal
 from kindplan.lab import topology
 from kindplan.lab.topology import CONTAINER_PORT, HOST_PORT, OUTSIDE_V4, Lab, LabNode
 from kindplan.model import Snapshot
@@ -47,8 +48,9 @@ def apply_lab_node(lab: Lab, node: LabNode) -> tuple[Planned, ApplyReport | None
         snapshot,
         node_options(lab, node, snapshot),
         node.ns,
-        lock=lab.root / f"apply-{node.ns}.lock",
-        lock_timeout=30,
+        lock=lab.state / f"apply-{node.ns}.lock",  # the same lock and journal as
+        lock_timeout=30,  # kindplan apply --netns NS --state-dir <lab>/state
+        journal=Journal(lab.state, node.ns),
     )
 
 

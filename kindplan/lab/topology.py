@@ -66,6 +66,11 @@ class Lab:
         return self.state_dir / self.name
 
     @property
+    def state(self) -> Path:
+        """kindplan's --state-dir for the lab's nodes (locks and journals)."""
+        return self.root / "state"
+
+    @property
     def snapshot_path(self) -> Path:
         return self.root / "snapshot.yaml"
 

@@ -1,0 +1,265 @@
+"""A way back: every apply records how to undo what it changed, as a small generation journal.
+
+Each generation holds the undo of every change of one apply (routes, veth addresses, chain rules,
+conflist bytes, sysctls), written before the first change and rewritten with only what was
+applied once the apply ends: a killed apply still leaves a generation that `rollback` can use,
+and undoing a change that never happened is skipped because its effect is already there.
+The journal lives under --state-dir, one file per target (the host or a --netns), written
+atomically, and keeps the last MAX_GENERATIONS generations.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from kindplan.errors import InvalidInputError
+from kindplan.files import write_atomic
+from kindplan.model import (
+    AddAddress,
+    Address,
+    AddRoute,
+    Change,
+    DelAddress,
+    DeleteConflist,
+    DelRoute,
+    RemoveChain,
+    ReplaceRoute,
+    Route,
+    SetSysctl,
+    WriteChain,
+    WriteConflist,
+    parse_cidr,
+    parse_ip,
+)
+
+MAX_GENERATIONS = 10
+# Undo in make-before-break order too; routes go before addresses because removing a veth's
+# last IPv4 address makes the kernel drop that veth's routes.
+_RANK = {
+    SetSysctl: 0,
+    AddAddress: 1,
+    AddRoute: 2,
+    ReplaceRoute: 2,
+    WriteChain: 3,
+    RemoveChain: 3,
+    DelRoute: 4,
+    DelAddress: 5,
+    WriteConflist: 6,
+    DeleteConflist: 6,
+}
+
+
+@dataclass(frozen=True)
+class Generation:
+    number: int
+    time: str
+    node: str
+    families: tuple[int, ...]
+    conflist_path: str
+    undo: tuple[Change, ...]
+    complete: bool  # False: the apply that made it did not finish (it was killed, say)
+
+
+def undo_of(change: Change) -> Change | None:
+    """The change that puts back what `change` replaces."""
+    match change:
+        case SetSysctl(name, value, old):
+            return SetSysctl(name, old, value) if old is not None else None
+        case AddAddress(address):
+            return DelAddress(address)
+        case DelAddress(address):
+            return AddAddress(address)
+        case AddRoute(route):
+            return DelRoute(route)
+        case ReplaceRoute(route, old):
+            return ReplaceRoute(old, route)
+        case DelRoute(route):
+            return AddRoute(route)
+        case WriteChain(version, rules, old_rules, jumps, want_jumps):
+            if old_rules is None and rules is not None:
+                return RemoveChain(version, rules, want_jumps)
+            return WriteChain(
+                version, old_rules if rules is not None else None, rules, want_jumps, jumps
+            )
+        case RemoveChain(version, old_rules, jumps):
+            return WriteChain(version, old_rules, None, 0, jumps)
+        case WriteConflist(path, content, old):
+            return (
+                DeleteConflist(path, content) if old is None else WriteConflist(path, old, content)
+            )
+        case DeleteConflist(path, old):
+            return WriteConflist(path, old, None)
+    raise TypeError(change)
+
+
+def undo_all(changes: list[Change] | tuple[Change, ...]) -> tuple[Change, ...]:
+    undone = [u for u in map(undo_of, changes) if u is not None]
+    return tuple(sorted(undone, key=lambda c: _RANK[type(c)]))
+
+
+class Journal:
+    """The generations of one target, oldest first, in <state-dir>/<target>/journal.json."""
+
+    def __init__(self, state_dir: Path, netns: str | None) -> None:
+        target = "host" if netns is None else f"netns-{netns}"
+        self.path = state_dir / target / "journal.json"
+
+    def load(self) -> list[Generation]:
+        try:
+            data = json.loads(self.path.read_text("utf-8"))
+            return [_decode_generation(g) for g in data["generations"]]
+        except FileNotFoundError:
+            return []
+        except (ValueError, KeyError, TypeError) as e:
+            raise InvalidInputError.one(str(self.path), f"unreadable journal: {e}") from e
+
+    def _save(self, generations: list[Generation]) -> None:
+        kept = generations[-MAX_GENERATIONS:]
+        document = {"generations": [_encode_generation(g) for g in kept]}
+        write_atomic(self.path, json.dumps(document, indent=1) + "\n", mode=0o600)
+
+    def begin(
+        self, node: str, families: tuple[int, ...], conflist_path: str, changes: tuple[Change, ...]
+    ) -> Generation:
+        """Record the undo of every planned change before the first one is made."""
+        generations = self.load()
+        number = generations[-1].number + 1 if generations else 1
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        generation = Generation(
+            number, stamp, node, families, conflist_path, undo_all(changes), complete=False
+        )
+        self._save([*generations, generation])
+        return generation
+
+    def finish(self, generation: Generation, applied: list[Change]) -> None:
+        """Keep only the undo of what was applied; drop the generation if nothing was."""
+        generations = [g for g in self.load() if g.number != generation.number]
+        if applied:
+            generations.append(replace(generation, undo=undo_all(applied), complete=True))
+        self._save(generations)
+
+    def drop_last(self) -> None:
+        self._save(self.load()[:-1])
+
+
+# -- JSON ------------------------------------------------------------------------------------
+
+
+def _encode_generation(g: Generation) -> dict[str, Any]:
+    return {
+        "number": g.number,
+        "time": g.time,
+        "node": g.node,
+        "families": list(g.families),
+        "conflistPath": g.conflist_path,
+        "complete": g.complete,
+        "undo": [_encode(c) for c in g.undo],
+    }
+
+
+def _decode_generation(d: dict[str, Any]) -> Generation:
+    return Generation(
+        int(d["number"]),
+        str(d["time"]),
+        str(d["node"]),
+        tuple(int(v) for v in d["families"]),
+        str(d["conflistPath"]),
+        tuple(_decode(c) for c in d["undo"]),
+        bool(d["complete"]),
+    )
+
+
+def _route(r: Route) -> dict[str, Any]:
+    return {
+        "dst": str(r.dst),
+        "ifname": r.ifname,
+        "gateway": str(r.gateway) if r.gateway else None,
+        "scope": r.scope,
+        "metric": r.metric,
+        "proto": r.proto,
+        "table": r.table,
+        "peer": r.peer,
+    }
+
+
+def _unroute(d: dict[str, Any]) -> Route:
+    return Route(
+        parse_cidr(d["dst"]),
+        str(d["ifname"]),
+        parse_ip(d["gateway"]) if d["gateway"] else None,
+        str(d["scope"]),
+        int(d["metric"]),
+        int(d["proto"]),
+        int(d["table"]),
+        str(d["peer"]),
+    )
+
+
+def _rules(rules: tuple[str, ...] | None) -> list[str] | None:
+    return list(rules) if rules is not None else None
+
+
+def _unrules(rules: list[str] | None) -> tuple[str, ...] | None:
+    return tuple(str(r) for r in rules) if rules is not None else None
+
+
+def _encode(change: Change) -> dict[str, Any]:
+    kind = type(change).__name__
+    match change:
+        case SetSysctl(name, value, old):
+            return {"type": kind, "name": name, "value": value, "old": old}
+        case AddAddress(a) | DelAddress(a):
+            return {"type": kind, "ifname": a.ifname, "address": str(a.address), "pod": a.pod}
+        case AddRoute(route) | DelRoute(route):
+            return {"type": kind, "route": _route(route)}
+        case ReplaceRoute(route, old):
+            return {"type": kind, "route": _route(route), "old": _route(old)}
+        case WriteChain(version, rules, old_rules, jumps, want_jumps):
+            return {
+                "type": kind,
+                "version": version,
+                "rules": _rules(rules),
+                "oldRules": _rules(old_rules),
+                "jumps": jumps,
+                "wantJumps": want_jumps,
+            }
+        case RemoveChain(version, old_rules, jumps):
+            return {"type": kind, "version": version, "oldRules": list(old_rules), "jumps": jumps}
+        case WriteConflist(path, content, old):
+            return {"type": kind, "path": path, "content": content, "old": old}
+        case DeleteConflist(path, old):
+            return {"type": kind, "path": path, "old": old}
+    raise TypeError(change)
+
+
+def _decode(d: dict[str, Any]) -> Change:
+    kind = d["type"]
+    if kind == "SetSysctl":
+        return SetSysctl(str(d["name"]), str(d["value"]), d["old"])
+    if kind in ("AddAddress", "DelAddress"):
+        address = Address(str(d["ifname"]), parse_ip(d["address"]), str(d["pod"]))
+        return AddAddress(address) if kind == "AddAddress" else DelAddress(address)
+    if kind in ("AddRoute", "DelRoute"):
+        route = _unroute(d["route"])
+        return AddRoute(route) if kind == "AddRoute" else DelRoute(route)
+    if kind == "ReplaceRoute":
+        return ReplaceRoute(_unroute(d["route"]), _unroute(d["old"]))
+    if kind == "WriteChain":
+        return WriteChain(
+            int(d["version"]),
+            _unrules(d["rules"]),
+            _unrules(d["oldRules"]),
+            int(d["jumps"]),
+            int(d["wantJumps"]),
+        )
+    if kind == "RemoveChain":
+        return RemoveChain(int(d["version"]), tuple(d["oldRules"]), int(d["jumps"]))
+    if kind == "WriteConflist":
+        return WriteConflist(str(d["path"]), str(d["content"]), d["old"])
+    if kind == "DeleteConflist":
+        return DeleteConflist(str(d["path"]), str(d["old"]))
+    raise ValueError(f"unknown change type {kind!r}")
