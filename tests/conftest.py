@@ -14,9 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from shell import CNI_BIN, NETNS_PREFIX, sh
 
-NETNS_PREFIX = "kpt-"  # every namespace a test makes starts with this; swept at session start
-CNI_BIN = Path("/usr/lib/cni")
 REQUIRED_TOOLS = ("ip", "iptables-restore", "iptables-save", "ip6tables-restore")
 _counter = itertools.count()
 
@@ -69,15 +68,6 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     for name in _netns_list():
         if name.startswith(NETNS_PREFIX) and not _owner_alive(name):
             subprocess.run(["ip", "netns", "del", name], check=False)
-
-
-def sh(*args: str, ns: str | None = None, stdin: str | None = None) -> str:
-    """Run a command (inside namespace `ns` if given); fail the test with its stderr if it fails."""
-    cmd = ["ip", "netns", "exec", ns, *args] if ns else list(args)
-    proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.strip()}")
-    return proc.stdout
 
 
 @pytest.fixture

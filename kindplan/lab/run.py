@@ -78,6 +78,8 @@ def up(
         for pod in lab.pods:
             create_pod(lab, pod)
         say(f"  {len(lab.pods)} pods created by ptp + portmap")
+        if dual_stack:
+            topology.wait_for_dad(lab)
     except BaseException:
         topology.remove(name, state_dir)
         raise

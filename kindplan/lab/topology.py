@@ -193,6 +193,19 @@ def sysctl(ns: str, name: str, value: str) -> None:
         Path("/proc/sys", name.replace(".", "/")).write_text(value)
 
 
+def wait_for_dad(lab: Lab, timeout: float = 15.0) -> None:
+    """Wait until no IPv6 address in the lab is tentative: the gateway address that ptp puts on a
+    host veth answers neighbour solicitations only once duplicate address detection is done."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    for ns in [n.ns for n in lab.nodes] + [p.ns for p in lab.pods]:
+        while ip("-n", ns, "-6", "addr", "show", "tentative").strip():
+            if time.monotonic() > deadline:
+                raise RuntimeFailure(f"IPv6 addresses in {ns} still tentative after {timeout:g} s")
+            time.sleep(0.05)
+
+
 def build_network(lab: Lab) -> None:
     """The bridge, the outside host, and every node with its uplink eth0 on the bridge."""
     br, out = lab.bridge_ns, lab.outside_ns

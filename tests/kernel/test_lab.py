@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import NETNS_PREFIX, sh
+from shell import NETNS_PREFIX, sh
 
 pytestmark = pytest.mark.root
 _counter = itertools.count()
@@ -70,7 +70,8 @@ def assert_up_and_clean(lab: Lab, *up_args: str) -> None:
     up = lab.run("up", *up_args)
     assert up.returncode == 0, up.stderr
     check = lab.run("check")
-    assert check.returncode == 0, check.stdout
+    failed = [line for line in check.stdout.splitlines() if not line.startswith("pass")]
+    assert check.returncode == 0, "\n".join(failed)
     assert ", 0 failed" in check.stdout and "FAIL" not in check.stdout
     for node in NODES:  # kindplan's idea of pod plumbing equals what the real ptp plugin did
         plan = lab.run("plan", node, "--detailed-exitcode")

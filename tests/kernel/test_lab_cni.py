@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import CNI_BIN, sh
+from shell import CNI_BIN, sh
 
 from kindplan.cnicache import read_cni_cache
 from kindplan.compiler import compile_desired

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import pytest
 import yaml
 from builders import load
-from conftest import CNI_BIN, sh
+from shell import CNI_BIN, sh
 
 from kindplan import render
 from kindplan.compiler import compile_desired, find_node
