@@ -157,3 +157,64 @@ def test_lab_refuses_a_second_up_and_unknown_nodes(lab: Lab) -> None:
     assert lab.run("plan", "no-such-node").returncode == 64
     exec_ = lab.run("exec", "k8s-guide-worker", "--", "ip", "-4", "-o", "addr", "show", "eth0")
     assert "172.18.0.11/16" in exec_.stdout
+
+
+def test_rollback_after_a_bad_snapshot_restores_connectivity(lab: Lab) -> None:
+    """A snapshot that moves worker2's PodCIDR breaks its pods; rollback on every node heals."""
+    assert lab.run("up").returncode == 0
+    root = lab.state / lab.name
+    moved = root / "moved.json"
+    moved.write_text((root / "snapshot.yaml").read_text().replace("10.244.2.0/24", "10.244.7.0/24"))
+
+    def on_every_node(*args: str) -> None:
+        for node in NODES:
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "kindplan.cli",
+                    *args,
+                    "--netns",
+                    lab.ns(node),
+                    "--state-dir",
+                    str(root / "state"),
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            assert result.returncode == 0, f"{node}: {result.stderr}"
+
+    for node in NODES:
+        nodes = root / "nodes" / node
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "kindplan.cli",
+                "apply",
+                str(moved),
+                "--node",
+                node,
+                "--netns",
+                lab.ns(node),
+                "--conf-dir",
+                str(nodes / "conf"),
+                "--cni-cache-dir",
+                str(nodes / "cache"),
+                "--state-dir",
+                str(root / "state"),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, f"{node}: {result.stderr}"
+    broken = lab.run("check")
+    assert broken.returncode == 1
+    assert "FAIL  pod-to-pod IPv4 k8s-guide-control-plane -> k8s-guide-worker2" in broken.stdout
+    on_every_node("rollback")
+    healed = lab.run("check")
+    assert healed.returncode == 0, healed.stdout
+    for node in NODES:
+        assert lab.run("plan", node, "--detailed-exitcode").returncode == 0
