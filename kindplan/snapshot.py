@@ -123,6 +123,16 @@ def _schema_message(error: Any) -> str:
     return message if len(message) <= 160 else message[:157] + "..."
 
 
+def _all_printable(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.isprintable()
+    if isinstance(value, dict):
+        return all(map(_all_printable, value.values()))
+    if isinstance(value, list):
+        return all(map(_all_printable, value))
+    return True
+
+
 def _within(inner: IPNetwork, outer: IPNetwork) -> bool:
     """inner is a subnet of outer (same family); cheaper than ipaddress's subnet_of."""
     return inner.prefixlen >= outer.prefixlen and inner.network_address in outer
@@ -166,6 +176,8 @@ class _Checker:
     def _control_characters(self, doc: dict[str, Any]) -> None:
         """Refuse control characters anywhere: JSON Schema's `$` lets a trailing newline pass a
         pattern, and a newline in an interface or file name would break the rendered files."""
+        if _all_printable(doc):  # the common case, without building a path for every value
+            return
         stack: list[tuple[Any, str]] = [(doc, "")]
         while stack:
             value, path = stack.pop()
