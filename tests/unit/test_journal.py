@@ -1,0 +1,93 @@
+"""The journal's undo rules and its file format, without a kernel."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from ipaddress import ip_address, ip_network
+from pathlib import Path
+
+import pytest
+
+from kindplan.errors import InvalidInputError
+from kindplan.journal import MAX_GENERATIONS, Journal, undo_all, undo_of
+from kindplan.model import (
+    AddAddress,
+    Address,
+    AddRoute,
+    DelAddress,
+    DeleteConflist,
+    DelRoute,
+    RemoveChain,
+    ReplaceRoute,
+    Route,
+    SetSysctl,
+    WriteChain,
+    WriteConflist,
+)
+
+ROUTE = Route(ip_network("10.244.1.0/24"), "eth0", ip_address("192.0.2.11"), peer="b")
+FOREIGN = replace(ROUTE, gateway=ip_address("192.0.2.77"), proto=3, peer="")
+V6 = Route(ip_network("fd00:10:244:1::5/128"), "veth1", None, metric=1024, peer="default/web")
+ADDRESS = Address("veth1", ip_address("10.244.1.1"), pod="default/web")
+RULES = ("-A KIND-MASQ-AGENT -j MASQUERADE",)
+CHANGES = [
+    SetSysctl("net.ipv4.ip_forward", "1", "0"),
+    AddAddress(ADDRESS),
+    DelAddress(ADDRESS),
+    AddRoute(ROUTE),
+    AddRoute(V6),
+    ReplaceRoute(ROUTE, FOREIGN),
+    DelRoute(ROUTE),
+    WriteChain(4, RULES, None, 0),
+    WriteChain(4, RULES, ("-A KIND-MASQ-AGENT -j RETURN",), 2),
+    WriteChain(6, None, RULES, 0),
+    RemoveChain(6, RULES, 1),
+    WriteConflist("/etc/cni/net.d/10-kindnet.conflist", "{}", None),
+    WriteConflist("/etc/cni/net.d/10-kindnet.conflist", "{}", '{"old": 1}'),
+    DeleteConflist("/etc/cni/net.d/10-kindnet.conflist", "{}"),
+]
+
+
+@pytest.mark.parametrize("change", CHANGES, ids=lambda c: type(c).__name__)
+def test_undo_of_undo_is_the_change(change: object) -> None:
+    once = undo_of(change)  # type: ignore[arg-type]
+    assert once is not None and once != change
+    assert undo_of(once) == change
+
+
+def test_undo_examples() -> None:
+    assert undo_of(ReplaceRoute(ROUTE, FOREIGN)) == ReplaceRoute(FOREIGN, ROUTE)
+    assert undo_of(WriteChain(4, RULES, None, 0)) == RemoveChain(4, RULES, 1)
+    assert undo_of(SetSysctl("net.ipv4.ip_forward", "1", None)) is None
+    order = [
+        type(c).__name__
+        for c in undo_all([WriteConflist("/x", "{}", None), AddAddress(ADDRESS), AddRoute(ROUTE)])
+    ]
+    assert order == ["DelRoute", "DelAddress", "DeleteConflist"], "routes before addresses"
+
+
+def test_journal_round_trip_and_bound(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, "kp-n1")
+    assert journal.path == tmp_path / "netns-kp-n1" / "journal.json"
+    assert journal.load() == []
+    first = journal.begin("b", (4, 6), "/x/10-kindnet.conflist", tuple(CHANGES))
+    assert [g.complete for g in journal.load()] == [False]
+    assert journal.load()[0].undo == undo_all(CHANGES)
+    journal.finish(first, CHANGES[:3])
+    (loaded,) = journal.load()
+    assert loaded.complete and loaded.undo == undo_all(CHANGES[:3])
+    for _ in range(MAX_GENERATIONS + 3):
+        journal.finish(journal.begin("b", (4,), "/x", (AddRoute(ROUTE),)), [AddRoute(ROUTE)])
+    numbers = [g.number for g in journal.load()]
+    assert len(numbers) == MAX_GENERATIONS and numbers[-1] == MAX_GENERATIONS + 4
+    journal.finish(journal.begin("b", (4,), "/x", (AddRoute(ROUTE),)), [])
+    assert len(journal.load()) == MAX_GENERATIONS, "a generation that applied nothing is dropped"
+    assert Journal(tmp_path, None).path == tmp_path / "host" / "journal.json"
+
+
+def test_corrupt_journal_is_invalid_input(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, None)
+    journal.path.parent.mkdir(parents=True)
+    journal.path.write_text('{"generations": [{"number": 1}]}')
+    with pytest.raises(InvalidInputError, match="unreadable journal"):
+        journal.load()
