@@ -82,9 +82,9 @@ def undo_of(change: Change) -> Change | None:
         case WriteChain(version, rules, old_rules, jumps, want_jumps):
             if old_rules is None and rules is not None:
                 return RemoveChain(version, rules, want_jumps)
-            return WriteChain(
-                version, old_rules if rules is not None else None, rules, want_jumps, jumps
-            )
+            if rules is None:  # only the jumps changed; old_rules just says what the chain held
+                return WriteChain(version, None, old_rules, want_jumps, jumps)
+            return WriteChain(version, old_rules, rules, want_jumps, jumps)
         case RemoveChain(version, old_rules, jumps):
             return WriteChain(version, old_rules, None, 0, jumps)
         case WriteConflist(path, content, old):
@@ -118,8 +118,7 @@ class Journal:
             raise InvalidInputError.one(str(self.path), f"unreadable journal: {e}") from e
 
     def _save(self, generations: list[Generation]) -> None:
-        kept = generations[-MAX_GENERATIONS:]
-        document = {"generations": [_encode_generation(g) for g in kept]}
+        document = {"generations": [_encode_generation(g) for g in generations]}
         write_atomic(self.path, json.dumps(document, indent=1) + "\n", mode=0o600)
 
     def begin(
@@ -140,7 +139,7 @@ class Journal:
         generations = [g for g in self.load() if g.number != generation.number]
         if applied:
             generations.append(replace(generation, undo=undo_all(applied), complete=True))
-        self._save(generations)
+        self._save(generations[-MAX_GENERATIONS:])  # bounded once the apply has ended
 
     def drop_last(self) -> None:
         self._save(self.load()[:-1])
