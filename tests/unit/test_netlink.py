@@ -1,0 +1,63 @@
+"""Parsing recorded rtnetlink messages and encoding requests: no root, no kernel."""
+
+from __future__ import annotations
+
+import json
+import struct
+from ipaddress import ip_address, ip_network
+from pathlib import Path
+
+from kindplan import netlink
+from kindplan.model import Route
+
+DUMP = json.loads((Path(__file__).parent / "data" / "netlink-dump.json").read_text())
+
+
+def test_parse_recorded_routes() -> None:
+    names = {2: "eth0p", 3: "eth0"}
+    routes = []
+    for hex_message in DUMP["routes"]:
+        message = bytes.fromhex(hex_message)
+        kind = struct.unpack_from("=H", message, 4)[0]
+        route = netlink._parse_route(kind, message, 254, names)
+        if route is not None:
+            routes.append(route)
+    by_dst = {str(r.dst): r for r in routes}
+    assert by_dst["10.244.0.0/24"] == Route(
+        ip_network("10.244.0.0/24"), "eth0", ip_address("172.18.0.10"), "universe", 0, 75
+    )
+    assert by_dst["10.244.2.8/32"].scope == "host"
+    assert by_dst["10.244.2.8/32"].gateway is None
+    assert by_dst["fd00:10:244:1::/64"] == Route(
+        ip_network("fd00:10:244:1::/64"), "eth0", ip_address("fc00::11"), "universe", 1024, 75
+    )
+    assert "10.9.0.0/16" not in by_dst, "another table's route is not the main table's"
+    assert by_dst["172.18.0.0/16"].proto == 2  # the kernel's own connected route
+
+
+def test_parse_recorded_links() -> None:
+    links = set()
+    for hex_message in DUMP["links"]:
+        message = bytes.fromhex(hex_message)
+        _, _, index, _, _ = netlink._IFINFO.unpack_from(message, netlink._NLMSG.size)
+        attrs = dict(netlink._attrs(message, netlink._NLMSG.size + netlink._IFINFO.size))
+        links.add((index, attrs[netlink.IFLA_IFNAME].rstrip(b"\0").decode()))
+    assert links == {(1, "lo"), (2, "eth0p"), (3, "eth0")}
+
+
+def test_route_request_encoding() -> None:
+    route = Route(ip_network("10.244.1.0/24"), "eth0", ip_address("172.18.0.11"), proto=75)
+    kind, flags, body = netlink._route_request(netlink.RouteWrite("add", route, 3))
+    assert kind == netlink.RTM_NEWROUTE
+    assert flags & netlink.F_EXCL and flags & netlink.F_CREATE and not flags & netlink.F_REPLACE
+    family, dst_len, _, _, table, proto, scope, rtype, _ = netlink._RTMSG.unpack_from(body)
+    assert (family, dst_len, table, proto, scope, rtype) == (2, 24, 254, 75, 0, 1)
+    attrs = dict(netlink._attrs(body, netlink._RTMSG.size))
+    assert attrs[netlink.RTA_DST] == bytes([10, 244, 1, 0])
+    assert attrs[netlink.RTA_GATEWAY] == bytes([172, 18, 0, 11])
+    assert struct.unpack("=I", attrs[netlink.RTA_OIF])[0] == 3
+    kind, _, body = netlink._route_request(netlink.RouteWrite("del", route, 0))
+    attrs = dict(netlink._attrs(body, netlink._RTMSG.size))
+    assert kind == netlink.RTM_DELROUTE
+    assert netlink.RTA_OIF not in attrs, "a delete matches by key and protocol, not by device"
+    assert netlink._RTMSG.unpack_from(body)[5] == 75
