@@ -17,7 +17,13 @@ except ImportError:  # pragma: no cover - older typer on real click
 
 from kindplan import __version__
 from kindplan.errors import InvalidInputError, KindplanError, Problem, UsageError
-from kindplan.model import DEFAULT_MTU, DEFAULT_ROUTE_PROTO, HostFacts, Snapshot
+from kindplan.model import (
+    DEFAULT_MTU,
+    DEFAULT_ROUTE_PROTO,
+    RESERVED_ROUTE_PROTOS,
+    HostFacts,
+    Snapshot,
+)
 from kindplan.status import ExitStatus
 
 if TYPE_CHECKING:
@@ -231,8 +237,25 @@ MtuOpt = Annotated[
         show_default=False,
     ),
 ]
+
+
+def _route_proto(value: int) -> int:
+    if value in RESERVED_ROUTE_PROTOS:
+        raise typer.BadParameter(
+            f"{value} is used by the kernel or other routing software; kindplan deletes stale "
+            "routes of its own number, so pick another (default 75)"
+        )
+    return value
+
+
 RouteProtoOpt = Annotated[
-    int, typer.Option(min=1, max=255, help="Route protocol number that marks kindplan's routes.")
+    int,
+    typer.Option(
+        min=1,
+        max=255,
+        callback=_route_proto,
+        help="Route protocol number that marks kindplan's routes.",
+    ),
 ]
 AdoptOpt = Annotated[
     bool,
@@ -386,7 +409,7 @@ def apply(
         netns,
         lock=state_dir / f"apply-{netns or 'host'}.lock",
         lock_timeout=lock_timeout,
-        fingerprint=saved.fingerprint if saved else None,
+        saved=saved,
         journal=Journal(state_dir, netns),
     )
     if report is None:

@@ -92,7 +92,7 @@ class _StrictLoader(_BaseLoader):  # type: ignore[misc]
 
 def _parse_yaml(text: str, source: str) -> Any:
     try:
-        documents = list(yaml.load_all(text, Loader=_StrictLoader))
+        documents = _load_all(text)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -108,6 +108,42 @@ def _parse_yaml(text: str, source: str) -> Any:
         raise InvalidInputError.one(source, f"expected one YAML document, found {len(documents)}")
     _check_keys(documents[0])
     return documents[0]
+
+
+def _load_all(text: str) -> list[Any]:
+    """Every document, refusing aliases to collections before anything is built from them:
+    a few hundred bytes of nested aliases would otherwise expand into billions of values."""
+    loader = _StrictLoader(text)
+    try:
+        documents = []
+        while loader.check_node():
+            node = loader.get_node()
+            _refuse_shared_collections(node)
+            documents.append(loader.construct_document(node))
+        return documents
+    finally:
+        loader.dispose()
+
+
+def _refuse_shared_collections(root: yaml.Node) -> None:
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.ScalarNode):
+            continue
+        if id(node) in seen:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                "aliases to collections (&anchor / *alias) are not supported",
+                node.start_mark,
+            )
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            stack.extend(part for pair in node.value for part in pair)
+        else:
+            stack.extend(node.value)
 
 
 def _check_keys(value: Any) -> None:

@@ -14,6 +14,11 @@ IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
 
 DEFAULT_ROUTE_PROTO = 75  # kindplan's own route protocol number: how it recognises its routes
+# Protocol numbers the kernel and other routing software write (linux/rtnetlink.h, rt_protos):
+# kindplan deletes every stale route with its number, so it must never take one of these.
+RESERVED_ROUTE_PROTOS = frozenset(
+    {0, 1, 2, 3, 4, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 42, 99, 186, 187, 188, 189, 192}
+)
 MAIN_TABLE = 254
 IPV6_DEFAULT_METRIC = 1024  # the kernel stores metric 0 on an IPv6 route as 1024
 DEFAULT_MTU = 1500

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kindplan.errors import InvalidInputError
 from kindplan.files import write_atomic
+from kindplan.model import RESERVED_ROUTE_PROTOS
 from kindplan.planview import plan_to_json
 
 if TYPE_CHECKING:
@@ -27,6 +29,7 @@ class SavedPlan:
     snapshot: bytes
     source: str
     pod_subnets: list[str]
+    plan: dict[str, Any]  # as plan_to_json made it: apply refuses to do anything else
 
 
 def save_plan(
@@ -56,7 +59,6 @@ def save_plan(
 def load_plan(path: Path) -> SavedPlan:
     """Read a saved plan; anything malformed is invalid input naming the file and the field."""
     from kindplan.document import parse_document
-    from kindplan.engine import Options
 
     where = str(path)
     try:
@@ -68,13 +70,10 @@ def load_plan(path: Path) -> SavedPlan:
         if not isinstance(doc, dict) or doc.get("kind") != SAVED_KIND:
             raise ValueError(f"not a saved kindplan plan (kind {SAVED_KIND!r} expected)")
         inputs = _field(doc, "inputs", dict)
-        raw_options = _field(inputs, "options", dict)
-        options = Options(**raw_options)
-        if not isinstance(options.node, str) or not isinstance(options.route_proto, int):
-            raise ValueError("inputs.options: malformed")
+        options = _options(_field(inputs, "options", dict))
         netns = inputs.get("netns")
-        if netns is not None and not isinstance(netns, str):
-            raise ValueError("inputs.netns: not a string")
+        if netns is not None and not (isinstance(netns, str) and _NAME.fullmatch(netns)):
+            raise ValueError("inputs.netns: not a namespace name")
         return SavedPlan(
             fingerprint=_field(doc, "fingerprint", str),
             options=options,
@@ -82,11 +81,37 @@ def load_plan(path: Path) -> SavedPlan:
             snapshot=base64.b64decode(_field(inputs, "snapshot", str), validate=True),
             source=_field(inputs, "source", str),
             pod_subnets=[str(s) for s in _field(inputs, "podSubnets", list)],
+            plan=_field(doc, "plan", dict),
         )
     except (ValueError, TypeError) as e:
         raise InvalidInputError.one(
             where, str(e).splitlines()[0] if str(e) else type(e).__name__
         ) from e
+
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_OPTIONAL_STR = ("conf_dir", "uplink", "cni_cache_dir")
+
+
+def _options(raw: dict[str, Any]) -> Options:
+    """The saved options, each checked as the command line checks it: a saved plan is input."""
+    from kindplan.engine import Options
+
+    if set(raw) != {"node", "conf_dir", "uplink", "mtu", "route_proto", "adopt", "cni_cache_dir"}:
+        raise ValueError("inputs.options: unexpected or missing keys")
+    for key in _OPTIONAL_STR:
+        if raw[key] is not None and not (isinstance(raw[key], str) and raw[key].isprintable()):
+            raise ValueError(f"inputs.options.{key}: not a string")
+    node, mtu, proto, adopt = raw["node"], raw["mtu"], raw["route_proto"], raw["adopt"]
+    if not (isinstance(node, str) and node and node.isprintable()):
+        raise ValueError("inputs.options.node: not a node name")
+    if mtu is not None and not (type(mtu) is int and 576 <= mtu <= 65535):
+        raise ValueError("inputs.options.mtu: not an MTU")
+    if not (type(proto) is int and 1 <= proto <= 255 and proto not in RESERVED_ROUTE_PROTOS):
+        raise ValueError("inputs.options.route_proto: not a usable route protocol number")
+    if type(adopt) is not bool:
+        raise ValueError("inputs.options.adopt: not true or false")
+    return Options(**raw)
 
 
 def _field(doc: dict[str, Any], key: str, kind: type) -> Any:

@@ -192,7 +192,10 @@ class _Checker:
     # -- parsing single values -------------------------------------------------------------
 
     def cidr(self, path: str, text: str) -> IPNetwork | None:
-        prefix = text.partition("/")[2]
+        address, _, prefix = text.partition("/")
+        if "%" in address:
+            self.problem(path, f"{text!r} has a zone index; a CIDR has none")
+            return None
         if not (prefix.isascii() and prefix.isdigit()):
             self.problem(path, f"{text!r} is not a CIDR (address/prefix-length)")
             return None
@@ -238,6 +241,7 @@ class _Checker:
         )
         extra = self._cidrs("cluster.nonMasqueradeCIDRs", raw.get("nonMasqueradeCIDRs", []))
         mtu = raw.get("mtu")
+        mtu = int(mtu) if mtu is not None else None  # JSON Schema's integer admits 1500.0
         if mtu is not None and mtu < IPV6_MIN_MTU and any(n.version == 6 for _, n in subnets):
             self.problem("cluster.mtu", f"{mtu} is below IPv6's minimum MTU {IPV6_MIN_MTU}")
         cni = raw.get("cni", {})

@@ -19,7 +19,6 @@ from kindplan.lab.topology import CONTAINER_PORT, HOST_PORT, OUTSIDE_V4, Lab, La
 from kindplan.model import Snapshot
 from kindplan.netns import NETNS_RUN_DIR, enter_netns
 
-PROBE_PORT = 7000
 Say = Callable[[str], None]
 
 

@@ -11,13 +11,13 @@ network: the outside host is a namespace on a documentation range.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kindplan.errors import RuntimeFailure, UsageError
 
-DEFAULT_STATE_DIR = Path("/run/kindplan-lab")
 SEED_NODES = ("k8s-guide-control-plane", "k8s-guide-worker", "k8s-guide-worker2")
 V4_SUBNET, V4_GATEWAY = "172.18.0.0/16", "172.18.0.1"
 V6_PREFIX, V6_GATEWAY = "fc00:f853:ccd:e793::", "fc00:f853:ccd:e793::1"
@@ -95,8 +95,18 @@ class Lab:
         ]
 
 
+def check_name(name: str) -> str:
+    """A lab name prefixes namespaces and names a folder: keep it to a plain, short word."""
+    if not re.fullmatch(r"[a-z][a-z0-9-]{0,23}", name):
+        raise UsageError(
+            f"--name {name!r}: use 1 to 24 of a-z, 0-9 and '-', starting with a letter"
+        )
+    return name
+
+
 def design(name: str, state_dir: Path, nodes: int, pods_per_node: int, dual_stack: bool) -> Lab:
     """The lab's plan: node names and addresses as in the guide, one PodCIDR per node and family."""
+    check_name(name)
     if not 1 <= nodes <= 200:
         raise UsageError("--nodes takes 1 to 200")
     if not 0 <= pods_per_node <= 50:
@@ -149,7 +159,7 @@ def save(lab: Lab) -> None:
 
 
 def load(name: str, state_dir: Path) -> Lab:
-    path = state_dir / name / "lab.json"
+    path = state_dir / check_name(name) / "lab.json"
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -245,6 +255,7 @@ def remove(name: str, state_dir: Path) -> list[str]:
     """Remove every namespace of lab `name` and its state folder; returns what was removed."""
     import shutil
 
+    check_name(name)  # the folder removed below is <state_dir>/<name>, never more
     removed = []
     for ns in existing_namespaces():
         if ns.startswith(f"{name}-") and _lab_namespace(ns, name):
