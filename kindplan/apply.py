@@ -31,6 +31,7 @@ from kindplan.model import (
     WriteChain,
     WriteConflist,
 )
+from kindplan.observe import read_conflist
 from kindplan.planview import describe
 
 
@@ -58,12 +59,26 @@ def apply_change(change: Change, kernel: Kernel, iptables: Iptables) -> None:
             iptables.restore(version, render_fix_payload(rules, jumps, want_jumps))
         case RemoveChain(version, _, jumps):
             iptables.restore(version, render_remove_payload(jumps))
-        case WriteConflist(path, content, _):
+        case WriteConflist(path, content, old):
+            _expect_conflist(Path(path), old)
             write_atomic(Path(path), content)
-        case DeleteConflist(path, _):
+        case DeleteConflist(path, old):
+            _expect_conflist(Path(path), old)
             remove_file(Path(path))
         case _:
             raise TypeError(f"not a single change: {change}")
+
+
+def _expect_conflist(path: Path, seen: str | None) -> None:
+    """Write or remove the conflist only if it still holds what the plan saw: someone else's
+    edit since then (or, for a rollback, since kindplan wrote it) is left alone."""
+    if read_conflist(path) != seen:
+        raise RuntimeFailure(f"{path}: changed since it was observed; left alone, plan again")
+
+
+def _route_of(change: Change) -> Route | None:
+    write = route_write(change)
+    return write[1] if write else None
 
 
 def route_write(change: Change) -> tuple[str, Route] | None:
@@ -85,10 +100,11 @@ def apply_plan(
     *,
     verify: Callable[[], Plan] | None = None,
     attempts: int = 3,
+    report: ApplyReport | None = None,
 ) -> ApplyReport:
     """Apply every change of `plan` in order; then, if given, `verify()` (observe + diff) until
     it is empty. Consecutive route changes go to the kernel as one batch."""
-    report = ApplyReport()
+    report = report if report is not None else ApplyReport()  # the caller's survives an error
     plumbing_failed = False
     changes = list(plan.changes)
     i = 0
@@ -102,8 +118,12 @@ def apply_plan(
             for change, error in zip(group, kernel.write_routes(writes), strict=True):
                 if error is None:
                     report.applied.append(change)
-                else:
-                    report.failures.append(f"{describe(change)}: {error}")
+                    continue
+                report.failures.append(f"{describe(change)}: {error}")
+                # A peer the kernel refuses (not on-link) is the cluster's problem; a pod's host
+                # route is this node's plumbing, which kubelet must not see as ready without.
+                route = _route_of(change)
+                plumbing_failed |= route is None or route.gateway is None
             i = j
             continue
         change = changes[i]

@@ -292,13 +292,15 @@ def _options(
     route_proto: int,
     adopt: bool,
     cni_cache_dir: str | None,
+    netns: str | None,
 ) -> Options:
     import socket
 
     from kindplan.cnicache import DEFAULT_CACHE_DIR
     from kindplan.engine import Options
 
-    if cni_cache_dir is None and DEFAULT_CACHE_DIR.is_dir():
+    # The host's libcni cache describes the host's pods: not a --netns target's.
+    if cni_cache_dir is None and netns is None and DEFAULT_CACHE_DIR.is_dir():
         cni_cache_dir = str(DEFAULT_CACHE_DIR)
     return Options(
         node or socket.gethostname(), conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir
@@ -341,7 +343,7 @@ def plan(
 
     data, source = _read(snapshot)
     snap = _parse(data, source, pod_subnet)
-    options = _options(node, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir)
+    options = _options(node, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir, netns)
     from kindplan.engine import plan_node
 
     planned = plan_node(snap, options, netns)
@@ -402,7 +404,7 @@ def apply(
         assert snapshot is not None
         data, source = _read(snapshot)
         snap = _parse(data, source, pod_subnet)
-        options = _options(node, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir)
+        options = _options(node, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir, netns)
     planned, report = apply_node(
         snap,
         options,
@@ -415,6 +417,8 @@ def apply(
     if report is None:
         sys.stdout.write(format_plan(planned.plan))
         return ExitStatus.FAILURE if planned.plan.conflicts else ExitStatus.OK
+    for warning in planned.plan.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     for change in report.applied:
         typer.echo(f"applied: {describe(change)}")
     for failure in report.failures:

@@ -152,9 +152,16 @@ def _diff_masq(desired: DesiredState, observed: ObservedState) -> list[Change]:
     return changes
 
 
-def in_effect(change: Change, observed: ObservedState) -> bool:
-    """Does the node already show what `change` would make? (Verifies rollbacks, and lets a
+def not_in_effect(changes: tuple[Change, ...], observed: ObservedState) -> tuple[Change, ...]:
+    """The changes whose effect the node does not show yet. (Verifies rollbacks, and lets a
     rollback of a half-applied generation skip what never happened.)"""
+    routes: dict[object, list[Route]] = defaultdict(list)
+    for route in observed.routes:
+        routes[route.key].append(route)
+    return tuple(c for c in changes if not _in_effect(c, observed, routes))
+
+
+def _in_effect(change: Change, observed: ObservedState, routes: dict[object, list[Route]]) -> bool:
     match change:
         case SetSysctl(name, value, _):
             return any(s.name == name and s.value == value for s in observed.sysctls)
@@ -164,11 +171,10 @@ def in_effect(change: Change, observed: ObservedState) -> bool:
             return present == isinstance(change, AddAddress)
         case AddRoute(route) | ReplaceRoute(route, _):
             return any(
-                r.key == route.key and r.proto == route.proto and _same_target(route, r)
-                for r in observed.routes
+                r.proto == route.proto and _same_target(route, r) for r in routes.get(route.key, ())
             )
         case DelRoute(route):
-            return not any(r.key == route.key and r.proto == route.proto for r in observed.routes)
+            return not any(r.proto == route.proto for r in routes.get(route.key, ()))
         case WriteChain(version, rules, _, _, want_jumps):
             masq = next((m for m in observed.masq if m.version == version), None)
             return (

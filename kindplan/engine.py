@@ -13,7 +13,7 @@ from pathlib import Path
 from kindplan.apply import ApplyReport, apply_plan
 from kindplan.cnicache import read_cni_cache, with_local_pods
 from kindplan.compiler import compile_desired, find_node
-from kindplan.diff import diff, in_effect
+from kindplan.diff import diff, not_in_effect
 from kindplan.errors import RuntimeFailure, UsageError
 from kindplan.iptables import Iptables, detect_backend
 from kindplan.journal import Generation, Journal
@@ -120,10 +120,12 @@ def apply_planned(
             str(planned.conflist_path),
             planned.plan.changes,
         )
-    report = apply_plan(planned.plan, kernel, iptables, verify=verify)
-    if journal is not None and generation is not None:
-        journal.finish(generation, report.applied)
-    return report
+    report = ApplyReport()
+    try:
+        return apply_plan(planned.plan, kernel, iptables, verify=verify, report=report)
+    finally:  # also when verification fails: what was applied stays undoable
+        if journal is not None and generation is not None:
+            journal.finish(generation, report.applied)
 
 
 def plan_node(snapshot: Snapshot, options: Options, netns: str | None) -> Planned:
@@ -198,12 +200,12 @@ def rollback_node(
                 )
 
             observed = observe()
-            todo = tuple(c for c in generation.undo if not in_effect(c, observed))
+            todo = not_in_effect(generation.undo, observed)
             report = apply_plan(Plan(generation.node, todo), kernel, iptables)
             residue: tuple[Change, ...] = ()
             for attempt in range(attempts):
                 observed = observe()
-                residue = tuple(c for c in generation.undo if not in_effect(c, observed))
+                residue = not_in_effect(generation.undo, observed)
                 if not residue or report.failures:
                     break
                 time.sleep(0.1 * (attempt + 1))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kindplan.errors import InvalidInputError
+from kindplan.errors import RuntimeFailure
 from kindplan.files import write_atomic
 from kindplan.model import (
     AddAddress,
@@ -37,10 +37,11 @@ from kindplan.model import (
 )
 
 MAX_GENERATIONS = 10
-# Undo in make-before-break order too; routes go before addresses because removing a veth's
-# last IPv4 address makes the kernel drop that veth's routes.
+# Undo as a teardown: the conflist kindplan created goes first (kubelet stops seeing a ready
+# network), then routes before addresses (removing a veth's last IPv4 address makes the kernel
+# drop that veth's routes), sysctls and a restored conflist last.
 _RANK = {
-    SetSysctl: 0,
+    DeleteConflist: 0,
     AddAddress: 1,
     AddRoute: 2,
     ReplaceRoute: 2,
@@ -48,8 +49,8 @@ _RANK = {
     RemoveChain: 3,
     DelRoute: 4,
     DelAddress: 5,
-    WriteConflist: 6,
-    DeleteConflist: 6,
+    SetSysctl: 6,
+    WriteConflist: 7,
 }
 
 
@@ -115,7 +116,7 @@ class Journal:
         except FileNotFoundError:
             return []
         except (ValueError, KeyError, TypeError) as e:
-            raise InvalidInputError.one(str(self.path), f"unreadable journal: {e}") from e
+            raise RuntimeFailure(f"{self.path}: unreadable journal ({e}); move it aside") from e
 
     def _save(self, generations: list[Generation]) -> None:
         document = {"generations": [_encode_generation(g) for g in generations]}

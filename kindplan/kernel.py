@@ -7,6 +7,7 @@ A Kernel works on the network namespace the thread is in; netns.enter_netns move
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +30,10 @@ class Kernel:
     """Reads and writes the routing state of the current network namespace."""
 
     def __init__(self) -> None:
-        self._netlink = Netlink()
+        try:
+            self._netlink = Netlink()
+        except OSError as e:
+            raise RuntimeFailure(f"cannot open a netlink socket: {e.strerror or e}") from e
         self._ipr: Any = None  # pyroute2.IPRoute, opened on the first address write
         self._index: dict[str, int] = {}
 
@@ -41,18 +45,27 @@ class Kernel:
     # -- reading -----------------------------------------------------------------------------
 
     def read_links(self) -> tuple[Link, ...]:
-        links = self._netlink.read_links()
+        try:
+            links = self._netlink.read_links()
+        except OSError as e:
+            raise RuntimeFailure(f"netlink dump of links failed: {e.strerror or e}") from e
         self._index = {link.name: link.index for link in links}
         return links
 
     def read_routes(self) -> tuple[Route, ...]:
         """Unicast routes of the main table, both families (links must have been read first)."""
         names = {index: name for name, index in self._index.items()}
-        routes = self._netlink.routes(MAIN_TABLE, names)
+        try:
+            routes = self._netlink.routes(MAIN_TABLE, names)
+        except OSError as e:
+            raise RuntimeFailure(f"netlink dump of routes failed: {e.strerror or e}") from e
         return tuple(sorted(routes, key=lambda r: r.key))
 
     def read_sysctls(self, names: tuple[str, ...]) -> tuple[Sysctl, ...]:
-        return tuple(Sysctl(name, _sysctl_path(name).read_text().strip()) for name in names)
+        try:
+            return tuple(Sysctl(name, _sysctl_path(name).read_text().strip()) for name in names)
+        except OSError as e:  # e.g. IPv6 disabled on a node of a dual-stack cluster
+            raise RuntimeFailure(f"cannot read sysctl {e.filename}: {e.strerror}") from e
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -78,7 +91,9 @@ class Kernel:
             batch.append(RouteWrite(verb, route, index))
             positions.append(i)
         for i, code in zip(positions, self._netlink.write_routes(batch), strict=True):
-            if code:
+            # ESRCH on a delete: the route is gone already (its veth went with its pod) or is no
+            # longer kindplan's: either way there is nothing of ours left to delete.
+            if code and not (code == errno.ESRCH and writes[i][0] == "del"):
                 results[i] = KernelError(os.strerror(code), code)
         return results
 

@@ -75,11 +75,15 @@ class Netlink:
 
     def __init__(self) -> None:
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 21)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-        self._sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
-        self._sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
-        self._sock.bind((0, 0))
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 21)
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+            self._sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+            self._sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+            self._sock.bind((0, 0))
+        except OSError:
+            self._sock.close()
+            raise
         self._seq = 0
 
     def close(self) -> None:
@@ -124,7 +128,7 @@ class Netlink:
                 continue
             _, _, index, flags, _ = _IFINFO.unpack_from(message, _NLMSG.size)
             attrs = dict(_attrs(message, _NLMSG.size + _IFINFO.size))
-            name = attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode()
+            name = attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(errors="replace")
             mtu = _U32.unpack(attrs[IFLA_MTU])[0] if IFLA_MTU in attrs else 0
             found.append((index, name, mtu, bool(flags & IFF_UP)))
         return found

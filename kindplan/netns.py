@@ -39,8 +39,12 @@ def enter_netns(name: str | None) -> Iterator[None]:
         raise UsageError(f"--netns: no network namespace named {name!r}") from e
     except OSError as e:
         raise RuntimeFailure(f"--netns {name}: {e.strerror}") from e
-    # setns moves only the calling thread: come back to where this thread was.
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        # setns moves only the calling thread: come back to where this thread was.
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    except OSError:
+        os.close(target)
+        raise
     try:
         _setns(target)
         try:

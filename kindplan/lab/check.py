@@ -55,13 +55,15 @@ def check(lab: Lab) -> list[Result]:
     families = (4, 6) if lab.dual_stack else (4,)
     outside = [OUTSIDE_V4, OUTSIDE_V6][: len(families)]
     listeners = Listeners()
-    for name, (_, pod) in pods.items():
-        for ip in pod.ips:
-            listeners.listen(pod_ns[name], str(ip), PROBE_PORT)
-            if any(p.host_port for p in lab.pods if p.name == name):
-                listeners.listen(pod_ns[name], str(ip), CONTAINER_PORT)
-    for address in outside:
-        listeners.listen(lab.outside_ns, address, PROBE_PORT)
+    host_port_pods = {p.name for p in lab.pods if p.host_port}
+    wanted = [
+        (pod_ns[name], str(ip), port)
+        for name, (_, pod) in pods.items()
+        for ip in pod.ips
+        for port in ((PROBE_PORT, CONTAINER_PORT) if name in host_port_pods else (PROBE_PORT,))
+    ]
+    wanted += [(lab.outside_ns, address, PROBE_PORT) for address in outside]
+    unable = [reason for ns, ip, port in wanted if (reason := listeners.listen(ns, ip, port))]
     expects = [
         *pod_to_pod(lab, pods, pod_ns, families),
         *snat(lab, pods, pod_ns, outside),
@@ -77,6 +79,7 @@ def check(lab: Lab) -> list[Result]:
             + (f" (missing: {', '.join(missing)})" if missing else ""),
         )
     ]
+    results += [Result(False, reason) for reason in unable]
     results += [judge(e, seen) for e in expects]
     results += hops(lab, pods, pod_ns, families)
     return results

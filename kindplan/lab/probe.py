@@ -28,20 +28,26 @@ class Listeners:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
-    def listen(self, ns: str, address: str, port: int) -> None:
+    def listen(self, ns: str, address: str, port: int) -> str | None:
+        """Listen on address:port inside `ns`; the reason if that is impossible (a broken pod)."""
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         with enter_netns(ns):
             sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            # The address may still be tentative (DAD) right after the pod was made.
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.setsockopt(socket.SOL_IP, 15, 1)  # IP_FREEBIND: bind before DAD completes
-        sock.bind((address, port))
-        sock.listen(64)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                # The address may still be tentative (DAD) right after the pod was made.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.setsockopt(socket.SOL_IP, 15, 1)  # IP_FREEBIND: bind before DAD completes
+            sock.bind((address, port))
+            sock.listen(64)
+        except OSError as e:
+            sock.close()
+            return f"cannot listen on {address}:{port} in {ns}: {e.strerror or e}"
         sock.setblocking(False)
         self._sockets.append(sock)
         self._selector.register(sock, selectors.EVENT_READ)
+        return None
 
     def _serve(self) -> None:
         while not self._stop.is_set():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kindplan.errors import InvalidInputError
+from kindplan.errors import RuntimeFailure
 from kindplan.journal import MAX_GENERATIONS, Journal, undo_all, undo_of
 from kindplan.model import (
     AddAddress,
@@ -63,7 +63,7 @@ def test_undo_examples() -> None:
         type(c).__name__
         for c in undo_all([WriteConflist("/x", "{}", None), AddAddress(ADDRESS), AddRoute(ROUTE)])
     ]
-    assert order == ["DelRoute", "DelAddress", "DeleteConflist"], "routes before addresses"
+    assert order == ["DeleteConflist", "DelRoute", "DelAddress"], "a teardown: conflist first"
 
 
 def test_journal_round_trip_and_bound(tmp_path: Path) -> None:
@@ -85,9 +85,9 @@ def test_journal_round_trip_and_bound(tmp_path: Path) -> None:
     assert Journal(tmp_path, None).path == tmp_path / "host" / "journal.json"
 
 
-def test_corrupt_journal_is_invalid_input(tmp_path: Path) -> None:
+def test_corrupt_journal_is_a_clear_failure(tmp_path: Path) -> None:
     journal = Journal(tmp_path, None)
     journal.path.parent.mkdir(parents=True)
     journal.path.write_text('{"generations": [{"number": 1}]}')
-    with pytest.raises(InvalidInputError, match="unreadable journal"):
+    with pytest.raises(RuntimeFailure, match="unreadable journal"):
         journal.load()
