@@ -396,7 +396,7 @@ def plot(results: dict, path: Path) -> bool:  # type: ignore[type-arg]
     ax.plot(sizes, linear, "--", color="grey", label="linear from the smallest")
     ax.set_xlabel("nodes in the cluster (dual-stack)")
     ax.set_ylabel("ms per converged round")
-    ax.set_title("kindplan: compile + diff scales linearly")
+    ax.set_title("kindplan: compile + diff of a converged node")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
