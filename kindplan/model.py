@@ -334,3 +334,19 @@ class Plan:
     @property
     def empty(self) -> bool:
         return not self.changes
+
+
+def format_ip(addr: IPAddress) -> str:
+    """str(addr), faster for IPv6 (inet_ntop in C; ipaddress compresses hextets in Python).
+
+    glibc and ipaddress agree on RFC 5952's form except where glibc writes a dotted IPv4 tail
+    (::ffff:a.b.c.d); those fall back to ipaddress, so the output never depends on the platform.
+    """
+    if addr.version == 4:
+        return str(addr)
+    text = _socket.inet_ntop(_socket.AF_INET6, addr.packed)
+    return str(addr) if "." in text else text
+
+
+def format_net(net: IPNetwork) -> str:
+    return f"{format_ip(net.network_address)}/{net.prefixlen}"

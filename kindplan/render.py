@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING
 
-from kindplan.model import Address, DesiredState, MasqChain, Route
+from kindplan.model import Address, DesiredState, MasqChain, Route, format_ip, format_net
 
 if TYPE_CHECKING:
     import jinja2
@@ -82,9 +82,9 @@ def render_masq_payload(chain: MasqChain, *, with_jump: bool) -> str:
 
 def route_command(route: Route) -> str:
     """`route replace ...` as ip(8) takes it, with every field that is part of the desired state."""
-    words = ["route", "replace", str(route.dst)]
+    words = ["route", "replace", format_net(route.dst)]
     if route.gateway is not None:
-        words += ["via", str(route.gateway)]
+        words += ["via", format_ip(route.gateway)]
     words += ["dev", route.ifname]
     if route.scope != "universe":
         words += ["scope", route.scope]
@@ -95,7 +95,7 @@ def route_command(route: Route) -> str:
 
 
 def address_command(address: Address) -> str:
-    return f"address replace {address.address}/{address.prefixlen} dev {address.ifname}"
+    return f"address replace {format_ip(address.address)}/{address.prefixlen} dev {address.ifname}"
 
 
 def render_route_batch(desired: DesiredState) -> str:

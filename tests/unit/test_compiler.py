@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-from ipaddress import ip_address, ip_network
+from ipaddress import IPv6Address, IPv6Network, ip_address, ip_network
 
 import pytest
 from builders import cluster_doc, load
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kindplan.compiler import compile_desired
 from kindplan.errors import InvalidInputError
-from kindplan.model import HostFacts, Route
+from kindplan.model import HostFacts, Route, format_ip, format_net
 from kindplan.render import (
     jump_rule,
     masq_rules,
@@ -146,3 +148,15 @@ def test_five_thousand_node_dual_stack_snapshot_compiles_for_one_node() -> None:
     assert batch.count(" via ") == 2 * 4999
     assert "route replace 10.19.135.0/24 via 198.18.19.145 dev eth0 proto 75" in batch  # node-4999
     assert "10.9.196.0/24" not in batch, "no route to the node's own PodCIDR"
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.integers(min_value=0, max_value=2**128 - 1), st.integers(min_value=0, max_value=128))
+def test_fast_ipv6_formatting_is_ipaddress_formatting(number: int, prefixlen: int) -> None:
+    """The renderers' inet_ntop shortcut must print exactly what ipaddress prints."""
+    addr = IPv6Address(number)
+    assert format_ip(addr) == str(addr)
+    net = IPv6Network((number >> (128 - prefixlen) << (128 - prefixlen), prefixlen))
+    assert format_net(net) == str(net)
+    for special in ("::", "::1", "::ffff:1.2.3.4", "::1.2.3.4", "1::", "1:0:0:1::1", "0:0:1::"):
+        assert format_ip(IPv6Address(special)) == str(IPv6Address(special))
