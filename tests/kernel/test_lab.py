@@ -166,14 +166,29 @@ def test_rollback_after_a_bad_snapshot_restores_connectivity(lab: Lab) -> None:
     moved = root / "moved.json"
     moved.write_text((root / "snapshot.yaml").read_text().replace("10.244.2.0/24", "10.244.7.0/24"))
 
-    def on_every_node(*args: str) -> None:
+    def on_every_node(*args: str, moved_snapshot: bool = False) -> None:
         for node in NODES:
+            nodes = root / "nodes" / node
+            extra = (
+                [
+                    str(moved),
+                    "--node",
+                    node,
+                    "--conf-dir",
+                    str(nodes / "conf"),
+                    "--cni-cache-dir",
+                    str(nodes / "cache"),
+                ]
+                if moved_snapshot
+                else []
+            )
             result = subprocess.run(
                 [
                     sys.executable,
                     "-m",
                     "kindplan.cli",
                     *args,
+                    *extra,
                     "--netns",
                     lab.ns(node),
                     "--state-dir",
@@ -185,31 +200,7 @@ def test_rollback_after_a_bad_snapshot_restores_connectivity(lab: Lab) -> None:
             )
             assert result.returncode == 0, f"{node}: {result.stderr}"
 
-    for node in NODES:
-        nodes = root / "nodes" / node
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "kindplan.cli",
-                "apply",
-                str(moved),
-                "--node",
-                node,
-                "--netns",
-                lab.ns(node),
-                "--conf-dir",
-                str(nodes / "conf"),
-                "--cni-cache-dir",
-                str(nodes / "cache"),
-                "--state-dir",
-                str(root / "state"),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert result.returncode == 0, f"{node}: {result.stderr}"
+    on_every_node("apply", moved_snapshot=True)
     broken = lab.run("check")
     assert broken.returncode == 1
     assert "FAIL  pod-to-pod IPv4 k8s-guide-control-plane -> k8s-guide-worker2" in broken.stdout
