@@ -49,6 +49,8 @@ def _parse_json(text: str, source: str) -> Any:
         ) from e
     except _NotJSONError as e:
         raise InvalidInputError.one(source, str(e)) from e
+    except ValueError as e:  # an integer of more than 4,300 digits, say
+        raise InvalidInputError.one(source, f"invalid JSON: {str(e).split(';')[0]}") from e
 
 
 class _NotJSONError(ValueError):
@@ -113,6 +115,7 @@ def _parse_yaml(text: str, source: str) -> Any:
 def _load_all(text: str) -> list[Any]:
     """Every document, refusing aliases to collections before anything is built from them:
     a few hundred bytes of nested aliases would otherwise expand into billions of values."""
+    _check_depth(text)
     loader = _StrictLoader(text)
     try:
         documents = []
@@ -123,6 +126,26 @@ def _load_all(text: str) -> list[Any]:
         return documents
     finally:
         loader.dispose()
+
+
+MAX_DEPTH = 64  # a snapshot nests 4 deep; PyYAML's C composer recurses and would crash at ~30,000
+
+
+def _check_depth(text: str) -> None:
+    """Refuse deep nesting from the event stream (libyaml's parser does not recurse)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_BaseLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"nested more than {MAX_DEPTH} deep",
+                    event.start_mark,  # type: ignore[arg-type]
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def _refuse_shared_collections(root: yaml.Node) -> None:

@@ -35,8 +35,8 @@ def enter_netns(name: str | None) -> Iterator[None]:
         raise UsageError(f"--netns: {name!r} is not a namespace name")
     try:
         target = os.open(os.path.join(NETNS_RUN_DIR, name), os.O_RDONLY)
-    except FileNotFoundError as e:
-        raise UsageError(f"--netns: no network namespace named {name!r}") from e
+    except FileNotFoundError as e:  # the machine's state, not the command line: exit 1
+        raise RuntimeFailure(f"no network namespace named {name!r}") from e
     except OSError as e:
         raise RuntimeFailure(f"--netns {name}: {e.strerror}") from e
     try:

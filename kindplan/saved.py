@@ -59,20 +59,21 @@ def save_plan(
 def load_plan(path: Path) -> SavedPlan:
     """Read a saved plan; anything malformed is invalid input naming the file and the field."""
     from kindplan.document import parse_document
+    from kindplan.sources import read_source
 
-    where = str(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise InvalidInputError.one(where, f"cannot read: {e.strerror}") from e
+    data, where = read_source(str(path))  # bounded like a snapshot
     doc = parse_document(data, where)
     try:
         if not isinstance(doc, dict) or doc.get("kind") != SAVED_KIND:
             raise ValueError(f"not a saved kindplan plan (kind {SAVED_KIND!r} expected)")
         inputs = _field(doc, "inputs", dict)
         options = _options(_field(inputs, "options", dict))
-        netns = inputs.get("netns")
-        if netns is not None and not (isinstance(netns, str) and _NAME.fullmatch(netns)):
+        if "netns" not in inputs:  # absent must not mean "the host's own namespace"
+            raise ValueError("inputs.netns: missing (null for the host's namespace)")
+        netns = inputs["netns"]
+        if netns is not None and not (
+            isinstance(netns, str) and _NAME.fullmatch(netns) and netns not in (".", "..")
+        ):
             raise ValueError("inputs.netns: not a namespace name")
         return SavedPlan(
             fingerprint=_field(doc, "fingerprint", str),
