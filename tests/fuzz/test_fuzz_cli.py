@@ -22,8 +22,8 @@ No generated saved plan can touch this machine: every one names a network namesp
 exist (`kpt-fuzz-...`, or a name that cannot be one), never null (null is the host's own). Before a
 saved plan is run, kindplan's own `load_plan` reads it and the test refuses to run one that would
 apply to the host or to an existing namespace. In-process, the netns switch, the netlink Kernel and
-the iptables backend detection are replaced by tripwires; at the end the host's proto-75 routes,
-its KIND-MASQ-AGENT chains and its namespaces must be as they were.
+the iptables backend detection are replaced by tripwires; at the end the host's proto-75 routes
+and its KIND-MASQ-AGENT chains must be as they were, and no `kpt-fuzz-*` namespace may exist.
 
 Size: KINDPLAN_FUZZ_EXAMPLES=N sets the total number of generated inputs, shared 40/25/35 between
 snapshots, node lists and saved plans, plus N/200 run as processes (default: 150/100/150 and 30,
@@ -36,6 +36,7 @@ of the module, with or without -s. Long campaign, e.g. on 2 cores as 2 processes
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import copy
@@ -89,6 +90,7 @@ def _load_properties() -> Any:
     """
     source = ROOT / "tests" / "unit" / "test_properties.py"
     copy_dir = Path(tempfile.mkdtemp(prefix="kindplan-fuzz-props-"))
+    atexit.register(shutil.rmtree, copy_dir, True)
     path = copy_dir / "kindplan_fuzz_properties.py"
     path.write_bytes(source.read_bytes())
     spec = importlib.util.spec_from_file_location("kindplan_fuzz_properties", path)
@@ -117,6 +119,8 @@ MEMORY_HEADROOM = 1536 << 20  # in-process: what one command may add to the addr
 PROCESS_MEMORY = 2 << 30  # RLIMIT_AS of a kindplan process
 BOMB_MEMORY = 1 << 30
 NETNS_DIR = Path("/run/netns")
+
+YAML_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 STATS: Counter[str] = Counter()
 
@@ -410,6 +414,7 @@ def tree(root: Path) -> set[str]:
 # Strategies: document mutations
 # ------------------------------------------------------------------------------------------------
 
+LONG_STRING = 200_000  # characters at most in a "long string" mutation
 WRONG_TYPES: list[Any] = [None, True, False, 0, 1, -1, 1.5, "", "x", [], {}, [None], {"a": 1}]
 HUGE_NUMBERS: list[Any] = [
     10**100,
@@ -543,7 +548,8 @@ def _mutate(draw: st.DrawFn, doc: Any) -> Any:
             i = draw(st.sampled_from(digits))
             text = text[:i] + draw(st.sampled_from(UNICODE_DIGITS)) + text[i + 1 :]
         return PROPS._put(doc, path, text)
-    return PROPS._put(doc, path, (text or "a") * draw(st.sampled_from([64, 1000, 20000])))
+    long = (text or "a") * draw(st.sampled_from([64, 1000, 20000]))
+    return PROPS._put(doc, path, long[:LONG_STRING])  # capped: mutations may repeat on a leaf
 
 
 @st.composite
@@ -645,12 +651,13 @@ def _dump_json(draw: st.DrawFn, doc: Any) -> bytes:
 
 def _dump_yaml(draw: st.DrawFn, doc: Any, *, flow: bool = False) -> bytes:
     try:
-        text = yaml.safe_dump(
+        text = yaml.dump(
             doc,
+            Dumper=YAML_DUMPER,  # libyaml's emitter: PyYAML's own is slow on long strings
             allow_unicode=draw(st.booleans()),
             default_flow_style=flow,
             sort_keys=draw(st.booleans()),
-            width=float("inf"),
+            width=1 << 20,
         )
     except (yaml.YAMLError, ValueError):  # what PyYAML cannot write, JSON can
         return _dump_json(draw, doc)
@@ -1061,7 +1068,7 @@ def _mutate_saved(draw: st.DrawFn, doc: Any, snapshots: list[bytes]) -> Any:
         doc["kind"] = value
     elif what in {"fingerprint", "inputs", "plan"}:
         if draw(st.booleans()):
-            doc.pop(what)
+            doc.pop(what, None)
         else:
             doc[what] = draw(wrong)
     elif what == "options":
@@ -1139,6 +1146,7 @@ def saved_plan_cases(draw: st.DrawFn) -> Case:
 
 
 def _workdir(base: Path) -> Path:
+    base.mkdir(parents=True, exist_ok=True)  # in case something swept /dev/shm meanwhile
     return Path(tempfile.mkdtemp(prefix="case-", dir=base))
 
 
@@ -1436,7 +1444,6 @@ LAST_APPLIED = json.dumps(
         "metadata": {"labels": {f"example.com/label-{i}": "x" * 20 for i in range(20)}},
     }
 )
-YAML_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def _node_list_megabytes(count: int) -> dict[str, Any]:
