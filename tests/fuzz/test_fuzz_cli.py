@@ -629,17 +629,17 @@ def cluster_snapshot_doc(draw: st.DrawFn) -> tuple[Any, tuple[str, ...], str]:
 # ------------------------------------------------------------------------------------------------
 
 
-def _share_containers(draw: st.DrawFn, doc: Any) -> Any:
+def _share_containers(draw: st.DrawFn, doc: Any) -> tuple[Any, bool]:
     """Make one container of `doc` the same object as another (neither inside the other), so
-    that yaml.safe_dump writes an anchor and an alias."""
+    that yaml.safe_dump writes an anchor and an alias; True if it did."""
     places = [p for p in PROPS._paths(doc) if p and isinstance(PROPS._get(doc, p), dict | list)]
     if len(places) < 2:
-        return doc
+        return doc, False
     source, target = draw(st.lists(st.sampled_from(places), min_size=2, max_size=2, unique=True))
     if source[: len(target)] == target or target[: len(source)] == source:
-        return doc
+        return doc, False
     event("yaml: anchor and alias")
-    return PROPS._put(doc, target, PROPS._get(doc, source))
+    return PROPS._put(doc, target, PROPS._get(doc, source)), True
 
 
 def _dump_json(draw: st.DrawFn, doc: Any) -> bytes:
@@ -799,8 +799,9 @@ TEXT_EDITS = ["none"] * 8 + [
 def encoded(draw: st.DrawFn, doc: Any) -> Encoded:
     """`doc` as JSON or YAML (block, flow, with anchors), then maybe broken as text."""
     fmt = draw(st.sampled_from(["json", "json", "yaml", "yaml", "yaml flow", "yaml anchors"]))
+    shared = False  # aliases to collections: kindplan may take them or refuse them all (65)
     if fmt == "yaml anchors":
-        doc = _share_containers(draw, copy.deepcopy(doc))
+        doc, shared = _share_containers(draw, copy.deepcopy(doc))
     if fmt == "json":
         data = _dump_json(draw, doc)
     elif fmt == "yaml flow":  # '--- ' first: kindplan reads text starting with { or [ as JSON
@@ -836,7 +837,7 @@ def encoded(draw: st.DrawFn, doc: Any) -> Encoded:
     elif edit == "nul byte":
         return Encoded(data[:at] + b"\x00" + data[at:], suffix, True, False)
     elif edit == "bom":
-        return Encoded(b"\xef\xbb\xbf" + data, suffix, False, True)
+        return Encoded(b"\xef\xbb\xbf" + data, suffix, False, not shared)
     elif edit == "utf-16":
         with contextlib.suppress(UnicodeDecodeError):
             wide = data.decode("utf-8").encode(draw(st.sampled_from(["utf-16", "utf-32"])))
@@ -844,7 +845,7 @@ def encoded(draw: st.DrawFn, doc: Any) -> Encoded:
     elif edit == "truncate":
         return Encoded(data[: draw(st.integers(0, max(0, len(data) - 1)))], suffix, False, False)
     elif edit == "crlf":
-        return Encoded(data.replace(b"\n", b"\r\n"), suffix, False, True)
+        return Encoded(data.replace(b"\n", b"\r\n"), suffix, False, not shared)
     elif edit == "control byte":
         return Encoded(
             data[:at] + draw(st.sampled_from(CONTROL_BYTES)) + data[at:], suffix, False, False
@@ -862,7 +863,7 @@ def encoded(draw: st.DrawFn, doc: Any) -> Encoded:
         for _ in range(draw(st.integers(1, 4))):
             raw[draw(st.integers(0, len(raw) - 1))] = draw(st.integers(0, 255))
         return Encoded(bytes(raw), suffix, False, False)
-    return Encoded(data, suffix, False, True)
+    return Encoded(data, suffix, False, not shared)
 
 
 @dataclass
@@ -1014,6 +1015,8 @@ def saved_plan_verdict(doc: Any) -> tuple[frozenset[int], str]:
         data = base64.b64decode(encoded_snapshot, validate=True)
     except ValueError:
         return bad, "inputs.snapshot: bad base64"
+    # the saved pod subnets are --pod-subnet values: split at commas and stripped, as there
+    subnets = [part.strip() for s in subnets for part in s.split(",") if part.strip()]
     try:
         with bounded(TIME_LIMIT):
             parse_snapshot(data, source=inputs["source"], pod_subnets=subnets)
