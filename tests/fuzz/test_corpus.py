@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from typing import Any
 
 import pytest
 import yaml
+from shell import host_network_state
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 POD_SUBNETS = ["--pod-subnet", "10.244.0.0/16", "--pod-subnet", "fd00:10:244::/48"]
@@ -149,29 +149,6 @@ def _run_all(jobs: list[tuple[Replay, str]]) -> None:
                 )
 
 
-def _host_state() -> dict[str, str]:
-    commands = {
-        "ip route proto 75": (["ip", "route", "show", "table", "all", "proto", "75"], None),
-        "ip -6 route proto 75": (
-            ["ip", "-6", "route", "show", "table", "all", "proto", "75"],
-            None,
-        ),
-        "iptables nat": (["iptables-save", "-t", "nat"], "KIND-MASQ-AGENT"),
-        "ip6tables nat": (["ip6tables-save", "-t", "nat"], "KIND-MASQ-AGENT"),
-        # only the namespaces the saved plans name: other sessions make and remove their own
-        "netns kpt-fuzz-*": (["ip", "netns", "list"], "kpt-fuzz"),
-    }
-    state = {}
-    for key, (cmd, grep) in commands.items():
-        if shutil.which(cmd[0]) is None:
-            state[key] = "(tool missing)"
-            continue
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        lines = [line for line in proc.stdout.splitlines() if grep is None or grep in line]
-        state[key] = "\n".join(lines) + (f" (exit {proc.returncode})" if proc.returncode else "")
-    return state
-
-
 HOST_BEFORE: dict[str, str] = {}
 
 
@@ -179,7 +156,7 @@ HOST_BEFORE: dict[str, str] = {}
 def replays(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Replay]:
     """Every corpus file through its commands: the first command of each at once, then the
     second (render) for the files whose first one answered (a hang costs its time limit once)."""
-    HOST_BEFORE.update(_host_state())
+    HOST_BEFORE.update(host_network_state())
     base = tmp_path_factory.mktemp("corpus")
     replays = {}
     for name in sorted(EXPECTED):
@@ -258,4 +235,4 @@ def test_corpus_file(replays: dict[str, Replay], name: str) -> None:
 def test_zz_host_network_unchanged(replays: dict[str, Replay]) -> None:
     """The host's proto-75 routes and KIND-MASQ-AGENT chains are as before; no namespace that a
     saved plan names was made."""
-    assert _host_state() == HOST_BEFORE
+    assert host_network_state() == HOST_BEFORE
