@@ -16,7 +16,7 @@ except ImportError:  # pragma: no cover - older typer on real click
     from click.exceptions import UsageError as ClickUsageError  # type: ignore[assignment]
 
 from kindplan import __version__
-from kindplan.errors import InvalidInputError, KindplanError, Problem, UsageError
+from kindplan.errors import InvalidInputError, KindplanError, Problem, UsageError, one_line
 from kindplan.model import (
     DEFAULT_MTU,
     DEFAULT_ROUTE_PROTO,
@@ -700,10 +700,10 @@ def main(argv: list[str] | None = None) -> int:
             typer.echo(f"error: {problem}", err=True)
         return ExitStatus.INVALID_INPUT
     except UsageError as e:
-        typer.echo(f"error: {e}", err=True)
+        typer.echo(f"error: {one_line(str(e))}", err=True)  # paths from flags may hold newlines
         return ExitStatus.USAGE
     except KindplanError as e:
-        typer.echo(f"error: {e}", err=True)
+        typer.echo(f"error: {one_line(str(e))}", err=True)
         return ExitStatus.FAILURE
     return int(result) if isinstance(result, int) else ExitStatus.OK
 

@@ -74,7 +74,7 @@ def _peer_routes(snapshot: Snapshot, node: Node, facts: HostFacts, proto: int) -
             gateway = gateways.get(cidr.version)
             if gateway is None:  # the snapshot checks make this unreachable
                 continue
-            metric = IPV6_DEFAULT_METRIC if cidr.version == 6 else 0
+            metric = _metric(cidr)
             routes.append(
                 Route(cidr, uplink, gateway, "universe", metric, proto, MAIN_TABLE, peer.name)
             )

@@ -14,11 +14,13 @@ class Problem:
 
     def __str__(self) -> str:
         text = f"{self.where}: {self.what}" if self.where else self.what
-        return text if text.isprintable() else _escape(text)
+        return one_line(text)
 
 
-def _escape(text: str) -> str:
+def one_line(text: str) -> str:
     """One line, whatever the input held: control characters from a user's names are escaped."""
+    if text.isprintable():
+        return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 

@@ -120,3 +120,9 @@ def test_version_and_help() -> None:
     assert run("--version").stdout.startswith("kindplan ")
     help_text = run("render", "--help").stdout
     assert "--check" in help_text and "routes.batch" in help_text
+
+
+def test_errors_from_flag_values_stay_on_one_line() -> None:
+    result = run("render", SEED, "--node", "k8s-guide-worker2", "--check", "/nonexistent\nx")
+    assert result.returncode == 1
+    assert result.stderr == "error: /nonexistent\\nx: not a directory\n"
