@@ -28,6 +28,7 @@ from kindplan.status import ExitStatus
 
 if TYPE_CHECKING:
     from kindplan.engine import Options
+    from kindplan.sources import Source
 
 app = typer.Typer(
     name="kindplan",
@@ -280,6 +281,20 @@ CniCacheOpt = Annotated[
         show_default=False,
     ),
 ]
+IntervalOpt = Annotated[
+    str, typer.Option(help="With --watch: time between rounds (10s, 500ms, 1m), with 10% jitter.")
+]
+KubeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--kube",
+        help="Read nodes from the Kubernetes API (in-cluster config or --kubeconfig); "
+        "needs pip install 'kindplan[kube]'.",
+    ),
+]
+KubeconfigOpt = Annotated[
+    str | None, typer.Option(help="Kubeconfig file for --kube.", show_default=False)
+]
 DEFAULT_STATE_DIR = Path("/var/lib/kindplan")
 LOCK_TIMEOUT_SECONDS = 30.0
 
@@ -383,6 +398,54 @@ def apply(
     lock_timeout: Annotated[
         float, typer.Option(min=0, help="Seconds to wait for another apply on this node.")
     ] = LOCK_TIMEOUT_SECONDS,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="Keep the node converged: a round every --interval and whenever the source "
+            "changes, until SIGTERM/SIGINT (exit 0); SIGHUP re-reads the source.",
+        ),
+    ] = False,
+    interval: IntervalOpt = "10s",
+    kube: KubeOpt = False,
+    kubeconfig: KubeconfigOpt = None,
+    metrics_addr: Annotated[
+        str | None,
+        typer.Option(
+            help="With --watch: serve Prometheus metrics (/metrics) and /healthz on HOST:PORT.",
+            show_default=False,
+        ),
+    ] = None,
+    log_format: Annotated[
+        str, typer.Option(help="With --watch: log lines as 'text' or 'json'.")
+    ] = "text",
+    max_delete_fraction: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="With --watch: hold back a round's route deletions when they would remove more "
+            "than this fraction of the routes kindplan owns (1: never hold back).",
+        ),
+    ] = 0.5,
+    hold_rounds: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="With --watch: apply held-back deletions asked for this many rounds in a row.",
+        ),
+    ] = 3,
+    backoff_max: Annotated[
+        str, typer.Option(help="With --watch: longest wait between failing rounds.")
+    ] = "60s",
+    healthz_max_age: Annotated[
+        str | None,
+        typer.Option(
+            help="With --watch: /healthz fails when no round succeeded for this long "
+            "[default: 6 intervals, at least 60s].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> int:
     """Make the node match the snapshot, changing only what differs; then verify.
 
@@ -393,6 +456,31 @@ def apply(
     from kindplan.planview import describe, format_plan, summary
     from kindplan.saved import load_plan
 
+    if watch:
+        if plan_file is not None:
+            raise UsageError("--watch makes its own plans: not with --plan")
+        if log_format not in ("text", "json"):
+            raise UsageError(f"--log-format: {log_format!r} is not 'text' or 'json'")
+        every = _duration("--interval", interval)
+        options = _options(node, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir, netns)
+        return _watch(
+            _source(snapshot, kube, kubeconfig, options.node, pod_subnet),
+            options,
+            netns,
+            state_dir,
+            every,
+            metrics_addr,
+            log_format,
+            max_delete_fraction,
+            hold_rounds,
+            _duration("--backoff-max", backoff_max),
+            _duration("--healthz-max-age", healthz_max_age)
+            if healthz_max_age
+            else max(6 * every, 60.0),
+            lock_timeout,
+        )
+    if kube:
+        raise UsageError("--kube needs --watch (or use kubectl get nodes -o json | kindplan ...)")
     if (snapshot is None) == (plan_file is None):
         raise UsageError("give exactly one of SNAPSHOT and --plan FILE")
     saved = None
@@ -430,6 +518,83 @@ def apply(
         return ExitStatus.FAILURE
     typer.echo(f"Apply complete: {summary(planned.plan).removeprefix('Plan: ')}")
     return ExitStatus.OK if report.ok else ExitStatus.FAILURE
+
+
+def _duration(flag: str, text: str) -> float:
+    """'10s', '500ms', '2m', '1h' or plain seconds -> seconds (more than 0)."""
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    number, unit = text.strip(), "s"
+    for suffix in ("ms", "s", "m", "h"):
+        if number.endswith(suffix):
+            number, unit = number[: -len(suffix)], suffix
+            break
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < 1e7:  # also refuses nan and inf
+        raise UsageError(f"{flag}: {text!r} is not a duration such as 10s, 500ms or 2m")
+    return seconds
+
+
+def _source(
+    snapshot: str | None,
+    kube: bool,
+    kubeconfig: str | None,
+    node: str,
+    pod_subnet: list[str] | None,
+) -> Source:
+    if kube == (snapshot is not None):
+        raise UsageError("give exactly one of SNAPSHOT (a file, a directory or -) and --kube")
+    if kube:
+        from kindplan.kube import KubeSource
+
+        return KubeSource(node, _split(pod_subnet), kubeconfig)
+    if kubeconfig is not None:
+        raise UsageError("--kubeconfig goes with --kube")
+    assert snapshot is not None
+    from kindplan.sources import FileSource, StdinSource
+
+    if snapshot == "-":
+        return StdinSource(_split(pod_subnet))
+    return FileSource(snapshot, _split(pod_subnet))
+
+
+def _watch(
+    source: Source,
+    options: Options,
+    netns: str | None,
+    state_dir: Path,
+    interval: float,
+    metrics_addr: str | None,
+    log_format: str,
+    max_delete_fraction: float,
+    hold_rounds: int,
+    backoff_max: float,
+    healthz_max_age: float,
+    lock_timeout: float,
+) -> int:
+    from kindplan.logs import Log
+    from kindplan.metrics import Health, Metrics, serve
+    from kindplan.watch import Loop, LoopSettings
+
+    metrics, health = Metrics(), Health(healthz_max_age)
+    server = serve(metrics_addr, metrics, health) if metrics_addr else None
+    settings = LoopSettings(
+        interval=interval,
+        backoff_max=backoff_max,
+        max_delete_fraction=max_delete_fraction,
+        hold_rounds=hold_rounds,
+        lock_timeout=lock_timeout,
+    )
+    loop = Loop(source, options, netns, state_dir, settings, Log(log_format), metrics, health)
+    try:
+        return loop.run()
+    finally:
+        source.close()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
 
 
 @app.command()

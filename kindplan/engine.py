@@ -103,14 +103,19 @@ def apply_planned(
     kernel: Kernel,
     iptables: Iptables,
     journal: Journal | None = None,
+    held: frozenset[Change] = frozenset(),
 ) -> ApplyReport:
     """Apply a plan made by make_plan, then observe again until nothing is left (or fail).
 
     With a journal, the undo of every change is recorded first, and trimmed to what was applied.
+    `held` are changes deliberately left out (the loop's deletion guard): not a residue.
     """
 
     def verify() -> Plan:
-        return make_plan(snapshot, options, kernel, iptables).plan
+        plan = make_plan(snapshot, options, kernel, iptables).plan
+        if not held:
+            return plan
+        return replace(plan, changes=tuple(c for c in plan.changes if c not in held))
 
     generation = None
     if journal is not None:

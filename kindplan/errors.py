@@ -46,3 +46,7 @@ class UsageError(KindplanError, ValueError):
 
 class RuntimeFailure(KindplanError, RuntimeError):
     """Something outside the input failed: the disk, the kernel, a tool (exit 1)."""
+
+
+class SourceError(RuntimeFailure):
+    """The cluster could not be read at all (the API unreachable, no snapshot yet): exit 1."""

@@ -104,7 +104,11 @@ def _rule_count(tool: str) -> int:
 
 def _run(cmd: list[str], stdin: str | None) -> str:
     try:
-        proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, check=False)
+        # A process group of its own: a Ctrl-C meant for the reconcile loop (which finishes its
+        # round) must not kill an iptables-restore half way.
+        proc = subprocess.run(
+            cmd, input=stdin, capture_output=True, text=True, check=False, process_group=0
+        )
     except OSError as e:
         raise RuntimeFailure(f"{cmd[0]}: cannot run: {e.strerror}") from e
     if proc.returncode != 0:

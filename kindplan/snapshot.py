@@ -46,7 +46,11 @@ def parse_snapshot(
     data: bytes, *, source: str = "<input>", pod_subnets: Sequence[str] = ()
 ) -> Loaded:
     """Turn snapshot bytes (ClusterSnapshot, List or NodeList; JSON or YAML) into a Snapshot."""
-    doc = parse_document(data, source)
+    return check_document(parse_document(data, source), source=source, pod_subnets=pod_subnets)
+
+
+def check_document(doc: Any, *, source: str = "<input>", pod_subnets: Sequence[str] = ()) -> Loaded:
+    """Check a parsed document (a ClusterSnapshot or a node list, e.g. from the API) for meaning."""
     if not isinstance(doc, dict):
         raise InvalidInputError.one(source, "expected an object (a ClusterSnapshot or a node list)")
     kind = doc.get("kind")

@@ -1,0 +1,365 @@
+"""The reconcile loop (`apply --watch`): keep one node converged on what its source says.
+
+Each round reads the source, observes the node, diffs and applies only the difference, through
+the same engine functions as a one-shot apply. Between rounds it sleeps for the interval (with
+jitter, so a DaemonSet's pods do not hit the API server in step), wakes at once when the source
+changes, and backs off exponentially while rounds fail. What it never does: act on a snapshot that
+failed its checks (the last good one stays in force), or obey a source that suddenly drops most of
+the routes kindplan owns (guard.py). SIGTERM and SIGINT end it after the round in progress, SIGHUP
+re-reads the source.
+"""
+
+from __future__ import annotations
+
+import random
+import selectors
+import signal
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import FrameType
+
+from kindplan.engine import Options, apply_planned, make_plan
+from kindplan.errors import InvalidInputError, KindplanError, SourceError
+from kindplan.guard import DeletionGuard
+from kindplan.iptables import Iptables, detect_backend
+from kindplan.journal import Journal
+from kindplan.kernel import Kernel
+from kindplan.locking import node_lock
+from kindplan.logs import Log
+from kindplan.metrics import Health, Metrics
+from kindplan.model import AddRoute, Change, DelRoute, ReplaceRoute
+from kindplan.netns import enter_netns
+from kindplan.planview import describe, route_text
+from kindplan.snapshot import Loaded
+from kindplan.sources import Source
+
+DEBOUNCE_SECONDS = 0.02  # a burst of file events (write, rename) makes one round
+FIRST_BACKOFF_SECONDS = 1.0
+SHOWN_CHANGES = 3  # changes named in a round's log line; the rest are counted
+
+
+@dataclass(frozen=True, slots=True)
+class LoopSettings:
+    interval: float = 10.0
+    jitter: float = 0.1  # +- this fraction of the interval
+    backoff_max: float = 60.0
+    max_delete_fraction: float = 0.5
+    hold_rounds: int = 3
+    lock_timeout: float = 30.0
+
+
+@dataclass
+class RoundOutcome:
+    ok: bool
+    applied: list[Change] = field(default_factory=list)
+    held: int = 0
+
+
+def next_delay(
+    settings: LoopSettings, failures: int, uniform: Callable[[float, float], float]
+) -> float:
+    """Seconds until the next round: the interval, or 1 s, 2 s, 4 s... up to backoff_max after
+    failures; either way +- jitter, so that a DaemonSet's pods do not act in step."""
+    base = settings.interval
+    if failures:
+        first = min(FIRST_BACKOFF_SECONDS, settings.interval)
+        base = min(settings.backoff_max, first * 2.0 ** min(failures - 1, 30))
+    return base * uniform(1 - settings.jitter, 1 + settings.jitter)
+
+
+def change_kind(change: Change) -> str:
+    """AddRoute -> add_route: the label of kindplan_changes_applied_total."""
+    name = type(change).__name__
+    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+
+
+class _Signals:
+    """SIGTERM/SIGINT ask to stop after the round, SIGHUP to reload; all wake the wait."""
+
+    def __init__(self) -> None:
+        self.stop: str | None = None
+        self.reload = False
+        self.reader, writer = socket.socketpair()
+        self._writer = writer
+        for end in (self.reader, writer):
+            end.setblocking(False)
+        self._old_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        self._old = {
+            sig: signal.signal(sig, self._handle)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        }
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self.reload = True
+        else:
+            self.stop = signal.Signals(signum).name
+
+    def drain(self) -> None:
+        try:
+            while self.reader.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def restore(self) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(self._old_fd)
+        self.reader.close()
+        self._writer.close()
+
+
+class Loop:
+    """One node's reconcile loop; `run()` returns the exit status (0 after SIGTERM/SIGINT)."""
+
+    def __init__(
+        self,
+        source: Source,
+        options: Options,
+        netns: str | None,
+        state_dir: Path,
+        settings: LoopSettings,
+        log: Log,
+        metrics: Metrics,
+        health: Health,
+    ) -> None:
+        self.source = source
+        self.options = options
+        self.netns = netns
+        self.state_dir = state_dir
+        self.settings = settings
+        self.log = log
+        self.metrics = metrics
+        self.health = health
+        self.guard = DeletionGuard(settings.max_delete_fraction, settings.hold_rounds)
+        self.journal = Journal(state_dir, netns)
+        self.lock = state_dir / f"apply-{netns or 'host'}.lock"
+        self.loaded: Loaded | None = None  # the last good snapshot
+        self.rounds = 0
+        self.failures = 0  # consecutive failed rounds, for the backoff
+        self._kernel: Kernel | None = None
+        self._iptables: Iptables | None = None
+        self._said: dict[str, object] = {}  # what was last logged per topic, to stay quiet
+
+    def run(self, max_rounds: int | None = None) -> int:
+        signals = _Signals()
+        try:
+            with enter_netns(self.netns):
+                self.log.info(
+                    "watching",
+                    node=self.options.node,
+                    source=self.source.name,
+                    interval=self.settings.interval,
+                )
+                while signals.stop is None:
+                    if signals.reload:
+                        signals.reload = False
+                        self.source.reload()
+                        self._reset_node_handles()
+                        self.log.info("reload: reading the source again")
+                    self.round()
+                    if signals.stop is not None or self.rounds == max_rounds:
+                        break
+                    self._wait(self.next_delay(), signals)
+        finally:
+            signals.restore()
+            self._reset_node_handles()
+        self.log.info("stopped", signal=signals.stop or "none", rounds=self.rounds)
+        return 0
+
+    def next_delay(self) -> float:
+        return next_delay(self.settings, self.failures, random.uniform)
+
+    def _wait(self, delay: float, signals: _Signals) -> None:
+        """Sleep up to `delay` seconds; return early when the source changes or a signal comes."""
+        deadline = time.monotonic() + delay
+        with selectors.DefaultSelector() as selector:
+            selector.register(signals.reader, selectors.EVENT_READ, "signal")
+            fd = self.source.fileno()
+            if fd is not None:
+                selector.register(fd, selectors.EVENT_READ, "source")
+            while (left := deadline - time.monotonic()) > 0:
+                for key, _ in selector.select(left):
+                    if key.data == "signal":
+                        signals.drain()
+                        if signals.stop is not None or signals.reload:
+                            return
+                    else:
+                        time.sleep(DEBOUNCE_SECONDS)
+                        if self.source.poll():
+                            return
+
+    def round(self) -> RoundOutcome:
+        """Read, observe, diff, apply; metrics and one log line if anything happened."""
+        started = time.perf_counter()
+        self.rounds += 1
+        source_ok = self._read_source()
+        outcome = RoundOutcome(ok=False)
+        if self.loaded is not None:
+            outcome = self._reconcile(self.loaded)
+        ok = outcome.ok and source_ok
+        elapsed = time.perf_counter() - started
+        m = self.metrics
+        m.round_duration.observe(elapsed)
+        m.rounds.labels("failed" if not ok else "changed" if outcome.applied else "converged").inc()
+        if ok:
+            self.failures = 0
+            m.last_success.set(time.time())
+            self.health.succeeded()
+        else:
+            self.failures += 1
+        if outcome.applied:
+            kinds = Counter(change_kind(c) for c in outcome.applied)
+            for kind, n in kinds.items():
+                m.changes.labels(kind).inc(n)
+            shown = [describe(c) for c in outcome.applied[:SHOWN_CHANGES]]
+            more = len(outcome.applied) - len(shown)
+            self.log.info(
+                f"round {self.rounds}: applied {len(outcome.applied)} change(s): "
+                + "; ".join(shown)
+                + (f"; and {more} more" if more > 0 else ""),
+                round=self.rounds,
+                changes=dict(sorted(kinds.items())),
+                held_back=outcome.held,
+                duration_ms=round(elapsed * 1000, 1),
+            )
+        return outcome
+
+    def _read_source(self) -> bool:
+        """Take the source's snapshot if it is good; keep the last good one if not."""
+        try:
+            loaded = self.source.read()
+        except (InvalidInputError, SourceError) as e:
+            kind = "invalid_snapshot" if isinstance(e, InvalidInputError) else "source"
+            self.metrics.errors.labels(kind).inc()
+            problems = (
+                [str(p) for p in e.problems] if isinstance(e, InvalidInputError) else [str(e)]
+            )
+            keeping = "keeping the last good snapshot" if self.loaded else "nothing applied yet"
+            self.log.error(
+                f"{self.source.name}: {problems[0]}"
+                + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+                + f"; {keeping}",
+                kind=kind,
+                **({"problems": problems[:20]} if len(problems) > 1 else {}),
+            )
+            return False
+        if loaded is not self.loaded:
+            self.loaded = loaded
+            self.metrics.nodes.set(len(loaded.snapshot.nodes))
+            for problem in loaded.warnings:
+                self.log.warning(f"{self.source.name}: {problem}")
+        return True
+
+    def _reconcile(self, loaded: Loaded) -> RoundOutcome:
+        snapshot = loaded.snapshot
+        try:
+            with node_lock(self.lock, self.settings.lock_timeout):
+                kernel, iptables = self._node_handles()
+                planned = make_plan(snapshot, self.options, kernel, iptables)
+                guarded = self.guard.check(planned.plan, planned.observed, self.options.route_proto)
+                self._say_once("warnings", planned.plan.warnings, self.log.warning)
+                self._say_once(
+                    "conflicts",
+                    tuple(
+                        f"conflict: route {route_text(c.observed)} is foreign and stands where "
+                        f"{route_text(c.desired)} should be; left alone (--adopt takes it over)"
+                        for c in planned.plan.conflicts
+                    ),
+                    self.log.warning,
+                )
+                self._say_held(guarded.held, guarded.owned)
+                self.metrics.held.set(len(guarded.held))
+                report = None
+                if not guarded.plan.empty:
+                    report = apply_planned(
+                        snapshot,
+                        self.options,
+                        replace(planned, plan=guarded.plan),
+                        kernel,
+                        iptables,
+                        self.journal,
+                        held=frozenset(guarded.held),
+                    )
+        except KindplanError as e:
+            self.metrics.errors.labels("node").inc()
+            self.log.error(f"round {self.rounds}: {e}", kind="node")
+            self._reset_node_handles()
+            return RoundOutcome(ok=False)
+        applied = report.applied if report else []
+        proto = self.options.route_proto
+        owned = sum(1 for r in planned.observed.routes if r.proto == proto)
+        self.metrics.owned_routes.set(owned + _owned_delta(applied, proto))
+        pending = len(guarded.held) + len(planned.plan.conflicts)
+        if report is not None and not report.ok:
+            self.metrics.errors.labels("apply").inc()
+            for failure in report.failures:
+                self.log.error(f"round {self.rounds}: {failure}", kind="apply")
+            residue = report.residue
+            if residue is not None and not residue.empty:
+                pending += len(residue.changes)
+                self.log.error(
+                    f"round {self.rounds}: still different after apply: "
+                    + "; ".join(describe(c) for c in residue.changes[:SHOWN_CHANGES]),
+                    kind="verify",
+                )
+            self.metrics.pending.set(pending + len(report.failures))
+            self._reset_node_handles()
+            return RoundOutcome(False, applied, len(guarded.held))
+        self.metrics.pending.set(pending)
+        return RoundOutcome(True, applied, len(guarded.held))
+
+    def _node_handles(self) -> tuple[Kernel, Iptables]:
+        # Kept across rounds (sockets, the backend found); dropped after any failure.
+        if self._kernel is None or self._iptables is None:
+            self._kernel = Kernel()
+            self._iptables = Iptables(detect_backend())
+        return self._kernel, self._iptables
+
+    def _reset_node_handles(self) -> None:
+        if self._kernel is not None:
+            self._kernel.close()
+        self._kernel, self._iptables = None, None
+
+    def _say_once(self, topic: str, lines: tuple[str, ...], say: Callable[[str], None]) -> None:
+        if self._said.get(topic) != lines:
+            self._said[topic] = lines
+            for line in lines:
+                say(line)
+
+    def _say_held(self, held: tuple[DelRoute, ...], owned: int) -> None:
+        if not held:
+            if self._said.pop("held", None) is not None:
+                self.log.warning(
+                    f"deletion guard: asked for {self.settings.hold_rounds} rounds in a row; "
+                    "applying the deletions"
+                    if self.guard.released
+                    else "deletion guard: nothing held back any more"
+                )
+            return
+        self._said["held"] = True
+        self.log.warning(
+            f"deletion guard: holding back {len(held)} of {owned} peer route(s) "
+            f"(more than {self.settings.max_delete_fraction:g} of them); applied if asked for "
+            f"{self.settings.hold_rounds} rounds in a row (this is round {self.guard.streak}), "
+            "or allow it with --max-delete-fraction",
+            held=len(held),
+            owned=owned,
+        )
+
+
+def _owned_delta(applied: list[Change], proto: int) -> int:
+    delta = 0
+    for change in applied:
+        if isinstance(change, AddRoute) and change.route.proto == proto:
+            delta += 1
+        elif isinstance(change, DelRoute) and change.route.proto == proto:
+            delta -= 1
+        elif isinstance(change, ReplaceRoute) and change.old.proto != proto == change.route.proto:
+            delta += 1
+    return delta
