@@ -1,0 +1,278 @@
+"""The reconcile loop's parts that need no kernel: the deletion guard, the timing, the log, the
+metrics endpoint's pieces, and the file, directory and stdin sources (inotify works unprivileged).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import select
+import time
+from pathlib import Path
+
+import pytest
+from builders import cluster_doc, load
+from test_diff import converged, desired_state, simulate
+
+from kindplan.cli import _duration
+from kindplan.compiler import compile_desired
+from kindplan.diff import diff
+from kindplan.errors import InvalidInputError, SourceError, UsageError
+from kindplan.guard import DeletionGuard, split_deletions
+from kindplan.logs import Log
+from kindplan.metrics import Health, Metrics, parse_listen_address
+from kindplan.model import (
+    AddRoute,
+    DelRoute,
+    DesiredState,
+    HostFacts,
+    ObservedState,
+    Plan,
+    WriteConflist,
+)
+from kindplan.sources import FileSource, StdinSource, combine_directory
+from kindplan.watch import LoopSettings, change_kind, next_delay
+
+PATH = "/etc/cni/net.d/10-kindnet.conflist"
+
+
+def shrink(nodes: int, keep: int) -> tuple[ObservedState, Plan]:
+    """A node converged on a `nodes`-node cluster, and its plan once only `keep` nodes are left."""
+    observed = converged(desired_state(nodes, pods=True))
+    return observed, diff(desired_state(keep, pods=True), observed, conflist_path=PATH)
+
+
+@pytest.mark.parametrize(
+    ("nodes", "keep", "fraction", "held"),
+    [
+        (5, 1, 0.5, 4),  # 4 of 4 peer routes would go: held back
+        (5, 3, 0.5, 0),  # 2 of 4: not more than half, applied
+        (5, 2, 0.5, 3),  # 3 of 4
+        (5, 1, 1.0, 0),  # the operator allows anything
+        (5, 4, 0.0, 1),  # 0: any deletion waits for the persistence rule
+        (3, 3, 0.5, 0),  # nothing deleted
+    ],
+)
+def test_guard_holds_back_only_a_large_share_of_peer_routes(
+    nodes: int, keep: int, fraction: float, held: int
+) -> None:
+    observed, plan = shrink(nodes, keep)
+    guarded = split_deletions(plan, observed, 75, fraction)
+    assert len(guarded.held) == held
+    assert guarded.owned == nodes - 1  # the pod's host route is not a peer route
+    assert all(isinstance(c, DelRoute) and c.route.gateway for c in guarded.held)
+    assert set(guarded.plan.changes) | set(guarded.held) == set(plan.changes)
+
+
+def test_guard_keeps_additions_of_a_shrinking_round() -> None:
+    observed = converged(desired_state(5, pods=True))
+    doc = cluster_doc(5)
+    new = {"name": "new", "internalIPs": ["198.18.0.200"], "podCIDRs": ["10.244.200.0/24"]}
+    doc["nodes"] = [*doc["nodes"][:1], new]
+    desired: DesiredState = compile_desired(load(doc), "node-0000", HostFacts())
+    guarded = split_deletions(diff(desired, observed, conflist_path=PATH), observed, 75, 0.5)
+    assert len(guarded.held) == 4
+    assert [c.route.peer for c in guarded.plan.changes if isinstance(c, AddRoute)] == ["new"]
+
+
+def test_guard_releases_deletions_that_persist_and_resets_when_they_change() -> None:
+    observed, plan = shrink(5, 1)
+    guard = DeletionGuard(0.5, rounds=3)
+    assert [len(guard.check(plan, observed, 75).held) for _ in range(2)] == [4, 4]
+    released = guard.check(plan, observed, 75)
+    assert released.held == () and released.plan == plan and guard.released
+    # after the release the streak starts again; a different set of deletions restarts it too
+    assert len(guard.check(plan, observed, 75).held) == 4
+    _, other = shrink(5, 2)
+    assert len(guard.check(other, observed, 75).held) == 3
+    assert guard.streak == 1
+    # a round with nothing to hold back forgets the streak
+    assert guard.check(Plan("node-0000", ()), observed, 75).held == ()
+    assert guard.streak == 0 and not guard.released
+
+
+def test_applying_what_the_guard_lets_through_then_the_rest_converges() -> None:
+    observed, plan = shrink(5, 1)
+    guard = DeletionGuard(0.5, rounds=2)
+    first = guard.check(plan, observed, 75)
+    after = simulate(observed, first.plan)
+    assert len([r for r in after.routes if r.gateway]) == 4  # peers kept
+    second = guard.check(diff(desired_state(1), after, conflist_path=PATH), after, 75)
+    final = simulate(after, second.plan)
+    assert diff(desired_state(1), final, conflist_path=PATH).empty
+
+
+def test_backoff_doubles_from_one_second_up_to_the_cap_and_jitter_spreads() -> None:
+    settings = LoopSettings(interval=10, jitter=0.1, backoff_max=60)
+    middle = lambda lo, hi: (lo + hi) / 2  # noqa: E731
+    assert [next_delay(settings, n, middle) for n in range(9)] == [
+        10, 1, 2, 4, 8, 16, 32, 60, 60,
+    ]  # fmt: skip
+    assert next_delay(settings, 10**6, middle) == 60  # no overflow after days of failures
+    assert next_delay(LoopSettings(interval=0.2), 1, middle) == 0.2
+    assert next_delay(settings, 0, lambda lo, hi: lo) == pytest.approx(9)
+    assert next_delay(settings, 0, lambda lo, hi: hi) == pytest.approx(11)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("10s", 10), ("500ms", 0.5), ("2m", 120), ("1h", 3600), ("1.5", 1.5), (" 3s ", 3)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert _duration("--interval", text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "s", "0s", "-1s", "10x", "nan", "inf", "1e400", "ten"])
+def test_bad_durations_are_usage_errors(text: str) -> None:
+    with pytest.raises(UsageError, match=r"--interval: .* is not a duration"):
+        _duration("--interval", text)
+
+
+@pytest.mark.parametrize(
+    ("text", "address"),
+    [
+        ("127.0.0.1:9177", ("127.0.0.1", 9177)),
+        (":9177", ("::", 9177)),
+        ("[::1]:80", ("::1", 80)),
+        ("0.0.0.0:0", ("0.0.0.0", 0)),
+    ],
+)
+def test_listen_addresses(text: str, address: tuple[str, int]) -> None:
+    assert parse_listen_address(text) == address
+
+
+@pytest.mark.parametrize("text", ["localhost", "1.2.3.4:", "host:99999", "host:http"])
+def test_bad_listen_addresses(text: str) -> None:
+    with pytest.raises(UsageError, match="--metrics-addr"):
+        parse_listen_address(text)
+
+
+def test_change_kinds_are_metric_labels() -> None:
+    conflist = WriteConflist(PATH, "{}", None)
+    assert change_kind(conflist) == "write_conflist"
+    _, plan = shrink(3, 1)
+    assert {change_kind(c) for c in plan.changes} == {"del_route"}
+
+
+def test_health_turns_bad_when_no_round_succeeds_in_time() -> None:
+    health = Health(max_age=0.05)
+    assert health.status() == (True, "ok")
+    time.sleep(0.06)
+    ok, text = health.status()
+    assert not ok and "no successful round for" in text
+    health.succeeded()
+    assert health.status()[0]
+
+
+def test_metrics_exposition_names_every_metric() -> None:
+    metrics = Metrics()
+    metrics.changes.labels("add_route").inc(3)
+    text = metrics.exposition().decode()
+    for name in (
+        "kindplan_rounds_total",
+        "kindplan_round_duration_seconds_bucket",
+        "kindplan_changes_applied_total",
+        "kindplan_owned_routes",
+        "kindplan_last_success_timestamp_seconds",
+        "kindplan_plan_pending_changes",
+        "kindplan_deletions_held_back",
+        "kindplan_snapshot_nodes",
+    ):
+        assert name in text
+    assert 'kindplan_changes_applied_total{kind="add_route"} 3.0' in text
+    assert 'kindplan_rounds_total{result="failed"} 0.0' in text
+
+
+def test_log_lines_text_and_json() -> None:
+    out = io.StringIO()
+    Log("text", out).error("bad\nthing", kind="source", n=2.5, changes={"add_route": 1})
+    line = out.getvalue()
+    assert line.count("\n") == 1 and line.endswith("kind=source n=2.5 changes=add_route:1\n")
+    assert " error bad\\nthing " in line
+    out = io.StringIO()
+    Log("json", out).info("round 3: applied", round=3, changes={"add_route": 1})
+    entry = json.loads(out.getvalue())
+    assert entry["level"] == "info" and entry["round"] == 3 and entry["time"].endswith("Z")
+
+
+def readable(fd: int | None, timeout: float = 5.0) -> bool:
+    assert fd is not None
+    return bool(select.select([fd], [], [], timeout)[0])
+
+
+def test_file_source_wakes_on_rename_and_close_and_parses_only_new_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "snapshot.json"
+    path.write_text(json.dumps(cluster_doc(3)))
+    source = FileSource(str(path))
+    try:
+        first = source.read()
+        assert source.read() is first  # same bytes: no parse
+        (tmp_path / "unrelated.txt").write_text("x")
+        assert readable(source.fileno()) and not source.poll()  # another file: no round
+        tmp = tmp_path / ".new"
+        tmp.write_text(json.dumps(cluster_doc(4)))
+        tmp.rename(path)
+        assert readable(source.fileno()) and source.poll()
+        assert len(source.read().snapshot.nodes) == 4
+        path.write_text("{")
+        assert readable(source.fileno()) and source.poll()
+        with pytest.raises(InvalidInputError):
+            source.read()
+        path.unlink()
+        assert readable(source.fileno()) and source.poll()
+        with pytest.raises(InvalidInputError, match="cannot read"):
+            source.read()
+    finally:
+        source.close()
+
+
+def test_directory_of_nodes_is_one_node_list(tmp_path: Path) -> None:
+    nodes = [
+        {
+            "kind": "Node",
+            "metadata": {"name": f"n{i}"},
+            "spec": {"podCIDR": f"10.244.{i}.0/24"},
+            "status": {"addresses": [{"type": "InternalIP", "address": f"198.18.0.{i + 1}"}]},
+        }
+        for i in range(3)
+    ]
+    (tmp_path / "a.json").write_text(json.dumps(nodes[0]))
+    (tmp_path / "b.yaml").write_text(json.dumps({"kind": "NodeList", "items": nodes[1:]}))
+    (tmp_path / ".hidden.json").write_text("not read")
+    (tmp_path / "notes.txt").write_text("not read")
+    source = FileSource(str(tmp_path), ["10.244.0.0/16"])
+    try:
+        assert [n.name for n in source.read().snapshot.nodes] == ["n0", "n1", "n2"]
+    finally:
+        source.close()
+    (tmp_path / "c.json").write_text(json.dumps(cluster_doc(2)))
+    with pytest.raises(InvalidInputError, match=r"c\.json: ClusterSnapshot: with several files"):
+        combine_directory(str(tmp_path))
+    for name in ("a.json", "b.yaml"):
+        (tmp_path / name).unlink()
+    assert json.loads(combine_directory(str(tmp_path)))["kind"] == "ClusterSnapshot"
+    (tmp_path / "c.json").unlink()
+    with pytest.raises(InvalidInputError, match="no snapshot file"):
+        combine_directory(str(tmp_path))
+
+
+def test_stdin_stream_publishes_each_document_and_the_last_one_at_the_end() -> None:
+    read_end, write_end = os.pipe()
+    with open(read_end, "rb") as stream, open(write_end, "wb", buffering=0) as producer:
+        source = StdinSource(stream=stream)
+        try:
+            with pytest.raises(SourceError, match="no snapshot yet"):
+                source.read()
+            producer.write(json.dumps(cluster_doc(2)).encode() + b"\n---\n")
+            assert readable(source.fileno()) and source.poll()
+            first = source.read()
+            assert len(first.snapshot.nodes) == 2 and source.read() is first
+            producer.write(json.dumps(cluster_doc(3), indent=1).encode())  # no separator
+            producer.close()  # the end of the input ends the document
+            deadline = time.monotonic() + 5
+            while not source.closed and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert len(source.read().snapshot.nodes) == 3
+        finally:
+            source.close()
