@@ -8,6 +8,7 @@ A Kernel works on the network namespace the thread is in; netns.enter_netns move
 from __future__ import annotations
 
 import errno
+import operator
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +37,7 @@ class Kernel:
             raise RuntimeFailure(f"cannot open a netlink socket: {e.strerror or e}") from e
         self._ipr: Any = None  # pyroute2.IPRoute, opened on the first address write
         self._index: dict[str, int] = {}
+        self._routes: tuple[list[Route], tuple[Route, ...]] = ([], ())  # last dump, sorted
 
     def close(self) -> None:
         self._netlink.close()
@@ -59,7 +61,12 @@ class Kernel:
             routes = self._netlink.routes(MAIN_TABLE, names)
         except OSError as e:
             raise RuntimeFailure(f"netlink dump of routes failed: {e.strerror or e}") from e
-        return tuple(sorted(routes, key=lambda r: r.key))
+        last = self._routes
+        if len(routes) == len(last[0]) and all(map(operator.is_, routes, last[0])):
+            return last[1]  # the very same routes as last time (netlink's parse memo): no sort
+        ordered = tuple(sorted(routes, key=lambda r: r.key))
+        self._routes = (routes, ordered)
+        return ordered
 
     def read_sysctls(self, names: tuple[str, ...]) -> tuple[Sysctl, ...]:
         try:

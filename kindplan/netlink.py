@@ -85,6 +85,10 @@ class Netlink:
             self._sock.close()
             raise
         self._seq = 0
+        # A converged node answers every dump with the same messages: each one's Route is
+        # remembered by its bytes (for the link names it was parsed with) until a dump lacks it.
+        self._parsed: dict[bytes, Route | None] = {}
+        self._parsed_names: dict[int, str] = {}
 
     def close(self) -> None:
         self._sock.close()
@@ -167,13 +171,22 @@ class Netlink:
     def routes(self, table: int, names: dict[int, str]) -> list[Route]:
         """Unicast routes of `table`, both families; the kernel filters by table."""
         found = []
+        if names != self._parsed_names:
+            self._parsed, self._parsed_names = {}, dict(names)
+        known, parsed = self._parsed, {}
         for family in (socket.AF_INET, socket.AF_INET6):
             body = _RTMSG.pack(family, 0, 0, 0, table & 0xFF, 0, 0, 0, 0)
             body += _attr(RTA_TABLE, _U32.pack(table))
             for kind, message in self._dump(RTM_GETROUTE, body):
-                route = _parse_route(kind, message, table, names)
+                content = message[_NLMSG.size :]  # the header's sequence number changes
+                if content in known:
+                    route = known[content]
+                else:
+                    route = _parse_route(kind, message, table, names)
+                parsed[content] = route
                 if route is not None:
                     found.append(route)
+        self._parsed = parsed
         return found
 
     # -- writes --------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 
-from kindplan.engine import Options, apply_planned, make_plan
+from kindplan.engine import Memo, Options, apply_planned, make_plan
 from kindplan.errors import InvalidInputError, KindplanError, SourceError
 from kindplan.guard import DeletionGuard
 from kindplan.iptables import Iptables, detect_backend
@@ -142,6 +142,7 @@ class Loop:
         self.loaded: Loaded | None = None  # the last good snapshot
         self.rounds = 0
         self.failures = 0  # consecutive failed rounds, for the backoff
+        self.memo = Memo()  # pure results of the last round, reused while inputs are equal
         self._kernel: Kernel | None = None
         self._iptables: Iptables | None = None
         self._said: dict[str, object] = {}  # what was last logged per topic, to stay quiet
@@ -261,7 +262,7 @@ class Loop:
         try:
             with node_lock(self.lock, self.settings.lock_timeout):
                 kernel, iptables = self._node_handles()
-                planned = make_plan(snapshot, self.options, kernel, iptables)
+                planned = make_plan(snapshot, self.options, kernel, iptables, self.memo)
                 guarded = self.guard.check(planned.plan, planned.observed, self.options.route_proto)
                 self._say_once("warnings", planned.plan.warnings, self.log.warning)
                 self._say_once(

@@ -1,0 +1,78 @@
+"""The reconcile round's memos (netlink parse memo, engine.Memo) change speed, never answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from nodes import Node
+from shell import sh
+
+from kindplan.engine import Memo, Options, make_plan
+from kindplan.iptables import Iptables, detect_backend
+from kindplan.kernel import Kernel
+from kindplan.netns import enter_netns
+from kindplan.snapshot import parse_snapshot
+
+pytestmark = pytest.mark.root
+
+
+def test_route_reads_are_reused_only_while_the_kernel_says_the_same(netns: str) -> None:
+    sh("ip", "-n", netns, "link", "add", "d0", "type", "veth", "peer", "name", "d0p")
+    sh("ip", "-n", netns, "link", "set", "d0p", "up")
+    sh("ip", "-n", netns, "link", "set", "d0", "up")
+    sh("ip", "-n", netns, "route", "add", "192.0.2.0/24", "dev", "d0", "proto", "75")
+    with enter_netns(netns):
+        kernel = Kernel()
+        try:
+            kernel.read_links()
+            first = kernel.read_routes()
+            assert kernel.read_routes() is first  # nothing changed: the same tuple
+
+            sh("ip", "-n", netns, "route", "replace", "192.0.2.0/24", "dev", "d0", "metric", "0",
+               "proto", "76")  # fmt: skip
+            changed = kernel.read_routes()
+            assert [r.proto for r in changed if str(r.dst) == "192.0.2.0/24"] == [76]
+
+            sh("ip", "-n", netns, "link", "set", "d0", "down")
+            sh("ip", "-n", netns, "link", "set", "d0", "name", "d1")
+            sh("ip", "-n", netns, "link", "set", "d1", "up")
+            sh("ip", "-n", netns, "route", "add", "192.0.2.0/24", "dev", "d1", "proto", "75")
+            kernel.read_links()  # same route bytes (same ifindex), but the link has a new name
+            assert {r.ifname for r in kernel.read_routes() if str(r.dst) == "192.0.2.0/24"} == {
+                "d1"
+            }
+        finally:
+            kernel.close()
+
+
+def test_memoized_plan_equals_a_fresh_one_as_the_node_drifts(
+    seed_worker2: Node, tmp_path: Path
+) -> None:
+    assert seed_worker2.apply().returncode == 0
+    snapshot = parse_snapshot(seed_worker2.snapshot.read_bytes()).snapshot
+    options = Options(node=seed_worker2.name, conf_dir=str(tmp_path / "cni"))
+    memo = Memo()
+    with enter_netns(seed_worker2.ns):
+        kernel = Kernel()
+        iptables = Iptables(detect_backend())
+        try:
+
+            def both() -> tuple[object, object]:
+                memoized = make_plan(snapshot, options, kernel, iptables, memo).plan
+                other = Kernel()
+                try:
+                    return memoized, make_plan(snapshot, options, other, iptables).plan
+                finally:
+                    other.close()
+
+            memoized, fresh = both()
+            assert memoized == fresh and memoized.empty
+            sh("ip", "-n", seed_worker2.ns, "route", "del", "10.244.0.0/24")
+            memoized, fresh = both()
+            assert memoized == fresh and len(memoized.changes) == 1
+            (tmp_path / "cni" / "10-kindnet.conflist").write_text("{}")
+            memoized, fresh = both()
+            assert memoized == fresh and len(memoized.changes) == 2
+        finally:
+            kernel.close()
