@@ -7,19 +7,16 @@ the last bytes it parsed, so a round whose input did not change costs a read, no
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from kindplan.document import MAX_INPUT_BYTES, parse_document
 from kindplan.errors import InvalidInputError, Problem, SourceError
-from kindplan.inotify import DirectoryWatch
 from kindplan.nodelist import NODE_LIST_KINDS
 from kindplan.snapshot import SNAPSHOT_KIND, Loaded, parse_snapshot
 
@@ -126,6 +123,8 @@ class FileSource:
         self._is_dir = os.path.isdir(path)
         directory = path if self._is_dir else str(Path(path).parent)
         self._watched_name = "" if self._is_dir else Path(path).name
+        from kindplan.inotify import DirectoryWatch  # the loop's only: one-shot commands skip it
+
         self._watch = DirectoryWatch(directory)
         self._last: tuple[bytes, Loaded] | None = None
 
@@ -141,6 +140,8 @@ class FileSource:
         return self._watched_name in names or any(n.startswith("..") for n in names)
 
     def read(self) -> Loaded:
+        import hashlib
+
         data, source = read_source(self._path)
         digest = hashlib.sha256(data).digest()
         if self._last is not None and self._last[0] == digest:
@@ -164,6 +165,8 @@ class StdinSource:
 
     def __init__(self, pod_subnets: Sequence[str] = (), stream: Any = None) -> None:
         self.name = "<stdin>"
+        import threading
+
         self._pod_subnets = tuple(pod_subnets)
         self._stream = stream if stream is not None else sys.stdin.buffer
         self._lock = threading.Lock()
