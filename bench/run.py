@@ -179,9 +179,7 @@ def bench_apply(work: Path, nodes: int, dual: bool, runs: int) -> dict[str, floa
     return result
 
 
-def bench_round(
-    ns: str, snapshot: Path, state: Path, runs: int, dual: bool
-) -> dict[str, float]:
+def bench_round(ns: str, snapshot: Path, state: Path, runs: int, dual: bool) -> dict[str, float]:
     """6: one round of the watch loop (Loop.round: read the source, observe, diff, guard, metrics)
     on a converged node, in-process, vs the raw dump-and-parse of links and routes."""
     import io
@@ -192,7 +190,7 @@ def bench_round(
     from kindplan.metrics import Health, Metrics
     from kindplan.netns import enter_netns
     from kindplan.sources import FileSource
-    from kindplan.watch import LoopSettings, Loop
+    from kindplan.watch import Loop, LoopSettings
 
     options = Options(node="node-0000", conf_dir=str(state / "cni"), cni_cache_dir=None)
     source = FileSource(str(snapshot))

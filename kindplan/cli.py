@@ -27,7 +27,10 @@ from kindplan.model import (
 from kindplan.status import ExitStatus
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from kindplan.engine import Options
+    from kindplan.logs import Log
     from kindplan.sources import Source
 
 app = typer.Typer(
@@ -295,6 +298,7 @@ KubeOpt = Annotated[
 KubeconfigOpt = Annotated[
     str | None, typer.Option(help="Kubeconfig file for --kube.", show_default=False)
 ]
+KUBE_FIRST_LIST_SECONDS = 5.0
 DEFAULT_STATE_DIR = Path("/var/lib/kindplan")
 LOCK_TIMEOUT_SECONDS = 30.0
 
@@ -464,7 +468,7 @@ def apply(
         every = _duration("--interval", interval)
         options = _options(node, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir, netns)
         return _watch(
-            _source(snapshot, kube, kubeconfig, options.node, pod_subnet),
+            lambda log: _source(snapshot, kube, kubeconfig, options.node, pod_subnet, log),
             options,
             netns,
             state_dir,
@@ -543,13 +547,16 @@ def _source(
     kubeconfig: str | None,
     node: str,
     pod_subnet: list[str] | None,
+    log: Log,
 ) -> Source:
     if kube == (snapshot is not None):
         raise UsageError("give exactly one of SNAPSHOT (a file, a directory or -) and --kube")
     if kube:
         from kindplan.kube import KubeSource
 
-        return KubeSource(node, _split(pod_subnet), kubeconfig)
+        source = KubeSource(node, _split(pod_subnet), kubeconfig, log=log.warning)
+        source.wait_listed(KUBE_FIRST_LIST_SECONDS)  # else the first round has nothing yet
+        return source
     if kubeconfig is not None:
         raise UsageError("--kubeconfig goes with --kube")
     assert snapshot is not None
@@ -561,7 +568,7 @@ def _source(
 
 
 def _watch(
-    source: Source,
+    make_source: Callable[[Log], Source],
     options: Options,
     netns: str | None,
     state_dir: Path,
@@ -578,8 +585,14 @@ def _watch(
     from kindplan.metrics import Health, Metrics, serve
     from kindplan.watch import Loop, LoopSettings
 
+    log = Log(log_format)
+    source = make_source(log)  # before the loop enters --netns: the API is reached from here
     metrics, health = Metrics(), Health(healthz_max_age)
-    server = serve(metrics_addr, metrics, health) if metrics_addr else None
+    try:
+        server = serve(metrics_addr, metrics, health) if metrics_addr else None
+    except KindplanError:
+        source.close()
+        raise
     settings = LoopSettings(
         interval=interval,
         backoff_max=backoff_max,
@@ -587,7 +600,7 @@ def _watch(
         hold_rounds=hold_rounds,
         lock_timeout=lock_timeout,
     )
-    loop = Loop(source, options, netns, state_dir, settings, Log(log_format), metrics, health)
+    loop = Loop(source, options, netns, state_dir, settings, log, metrics, health)
     try:
         return loop.run()
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from typing import Any, TextIO
 
@@ -16,6 +17,7 @@ class Log:
     def __init__(self, fmt: str = "text", stream: TextIO | None = None) -> None:
         self.json = fmt == "json"
         self.stream = stream if stream is not None else sys.stderr
+        self._lock = threading.Lock()  # a source's threads (the API watches) log too
 
     def __call__(self, level: str, msg: str, **fields: Any) -> None:
         now = time.time()
@@ -27,8 +29,9 @@ class Log:
         else:
             extra = " ".join(f"{k}={_text(v)}" for k, v in fields.items())
             line = one_line(f"{stamp} {level} {msg}" + (f" {extra}" if extra else ""))
-        self.stream.write(line + "\n")
-        self.stream.flush()
+        with self._lock:
+            self.stream.write(line + "\n")
+            self.stream.flush()
 
     def info(self, msg: str, **fields: Any) -> None:
         self("info", msg, **fields)

@@ -242,8 +242,11 @@ class Loop:
                 [str(p) for p in e.problems] if isinstance(e, InvalidInputError) else [str(e)]
             )
             keeping = "keeping the last good snapshot" if self.loaded else "nothing applied yet"
+            first = problems[0]  # a SourceError names its source; a problem may not
+            if kind == "invalid_snapshot" and not first.startswith(self.source.name):
+                first = f"{self.source.name}: {first}"
             self.log.error(
-                f"{self.source.name}: {problems[0]}"
+                first
                 + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
                 + f"; {keeping}",
                 kind=kind,

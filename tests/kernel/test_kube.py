@@ -1,0 +1,300 @@
+"""The Kubernetes API source against a fake API server, all inside a throw-away network namespace.
+
+No real API server can run here: tests/kubeapi.py serves hand-assembled responses in
+kube-apiserver's wire format (tests/data/kube, see the README there) and records the requests.
+The server and the source are started while this thread is inside the namespace, so their threads
+(which inherit it) use only the namespace's own loopback: no traffic reaches the host's network.
+Waits are selects on the source's descriptor with deadlines, never fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubeapi import DATA, TOKEN, FakeKubeAPI, events, load, write_kubeconfig
+
+from kindplan.errors import InvalidInputError, SourceError
+from kindplan.kube import KubeSource
+from kindplan.netns import NETNS_RUN_DIR, enter_netns
+from kindplan.snapshot import Loaded
+from kindplan.sources import load_snapshot
+
+pytestmark = pytest.mark.root
+
+NODE = "kind-worker"
+SUBNETS = ("10.244.0.0/16",)
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+@dataclass
+class Cluster:
+    api: FakeKubeAPI
+    source: KubeSource
+    logs: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def start(
+    netns: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Cluster]]:
+    """Start a fake API server and a KubeSource on it, inside `netns`; stop both at teardown."""
+    for name in PROXY_VARIABLES:  # the client would send loopback traffic to a proxy
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    servers: list[FakeKubeAPI] = []
+    sources: list[KubeSource] = []
+
+    def start(nodes: Any = None, *, server: str | None = None, watch_timeout: int = 300) -> Cluster:
+        with enter_netns(netns):
+            api = FakeKubeAPI(nodes=nodes).start()
+            servers.append(api)
+            kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", server or api.url)
+            logs: list[str] = []
+            source = KubeSource(
+                NODE, SUBNETS, str(kubeconfig), log=logs.append, watch_timeout=watch_timeout
+            )
+            sources.append(source)
+        namespace = os.stat(f"{NETNS_RUN_DIR}/{netns}").st_ino
+        threads = ours()
+        assert len(threads) >= 3  # the server, the node watch, the pod watch
+        for thread in threads:  # safety: every thread that talks HTTP is inside the namespace
+            assert os.stat(f"/proc/self/task/{thread.native_id}/ns/net").st_ino == namespace
+        return Cluster(api, source, logs)
+
+    yield start
+    for source in sources:
+        source.close()
+    for api in servers:
+        api.stop()
+    alive = [t.name for t in ours()]
+    assert not alive, f"threads left running: {alive}"
+
+
+def ours() -> list[threading.Thread]:
+    """The source's and the fake server's threads."""
+    return [t for t in threading.enumerate() if t.name.startswith(("kube ", "fake-kube"))]
+
+
+def read_when(source: KubeSource, ready: Callable[[Loaded], bool], timeout: float = 3.0) -> Loaded:
+    """The first snapshot that is `ready`, waiting on the source's descriptor between reads."""
+    deadline = time.monotonic() + timeout
+    fd = source.fileno()
+    assert fd is not None
+    last: object = None
+    while True:
+        try:
+            loaded = source.read()
+            if ready(loaded):
+                return loaded
+            last = loaded
+        except SourceError as e:
+            last = e
+        left = deadline - time.monotonic()
+        assert left > 0, f"not ready after {timeout}s; last read: {last}"
+        select.select([fd], [], [], left)
+        source.poll()
+
+
+def names(loaded: Loaded) -> list[str]:
+    return [n.name for n in loaded.snapshot.nodes]
+
+
+def cidrs(loaded: Loaded, name: str) -> list[str]:
+    return next([str(c) for c in n.pod_cidrs] for n in loaded.snapshot.nodes if n.name == name)
+
+
+def woken_within(source: KubeSource, seconds: float) -> bool:
+    fd = source.fileno()
+    assert fd is not None
+    readable, _, _ = select.select([fd], [], [], seconds)
+    return bool(readable) and source.poll()
+
+
+def node_event(kind: str, name: str) -> dict[str, Any]:
+    return next(
+        e
+        for e in events("watch-nodes.jsonl")
+        if e["type"] == kind and e["object"]["metadata"].get("name") == name
+    )
+
+
+def watching(api: FakeKubeAPI) -> None:
+    """Wait until both watches are open (the lists are done, their wake-ups sent)."""
+    api.wait_for(
+        "a watch of nodes and of pods",
+        lambda seen: {r.path for r in seen if r.watch} == {"/api/v1/nodes", "/api/v1/pods"},
+    )
+
+
+def test_first_read_lists_the_nodes(start: Callable[..., Cluster]) -> None:
+    cluster = start()
+    assert cluster.source.wait_listed(3.0)
+    loaded = cluster.source.read()
+    assert names(loaded) == ["kind-control-plane", "kind-worker", "kind-worker2"]
+    assert loaded == load_snapshot(str(DATA / "nodelist.json"), pod_subnets=SUBNETS)
+    assert cluster.source.read() is loaded  # nothing changed: the same object, not a new check
+    watching(cluster.api)
+    requests = cluster.api.requests
+    assert {r.authorization for r in requests} == {f"Bearer {TOKEN}"}
+    pods = [r for r in requests if r.path == "/api/v1/pods"]
+    assert [r.query["fieldSelector"] for r in pods] == ["spec.nodeName=kind-worker"] * 2
+    node_watch = next(r for r in requests if r.path == "/api/v1/nodes" and r.watch)
+    assert node_watch.query["resourceVersion"] == "1432"  # from the list: no event is missed
+    assert cluster.api.lists("nodes")[0].query["resourceVersion"] == "0"  # the server's cache
+    assert cluster.logs == []
+
+
+def test_watch_events_wake_the_loop_and_change_the_snapshot(
+    start: Callable[..., Cluster],
+) -> None:
+    cluster = start()
+    source, api = cluster.source, cluster.api
+    first = read_when(source, lambda _: True)
+    watching(api)
+    source.poll()
+
+    api.send("nodes", node_event("ADDED", "kind-worker3"))
+    assert woken_within(source, 1.0)
+    joined = source.read()
+    assert names(joined) == names(first)  # no PodCIDR yet: skipped, as kindnet does
+    assert [str(w) for w in joined.warnings] == [
+        "items[3] (node kind-worker3): no PodCIDR yet; skipped"
+    ]
+
+    api.send("nodes", node_event("MODIFIED", "kind-worker3"))
+    assert woken_within(source, 1.0)
+    assigned = source.read()
+    assert cidrs(assigned, "kind-worker3") == ["10.244.3.0/24"]
+
+    api.send("nodes", node_event("MODIFIED", "kind-worker"))  # a heartbeat: nothing to redo
+    api.send("nodes", node_event("DELETED", "kind-worker3"))
+    assert woken_within(source, 1.0)
+    assert names(source.read()) == names(first)
+
+    for event in events("watch-pods.jsonl"):  # a pod on this node is a reason to look at once
+        api.send("pods", event)
+        assert woken_within(source, 1.0)
+    assert source.read() == first
+    assert cluster.logs == []
+
+
+def test_expired_watch_lists_again(start: Callable[..., Cluster]) -> None:
+    cluster = start()
+    source, api = cluster.source, cluster.api
+    read_when(source, lambda _: True)
+    watching(api)
+    # Events the client never saw: kind-worker2 left, kind-worker3 came with its PodCIDR.
+    changed = load("nodelist.json")
+    obj = node_event("MODIFIED", "kind-worker3")["object"]
+    joined = {k: v for k, v in obj.items() if k not in {"kind", "apiVersion"}}  # as list items
+    changed["items"] = [*changed["items"][:2], joined]
+    changed["metadata"]["resourceVersion"] = "1688"
+    api.set_list("nodes", changed)
+    api.send("nodes", events("watch-error-410.jsonl")[0])
+
+    relisted = read_when(source, lambda loaded: "kind-worker3" in names(loaded))
+    assert names(relisted) == ["kind-control-plane", "kind-worker", "kind-worker3"]
+    second_list = api.lists("nodes")[1]
+    assert "resourceVersion" not in second_list.query  # after a 410: a consistent read
+    api.wait_for(
+        "a watch from the new list",
+        lambda seen: any(r.watch and r.query.get("resourceVersion") == "1688" for r in seen),
+    )
+    assert cluster.logs == ["nodes: resourceVersion expired (410 Gone); listing again"]
+
+
+def test_watch_that_times_out_resumes_without_a_list(start: Callable[..., Cluster]) -> None:
+    cluster = start(watch_timeout=1)  # the server ends each watch after a second
+    source, api = cluster.source, cluster.api
+    read_when(source, lambda _: True)
+    watching(api)
+    api.send("nodes", node_event("ADDED", "kind-worker3"))  # resourceVersion 1470
+    read_when(source, lambda loaded: len(loaded.warnings) == 1)
+    api.wait_for(
+        "a watch resumed after the timeout",
+        lambda seen: any(r.watch and r.query["resourceVersion"] == "1470" for r in seen),
+    )
+    assert [r.query["timeoutSeconds"] for r in api.requests if r.watch][:2] == ["1", "1"]
+    assert len(api.lists("nodes")) == 1
+    assert cluster.logs == []
+
+
+def test_reload_lists_again(start: Callable[..., Cluster]) -> None:
+    cluster = start()
+    source, api = cluster.source, cluster.api
+    first = read_when(source, lambda _: True)
+    watching(api)
+    source.poll()
+    source.reload()
+    api.wait_for("a second node list", lambda _: len(api.lists("nodes")) == 2)
+    assert woken_within(source, 1.0)
+    again = source.read()
+    assert again == first
+    assert again is not first  # checked afresh
+    assert cluster.logs == []
+
+
+def test_unreachable_server_is_a_one_line_source_error(
+    start: Callable[..., Cluster], netns: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with enter_netns(netns), socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed when the block ends: nothing listens there
+    cluster = start(server=f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + 3
+    message = ""
+    while "connecting" in message or not message:
+        assert time.monotonic() < deadline, "no connection error reported"
+        with pytest.raises(SourceError) as info:
+            cluster.source.read()
+        message = str(info.value)
+        time.sleep(0.02)  # errors do not wake the loop: poll, within the deadline
+    assert message == (
+        f"kubernetes API: no node list yet: 127.0.0.1:{port}: cannot connect: Connection refused"
+    )
+    assert f"nodes: 127.0.0.1:{port}: cannot connect: Connection refused; retrying in 0.5s" in (
+        cluster.logs
+    )
+    assert all("\n" not in line for line in cluster.logs)
+    cluster.source.close()
+    assert capfd.readouterr().err == ""  # the threads printed no traceback
+
+
+def test_invalid_node_list_is_reported_as_for_a_file(
+    start: Callable[..., Cluster], tmp_path: Path
+) -> None:
+    doc = load("nodelist.json")
+    clash = copy.deepcopy(doc)
+    clash["items"][2]["spec"]["podCIDR"] = "10.244.2.0/24"  # kind-worker2 takes kind-worker's
+    clash["items"][2]["spec"]["podCIDRs"] = ["10.244.2.0/24"]
+    file = tmp_path / "nodes.json"
+    file.write_text(json.dumps(clash))
+    with pytest.raises(InvalidInputError) as from_file:
+        load_snapshot(str(file), pod_subnets=SUBNETS)
+
+    cluster = start(nodes=clash)
+    deadline = time.monotonic() + 3
+    while True:
+        try:
+            cluster.source.read()
+        except InvalidInputError as e:
+            from_api = e
+            break
+        except SourceError:
+            assert time.monotonic() < deadline, "the node list never came"
+            woken_within(cluster.source, 0.5)
+    assert str(from_api) == str(from_file.value)
+    assert str(from_api) == (
+        "items[2].spec.podCIDRs[0]: 10.244.2.0/24 overlaps 10.244.2.0/24 of node kind-worker"
+    )

@@ -1,0 +1,137 @@
+"""`kindplan apply --watch --kube` as a real process, against the fake API server (tests/kubeapi.py,
+hand-assembled responses in kube-apiserver's wire format: no real API server can run here).
+
+The node namespace holds everything: the fake server (started from this thread while inside it)
+and the loop (run with `ip netns exec`), so the HTTP traffic stays on the namespace's loopback.
+"""
+
+from __future__ import annotations
+
+import copy
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubeapi import FakeKubeAPI, load
+from nodes import build_node
+from watcher import Watcher, has_route, wait_until
+
+from kindplan.netns import enter_netns
+
+pytestmark = pytest.mark.root
+
+NODE = "kind-worker"  # 172.18.0.2, PodCIDR 10.244.2.0/24 in tests/data/kube/nodelist.json
+PEERS = {"10.244.0.0/24": "172.18.0.3", "10.244.1.0/24": "172.18.0.4"}
+
+
+@pytest.fixture
+def api(netns: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKubeAPI]:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)  # the loop would send loopback HTTP to a proxy
+        monkeypatch.delenv(name.upper(), raising=False)
+    build_node(netns, ["172.18.0.2/16"], [])
+    with enter_netns(netns):
+        server = FakeKubeAPI().start()  # its threads live in the namespace
+    yield server
+    server.stop()
+
+
+def node_event(kind: str, name: str, ip: str, cidr: str, version: str) -> dict[str, Any]:
+    node = copy.deepcopy(load("nodelist.json")["items"][1])
+    node["metadata"].update(name=name, resourceVersion=version)
+    node["spec"].update(podCIDR=cidr, podCIDRs=[cidr])
+    node["status"]["addresses"] = [
+        {"type": "InternalIP", "address": ip},
+        {"type": "Hostname", "address": name},
+    ]
+    return {"type": kind, "object": {"kind": "Node", "apiVersion": "v1", **node}}
+
+
+def test_watch_follows_the_api_server(netns: str, api: FakeKubeAPI, tmp_path: Path) -> None:
+    kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+    loop = Watcher(
+        [
+            "--kube",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--node",
+            NODE,
+            "--pod-subnet",
+            "10.244.0.0/16",
+            "--interval",
+            "60s",
+            "--conf-dir",
+            str(tmp_path / "cni"),
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--cni-cache-dir",
+            str(tmp_path / "no-cni-cache"),
+        ],
+        in_netns=netns,
+    )
+    try:
+        line = loop.wait_for(r"round 1: applied")
+        assert all(has_route(netns, dst) for dst in PEERS)
+        assert (tmp_path / "cni" / "10-kindnet.conflist").exists()
+        api.wait_for(
+            "the pod watch of this node",
+            lambda seen: any(
+                r.path == "/api/v1/pods"
+                and r.watch
+                and r.query.get("fieldSelector") == "spec.nodeName=kind-worker"
+                for r in seen
+            ),
+        )
+        assert all(r.authorization == f"Bearer {api.token}" for r in api.requests)
+
+        api.send(
+            "nodes", node_event("ADDED", "kind-worker3", "172.18.0.5", "10.244.3.0/24", "2001")
+        )
+        added = wait_until(lambda: has_route(netns, "10.244.3.0/24"))
+        line = loop.wait_for(r"applied 1 change\(s\): route 10\.244\.3\.0/24", after=line)
+
+        api.send(
+            "nodes", node_event("DELETED", "kind-worker3", "172.18.0.5", "10.244.3.0/24", "2002")
+        )
+        removed = wait_until(lambda: not has_route(netns, "10.244.3.0/24"))
+        print(f"\nAPI watch event -> route added in {added:.3f} s, removed in {removed:.3f} s")
+        assert all(has_route(netns, dst) for dst in PEERS)
+
+        status, _ = loop.stop(signal.SIGTERM)
+        assert status == 0
+    finally:
+        loop.kill()
+
+
+def test_unreachable_api_server_applies_nothing_and_says_so(
+    netns: str, api: FakeKubeAPI, tmp_path: Path
+) -> None:
+    api.stop()  # its port is closed now: connections are refused
+    kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+    loop = Watcher(
+        [
+            "--kube",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--node",
+            NODE,
+            "--pod-subnet",
+            "10.244.0.0/16",
+            "--interval",
+            "60s",
+            "--conf-dir",
+            str(tmp_path / "cni"),
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        in_netns=netns,
+    )
+    try:
+        loop.wait_for(r"error kubernetes API.*nothing applied yet.*kind=source", timeout=30)
+        assert not (tmp_path / "cni").exists()
+        assert not any(has_route(netns, dst) for dst in PEERS)
+        assert loop.stop()[0] == 0
+    finally:
+        loop.kill()
