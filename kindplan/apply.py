@@ -39,6 +39,7 @@ from kindplan.planview import describe
 class ApplyReport:
     applied: list[Change] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    refused_peers: list[Change] = field(default_factory=list)  # peer routes the kernel refused
     residue: Plan | None = None  # what observing again still found different
 
     @property
@@ -124,6 +125,8 @@ def apply_plan(
                 # route is this node's plumbing, which kubelet must not see as ready without.
                 route = _route_of(change)
                 plumbing_failed |= route is None or route.gateway is None
+                if route is not None and route.gateway is not None:
+                    report.refused_peers.append(change)
             i = j
             continue
         change = changes[i]

@@ -435,8 +435,9 @@ def apply(
     hold_rounds: Annotated[
         int,
         typer.Option(
-            min=1,
-            help="With --watch: apply held-back deletions asked for this many rounds in a row.",
+            min=2,
+            help="With --watch: apply held-back deletions asked for this many rounds in a row "
+            "(and for as many intervals).",
         ),
     ] = 3,
     backoff_max: Annotated[
@@ -564,7 +565,7 @@ def _source(
 
     if snapshot == "-":
         return StdinSource(_split(pod_subnet))
-    return FileSource(snapshot, _split(pod_subnet))
+    return FileSource(snapshot, _split(pod_subnet), log=log.warning)
 
 
 def _watch(
@@ -583,15 +584,21 @@ def _watch(
 ) -> int:
     from kindplan.logs import Log
     from kindplan.metrics import Health, Metrics, serve
-    from kindplan.watch import Loop, LoopSettings
+    from kindplan.watch import Loop, LoopSettings, Signals
 
+    signals = Signals()  # from the start: a SIGTERM while connecting still ends with 0
     log = Log(log_format)
-    source = make_source(log)  # before the loop enters --netns: the API is reached from here
+    try:
+        source = make_source(log)  # before the loop enters --netns: the API is reached from here
+    except BaseException:
+        signals.restore()
+        raise
     metrics, health = Metrics(), Health(healthz_max_age)
     try:
         server = serve(metrics_addr, metrics, health) if metrics_addr else None
-    except KindplanError:
+    except BaseException:
         source.close()
+        signals.restore()
         raise
     settings = LoopSettings(
         interval=interval,
@@ -602,7 +609,11 @@ def _watch(
     )
     loop = Loop(source, options, netns, state_dir, settings, log, metrics, health)
     try:
-        return loop.run()
+        if signals.stop is not None:  # asked to stop while starting: no round at all
+            signals.restore()
+            log.info("stopped", signal=signals.stop, rounds=0)
+            return ExitStatus.OK
+        return loop.run(signals)
     finally:
         source.close()
         if server is not None:

@@ -21,6 +21,7 @@ IN_CREATE = 0x100
 IN_DELETE = 0x200
 IN_DELETE_SELF = 0x400
 IN_MOVE_SELF = 0x800
+IN_Q_OVERFLOW = 0x4000
 IN_IGNORED = 0x8000
 IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
@@ -54,7 +55,8 @@ class DirectoryWatch:
         return self.watching
 
     def names(self) -> set[str]:
-        """The names of entries changed since the last call (the directory itself: '')."""
+        """The names of entries changed since the last call ('': the directory itself, or lost
+        events)."""
         changed: set[str] = set()
         while True:
             try:
@@ -68,9 +70,15 @@ class DirectoryWatch:
                 _wd, mask, _cookie, length = _HEADER.unpack_from(data, offset)
                 raw = data[offset + _HEADER.size : offset + _HEADER.size + length]
                 offset += _HEADER.size + length
-                if mask & IN_IGNORED:  # the directory went away: watch again when it is back
+                if mask & (IN_IGNORED | IN_MOVE_SELF):  # gone or moved: watch the path again
+                    if mask & IN_MOVE_SELF:
+                        self._libc.inotify_rm_watch(self.fd, _wd)
                     self.watching = False
-                changed.add(os.fsdecode(raw.rstrip(b"\0")))
+                    changed.add("")
+                elif mask & IN_Q_OVERFLOW:  # events were lost: anything may have changed
+                    changed.add("")
+                else:
+                    changed.add(os.fsdecode(raw.rstrip(b"\0")))
 
     def close(self) -> None:
         os.close(self.fd)

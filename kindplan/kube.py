@@ -318,6 +318,7 @@ class _Stream:
         """Send a list or watch request; the response stays reachable for interrupt()."""
         kwargs["_preload_content"] = False
         response = self._call(**kwargs, **self._selector)
+        self._source._succeeded(self)
         with self._lock:
             if self._source._stopping.is_set() or self._want_relist:
                 response.close()
@@ -388,6 +389,7 @@ class KubeSource:
         self._nodes: dict[str, Any] = {}  # name -> trimmed raw Node
         self._listed = False
         self._error = "connecting"
+        self._failing = False  # the node stream's last request failed: what we hold may be old
         self._version = 0  # counts changes of _nodes
         self._cached: tuple[int, Loaded] | None = None
         self._closed = False
@@ -421,7 +423,13 @@ class KubeSource:
     def _failed(self, stream: _Stream, text: str) -> None:
         if stream is self._nodes_stream:
             with self._lock:
-                self._error = text
+                self._error, self._failing = text, True
+            self._wake()  # the loop reports it now, not at the next interval
+
+    def _succeeded(self, stream: _Stream) -> None:
+        if stream is self._nodes_stream:
+            with self._lock:
+                self._failing = False
 
     def _node_list(self, items: list[Any]) -> None:
         nodes = {}
@@ -478,6 +486,8 @@ class KubeSource:
         with self._lock:
             if not self._listed:
                 raise SourceError(f"{SOURCE}: no node list yet: {self._error}")
+            if self._failing:  # counted and reported by the loop, which keeps the last good
+                raise SourceError(f"{SOURCE}: {self._error}; the nodes listed before stay")
             version, cached = self._version, self._cached
             if cached is not None and cached[0] == version:
                 return cached[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,8 +13,11 @@ from kindplan.errors import RuntimeFailure
 
 
 @contextmanager
-def node_lock(path: Path, timeout: float) -> Iterator[None]:
-    """Hold the lock at `path`; wait up to `timeout` seconds for another applier, then fail."""
+def node_lock(
+    path: Path, timeout: float, cancelled: Callable[[], bool] | None = None
+) -> Iterator[None]:
+    """Hold the lock at `path`; wait up to `timeout` seconds for another applier, then fail
+    (sooner if `cancelled()` turns true: the loop was asked to stop)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -27,6 +30,8 @@ def node_lock(path: Path, timeout: float) -> Iterator[None]:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if cancelled is not None and cancelled():
+                    raise RuntimeFailure(f"stopped while waiting for {path}") from None
                 if time.monotonic() >= deadline:
                     raise RuntimeFailure(
                         f"another kindplan apply holds {path}; gave up after {timeout:g} s"

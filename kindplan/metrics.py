@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 import threading
 import time
@@ -127,7 +128,12 @@ def serve(address: str, metrics: Metrics, health: Health) -> ThreadingHTTPServer
             pass
 
     try:
-        server = (_Server6 if ":" in host else _Server)((host, port), Handler)
+        try:
+            server = (_Server6 if ":" in host else _Server)((host, port), Handler)
+        except OSError as e:
+            if not (e.errno == errno.EAFNOSUPPORT and host == "::"):
+                raise
+            server = _Server(("0.0.0.0", port), Handler)  # a node booted with IPv6 disabled
     except OSError as e:
         raise UsageError(f"--metrics-addr {address}: cannot listen: {e.strerror or e}") from e
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()

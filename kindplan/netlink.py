@@ -178,7 +178,7 @@ class Netlink:
             body = _RTMSG.pack(family, 0, 0, 0, table & 0xFF, 0, 0, 0, 0)
             body += _attr(RTA_TABLE, _U32.pack(table))
             for kind, message in self._dump(RTM_GETROUTE, body):
-                content = message[_NLMSG.size :]  # the header's sequence number changes
+                content = message[4:6] + message[_NLMSG.size :]  # type; not seq, which changes
                 if content in known:
                     route = known[content]
                 else:

@@ -7,11 +7,12 @@ the last bytes it parsed, so a round whose input did not change costs a read, no
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -49,12 +50,16 @@ def read_source(path: str) -> tuple[bytes, str]:
     try:
         if path == "-":
             return sys.stdin.buffer.read(MAX_INPUT_BYTES + 1), source
-        if os.path.isdir(path):
-            return combine_directory(path), source
-        with open(path, "rb") as f:
-            return f.read(MAX_INPUT_BYTES + 1), source
+        return _read_path(path), source
     except OSError as e:
         raise InvalidInputError.one(source, f"cannot read: {e.strerror or e}") from e
+
+
+def _read_path(path: str) -> bytes:
+    if os.path.isdir(path):
+        return combine_directory(path)
+    with open(path, "rb") as f:
+        return f.read(MAX_INPUT_BYTES + 1)
 
 
 def load_snapshot(path: str, *, pod_subnets: Sequence[str] = ()) -> Loaded:
@@ -114,9 +119,15 @@ def combine_directory(directory: str) -> bytes:
 
 
 class FileSource:
-    """A snapshot file or directory, watched with inotify (and re-read every round regardless)."""
+    """A snapshot file or directory, watched with inotify (and re-read every round regardless).
 
-    def __init__(self, path: str, pod_subnets: Sequence[str] = ()) -> None:
+    The watch is on the folder that holds the file (or on the directory): a file behind a
+    symlink into another folder is still re-read every round, only not at once.
+    """
+
+    def __init__(
+        self, path: str, pod_subnets: Sequence[str] = (), log: Callable[[str], None] | None = None
+    ) -> None:
         self.name = path
         self._path = path
         self._pod_subnets = tuple(pod_subnets)
@@ -125,15 +136,21 @@ class FileSource:
         self._watched_name = "" if self._is_dir else Path(path).name
         from kindplan.inotify import DirectoryWatch  # the loop's only: one-shot commands skip it
 
-        self._watch = DirectoryWatch(directory)
+        self._watch: DirectoryWatch | None = None
+        try:
+            self._watch = DirectoryWatch(directory)
+        except OSError as e:  # e.g. fs.inotify.max_user_instances reached: polling still works
+            if log is not None:
+                log(f"{path}: no inotify ({e.strerror or e}); changes are seen every round only")
         self._last: tuple[bytes, Loaded] | None = None
 
     def fileno(self) -> int | None:
-        return self._watch.fd
+        return self._watch.fd if self._watch is not None else None
 
     def poll(self) -> bool:
+        if self._watch is None:
+            return False
         names = self._watch.names()
-        self._watch.rearm()
         if self._is_dir or "" in names:
             return bool(names)
         # A ConfigMap updates its files by swapping the ..data symlink in the same directory.
@@ -142,7 +159,13 @@ class FileSource:
     def read(self) -> Loaded:
         import hashlib
 
-        data, source = read_source(self._path)
+        if self._watch is not None:
+            self._watch.rearm()  # the folder may be back (or new) since the watch was lost
+        try:
+            data = _read_path(self._path)
+        except OSError as e:  # not the snapshot's fault: the loop counts it as a source error
+            raise SourceError(f"{self._path}: cannot read: {e.strerror or e}") from e
+        source = self._path
         digest = hashlib.sha256(data).digest()
         if self._last is not None and self._last[0] == digest:
             return self._last[1]
@@ -154,7 +177,8 @@ class FileSource:
         self._last = None
 
     def close(self) -> None:
-        self._watch.close()
+        if self._watch is not None:
+            self._watch.close()
 
 
 _SEPARATOR = re.compile(rb"^---\s*$")
@@ -190,14 +214,19 @@ class StdinSource:
         if any(chunk.strip() for chunk in document):
             self._publish(b"".join(document))
         self.closed = True
-        os.write(self._wake_w, b"\0")
+        self._wake()
 
     def _publish(self, data: bytes) -> None:
         if not data.strip():
             return
         with self._lock:
             self._latest = data
-        os.write(self._wake_w, b"\0")
+        self._wake()
+
+    def _wake(self) -> None:
+        # A full pipe means a wake-up is pending already; a closed one, that the loop is done.
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"\0")
 
     def fileno(self) -> int | None:
         return self._wake_r

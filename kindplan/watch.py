@@ -11,6 +11,7 @@ re-reads the source.
 
 from __future__ import annotations
 
+import os
 import random
 import selectors
 import signal
@@ -24,7 +25,7 @@ from types import FrameType
 
 from kindplan.engine import Memo, Options, apply_planned, make_plan
 from kindplan.errors import InvalidInputError, KindplanError, SourceError
-from kindplan.guard import DeletionGuard
+from kindplan.guard import DeletionGuard, peer_route
 from kindplan.iptables import Iptables, detect_backend
 from kindplan.journal import Journal
 from kindplan.kernel import Kernel
@@ -38,6 +39,7 @@ from kindplan.snapshot import Loaded
 from kindplan.sources import Source
 
 DEBOUNCE_SECONDS = 0.02  # a burst of file events (write, rename) makes one round
+MIN_EVENT_GAP_SECONDS = 0.25
 FIRST_BACKOFF_SECONDS = 1.0
 SHOWN_CHANGES = 3  # changes named in a round's log line; the rest are counted
 
@@ -77,8 +79,12 @@ def change_kind(change: Change) -> str:
     return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
 
 
-class _Signals:
-    """SIGTERM/SIGINT ask to stop after the round, SIGHUP to reload; all wake the wait."""
+class Signals:
+    """SIGTERM/SIGINT ask to stop after the round, SIGHUP to reload; all wake the wait.
+
+    Installed first thing (before the API source's first list and the metrics server), so a
+    SIGTERM at any time ends the loop with 0 and a SIGHUP never kills it.
+    """
 
     def __init__(self) -> None:
         self.stop: str | None = None
@@ -107,6 +113,8 @@ class _Signals:
             pass
 
     def restore(self) -> None:
+        if self.reader.fileno() < 0:  # restored already
+            return
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
         signal.set_wakeup_fd(self._old_fd)
@@ -136,7 +144,11 @@ class Loop:
         self.log = log
         self.metrics = metrics
         self.health = health
-        self.guard = DeletionGuard(settings.max_delete_fraction, settings.hold_rounds)
+        self.guard = DeletionGuard(
+            settings.max_delete_fraction,
+            settings.hold_rounds,
+            min_seconds=(settings.hold_rounds - 1) * settings.interval,
+        )
         self.journal = Journal(state_dir, netns)
         self.lock = state_dir / f"apply-{netns or 'host'}.lock"
         self.loaded: Loaded | None = None  # the last good snapshot
@@ -145,28 +157,31 @@ class Loop:
         self.memo = Memo()  # pure results of the last round, reused while inputs are equal
         self._kernel: Kernel | None = None
         self._iptables: Iptables | None = None
+        self._handles_netns = 0  # inode of the namespace the handles were opened in
+        self._signals: Signals | None = None
+        self._round_ended = 0.0
         self._said: dict[str, object] = {}  # what was last logged per topic, to stay quiet
 
-    def run(self, max_rounds: int | None = None) -> int:
-        signals = _Signals()
+    def run(self, signals: Signals | None = None, max_rounds: int | None = None) -> int:
+        signals = signals or Signals()
+        self._signals = signals
         try:
-            with enter_netns(self.netns):
-                self.log.info(
-                    "watching",
-                    node=self.options.node,
-                    source=self.source.name,
-                    interval=self.settings.interval,
-                )
-                while signals.stop is None:
-                    if signals.reload:
-                        signals.reload = False
-                        self.source.reload()
-                        self._reset_node_handles()
-                        self.log.info("reload: reading the source again")
-                    self.round()
-                    if signals.stop is not None or self.rounds == max_rounds:
-                        break
-                    self._wait(self.next_delay(), signals)
+            self.log.info(
+                "watching",
+                node=self.options.node,
+                source=self.source.name,
+                interval=self.settings.interval,
+            )
+            while signals.stop is None:
+                if signals.reload:
+                    signals.reload = False
+                    self.source.reload()
+                    self._reset_node_handles()
+                    self.log.info("reload: reading the source again")
+                self.round()
+                if signals.stop is not None or self.rounds == max_rounds:
+                    break
+                self._wait(self.next_delay(), signals)
         finally:
             signals.restore()
             self._reset_node_handles()
@@ -176,7 +191,7 @@ class Loop:
     def next_delay(self) -> float:
         return next_delay(self.settings, self.failures, random.uniform)
 
-    def _wait(self, delay: float, signals: _Signals) -> None:
+    def _wait(self, delay: float, signals: Signals) -> None:
         """Sleep up to `delay` seconds; return early when the source changes or a signal comes."""
         deadline = time.monotonic() + delay
         with selectors.DefaultSelector() as selector:
@@ -188,21 +203,31 @@ class Loop:
                 for key, _ in selector.select(left):
                     if key.data == "signal":
                         signals.drain()
-                        if signals.stop is not None or signals.reload:
-                            return
                     else:
-                        time.sleep(DEBOUNCE_SECONDS)
+                        # A burst of events makes one round, and at most a few rounds a second
+                        # (pods flapping on the node, a file rewritten in a loop).
+                        gap = self._round_ended + MIN_EVENT_GAP_SECONDS - time.monotonic()
+                        time.sleep(max(DEBOUNCE_SECONDS, gap))
                         if self.source.poll():
                             return
+                if signals.stop is not None or signals.reload:
+                    return
 
     def round(self) -> RoundOutcome:
         """Read, observe, diff, apply; metrics and one log line if anything happened."""
         started = time.perf_counter()
         self.rounds += 1
-        source_ok = self._read_source()
         outcome = RoundOutcome(ok=False)
-        if self.loaded is not None:
-            outcome = self._reconcile(self.loaded)
+        try:
+            source_ok = self._read_source()
+            if self.loaded is not None:
+                outcome = self._reconcile(self.loaded)
+        except Exception as e:  # a bug must not end the agent: report it, back off, go on
+            source_ok = False
+            self.metrics.errors.labels("internal").inc()
+            self.log.error(f"round {self.rounds}: internal error: {e!r}", kind="internal")
+            self._reset_node_handles()
+        self._round_ended = time.monotonic()
         ok = outcome.ok and source_ok
         elapsed = time.perf_counter() - started
         m = self.metrics
@@ -262,8 +287,19 @@ class Loop:
 
     def _reconcile(self, loaded: Loaded) -> RoundOutcome:
         snapshot = loaded.snapshot
+        signals = self._signals
         try:
-            with node_lock(self.lock, self.settings.lock_timeout):
+            # The namespace is entered per round: one deleted (or made again under its name)
+            # while the loop runs is then an error, or is picked up, instead of an orphan
+            # kept alive by this thread.
+            with (
+                node_lock(
+                    self.lock,
+                    self.settings.lock_timeout,
+                    cancelled=lambda: signals is not None and signals.stop is not None,
+                ),
+                enter_netns(self.netns),
+            ):
                 kernel, iptables = self._node_handles()
                 planned = make_plan(snapshot, self.options, kernel, iptables, self.memo)
                 guarded = self.guard.check(planned.plan, planned.observed, self.options.route_proto)
@@ -297,32 +333,47 @@ class Loop:
             return RoundOutcome(ok=False)
         applied = report.applied if report else []
         proto = self.options.route_proto
+        self.guard.deleted(
+            sum(1 for c in applied if isinstance(c, DelRoute) and peer_route(c.route, proto))
+        )
         owned = sum(1 for r in planned.observed.routes if r.proto == proto)
         self.metrics.owned_routes.set(owned + _owned_delta(applied, proto))
         pending = len(guarded.held) + len(planned.plan.conflicts)
-        if report is not None and not report.ok:
-            self.metrics.errors.labels("apply").inc()
-            for failure in report.failures:
-                self.log.error(f"round {self.rounds}: {failure}", kind="apply")
-            residue = report.residue
-            if residue is not None and not residue.empty:
-                pending += len(residue.changes)
-                self.log.error(
-                    f"round {self.rounds}: still different after apply: "
-                    + "; ".join(describe(c) for c in residue.changes[:SHOWN_CHANGES]),
-                    kind="verify",
-                )
-            self.metrics.pending.set(pending + len(report.failures))
-            self._reset_node_handles()
-            return RoundOutcome(False, applied, len(guarded.held))
-        self.metrics.pending.set(pending)
-        return RoundOutcome(True, applied, len(guarded.held))
+        if report is None or report.ok:
+            self.metrics.pending.set(pending)
+            return RoundOutcome(True, applied, len(guarded.held))
+        residue = report.residue.changes if report.residue is not None else ()
+        refused = report.refused_peers
+        self.metrics.pending.set(pending + (len(residue) if residue else len(report.failures)))
+        if len(refused) == len(report.failures) and set(residue) <= set(refused):
+            # Only peers the kernel refuses (an InternalIP not on-link): the cluster's problem,
+            # said once; the round is not a failure, or one odd node would fail every node.
+            self._say_once(
+                "refused", tuple(report.failures), lambda line: self.log.warning(f"refused: {line}")
+            )
+            return RoundOutcome(True, applied, len(guarded.held))
+        self.metrics.errors.labels("apply").inc()
+        for failure in report.failures:
+            self.log.error(f"round {self.rounds}: {failure}", kind="apply")
+        if residue:
+            self.log.error(
+                f"round {self.rounds}: still different after apply: "
+                + "; ".join(describe(c) for c in residue[:SHOWN_CHANGES]),
+                kind="verify",
+            )
+        self._reset_node_handles()
+        return RoundOutcome(False, applied, len(guarded.held))
 
     def _node_handles(self) -> tuple[Kernel, Iptables]:
-        # Kept across rounds (sockets, the backend found); dropped after any failure.
+        # Kept across rounds (sockets, the backend found); dropped after any failure, and when
+        # the namespace is not the one they were opened in.
+        here = os.stat("/proc/thread-self/ns/net").st_ino
+        if here != self._handles_netns:
+            self._reset_node_handles()
         if self._kernel is None or self._iptables is None:
             self._kernel = Kernel()
             self._iptables = Iptables(detect_backend())
+            self._handles_netns = here
         return self._kernel, self._iptables
 
     def _reset_node_handles(self) -> None:

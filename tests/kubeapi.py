@@ -229,7 +229,10 @@ class _Handler(BaseHTTPRequestHandler):
         request = Request(url.path, query, authorization)
         api._record(request)
         resource = PATHS.get(url.path)
-        if authorization != f"Bearer {api.token}":
+        if api._stopping:  # as a real server going down: no keep-alive request is served
+            self.close_connection = True
+            self._send(503, status(503, "ServiceUnavailable", "the server is shutting down"))
+        elif authorization != f"Bearer {api.token}":
             self._send(401, status(401, "Unauthorized", "Unauthorized"))
         elif resource is None:
             self._send(404, status(404, "NotFound", "the server could not find the resource"))
@@ -263,6 +266,8 @@ class _Handler(BaseHTTPRequestHandler):
                     break  # the API server ends a watch after an error event
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
+            if api._stopping:
+                self.close_connection = True
         except OSError:  # the client went away (interrupted, or closed)
             self.close_connection = True
 

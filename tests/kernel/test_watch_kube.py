@@ -99,6 +99,10 @@ def test_watch_follows_the_api_server(netns: str, api: FakeKubeAPI, tmp_path: Pa
         print(f"\nAPI watch event -> route added in {added:.3f} s, removed in {removed:.3f} s")
         assert all(has_route(netns, dst) for dst in PEERS)
 
+        api.stop()  # the API server goes away: counted and said, the nodes listed stay
+        line = loop.wait_for(r"error kubernetes API: .*the nodes listed before stay", after=line)
+        assert all(has_route(netns, dst) for dst in PEERS)
+
         status, _ = loop.stop(signal.SIGTERM)
         assert status == 0
     finally:

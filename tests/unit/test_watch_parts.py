@@ -37,10 +37,10 @@ from kindplan.watch import LoopSettings, change_kind, next_delay
 PATH = "/etc/cni/net.d/10-kindnet.conflist"
 
 
-def shrink(nodes: int, keep: int) -> tuple[ObservedState, Plan]:
+def shrink(nodes: int, keep: int, pods: bool = True) -> tuple[ObservedState, Plan]:
     """A node converged on a `nodes`-node cluster, and its plan once only `keep` nodes are left."""
-    observed = converged(desired_state(nodes, pods=True))
-    return observed, diff(desired_state(keep, pods=True), observed, conflist_path=PATH)
+    observed = converged(desired_state(nodes, pods=pods))
+    return observed, diff(desired_state(keep, pods=pods), observed, conflist_path=PATH)
 
 
 @pytest.mark.parametrize(
@@ -74,6 +74,40 @@ def test_guard_keeps_additions_of_a_shrinking_round() -> None:
     guarded = split_deletions(diff(desired, observed, conflist_path=PATH), observed, 75, 0.5)
     assert len(guarded.held) == 4
     assert [c.route.peer for c in guarded.plan.changes if isinstance(c, AddRoute)] == ["new"]
+
+
+def test_guard_counts_deletions_of_the_last_minute_with_the_rounds_own() -> None:
+    """A shrink that comes as one DELETED event per round is caught like one at once."""
+    now = [0.0]
+    guard = DeletionGuard(0.5, rounds=3, clock=lambda: now[0])
+    observed, plan = shrink(9, 7)  # 2 of 8 peer routes
+    assert guard.check(plan, observed, 75).held == ()
+    guard.deleted(2)
+    observed, plan = shrink(7, 5)  # 2 more of the 6 left: 4 of the 8 of a moment ago
+    assert guard.check(plan, observed, 75).held == ()
+    guard.deleted(2)
+    observed, plan = shrink(5, 4)  # 1 more: 5 of 8 within a minute
+    assert len(guard.check(plan, observed, 75).held) == 1
+    now[0] = 61.0  # a minute later the earlier deletions no longer count
+    assert guard.check(plan, observed, 75).held == ()
+
+
+def test_guard_wants_time_as_well_as_rounds() -> None:
+    now = [0.0]
+    guard = DeletionGuard(0.5, rounds=3, min_seconds=20, clock=lambda: now[0])
+    observed, plan = shrink(5, 1)
+    for t in (0.0, 0.3, 0.6, 1.0):  # quick rounds (events, backoff) do not add up to time
+        now[0] = t
+        assert len(guard.check(plan, observed, 75).held) == 4
+    now[0] = 20.0
+    assert guard.check(plan, observed, 75).held == () and guard.released
+
+
+def test_guard_at_5000_nodes_holds_every_deletion() -> None:
+    observed, plan = shrink(5000, 1, pods=False)  # hash lookups: this took 14 s with a tuple scan
+    guarded = split_deletions(plan, observed, 75, 0.5)
+    assert len(guarded.held) == 4999
+    assert not any(isinstance(c, DelRoute) for c in guarded.plan.changes)
 
 
 def test_guard_releases_deletions_that_persist_and_resets_when_they_change() -> None:
@@ -221,10 +255,53 @@ def test_file_source_wakes_on_rename_and_close_and_parses_only_new_bytes(tmp_pat
             source.read()
         path.unlink()
         assert readable(source.fileno()) and source.poll()
-        with pytest.raises(InvalidInputError, match="cannot read"):
+        with pytest.raises(SourceError, match="cannot read"):  # the source, not the snapshot
             source.read()
     finally:
         source.close()
+
+
+def test_file_source_watches_a_folder_again_once_it_is_back(tmp_path: Path) -> None:
+    folder = tmp_path / "snap"
+    folder.mkdir()
+    path = folder / "cluster.json"
+    path.write_text(json.dumps(cluster_doc(3)))
+    source = FileSource(str(path))
+    try:
+        source.read()
+        path.unlink()
+        folder.rmdir()  # a hostPath or volume made again
+        assert readable(source.fileno()) and source.poll()
+        with pytest.raises(SourceError):
+            source.read()
+        folder.mkdir()
+        path.write_text(json.dumps(cluster_doc(2)))
+        assert len(source.read().snapshot.nodes) == 2  # each read watches the folder again
+        source.poll()
+        path.write_text(json.dumps(cluster_doc(4)))
+        assert readable(source.fileno()) and source.poll()
+        assert len(source.read().snapshot.nodes) == 4
+    finally:
+        source.close()
+
+
+def test_file_source_without_inotify_still_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kindplan.inotify
+
+    def refuse(self: object, directory: str) -> None:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(kindplan.inotify.DirectoryWatch, "__init__", refuse)
+    path = tmp_path / "cluster.json"
+    path.write_text(json.dumps(cluster_doc(3)))
+    said: list[str] = []
+    source = FileSource(str(path), log=said.append)
+    assert source.fileno() is None and not source.poll()
+    assert len(source.read().snapshot.nodes) == 3
+    assert said == [f"{path}: no inotify (Too many open files); changes are seen every round only"]
+    source.close()
 
 
 def test_directory_of_nodes_is_one_node_list(tmp_path: Path) -> None:
