@@ -184,10 +184,10 @@ def bench_round(ns: str, snapshot: Path, state: Path, runs: int, dual: bool) -> 
     on a converged node, in-process, vs the raw dump-and-parse of links and routes."""
     import io
 
-    from kindplan.engine import Options
     from kindplan.kernel import Kernel
     from kindplan.logs import Log
     from kindplan.metrics import Health, Metrics
+    from kindplan.model import Options
     from kindplan.netns import enter_netns
     from kindplan.sources import FileSource
     from kindplan.watch import Loop, LoopSettings

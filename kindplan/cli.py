@@ -29,8 +29,9 @@ from kindplan.status import ExitStatus
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from kindplan.engine import Options
+    from kindplan.converged import Remember
     from kindplan.logs import Log
+    from kindplan.model import Options
     from kindplan.sources import Source
 
 app = typer.Typer(
@@ -316,7 +317,7 @@ def _options(
     import socket
 
     from kindplan.cnicache import DEFAULT_CACHE_DIR
-    from kindplan.engine import Options
+    from kindplan.model import Options
 
     # The host's libcni cache describes the host's pods: not a --netns target's.
     if cni_cache_dir is None and netns is None and DEFAULT_CACHE_DIR.is_dir():
@@ -456,11 +457,6 @@ def apply(
 
     Example: kindplan apply cluster.yaml --node worker2 --netns kp-worker2 --conf-dir /tmp/cni
     """
-    from kindplan.engine import apply_node
-    from kindplan.journal import Journal
-    from kindplan.planview import describe, format_plan, summary
-    from kindplan.saved import load_plan
-
     if watch:
         if plan_file is not None:
             raise UsageError("--watch makes its own plans: not with --plan")
@@ -489,23 +485,39 @@ def apply(
     if (snapshot is None) == (plan_file is None):
         raise UsageError("give exactly one of SNAPSHOT and --plan FILE")
     saved = None
+    remember = None
     if plan_file is not None:
+        from kindplan.saved import load_plan
+
         saved = load_plan(plan_file)
         snap = _parse(saved.snapshot, saved.source, saved.pod_subnets)
         options, netns = saved.options, saved.netns
+        lock = state_dir / f"apply-{netns or 'host'}.lock"
     else:
         assert snapshot is not None
-        data, source = _read(snapshot)
-        snap = _parse(data, source, pod_subnet)
         options = _options(node, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir, netns)
+        lock = state_dir / f"apply-{netns or 'host'}.lock"
+        known = _known_converged(
+            snapshot, pod_subnet, options, netns, state_dir, lock, lock_timeout
+        )
+        if isinstance(known, str):  # the same inputs, the same node: the same empty plan
+            sys.stdout.write(known)
+            return ExitStatus.OK
+        snap, remember = known
+    # Imported only now: a converged node's apply (above) needs none of it.
+    from kindplan.engine import apply_node
+    from kindplan.journal import Journal
+    from kindplan.planview import describe, format_plan, summary
+
     planned, report = apply_node(
         snap,
         options,
         netns,
-        lock=state_dir / f"apply-{netns or 'host'}.lock",
+        lock=lock,
         lock_timeout=lock_timeout,
         saved=saved,
         journal=Journal(state_dir, netns),
+        remember=remember,
     )
     if report is None:
         sys.stdout.write(format_plan(planned.plan))
@@ -523,6 +535,36 @@ def apply(
         return ExitStatus.FAILURE
     typer.echo(f"Apply complete: {summary(planned.plan).removeprefix('Plan: ')}")
     return ExitStatus.OK if report.ok else ExitStatus.FAILURE
+
+
+def _known_converged(
+    snapshot: str,
+    pod_subnet: list[str] | None,
+    options: Options,
+    netns: str | None,
+    state_dir: Path,
+    lock: Path,
+    lock_timeout: float,
+) -> str | tuple[Snapshot, Remember]:
+    """What a converged node's apply printed, if inputs and node are as they were then (the
+    snapshot is then not even parsed); else the snapshot, and how to remember a convergence."""
+    from kindplan.converged import Remember, converged_record, inputs_digest
+
+    data, source = _read(snapshot)
+    inputs = inputs_digest(data, tuple(_split(pod_subnet)), options, netns)
+    path = state_dir / ("host" if netns is None else f"netns-{netns}") / "converged.json"
+    record = converged_record(
+        netns, options, Remember(path, inputs, ""), lock=lock, lock_timeout=lock_timeout
+    )
+    if record is not None:
+        sys.stderr.write(record.warnings)
+        return record.output
+    from kindplan.snapshot import parse_snapshot
+
+    loaded = parse_snapshot(data, source=source, pod_subnets=_split(pod_subnet))
+    warnings = "".join(f"warning: {p}\n" for p in loaded.warnings)
+    sys.stderr.write(warnings)
+    return loaded.snapshot, Remember(path, inputs, warnings)
 
 
 def _duration(flag: str, text: str) -> float:

@@ -6,6 +6,7 @@ lab and the reconcile loop all go through these functions, so they behave the sa
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -15,6 +16,7 @@ from typing import Any, TypeVar, cast
 from kindplan.apply import ApplyReport, apply_plan
 from kindplan.cnicache import read_cni_cache, with_local_pods
 from kindplan.compiler import compile_desired, find_node
+from kindplan.converged import Record, Remember, observed_digest, save_record
 from kindplan.diff import diff, not_in_effect
 from kindplan.errors import RuntimeFailure, UsageError
 from kindplan.iptables import Iptables, detect_backend
@@ -22,32 +24,19 @@ from kindplan.journal import Generation, Journal
 from kindplan.kernel import Kernel
 from kindplan.locking import node_lock
 from kindplan.model import (
-    DEFAULT_ROUTE_PROTO,
     Change,
     DesiredState,
     ObservedState,
+    Options,
     Plan,
     Snapshot,
 )
 from kindplan.netns import enter_netns
 from kindplan.observe import find_uplink, fingerprint, host_facts, off_link_peers, read_observed
-from kindplan.planview import plan_to_json
+from kindplan.planview import format_plan, plan_to_json
 from kindplan.saved import SavedPlan
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Options:
-    """How to plan for a node: every knob of plan/apply that is not the snapshot itself."""
-
-    node: str
-    conf_dir: str | None = None  # default: the snapshot's cluster.cni.confDir
-    uplink: str | None = None  # default: the interface that holds the node's InternalIP
-    mtu: int | None = None  # default: cluster.mtu, else the uplink's MTU
-    route_proto: int = DEFAULT_ROUTE_PROTO
-    adopt: bool = False
-    cni_cache_dir: str | None = None  # read local pods from libcni's cache here (if it exists)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +130,7 @@ def apply_planned(
     iptables: Iptables,
     journal: Journal | None = None,
     held: frozenset[Change] = frozenset(),
+    memo: Memo | None = None,
 ) -> ApplyReport:
     """Apply a plan made by make_plan, then observe again until nothing is left (or fail).
 
@@ -148,8 +138,8 @@ def apply_planned(
     `held` are changes deliberately left out (the loop's deletion guard): not a residue.
     """
 
-    def verify() -> Plan:
-        plan = make_plan(snapshot, options, kernel, iptables).plan
+    def verify() -> Plan:  # the memo spares compiling the same snapshot again
+        plan = make_plan(snapshot, options, kernel, iptables, memo).plan
         if not held:
             return plan
         return replace(plan, changes=tuple(c for c in plan.changes if c not in held))
@@ -168,6 +158,31 @@ def apply_planned(
     finally:  # also when verification fails: what was applied stays undoable
         if journal is not None and generation is not None:
             journal.finish(generation, report.applied)
+
+
+def _remember(
+    remember: Remember,
+    snapshot: Snapshot,
+    options: Options,
+    planned: Planned,
+    plan: Plan,
+    kernel: Kernel,
+    iptables: Iptables,
+) -> None:
+    """Record a converged node (after observing it: nothing may change in between but us)."""
+    conflist, network = str(planned.conflist_path), snapshot.cluster.cni.network_name
+    digest = observed_digest(kernel, iptables, options, conflist, snapshot.families, network)
+    record = Record(
+        remember.inputs,
+        digest,
+        conflist,
+        snapshot.families,
+        network,
+        format_plan(plan),
+        remember.warnings,
+    )
+    with contextlib.suppress(OSError, RuntimeFailure):  # a speed-up, never a reason to fail
+        save_record(remember.path, record)
 
 
 def plan_node(snapshot: Snapshot, options: Options, netns: str | None) -> Planned:
@@ -189,6 +204,7 @@ def apply_node(
     lock_timeout: float,
     saved: SavedPlan | None = None,
     journal: Journal | None = None,
+    remember: Remember | None = None,
 ) -> tuple[Planned, ApplyReport | None]:
     """Plan and apply under the node lock; None for the report when there was nothing to do.
 
@@ -199,7 +215,8 @@ def apply_node(
         kernel = Kernel()
         try:
             iptables = Iptables(detect_backend())
-            planned = make_plan(snapshot, options, kernel, iptables)
+            memo = Memo()
+            planned = make_plan(snapshot, options, kernel, iptables, memo)
             if saved is not None and planned.fingerprint != saved.fingerprint:
                 raise RuntimeFailure(
                     f"node {options.node} changed since the plan was made; plan again"
@@ -209,8 +226,14 @@ def apply_node(
                     f"the plan for node {options.node} is not the one saved; plan again"
                 )
             if planned.plan.empty:
+                if remember is not None and not planned.plan.conflicts:
+                    _remember(remember, snapshot, options, planned, planned.plan, kernel, iptables)
                 return planned, None
-            return planned, apply_planned(snapshot, options, planned, kernel, iptables, journal)
+            report = apply_planned(snapshot, options, planned, kernel, iptables, journal, memo=memo)
+            residue = report.residue
+            if remember is not None and report.ok and residue is not None and not residue.conflicts:
+                _remember(remember, snapshot, options, planned, residue, kernel, iptables)
+            return planned, report
         finally:
             kernel.close()
 

@@ -10,7 +10,6 @@ small rounds (one DELETED event each) is caught like one that arrives at once.
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -72,8 +71,8 @@ class DeletionGuard:
         self,
         max_fraction: float,
         rounds: int,
+        clock: Callable[[], float],  # seconds, monotonic: passed in, so the guard stays pure
         min_seconds: float = 0.0,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_fraction = max_fraction
         self.rounds = rounds

@@ -68,6 +68,13 @@ class Kernel:
         self._routes = (routes, ordered)
         return ordered
 
+    def route_digest(self) -> bytes:
+        """A digest of the main table as dumped (links must have been read for the names)."""
+        try:
+            return self._netlink.route_digest(MAIN_TABLE)
+        except OSError as e:
+            raise RuntimeFailure(f"netlink dump of routes failed: {e.strerror or e}") from e
+
     def read_sysctls(self, names: tuple[str, ...]) -> tuple[Sysctl, ...]:
         try:
             return tuple(Sysctl(name, _sysctl_path(name).read_text().strip()) for name in names)

@@ -233,6 +233,19 @@ class ObservedState:
         return next((link for link in self.links if link.name == name), None)
 
 
+@dataclass(frozen=True, slots=True)
+class Options:
+    """How to plan for a node: every knob of plan/apply that is not the snapshot itself."""
+
+    node: str
+    conf_dir: str | None = None  # default: the snapshot's cluster.cni.confDir
+    uplink: str | None = None  # default: the interface that holds the node's InternalIP
+    mtu: int | None = None  # default: cluster.mtu, else the uplink's MTU
+    route_proto: int = DEFAULT_ROUTE_PROTO
+    adopt: bool = False
+    cni_cache_dir: str | None = None  # read local pods from libcni's cache here (if it exists)
+
+
 # -- the plan: typed changes, in the order they are applied -------------------------------------
 
 

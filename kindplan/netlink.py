@@ -8,6 +8,7 @@ its own sequence number and acknowledgement, so every error still maps to its ro
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import struct
@@ -188,6 +189,17 @@ class Netlink:
                     found.append(route)
         self._parsed = parsed
         return found
+
+    def route_digest(self, table: int) -> bytes:
+        """A digest of the table's routes as the kernel dumps them (no parse; the converged fast
+        path: equal bytes parse to equal routes for equal link names)."""
+        h = hashlib.sha256()
+        for family in (socket.AF_INET, socket.AF_INET6):
+            body = _RTMSG.pack(family, 0, 0, 0, table & 0xFF, 0, 0, 0, 0)
+            body += _attr(RTA_TABLE, _U32.pack(table))
+            for _, message in self._dump(RTM_GETROUTE, body):
+                h.update(message[4:6] + message[_NLMSG.size :])
+        return h.digest()
 
     # -- writes --------------------------------------------------------------------------------
 

@@ -16,7 +16,8 @@ from kindplan.model import RESERVED_ROUTE_PROTOS
 from kindplan.planview import plan_to_json
 
 if TYPE_CHECKING:
-    from kindplan.engine import Options, Planned
+    from kindplan.engine import Planned
+    from kindplan.model import Options
 
 SAVED_KIND = "kindplan/SavedPlan"
 
@@ -96,7 +97,7 @@ _OPTIONAL_STR = ("conf_dir", "uplink", "cni_cache_dir")
 
 def _options(raw: dict[str, Any]) -> Options:
     """The saved options, each checked as the command line checks it: a saved plan is input."""
-    from kindplan.engine import Options
+    from kindplan.model import Options
 
     if set(raw) != {"node", "conf_dir", "uplink", "mtu", "route_proto", "adopt", "cni_cache_dir"}:
         raise ValueError("inputs.options: unexpected or missing keys")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 
-from kindplan.engine import Memo, Options, apply_planned, make_plan
+from kindplan.engine import Memo, apply_planned, make_plan
 from kindplan.errors import InvalidInputError, KindplanError, SourceError
 from kindplan.guard import DeletionGuard, peer_route
 from kindplan.iptables import Iptables, detect_backend
@@ -32,7 +32,7 @@ from kindplan.kernel import Kernel
 from kindplan.locking import node_lock
 from kindplan.logs import Log
 from kindplan.metrics import Health, Metrics
-from kindplan.model import AddRoute, Change, DelRoute, ReplaceRoute
+from kindplan.model import AddRoute, Change, DelRoute, Options, ReplaceRoute
 from kindplan.netns import enter_netns
 from kindplan.planview import describe, route_text
 from kindplan.snapshot import Loaded
@@ -147,6 +147,7 @@ class Loop:
         self.guard = DeletionGuard(
             settings.max_delete_fraction,
             settings.hold_rounds,
+            time.monotonic,
             min_seconds=(settings.hold_rounds - 1) * settings.interval,
         )
         self.journal = Journal(state_dir, netns)
@@ -325,6 +326,7 @@ class Loop:
                         iptables,
                         self.journal,
                         held=frozenset(guarded.held),
+                        memo=self.memo,
                     )
         except KindplanError as e:
             self.metrics.errors.labels("node").inc()

@@ -11,12 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kindplan.apply import ApplyReport
-from kindplan.engine import Options, Planned, apply_node, plan_node
+from kindplan.engine import Planned, apply_node, plan_node
 from kindplan.errors import RuntimeFailure, UsageError
 from kindplan.journal import Journal
 from kindplan.lab import topology
 from kindplan.lab.topology import CONTAINER_PORT, HOST_PORT, OUTSIDE_V4, Lab, LabNode
-from kindplan.model import Snapshot
+from kindplan.model import Options, Snapshot
 from kindplan.netns import NETNS_RUN_DIR, enter_netns
 
 Say = Callable[[str], None]

@@ -81,9 +81,8 @@ import kindplan.engine
 import kindplan.model
 import kindplan.netns
 from kindplan.cli import main
-from kindplan.engine import Options
 from kindplan.errors import InvalidInputError
-from kindplan.model import Plan
+from kindplan.model import Options, Plan
 from kindplan.planview import plan_to_json
 from kindplan.saved import SAVED_KIND, load_plan
 from kindplan.snapshot import parse_snapshot

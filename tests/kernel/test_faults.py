@@ -20,11 +20,11 @@ from builders import cluster_doc
 from nodes import SEED, Node, build_node, edit_snapshot, kindplan, settle
 from shell import sh
 
-from kindplan.engine import Options, apply_planned, make_plan
+from kindplan.engine import apply_planned, make_plan
 from kindplan.iptables import Iptables, detect_backend
 from kindplan.journal import Journal
 from kindplan.kernel import Kernel, KernelError
-from kindplan.model import Route
+from kindplan.model import Options, Route
 from kindplan.netns import enter_netns
 from kindplan.render import masq_rules, render_conflist
 from kindplan.sources import load_snapshot

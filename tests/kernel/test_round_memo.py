@@ -8,10 +8,10 @@ import pytest
 from nodes import Node
 from shell import sh
 
-from kindplan.engine import Memo, Options, make_plan
+from kindplan.engine import Memo, make_plan
 from kindplan.iptables import Iptables, detect_backend
 from kindplan.kernel import Kernel
-from kindplan.model import MAIN_TABLE
+from kindplan.model import MAIN_TABLE, Options
 from kindplan.netns import enter_netns
 from kindplan.snapshot import parse_snapshot
 

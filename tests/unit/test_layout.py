@@ -24,6 +24,8 @@ PURE = [
     "planview",
     "errors",
     "status",
+    "yamldoc",
+    "guard",
 ]
 # Imports that would let a pure module touch the kernel, processes, the disk or the clock.
 IMPURE = {

@@ -832,7 +832,7 @@ def test_bad_documents_raise_invalid_input_only(case: tuple[Any, tuple[str, ...]
 @example(case=("mtu: 2001-13-01\n", ()))  # ValueError from the YAML timestamp constructor
 @example(case=("mtu: !!int abc\n", ()))  # ValueError
 @example(case=("mtu: !!bool maybe\n", ()))  # KeyError
-@example(case=("mtu: !!set [1]\n", ()))  # TypeError in document._StrictLoader.construct_mapping
+@example(case=("mtu: !!set [1]\n", ()))  # TypeError in yamldoc._StrictLoader.construct_mapping
 @FUZZ
 @given(case=yaml_texts())
 def test_bad_yaml_raises_invalid_input_only(case: tuple[str, tuple[str, ...]]) -> None:

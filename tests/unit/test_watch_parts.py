@@ -112,7 +112,7 @@ def test_guard_at_5000_nodes_holds_every_deletion() -> None:
 
 def test_guard_releases_deletions_that_persist_and_resets_when_they_change() -> None:
     observed, plan = shrink(5, 1)
-    guard = DeletionGuard(0.5, rounds=3)
+    guard = DeletionGuard(0.5, rounds=3, clock=lambda: 0.0)
     assert [len(guard.check(plan, observed, 75).held) for _ in range(2)] == [4, 4]
     released = guard.check(plan, observed, 75)
     assert released.held == () and released.plan == plan and guard.released
@@ -128,7 +128,7 @@ def test_guard_releases_deletions_that_persist_and_resets_when_they_change() -> 
 
 def test_applying_what_the_guard_lets_through_then_the_rest_converges() -> None:
     observed, plan = shrink(5, 1)
-    guard = DeletionGuard(0.5, rounds=2)
+    guard = DeletionGuard(0.5, rounds=2, clock=lambda: 0.0)
     first = guard.check(plan, observed, 75)
     after = simulate(observed, first.plan)
     assert len([r for r in after.routes if r.gateway]) == 4  # peers kept

@@ -1,0 +1,155 @@
+"""The converged fast path of a one-shot apply: no parse, compile or diff when nothing changed.
+
+kindplan's plan is a pure function of its inputs (the snapshot's bytes, the options, its own code)
+and of the node as observed. After an apply that leaves the node converged, the state dir keeps
+a digest of each. The next apply with the same inputs observes the node cheaply (the route table
+hashed as the kernel dumps it, not parsed) and, if that digest matches too, the plan is the one
+recorded: empty. Any difference at all, and the full path runs. A cron job or a kubelet-style
+caller running `kindplan apply` every few seconds on a big cluster then pays for a read of the
+node, not for checking 5,000 nodes again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import kindplan
+from kindplan.cnicache import read_cni_cache
+from kindplan.compiler import FORWARDING_SYSCTLS
+from kindplan.files import write_atomic
+from kindplan.iptables import Iptables, detect_backend, parse_nat
+from kindplan.kernel import Kernel
+from kindplan.locking import node_lock
+from kindplan.netns import enter_netns
+from kindplan.observe import read_conflist
+from kindplan.resources import resource_dir
+
+if TYPE_CHECKING:
+    from kindplan.model import Options
+
+# What the plan is made with besides kindplan itself: a new version of one may render differently.
+_LIBRARIES = ("jinja2", "yaml")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    inputs: str  # digest of what the plan was made from
+    observed: str  # digest of the node when it was converged
+    conflist_path: str  # what the snapshot said; the same as long as the inputs are
+    families: tuple[int, ...]
+    network: str
+    output: str  # what apply printed for the converged node (the plan's warnings included)
+    warnings: str  # what it said on stderr about the snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Remember:
+    """What apply needs to record a converged node: where, its inputs, the snapshot's warnings."""
+
+    path: Path
+    inputs: str
+    warnings: str
+
+
+def inputs_digest(
+    snapshot: bytes, pod_subnets: tuple[str, ...], options: Options, netns: str | None
+) -> str:
+    """A digest of everything a plan is made from but the node: input bytes, options, code."""
+    h = hashlib.sha256()
+    h.update(hashlib.sha256(snapshot).digest())
+    h.update(repr((pod_subnets, options, netns, sys.version, kindplan.__version__)).encode())
+    h.update(_code_stamp().encode())
+    return h.hexdigest()
+
+
+def _code_stamp() -> str:
+    """Sizes and mtimes of kindplan's files and of the libraries' (a stat each: no import)."""
+    roots = [Path(kindplan.__file__).parent, resource_dir("templates"), resource_dir("schemas")]
+    for name in _LIBRARIES:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin:
+            roots.append(Path(spec.origin).parent)
+    stamps = []
+    for root in dict.fromkeys(roots):  # a wheel has templates/ inside the package
+        for path in sorted(root.rglob("*")):
+            if path.suffix in (".py", ".j2", ".json"):
+                st = path.stat()
+                stamps.append(f"{path}:{st.st_size}:{st.st_mtime_ns}")
+    return "\n".join(stamps)
+
+
+def observed_digest(
+    kernel: Kernel,
+    iptables: Iptables,
+    options: Options,
+    conflist_path: str,
+    families: tuple[int, ...],
+    network: str,
+) -> str:
+    """A digest of everything make_plan reads from the node (routes hashed, not parsed)."""
+    h = hashlib.sha256()
+    h.update(repr(kernel.read_links()).encode())  # names, indexes, MTUs, state, addresses
+    h.update(kernel.route_digest())
+    h.update(repr(kernel.read_sysctls(tuple(FORWARDING_SYSCTLS[v] for v in families))).encode())
+    h.update(repr(tuple(parse_nat(v, iptables.save_nat(v)) for v in families)).encode())
+    h.update(repr((iptables.backend, read_conflist(Path(conflist_path)))).encode())
+    if options.cni_cache_dir is not None:
+        pods = read_cni_cache(Path(options.cni_cache_dir), options.node, network)
+        h.update(repr(pods).encode())
+    return h.hexdigest()
+
+
+def load_record(path: Path) -> Record | None:
+    """The record, or None if there is none or it cannot be used (then the full path runs)."""
+    try:
+        data = json.loads(path.read_text("utf-8"))
+        return Record(
+            str(data["inputs"]),
+            str(data["observed"]),
+            str(data["conflist_path"]),
+            tuple(int(v) for v in data["families"]),
+            str(data["network"]),
+            str(data["output"]),
+            str(data["warnings"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def save_record(path: Path, record: Record) -> None:
+    write_atomic(path, json.dumps(asdict(record)) + "\n", mode=0o600)
+
+
+def converged_record(
+    netns: str | None,
+    options: Options,
+    remember: Remember,
+    *,
+    lock: Path,
+    lock_timeout: float,
+) -> Record | None:
+    """The record of the last converged apply if its inputs and the node are still the same
+    (then the plan is empty without parsing, compiling or diffing anything); else None."""
+    record = load_record(remember.path)
+    if record is None or record.inputs != remember.inputs:
+        return None
+    with node_lock(lock, lock_timeout), enter_netns(netns):
+        kernel = Kernel()
+        try:
+            digest = observed_digest(
+                kernel,
+                Iptables(detect_backend()),
+                options,
+                record.conflist_path,
+                record.families,
+                record.network,
+            )
+        finally:
+            kernel.close()
+    return record if digest == record.observed else None

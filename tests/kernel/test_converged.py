@@ -1,0 +1,109 @@
+"""The converged fast path of a one-shot apply: taken only while inputs and node are unchanged.
+
+Every kind of input and every part of the node that the plan reads is changed in turn; each
+must turn the fast path off, and the next apply (the full path) must repair the node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from nodes import SEED, Node
+from shell import sh
+
+from kindplan.converged import Remember, converged_record, inputs_digest
+from kindplan.model import Options
+
+pytestmark = pytest.mark.root
+
+
+def record_path(node: Node) -> Path:
+    return node.tmp / "state" / f"netns-{node.ns}" / "converged.json"
+
+
+def fast_path_taken(node: Node, snapshot: Path | None = None) -> bool:
+    """Would `node.apply()` answer from the record? (the options the CLI builds for it)"""
+    options = Options(node=node.name, conf_dir=str(node.tmp / "cni"))
+    data = (snapshot or node.snapshot).read_bytes()
+    remember = Remember(record_path(node), inputs_digest(data, (), options, node.ns), "")
+    lock = node.tmp / "state" / f"apply-{node.ns}.lock"
+    return converged_record(node.ns, options, remember, lock=lock, lock_timeout=5) is not None
+
+
+def test_unchanged_node_is_answered_from_the_record_with_the_same_output(
+    seed_worker2: Node,
+) -> None:
+    assert seed_worker2.apply().returncode == 0  # converged and verified: recorded
+    assert fast_path_taken(seed_worker2)
+    fast = seed_worker2.apply()
+    record_path(seed_worker2).unlink()
+    slow = seed_worker2.apply()  # the full path (and a new record)
+    assert (fast.returncode, fast.stdout, fast.stderr) == (
+        slow.returncode,
+        slow.stdout,
+        slow.stderr,
+    )
+    assert fast.stdout == "No changes.\n"
+    assert fast_path_taken(seed_worker2)
+
+
+DRIFTS: dict[str, Callable[[Node], None]] = {
+    "peer route deleted": lambda n: sh("ip", "-n", n.ns, "route", "del", "10.244.0.0/24"),
+    "pod gateway address removed": lambda n: sh(
+        "ip", "-n", n.ns, "addr", "del", "10.244.2.1/32", "dev", "vetha1079faf"
+    ),
+    "uplink MTU changed": lambda n: sh("ip", "-n", n.ns, "link", "set", "eth0", "mtu", "1400"),
+    "forwarding off": lambda n: sh(
+        "ip", "netns", "exec", n.ns, "sysctl", "-qw", "net.ipv4.ip_forward=0"
+    ),
+    "SNAT chain flushed": lambda n: sh("iptables", "-t", "nat", "-F", "KIND-MASQ-AGENT", ns=n.ns),
+    "conflist edited": lambda n: n.conflist.write_text(n.conflist.read_text().replace("00", "01")),
+    "conflist removed": lambda n: n.conflist.unlink(),
+}
+
+
+@pytest.mark.parametrize("drift", DRIFTS, ids=list(DRIFTS))
+def test_any_drift_turns_the_fast_path_off_and_is_repaired(seed_worker2: Node, drift: str) -> None:
+    assert seed_worker2.apply().returncode == 0
+    assert fast_path_taken(seed_worker2)
+    DRIFTS[drift](seed_worker2)
+    assert not fast_path_taken(seed_worker2)
+    repaired = seed_worker2.apply()
+    assert repaired.returncode == 0 and "applied:" in repaired.stdout, repaired
+    plan = seed_worker2.plan("--detailed-exitcode")
+    assert plan.returncode == 0, plan.stdout
+    assert fast_path_taken(seed_worker2)  # recorded again once converged
+
+
+def test_other_inputs_turn_it_off(seed_worker2: Node) -> None:
+    assert seed_worker2.apply().returncode == 0
+    bigger = seed_worker2.tmp / "bigger.yaml"
+    bigger.write_text(
+        SEED.read_text().replace(
+            "pods:",
+            '  - {name: n4, internalIPs: ["172.18.0.20"], podCIDRs: ["10.244.9.0/24"]}\npods:',
+        )
+    )
+    assert not fast_path_taken(seed_worker2, bigger)  # other snapshot bytes
+    same_bytes_elsewhere = seed_worker2.tmp / "copy.yaml"
+    same_bytes_elsewhere.write_bytes(SEED.read_bytes())
+    assert fast_path_taken(seed_worker2, same_bytes_elsewhere)  # the bytes count, not the name
+    # other options: an MTU given
+    options = Options(node=seed_worker2.name, conf_dir=str(seed_worker2.tmp / "cni"), mtu=1400)
+    data = seed_worker2.snapshot.read_bytes()
+    remember = Remember(
+        record_path(seed_worker2), inputs_digest(data, (), options, seed_worker2.ns), ""
+    )
+    lock = seed_worker2.tmp / "state" / "x.lock"
+    assert converged_record(seed_worker2.ns, options, remember, lock=lock, lock_timeout=5) is None
+
+
+def test_a_broken_record_is_ignored(seed_worker2: Node) -> None:
+    assert seed_worker2.apply().returncode == 0
+    record_path(seed_worker2).write_text('{"inputs": 1')
+    assert not fast_path_taken(seed_worker2)
+    again = seed_worker2.apply()
+    assert again.returncode == 0 and again.stdout == "No changes.\n"
+    assert fast_path_taken(seed_worker2)
