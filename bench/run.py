@@ -176,6 +176,7 @@ def bench_apply(work: Path, nodes: int, dual: bool, runs: int) -> dict[str, floa
         )
         result["one_added_s"] = timing[0]
         result |= bench_round(ns, bigger, state, runs, dual)
+        result |= bench_idle(ns, bigger, state)
     return result
 
 
@@ -232,6 +233,29 @@ def bench_round(ns: str, snapshot: Path, state: Path, runs: int, dual: bool) -> 
         loop._reset_node_handles()
     source.close()
     return out
+
+
+def bench_idle(ns: str, snapshot: Path, state: Path, seconds: float = 60.0) -> dict[str, float]:
+    """The watch loop idle on a converged node for a minute at its default 10 s interval: CPU."""
+    cmd = [*apply_cmd(snapshot, ns, state), "--watch", "--interval", "10s"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    try:
+        while "watching" not in proc.stderr.readline():
+            pass
+        time.sleep(2)  # the first round (parsing the snapshot) is not idle time
+
+        def cpu() -> float:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rpartition(")")[2].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+        before, started = cpu(), time.perf_counter()
+        time.sleep(seconds)
+        used, wall = cpu() - before, time.perf_counter() - started
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return {"idle_cpu_s": used, "idle_wall_s": wall}
 
 
 def bench_writes(nodes: int, runs: int) -> dict[str, float]:
@@ -369,6 +393,12 @@ def report(results: dict) -> list[tuple[str, str, str, str]]:  # type: ignore[ty
                 f"{r['round_s'] * 1000:.1f} ms",
                 "24 s",
                 f"{24 / r['round_s']:.0f}x faster",
+            ),
+            (
+                f"watch loop idle {tag}, 10 s interval",
+                f"{r['idle_cpu_s']:.2f} s CPU in {r['idle_wall_s']:.0f} s",
+                "",
+                f"{100 * r['idle_cpu_s'] / r['idle_wall_s']:.2f}% of a core",
             ),
             (f"peak RSS, full apply {tag}", f"{r['peak_rss_mib']:.0f} MiB", "", ""),
         ]
