@@ -97,10 +97,11 @@ def _read(path: str) -> tuple[bytes, str]:
 
 
 def _parse(data: bytes, source: str, pod_subnets: list[str] | None) -> Snapshot:
-    from kindplan.snapshot import parse_snapshot
+    from kindplan.snapshot import freeze_heap, parse_snapshot
 
     loaded = parse_snapshot(data, source=source, pod_subnets=_split(pod_subnets))
     _warn(loaded.warnings)
+    freeze_heap()
     return loaded.snapshot
 
 
@@ -559,9 +560,10 @@ def _known_converged(
     if record is not None:
         sys.stderr.write(record.warnings)
         return record.output
-    from kindplan.snapshot import parse_snapshot
+    from kindplan.snapshot import freeze_heap, parse_snapshot
 
     loaded = parse_snapshot(data, source=source, pod_subnets=_split(pod_subnet))
+    freeze_heap()
     warnings = "".join(f"warning: {p}\n" for p in loaded.warnings)
     sys.stderr.write(warnings)
     return loaded.snapshot, Remember(path, inputs, warnings)

@@ -6,6 +6,7 @@ Every problem is collected before anything is raised, so a user sees them all at
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -47,6 +48,18 @@ def parse_snapshot(
 ) -> Loaded:
     """Turn snapshot bytes (ClusterSnapshot, List or NodeList; JSON or YAML) into a Snapshot."""
     return check_document(parse_document(data, source), source=source, pod_subnets=pod_subnets)
+
+
+def freeze_heap() -> None:
+    """Have the cyclic collector leave alone every object alive now (call it once a snapshot is
+    loaded; the command line and the loop do, the parser does not).
+
+    A 5,000-node snapshot is some 100,000 long-lived objects that every full collection during
+    compile and diff would walk again: measured, that made compile + diff grow 137x for 100x the
+    nodes, and 79x once frozen. Frozen objects are still freed by reference counting, which is
+    all a snapshot (no reference cycles) needs.
+    """
+    gc.freeze()
 
 
 def check_document(doc: Any, *, source: str = "<input>", pod_subnets: Sequence[str] = ()) -> Loaded:

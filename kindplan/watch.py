@@ -35,7 +35,7 @@ from kindplan.metrics import Health, Metrics
 from kindplan.model import AddRoute, Change, DelRoute, Options, ReplaceRoute
 from kindplan.netns import enter_netns
 from kindplan.planview import describe, route_text
-from kindplan.snapshot import Loaded
+from kindplan.snapshot import Loaded, freeze_heap
 from kindplan.sources import Source
 
 DEBOUNCE_SECONDS = 0.02  # a burst of file events (write, rename) makes one round
@@ -281,6 +281,7 @@ class Loop:
             return False
         if loaded is not self.loaded:
             self.loaded = loaded
+            freeze_heap()
             self.metrics.nodes.set(len(loaded.snapshot.nodes))
             for problem in loaded.warnings:
                 self.log.warning(f"{self.source.name}: {problem}")
