@@ -265,24 +265,43 @@ def _parse_route(kind: int, message: bytes, table: int, names: dict[int, str]) -
     family, dst_len, _, _, rtm_table, proto, scope, rtype, _ = _RTMSG.unpack_from(
         message, _NLMSG.size
     )
-    attrs = dict(_attrs(message, _NLMSG.size + _RTMSG.size))
-    if RTA_TABLE in attrs:
-        rtm_table = _U32.unpack(attrs[RTA_TABLE])[0]
-    if rtm_table != table or rtype != RTN_UNICAST:
+    if rtype != RTN_UNICAST:
         return None
-    width = 4 if family == socket.AF_INET else 16
-    dst = int.from_bytes(attrs.get(RTA_DST, bytes(width)), "big")
+    # One pass over the attributes, keeping the five a route needs (the hot loop of every
+    # observation: 10,000 routes at 5,000 dual-stack nodes).
+    dst = gateway = b""
+    oif = metric = 0
+    offset, end, unpack = _NLMSG.size + _RTMSG.size, len(message), _RTA.unpack_from
+    while offset + 4 <= end:
+        length, attr = unpack(message, offset)
+        if length < 4:
+            break
+        attr &= 0x3FFF
+        if attr == RTA_DST:
+            dst = message[offset + 4 : offset + length]
+        elif attr == RTA_GATEWAY:
+            gateway = message[offset + 4 : offset + length]
+        elif attr == RTA_OIF:
+            oif = _U32.unpack_from(message, offset + 4)[0]
+        elif attr == RTA_PRIORITY:
+            metric = _U32.unpack_from(message, offset + 4)[0]
+        elif attr == RTA_TABLE:
+            rtm_table = _U32.unpack_from(message, offset + 4)[0]
+        offset += (length + 3) & ~3
+    if rtm_table != table:
+        return None
+    number = int.from_bytes(dst, "big")  # no RTA_DST: the default route
     network: IPNetwork = (
-        IPv4Network((dst, dst_len)) if family == socket.AF_INET else IPv6Network((dst, dst_len))
+        IPv4Network((number, dst_len))
+        if family == socket.AF_INET
+        else IPv6Network((number, dst_len))
     )
-    gateway = attrs.get(RTA_GATEWAY)
-    oif = _U32.unpack(attrs[RTA_OIF])[0] if RTA_OIF in attrs else 0
     return Route(
         dst=network,
         ifname=names.get(oif, ""),
         gateway=_address(gateway) if gateway else None,
         scope=SCOPES.get(scope, str(scope)),
-        metric=_U32.unpack(attrs[RTA_PRIORITY])[0] if RTA_PRIORITY in attrs else 0,
+        metric=metric,
         proto=proto,
         table=rtm_table,
     )
