@@ -294,13 +294,17 @@ def observed_like(desired) -> ObservedState:  # type: ignore[no-untyped-def]
 
 def bench_scaling(sizes: list[int], runs: int) -> dict[str, float]:
     """4: compile + diff of a converged node, pure, from 50 to 5,000 nodes (dual-stack); each
-    size in a process of its own, so that no size runs with another's heap or caches."""
+    size in processes of its own, so that no size runs with another's heap or caches."""
     code = (
         "import json, sys; sys.path.insert(0, sys.argv[1]); import run; "
         "print(json.dumps(run.scaling_here(int(sys.argv[2]), int(sys.argv[3]))))"
     )
     here = str(Path(__file__).parent)
-    return {str(n): float(sh(sys.executable, "-c", code, here, str(n), str(runs))) for n in sizes}
+
+    def fastest(n: int) -> float:  # of 5 processes: one may land in a slow stretch of the VM
+        return min(float(sh(sys.executable, "-c", code, here, str(n), str(runs))) for _ in range(5))
+
+    return {str(n): fastest(n) for n in sizes}
 
 
 def scaling_here(nodes: int, runs: int) -> float:

@@ -64,7 +64,9 @@ def compile_desired(
 
 def _peer_routes(snapshot: Snapshot, node: Node, facts: HostFacts, proto: int) -> list[Route]:
     """One route per peer PodCIDR via the peer's InternalIP of the same family (kindnet)."""
-    routes = []
+    # One list per family, IPv4 first: the caller's sort by key then meets long ordered runs
+    # (PodCIDRs are handed out in order) instead of the families alternating node by node.
+    by_family: dict[int, list[Route]] = {4: [], 6: []}
     uplink = facts.uplink
     for peer in snapshot.nodes:
         if peer.name == node.name:
@@ -75,10 +77,10 @@ def _peer_routes(snapshot: Snapshot, node: Node, facts: HostFacts, proto: int) -
             if gateway is None:  # the snapshot checks make this unreachable
                 continue
             metric = _metric(cidr)
-            routes.append(
+            by_family[cidr.version].append(
                 Route(cidr, uplink, gateway, "universe", metric, proto, MAIN_TABLE, peer.name)
             )
-    return routes
+    return by_family[4] + by_family[6]
 
 
 def _pod_plumbing(node: Node, pod: Pod, proto: int) -> tuple[list[Route], list[Address]]:

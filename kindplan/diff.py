@@ -109,6 +109,8 @@ def _diff_routes(
         if not present:
             out.changes.append(AddRoute(route))
             continue
+        if len(present) == 1 and present[0].proto == proto and _same_target(route, present[0]):
+            continue  # ours and right: the common case on a converged node, checked first
         right = [seen for seen in present if _same_target(route, seen)]
         if any(seen.proto == proto for seen in right):
             continue

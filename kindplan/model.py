@@ -110,10 +110,14 @@ class Route:
     proto: int = DEFAULT_ROUTE_PROTO
     table: int = MAIN_TABLE
     peer: str = ""  # the node (peer route) or pod (host route) this route serves; not identity
+    # The kernel's identity of the route, computed once: sorting and diffing 10,000 routes ask
+    # for it several times each (a derived value, not part of equality).
+    key: tuple[int, tuple[int, int, int], int] = field(
+        init=False, repr=False, compare=False, hash=False
+    )
 
-    @property
-    def key(self) -> tuple[int, tuple[int, int, int], int]:
-        return (self.table, net_order(self.dst), self.metric)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (self.table, net_order(self.dst), self.metric))
 
 
 @dataclass(frozen=True, slots=True)
