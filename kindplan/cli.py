@@ -85,9 +85,12 @@ def _split(values: list[str] | None) -> list[str]:
     return [part.strip() for v in values or () for part in v.split(",") if part.strip()]
 
 
+def _warnings(problems: tuple[Problem, ...] | list[Problem]) -> str:
+    return "".join(f"warning: {problem}\n" for problem in problems)
+
+
 def _warn(problems: tuple[Problem, ...] | list[Problem]) -> None:
-    for problem in problems:
-        typer.echo(f"warning: {problem}", err=True)
+    sys.stderr.write(_warnings(problems))
 
 
 def _read(path: str) -> tuple[bytes, str]:
@@ -485,6 +488,8 @@ def apply(
         raise UsageError("--kube needs --watch (or use kubectl get nodes -o json | kindplan ...)")
     if (snapshot is None) == (plan_file is None):
         raise UsageError("give exactly one of SNAPSHOT and --plan FILE")
+    from kindplan.statedir import apply_lock
+
     saved = None
     remember = None
     if plan_file is not None:
@@ -493,11 +498,11 @@ def apply(
         saved = load_plan(plan_file)
         snap = _parse(saved.snapshot, saved.source, saved.pod_subnets)
         options, netns = saved.options, saved.netns
-        lock = state_dir / f"apply-{netns or 'host'}.lock"
+        lock = apply_lock(state_dir, netns)
     else:
         assert snapshot is not None
         options = _options(node, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir, netns)
-        lock = state_dir / f"apply-{netns or 'host'}.lock"
+        lock = apply_lock(state_dir, netns)
         known = _known_converged(
             snapshot, pod_subnet, options, netns, state_dir, lock, lock_timeout
         )
@@ -550,10 +555,11 @@ def _known_converged(
     """What a converged node's apply printed, if inputs and node are as they were then (the
     snapshot is then not even parsed); else the snapshot, and how to remember a convergence."""
     from kindplan.converged import Remember, converged_record, inputs_digest
+    from kindplan.statedir import target_dir
 
     data, source = _read(snapshot)
     inputs = inputs_digest(data, tuple(_split(pod_subnet)), options, netns)
-    path = state_dir / ("host" if netns is None else f"netns-{netns}") / "converged.json"
+    path = target_dir(state_dir, netns) / "converged.json"
     record = converged_record(
         netns, options, Remember(path, inputs, ""), lock=lock, lock_timeout=lock_timeout
     )
@@ -564,7 +570,7 @@ def _known_converged(
 
     loaded = parse_snapshot(data, source=source, pod_subnets=_split(pod_subnet))
     freeze_heap()
-    warnings = "".join(f"warning: {p}\n" for p in loaded.warnings)
+    warnings = _warnings(loaded.warnings)
     sys.stderr.write(warnings)
     return loaded.snapshot, Remember(path, inputs, warnings)
 
@@ -680,10 +686,11 @@ def rollback(
     from kindplan.engine import rollback_node
     from kindplan.journal import Journal
     from kindplan.planview import describe
+    from kindplan.statedir import apply_lock
 
     journal = Journal(state_dir, netns)
     done = rollback_node(
-        netns, journal, lock=state_dir / f"apply-{netns or 'host'}.lock", lock_timeout=lock_timeout
+        netns, journal, lock=apply_lock(state_dir, netns), lock_timeout=lock_timeout
     )
     generation = done.generation
     for change in done.report.applied:

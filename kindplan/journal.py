@@ -37,6 +37,7 @@ from kindplan.model import (
     parse_cidr,
     parse_ip,
 )
+from kindplan.statedir import target_dir
 
 MAX_GENERATIONS = 10
 # Undo as a teardown: the conflist kindplan created goes first (kubelet stops seeing a ready
@@ -108,8 +109,7 @@ class Journal:
     """The generations of one target, oldest first, in <state-dir>/<target>/journal.json."""
 
     def __init__(self, state_dir: Path, netns: str | None) -> None:
-        target = "host" if netns is None else f"netns-{netns}"
-        self.path = state_dir / target / "journal.json"
+        self.path = target_dir(state_dir, netns) / "journal.json"
         # the generation begin() recorded, the changes it was for, and its encoding
         self._begun: tuple[Generation, tuple[Change, ...], dict[str, Any]] | None = None
         self._saved: list[dict[str, Any]] | None = None  # the generations begin() wrote

@@ -37,6 +37,7 @@ from kindplan.netns import enter_netns
 from kindplan.planview import describe, route_text
 from kindplan.snapshot import Loaded, freeze_heap
 from kindplan.sources import Source
+from kindplan.statedir import apply_lock
 
 DEBOUNCE_SECONDS = 0.02  # a burst of file events (write, rename) makes one round
 MIN_EVENT_GAP_SECONDS = 0.25
@@ -139,7 +140,6 @@ class Loop:
         self.source = source
         self.options = options
         self.netns = netns
-        self.state_dir = state_dir
         self.settings = settings
         self.log = log
         self.metrics = metrics
@@ -151,7 +151,7 @@ class Loop:
             min_seconds=(settings.hold_rounds - 1) * settings.interval,
         )
         self.journal = Journal(state_dir, netns)
-        self.lock = state_dir / f"apply-{netns or 'host'}.lock"
+        self.lock = apply_lock(state_dir, netns)
         self.loaded: Loaded | None = None  # the last good snapshot
         self.rounds = 0
         self.failures = 0  # consecutive failed rounds, for the backoff

@@ -15,12 +15,13 @@ from shell import sh
 
 from kindplan.converged import Remember, converged_record, inputs_digest
 from kindplan.model import Options
+from kindplan.statedir import apply_lock, target_dir
 
 pytestmark = pytest.mark.root
 
 
 def record_path(node: Node) -> Path:
-    return node.tmp / "state" / f"netns-{node.ns}" / "converged.json"
+    return target_dir(node.tmp / "state", node.ns) / "converged.json"
 
 
 def fast_path_taken(node: Node, snapshot: Path | None = None) -> bool:
@@ -28,7 +29,7 @@ def fast_path_taken(node: Node, snapshot: Path | None = None) -> bool:
     options = Options(node=node.name, conf_dir=str(node.tmp / "cni"))
     data = (snapshot or node.snapshot).read_bytes()
     remember = Remember(record_path(node), inputs_digest(data, (), options, node.ns), "")
-    lock = node.tmp / "state" / f"apply-{node.ns}.lock"
+    lock = apply_lock(node.tmp / "state", node.ns)
     return converged_record(node.ns, options, remember, lock=lock, lock_timeout=5) is not None
 
 

@@ -38,6 +38,16 @@ def api(netns: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKubeAPI]:
     server.stop()
 
 
+def kube_loop(api: FakeKubeAPI, netns: str, tmp_path: Path) -> Watcher:
+    """`kindplan apply --watch --kube` for kind-worker, run inside `netns` (a 60 s interval)."""
+    kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+    args = ["--kube", "--kubeconfig", str(kubeconfig), "--node", NODE]
+    args += ["--pod-subnet", "10.244.0.0/16", "--interval", "60s"]
+    args += ["--conf-dir", str(tmp_path / "cni"), "--state-dir", str(tmp_path / "state")]
+    args += ["--cni-cache-dir", str(tmp_path / "no-cni-cache")]
+    return Watcher(args, in_netns=netns)
+
+
 def node_event(kind: str, name: str, ip: str, cidr: str, version: str) -> dict[str, Any]:
     node = copy.deepcopy(load("nodelist.json")["items"][1])
     node["metadata"].update(name=name, resourceVersion=version)
@@ -50,27 +60,7 @@ def node_event(kind: str, name: str, ip: str, cidr: str, version: str) -> dict[s
 
 
 def test_watch_follows_the_api_server(netns: str, api: FakeKubeAPI, tmp_path: Path) -> None:
-    kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
-    loop = Watcher(
-        [
-            "--kube",
-            "--kubeconfig",
-            str(kubeconfig),
-            "--node",
-            NODE,
-            "--pod-subnet",
-            "10.244.0.0/16",
-            "--interval",
-            "60s",
-            "--conf-dir",
-            str(tmp_path / "cni"),
-            "--state-dir",
-            str(tmp_path / "state"),
-            "--cni-cache-dir",
-            str(tmp_path / "no-cni-cache"),
-        ],
-        in_netns=netns,
-    )
+    loop = kube_loop(api, netns, tmp_path)
     try:
         line = loop.wait_for(r"round 1: applied")
         assert all(has_route(netns, dst) for dst in PEERS)
@@ -113,25 +103,7 @@ def test_unreachable_api_server_applies_nothing_and_says_so(
     netns: str, api: FakeKubeAPI, tmp_path: Path
 ) -> None:
     api.stop()  # its port is closed now: connections are refused
-    kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
-    loop = Watcher(
-        [
-            "--kube",
-            "--kubeconfig",
-            str(kubeconfig),
-            "--node",
-            NODE,
-            "--pod-subnet",
-            "10.244.0.0/16",
-            "--interval",
-            "60s",
-            "--conf-dir",
-            str(tmp_path / "cni"),
-            "--state-dir",
-            str(tmp_path / "state"),
-        ],
-        in_netns=netns,
-    )
+    loop = kube_loop(api, netns, tmp_path)
     try:
         loop.wait_for(r"error kubernetes API.*nothing applied yet.*kind=source", timeout=30)
         assert not (tmp_path / "cni").exists()

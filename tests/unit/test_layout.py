@@ -26,6 +26,7 @@ PURE = [
     "status",
     "yamldoc",
     "guard",
+    "statedir",
 ]
 # Imports that would let a pure module touch the kernel, processes, the disk or the clock.
 IMPURE = {
