@@ -169,8 +169,14 @@ class Netlink:
         ]
         return tuple(sorted(links, key=lambda link: link.name))
 
-    def routes(self, table: int, names: dict[int, str]) -> list[Route]:
-        """Unicast routes of `table`, both families; the kernel filters by table."""
+    def routes(
+        self, table: int, names: dict[int, str], expected: dict[RouteIdent, Route] | None = None
+    ) -> list[Route]:
+        """Unicast routes of `table`, both families; the kernel filters by table.
+
+        `expected` (route_ident -> route, e.g. the desired routes) spares building the objects of
+        a message that matches one of them field for field: the same Route comes back.
+        """
         found = []
         if names != self._parsed_names:
             self._parsed, self._parsed_names = {}, dict(names)
@@ -183,7 +189,7 @@ class Netlink:
                 if content in known:
                     route = known[content]
                 else:
-                    route = _parse_route(kind, message, table, names)
+                    route = _parse_route(kind, message, table, names, expected)
                 parsed[content] = route
                 if route is not None:
                     found.append(route)
@@ -259,7 +265,34 @@ def _address(raw: bytes) -> IPAddress:
     return IPv4Address(number) if len(raw) == 4 else IPv6Address(number)
 
 
-def _parse_route(kind: int, message: bytes, table: int, names: dict[int, str]) -> Route | None:
+# What a dumped route message says that _parse_route reads: (family, dst_len, table, proto,
+# scope, dst, gateway, oif, metric), addresses packed and b"" when absent.
+RouteIdent = tuple[int, int, int, int, int, bytes, bytes, int, int]
+
+
+def route_ident(route: Route, ifindex: int) -> RouteIdent:
+    """The RouteIdent of the message the kernel would dump for `route` on link `ifindex`."""
+    dst = route.dst
+    return (
+        _FAMILY[dst.version],
+        dst.prefixlen,
+        route.table,
+        route.proto,
+        SCOPE_NUMBERS[route.scope],
+        dst.network_address.packed if dst.prefixlen else b"",  # the default route has no RTA_DST
+        route.gateway.packed if route.gateway is not None else b"",
+        ifindex,
+        route.metric,
+    )
+
+
+def _parse_route(
+    kind: int,
+    message: bytes,
+    table: int,
+    names: dict[int, str],
+    expected: dict[RouteIdent, Route] | None = None,
+) -> Route | None:
     if kind != RTM_NEWROUTE:
         return None
     family, dst_len, _, _, rtm_table, proto, scope, rtype, _ = _RTMSG.unpack_from(
@@ -290,6 +323,14 @@ def _parse_route(kind: int, message: bytes, table: int, names: dict[int, str]) -
         offset += (length + 3) & ~3
     if rtm_table != table:
         return None
+    ifname = names.get(oif, "")
+    if expected:
+        hit = expected.get((family, dst_len, rtm_table, proto, scope, dst, gateway, oif, metric))
+        if hit is not None and hit.ifname == ifname:
+            if not hit.peer:
+                return hit
+            # as parsed: the peer is a label of the desired route, not something a dump says
+            return Route(hit.dst, ifname, hit.gateway, hit.scope, metric, proto, rtm_table)
     number = int.from_bytes(dst, "big")  # no RTA_DST: the default route
     network: IPNetwork = (
         IPv4Network((number, dst_len))
@@ -298,7 +339,7 @@ def _parse_route(kind: int, message: bytes, table: int, names: dict[int, str]) -
     )
     return Route(
         dst=network,
-        ifname=names.get(oif, ""),
+        ifname=ifname,
         gateway=_address(gateway) if gateway else None,
         scope=SCOPES.get(scope, str(scope)),
         metric=metric,
