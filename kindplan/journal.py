@@ -110,9 +110,10 @@ class Journal:
 
     def __init__(self, state_dir: Path, netns: str | None) -> None:
         self.path = target_dir(state_dir, netns) / "journal.json"
-        # the generation begin() recorded, the changes it was for, and its encoding
-        self._begun: tuple[Generation, tuple[Change, ...], dict[str, Any]] | None = None
-        self._saved: list[dict[str, Any]] | None = None  # the generations begin() wrote
+        # the generation begin() recorded, the changes it was for, and its encoding (the header
+        # and the JSON of its undo list, which finish() reuses rather than encodes again)
+        self._begun: tuple[Generation, tuple[Change, ...], dict[str, Any], str] | None = None
+        self._saved: list[tuple[int, str]] | None = None  # (number, line) begin() wrote
 
     def load(self) -> list[Generation]:
         try:
@@ -135,11 +136,13 @@ class Journal:
         except (ValueError, KeyError, TypeError) as e:
             raise RuntimeFailure(f"{self.path}: unreadable journal ({e}); move it aside") from e
 
-    def _save(self, generations: list[dict[str, Any]]) -> None:
-        # One compact line per generation: json's C encoder (an indent would mean its Python
-        # one, seconds for 5,000 routes), and still a file a person can page through.
-        lines = ",\n".join(json.dumps(g, separators=(",", ":")) for g in generations)
-        write_atomic(self.path, '{"generations": [\n' + lines + "\n]}\n", mode=0o600)
+    def _save(self, lines: list[tuple[int, str]]) -> None:
+        """Write the generations, each given as (number, its line from _line or _join)."""
+        text = ",\n".join(line for _, line in lines)
+        write_atomic(self.path, '{"generations": [\n' + text + "\n]}\n", mode=0o600)
+
+    def _saved_lines(self) -> list[tuple[int, str]]:
+        return [(g["number"], _line(g)) for g in self._load_raw()]
 
     def begin(
         self, node: str, families: tuple[int, ...], conflist_path: str, changes: tuple[Change, ...]
@@ -151,32 +154,49 @@ class Journal:
         generation = Generation(
             number, stamp, node, families, conflist_path, undo_all(changes), complete=False
         )
-        self._begun = (generation, changes, _encode_generation(generation))
-        self._saved = [*generations, self._begun[2]]
+        header, undo = _encode_header(generation), _encode_undo(generation.undo)
+        self._begun = (generation, changes, header, undo)
+        self._saved = [
+            *((g["number"], _line(g)) for g in generations),
+            (number, _join(header, undo)),
+        ]
         self._save(self._saved)
         return generation
 
     def finish(self, generation: Generation, applied: list[Change]) -> None:
         """Keep only the undo of what was applied; drop the generation if nothing was."""
         # Under the node lock nobody else writes the journal: what begin saved is what is there.
-        saved = self._saved if self._saved is not None else self._load_raw()
-        generations = [g for g in saved if g["number"] != generation.number]
+        saved = self._saved if self._saved is not None else self._saved_lines()
+        lines = [(n, line) for n, line in saved if n != generation.number]
         begun = self._begun
         if begun is not None and begun[0] is generation and list(begun[1]) == applied:
-            generations.append({**begun[2], "complete": True})  # all of it went in, in order
+            # all of it went in, in order: the undo begin() encoded, now complete
+            lines.append((generation.number, _join({**begun[2], "complete": True}, begun[3])))
         elif applied:
-            undo = undo_all(applied)
-            generations.append(_encode_generation(replace(generation, undo=undo, complete=True)))
-        self._save(generations[-MAX_GENERATIONS:])  # bounded once the apply has ended
+            done = replace(generation, undo=undo_all(applied), complete=True)
+            lines.append((done.number, _join(_encode_header(done), _encode_undo(done.undo))))
+        self._save(lines[-MAX_GENERATIONS:])  # bounded once the apply has ended
 
     def drop_last(self) -> None:
-        self._save(self._load_raw()[:-1])
+        self._save(self._saved_lines()[:-1])
 
 
 # -- JSON ------------------------------------------------------------------------------------
 
 
-def _encode_generation(g: Generation) -> dict[str, Any]:
+# One compact line per generation: json's C encoder (an indent would mean its Python one, seconds
+# for 5,000 routes), and still a file a person can page through.
+def _line(generation: dict[str, Any]) -> str:
+    return json.dumps(generation, separators=(",", ":"))
+
+
+def _join(header: dict[str, Any], undo: str) -> str:
+    """The line of a generation from its header and its encoded undo list (the same as _line of
+    the whole: "undo" is the last key)."""
+    return _line(header)[:-1] + ',"undo":' + undo + "}"
+
+
+def _encode_header(g: Generation) -> dict[str, Any]:
     return {
         "number": g.number,
         "time": g.time,
@@ -184,8 +204,11 @@ def _encode_generation(g: Generation) -> dict[str, Any]:
         "families": list(g.families),
         "conflistPath": g.conflist_path,
         "complete": g.complete,
-        "undo": [_encode(c) for c in g.undo],
     }
+
+
+def _encode_undo(undo: tuple[Change, ...]) -> str:
+    return json.dumps([_encode(c) for c in undo], separators=(",", ":"))
 
 
 def _decode_generation(d: dict[str, Any]) -> Generation:

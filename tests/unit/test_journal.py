@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from ipaddress import ip_address, ip_network
 from pathlib import Path
@@ -91,3 +92,22 @@ def test_corrupt_journal_is_a_clear_failure(tmp_path: Path) -> None:
     journal.path.write_text('{"generations": [{"number": 1}]}')
     with pytest.raises(RuntimeFailure, match="unreadable journal"):
         journal.load()
+
+
+def test_a_complete_apply_reuses_the_encoding_and_the_file_is_one_line_per_generation(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(tmp_path, None)
+    journal.finish(journal.begin("b", (4,), "/x", (AddRoute(ROUTE),)), [AddRoute(ROUTE)])
+    everything = tuple(CHANGES)
+    journal.finish(journal.begin("b", (4, 6), "/x", everything), list(everything))
+    first, second = journal.load()
+    assert second.complete and second.undo == undo_all(CHANGES)
+    assert first.complete and first.undo == undo_all([AddRoute(ROUTE)])
+    text = journal.path.read_text()
+    lines = text.splitlines()
+    assert lines[0] == '{"generations": [' and lines[-1] == "]}" and len(lines) == 4
+    # a generation joined from its header and undo is what encoding it whole gives
+    whole = json.loads(lines[2])
+    assert lines[2] == json.dumps(whole, separators=(",", ":"))
+    assert list(whole) == ["number", "time", "node", "families", "conflistPath", "complete", "undo"]
