@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -636,6 +637,7 @@ def _watch(
     from kindplan.metrics import Health, Metrics, serve
     from kindplan.watch import Loop, LoopSettings, Signals
 
+    gc.enable()  # a process that lives on must collect (see main)
     signals = Signals()  # from the start: a SIGTERM while connecting still ends with 0
     log = Log(log_format)
     try:
@@ -924,6 +926,20 @@ def lab_exec(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app and map every outcome to an exit status (DESIGN.md)."""
+    # A one-shot command keeps what it allocates until it ends (a 5,000-node snapshot and its
+    # plan are some 200,000 objects without reference cycles): the cyclic collector would walk
+    # them again and again for nothing, about a tenth of a full apply's time, measured. The
+    # watch loop, which lives on, collects again (and freezes each snapshot instead).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _run(argv)
+    finally:
+        if collecting:  # main() may run inside a longer-lived process (the tests)
+            gc.enable()
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         result = app(args=argv, prog_name="kindplan", standalone_mode=False)
     except ClickUsageError as e:
