@@ -217,9 +217,9 @@ class Netlink:
             by_seq = {}
             payload = []
             for i, write in enumerate(chunk, start):
-                seq, message = self._message(*_route_request(write))
+                seq = self._next_seq()
                 by_seq[seq] = i
-                payload.append(message)
+                payload.append(_route_message(write, seq))
             self._sock.send(b"".join(payload))
             for seq, code in self._acks(len(chunk)):
                 if seq in by_seq:
@@ -238,26 +238,51 @@ class Netlink:
                 offset += (length + 3) & ~3
 
 
-def _route_request(write: RouteWrite) -> tuple[int, int, bytes]:
-    route = write.route
-    family = _FAMILY[route.dst.version]
-    if write.verb == "del":
+def _route_layout(size: int, delete: bool, gateway: bool) -> struct.Struct:
+    """A whole route request in one struct: header, rtmsg, then RTA_TABLE, RTA_DST and
+    RTA_PRIORITY (and RTA_OIF, RTA_GATEWAY for a write), for addresses of `size` bytes."""
+    fmt = "=IHHII" + "BBBBBBBBI" + "HHI" + f"HH{size}s" + "HHI"
+    if not delete:
+        fmt += "HHI" + (f"HH{size}s" if gateway else "")
+    return struct.Struct(fmt)
+
+
+# One pack per route instead of one per attribute: 10,000 requests are built in about half the
+# time (their Python is a tenth of a full apply's writes; the kernel's work is the rest).
+_LAYOUTS = {
+    (size, delete, gateway): _route_layout(size, delete, gateway)
+    for size in (4, 16)
+    for delete in (False, True)
+    for gateway in (False, True)
+}
+
+
+def _route_message(write: RouteWrite, seq: int) -> bytes:
+    """The whole netlink message for one route write, with sequence number `seq`."""
+    route, verb = write.route, write.verb
+    dst = route.dst.network_address.packed
+    size = len(dst)
+    table = route.table if route.table < 256 else 252  # RT_TABLE_COMPAT; RTA_TABLE says which
+    if verb == "del":
         kind, flags = RTM_DELROUTE, F_REQUEST | F_ACK
         scope, rtype = 255, 0  # RT_SCOPE_NOWHERE and RTN_UNSPEC: match any, by key
     else:
         kind = RTM_NEWROUTE
-        flags = F_REQUEST | F_ACK | F_CREATE | (F_REPLACE if write.verb == "replace" else F_EXCL)
+        flags = F_REQUEST | F_ACK | F_CREATE | (F_REPLACE if verb == "replace" else F_EXCL)
         scope, rtype = SCOPE_NUMBERS[route.scope], RTN_UNICAST
-    table = route.table if route.table < 256 else 252  # RT_TABLE_COMPAT; RTA_TABLE says which
-    body = _RTMSG.pack(family, route.dst.prefixlen, 0, 0, table, route.proto, scope, rtype, 0)
-    body += _attr(RTA_TABLE, _U32.pack(route.table))
-    body += _attr(RTA_DST, route.dst.network_address.packed)
-    body += _attr(RTA_PRIORITY, _U32.pack(route.metric))
-    if write.verb != "del":
-        body += _attr(RTA_OIF, _U32.pack(write.ifindex))
-        if route.gateway is not None:
-            body += _attr(RTA_GATEWAY, route.gateway.packed)
-    return kind, flags, body
+    gateway = route.gateway.packed if route.gateway is not None and verb != "del" else None
+    layout = _LAYOUTS[(size, verb == "del", gateway is not None)]
+    family = socket.AF_INET if size == 4 else socket.AF_INET6
+    fields = [
+        *(layout.size, kind, flags, seq, 0),
+        *(family, route.dst.prefixlen, 0, 0, table, route.proto, scope, rtype, 0),
+        *(8, RTA_TABLE, route.table, 4 + size, RTA_DST, dst, 8, RTA_PRIORITY, route.metric),
+    ]
+    if verb != "del":
+        fields += (8, RTA_OIF, write.ifindex)
+    if gateway is not None:
+        fields += (4 + size, RTA_GATEWAY, gateway)
+    return layout.pack(*fields)
 
 
 def _address(raw: bytes) -> IPAddress:

@@ -45,9 +45,16 @@ def test_parse_recorded_links() -> None:
     assert links == {(1, "lo"), (2, "eth0p"), (3, "eth0")}
 
 
+def _request(write: netlink.RouteWrite) -> tuple[int, int, bytes]:
+    message = netlink._route_message(write, 7)
+    length, kind, flags, seq, _ = netlink._NLMSG.unpack_from(message)
+    assert (length, seq) == (len(message), 7)
+    return kind, flags, message[netlink._NLMSG.size :]
+
+
 def test_route_request_encoding() -> None:
     route = Route(ip_network("10.244.1.0/24"), "eth0", ip_address("172.18.0.11"), proto=75)
-    kind, flags, body = netlink._route_request(netlink.RouteWrite("add", route, 3))
+    kind, flags, body = _request(netlink.RouteWrite("add", route, 3))
     assert kind == netlink.RTM_NEWROUTE
     assert flags & netlink.F_EXCL and flags & netlink.F_CREATE and not flags & netlink.F_REPLACE
     family, dst_len, _, _, table, proto, scope, rtype, _ = netlink._RTMSG.unpack_from(body)
@@ -56,8 +63,26 @@ def test_route_request_encoding() -> None:
     assert attrs[netlink.RTA_DST] == bytes([10, 244, 1, 0])
     assert attrs[netlink.RTA_GATEWAY] == bytes([172, 18, 0, 11])
     assert struct.unpack("=I", attrs[netlink.RTA_OIF])[0] == 3
-    kind, _, body = netlink._route_request(netlink.RouteWrite("del", route, 0))
+    assert struct.unpack("=I", attrs[netlink.RTA_TABLE])[0] == 254
+    kind, _, body = _request(netlink.RouteWrite("del", route, 0))
     attrs = dict(netlink._attrs(body, netlink._RTMSG.size))
     assert kind == netlink.RTM_DELROUTE
     assert netlink.RTA_OIF not in attrs, "a delete matches by key and protocol, not by device"
+    assert netlink.RTA_GATEWAY not in attrs
     assert netlink._RTMSG.unpack_from(body)[5] == 75
+
+
+def test_route_request_encoding_ipv6_replace_and_a_table_above_255() -> None:
+    route = Route(
+        ip_network("fd00:10:244:1::/64"), "veth1", None, metric=1024, proto=75, table=1000
+    )
+    kind, flags, body = _request(netlink.RouteWrite("replace", route, 9))
+    assert kind == netlink.RTM_NEWROUTE and flags & netlink.F_REPLACE and not flags & netlink.F_EXCL
+    family, dst_len, _, _, table, _, scope, _, _ = netlink._RTMSG.unpack_from(body)
+    assert (family, dst_len, table, scope) == (10, 64, 252, 0)  # RT_TABLE_COMPAT
+    attrs = dict(netlink._attrs(body, netlink._RTMSG.size))
+    assert attrs[netlink.RTA_DST] == ip_address("fd00:10:244:1::").packed
+    assert struct.unpack("=I", attrs[netlink.RTA_TABLE])[0] == 1000
+    assert struct.unpack("=I", attrs[netlink.RTA_PRIORITY])[0] == 1024
+    assert struct.unpack("=I", attrs[netlink.RTA_OIF])[0] == 9
+    assert netlink.RTA_GATEWAY not in attrs
