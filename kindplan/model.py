@@ -180,26 +180,31 @@ _FAMILIES = (
 
 def parse_ip(text: str) -> IPAddress:
     """An IPv4 or IPv6 address; ValueError if `text` is not one."""
-    for family, address_type, _ in _FAMILIES:
-        try:
-            return address_type(int.from_bytes(_socket.inet_pton(family, text), "big"))
-        except (OSError, TypeError):
-            continue
-    return ip_address(text)
+    family, address_type, _ = _family_of(text)
+    try:
+        return address_type(int.from_bytes(_socket.inet_pton(family, text), "big"))
+    except (OSError, TypeError):
+        return ip_address(text)
+
+
+def _family_of(text: str) -> tuple[int, type[IPAddress], type[IPNetwork]]:
+    # Only IPv6 is written with colons: one inet_pton, not a failed one first (an exception
+    # for each of 10,000 addresses).
+    return _FAMILIES[1] if ":" in text else _FAMILIES[0]
 
 
 def parse_cidr(text: str) -> IPNetwork:
     """A network in CIDR form; ValueError if malformed or if host bits are set."""
     address, slash, prefix = text.partition("/")
     if slash and prefix.isdigit() and prefix.isascii() and prefix[0] != "0":
-        for family, _, network_type in _FAMILIES:
-            try:
-                packed = _socket.inet_pton(family, address)
-            except (OSError, TypeError):
-                continue
-            length = int(prefix)
-            if length <= len(packed) * 8:
-                return network_type((int.from_bytes(packed, "big"), length), strict=True)
+        family, _, network_type = _family_of(address)
+        try:
+            packed = _socket.inet_pton(family, address)
+        except (OSError, TypeError):
+            packed = b""
+        length = int(prefix)
+        if packed and length <= len(packed) * 8:
+            return network_type((int.from_bytes(packed, "big"), length), strict=True)
     return ip_network(text, strict=True)
 
 
