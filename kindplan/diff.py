@@ -93,11 +93,12 @@ def _diff_routes(
     adopt: bool,
 ) -> _RouteDiff:
     # The kernel keys a route by (table, dst, metric); IPv6 may hold several under one key.
-    # Each key is computed once: at 5,000 nodes this loop is most of a converged round.
-    by_key: dict[object, list[Route]] = defaultdict(list)
-    observed_keys = [route.key for route in observed]
-    for key, route in zip(observed_keys, observed, strict=True):
-        by_key[key].append(route)
+    # The first route of each key in a dict, the rare others aside: no list per route.
+    first: dict[object, Route] = {}
+    others: dict[object, list[Route]] = defaultdict(list)
+    for route in observed:
+        if first.setdefault(route.key, route) is not route:
+            others[route.key].append(route)
     out = _RouteDiff()
     wanted = set()
     for route in desired:
@@ -105,28 +106,27 @@ def _diff_routes(
         wanted.add(key)  # a skipped pod's route is still wanted: left alone, not deleted
         if route.ifname in skipped_links:
             continue
-        present = by_key.get(key)
-        if not present:
+        seen = first.get(key)
+        if seen is None:
             out.changes.append(AddRoute(route))
             continue
-        if len(present) == 1 and present[0].proto == proto and _same_target(route, present[0]):
+        if seen.proto == proto and key not in others and _same_target(route, seen):
             continue  # ours and right: the common case on a converged node, checked first
-        right = [seen for seen in present if _same_target(route, seen)]
-        if any(seen.proto == proto for seen in right):
+        present = [seen, *others.get(key, ())]
+        right = [r for r in present if _same_target(route, r)]
+        if any(r.proto == proto for r in right):
             continue
         if right and not adopt:  # right already (a ptp pod route counts, whatever its protocol)
             if route.gateway is not None:
                 out.foreign_ok.append(f"{route.dst} (peer {route.peer}, proto {right[0].proto})")
             continue
-        old = next((seen for seen in present if seen.proto == proto), present[0])
+        old = next((r for r in present if r.proto == proto), seen)
         if old.proto == proto or adopt:
             out.changes.append(ReplaceRoute(route, old))
         else:
             out.conflicts.append(Conflict(route, old))
     out.deletions = [
-        DelRoute(route)
-        for key, route in zip(observed_keys, observed, strict=True)
-        if route.proto == proto and key not in wanted
+        DelRoute(route) for route in observed if route.proto == proto and route.key not in wanted
     ]
     return out
 

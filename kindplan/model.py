@@ -110,14 +110,16 @@ class Route:
     proto: int = DEFAULT_ROUTE_PROTO
     table: int = MAIN_TABLE
     peer: str = ""  # the node (peer route) or pod (host route) this route serves; not identity
-    # The kernel's identity of the route, computed once: sorting and diffing 10,000 routes ask
-    # for it several times each (a derived value, not part of equality).
-    key: tuple[int, tuple[int, int, int], int] = field(
-        init=False, repr=False, compare=False, hash=False
-    )
+    # The kernel's identity of the route, (table, family, address, prefix length, metric),
+    # computed once: sorting and diffing 10,000 routes ask for it several times each (a derived
+    # value, not part of equality). One flat tuple: the fewer objects per route, the better
+    # 10,000 of them fit the CPU's caches.
+    key: tuple[int, int, int, int, int] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "key", (self.table, net_order(self.dst), self.metric))
+        dst = self.dst
+        key = (self.table, dst.version, int(dst.network_address), dst.prefixlen, self.metric)
+        object.__setattr__(self, "key", key)
 
 
 @dataclass(frozen=True, slots=True)
