@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, replace
+from json.encoder import encode_basestring_ascii as _json_str
 from pathlib import Path
 from typing import Any
 
@@ -208,7 +209,26 @@ def _encode_header(g: Generation) -> dict[str, Any]:
 
 
 def _encode_undo(undo: tuple[Change, ...]) -> str:
-    return json.dumps([_encode(c) for c in undo], separators=(",", ":"))
+    """json.dumps([_encode(c) for c in undo]) with _line's separators, the routes written
+    directly: 10,000 of them went through a dict each and json's walk of it (~0.1 s)."""
+    parts = []
+    for change in undo:
+        if isinstance(change, AddRoute | DelRoute):
+            kind = "AddRoute" if isinstance(change, AddRoute) else "DelRoute"
+            parts.append(f'{{"type":"{kind}","route":{_route_json(change.route)}}}')
+        else:
+            parts.append(json.dumps(_encode(change), separators=(",", ":")))
+    return "[" + ",".join(parts) + "]"
+
+
+def _route_json(r: Route) -> str:
+    """_route(r) exactly as json.dumps writes it (strings through json's own C escaper)."""
+    gateway = _json_str(format_ip(r.gateway)) if r.gateway else "null"
+    return (
+        f'{{"dst":{_json_str(format_net(r.dst))},"ifname":{_json_str(r.ifname)},'
+        f'"gateway":{gateway},"scope":{_json_str(r.scope)},"metric":{int(r.metric)},'
+        f'"proto":{int(r.proto)},"table":{int(r.table)},"peer":{_json_str(r.peer)}}}'
+    )
 
 
 def _decode_generation(d: dict[str, Any]) -> Generation:

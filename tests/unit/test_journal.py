@@ -8,13 +8,16 @@ from ipaddress import ip_address, ip_network
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kindplan.errors import RuntimeFailure
-from kindplan.journal import MAX_GENERATIONS, Journal, undo_all, undo_of
+from kindplan.journal import MAX_GENERATIONS, Journal, _encode, _encode_undo, undo_all, undo_of
 from kindplan.model import (
     AddAddress,
     Address,
     AddRoute,
+    Change,
     DelAddress,
     DeleteConflist,
     DelRoute,
@@ -111,3 +114,28 @@ def test_a_complete_apply_reuses_the_encoding_and_the_file_is_one_line_per_gener
     whole = json.loads(lines[2])
     assert lines[2] == json.dumps(whole, separators=(",", ":"))
     assert list(whole) == ["number", "time", "node", "families", "conflistPath", "complete", "undo"]
+
+
+_NETWORKS = st.builds(
+    lambda address, length: ip_network((address, length), strict=False),
+    st.ip_addresses(),
+    st.integers(0, 32),
+)
+_ROUTE_CHANGES = st.builds(
+    lambda dst, gateway, names, numbers, add: (AddRoute if add else DelRoute)(
+        Route(dst, names[0], gateway, names[1], *numbers, names[2])
+    ),
+    _NETWORKS,
+    st.none() | st.ip_addresses(),
+    st.tuples(st.text(max_size=8), st.sampled_from(["universe", "host", 'li"nk\\']), st.text()),
+    st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 255), st.integers(0, 2**32 - 1)),
+    st.booleans(),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_ROUTE_CHANGES | st.sampled_from(CHANGES), max_size=6))
+def test_undo_is_encoded_as_json_would(changes: list[Change]) -> None:
+    """The routes' hand-written JSON is byte for byte json.dumps of their dicts (any names)."""
+    expected = json.dumps([_encode(c) for c in changes], separators=(",", ":"))
+    assert _encode_undo(tuple(changes)) == expected
