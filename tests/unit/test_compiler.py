@@ -160,3 +160,21 @@ def test_fast_ipv6_formatting_is_ipaddress_formatting(number: int, prefixlen: in
     assert format_net(net) == str(net)
     for special in ("::", "::1", "::ffff:1.2.3.4", "::1.2.3.4", "1::", "1:0:0:1::1", "0:0:1::"):
         assert format_ip(IPv6Address(special)) == str(IPv6Address(special))
+
+
+def test_off_link_peers_are_those_on_none_of_the_uplinks_prefixes_of_their_family() -> None:
+    from kindplan.model import Link
+    from kindplan.observe import off_link_peers
+
+    snapshot = load(cluster_doc(4, v6=True))
+    node = snapshot.nodes[0]
+    both = ((ip_address("198.18.0.10"), 30), (ip_address("2001:db8:ffff::a"), 64))
+    uplink = Link("eth0", 2, 1500, True, both)  # 198.18.0.8/30 holds node-0001 (.11) only
+    assert off_link_peers(snapshot, node, uplink) == [
+        "node-0002 (198.18.0.12)",
+        "node-0003 (198.18.0.13)",
+    ]
+    v4_only = Link("eth0", 2, 1500, True, ((ip_address("198.18.0.10"), 15),))
+    assert off_link_peers(snapshot, node, v4_only) == [
+        f"node-000{i} (2001:db8:ffff::{c})" for i, c in ((1, "b"), (2, "c"), (3, "d"))
+    ]
