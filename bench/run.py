@@ -13,6 +13,8 @@ import argparse
 import itertools
 import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -307,21 +309,60 @@ def bench_scaling(sizes: list[int], runs: int) -> dict[str, float]:
     return {str(n): fastest(n) for n in sizes}
 
 
-def scaling_here(nodes: int, runs: int) -> float:
+def converged_round(nodes: int) -> Callable[[], None]:
+    """compile + diff of node-0000 against itself converged, for a dual-stack cluster."""
     snapshot = load(cluster_doc(nodes, v6=True))
     observed = observed_like(compile_desired(snapshot, "node-0000", HostFacts()))
     freeze_heap()  # as the command line and the loop do once a snapshot is loaded
 
-    def once() -> float:
-        started = time.perf_counter()
+    def once() -> None:
         desired = compile_desired(snapshot, "node-0000", HostFacts())
         plan = diff(desired, observed, conflist_path="/x/10-kindnet.conflist")
         assert plan.empty
+
+    return once
+
+
+def scaling_here(nodes: int, runs: int) -> float:
+    once = converged_round(nodes)
+
+    def timed() -> float:
+        started = time.perf_counter()
+        once()
         return time.perf_counter() - started
 
     # The fastest run: a question about the algorithm's growth, not about this noisy machine
     # (as timeit advises); the other benchmarks report medians, what a user sees.
-    return min(once() for _ in range(runs))
+    return min(timed() for _ in range(runs))
+
+
+def rounds_here(nodes: str, rounds: str) -> None:
+    once = converged_round(int(nodes))
+    for _ in range(int(rounds)):
+        once()
+
+
+def bench_instructions(sizes: list[int]) -> dict[str, int] | None:
+    """4, counted: the instructions of one compile + diff (valgrind's callgrind, the difference
+    between 3 rounds and 1), which neither the machine's noise nor its caches move."""
+    if shutil.which("valgrind") is None:
+        return None
+    code = "import sys; sys.path.insert(0, sys.argv[1]); import run; run.rounds_here(*sys.argv[2:])"
+    here = str(Path(__file__).parent)
+
+    def count(n: int, rounds: int) -> int:
+        callgrind = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+        out = subprocess.run(
+            [*callgrind, sys.executable, "-c", code, here, str(n), str(rounds)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stderr
+        found = re.search(r"Collected : (\d+)", out)
+        assert found, out[-500:]
+        return int(found.group(1))
+
+    return {str(n): (count(n, 3) - count(n, 1)) // 2 for n in sizes}
 
 
 def bench_startup(work: Path, runs: int) -> dict[str, float]:
@@ -452,6 +493,17 @@ def report(results: dict) -> list[tuple[str, str, str, str]]:  # type: ignore[ty
             f"{sc[last] / sc[first]:.0f}x the time",
         )
     )
+    ins = results.get("scaling_instructions")
+    if ins:
+        first, last = min(ins, key=int), max(ins, key=int)
+        rows.append(
+            (
+                f"  the same, in instructions (callgrind) {first} -> {last}",
+                f"{ins[first] / 1e6:.1f}M -> {ins[last] / 1e6:.0f}M",
+                f"{int(last) // int(first)}x the nodes",
+                f"{ins[last] / ins[first]:.0f}x the instructions",
+            )
+        )
     return rows
 
 
@@ -496,6 +548,7 @@ def main() -> int:
             )
         results["writes"] = bench_writes(nodes, runs)
         results["scaling"] = bench_scaling([50, 500, 1000, 2000, 5000], max(runs, 15))
+        results["scaling_instructions"] = bench_instructions([50, nodes])
         results["startup"] = bench_startup(work, max(runs, 10))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
