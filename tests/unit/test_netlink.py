@@ -86,3 +86,39 @@ def test_route_request_encoding_ipv6_replace_and_a_table_above_255() -> None:
     assert struct.unpack("=I", attrs[netlink.RTA_PRIORITY])[0] == 1024
     assert struct.unpack("=I", attrs[netlink.RTA_OIF])[0] == 9
     assert netlink.RTA_GATEWAY not in attrs
+
+
+def _dumped(family: int, dst_len: int, *attrs: tuple[int, bytes]) -> bytes:
+    """A route message as a dump brings it (RTM_NEWROUTE, main table, unicast, protocol 75)."""
+    body = netlink._RTMSG.pack(family, dst_len, 0, 0, 254, 75, 0, netlink.RTN_UNICAST, 0)
+    body += b"".join(netlink._attr(kind, payload) for kind, payload in attrs)
+    size = netlink._NLMSG.size + len(body)
+    return netlink._NLMSG.pack(size, netlink.RTM_NEWROUTE, 2, 1, 0) + body
+
+
+def test_route_layouts_learned_from_a_dump_parse_as_the_attribute_walk_does() -> None:
+    names = {2: "eth0p", 3: "eth0"}
+    messages = [bytes.fromhex(m) for m in DUMP["routes"]]
+    u32 = struct.Struct("=I").pack
+    # Same length, other attributes: a gateway where the first has a metric, and the reverse.
+    with_metric = _dumped(2, 24, (netlink.RTA_DST, bytes([10, 1, 2, 0])), (6, u32(7)), (4, u32(3)))
+    with_gateway = _dumped(
+        2, 24, (netlink.RTA_DST, bytes([10, 1, 3, 0])), (5, bytes([172, 18, 0, 9])), (4, u32(3))
+    )
+    assert len(with_metric) == len(with_gateway)
+    messages += [with_metric, with_gateway, with_metric]
+
+    def parse(layouts: dict | None) -> list[Route | None]:
+        return [
+            netlink._parse_route(struct.unpack_from("=H", m, 4)[0], m, 254, names, None, layouts)
+            for m in messages
+        ]
+
+    walked = parse(None)
+    layouts: dict = {}
+    assert parse(layouts) == walked  # learning
+    assert layouts, "the dump's messages have layouts"
+    assert parse(layouts) == walked  # learned: every message through a layout or its check
+    routes = {str(r.dst): r for r in walked if r is not None}
+    assert (routes["10.1.2.0/24"].metric, routes["10.1.2.0/24"].gateway) == (7, None)
+    assert (routes["10.1.3.0/24"].metric, str(routes["10.1.3.0/24"].gateway)) == (0, "172.18.0.9")
