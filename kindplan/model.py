@@ -361,13 +361,14 @@ class Plan:
 
 
 def format_ip(addr: IPAddress) -> str:
-    """str(addr), faster for IPv6 (inet_ntop in C; ipaddress compresses hextets in Python).
+    """str(addr), faster (inet_ntoa and inet_ntop in C: half the instructions for IPv4, and
+    ipaddress compresses IPv6 hextets in Python).
 
     glibc and ipaddress agree on RFC 5952's form except where glibc writes a dotted IPv4 tail
     (::ffff:a.b.c.d); those fall back to ipaddress, so the output never depends on the platform.
     """
-    if addr.version == 4:
-        return str(addr)
+    if isinstance(addr, IPv4Address):
+        return _socket.inet_ntoa(addr.packed)
     text = _socket.inet_ntop(_socket.AF_INET6, addr.packed)
     return str(addr) if "." in text else text
 

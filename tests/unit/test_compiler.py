@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from ipaddress import IPv6Address, IPv6Network, ip_address, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
 import pytest
 from builders import cluster_doc, load
@@ -152,14 +152,19 @@ def test_five_thousand_node_dual_stack_snapshot_compiles_for_one_node() -> None:
 
 @settings(max_examples=2000, deadline=None)
 @given(st.integers(min_value=0, max_value=2**128 - 1), st.integers(min_value=0, max_value=128))
-def test_fast_ipv6_formatting_is_ipaddress_formatting(number: int, prefixlen: int) -> None:
-    """The renderers' inet_ntop shortcut must print exactly what ipaddress prints."""
+def test_fast_ip_formatting_is_ipaddress_formatting(number: int, prefixlen: int) -> None:
+    """The renderers' inet_ntop/inet_ntoa shortcut must print exactly what ipaddress prints."""
     addr = IPv6Address(number)
     assert format_ip(addr) == str(addr)
     net = IPv6Network((number >> (128 - prefixlen) << (128 - prefixlen), prefixlen))
     assert format_net(net) == str(net)
     for special in ("::", "::1", "::ffff:1.2.3.4", "::1.2.3.4", "1::", "1:0:0:1::1", "0:0:1::"):
         assert format_ip(IPv6Address(special)) == str(IPv6Address(special))
+    v4 = IPv4Address(number >> 96)
+    assert format_ip(v4) == str(v4)
+    length = min(prefixlen, 32)
+    v4_net = IPv4Network((int(v4) >> (32 - length) << (32 - length), length))
+    assert format_net(v4_net) == str(v4_net)
 
 
 def test_off_link_peers_are_those_on_none_of_the_uplinks_prefixes_of_their_family() -> None:
