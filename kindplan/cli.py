@@ -28,11 +28,11 @@ from kindplan.model import (
 from kindplan.status import ExitStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from kindplan.converged import Remember
     from kindplan.logs import Log
-    from kindplan.model import Options
+    from kindplan.model import Change, Options
     from kindplan.sources import Source
 
 app = typer.Typer(
@@ -514,7 +514,7 @@ def apply(
     # Imported only now: a converged node's apply (above) needs none of it.
     from kindplan.engine import apply_node
     from kindplan.journal import Journal
-    from kindplan.planview import describe, format_plan, summary
+    from kindplan.planview import format_plan, summary
 
     planned, report = apply_node(
         snap,
@@ -531,8 +531,7 @@ def apply(
         return ExitStatus.FAILURE if planned.plan.conflicts else ExitStatus.OK
     for warning in planned.plan.warnings:
         typer.echo(f"warning: {warning}", err=True)
-    for change in report.applied:
-        typer.echo(f"applied: {describe(change)}")
+    _say_each("applied", report.applied)
     for failure in report.failures:
         typer.echo(f"error: {failure}", err=True)
     residue = report.residue
@@ -542,6 +541,15 @@ def apply(
         return ExitStatus.FAILURE
     typer.echo(f"Apply complete: {summary(planned.plan).removeprefix('Plan: ')}")
     return ExitStatus.OK if report.ok else ExitStatus.FAILURE
+
+
+def _say_each(verb: str, changes: Sequence[Change]) -> None:
+    """One stdout line per change, written at once (typer.echo per line took ~0.1 s for the
+    10,000 routes of a full apply)."""
+    from kindplan.planview import describe
+
+    sys.stdout.write("".join(f"{verb}: {describe(change)}\n" for change in changes))
+    sys.stdout.flush()
 
 
 def _known_converged(
@@ -695,8 +703,7 @@ def rollback(
         netns, journal, lock=apply_lock(state_dir, netns), lock_timeout=lock_timeout
     )
     generation = done.generation
-    for change in done.report.applied:
-        typer.echo(f"restored: {describe(change)}")
+    _say_each("restored", done.report.applied)
     for failure in done.report.failures:
         typer.echo(f"error: {failure}", err=True)
     if done.residue or done.report.failures:
@@ -882,15 +889,14 @@ def lab_apply(
     """kindplan apply on a lab node (the same code as kindplan apply --netns)."""
     from kindplan.lab.run import apply_lab_node
     from kindplan.lab.topology import load
-    from kindplan.planview import describe, format_plan
+    from kindplan.planview import format_plan
 
     lab = load(name, state_dir)
     planned, report = apply_lab_node(lab, lab.node(node))
     if report is None:
         sys.stdout.write(format_plan(planned.plan))
         return ExitStatus.OK
-    for change in report.applied:
-        typer.echo(f"applied: {describe(change)}")
+    _say_each("applied", report.applied)
     for failure in report.failures:
         typer.echo(f"error: {failure}", err=True)
     return ExitStatus.OK if report.ok else ExitStatus.FAILURE
