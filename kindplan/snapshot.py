@@ -7,11 +7,12 @@ Every problem is collected before anything is raised, so a user sees them all at
 from __future__ import annotations
 
 import gc
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from ipaddress import IPv6Address, ip_network
-from typing import Any
+from typing import Any, TypeVar
 
 from kindplan.document import parse_document
 from kindplan.errors import InvalidInputError, Problem
@@ -31,6 +32,8 @@ from kindplan.model import (
 from kindplan.nodelist import NODE_LIST_KINDS, convert_node_list
 from kindplan.resources import load_schema
 from kindplan.schemacheck import Check, compile_schema
+
+T = TypeVar("T", bound="IPAddress | IPNetwork")
 
 SCHEMA_FILE = "snapshot.schema.json"
 SNAPSHOT_KIND = "ClusterSnapshot"
@@ -163,6 +166,16 @@ def _reserved(cidr: IPNetwork) -> tuple[IPAddress, ...]:
     return (network, network + 1)
 
 
+def _by_family(values: Sequence[T]) -> tuple[T, ...]:
+    """Addresses or networks, at most one per family, IPv4 first."""
+    if len(values) == 2 and values[0].version > values[1].version:
+        return (values[1], values[0])
+    return tuple(values)
+
+
+_start = operator.itemgetter(0, 1)  # (family, first address) of an overlap-check entry
+
+
 def _family(version: int) -> str:
     return f"IPv{version}"
 
@@ -285,7 +298,8 @@ class _Checker:
         subnet_of: dict[int, IPNetwork] = {n.version: n for n in cluster.pod_subnets}
         names: dict[str, int] = {}
         owner_of_ip: dict[IPAddress, str] = {}
-        cidr_owners: list[tuple[IPNetwork, str, str]] = []  # (cidr, node, path) for overlaps
+        # (family, first address, cidr, node, path) of every PodCIDR, for the overlap check
+        cidr_owners: list[tuple[int, int, IPNetwork, str, str]] = []
         nodes = []
         for i, raw in enumerate(raw_nodes):
             at, name = f"nodes[{i}]", raw["name"]
@@ -325,16 +339,11 @@ class _Checker:
                         f"node {name} has an {_family(cidr.version)} PodCIDR but no "
                         f"{_family(cidr.version)} InternalIP",
                     )
-                cidr_owners.append((cidr, name, path))
+                cidr_owners.append((cidr.version, int(cidr.network_address), cidr, name, path))
             if len(self.problems) != before:
                 self.doubtful_nodes.add(name)  # its pods' checks would only repeat the problem
-            nodes.append(
-                Node(
-                    name,
-                    tuple(sorted(ips, key=addr_order)),
-                    tuple(sorted((c for _, c in cidrs), key=net_order)),
-                )
-            )
+            # At most one of each family (checked above): IPv4 first is the order by address.
+            nodes.append(Node(name, _by_family(ips), _by_family([c for _, c in cidrs])))
         self._check_overlaps(cidr_owners)
         return nodes
 
@@ -373,13 +382,12 @@ class _Checker:
             ips[ip.version] = ip
         return list(ips.values())
 
-    def _check_overlaps(self, owners: list[tuple[IPNetwork, str, str]]) -> None:
+    def _check_overlaps(self, owners: list[tuple[int, int, IPNetwork, str, str]]) -> None:
         # Sorted by start address, a network overlaps an earlier one exactly when it starts
         # before the furthest end seen so far: O(n log n) for 5,000 nodes.
-        owners.sort(key=lambda o: net_order(o[0]))
+        owners.sort(key=_start)
         reach: tuple[int, int, IPNetwork, str] | None = None  # (version, last address, net, node)
-        for net, node, path in owners:
-            first = int(net.network_address)
+        for _, first, net, node, path in owners:
             last = first + (1 << (net.max_prefixlen - net.prefixlen)) - 1
             if reach and reach[0] == net.version and first <= reach[1]:
                 self.problem(path, f"{net} overlaps {reach[2]} of node {reach[3]}")
