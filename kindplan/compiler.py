@@ -73,11 +73,12 @@ def _peer_routes(snapshot: Snapshot, node: Node, facts: HostFacts, proto: int) -
             continue
         gateways = {ip.version: ip for ip in peer.internal_ips}
         for cidr in peer.pod_cidrs:
-            gateway = gateways.get(cidr.version)
+            version = cidr.version
+            gateway = gateways.get(version)
             if gateway is None:  # the snapshot checks make this unreachable
                 continue
-            metric = _metric(cidr)
-            by_family[cidr.version].append(
+            metric = IPV6_DEFAULT_METRIC if version == 6 else 0
+            by_family[version].append(
                 Route(cidr, uplink, gateway, "universe", metric, proto, MAIN_TABLE, peer.name)
             )
     return by_family[4] + by_family[6]

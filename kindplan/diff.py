@@ -110,7 +110,7 @@ def _diff_routes(
         if seen is None:
             out.changes.append(AddRoute(route))
             continue
-        if seen.proto == proto and key not in others and _same_target(route, seen):
+        if seen.proto == proto and (not others or key not in others) and _same_target(route, seen):
             continue  # ours and right: the common case on a converged node, checked first
         present = [seen, *others.get(key, ())]
         right = [r for r in present if _same_target(route, r)]
@@ -133,10 +133,12 @@ def _diff_routes(
 
 def _same_target(desired: Route, observed: Route) -> bool:
     """Does the observed route send traffic where the desired one would?"""
+    # The cheap comparisons first: gateways are often the very same object (the snapshot's, in
+    # both), and ipaddress's __eq__ is Python.
     return (
-        desired.gateway == observed.gateway
+        (desired.gateway is observed.gateway or desired.gateway == observed.gateway)
         and desired.ifname == observed.ifname
-        and (desired.dst.version == 6 or desired.scope == observed.scope)
+        and (desired.scope == observed.scope or desired.dst.version == 6)
     )
 
 
