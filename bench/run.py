@@ -302,11 +302,14 @@ def bench_scaling(sizes: list[int], runs: int) -> dict[str, float]:
         "print(json.dumps(run.scaling_here(int(sys.argv[2]), int(sys.argv[3]))))"
     )
     here = str(Path(__file__).parent)
-
-    def fastest(n: int) -> float:  # of 5 processes: one may land in a slow stretch of the VM
-        return min(float(sh(sys.executable, "-c", code, here, str(n), str(runs))) for _ in range(5))
-
-    return {str(n): fastest(n) for n in sizes}
+    # The fastest of 5 processes per size (one may land in a slow stretch of the VM), the sizes
+    # taking turns so that each meets the same stretches of the machine.
+    fastest = {str(n): float("inf") for n in sizes}
+    for _ in range(5):
+        for n in sizes:
+            seconds = float(sh(sys.executable, "-c", code, here, str(n), str(runs)))
+            fastest[str(n)] = min(fastest[str(n)], seconds)
+    return fastest
 
 
 def converged_round(nodes: int) -> Callable[[], None]:
