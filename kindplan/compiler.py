@@ -9,6 +9,7 @@ from kindplan.model import (
     DEFAULT_ROUTE_PROTO,
     IPV6_DEFAULT_METRIC,
     MAIN_TABLE,
+    ROUTE_ORDER,
     Address,
     CniConfig,
     DesiredState,
@@ -54,7 +55,7 @@ def compile_desired(
     families = snapshot.families
     return DesiredState(
         node=node.name,
-        routes=tuple(sorted(routes, key=lambda r: r.key)),
+        routes=tuple(sorted(routes, key=ROUTE_ORDER)),
         addresses=tuple(sorted({a.key: a for a in addresses}.values(), key=lambda a: a.key)),
         sysctls=tuple(Sysctl(FORWARDING_SYSCTLS[v], "1") for v in families),
         cni=CniConfig(snapshot.cluster.cni, facts.mtu, node.pod_cidrs),

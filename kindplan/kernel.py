@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kindplan.errors import RuntimeFailure
-from kindplan.model import MAIN_TABLE, Address, Link, Route, Sysctl
+from kindplan.model import MAIN_TABLE, ROUTE_ORDER, Address, Link, Route, Sysctl
 from kindplan.netlink import Netlink, RouteIdent, RouteWrite, route_ident
 
 
@@ -81,7 +81,7 @@ class Kernel:
         last = self._routes
         if len(routes) == len(last[0]) and all(map(operator.is_, routes, last[0])):
             return last[1]  # the very same routes as last time (netlink's parse memo): no sort
-        ordered = tuple(sorted(routes, key=lambda r: r.key))
+        ordered = tuple(sorted(routes, key=ROUTE_ORDER))
         self._routes = (routes, ordered)
         return ordered
 

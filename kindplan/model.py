@@ -6,6 +6,7 @@ byte for byte the same whatever order the input had.
 
 from __future__ import annotations
 
+import operator
 import socket as _socket
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
@@ -120,6 +121,10 @@ class Route:
         dst = self.dst
         key = (self.table, dst.version, int(dst.network_address), dst.prefixlen, self.metric)
         object.__setattr__(self, "key", key)
+
+
+# Sorts routes by their key, read in C (a lambda costs a Python call for each of 10,000).
+ROUTE_ORDER = operator.attrgetter("key")
 
 
 @dataclass(frozen=True, slots=True)
