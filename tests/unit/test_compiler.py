@@ -183,3 +183,14 @@ def test_off_link_peers_are_those_on_none_of_the_uplinks_prefixes_of_their_famil
     assert off_link_peers(snapshot, node, v4_only) == [
         f"node-000{i} (2001:db8:ffff::{c})" for i, c in ((1, "b"), (2, "c"), (3, "d"))
     ]
+
+
+def test_a_routes_key_is_derived_from_its_fields_also_in_a_copy() -> None:
+    route = Route(ip_network("10.244.1.0/24"), "eth0", ip_address("192.0.2.1"), peer="a")
+    assert route.key == (254, 4, int(ip_address("10.244.1.0")), 24, 0)
+    moved = route._replace(dst=ip_network("fd00::/64"), metric=1024)
+    assert moved.key == (254, 6, int(ip_address("fd00::")), 64, 1024)
+    assert moved.gateway == route.gateway and moved.peer == "a"
+    assert route == route._replace() and route != route._replace(peer="b")
+    with pytest.raises(AttributeError):
+        route.metric = 5  # type: ignore[misc]

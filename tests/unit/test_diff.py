@@ -129,7 +129,7 @@ def test_converged_node_has_an_empty_plan() -> None:
 def test_ptp_made_pod_route_is_accepted_whatever_its_protocol() -> None:
     desired = desired_state()
     node = converged(desired)
-    ptp_route = replace(next(r for r in node.routes if r.ifname == "veth1"), proto=3)
+    ptp_route = next(r for r in node.routes if r.ifname == "veth1")._replace(proto=3)
     node = replace(
         node, routes=tuple(ptp_route if r.key == ptp_route.key else r for r in node.routes)
     )
@@ -156,7 +156,7 @@ def test_wrong_next_hop_owned_is_replaced_foreign_is_a_conflict() -> None:
     desired = desired_state()
     peer = desired.routes[0]
     for proto, expect_conflict in ((75, False), (3, True)):
-        wrong = replace(peer, gateway=ip_address("198.18.0.77"), proto=proto)
+        wrong = peer._replace(gateway=ip_address("198.18.0.77"), proto=proto)
         node = converged(desired)
         node = replace(node, routes=tuple(wrong if r.key == peer.key else r for r in node.routes))
         plan = diff(desired, node, conflist_path=PATH)
@@ -238,7 +238,7 @@ def test_plan_json_is_valid_under_its_schema() -> None:
     desired = desired_state()
     node = empty_node(desired)
     node = replace(
-        node, routes=(replace(desired.routes[0], gateway=ip_address("198.18.0.77"), proto=3),)
+        node, routes=(desired.routes[0]._replace(gateway=ip_address("198.18.0.77"), proto=3),)
     )
     document = plan_to_json(diff(desired, node, conflist_path=PATH), fingerprint="0" * 64)
     Draft202012Validator(load_schema("plan.schema.json")).validate(document)
@@ -274,7 +274,7 @@ def test_correct_foreign_peer_route_is_left_but_named() -> None:
     desired = desired_state()
     peer = next(r for r in desired.routes if r.gateway is not None)
     node = converged(desired)
-    kindnetd = replace(peer, proto=3)
+    kindnetd = peer._replace(proto=3)
     node = replace(node, routes=tuple(kindnetd if r.key == peer.key else r for r in node.routes))
     plan = diff(desired, node, conflist_path=PATH)
     assert plan.empty

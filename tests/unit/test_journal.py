@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from kindplan.model import (
 )
 
 ROUTE = Route(ip_network("10.244.1.0/24"), "eth0", ip_address("192.0.2.11"), peer="b")
-FOREIGN = replace(ROUTE, gateway=ip_address("192.0.2.77"), proto=3, peer="")
+FOREIGN = ROUTE._replace(gateway=ip_address("192.0.2.77"), proto=3, peer="")
 V6 = Route(ip_network("fd00:10:244:1::5/128"), "veth1", None, metric=1024, peer="default/web")
 ADDRESS = Address("veth1", ip_address("10.244.1.1"), pod="default/web")
 RULES = ("-A KIND-MASQ-AGENT -j MASQUERADE",)
