@@ -141,11 +141,8 @@ class Route(_RouteFields):
 
     def _replace(self, **changes: Any) -> Route:
         """A copy with `changes`, its key derived again."""
-        fields = {name: getattr(self, name) for name in _ROUTE_FIELDS}
+        fields = dict(zip(self._fields[:-1], self[:-1], strict=True))  # all but the key
         return Route(**(fields | changes))
-
-
-_ROUTE_FIELDS = ("dst", "ifname", "gateway", "scope", "metric", "proto", "table", "peer")
 
 
 # Sorts routes by their key, read in C (a lambda costs a Python call for each of 10,000).

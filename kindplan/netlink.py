@@ -242,7 +242,7 @@ class Netlink:
                 offset += (length + 3) & ~3
 
 
-def _route_layout(size: int, delete: bool, gateway: bool) -> struct.Struct:
+def _request_struct(size: int, delete: bool, gateway: bool) -> struct.Struct:
     """A whole route request in one struct: header, rtmsg, then RTA_TABLE, RTA_DST and
     RTA_PRIORITY (and RTA_OIF, RTA_GATEWAY for a write), for addresses of `size` bytes."""
     fmt = "=IHHII" + "BBBBBBBBI" + "HHI" + f"HH{size}s" + "HHI"
@@ -253,8 +253,8 @@ def _route_layout(size: int, delete: bool, gateway: bool) -> struct.Struct:
 
 # One pack per route instead of one per attribute: 10,000 requests are built in about half the
 # time (their Python is a tenth of a full apply's writes; the kernel's work is the rest).
-_LAYOUTS = {
-    (size, delete, gateway): _route_layout(size, delete, gateway)
+_REQUESTS = {
+    (size, delete, gateway): _request_struct(size, delete, gateway)
     for size in (4, 16)
     for delete in (False, True)
     for gateway in (False, True)
@@ -275,10 +275,10 @@ def _route_message(write: RouteWrite, seq: int) -> bytes:
         flags = F_REQUEST | F_ACK | F_CREATE | (F_REPLACE if verb == "replace" else F_EXCL)
         scope, rtype = SCOPE_NUMBERS[route.scope], RTN_UNICAST
     gateway = route.gateway.packed if route.gateway is not None and verb != "del" else None
-    layout = _LAYOUTS[(size, verb == "del", gateway is not None)]
+    request = _REQUESTS[(size, verb == "del", gateway is not None)]
     family = socket.AF_INET if size == 4 else socket.AF_INET6
     fields = [
-        *(layout.size, kind, flags, seq, 0),
+        *(request.size, kind, flags, seq, 0),
         *(family, route.dst.prefixlen, 0, 0, table, route.proto, scope, rtype, 0),
         *(8, RTA_TABLE, route.table, 4 + size, RTA_DST, dst, 8, RTA_PRIORITY, route.metric),
     ]
@@ -286,7 +286,7 @@ def _route_message(write: RouteWrite, seq: int) -> bytes:
         fields += (8, RTA_OIF, write.ifindex)
     if gateway is not None:
         fields += (4 + size, RTA_GATEWAY, gateway)
-    return layout.pack(*fields)
+    return request.pack(*fields)
 
 
 def _address(raw: bytes) -> IPAddress:
@@ -325,27 +325,25 @@ _U32_ATTRS = (RTA_OIF, RTA_PRIORITY, RTA_TABLE)
 _ABSENT = (b"", 0)  # appended to an unpacked message: what an absent attribute reads as
 
 
-def _route_fields(message: bytes, layouts: dict[int, Layout] | None) -> RouteFields:
+def _route_fields(message: bytes, layouts: dict[int, Layout]) -> RouteFields:
     """The RouteFields of a route message. The kernel writes the routes of a table in a few
     layouts: a message of a length seen before is taken apart by one struct.unpack (its
     attribute headers compared, so a different layout of the same length is caught), not by a
     loop over its attributes, the hot loop of every observation at 10,000 routes."""
-    if layouts is None:
-        return _walk_route(message, learn=False)[0]
     layout = layouts.get(len(message))
     if layout is not None:
         values = layout[0].unpack_from(message, _NLMSG.size)
         if values[9::2] == layout[1]:
             return layout[2](values + _ABSENT)
-    fields, layout = _walk_route(message, learn=True)
+    fields, layout = _walk_route(message)
     if layout is not None:
         layouts[len(message)] = layout
     return fields
 
 
-def _walk_route(message: bytes, *, learn: bool) -> tuple[RouteFields, Layout | None]:
-    """RouteFields from one pass over the attributes, and (to learn) the layout of such
-    messages (None for one no struct describes)."""
+def _walk_route(message: bytes) -> tuple[RouteFields, Layout | None]:
+    """RouteFields from one pass over the attributes, and the layout of such messages (None
+    for one no struct describes)."""
     family, dst_len, _, _, table, proto, scope, rtype, _ = _RTMSG.unpack_from(message, _NLMSG.size)
     dst = gateway = b""
     oif = metric = 0
@@ -377,7 +375,7 @@ def _walk_route(message: bytes, *, learn: bool) -> tuple[RouteFields, Layout | N
         describable &= as_u32 or attr not in _U32_ATTRS  # else no layout for these messages
         offset += (length + 3) & ~3
     fields = (family, dst_len, table, proto, scope, dst, gateway, oif, metric, rtype)
-    compiled = struct.Struct("".join(fmt)) if learn and describable and offset >= end else None
+    compiled = struct.Struct("".join(fmt)) if describable and offset >= end else None
     if compiled is None or _NLMSG.size + compiled.size != end:
         return fields, None
     empty, zero = 9 + 2 * len(headers), 9 + 2 * len(headers) + 1  # the _ABSENT values
@@ -398,7 +396,7 @@ def _parse_route(
 ) -> Route | None:
     if kind != RTM_NEWROUTE:
         return None
-    fields = _route_fields(message, layouts)
+    fields = _route_fields(message, {} if layouts is None else layouts)  # None: learn nothing
     family, dst_len, rtm_table, proto, scope, dst, gateway, oif, metric, rtype = fields
     if rtype != RTN_UNICAST or rtm_table != table:
         return None
