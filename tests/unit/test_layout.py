@@ -27,6 +27,8 @@ PURE = [
     "yamldoc",
     "guard",
     "statedir",
+    "trace",
+    "traceview",
 ]
 # Imports that would let a pure module touch the kernel, processes, the disk or the clock.
 IMPURE = {
