@@ -29,6 +29,7 @@ PURE = [
     "statedir",
     "trace",
     "traceview",
+    "tracesvg",
 ]
 # Imports that would let a pure module touch the kernel, processes, the disk or the clock.
 IMPURE = {
