@@ -1085,6 +1085,49 @@ def lab_exec(
     ).returncode
 
 
+@lab_app.command("trace")
+def lab_trace(
+    source: Annotated[str, typer.Argument(help="A lab pod (web-I-K) or node, or an IP.")],
+    target: Annotated[
+        str, typer.Argument(help="A lab pod or node, 'outside' (the outside host), or an IP.")
+    ],
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Destination port (TCP).")] = 7000,
+    family: Annotated[
+        int | None, typer.Option(help="Only IPv4 (4) or IPv6 (6).", show_default=False)
+    ] = None,
+    name: LabNameOpt = "kp",
+    state_dir: LabStateOpt = DEFAULT_LAB_STATE,
+) -> int:
+    """kindplan's walk compared hop by hop with the kernel (ip route get) and a listener at the
+    end; exit 1 at the first hop where they part.
+
+    Example: kindplan lab trace web-2-0 web-0-0
+    """
+    from kindplan.lab.topology import load
+    from kindplan.lab.trace import compare, lab_traces
+
+    if family not in (None, 4, 6):
+        raise UsageError(f"--family: {family} is not 4 or 6")
+    lab = load(name, state_dir)
+    parted = 0
+    for t in lab_traces(lab, source, target, port, family):
+        typer.echo(
+            f"IPv{t.version} tcp/{t.port}: {t.source.label} -> {t.target.label}: "
+            f"{t.end.kind} at {t.end.at}"
+        )
+        for verdict in compare(lab, t):
+            if verdict.same:
+                typer.echo(f"  same  {verdict.where}: {verdict.plan}")
+            else:
+                parted += 1
+                typer.echo(f"  DIFF  {verdict.where}: plan {verdict.plan}; kernel {verdict.kernel}")
+    if parted:
+        typer.echo(f"plan and kernel part at {parted} point(s)")
+        return ExitStatus.FAILURE
+    typer.echo("plan and kernel agree at every hop")
+    return ExitStatus.OK
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app and map every outcome to an exit status (DESIGN.md)."""
     # A one-shot command keeps what it allocates until it ends (a 5,000-node snapshot and its

@@ -352,9 +352,11 @@ def trace_packet(
         raise InvalidInputError.one("--to", "neither end is in the cluster")
     hops: list[Hop] = []
 
+    asked_port = port  # the port asked for; a hostPort's DNAT changes `port` on the way
+
     def finish(kind: str, at: str, why: str) -> Trace:
         end = End(kind, at, why, src, dst, port)
-        return Trace(version, proto, port, source, target, tuple(hops), end)
+        return Trace(version, proto, asked_port, source, target, tuple(hops), end)
 
     at: tuple[str, str]
     iif: str | None = None
