@@ -1116,8 +1116,9 @@ def lab_trace(
             f"{t.end.kind} at {t.end.at}"
         )
         for verdict in compare(lab, t):
+            detail = f" ({verdict.detail})" if verdict.detail else ""
             if verdict.same:
-                typer.echo(f"  same  {verdict.where}: {verdict.plan}")
+                typer.echo(f"  same  {verdict.where}: {verdict.plan}{detail}")
             else:
                 parted += 1
                 typer.echo(f"  DIFF  {verdict.where}: plan {verdict.plan}; kernel {verdict.kernel}")

@@ -49,6 +49,7 @@ class Verdict:
     where: str
     plan: str
     kernel: str
+    detail: str = ""  # what the kernel said beyond the answer compared (an errno, say)
 
     @property
     def same(self) -> bool:
@@ -138,10 +139,13 @@ def _compare_end(lab: Lab, trace: Trace) -> Verdict:
     end = trace.end
     port = end.port or PROBE_PORT
     listen_ns = _listener_ns(lab, trace)
-    first = trace.hops[0]
-    source_ns = namespace_of(lab, first.namespace.kind, first.namespace.name)
-    dst = trace.target.ip(trace.version)
-    assert dst is not None
+    source = trace.source
+    if source.kind == "outside":
+        source_ns = lab.outside_ns
+    else:
+        source_ns = namespace_of(lab, source.kind, source.name)
+    src, dst = source.ip(trace.version), trace.target.ip(trace.version)
+    assert src is not None and dst is not None
     plan = f"{end.kind}, source {format_ip(end.src)}" if end.kind != "dropped" else "no answer"
     where = f"end ({end.kind} at {end.at})"
     if end.kind == "dropped":  # listen where the target lives, if it is in the lab
@@ -154,16 +158,16 @@ def _compare_end(lab: Lab, trace: Trace) -> Verdict:
         return Verdict(where, plan, reason)
     with listeners.running():
         try:
-            seen = seen_source(
-                source_ns, format_ip(dst), trace.port or PROBE_PORT, format_ip(first.src)
-            )
+            seen = seen_source(source_ns, format_ip(dst), trace.port or PROBE_PORT, format_ip(src))
         except OSError as e:
-            return Verdict(where, plan, f"no answer ({e.strerror or e})")
+            return Verdict(where, plan, "no answer", str(e.strerror or e))
     kind = end.kind if end.kind != "dropped" else "delivered"
     return Verdict(where, plan, f"{kind}, source {seen}")
 
 
 def _listener_ns(lab: Lab, trace: Trace) -> str | None:
+    if not trace.hops:
+        return None
     last = trace.hops[-1].namespace
     if trace.end.kind == "delivered":
         return namespace_of(lab, last.kind, last.name)
