@@ -1121,7 +1121,9 @@ def lab_trace(
                 typer.echo(f"  same  {verdict.where}: {verdict.plan}{detail}")
             else:
                 parted += 1
-                typer.echo(f"  DIFF  {verdict.where}: plan {verdict.plan}; kernel {verdict.kernel}")
+                typer.echo(
+                    f"  DIFF  {verdict.where}: plan {verdict.plan}; kernel {verdict.kernel}{detail}"
+                )
     if parted:
         typer.echo(f"plan and kernel part at {parted} point(s)")
         return ExitStatus.FAILURE

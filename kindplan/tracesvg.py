@@ -63,7 +63,7 @@ def render_svg(snapshot: Snapshot, traces: list[Trace]) -> str:
         f'<line x1="{outside_x + 100}" y1="{60 + HEAD_H}" x2="{outside_x + 100}" '
         f'y2="{net_y}" stroke="#555"/>'
     )
-    boxes["outside", ""] = (outside_x + 100, 60 + HEAD_H / 2)
+    boxes["outside", ""] = (outside_x + 160, 60 + HEAD_H - 18)
     legend_y = net_y + 50
     for k, trace in enumerate(traces):
         legend_y = _path(body, boxes, trace, k, legend_y)
