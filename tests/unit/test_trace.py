@@ -12,8 +12,12 @@ from xml.etree import ElementTree
 
 import jsonschema
 import pytest
+import yaml
 
-from kindplan.model import HostPort, Link, MasqObserved, ObservedState, Route, Sysctl
+from kindplan.cnicache import parse_cache_entry
+from kindplan.compiler import compile_desired
+from kindplan.errors import InvalidInputError
+from kindplan.model import HostFacts, HostPort, Link, MasqObserved, ObservedState, Route, Sysctl
 from kindplan.snapshot import parse_snapshot
 from kindplan.trace import (
     Namespace,
@@ -366,3 +370,62 @@ def test_cli_bad_input_is_one_line(args: list[str], status: int, message: str) -
     assert out.returncode == status
     assert message in out.stderr and out.stderr.count("\n") == 1, out.stderr
     assert "Traceback" not in out.stderr
+
+
+def seed_doc(host_ports: list[dict[str, object]]) -> bytes:
+    doc = yaml.safe_load(SEED.read_text())
+    doc["pods"][0]["hostPorts"] = host_ports
+    return json.dumps(doc).encode()
+
+
+def test_snapshot_pods_may_carry_host_ports() -> None:
+    ports = [
+        {"hostPort": 8080, "containerPort": 80},
+        {"hostPort": 53, "containerPort": 5353, "protocol": "UDP", "hostIP": "172.18.0.12"},
+    ]
+    snap = parse_snapshot(seed_doc(ports)).snapshot
+    pod = next(p for p in snap.pods if p.name == "web-1")
+    assert pod.host_ports == (
+        HostPort(8080, 80, "tcp", None),
+        HostPort(53, 5353, "udp", ip_address("172.18.0.12")),
+    )
+    # Only trace reads them: the node's desired state is the same with or without.
+    plain = load(SEED)
+    assert compile_desired(snap, "k8s-guide-worker2", HostFacts()) == compile_desired(
+        plain, "k8s-guide-worker2", HostFacts()
+    )
+
+
+@pytest.mark.parametrize(
+    ("ports", "message"),
+    [
+        ([{"hostPort": 8080, "containerPort": 80, "hostIP": "nope"}], "hostPorts[0].hostIP"),
+        ([{"hostPort": 0, "containerPort": 80}], "hostPorts"),
+        ([{"hostPort": 80, "containerPort": 80, "protocol": "sctp"}], "hostPorts"),
+    ],
+)
+def test_bad_host_ports_are_invalid_input(ports: list[dict[str, object]], message: str) -> None:
+    with pytest.raises(InvalidInputError) as e:
+        parse_snapshot(seed_doc(ports))
+    assert message in str(e.value.problems[0])
+
+
+def test_cni_cache_entries_give_host_ports() -> None:
+    entry = {
+        "kind": "cniCacheV1",
+        "networkName": "kindnet",
+        "containerId": "c1",
+        "cniArgs": [["K8S_POD_NAMESPACE", "default"], ["K8S_POD_NAME", "web-1"]],
+        "capabilityArgs": {
+            "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]
+        },
+        "result": {
+            "interfaces": [{"name": "veth1"}, {"name": "eth0", "sandbox": "/run/netns/x"}],
+            "ips": [{"address": "10.244.2.8/24"}],
+        },
+    }
+    pod = parse_cache_entry(json.dumps(entry).encode(), "k8s-guide-worker2", "kindnet")
+    assert pod is not None and pod.host_ports == (HostPort(8080, 80, "tcp", None),)
+    del entry["capabilityArgs"]
+    pod = parse_cache_entry(json.dumps(entry).encode(), "k8s-guide-worker2", "kindnet")
+    assert pod is not None and pod.host_ports == ()
