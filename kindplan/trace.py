@@ -472,9 +472,15 @@ def lookup(ns: Namespace, dst: IPAddress) -> tuple[str, TableRoute | None, list[
     skipped = []
     for candidate in candidates:
         route = candidate.route
-        if route.gateway is not None and not _on_link(ns, route.gateway, route.ifname):
+        gateway = route.gateway
+        # An observed route is in the kernel, so on-link in its eyes (an `onlink` route, say).
+        if (
+            gateway is not None
+            and candidate.origin != "observed"
+            and not _on_link(ns, gateway, route.ifname)
+        ):
             skipped.append(
-                f"{route_text(route)} cannot exist: gateway {format_ip(route.gateway)} is not "
+                f"{route_text(route)} cannot exist: gateway {format_ip(gateway)} is not "
                 f"on-link from {route.ifname} (the kernel refuses the route; kindnet needs every "
                 "node on one link)"
             )
