@@ -1091,7 +1091,8 @@ def lab_trace(
     target: Annotated[
         str, typer.Argument(help="A lab pod or node, 'outside' (the outside host), or an IP.")
     ],
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Destination port (TCP).")] = 7000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Destination port.")] = 7000,
+    proto: Annotated[str, typer.Option(help="tcp or udp (the listener's protocol).")] = "tcp",
     family: Annotated[
         int | None, typer.Option(help="Only IPv4 (4) or IPv6 (6).", show_default=False)
     ] = None,
@@ -1108,11 +1109,13 @@ def lab_trace(
 
     if family not in (None, 4, 6):
         raise UsageError(f"--family: {family} is not 4 or 6")
+    if proto not in ("tcp", "udp"):
+        raise UsageError(f"--proto: {proto!r} is not tcp or udp")
     lab = load(name, state_dir)
     parted = 0
-    for t in lab_traces(lab, source, target, port, family):
+    for t in lab_traces(lab, source, target, port, family, proto):
         typer.echo(
-            f"IPv{t.version} tcp/{t.port}: {t.source.label} -> {t.target.label}: "
+            f"IPv{t.version} {t.proto}/{t.port}: {t.source.label} -> {t.target.label}: "
             f"{t.end.kind} at {t.end.at}"
         )
         for verdict in compare(lab, t):

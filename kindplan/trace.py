@@ -303,7 +303,8 @@ def resolve(snapshot: Snapshot, text: str, where: str) -> Endpoint:
             if address in pod.ips:
                 return Endpoint("pod", _pod_name(pod), (address,), pod.node)
         for node in snapshot.nodes:
-            if address in node.internal_ips:
+            gateways = [c.network_address + 1 for c in node.pod_cidrs]
+            if address in node.internal_ips or address in gateways:  # its pod veths hold those
                 return Endpoint("node", node.name, (address,), node.name)
         return Endpoint("outside", format_ip(address), (address,))
     named = snapshot.node(text)

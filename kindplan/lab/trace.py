@@ -10,11 +10,12 @@ DNAT are judged by what arrives, not by reading rules.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from dataclasses import dataclass
 
 from kindplan.cnicache import read_cni_cache, with_local_pods
-from kindplan.lab.probe import Listeners, seen_source
+from kindplan.lab.probe import TIMEOUT_SECONDS, Listeners, seen_source
 from kindplan.lab.run import lab_snapshot
 from kindplan.lab.topology import (
     OUTSIDE_V4,
@@ -26,6 +27,7 @@ from kindplan.lab.topology import (
     Lab,
 )
 from kindplan.model import Snapshot, format_ip, parse_cidr, parse_ip
+from kindplan.netns import enter_netns
 from kindplan.trace import (
     Endpoint,
     Hop,
@@ -40,6 +42,7 @@ from kindplan.trace import (
 
 PROBE_PORT = 7000
 OUTSIDE = "outside"
+IP_FREEBIND = 15  # linux/in.h
 
 
 @dataclass(frozen=True)
@@ -81,12 +84,19 @@ def endpoint(lab: Lab, snapshot: Snapshot, text: str, where: str) -> Endpoint:
 
 
 def lab_traces(
-    lab: Lab, source: str, target: str, port: int = PROBE_PORT, family: int | None = None
+    lab: Lab,
+    source: str,
+    target: str,
+    port: int = PROBE_PORT,
+    family: int | None = None,
+    proto: str = "tcp",
 ) -> list[Trace]:
     snapshot, world = lab_cluster(lab)
     src = endpoint(lab, snapshot, source, "FROM")
     dst = endpoint(lab, snapshot, target, "TO")
-    return [trace_packet(world, src, dst, v, port=port) for v in families(src, dst, family)]
+    return [
+        trace_packet(world, src, dst, v, port=port, proto=proto) for v in families(src, dst, family)
+    ]
 
 
 def compare(lab: Lab, trace: Trace) -> list[Verdict]:
@@ -152,15 +162,19 @@ def _compare_end(lab: Lab, trace: Trace) -> Verdict:
         listen_ns = _target_ns(lab, trace)
     if listen_ns is None:
         return Verdict(where, plan, plan + " (no listener there: not checked)")
-    listeners = Listeners()
-    reason = listeners.listen(listen_ns, format_ip(end.dst), port)
-    if reason is not None:
-        return Verdict(where, plan, reason)
-    with listeners.running():
-        try:
-            seen = seen_source(source_ns, format_ip(dst), trace.port or PROBE_PORT, format_ip(src))
-        except OSError as e:
-            return Verdict(where, plan, "no answer", str(e.strerror or e))
+    to = (format_ip(dst), trace.port or PROBE_PORT)
+    try:
+        if trace.proto == "udp":
+            seen = _udp_seen(listen_ns, (format_ip(end.dst), port), source_ns, to, format_ip(src))
+        else:
+            listeners = Listeners()
+            reason = listeners.listen(listen_ns, format_ip(end.dst), port)
+            if reason is not None:
+                return Verdict(where, plan, reason)
+            with listeners.running():
+                seen = seen_source(source_ns, *to, format_ip(src))
+    except OSError as e:
+        return Verdict(where, plan, "no answer", str(e.strerror or e))
     kind = end.kind if end.kind != "dropped" else "delivered"
     return Verdict(where, plan, f"{kind}, source {seen}")
 
@@ -181,3 +195,23 @@ def _target_ns(lab: Lab, trace: Trace) -> str | None:
     if t.kind == "outside":
         return lab.outside_ns if t.name == OUTSIDE else None
     return namespace_of(lab, t.kind, t.name)
+
+
+def _udp_seen(
+    listen_ns: str, listen: tuple[str, int], source_ns: str, to: tuple[str, int], source: str
+) -> str:
+    """One datagram from `source` in `source_ns` to `to`: the source address the receiver in
+    `listen_ns` saw (sockets keep the namespace they were made in), or OSError (a timeout)."""
+    family = socket.AF_INET6 if ":" in listen[0] else socket.AF_INET
+    with enter_netns(listen_ns):
+        server = socket.socket(family, socket.SOCK_DGRAM)
+    with enter_netns(source_ns):
+        client = socket.socket(family, socket.SOCK_DGRAM)
+    with server, client:
+        server.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)  # an IPv6 address still in DAD
+        server.bind(listen)
+        server.settimeout(TIMEOUT_SECONDS)
+        client.bind((source, 0))
+        client.sendto(b"kindplan trace\n", to)
+        _, peer = server.recvfrom(256)
+    return str(peer[0])

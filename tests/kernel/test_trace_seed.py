@@ -11,6 +11,8 @@ import pytest
 from shell import sh
 from tracelab import TraceLab
 
+from kindplan.lab.trace import lab_traces
+
 pytestmark = pytest.mark.root
 
 
@@ -52,6 +54,22 @@ def test_nodes_and_host_ports_trace_as_the_kernel(seed: TraceLab) -> None:
     for source, target, port in cases:
         parted += seed.disagreements(source, target, port)[0]
     assert not parted, "\n".join(parted)
+
+
+def test_udp_traces_as_the_kernel(seed: TraceLab) -> None:
+    """The listener is a UDP socket: SNAT to outside as for TCP; the lab's hostPorts are TCP, so
+    a datagram to one is not DNATed and arrives at the node itself."""
+    cases = [
+        ("web-2-0", "web-0-0", 7000),
+        ("web-1-1", "outside", 7000),
+        ("web-0-0", "k8s-guide-worker2", 8080),
+    ]
+    parted, ends = [], []
+    for source, target, port in cases:
+        parted += seed.disagreements(source, target, port, "udp")[0]
+        ends += [t.end.at for t in lab_traces(seed.lab, source, target, port, proto="udp")]
+    assert not parted, "\n".join(parted)
+    assert ends == ["pod default/web-0-0", "node k8s-guide-worker", "node k8s-guide-worker2"]
 
 
 def test_lab_trace_cli_agrees_and_prints_each_hop(seed: TraceLab) -> None:

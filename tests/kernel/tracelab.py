@@ -43,11 +43,13 @@ class TraceLab:
     def lab(self) -> Lab:
         return load(self.name, self.state)
 
-    def disagreements(self, source: str, target: str, port: int = 7000) -> tuple[list[str], int]:
+    def disagreements(
+        self, source: str, target: str, port: int = 7000, proto: str = "tcp"
+    ) -> tuple[list[str], int]:
         """Every point where plan and kernel part, and how many points were compared."""
         parted, compared = [], 0
         lab = self.lab
-        for trace in lab_traces(lab, source, target, port):
+        for trace in lab_traces(lab, source, target, port, proto=proto):
             for verdict in compare(lab, trace):
                 compared += 1
                 if not verdict.same:
