@@ -18,9 +18,10 @@ its device is one the kernel refuses to hold, so it is skipped.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_network
+from typing import TypeVar
 
 from kindplan.compiler import FORWARDING_SYSCTLS, compile_desired
 from kindplan.errors import InvalidInputError
@@ -165,6 +166,33 @@ class World:
         return next(p for p in self.snapshot.pods if _pod_name(p) == name)
 
 
+K = TypeVar("K")
+
+
+class _Lazy(Mapping[K, Namespace]):
+    """Namespaces made when first asked for: a walk visits a handful of a cluster's nodes, and
+    compiling one node is a pass over all its peers (every node of 1,000 took seconds)."""
+
+    def __init__(self, keys: Iterable[K], make: Callable[[K], Namespace]) -> None:
+        self._keys = dict.fromkeys(keys)
+        self._make = make
+        self._made: dict[K, Namespace] = {}
+
+    def __getitem__(self, key: K) -> Namespace:
+        made = self._made.get(key)
+        if made is None:
+            if key not in self._keys:
+                raise KeyError(key)
+            made = self._made[key] = self._make(key)
+        return made
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
 def _pod_name(pod: Pod) -> str:
     return f"{pod.namespace}/{pod.name}"
 
@@ -173,19 +201,19 @@ def build_world(
     snapshot: Snapshot, uplink: Uplink, observed: Mapping[str, ObservedState] | None = None
 ) -> World:
     """Every pod and node as a namespace; nodes in `observed` as they are, not as desired."""
-    spaces: dict[tuple[str, str], Namespace] = {}
-    desired: dict[str, Namespace] = {}
-    for node in snapshot.nodes:
-        desired[node.name] = _desired_node(snapshot, node, uplink)
-        state = (observed or {}).get(node.name)
-        spaces["node", node.name] = (
-            desired[node.name] if state is None else _observed_node(snapshot, node, state)
-        )
-    for pod in snapshot.pods:
-        home = snapshot.node(pod.node)
-        if home is not None:
-            spaces["pod", _pod_name(pod)] = _pod_namespace(home, pod)
-    return World(snapshot, uplink, spaces, desired)
+    nodes = {node.name: node for node in snapshot.nodes}
+    pods = {_pod_name(pod): pod for pod in snapshot.pods if pod.node in nodes}
+    desired = _Lazy(nodes, lambda name: _desired_node(snapshot, nodes[name], uplink))
+
+    def make(key: tuple[str, str]) -> Namespace:
+        kind, name = key
+        if kind == "pod":
+            return _pod_namespace(nodes[pods[name].node], pods[name])
+        state = (observed or {}).get(name)
+        return desired[name] if state is None else _observed_node(snapshot, nodes[name], state)
+
+    keys = [("node", name) for name in nodes] + [("pod", name) for name in pods]
+    return World(snapshot, uplink, _Lazy(keys, make), desired)
 
 
 def _pod_namespace(node: Node, pod: Pod) -> Namespace:
