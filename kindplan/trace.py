@@ -442,6 +442,7 @@ def _step(world: World, at: tuple[str, str], iif: str | None, packet: Packet, in
             dst, port, nat, marked = dnat
             nats.append(nat)
     kind, chosen, notes = lookup(ns, dst)
+    skipped = list(notes)  # routes the kernel could not hold: an off-link peer's
     drift = _drift(world, ns, dst, kind, chosen) if ns.observed else None
     stop: tuple[str, str] | None = None
     if kind == "local":
@@ -482,6 +483,8 @@ def _step(world: World, at: tuple[str, str], iif: str | None, packet: Packet, in
     following = _neighbour(world, ns, chosen, chosen.route.gateway or dst)
     if isinstance(following, str):
         end_kind, why = following.split(":", 1)
+        if skipped:  # say why a packet for a peer's pod left the cluster instead
+            why += f" (off-link peer: {skipped[0]})"
         return _Step(hop, out, None, (end_kind, why.strip()))
     return _Step(hop, out, following)
 

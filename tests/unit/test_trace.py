@@ -208,6 +208,11 @@ def test_an_off_link_peer_is_dropped_with_why() -> None:
     uplink = Uplink("eth0", (ip_network("172.18.0.12/31"),))
     trace = walk(target="web-0", uplink=Uplink("eth0", uplink.networks))
     assert trace.end.kind == "leaves"  # the default route takes it instead
+    assert trace.end.why.endswith(
+        "(off-link peer: 10.244.1.0/24 via 172.18.0.11 dev eth0 proto 75 cannot exist: gateway "
+        "172.18.0.11 is not on-link from eth0 (the kernel refuses the route; kindnet needs every "
+        "node on one link))"
+    )
     assert any("not on-link" in note for note in trace.hops[1].notes)
     no_default = build_world(load(SEED), uplink)
     node = no_default.namespaces["node", "k8s-guide-worker2"]
