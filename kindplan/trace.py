@@ -255,10 +255,13 @@ def _desired_node(snapshot: Snapshot, node: Node, uplink: Uplink) -> Namespace:
     for ip in node.internal_ips:
         v = ip.version
         net = next((n for n in uplink.networks if ip in n), None)
+        assumed = _assumed_network(snapshot, v)
+        if any(n.version == v for n in uplink.networks):
+            assumed = ip_network(ip)  # outside the node network given: on-link with no one
         routes.append(
             TableRoute(
                 Route(
-                    net or _assumed_network(snapshot, v),
+                    net or assumed,
                     uplink.name,
                     None,
                     "link",
