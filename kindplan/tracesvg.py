@@ -124,7 +124,8 @@ def _node(
         )
         body.append(_text(x + 20, py + 17, f"pod {_pod_key(pod)}", size=12, bold=True))
         ips = ", ".join(map(format_ip, pod.ips))
-        body.append(_text(x + 20, py + 34, f"{ips}  ({pod.host_interface})", size=10))
+        ports = "".join(f"  :{h.host_port}->{h.container_port}" for h in pod.host_ports)
+        body.append(_text(x + 20, py + 34, f"{ips}  ({pod.host_interface}){ports}", size=10))
         boxes["pod", _pod_key(pod)] = (x + NODE_W - 40, py + POD_H / 2)
     if hidden > 0:
         body.append(_text(x + 12, y + h - 14, f"... and {hidden} more pods", size=11))
