@@ -255,7 +255,7 @@ def _desired_node(snapshot: Snapshot, node: Node, uplink: Uplink) -> Namespace:
     for ip in node.internal_ips:
         v = ip.version
         net = next((n for n in uplink.networks if ip in n), None)
-        assumed = _assumed_network(snapshot, v)
+        assumed = _assumed_network(snapshot, v, uplink.gateways)
         if any(n.version == v for n in uplink.networks):
             assumed = ip_network(ip)  # outside the node network given: on-link with no one
         routes.append(
@@ -292,10 +292,13 @@ def _desired_node(snapshot: Snapshot, node: Node, uplink: Uplink) -> Namespace:
     )
 
 
-def _assumed_network(snapshot: Snapshot, version: int) -> IPNetwork:
-    """The smallest prefix that holds every node's InternalIP of a family: kindnet needs all nodes
-    on one link, and without --node-network that is all that is known of it."""
+def _assumed_network(
+    snapshot: Snapshot, version: int, gateways: tuple[IPAddress, ...]
+) -> IPNetwork:
+    """The smallest prefix that holds every node's InternalIP of a family and the default gateway:
+    kindnet needs all nodes on one link, and without --node-network that is all that is known."""
     ips = [int(ip) for n in snapshot.nodes for ip in n.internal_ips if ip.version == version]
+    ips += [int(ip) for ip in gateways if ip.version == version]
     bits = 32 if version == 4 else 128
     length = bits - (min(ips) ^ max(ips)).bit_length()
     base = min(ips) >> (bits - length) << (bits - length) if length else 0
@@ -514,10 +517,10 @@ def lookup(ns: Namespace, dst: IPAddress) -> tuple[str, TableRoute | None, list[
             and candidate.origin != "observed"
             and not _on_link(ns, gateway, route.ifname)
         ):
+            why = "; kindnet needs every node on one link" if candidate.origin == "kindplan" else ""
             skipped.append(
                 f"{route_text(route)} cannot exist: gateway {format_ip(gateway)} is not "
-                f"on-link from {route.ifname} (the kernel refuses the route; kindnet needs every "
-                "node on one link)"
+                f"on-link from {route.ifname} (the kernel refuses the route{why})"
             )
             continue
         return "unicast", candidate, skipped

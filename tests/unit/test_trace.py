@@ -447,3 +447,10 @@ def test_a_walk_compiles_only_the_nodes_it_visits() -> None:
     assert trace.end.kind == "delivered"
     made = world.desired_nodes._made  # type: ignore[attr-defined]
     assert sorted(made) == ["node-0001", "node-0500"]
+
+
+def test_a_default_gateway_without_a_node_network_is_on_the_assumed_one() -> None:
+    trace = walk(target="203.0.113.10", uplink=Uplink("eth0", (), (ip_address("172.18.0.1"),)))
+    assert (trace.end.kind, str(trace.hops[1].gateway)) == ("leaves", "172.18.0.1")
+    connected = [r.route for r in trace.hops[1].namespace.routes if r.route.scope == "link"]
+    assert [str(r.dst) for r in connected] == ["172.18.0.0/28"]
