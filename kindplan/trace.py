@@ -396,8 +396,9 @@ def trace_packet(
     at: tuple[str, str]
     iif: str | None = None
     if source.kind == "outside":
-        node = next((n for n in world.snapshot.nodes if dst in _local(world, n.name)), None)
-        if node is None:
+        # From outside, only a node's InternalIP is reached (a hostPort, say).
+        node = world.snapshot.node(target.node or "")
+        if target.kind != "node" or node is None or dst not in node.internal_ips:
             return finish(
                 "dropped",
                 source.name,
@@ -493,10 +494,6 @@ def _step(world: World, at: tuple[str, str], iif: str | None, packet: Packet, in
             why += f" (off-link peer: {skipped[0]})"
         return _Step(hop, out, None, (end_kind, why.strip()))
     return _Step(hop, out, following)
-
-
-def _local(world: World, node: str) -> tuple[IPAddress, ...]:
-    return tuple(addr for addr, _ in world.namespaces["node", node].local)
 
 
 def lookup(ns: Namespace, dst: IPAddress) -> tuple[str, TableRoute | None, list[str]]:
