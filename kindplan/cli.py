@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 
     from kindplan.converged import Remember
     from kindplan.logs import Log
-    from kindplan.model import Change, Options
+    from kindplan.model import Change, ObservedState, Options
     from kindplan.sources import Source
+    from kindplan.trace import Uplink
 
 app = typer.Typer(
     name="kindplan",
@@ -790,6 +791,160 @@ def show(
     return ExitStatus.OK
 
 
+@app.command()
+def trace(
+    snapshot: SnapshotArg,
+    from_: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            help="Where the packet starts: a pod, a node, or an IP address.",
+            show_default=False,
+        ),
+    ],
+    to: Annotated[
+        str,
+        typer.Option(
+            help="Where it goes: a pod (namespace/name or name), a node, or an IP.",
+            show_default=False,
+        ),
+    ],
+    port: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=65535, help="Destination port (hostPorts match on it).", show_default=False
+        ),
+    ] = None,
+    proto: Annotated[str, typer.Option(help="tcp or udp.")] = "tcp",
+    family: Annotated[
+        int | None,
+        typer.Option(
+            help="Only this IP family (4 or 6); default: every family both ends have.",
+            show_default=False,
+        ),
+    ] = None,
+    node_network: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="The nodes' own network (one per family), e.g. 172.18.0.0/16. "
+            "Default: assumed, the smallest prefix holding every InternalIP.",
+            show_default=False,
+        ),
+    ] = None,
+    default_via: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="The nodes' default gateway (one per family). Default: unknown.",
+            show_default=False,
+        ),
+    ] = None,
+    uplink: Annotated[str, typer.Option(help="The nodes' uplink interface.")] = "eth0",
+    node: Annotated[
+        str | None,
+        typer.Option(
+            help="With --netns: this node's routes, addresses and SNAT chain as "
+            "observed there, instead of desired.",
+            show_default=False,
+        ),
+    ] = None,
+    netns: NetnsOpt = None,
+    cni_cache_dir: Annotated[
+        str | None,
+        typer.Option(
+            help="With --node: that node's pods from libcni's result cache here.",
+            show_default=False,
+        ),
+    ] = None,
+    pod_subnet: PodSubnetOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the walk as JSON.")] = False,
+    svg: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also draw nodes, pods and the path as SVG in this file.", show_default=False
+        ),
+    ] = None,
+) -> int:
+    """Walk a packet through the cluster hop by hop: routes, SNAT, hostPort DNAT, its end.
+
+    Built on the compiled desired state, with no kernel access unless --node/--netns.
+
+    Example: kindplan trace fixtures/seed-lab/snapshot.yaml --from web-1 --to web-0
+    """
+    import json
+
+    from kindplan.trace import build_world, families, resolve, trace_packet
+    from kindplan.traceview import format_trace, trace_to_json
+
+    if proto not in ("tcp", "udp"):
+        raise UsageError(f"--proto: {proto!r} is not tcp or udp")
+    if family not in (None, 4, 6):
+        raise UsageError(f"--family: {family} is not 4 or 6")
+    if (node is None) != (netns is None):
+        raise UsageError("--node and --netns go together (the node whose state --netns holds)")
+    snap = _load(snapshot, pod_subnet)
+    uplink_facts = _trace_uplink(uplink, node_network, default_via)
+    observed: dict[str, ObservedState] = {}
+    if node is not None:
+        snap, observed = _trace_observed(snap, node, netns, cni_cache_dir)
+    world = build_world(snap, uplink_facts, observed)
+    source, target = resolve(snap, from_, "--from"), resolve(snap, to, "--to")
+    traces = [
+        trace_packet(world, source, target, v, port=port, proto=proto)
+        for v in families(source, target, family)
+    ]
+    if json_out:
+        typer.echo(json.dumps(trace_to_json(traces), indent=2))
+    else:
+        sys.stdout.write("\n".join(format_trace(t) for t in traces))
+    if svg is not None:
+        from kindplan.files import write_atomic
+        from kindplan.tracesvg import render_svg
+
+        write_atomic(svg, render_svg(snap, traces))
+    return ExitStatus.OK
+
+
+def _trace_uplink(name: str, networks: list[str] | None, gateways: list[str] | None) -> Uplink:
+    from kindplan.model import parse_cidr, parse_ip
+    from kindplan.trace import Uplink
+
+    try:
+        nets = tuple(parse_cidr(text) for text in _split(networks))
+    except ValueError as e:
+        raise InvalidInputError.one("--node-network", f"not a network: {e}") from None
+    try:
+        via = tuple(parse_ip(text) for text in _split(gateways))
+    except ValueError as e:
+        raise InvalidInputError.one("--default-via", f"not an address: {e}") from None
+    return Uplink(name, nets, via)
+
+
+def _trace_observed(
+    snap: Snapshot, node: str, netns: str | None, cni_cache_dir: str | None
+) -> tuple[Snapshot, dict[str, ObservedState]]:
+    from kindplan.compiler import find_node
+    from kindplan.iptables import Iptables, detect_backend
+    from kindplan.kernel import Kernel
+    from kindplan.netns import enter_netns
+    from kindplan.observe import read_routing
+
+    find_node(snap, node)
+    if cni_cache_dir is not None:
+        from kindplan.cnicache import read_cni_cache, with_local_pods
+
+        pods, problems = read_cni_cache(Path(cni_cache_dir), node, snap.cluster.cni.network_name)
+        snap, skipped = with_local_pods(snap, node, pods)
+        for warning in [*problems, *skipped]:
+            typer.echo(f"warning: {warning}", err=True)
+    with enter_netns(netns):
+        kernel = Kernel()
+        try:
+            state = read_routing(kernel, Iptables(detect_backend()), snap.families)
+        finally:
+            kernel.close()
+    return snap, {node: state}
+
+
 lab_app = typer.Typer(
     help="The kindnet guide's 3-node lab, built from network namespaces with the real CNI plugins.",
     no_args_is_help=True,
@@ -928,6 +1083,55 @@ def lab_exec(
     return subprocess.run(
         ["ip", "netns", "exec", namespaces[node], *ctx.args], check=False
     ).returncode
+
+
+@lab_app.command("trace")
+def lab_trace(
+    source: Annotated[str, typer.Argument(help="A lab pod (web-I-K) or node, or an IP.")],
+    target: Annotated[
+        str, typer.Argument(help="A lab pod or node, 'outside' (the outside host), or an IP.")
+    ],
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Destination port.")] = 7000,
+    proto: Annotated[str, typer.Option(help="tcp or udp (the listener's protocol).")] = "tcp",
+    family: Annotated[
+        int | None, typer.Option(help="Only IPv4 (4) or IPv6 (6).", show_default=False)
+    ] = None,
+    name: LabNameOpt = "kp",
+    state_dir: LabStateOpt = DEFAULT_LAB_STATE,
+) -> int:
+    """kindplan's walk compared hop by hop with the kernel (ip route get) and a listener at the
+    end; exit 1 at the first hop where they part.
+
+    Example: kindplan lab trace web-2-0 web-0-0
+    """
+    from kindplan.lab.topology import load
+    from kindplan.lab.trace import compare, lab_traces
+
+    if family not in (None, 4, 6):
+        raise UsageError(f"--family: {family} is not 4 or 6")
+    if proto not in ("tcp", "udp"):
+        raise UsageError(f"--proto: {proto!r} is not tcp or udp")
+    lab = load(name, state_dir)
+    parted = 0
+    for t in lab_traces(lab, source, target, port, family, proto):
+        typer.echo(
+            f"IPv{t.version} {t.proto}/{t.port}: {t.source.label} -> {t.target.label}: "
+            f"{t.end.kind} at {t.end.at}"
+        )
+        for verdict in compare(lab, t):
+            detail = f" ({verdict.detail})" if verdict.detail else ""
+            if verdict.same:
+                typer.echo(f"  same  {verdict.where}: {verdict.plan}{detail}")
+            else:
+                parted += 1
+                typer.echo(
+                    f"  DIFF  {verdict.where}: plan {verdict.plan}; kernel {verdict.kernel}{detail}"
+                )
+    if parted:
+        typer.echo(f"plan and kernel part at {parted} point(s)")
+        return ExitStatus.FAILURE
+    typer.echo("plan and kernel agree at every hop")
+    return ExitStatus.OK
 
 
 def main(argv: list[str] | None = None) -> int:

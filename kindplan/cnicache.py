@@ -1,8 +1,9 @@
 """Local pods from the node's CNI result cache (libcni's format), which names each pod's host veth.
 
 libcni writes one JSON file per attachment, `<network>-<containerID>-<ifname>`, holding the result
-the plugins returned: its interfaces (the host veth is the one without a sandbox) and IPs, and the
-CNI_ARGS kubelet passed (K8S_POD_NAMESPACE, K8S_POD_NAME). Entries of other networks are ignored.
+the plugins returned: its interfaces (the host veth is the one without a sandbox) and IPs, the
+CNI_ARGS kubelet passed (K8S_POD_NAMESPACE, K8S_POD_NAME), and the capability arguments (the
+portMappings of the pod's hostPorts). Entries of other networks are ignored.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from kindplan.model import Pod, Snapshot, addr_order, parse_ip
+from kindplan.model import HostPort, Pod, Snapshot, addr_order, parse_ip
 
 DEFAULT_CACHE_DIR = Path("/var/lib/cni/results")
 
@@ -39,7 +40,25 @@ def parse_cache_entry(data: bytes, node: str, network: str) -> Pod | None:
         node=node,
         ips=tuple(sorted(ips, key=addr_order)),
         host_interface=str(interfaces[host[0]]["name"]),
+        host_ports=_host_ports(entry.get("capabilityArgs")),
     )
+
+
+def _host_ports(caps: Any) -> tuple[HostPort, ...]:
+    """The portMappings capability that kubelet passed to portmap: the pod's hostPorts."""
+    mappings = caps.get("portMappings") if isinstance(caps, dict) else None
+    ports = []
+    for m in mappings if isinstance(mappings, list) else ():
+        host_ip = str(m.get("hostIP") or "")
+        ports.append(
+            HostPort(
+                int(m["hostPort"]),
+                int(m["containerPort"]),
+                str(m.get("protocol") or "tcp").lower(),
+                parse_ip(host_ip) if host_ip else None,
+            )
+        )
+    return tuple(ports)
 
 
 def _pairs(value: Any) -> list[tuple[str, str]]:

@@ -66,12 +66,25 @@ class Node:
 
 
 @dataclass(frozen=True, slots=True)
+class HostPort:
+    """A hostPort the portmap plugin publishes: node:host_port -> pod:container_port."""
+
+    host_port: int
+    container_port: int
+    protocol: str = "tcp"  # tcp or udp
+    host_ip: IPAddress | None = None  # None: every address of the node
+
+
+@dataclass(frozen=True, slots=True)
 class Pod:
     namespace: str
     name: str
     node: str
     ips: tuple[IPAddress, ...]
     host_interface: str
+    # Only `trace` reads them (kindplan's own plumbing does not depend on them): from the
+    # snapshot's optional pods[].hostPorts or the portMappings in libcni's cache.
+    host_ports: tuple[HostPort, ...] = ()
 
     @property
     def key(self) -> tuple[str, str]:

@@ -101,3 +101,16 @@ def fingerprint(observed: ObservedState) -> str:
         "conflist": observed.conflist,
     }
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
+
+
+def read_routing(kernel: Kernel, iptables: Iptables, families: tuple[int, ...]) -> ObservedState:
+    """What routes a packet on this node (for trace): links, routes, forwarding, SNAT chains."""
+    links = kernel.read_links()
+    return ObservedState(
+        links=links,
+        routes=kernel.read_routes(),
+        sysctls=kernel.read_sysctls(tuple(FORWARDING_SYSCTLS[v] for v in families)),
+        masq=tuple(parse_nat(v, iptables.save_nat(v)) for v in families),
+        conflist=None,
+        iptables_backend=iptables.backend,
+    )

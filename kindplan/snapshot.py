@@ -19,6 +19,7 @@ from kindplan.errors import InvalidInputError, Problem
 from kindplan.model import (
     Cluster,
     CniSettings,
+    HostPort,
     IPAddress,
     IPNetwork,
     Node,
@@ -428,9 +429,19 @@ class _Checker:
                     pod.node,
                     tuple(sorted(ips, key=addr_order)),
                     pod.host_interface,
+                    self._host_ports(at, raw.get("hostPorts", ())),
                 )
             )
         return pods
+
+    def _host_ports(self, at: str, raw: list[dict[str, Any]]) -> tuple[HostPort, ...]:
+        """The schema has checked their shape; a hostIP is checked like every other address."""
+        ports = []
+        for j, p in enumerate(raw):
+            host_ip = self.ip(f"{at}.hostPorts[{j}].hostIP", p["hostIP"]) if "hostIP" in p else None
+            protocol = str(p.get("protocol", "tcp")).lower()
+            ports.append(HostPort(int(p["hostPort"]), int(p["containerPort"]), protocol, host_ip))
+        return tuple(ports)
 
     def _pod_ips(
         self, at: str, label: str, texts: list[str], node: Node, seen: dict[IPAddress, str]

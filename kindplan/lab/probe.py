@@ -77,13 +77,16 @@ class Listeners:
                 sock.close()
 
 
-def seen_source(ns: str, address: str, port: int) -> str:
-    """Connect from namespace `ns`; return the source address the listener saw, or raise OSError."""
+def seen_source(ns: str, address: str, port: int, source: str | None = None) -> str:
+    """Connect from namespace `ns` (from address `source`, if given); return the source address
+    the listener saw, or raise OSError."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     with enter_netns(ns):
         sock = socket.socket(family, socket.SOCK_STREAM)
     with sock:
         sock.settimeout(TIMEOUT_SECONDS)
+        if source is not None:
+            sock.bind((source, 0))
         sock.connect((address, port))
         data = b""
         while not data.endswith(b"\n"):

@@ -27,6 +27,9 @@ PURE = [
     "yamldoc",
     "guard",
     "statedir",
+    "trace",
+    "traceview",
+    "tracesvg",
 ]
 # Imports that would let a pure module touch the kernel, processes, the disk or the clock.
 IMPURE = {

@@ -1,0 +1,84 @@
+"""A lab for the trace tests, up once per test module, and the plan-versus-kernel comparison.
+
+Lab names start with kpt-<pid>-, so the session sweep treats a killed run's lab like any other
+test namespace; the module fixture removes the lab also when a test fails.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from shell import NETNS_PREFIX
+
+from kindplan.cnicache import read_cni_cache
+from kindplan.lab.topology import Lab, load
+from kindplan.lab.trace import compare, lab_traces
+from kindplan.model import format_ip
+
+_counter = itertools.count()
+
+
+class TraceLab:
+    def __init__(self, state: Path) -> None:
+        self.name = f"{NETNS_PREFIX}{os.getpid()}-tr{next(_counter)}"
+        self.state = state
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`kindplan ARGS`, with the lab's --name and --state-dir after a `lab` command."""
+        if args[0] == "lab":
+            args = (*args[:2], "--name", self.name, "--state-dir", str(self.state), *args[2:])
+        return subprocess.run(
+            [sys.executable, "-m", "kindplan.cli", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    @property
+    def lab(self) -> Lab:
+        return load(self.name, self.state)
+
+    def disagreements(
+        self, source: str, target: str, port: int = 7000, proto: str = "tcp"
+    ) -> tuple[list[str], int]:
+        """Every point where plan and kernel part, and how many points were compared."""
+        parted, compared = [], 0
+        lab = self.lab
+        for trace in lab_traces(lab, source, target, port, proto=proto):
+            for verdict in compare(lab, trace):
+                compared += 1
+                if not verdict.same:
+                    parted.append(
+                        f"IPv{trace.version} {source} -> {target} {verdict.where}: "
+                        f"plan {verdict.plan}; kernel {verdict.kernel} {verdict.detail}"
+                    )
+        return parted, compared
+
+    def snapshot_with_pods(self, path: Path) -> Path:
+        """The lab's snapshot with every pod (from the nodes' CNI caches), for kindplan trace."""
+        lab = self.lab
+        doc = json.loads(lab.snapshot_path.read_text())
+        doc["pods"] = []
+        for node in lab.nodes:
+            pods, _ = read_cni_cache(lab.node_dir(node, "cache"), node.name, "kindnet")
+            doc["pods"] += [
+                {
+                    "namespace": p.namespace,
+                    "name": p.name,
+                    "node": p.node,
+                    "ips": [format_ip(ip) for ip in p.ips],
+                    "hostInterface": p.host_interface,
+                    "hostPorts": [
+                        {"hostPort": h.host_port, "containerPort": h.container_port}
+                        for h in p.host_ports
+                    ],
+                }
+                for p in pods
+            ]
+        path.write_text(json.dumps(doc))
+        return path
