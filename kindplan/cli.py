@@ -677,8 +677,7 @@ def _watch(
     finally:
         source.close()
         if server is not None:
-            server.shutdown()
-            server.server_close()
+            server.close()
 
 
 @app.command()

@@ -160,12 +160,16 @@ class Loop:
         self._iptables: Iptables | None = None
         self._handles_netns = 0  # inode of the namespace the handles were opened in
         self._signals: Signals | None = None
+        self._selector: selectors.BaseSelector | None = None
         self._round_ended = 0.0
         self._said: dict[str, object] = {}  # what was last logged per topic, to stay quiet
 
     def run(self, signals: Signals | None = None, max_rounds: int | None = None) -> int:
         signals = signals or Signals()
         self._signals = signals
+        # Made once, before the first round: a wait never needs a free descriptor, so clients of
+        # the metrics endpoint (or anything else) using them up cannot end the loop.
+        self._selector = selectors.DefaultSelector()
         try:
             self.log.info(
                 "watching",
@@ -184,6 +188,7 @@ class Loop:
                     break
                 self._wait(self.next_delay(), signals)
         finally:
+            self._selector.close()
             signals.restore()
             self._reset_node_handles()
         self.log.info("stopped", signal=signals.stop or "none", rounds=self.rounds)
@@ -195,11 +200,13 @@ class Loop:
     def _wait(self, delay: float, signals: Signals) -> None:
         """Sleep up to `delay` seconds; return early when the source changes or a signal comes."""
         deadline = time.monotonic() + delay
-        with selectors.DefaultSelector() as selector:
-            selector.register(signals.reader, selectors.EVENT_READ, "signal")
-            fd = self.source.fileno()
-            if fd is not None:
-                selector.register(fd, selectors.EVENT_READ, "source")
+        selector = self._selector
+        assert selector is not None
+        selector.register(signals.reader, selectors.EVENT_READ, "signal")
+        fd = self.source.fileno()
+        if fd is not None:
+            selector.register(fd, selectors.EVENT_READ, "source")
+        try:
             while (left := deadline - time.monotonic()) > 0:
                 for key, _ in selector.select(left):
                     if key.data == "signal":
@@ -213,6 +220,9 @@ class Loop:
                             return
                 if signals.stop is not None or signals.reload:
                     return
+        finally:
+            for fileobj in list(selector.get_map().values()):
+                selector.unregister(fileobj.fileobj)
 
     def round(self) -> RoundOutcome:
         """Read, observe, diff, apply; metrics and one log line if anything happened."""
