@@ -171,6 +171,6 @@ def test_stdin_document_over_the_limit_is_refused_whole(seed_worker2: Node) -> N
         stdin.flush()
         wait_until(lambda: http_get(ns, f"{URL}/healthz")[0] == 200)
         status, _ = loop.stop(signal.SIGTERM)
-        assert status == 0
+        assert status == 0, loop.lines[-5:]
     finally:
         loop.kill()

@@ -12,12 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from builders import cluster_doc, load
 from test_diff import converged, desired_state, simulate
 
 from kindplan.cli import _duration
 from kindplan.compiler import compile_desired
 from kindplan.diff import diff
+from kindplan.document import MAX_INPUT_BYTES
 from kindplan.errors import InvalidInputError, SourceError, UsageError
 from kindplan.guard import DeletionGuard, split_deletions
 from kindplan.logs import Log
@@ -353,3 +355,41 @@ def test_stdin_stream_publishes_each_document_and_the_last_one_at_the_end() -> N
             assert len(source.read().snapshot.nodes) == 3
         finally:
             source.close()
+
+
+def stdin_source_after(data: bytes) -> StdinSource:
+    """A StdinSource that has read all of `data` (the end of the input ends the last document)."""
+    source = StdinSource(stream=io.BytesIO(data))
+    deadline = time.monotonic() + 30
+    while not source.closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return source
+
+
+def test_stdin_document_over_the_limit_is_refused_whole_not_cut() -> None:
+    good = json.dumps(cluster_doc(3)).encode() + b"\n---\n"
+    # A valid document whose first 64 MiB parse (2 nodes), then more than the limit of comments.
+    big = yaml.safe_dump(cluster_doc(2)).encode() + b"#" * MAX_INPUT_BYTES + b"\n"
+    source = stdin_source_after(good + big + b"---\n")
+    try:
+        with pytest.raises(InvalidInputError, match=r"<stdin>: document of \d+ bytes is over"):
+            source.read()
+    finally:
+        source.close()
+    source = stdin_source_after(good + big)  # also as the last document, without a separator
+    try:
+        with pytest.raises(InvalidInputError, match="over the 64 MiB limit; refused whole"):
+            source.read()
+    finally:
+        source.close()
+
+
+def test_stdin_separator_only_at_the_start_of_a_line() -> None:
+    """A line longer than one read, ending in '---', does not end the document."""
+    doc = json.dumps(cluster_doc(2)).encode()
+    long_line = b"#" * (1 << 20) + b"---\n"  # the second read of the line is "---\n"
+    source = stdin_source_after(long_line + doc + b"\n---\n")
+    try:
+        assert len(source.read().snapshot.nodes) == 2
+    finally:
+        source.close()
