@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 
-from kindplan.engine import Memo, apply_planned, make_plan
+from kindplan.engine import Memo, apply_planned, conflist_left_alone, make_plan
 from kindplan.errors import InvalidInputError, KindplanError, SourceError
 from kindplan.guard import DeletionGuard, peer_route
 from kindplan.iptables import Iptables, detect_backend
@@ -163,6 +163,7 @@ class Loop:
         self._selector: selectors.BaseSelector | None = None
         self._round_ended = 0.0
         self._said: dict[str, object] = {}  # what was last logged per topic, to stay quiet
+        self._left_alone: str | None = None  # this round's unreadable conflist, named
 
     def run(self, signals: Signals | None = None, max_rounds: int | None = None) -> int:
         signals = signals or Signals()
@@ -232,7 +233,16 @@ class Loop:
         try:
             source_ok = self._read_source()
             if self.loaded is not None:
+                self._left_alone = None
                 outcome = self._reconcile(self.loaded)
+                if self._left_alone is not None:  # the rest of the round went in; not healthy
+                    self.metrics.errors.labels("conflist").inc()
+                    outcome.ok = False
+                self._say_once(
+                    "conflist",
+                    () if self._left_alone is None else (self._left_alone,),
+                    lambda line: self.log.error(f"round {self.rounds}: {line}", kind="conflist"),
+                )
         except Exception as e:  # a bug must not end the agent: report it, back off, go on
             source_ok = False
             self.metrics.errors.labels("internal").inc()
@@ -314,6 +324,7 @@ class Loop:
             ):
                 kernel, iptables = self._node_handles()
                 planned = make_plan(snapshot, self.options, kernel, iptables, self.memo)
+                self._left_alone = conflist_left_alone(planned.observed)
                 guarded = self.guard.check(planned.plan, planned.observed, self.options.route_proto)
                 self._say_once("warnings", planned.plan.warnings, self.log.warning)
                 self._say_once(
