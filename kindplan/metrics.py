@@ -53,7 +53,8 @@ class Metrics:
         )
         self.held = Gauge(
             "kindplan_deletions_held_back",
-            "Route deletions the deletion guard holds back.",
+            "Removals of owned state (routes, addresses, SNAT rules, the conflist's ranges) "
+            "the deletion guard holds back.",
             registry=r,
         )
         self.nodes = Gauge(

@@ -25,7 +25,7 @@ from types import FrameType
 
 from kindplan.engine import Memo, apply_planned, conflist_left_alone, make_plan
 from kindplan.errors import InvalidInputError, KindplanError, SourceError
-from kindplan.guard import DeletionGuard, peer_route
+from kindplan.guard import DeletionGuard, Guarded
 from kindplan.iptables import Iptables, detect_backend
 from kindplan.journal import Journal
 from kindplan.kernel import Kernel
@@ -336,7 +336,7 @@ class Loop:
                     ),
                     self.log.warning,
                 )
-                self._say_held(guarded.held, guarded.owned)
+                self._say_held(guarded)
                 self.metrics.held.set(len(guarded.held))
                 report = None
                 if not guarded.plan.empty:
@@ -357,9 +357,7 @@ class Loop:
             return RoundOutcome(ok=False)
         applied = report.applied if report else []
         proto = self.options.route_proto
-        self.guard.deleted(
-            sum(1 for c in applied if isinstance(c, DelRoute) and peer_route(c.route, proto))
-        )
+        self.guard.applied(applied, proto)
         owned = sum(1 for r in planned.observed.routes if r.proto == proto)
         self.metrics.owned_routes.set(owned + _owned_delta(applied, proto))
         pending = len(guarded.held) + len(planned.plan.conflicts)
@@ -411,8 +409,8 @@ class Loop:
             for line in lines:
                 say(line)
 
-    def _say_held(self, held: tuple[DelRoute, ...], owned: int) -> None:
-        if not held:
+    def _say_held(self, guarded: Guarded) -> None:
+        if not guarded.held:
             if self._said.pop("held", None) is not None:
                 self.log.warning(
                     f"deletion guard: asked for {self.settings.hold_rounds} rounds in a row; "
@@ -423,12 +421,13 @@ class Loop:
             return
         self._said["held"] = True
         self.log.warning(
-            f"deletion guard: holding back {len(held)} of {owned} peer route(s) "
-            f"(more than {self.settings.max_delete_fraction:g} of them); applied if asked for "
-            f"{self.settings.hold_rounds} rounds in a row (this is round {self.guard.streak}), "
-            "or allow it with --max-delete-fraction",
-            held=len(held),
-            owned=owned,
+            "deletion guard: holding back "
+            + ", ".join(f"{held} of {owned} {kind}" for kind, held, owned in guarded.kinds)
+            + f" (more than {self.settings.max_delete_fraction:g} of them); applied if asked "
+            f"for {self.settings.hold_rounds} rounds in a row (this is round "
+            f"{self.guard.streak}), or allow it with --max-delete-fraction",
+            held=len(guarded.held),
+            owned=guarded.owned,
         )
 
 

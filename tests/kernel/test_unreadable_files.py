@@ -17,12 +17,10 @@ from pathlib import Path
 import pytest
 from nodes import Node
 from shell import sh
-from test_watch import PEERS, watch_args
+from test_watch import PEERS, POD_ROUTES, watch_args
 from watcher import Watcher, has_route, replace_file, wait_until
 
 pytestmark = pytest.mark.root
-
-POD_ROUTES = ("10.244.2.8", "10.244.2.9")
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
