@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from nodes import Node
 from shell import sh
-from test_watch import PEERS, POD_ROUTES, watch_args
-from watcher import Watcher, has_route, replace_file, wait_until
+from test_watch import PEERS, POD_ROUTES
+from test_watch_agent import URL, agent
+from watcher import has_route, http_get, metric, replace_file, wait_until
 
 pytestmark = pytest.mark.root
 
@@ -122,10 +123,14 @@ def test_the_loop_names_an_unreadable_conflist_once_and_applies_the_rest(
     snapshot = seed_worker2.tmp / "snapshot.yaml"
     snapshot.write_text(Path(seed_worker2.snapshot).read_text())
     fifo(seed_worker2.conflist)
-    loop = Watcher(watch_args(seed_worker2, snapshot, "--interval", "200ms"))
+    loop = agent(seed_worker2, snapshot, "--interval", "200ms")
     try:
         line = loop.wait_for(r"round 1: applied")
         first = loop.wait_for(r"error round 1: .*not a regular file \(a FIFO\); kindplan leaves")
+        text = http_get(seed_worker2.ns, f"{URL}/metrics")[1]
+        assert metric(text, "kindplan_errors_total", 'kind="conflist"') >= 1
+        assert metric(text, "kindplan_rounds_total", 'result="failed"') >= 1
+        assert metric(text, "kindplan_rounds_total", 'result="converged"') == 0
         assert all(has_route(seed_worker2.ns, dst) for dst in (*PEERS, *POD_ROUTES))
         sh("ip", "-n", seed_worker2.ns, "route", "del", PEERS[0])  # drift is still repaired
         wait_until(lambda: has_route(seed_worker2.ns, PEERS[0]))

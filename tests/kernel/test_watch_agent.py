@@ -25,6 +25,7 @@ from test_watch import PEERS, converged, seed, watch_args, with_nodes
 from watcher import Watcher, has_route, http_get, json_lines, metric, wait_until
 
 from kindplan.document import MAX_INPUT_BYTES
+from kindplan.metrics import REQUEST_TIMEOUT_SECONDS
 from kindplan.netns import enter_netns
 
 pytestmark = pytest.mark.root
@@ -84,7 +85,7 @@ def test_slow_clients_do_not_starve_the_loop_or_healthz(
     socks: list[socket.socket] = []
     try:
         loop.wait_for(r"round 1: applied")
-        for wave in range(2):  # a second wave after the first one's connections timed out
+        for wave in range(2):  # a second wave pushes out the first
             socks += slow_clients(ns, 1000)
             assert http_get(ns, f"{URL}/healthz") == (200, "ok\n"), f"wave {wave}"
             sh("ip", "-n", ns, "route", "del", PEERS[0])  # drift: repaired by the next round
@@ -115,7 +116,7 @@ def test_slow_clients_do_not_starve_the_loop_or_healthz(
         loop.kill()
 
 
-def test_a_client_reset_leaves_the_log_one_object_per_line(
+def test_a_client_reset_leaves_the_log_one_object_per_line_and_slow_ones_time_out(
     seed_worker2: Node, snapshot_file: Path
 ) -> None:
     ns = seed_worker2.ns
@@ -129,6 +130,15 @@ def test_a_client_reset_leaves_the_log_one_object_per_line(
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 sock.close()  # an RST instead of a FIN, before the reply is read
         assert http_get(ns, f"{URL}/healthz") == (200, "ok\n")
+        with enter_netns(ns):
+            sock = socket.create_connection(("127.0.0.1", PORT), timeout=5)
+        with sock:  # a request never finished is dropped after REQUEST_TIMEOUT_SECONDS
+            sock.send(b"GET /metrics HTTP/1.1\r\n")
+            sock.settimeout(30)
+            started = time.monotonic()
+            assert sock.recv(100) == b""
+            waited = time.monotonic() - started
+        assert REQUEST_TIMEOUT_SECONDS - 0.5 < waited < REQUEST_TIMEOUT_SECONDS + 5, waited
         status, _ = loop.stop()
         assert status == 0
         entries = json_lines(loop.lines)  # fails on any line that is not one JSON object
