@@ -196,7 +196,12 @@ class StdinSource:
         # A reader of its own on a copy of fd 0: the interpreter closes sys.stdin at exit, and
         # doing so while this thread waits in sys.stdin's readline aborts the process (SIGABRT,
         # "could not acquire lock ... at interpreter shutdown") on a SIGTERM.
-        self._stream = stream if stream is not None else open(os.dup(0), "rb")  # noqa: SIM115
+        if stream is None:
+            try:
+                stream = open(os.dup(0), "rb")  # noqa: SIM115 (read until the process ends)
+            except OSError as e:  # the process was started with fd 0 closed
+                raise SourceError(f"<stdin>: cannot read: {e.strerror or e}") from e
+        self._stream = stream
         self._lock = threading.Lock()
         self._latest: bytes | InvalidInputError | None = None  # the last document, or its refusal
         self._parsed: tuple[bytes, Loaded] | None = None
