@@ -51,16 +51,20 @@ _REMOVERS = (DelRoute, DelAddress, WriteChain, RemoveChain, WriteConflist, Delet
 class Guarded:
     plan: Plan  # what may be applied this round
     held: tuple[Change, ...]  # removals held back
-    owned: int  # peer routes kindplan owns now (its route protocol, via a gateway)
+    owned: int  # peer routes kindplan owns now (0 when the plan removes nothing: not counted)
     kinds: tuple[tuple[str, int, int], ...] = ()  # per kind held back: (kind, held, owned)
 
 
 def owned_state(observed: ObservedState, route_proto: int) -> Counter[str]:
     """How much of each kind of state the node holds that a plan could remove."""
-    owned: Counter[str] = Counter()
-    for route in observed.routes:  # 10,000 of them: a plain loop
+    peers = pods = 0
+    for route in observed.routes:  # 10,000 of them: a plain loop, plain counters
         if route.proto == route_proto:
-            owned[PEER_ROUTES if route.gateway is not None else POD_ROUTES] += 1
+            if route.gateway is None:
+                pods += 1
+            else:
+                peers += 1
+    owned = Counter({PEER_ROUTES: peers, POD_ROUTES: pods})
     for link in observed.links:  # a pod veth's gateway address is a host address (/32, /128)
         owned[ADDRESSES] += sum(1 for a, length in link.addresses if length == a.max_prefixlen)
     for masq in observed.masq:
@@ -136,6 +140,8 @@ def split_deletions(
     removing = Counter[str]()
     for _, removed in by_change:
         removing.update(removed)
+    if not +removing:  # a converged round, every round: nothing to count the node for
+        return Guarded(plan, (), 0)
     owned = owned_state(observed, route_proto)
     tripped = {
         kind: n
