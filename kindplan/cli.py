@@ -370,7 +370,7 @@ def plan(
     data, source = _read(snapshot)
     snap = _parse(data, source, pod_subnet)
     options = _options(node, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir, netns)
-    from kindplan.engine import plan_node
+    from kindplan.engine import conflist_left_alone, plan_node
 
     planned = plan_node(snap, options, netns)
     if out is not None:
@@ -381,6 +381,10 @@ def plan(
         )
     else:
         sys.stdout.write(format_plan(planned.plan, color=sys.stdout.isatty()))
+    left_alone = conflist_left_alone(planned.observed)
+    if left_alone is not None:
+        typer.echo(f"error: {one_line(left_alone)}", err=True)
+        return ExitStatus.FAILURE
     pending = not planned.plan.empty or bool(planned.plan.conflicts)
     return ExitStatus.CHANGES_PENDING if detailed_exitcode and pending else ExitStatus.OK
 
@@ -678,8 +682,7 @@ def _watch(
     finally:
         source.close()
         if server is not None:
-            server.shutdown()
-            server.server_close()
+            server.close()
 
 
 @app.command()

@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from kindplan.files import read_regular
 from kindplan.model import HostPort, Pod, Snapshot, addr_order, parse_ip
 
 DEFAULT_CACHE_DIR = Path("/var/lib/cni/results")
@@ -76,8 +77,12 @@ def read_cni_cache(directory: Path, node: str, network: str) -> tuple[list[Pod],
         if not path.name.startswith(f"{network}-"):
             continue
         try:
-            pod = parse_cache_entry(path.read_bytes(), node, network)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            # O_NONBLOCK, a regular file only, no symlink: a FIFO here must not stop the apply
+            pod = parse_cache_entry(read_regular(path, follow=False), node, network)
+        except OSError as e:
+            warnings.append(f"{path}: unreadable CNI cache entry ({e.strerror or e}); skipped")
+            continue
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             warnings.append(f"{path}: unreadable CNI cache entry ({e}); skipped")
             continue
         if pod is not None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import kindplan
 from kindplan.cnicache import read_cni_cache
 from kindplan.compiler import FORWARDING_SYSCTLS
+from kindplan.errors import RuntimeFailure
 from kindplan.files import write_atomic
 from kindplan.iptables import Iptables, detect_backend, parse_nat
 from kindplan.kernel import Kernel
@@ -98,7 +99,11 @@ def observed_digest(
     h.update(kernel.route_digest())
     h.update(repr(kernel.read_sysctls(tuple(FORWARDING_SYSCTLS[v] for v in families))).encode())
     h.update(repr(tuple(parse_nat(v, iptables.save_nat(v)) for v in families)).encode())
-    h.update(repr((iptables.backend, read_conflist(Path(conflist_path)))).encode())
+    try:
+        conflist = read_conflist(Path(conflist_path))
+    except RuntimeFailure as e:  # never recorded as converged: the full path names the problem
+        conflist = f"unreadable: {e}"
+    h.update(repr((iptables.backend, conflist)).encode())
     if options.cni_cache_dir is not None:
         pods = read_cni_cache(Path(options.cni_cache_dir), options.node, network)
         h.update(repr(pods).encode())

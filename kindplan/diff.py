@@ -72,7 +72,8 @@ def diff(
     changes += routes.deletions
 
     content = render_conflist(desired)
-    if observed.conflist != content:
+    # An unreadable conflist (a directory, a FIFO, not UTF-8) is left alone: the caller names it.
+    if observed.conflist != content and observed.conflist_error is None:
         changes.append(WriteConflist(conflist_path, content, observed.conflist))
     return Plan(desired.node, tuple(changes), tuple(routes.conflicts), tuple(warnings))
 

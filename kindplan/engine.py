@@ -161,6 +161,16 @@ def apply_planned(
             journal.finish(generation, report.applied)
 
 
+def conflist_left_alone(observed: ObservedState) -> str | None:
+    """One line naming a conflist that could not be read (the plan leaves it alone), if any."""
+    if observed.conflist_error is None:
+        return None
+    return (
+        f"{observed.conflist_error}; kindplan leaves it alone and applies the rest: "
+        "remove it and apply again"
+    )
+
+
 def _remember(
     remember: Remember,
     snapshot: Snapshot,
@@ -226,11 +236,16 @@ def apply_node(
                 raise RuntimeFailure(
                     f"the plan for node {options.node} is not the one saved; plan again"
                 )
+            left_alone = conflist_left_alone(planned.observed)
             if planned.plan.empty:
+                if left_alone is not None:
+                    return planned, ApplyReport(failures=[left_alone])
                 if remember is not None and not planned.plan.conflicts:
                     _remember(remember, snapshot, options, planned, planned.plan, kernel, iptables)
                 return planned, None
             report = apply_planned(snapshot, options, planned, kernel, iptables, journal, memo=memo)
+            if left_alone is not None:
+                report.failures.append(left_alone)
             residue = report.residue
             if remember is not None and report.ok and residue is not None and not residue.conflicts:
                 _remember(remember, snapshot, options, planned, residue, kernel, iptables)

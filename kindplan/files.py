@@ -3,12 +3,55 @@
 from __future__ import annotations
 
 import difflib
+import errno
 import os
+import stat
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from kindplan.errors import RuntimeFailure
+
+
+class NotRegularFile(OSError):
+    """A path kindplan reads holds a directory, a FIFO, a socket or a device."""
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISLNK, "a symbolic link"),
+)
+
+
+def read_regular(path: Path, *, follow: bool = True, limit: int = -1) -> bytes:
+    """The bytes of `path` if it is a regular file; NotRegularFile (an OSError) if it is not.
+
+    Opened with O_NONBLOCK and checked with fstat before reading: opening or reading a FIFO
+    left at the path would otherwise wait for a writer, forever, while the caller holds the
+    node lock. `follow=False` refuses a symbolic link too (O_NOFOLLOW).
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        if e.errno == errno.ELOOP and not follow:
+            raise NotRegularFile(e.errno, "not a regular file (a symbolic link)") from e
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = next((name for test, name in _KINDS if test(mode)), "an unknown kind")
+        raise NotRegularFile(errno.EINVAL, f"not a regular file ({kind})")
+    with os.fdopen(fd, "rb") as f:
+        return f.read(limit)
 
 
 def write_atomic(path: Path, content: str, mode: int = 0o644) -> bool:
@@ -19,9 +62,9 @@ def write_atomic(path: Path, content: str, mode: int = 0o644) -> bool:
     """
     data = content.encode("utf-8")
     try:
-        if path.read_bytes() == data:
+        if read_regular(path) == data:
             return False
-    except FileNotFoundError:
+    except (FileNotFoundError, NotRegularFile):  # replaced below (a directory fails there)
         pass
     except OSError as e:
         raise RuntimeFailure(f"{path}: cannot read: {e.strerror}") from e

@@ -1,40 +1,122 @@
-"""The reconcile loop's deletion guard: a source that suddenly loses most nodes is held back.
+"""The reconcile loop's deletion guard: a source that suddenly takes away most of what kindplan
+owns on the node is held back.
 
 An API server answering with a half-empty node list, or a snapshot file truncated by a broken
-pipeline, would otherwise cut a node off from most of the cluster within one round. The guard
-holds back the peer-route deletions of such a round (additions still go in) until the same
-deletions have been asked for in several consecutive rounds spanning some time, or the operator
-allows them. Deletions applied in the last minute count too, so a shrink that arrives as many
-small rounds (one DELETED event each) is caught like one that arrives at once.
+pipeline, would otherwise cut a node off from most of the cluster within one round; a snapshot
+cut before `pods:` would take every pod's host route. The guard counts, kind by kind, the owned
+state a round would remove (peer routes, pod host routes, veth addresses, SNAT rules and chains,
+the conflist's pod ranges, the conflist itself) and holds back the removals of every kind that
+would lose more than a fraction of what it holds (additions still go in) until the same removals
+have been asked for in several consecutive rounds spanning some time, or the operator allows
+them. Removals applied in the last minute count too, so a shrink that arrives as many small
+rounds (one DELETED event each) is caught like one that arrives at once.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable
+import json
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 
-from kindplan.model import DelRoute, ObservedState, Plan, Route
+from kindplan.model import (
+    Change,
+    DelAddress,
+    DeleteConflist,
+    DelRoute,
+    ObservedState,
+    Plan,
+    RemoveChain,
+    WriteChain,
+    WriteConflist,
+)
 
-RECENT_SECONDS = 60.0  # deletions applied this recently count with the round's own
+RECENT_SECONDS = 60.0  # removals applied this recently count with the round's own
+
+# What the guard counts, in the order it names them.
+PEER_ROUTES = "peer route(s)"
+POD_ROUTES = "pod route(s)"
+ADDRESSES = "veth address(es)"
+SNAT_RULES = "SNAT rule(s)"
+SNAT_CHAINS = "SNAT chain(s)"
+CONFLIST_RANGES = "conflist pod range(s)"
+CONFLISTS = "conflist(s)"
+KINDS = (PEER_ROUTES, POD_ROUTES, ADDRESSES, SNAT_RULES, SNAT_CHAINS, CONFLIST_RANGES, CONFLISTS)
+# The changes that can take something away; additions are not looked at (5,000 at once).
+_REMOVERS = (DelRoute, DelAddress, WriteChain, RemoveChain, WriteConflist, DeleteConflist)
 
 
 @dataclass(frozen=True, slots=True)
 class Guarded:
     plan: Plan  # what may be applied this round
-    held: tuple[DelRoute, ...]  # deletions held back
-    owned: int  # peer routes kindplan owns now (its route protocol, via a gateway)
+    held: tuple[Change, ...]  # removals held back
+    owned: int  # peer routes kindplan owns now (0 when the plan removes nothing: not counted)
+    kinds: tuple[tuple[str, int, int], ...] = ()  # per kind held back: (kind, held, owned)
 
 
-def peer_route(route: Route, route_proto: int) -> bool:
-    # Peer routes (a PodCIDR via a node's InternalIP) are what a shrunken node list takes away;
-    # the pods' host routes on this node do not depend on the node list.
-    return route.proto == route_proto and route.gateway is not None
+def owned_state(observed: ObservedState, route_proto: int) -> Counter[str]:
+    """How much of each kind of state the node holds that a plan could remove."""
+    peers = pods = 0
+    for route in observed.routes:  # 10,000 of them: a plain loop, plain counters
+        if route.proto == route_proto:
+            if route.gateway is None:
+                pods += 1
+            else:
+                peers += 1
+    owned = Counter({PEER_ROUTES: peers, POD_ROUTES: pods})
+    for link in observed.links:  # a pod veth's gateway address is a host address (/32, /128)
+        owned[ADDRESSES] += sum(1 for a, length in link.addresses if length == a.max_prefixlen)
+    for masq in observed.masq:
+        if masq.rules is not None:
+            owned[SNAT_CHAINS] += 1
+            owned[SNAT_RULES] += len(masq.rules)
+    if observed.conflist is not None:
+        owned[CONFLISTS] += 1
+        owned[CONFLIST_RANGES] += len(conflist_subnets(observed.conflist))
+    return owned
 
 
-def owned_routes(observed: ObservedState, route_proto: int) -> int:
-    """The peer routes kindplan owns now."""
-    return sum(1 for route in observed.routes if peer_route(route, route_proto))
+def removed_state(change: Change, route_proto: int) -> Counter[str]:
+    """What of the node's owned state `change` takes away, by kind (empty for additions)."""
+    match change:
+        case DelRoute(route) if route.proto == route_proto:
+            return Counter({PEER_ROUTES if route.gateway is not None else POD_ROUTES: 1})
+        case DelAddress():
+            return Counter({ADDRESSES: 1})
+        case WriteChain(_, rules, old_rules) if rules is not None and old_rules is not None:
+            return Counter({SNAT_RULES: len(set(old_rules) - set(rules))})
+        case RemoveChain(_, old_rules):
+            return Counter({SNAT_CHAINS: 1, SNAT_RULES: len(old_rules)})
+        case WriteConflist(_, content, old) if old is not None:
+            gone = conflist_subnets(old) - conflist_subnets(content)
+            return Counter({CONFLIST_RANGES: len(gone)})
+        case DeleteConflist(_, old):
+            return Counter({CONFLISTS: 1, CONFLIST_RANGES: len(conflist_subnets(old))})
+    return Counter()
+
+
+def conflist_subnets(text: str) -> frozenset[str]:
+    """The subnets of the conflist's IPAM ranges (none if it is not a conflist kindplan reads)."""
+    try:
+        doc: Any = json.loads(text)
+        return frozenset(
+            str(r["subnet"])
+            for plugin in doc["plugins"]
+            for ranges in (plugin.get("ipam") or {}).get("ranges") or ()
+            for r in ranges
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return frozenset()
+
+
+def removals(changes: Iterable[Change], route_proto: int) -> Counter[str]:
+    """The owned state `changes` remove, by kind."""
+    total: Counter[str] = Counter()
+    for change in changes:
+        if isinstance(change, _REMOVERS):
+            total.update(removed_state(change, route_proto))
+    return total
 
 
 def split_deletions(
@@ -42,25 +124,39 @@ def split_deletions(
     observed: ObservedState,
     route_proto: int,
     max_fraction: float,
-    recently_deleted: int = 0,
+    recently_removed: Counter[str] | None = None,
 ) -> Guarded:
-    """Hold back the round's peer-route deletions if, with the `recently_deleted` ones, more than
-    `max_fraction` of the peer routes owned before them would be gone.
+    """Hold back the round's removals of each kind of owned state of which, with the
+    `recently_removed` ones, more than `max_fraction` of what was owned before them would go.
 
     >>> from kindplan.model import ObservedState, Plan
     >>> split_deletions(Plan("n", ()), ObservedState((), (), (), (), None), 75, 0.5).held
     ()
     """
-    owned = owned_routes(observed, route_proto)
-    deletions = tuple(
-        c for c in plan.changes if isinstance(c, DelRoute) and peer_route(c.route, route_proto)
-    )
-    gone = len(deletions) + recently_deleted
-    if not deletions or gone <= max_fraction * (owned + recently_deleted):
-        return Guarded(plan, (), owned)
-    held = set(deletions)  # a set: membership by hash, not a scan (5,000 deletions at once)
-    rest = tuple(c for c in plan.changes if c not in held)
-    return Guarded(replace(plan, changes=rest), deletions, owned)
+    recent = recently_removed or Counter()
+    by_change = [
+        (c, removed_state(c, route_proto)) for c in plan.changes if isinstance(c, _REMOVERS)
+    ]
+    removing = Counter[str]()
+    for _, removed in by_change:
+        removing.update(removed)
+    if not +removing:  # a converged round, every round: nothing to count the node for
+        return Guarded(plan, (), 0)
+    owned = owned_state(observed, route_proto)
+    tripped = {
+        kind: n
+        for kind, n in removing.items()
+        if n
+        and max_fraction < 1  # 1: the operator allows anything
+        and n + recent[kind] > max_fraction * (owned[kind] + recent[kind])
+    }
+    if not tripped:
+        return Guarded(plan, (), owned[PEER_ROUTES])
+    held = tuple(c for c, removed in by_change if any(removed[k] for k in tripped))
+    held_set = set(held)  # a set: membership by hash, not a scan (5,000 deletions at once)
+    rest = tuple(c for c in plan.changes if c not in held_set)
+    kinds = tuple((k, tripped[k], owned[k]) for k in KINDS if k in tripped)
+    return Guarded(replace(plan, changes=rest), held, owned[PEER_ROUTES], kinds)
 
 
 class DeletionGuard:
@@ -78,20 +174,22 @@ class DeletionGuard:
         self.rounds = rounds
         self.min_seconds = min_seconds
         self._clock = clock
-        self._held: frozenset[Route] = frozenset()
-        self._since = 0.0  # when the held deletions were first asked for
-        self._recent: deque[tuple[float, int]] = deque()  # (when, peer routes deleted)
-        self.streak = 0  # consecutive rounds that asked for the same held deletions
-        self.released = False  # the last check let held deletions through
+        self._held: frozenset[Change] = frozenset()
+        self._since = 0.0  # when the held removals were first asked for
+        self._recent: deque[tuple[float, Counter[str]]] = deque()  # (when, removed by kind)
+        self.streak = 0  # consecutive rounds that asked for the same held removals
+        self.released = False  # the last check let held removals through
 
     def check(self, plan: Plan, observed: ObservedState, route_proto: int) -> Guarded:
-        """The plan to apply now; deletions held back unless they persisted long enough."""
+        """The plan to apply now; removals held back unless they persisted long enough."""
         now = self._clock()
         while self._recent and self._recent[0][0] < now - RECENT_SECONDS:
             self._recent.popleft()
-        recent = sum(n for _, n in self._recent)
+        recent: Counter[str] = Counter()
+        for _, removed in self._recent:
+            recent.update(removed)
         guarded = split_deletions(plan, observed, route_proto, self.max_fraction, recent)
-        held = frozenset(c.route for c in guarded.held)
+        held = frozenset(guarded.held)
         self.released = False
         if not held:
             self._held, self.streak = frozenset(), 0
@@ -105,7 +203,9 @@ class DeletionGuard:
             return Guarded(plan, (), guarded.owned)
         return guarded
 
-    def deleted(self, count: int) -> None:
-        """Peer routes deleted by the round just applied (they count against the next rounds)."""
-        if count:
-            self._recent.append((self._clock(), count))
+    def applied(self, changes: Iterable[Change], route_proto: int) -> None:
+        """The changes of the round just applied: what they removed counts against the next
+        rounds for a minute."""
+        removed = removals(changes, route_proto)
+        if removed:
+            self._recent.append((self._clock(), removed))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import resource
+import selectors
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http import HTTPStatus
 
 from kindplan.errors import UsageError
 
@@ -51,7 +53,8 @@ class Metrics:
         )
         self.held = Gauge(
             "kindplan_deletions_held_back",
-            "Route deletions the deletion guard holds back.",
+            "Removals of owned state (routes, addresses, SNAT rules, the conflist's ranges) "
+            "the deletion guard holds back.",
             registry=r,
         )
         self.nodes = Gauge(
@@ -92,49 +95,209 @@ def parse_listen_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+MAX_CONNECTIONS = 64  # scrapes and probes: a handful at a time
+REQUEST_TIMEOUT_SECONDS = 5.0  # from accept to the last byte of the reply
+MAX_REQUEST_BYTES = 8192  # request line and headers; a scrape sends a few hundred
+LISTEN_BACKLOG = 128
 
 
-class _Server6(_Server):
-    address_family = socket.AF_INET6  # '::' also takes IPv4 (bindv6only is 0 by default)
+def connection_cap() -> int:
+    """Connections served at once: well below RLIMIT_NOFILE, so the reconcile loop's own
+    descriptors (netlink sockets, iptables pipes, the journal, the lock) are never starved."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(2, min(MAX_CONNECTIONS, soft // 8))
 
 
-def serve(address: str, metrics: Metrics, health: Health) -> ThreadingHTTPServer:
+class _Connection:
+    __slots__ = ("deadline", "received", "sock", "unsent")
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.deadline = deadline
+        self.received = b""
+        self.unsent: bytes | None = None  # the reply, once the request is complete
+
+
+class MetricsServer:
+    """/metrics and /healthz from one thread with a selector, so that clients cost no thread.
+
+    The endpoint listens on every address of a node (DaemonSet), so any client may be slow or
+    hostile: at most `cap` connections are kept (a new one pushes out the oldest, so a prober
+    always gets in), each has REQUEST_TIMEOUT_SECONDS from accept to the end of its reply, and
+    a request over MAX_REQUEST_BYTES is dropped. A client that resets or vanishes is closed
+    without a word; nothing here writes to the log.
+    """
+
+    def __init__(self, listener: socket.socket, metrics: Metrics, health: Health, cap: int) -> None:
+        self.listener = listener
+        self.server_address = listener.getsockname()
+        self._metrics = metrics
+        self._health = health
+        self._cap = cap
+        self._connections: dict[socket.socket, _Connection] = {}  # oldest first
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._stopping = False
+        self._paused_until = 0.0  # accept paused after EMFILE and the like
+        listener.setblocking(False)
+        self._selector.register(listener, selectors.EVENT_READ)
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._thread = threading.Thread(target=self._serve, name="metrics", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop serving, close every connection and the listener."""
+        self._stopping = True
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+        self._thread.join(5)
+        for sock in list(self._connections):
+            self._drop(sock)
+        self._selector.close()
+        for sock in (self.listener, self._wake_r, self._wake_w):
+            sock.close()
+
+    def _serve(self) -> None:
+        while not self._stopping:
+            now = time.monotonic()
+            deadlines = [c.deadline for c in self._connections.values()]
+            if self._paused_until:
+                deadlines.append(self._paused_until)
+            timeout = max(0.0, min(deadlines) - now) if deadlines else None
+            try:
+                events = self._selector.select(timeout)
+            except OSError:  # nothing to do but try again: the agent must not lose its endpoint
+                time.sleep(0.1)
+                continue
+            for key, mask in events:
+                try:
+                    if key.fileobj is self.listener:
+                        self._accept()
+                    elif key.fileobj is self._wake_r:
+                        with contextlib.suppress(OSError):
+                            self._wake_r.recv(64)
+                    else:
+                        self._service(key.fileobj, mask)  # type: ignore[arg-type]
+                except Exception:  # one bad connection must not end the endpoint
+                    if isinstance(key.fileobj, socket.socket) and key.fileobj in self._connections:
+                        self._drop(key.fileobj)
+            self._expire(time.monotonic())
+
+    def _accept(self) -> None:
+        for _ in range(self._cap):  # a bounded batch: the other connections get their turn
+            try:
+                sock, _ = self.listener.accept()
+            except BlockingIOError:
+                return
+            except OSError:  # out of descriptors or memory: stop accepting for a moment
+                self._selector.unregister(self.listener)
+                self._paused_until = time.monotonic() + 0.1
+                return
+            if len(self._connections) >= self._cap:
+                self._drop(next(iter(self._connections)))  # the oldest: likely a slow client
+            sock.setblocking(False)
+            deadline = time.monotonic() + REQUEST_TIMEOUT_SECONDS
+            self._connections[sock] = _Connection(sock, deadline)
+            self._selector.register(sock, selectors.EVENT_READ)
+
+    def _expire(self, now: float) -> None:
+        if self._paused_until and now >= self._paused_until:
+            self._paused_until = 0.0
+            self._selector.register(self.listener, selectors.EVENT_READ)
+        for sock, connection in list(self._connections.items()):
+            if connection.deadline > now:
+                break  # in accept order, so in deadline order
+            self._drop(sock)
+
+    def _service(self, sock: socket.socket, mask: int) -> None:
+        connection = self._connections[sock]
+        if connection.unsent is None:
+            try:
+                data = sock.recv(4096)
+            except BlockingIOError:
+                return
+            except OSError:  # reset by the client
+                self._drop(sock)
+                return
+            connection.received += data
+            end = connection.received.find(b"\r\n\r\n")
+            if not data or (end < 0 and len(connection.received) > MAX_REQUEST_BYTES):
+                self._drop(sock)
+                return
+            if end < 0:
+                return
+            connection.unsent = self._reply(connection.received[:end])
+            self._selector.modify(sock, selectors.EVENT_WRITE)
+        try:
+            sent = sock.send(connection.unsent)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._drop(sock)
+            return
+        connection.unsent = connection.unsent[sent:]
+        if not connection.unsent:
+            self._drop(sock)
+
+    def _drop(self, sock: socket.socket) -> None:
+        del self._connections[sock]
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(sock)
+        sock.close()
+
+    def _reply(self, head: bytes) -> bytes:
+        method, _, rest = head.partition(b"\r\n")[0].partition(b" ")
+        path = rest.partition(b" ")[0].partition(b"?")[0]
+        if method not in (b"GET", b"HEAD"):
+            status, body, content_type = 405, b"only GET\n", "text/plain"
+        elif path == b"/metrics":
+            from prometheus_client import CONTENT_TYPE_LATEST
+
+            status, body, content_type = 200, self._metrics.exposition(), CONTENT_TYPE_LATEST
+        elif path == b"/healthz":
+            ok, text = self._health.status()
+            status, body, content_type = 200 if ok else 503, f"{text}\n".encode(), "text/plain"
+        else:
+            status, body = 404, b"not found: try /metrics or /healthz\n"
+            content_type = "text/plain"
+        reason = HTTPStatus(status).phrase
+        header = (
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        return header.encode() + (body if method == b"GET" else b"")
+
+
+def serve(address: str, metrics: Metrics, health: Health) -> MetricsServer:
     """Serve /metrics and /healthz on `address` from a daemon thread; returns the server."""
     host, port = parse_listen_address(address)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                from prometheus_client import CONTENT_TYPE_LATEST
-
-                self._reply(200, metrics.exposition(), CONTENT_TYPE_LATEST)
-            elif path == "/healthz":
-                ok, text = health.status()
-                self._reply(200 if ok else 503, f"{text}\n".encode(), "text/plain")
-            else:
-                self._reply(404, b"not found: try /metrics or /healthz\n", "text/plain")
-
-        def _reply(self, status: int, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:  # scrapes are not news
-            pass
-
     try:
         try:
-            server = (_Server6 if ":" in host else _Server)((host, port), Handler)
+            listener = _listen(socket.AF_INET6 if ":" in host else socket.AF_INET, host, port)
         except OSError as e:
             if not (e.errno == errno.EAFNOSUPPORT and host == "::"):
                 raise
-            server = _Server(("0.0.0.0", port), Handler)  # a node booted with IPv6 disabled
+            listener = _listen(socket.AF_INET, "0.0.0.0", port)  # a node booted with IPv6 off
     except OSError as e:
         raise UsageError(f"--metrics-addr {address}: cannot listen: {e.strerror or e}") from e
-    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    server = MetricsServer(listener, metrics, health, connection_cap())
+    server.start()
     return server
+
+
+def _listen(family: socket.AddressFamily, host: str, port: int) -> socket.socket:
+    # '::' also takes IPv4 (bindv6only is 0 by default)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -279,6 +279,7 @@ class ObservedState:
     masq: tuple[MasqObserved, ...]
     conflist: str | None  # None: no file
     iptables_backend: str = "nft"
+    conflist_error: str | None = None  # the conflist could not be read: why (it is left alone)
 
     def link(self, name: str) -> Link | None:
         return next((link for link in self.links if link.name == name), None)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from kindplan.compiler import FORWARDING_SYSCTLS
 from kindplan.errors import RuntimeFailure
+from kindplan.files import read_regular
 from kindplan.iptables import Iptables, parse_nat
 from kindplan.kernel import Kernel
 from kindplan.model import (
@@ -24,25 +25,39 @@ from kindplan.model import (
 def read_observed(
     kernel: Kernel, iptables: Iptables, conflist_path: Path, families: tuple[int, ...]
 ) -> ObservedState:
-    """Everything kindplan compares against: links, routes, sysctls, SNAT chains, the conflist."""
+    """Everything kindplan compares against: links, routes, sysctls, SNAT chains, the conflist.
+
+    A conflist that cannot be read is not a reason to leave the routes and SNAT undone: it is
+    recorded as `conflist_error`, and the plan leaves that file alone.
+    """
     links = kernel.read_links()
+    conflist, conflist_error = None, None
+    try:
+        conflist = read_conflist(conflist_path)
+    except RuntimeFailure as e:
+        conflist_error = str(e)
     return ObservedState(
         links=links,
         routes=kernel.read_routes(),
         sysctls=kernel.read_sysctls(tuple(FORWARDING_SYSCTLS[v] for v in families)),
         masq=tuple(parse_nat(v, iptables.save_nat(v)) for v in families),
-        conflist=read_conflist(conflist_path),
+        conflist=conflist,
         iptables_backend=iptables.backend,
+        conflist_error=conflist_error,
     )
 
 
 def read_conflist(path: Path) -> str | None:
+    """The conflist's text, None if there is none; RuntimeFailure if it is not a regular file
+    of UTF-8 text (never waits: a FIFO there is refused, not opened for a writer)."""
     try:
-        return path.read_text("utf-8")
+        return read_regular(path).decode("utf-8")
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError) as e:
-        raise RuntimeFailure(f"{path}: cannot read: {e}") from e
+    except OSError as e:
+        raise RuntimeFailure(f"{path}: cannot read: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise RuntimeFailure(f"{path}: cannot read: not UTF-8 text (byte {e.start})") from e
 
 
 def find_uplink(links: tuple[Link, ...], node: Node, name: str | None) -> Link:
@@ -100,6 +115,8 @@ def fingerprint(observed: ObservedState) -> str:
         "masq": [(m.version, m.rules, m.jumps) for m in observed.masq],
         "conflist": observed.conflist,
     }
+    if observed.conflist_error is not None:  # only then: earlier fingerprints stay valid
+        state["conflist_error"] = observed.conflist_error
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
 
 

@@ -182,6 +182,7 @@ class FileSource:
 
 
 _SEPARATOR = re.compile(rb"^---\s*$")
+_READ_BYTES = 1 << 20
 
 
 class StdinSource:
@@ -192,9 +193,17 @@ class StdinSource:
         import threading
 
         self._pod_subnets = tuple(pod_subnets)
-        self._stream = stream if stream is not None else sys.stdin.buffer
+        # A reader of its own on a copy of fd 0: the interpreter closes sys.stdin at exit, and
+        # doing so while this thread waits in sys.stdin's readline aborts the process (SIGABRT,
+        # "could not acquire lock ... at interpreter shutdown") on a SIGTERM.
+        if stream is None:
+            try:
+                stream = open(os.dup(0), "rb")  # noqa: SIM115 (read until the process ends)
+            except OSError as e:  # the process was started with fd 0 closed
+                raise SourceError(f"<stdin>: cannot read: {e.strerror or e}") from e
+        self._stream = stream
         self._lock = threading.Lock()
-        self._latest: bytes | None = None
+        self._latest: bytes | InvalidInputError | None = None  # the last document, or its refusal
         self._parsed: tuple[bytes, Loaded] | None = None
         self.closed = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -203,24 +212,37 @@ class StdinSource:
     def _pump(self) -> None:
         document: list[bytes] = []
         size = 0
-        for line in iter(self._stream.readline, b""):
-            if _SEPARATOR.match(line):
-                self._publish(b"".join(document))
+        line_start = True  # a line longer than a read continues in the next one
+        # Read in bounded pieces: a document without a newline must not fill the memory.
+        for chunk in iter(lambda: self._stream.readline(_READ_BYTES), b""):
+            if line_start and _SEPARATOR.match(chunk):
+                self._publish(b"".join(document), size)
                 document, size = [], 0
                 continue
-            size += len(line)
-            if size <= MAX_INPUT_BYTES:  # beyond: kept short, and refused by the parser
-                document.append(line)
-        if any(chunk.strip() for chunk in document):
-            self._publish(b"".join(document))
+            line_start = chunk.endswith(b"\n")
+            size += len(chunk)
+            if size <= MAX_INPUT_BYTES:  # beyond: dropped, and the document refused whole
+                document.append(chunk)
+        if any(chunk.strip() for chunk in document) or size > MAX_INPUT_BYTES:
+            self._publish(b"".join(document), size)
         self.closed = True
         self._wake()
 
-    def _publish(self, data: bytes) -> None:
-        if not data.strip():
+    def _publish(self, data: bytes, size: int) -> None:
+        latest: bytes | InvalidInputError
+        if size > MAX_INPUT_BYTES:
+            # Never its prefix: cut anywhere, a document can still parse, minus nodes and pods.
+            latest = InvalidInputError.one(
+                "<stdin>",
+                f"document of {size} bytes is over the {MAX_INPUT_BYTES >> 20} MiB limit; "
+                "refused whole",
+            )
+        elif not data.strip():
             return
+        else:
+            latest = data
         with self._lock:
-            self._latest = data
+            self._latest = latest
         self._wake()
 
     def _wake(self) -> None:
@@ -244,6 +266,8 @@ class StdinSource:
             raise SourceError(
                 "<stdin>: no snapshot yet" + (" (input closed)" if self.closed else "")
             )
+        if isinstance(data, InvalidInputError):
+            raise InvalidInputError(data.problems)
         if self._parsed is not None and self._parsed[0] == data:
             return self._parsed[1]
         loaded = parse_snapshot(data, source="<stdin>", pod_subnets=self._pod_subnets)

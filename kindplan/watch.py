@@ -23,9 +23,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 
-from kindplan.engine import Memo, apply_planned, make_plan
+from kindplan.engine import Memo, apply_planned, conflist_left_alone, make_plan
 from kindplan.errors import InvalidInputError, KindplanError, SourceError
-from kindplan.guard import DeletionGuard, peer_route
+from kindplan.guard import DeletionGuard, Guarded
 from kindplan.iptables import Iptables, detect_backend
 from kindplan.journal import Journal
 from kindplan.kernel import Kernel
@@ -160,12 +160,17 @@ class Loop:
         self._iptables: Iptables | None = None
         self._handles_netns = 0  # inode of the namespace the handles were opened in
         self._signals: Signals | None = None
+        self._selector: selectors.BaseSelector | None = None
         self._round_ended = 0.0
         self._said: dict[str, object] = {}  # what was last logged per topic, to stay quiet
+        self._left_alone: str | None = None  # this round's unreadable conflist, named
 
     def run(self, signals: Signals | None = None, max_rounds: int | None = None) -> int:
         signals = signals or Signals()
         self._signals = signals
+        # Made once, before the first round: a wait never needs a free descriptor, so clients of
+        # the metrics endpoint (or anything else) using them up cannot end the loop.
+        self._selector = selectors.DefaultSelector()
         try:
             self.log.info(
                 "watching",
@@ -184,6 +189,7 @@ class Loop:
                     break
                 self._wait(self.next_delay(), signals)
         finally:
+            self._selector.close()
             signals.restore()
             self._reset_node_handles()
         self.log.info("stopped", signal=signals.stop or "none", rounds=self.rounds)
@@ -195,11 +201,13 @@ class Loop:
     def _wait(self, delay: float, signals: Signals) -> None:
         """Sleep up to `delay` seconds; return early when the source changes or a signal comes."""
         deadline = time.monotonic() + delay
-        with selectors.DefaultSelector() as selector:
-            selector.register(signals.reader, selectors.EVENT_READ, "signal")
-            fd = self.source.fileno()
-            if fd is not None:
-                selector.register(fd, selectors.EVENT_READ, "source")
+        selector = self._selector
+        assert selector is not None
+        selector.register(signals.reader, selectors.EVENT_READ, "signal")
+        fd = self.source.fileno()
+        if fd is not None:
+            selector.register(fd, selectors.EVENT_READ, "source")
+        try:
             while (left := deadline - time.monotonic()) > 0:
                 for key, _ in selector.select(left):
                     if key.data == "signal":
@@ -213,6 +221,9 @@ class Loop:
                             return
                 if signals.stop is not None or signals.reload:
                     return
+        finally:
+            for fileobj in list(selector.get_map().values()):
+                selector.unregister(fileobj.fileobj)
 
     def round(self) -> RoundOutcome:
         """Read, observe, diff, apply; metrics and one log line if anything happened."""
@@ -222,7 +233,16 @@ class Loop:
         try:
             source_ok = self._read_source()
             if self.loaded is not None:
+                self._left_alone = None
                 outcome = self._reconcile(self.loaded)
+                if self._left_alone is not None:  # the rest of the round went in; not healthy
+                    self.metrics.errors.labels("conflist").inc()
+                    outcome.ok = False
+                self._say_once(
+                    "conflist",
+                    () if self._left_alone is None else (self._left_alone,),
+                    lambda line: self.log.error(f"round {self.rounds}: {line}", kind="conflist"),
+                )
         except Exception as e:  # a bug must not end the agent: report it, back off, go on
             source_ok = False
             self.metrics.errors.labels("internal").inc()
@@ -304,6 +324,7 @@ class Loop:
             ):
                 kernel, iptables = self._node_handles()
                 planned = make_plan(snapshot, self.options, kernel, iptables, self.memo)
+                self._left_alone = conflist_left_alone(planned.observed)
                 guarded = self.guard.check(planned.plan, planned.observed, self.options.route_proto)
                 self._say_once("warnings", planned.plan.warnings, self.log.warning)
                 self._say_once(
@@ -315,7 +336,7 @@ class Loop:
                     ),
                     self.log.warning,
                 )
-                self._say_held(guarded.held, guarded.owned)
+                self._say_held(guarded)
                 self.metrics.held.set(len(guarded.held))
                 report = None
                 if not guarded.plan.empty:
@@ -336,9 +357,7 @@ class Loop:
             return RoundOutcome(ok=False)
         applied = report.applied if report else []
         proto = self.options.route_proto
-        self.guard.deleted(
-            sum(1 for c in applied if isinstance(c, DelRoute) and peer_route(c.route, proto))
-        )
+        self.guard.applied(applied, proto)
         owned = sum(1 for r in planned.observed.routes if r.proto == proto)
         self.metrics.owned_routes.set(owned + _owned_delta(applied, proto))
         pending = len(guarded.held) + len(planned.plan.conflicts)
@@ -390,8 +409,8 @@ class Loop:
             for line in lines:
                 say(line)
 
-    def _say_held(self, held: tuple[DelRoute, ...], owned: int) -> None:
-        if not held:
+    def _say_held(self, guarded: Guarded) -> None:
+        if not guarded.held:
             if self._said.pop("held", None) is not None:
                 self.log.warning(
                     f"deletion guard: asked for {self.settings.hold_rounds} rounds in a row; "
@@ -402,12 +421,13 @@ class Loop:
             return
         self._said["held"] = True
         self.log.warning(
-            f"deletion guard: holding back {len(held)} of {owned} peer route(s) "
-            f"(more than {self.settings.max_delete_fraction:g} of them); applied if asked for "
-            f"{self.settings.hold_rounds} rounds in a row (this is round {self.guard.streak}), "
-            "or allow it with --max-delete-fraction",
-            held=len(held),
-            owned=owned,
+            "deletion guard: holding back "
+            + ", ".join(f"{held} of {owned} {kind}" for kind, held, owned in guarded.kinds)
+            + f" (more than {self.settings.max_delete_fraction:g} of them); applied if asked "
+            f"for {self.settings.hold_rounds} rounds in a row (this is round "
+            f"{self.guard.streak}), or allow it with --max-delete-fraction",
+            held=len(guarded.held),
+            owned=guarded.owned,
         )
 
 

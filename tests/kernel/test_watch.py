@@ -31,6 +31,7 @@ from watcher import (
 pytestmark = pytest.mark.root
 
 PEERS = ("10.244.0.0/24", "10.244.1.0/24")  # worker2's peers in the seed lab
+POD_ROUTES = ("10.244.2.8", "10.244.2.9")  # its pods' host routes
 EXTRA = {"name": "extra", "internalIPs": ["172.18.0.20"], "podCIDRs": ["10.244.9.0/24"]}
 
 
@@ -115,8 +116,26 @@ def test_file_events_drive_the_loop_and_bad_input_changes_nothing(
         loop.kill()
 
 
+def without_pods(doc: dict[str, Any]) -> str:
+    doc = copy.deepcopy(doc)
+    del doc["pods"]
+    return yaml.safe_dump(doc)
+
+
+@pytest.mark.parametrize(
+    ("cut", "kind", "gone", "kept"),
+    [
+        ("peers", "peer", PEERS, POD_ROUTES),  # a node list that lost every peer
+        ("pods", "pod", POD_ROUTES, PEERS),  # a snapshot cut before `pods:`
+    ],
+)
 def test_deletion_guard_holds_back_a_shrunken_cluster(
-    seed_worker2: Node, snapshot_file: Path
+    seed_worker2: Node,
+    snapshot_file: Path,
+    cut: str,
+    kind: str,
+    gone: tuple[str, ...],
+    kept: tuple[str, ...],
 ) -> None:
     ns = seed_worker2.ns
     loop = Watcher(
@@ -131,16 +150,17 @@ def test_deletion_guard_holds_back_a_shrunken_cluster(
         line = loop.wait_for(r"error .*keeping the last good snapshot", after=line)
         assert all(has_route(ns, dst) for dst in PEERS)
 
-        replace_file(snapshot_file, with_nodes(doc, own))  # every peer gone at once
+        replace_file(snapshot_file, with_nodes(doc, own) if cut == "peers" else without_pods(doc))
         for streak in (1, 2, 3):
             line = loop.wait_for(
-                rf"deletion guard: holding back 2 of 2 peer route\(s\).*round {streak}\)",
+                rf"deletion guard: holding back 2 of 2 {kind} route\(s\) .*round {streak}\)",
                 after=line,
             )
-            assert all(has_route(ns, dst) for dst in PEERS), f"deleted at round {streak}"
+            assert all(has_route(ns, dst) for dst in gone), f"deleted at round {streak}"
         line = loop.wait_for(r"asked for 4 rounds in a row; applying the deletions", after=line)
-        wait_until(lambda: not any(has_route(ns, dst) for dst in PEERS))
+        wait_until(lambda: not any(has_route(ns, dst) for dst in gone))
         line = loop.wait_for(r"applied 2 change\(s\)", after=line)
+        assert all(has_route(ns, dst) for dst in kept)
         status, _ = loop.stop(signal.SIGINT)
         assert status == 0
     finally:

@@ -24,10 +24,17 @@ from kindplan.netns import enter_netns
 class Watcher:
     """A reconcile loop process; its stderr lines are collected by a thread as they come."""
 
-    def __init__(self, args: list[str], *, in_netns: str | None = None, stdin: bool = False):
-        prefix = ["ip", "netns", "exec", in_netns] if in_netns else []
+    def __init__(
+        self,
+        args: list[str],
+        *,
+        in_netns: str | None = None,
+        stdin: bool = False,
+        prefix: tuple[str, ...] | list[str] = (),  # a command that execs the loop (prlimit ...)
+    ):
+        netns = ["ip", "netns", "exec", in_netns] if in_netns else []
         self.proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "kindplan.cli", "apply", "--watch", *args],
+            [*netns, *prefix, sys.executable, "-m", "kindplan.cli", "apply", "--watch", *args],
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

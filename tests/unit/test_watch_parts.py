@@ -9,26 +9,36 @@ import json
 import os
 import select
 import time
+from collections.abc import Callable
+from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
+import yaml
 from builders import cluster_doc, load
 from test_diff import converged, desired_state, simulate
 
 from kindplan.cli import _duration
 from kindplan.compiler import compile_desired
 from kindplan.diff import diff
+from kindplan.document import MAX_INPUT_BYTES
 from kindplan.errors import InvalidInputError, SourceError, UsageError
 from kindplan.guard import DeletionGuard, split_deletions
 from kindplan.logs import Log
 from kindplan.metrics import Health, Metrics, parse_listen_address
 from kindplan.model import (
+    Address,
     AddRoute,
+    Change,
+    DelAddress,
+    DeleteConflist,
     DelRoute,
     DesiredState,
     HostFacts,
     ObservedState,
     Plan,
+    RemoveChain,
+    WriteChain,
     WriteConflist,
 )
 from kindplan.sources import FileSource, StdinSource, combine_directory
@@ -60,7 +70,8 @@ def test_guard_holds_back_only_a_large_share_of_peer_routes(
     observed, plan = shrink(nodes, keep)
     guarded = split_deletions(plan, observed, 75, fraction)
     assert len(guarded.held) == held
-    assert guarded.owned == nodes - 1  # the pod's host route is not a peer route
+    if keep < nodes:  # (not counted when nothing is removed)
+        assert guarded.owned == nodes - 1  # the pod's host route is not a peer route
     assert all(isinstance(c, DelRoute) and c.route.gateway for c in guarded.held)
     assert set(guarded.plan.changes) | set(guarded.held) == set(plan.changes)
 
@@ -72,7 +83,7 @@ def test_guard_keeps_additions_of_a_shrinking_round() -> None:
     doc["nodes"] = [*doc["nodes"][:1], new]
     desired: DesiredState = compile_desired(load(doc), "node-0000", HostFacts())
     guarded = split_deletions(diff(desired, observed, conflist_path=PATH), observed, 75, 0.5)
-    assert len(guarded.held) == 4
+    assert guarded.kinds == (("peer route(s)", 4, 4), ("pod route(s)", 1, 1))
     assert [c.route.peer for c in guarded.plan.changes if isinstance(c, AddRoute)] == ["new"]
 
 
@@ -82,10 +93,10 @@ def test_guard_counts_deletions_of_the_last_minute_with_the_rounds_own() -> None
     guard = DeletionGuard(0.5, rounds=3, clock=lambda: now[0])
     observed, plan = shrink(9, 7)  # 2 of 8 peer routes
     assert guard.check(plan, observed, 75).held == ()
-    guard.deleted(2)
+    guard.applied(plan.changes, 75)
     observed, plan = shrink(7, 5)  # 2 more of the 6 left: 4 of the 8 of a moment ago
     assert guard.check(plan, observed, 75).held == ()
-    guard.deleted(2)
+    guard.applied(plan.changes, 75)
     observed, plan = shrink(5, 4)  # 1 more: 5 of 8 within a minute
     assert len(guard.check(plan, observed, 75).held) == 1
     now[0] = 61.0  # a minute later the earlier deletions no longer count
@@ -106,7 +117,7 @@ def test_guard_wants_time_as_well_as_rounds() -> None:
 def test_guard_at_5000_nodes_holds_every_deletion() -> None:
     observed, plan = shrink(5000, 1, pods=False)  # hash lookups: this took 14 s with a tuple scan
     guarded = split_deletions(plan, observed, 75, 0.5)
-    assert len(guarded.held) == 4999
+    assert guarded.kinds[0] == ("peer route(s)", 4999, 4999)  # (the builder's pod range moves)
     assert not any(isinstance(c, DelRoute) for c in guarded.plan.changes)
 
 
@@ -353,3 +364,94 @@ def test_stdin_stream_publishes_each_document_and_the_last_one_at_the_end() -> N
             assert len(source.read().snapshot.nodes) == 3
         finally:
             source.close()
+
+
+def stdin_source_after(data: bytes) -> StdinSource:
+    """A StdinSource that has read all of `data` (the end of the input ends the last document)."""
+    source = StdinSource(stream=io.BytesIO(data))
+    deadline = time.monotonic() + 30
+    while not source.closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return source
+
+
+def test_stdin_document_over_the_limit_is_refused_whole_not_cut() -> None:
+    good = json.dumps(cluster_doc(3)).encode() + b"\n---\n"
+    # A valid document whose first 64 MiB parse (2 nodes), then more than the limit of comments.
+    big = yaml.safe_dump(cluster_doc(2)).encode() + b"#" * MAX_INPUT_BYTES + b"\n"
+    source = stdin_source_after(good + big + b"---\n")
+    try:
+        with pytest.raises(InvalidInputError, match=r"<stdin>: document of \d+ bytes is over"):
+            source.read()
+    finally:
+        source.close()
+    source = stdin_source_after(good + big)  # also as the last document, without a separator
+    try:
+        with pytest.raises(InvalidInputError, match="over the 64 MiB limit; refused whole"):
+            source.read()
+    finally:
+        source.close()
+
+
+def test_stdin_separator_only_at_the_start_of_a_line() -> None:
+    """A line longer than one read, ending in '---', does not end the document."""
+    doc = json.dumps(cluster_doc(2)).encode()
+    long_line = b"#" * (1 << 20) + b"---\n"  # the second read of the line is "---\n"
+    source = stdin_source_after(long_line + doc + b"\n---\n")
+    try:
+        assert len(source.read().snapshot.nodes) == 2
+    finally:
+        source.close()
+
+
+def test_guard_holds_back_a_snapshot_cut_before_its_pods() -> None:
+    """Every pod host route at once: held, though no peer route goes (the peers' rule kept)."""
+    observed = converged(desired_state(5, pods=True))
+    plan = diff(desired_state(5, pods=False), observed, conflist_path=PATH)
+    guarded = split_deletions(plan, observed, 75, 0.5)
+    assert guarded.kinds == (("pod route(s)", 1, 1),)
+    assert [c.route.dst.prefixlen for c in guarded.held if isinstance(c, DelRoute)] == [32]
+    assert guarded.plan.empty
+
+
+@pytest.mark.parametrize(
+    ("change", "kind"),
+    [
+        (lambda o: DelAddress(Address("veth1", ip_address("10.244.0.1"))), "veth address(es)"),
+        (lambda o: DeleteConflist(PATH, o.conflist), "conflist(s)"),
+        (lambda o: RemoveChain(4, o.masq[0].rules, 1), "SNAT chain(s)"),
+        (  # the nonMasqueradeCIDRs and the pod subnet's RETURN gone: only MASQUERADE left
+            lambda o: WriteChain(4, o.masq[0].rules[-1:], o.masq[0].rules, 1),
+            "SNAT rule(s)",
+        ),
+        (  # the node's pod range gone from the conflist (a PodCIDR list cut short)
+            lambda o: WriteConflist(PATH, o.conflist.replace("10.244.0.0/24", "x"), o.conflist),
+            "conflist pod range(s)",
+        ),
+    ],
+)
+def test_guard_covers_every_kind_of_owned_state(
+    change: Callable[[ObservedState], Change], kind: str
+) -> None:
+    doc = cluster_doc(3, nonMasqueradeCIDRs=["192.0.2.0/24"])
+    pod = {"namespace": "d", "name": "p", "node": "node-0000", "ips": ["10.244.0.5"]}
+    doc["pods"] = [{**pod, "hostInterface": "veth1"}]
+    observed = converged(compile_desired(load(doc), "node-0000", HostFacts()))
+    removal = change(observed)
+    guarded = split_deletions(Plan("node-0000", (removal,)), observed, 75, 0.5)
+    assert guarded.held == (removal,) and guarded.plan.empty
+    assert kind in [k for k, _, _ in guarded.kinds]
+    assert split_deletions(Plan("node-0000", (removal,)), observed, 75, 1.0).held == ()
+
+
+def test_guard_lets_a_small_share_of_snat_rules_go() -> None:
+    desired = compile_desired(
+        load(cluster_doc(3, nonMasqueradeCIDRs=["192.0.2.0/24", "198.51.100.0/24"])),
+        "node-0000",
+        HostFacts(),
+    )
+    observed = converged(desired)
+    rules = observed.masq[0].rules
+    assert rules is not None and len(rules) == 4
+    one_less = WriteChain(4, tuple(r for r in rules if "198.51.100.0/24" not in r), rules, 1)
+    assert split_deletions(Plan("node-0000", (one_less,)), observed, 75, 0.5).held == ()
