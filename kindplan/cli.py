@@ -100,17 +100,19 @@ def _read(path: str) -> tuple[bytes, str]:
     return read_source(path)
 
 
-def _parse(data: bytes, source: str, pod_subnets: list[str] | None) -> Snapshot:
+def _parse(
+    data: bytes, source: str, pod_subnets: list[str] | None, *, strict: bool = False
+) -> Snapshot:
     from kindplan.snapshot import freeze_heap, parse_snapshot
 
-    loaded = parse_snapshot(data, source=source, pod_subnets=_split(pod_subnets))
+    loaded = parse_snapshot(data, source=source, pod_subnets=_split(pod_subnets), strict=strict)
     _warn(loaded.warnings)
     freeze_heap()
     return loaded.snapshot
 
 
-def _load(path: str, pod_subnets: list[str] | None) -> Snapshot:
-    return _parse(*_read(path), pod_subnets)
+def _load(path: str, pod_subnets: list[str] | None, *, strict: bool = False) -> Snapshot:
+    return _parse(*_read(path), pod_subnets, strict=strict)
 
 
 @app.command()
@@ -120,6 +122,14 @@ def validate(
     node: Annotated[
         str | None, typer.Option(help="Also check that this node is in the snapshot.")
     ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Check a node list as strictly as a ClusterSnapshot (for CI): a node usable "
+            "only in part is an error, or skipped while it has no PodCIDR or InternalIP.",
+        ),
+    ] = False,
 ) -> int:
     """Check a snapshot: schema, then meaning (CIDRs, overlaps, duplicates, pods). Exit 65 if bad.
 
@@ -127,7 +137,7 @@ def validate(
     """
     from kindplan.compiler import find_node
 
-    snap = _load(snapshot, pod_subnet)
+    snap = _load(snapshot, pod_subnet, strict=strict)
     if node is not None:
         find_node(snap, node)
     families = "dual-stack" if len(snap.families) == 2 else f"IPv{snap.families[0]}"
@@ -195,7 +205,8 @@ def render(
         raise UsageError("give exactly one of --out DIR and --check DIR")
     snap = _load(snapshot, pod_subnet)
     facts = HostFacts(uplink=uplink, mtu=mtu or snap.cluster.mtu or DEFAULT_MTU)
-    names = [n.name for n in snap.nodes] if all_nodes else [str(node)]
+    # Every node that has a PodCIDR: one without (joining) has no conflist; --node renders it.
+    names = [n.name for n in snap.nodes if n.pod_cidrs] if all_nodes else [str(node)]
     files: dict[str, str] = {}
     for name in names:
         desired = compile_desired(snap, name, facts, route_proto=route_proto)

@@ -71,9 +71,17 @@ def diff(
     changes += _diff_masq(desired, observed)
     changes += routes.deletions
 
-    content = render_conflist(desired)
-    if observed.conflist != content:
-        changes.append(WriteConflist(conflist_path, content, observed.conflist))
+    if not desired.cni.subnets:
+        # A joining node: its routes and SNAT are made now, the conflist once it has a PodCIDR
+        # (kindnetd writes one with "subnet": "", which no pod can start with).
+        warnings.append(
+            f"node {desired.node} has no PodCIDR yet: {conflist_path} waits for one "
+            "(its peers are routed meanwhile)"
+        )
+    else:
+        content = render_conflist(desired)
+        if observed.conflist != content:
+            changes.append(WriteConflist(conflist_path, content, observed.conflist))
     return Plan(desired.node, tuple(changes), tuple(routes.conflicts), tuple(warnings))
 
 

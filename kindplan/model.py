@@ -55,8 +55,9 @@ class Cluster:
 @dataclass(frozen=True, slots=True)
 class Node:
     name: str
+    # Either may be empty for a node of a node list that is still joining (snapshot.py).
     internal_ips: tuple[IPAddress, ...]  # one per family, IPv4 first
-    pod_cidrs: tuple[IPNetwork, ...]  # one per family, IPv4 first
+    pod_cidrs: tuple[IPNetwork, ...]  # one per family, in the node's order (host-local's ranges)
 
     def internal_ip(self, version: int) -> IPAddress | None:
         return next((ip for ip in self.internal_ips if ip.version == version), None)
@@ -178,7 +179,9 @@ class CniConfig:
 
     settings: CniSettings
     mtu: int
-    subnets: tuple[IPNetwork, ...]  # the node's PodCIDRs, IPv4 first: one range set each
+    # The node's PodCIDRs in the node's order: one range set each. None yet (a joining node): no
+    # conflist is written, since a range without a subnet is a broken one.
+    subnets: tuple[IPNetwork, ...]
 
 
 @dataclass(frozen=True, slots=True)
