@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from kindplan.model import (
     DEFAULT_ROUTE_PROTO,
+    ROUTE_ORDER,
+    RTPROT_KERNEL,
     AddAddress,
     AddRoute,
     Change,
@@ -60,6 +62,15 @@ def diff(
             changes.append(AddAddress(address))
 
     routes = _diff_routes(desired.routes, observed.routes, set(missing_veths), route_proto, adopt)
+    stale = _stale_foreign(desired, observed.routes, route_proto)
+    if stale:
+        # kindnetd never deletes a route: a departed node's and an old PodCIDR's stay, and one
+        # would conflict with the next node that gets that PodCIDR.
+        shown = ", ".join(f"{r.dst} via {r.gateway} proto {r.proto}" for r in stale)
+        verb = "removed" if adopt else "--adopt removes them"
+        warnings.append(f"stale foreign routes in the pod subnets, of no node ({verb}): {shown}")
+        if adopt:
+            routes.deletions += [DelRoute(r) for r in stale]
     if routes.foreign_ok:
         # A node that ran classic kindnetd: its routes work, but kindplan would not delete them
         # when a peer leaves unless it adopts them.
@@ -137,6 +148,29 @@ def _diff_routes(
         DelRoute(route) for route in observed if route.proto == proto and route.key not in wanted
     ]
     return out
+
+
+def _stale_foreign(desired: DesiredState, observed: tuple[Route, ...], proto: int) -> list[Route]:
+    """Routes that look like kindnetd's leftovers: through a gateway, inside the cluster's pod
+    subnets (not the whole subnet), not kindplan's nor the kernel's, to where no node's route goes.
+
+    A pod's host route has no gateway and a route outside the pod subnets is not kindnet's
+    business: neither is ever one of these.
+    """
+    subnets = desired.pod_subnets
+    if not subnets:
+        return []
+    candidates = [
+        r
+        for r in observed  # on a converged node every gateway route is ours: this ends early
+        if r.gateway is not None
+        and r.proto not in (proto, RTPROT_KERNEL)
+        and any(r.dst.prefixlen > s.prefixlen and r.dst.network_address in s for s in subnets)
+    ]
+    if not candidates:
+        return []
+    wanted = {r.key[1:4] for r in desired.routes}  # (family, address, prefix length): any metric
+    return sorted((r for r in candidates if r.key[1:4] not in wanted), key=ROUTE_ORDER)
 
 
 def _same_target(desired: Route, observed: Route) -> bool:

@@ -22,6 +22,7 @@ RESERVED_ROUTE_PROTOS = frozenset(
     {0, 1, 2, 3, 4, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 42, 99, 186, 187, 188, 189, 192}
 )
 MAIN_TABLE = 254
+RTPROT_KERNEL = 2  # routes the kernel derives from addresses: never anyone's to delete
 IPV6_DEFAULT_METRIC = 1024  # the kernel stores metric 0 on an IPv6 route as 1024
 DEFAULT_MTU = 1500
 
@@ -200,6 +201,8 @@ class DesiredState:
     sysctls: tuple[Sysctl, ...]
     cni: CniConfig
     masq: tuple[MasqChain, ...]
+    # The cluster's pod subnets: the space where a foreign route matching no node is stale.
+    pod_subnets: tuple[IPNetwork, ...] = ()
 
 
 # Parsing through inet_pton is about 5 times faster than ipaddress's string parser, which matters
