@@ -239,7 +239,8 @@ NetnsOpt = Annotated[
 ConfDirOpt = Annotated[
     str | None,
     typer.Option(
-        help="Folder of the conflist. Default: the snapshot's cluster.cni.confDir.",
+        help="Folder of the conflist. Default: the snapshot's cluster.cni.confDir; with --netns "
+        "NAME, /etc/netns/NAME/cni/net.d (what ip netns exec NAME shows as /etc/cni/net.d).",
         show_default=False,
     ),
 ]
@@ -320,6 +321,11 @@ DEFAULT_STATE_DIR = Path("/var/lib/kindplan")
 LOCK_TIMEOUT_SECONDS = 30.0
 
 
+def netns_conf_dir(netns: str) -> str:
+    """Where the conflist of network namespace `netns` lives unless --conf-dir says otherwise."""
+    return f"/etc/netns/{netns}/cni/net.d"
+
+
 def _options(
     node: str | None,
     conf_dir: str | None,
@@ -338,6 +344,10 @@ def _options(
     # The host's libcni cache describes the host's pods: not a --netns target's.
     if cni_cache_dir is None and netns is None and DEFAULT_CACHE_DIR.is_dir():
         cni_cache_dir = str(DEFAULT_CACHE_DIR)
+    if conf_dir is None and netns is not None:
+        # Never the host's /etc/cni/net.d for a namespace: iproute2's convention, which
+        # `ip netns exec NAME` shows as /etc/cni/net.d.
+        conf_dir = netns_conf_dir(netns)
     return Options(
         node or socket.gethostname(), conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir
     )
