@@ -284,3 +284,46 @@ def test_an_odd_peer_from_the_api_is_routed_as_far_as_it_can_be(
         assert loop.stop(signal.SIGTERM)[0] == 0
     finally:
         loop.kill()
+
+
+# -- --netns without --conf-dir ----------------------------------------------------------------
+
+
+def test_netns_without_conf_dir_writes_where_ip_netns_exec_shows_etc_cni(
+    netns: str, tmp_path: Path
+) -> None:
+    """iproute2's convention: /etc/netns/NAME/cni/net.d is /etc/cni/net.d under `ip netns exec`.
+    The apply runs in a private mount namespace with an overlay on /etc, so the host's /etc is
+    never written: what it writes lands in the overlay's upper folder under tmp_path."""
+    build_node(netns, ["172.18.0.2/16"], [])
+    snapshot = tmp_path / "nodes.json"
+    snapshot.write_text(json.dumps(node_list()))
+    where = f"/etc/netns/{netns}/cni/net.d/10-kindnet.conflist"
+    args = [str(snapshot), "--node", "kind-worker", "--netns", netns]
+    args += ["--pod-subnet", "10.244.0.0/16", "--cni-cache-dir", str(tmp_path / "none")]
+    plan = run_cli("plan", *args)
+    assert plan.returncode == 0, plan.stderr
+    assert f"+ file {where} (new)" in plan.stdout
+
+    upper, work = tmp_path / "upper", tmp_path / "work"
+    upper.mkdir()
+    work.mkdir()
+    apply = " ".join([sys.executable, "-m", "kindplan.cli", "apply", *args])
+    script = (
+        f"mount -t overlay overlay -o lowerdir=/etc,upperdir={upper},workdir={work} /etc && "
+        f"{apply} --state-dir {tmp_path / 'state'} >&2 && mkdir -p /etc/cni/net.d && "
+        f"ip netns exec {netns} cat /etc/cni/net.d/10-kindnet.conflist"
+    )
+    seen = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert seen.returncode == 0, seen.stderr
+    written = upper / where.removeprefix("/etc/")
+    assert written.read_text() == seen.stdout  # the namespace sees it as /etc/cni/net.d
+    assert json.loads(seen.stdout)["plugins"][0]["ipam"]["ranges"] == [
+        [{"subnet": "10.244.2.0/24"}]
+    ]
+    assert not Path(f"/etc/netns/{netns}").exists()
