@@ -327,3 +327,64 @@ def test_netns_without_conf_dir_writes_where_ip_netns_exec_shows_etc_cni(
         [{"subnet": "10.244.2.0/24"}]
     ]
     assert not Path(f"/etc/netns/{netns}").exists()
+
+
+# -- taking over from kindnetd -----------------------------------------------------------------
+
+
+def test_adopt_takes_over_from_kindnetd_and_removes_only_its_leftovers(
+    netns: str, tmp_path: Path
+) -> None:
+    """kindnetd's routes (proto boot) for today's peers, and what it never deleted: a departed
+    node's route and a peer's old, larger PodCIDR."""
+    build_node(netns, ["172.18.0.2/16"], ["veth0a1b2c3d"])
+    for dst, gateway in PEERS.items():
+        if gateway != "172.18.0.2":
+            sh("ip", "-n", netns, "route", "add", dst, "via", gateway, "dev", "eth0")
+    stale = {"10.244.7.0/24": "172.18.0.9", "10.244.0.0/23": "172.18.0.3"}
+    for dst, gateway in stale.items():
+        sh("ip", "-n", netns, "route", "add", dst, "via", gateway, "dev", "eth0")
+    # never touched: a pod's host route on its veth, a route outside the pod subnets
+    sh("ip", "-n", netns, "route", "add", "10.244.2.5", "dev", "veth0a1b2c3d", "scope", "host")
+    sh("ip", "-n", netns, "route", "add", "192.168.50.0/24", "via", "172.18.0.1", "dev", "eth0")
+    kept = {
+        line
+        for line in sh("ip", "-n", netns, "route", "show").splitlines()
+        if line.startswith(("10.244.2.5 ", "192.168.50.0/24 ", "172.18.0.0/16 "))
+    }
+    assert len(kept) == 3
+    snapshot = tmp_path / "nodes.json"
+    snapshot.write_text(json.dumps(node_list()))
+    args = [
+        str(snapshot),
+        *run_args(netns, tmp_path, "kind-worker"),
+        "--pod-subnet",
+        "10.244.0.0/16",
+    ]
+    args += ["--cni-cache-dir", str(tmp_path / "none")]
+    state = ["--state-dir", str(tmp_path / "state")]
+
+    plan = kindplan("plan", *args)
+    assert plan.returncode == 0, plan.stderr
+    assert (
+        "warning: stale foreign routes in the pod subnets, of no node (--adopt removes them): "
+        "10.244.0.0/23 via 172.18.0.3 proto 3, 10.244.7.0/24 via 172.18.0.9 proto 3"
+    ) in plan.stdout
+
+    adopted = kindplan("apply", *args, *state, "--adopt")
+    assert adopted.returncode == 0, adopted.stderr
+    now = routes(netns)
+    assert not set(stale) & set(now)
+    assert {dst: rest for dst, rest in now.items() if dst.startswith("10.244.")} == {
+        dst: f"via {gw} dev eth0 proto 75 " for dst, gw in PEERS.items() if gw != "172.18.0.2"
+    }
+    assert kept <= set(sh("ip", "-n", netns, "route", "show").splitlines())
+    again = kindplan("plan", *args)
+    assert again.stdout.endswith("No changes.\n") and "stale" not in again.stdout, again.stdout
+
+    # journaled like any change: a rollback puts kindnetd's leftovers back as they were
+    back = kindplan("rollback", "--netns", netns, *state)
+    assert back.returncode == 0, back.stderr
+    assert {dst: routes(netns)[dst] for dst in stale} == {
+        dst: f"via {gw} dev eth0 " for dst, gw in stale.items()
+    }
