@@ -830,6 +830,14 @@ def lab_up(
     nodes: Annotated[int, typer.Option(min=1, max=200, help="Number of nodes.")] = 3,
     pods_per_node: Annotated[int, typer.Option(min=0, max=50, help="Pods per node.")] = 2,
     dual_stack: Annotated[bool, typer.Option("--dual-stack", help="IPv4 and IPv6.")] = False,
+    kindnetd: Annotated[
+        bool,
+        typer.Option(
+            "--kindnetd",
+            help="Leave the nodes as classic kindnetd does (its routes, stale ones included) "
+            "instead of applying kindplan: the take-over scenario, for lab apply NODE --adopt.",
+        ),
+    ] = False,
     state_dir: LabStateOpt = DEFAULT_LAB_STATE,
 ) -> int:
     """Build the lab, apply kindplan on every node, create pods with ptp + portmap.
@@ -841,7 +849,7 @@ def lab_up(
     from kindplan.lab.run import up
 
     started = time.monotonic()
-    lab = up(name, state_dir, nodes, pods_per_node, dual_stack, typer.echo)
+    lab = up(name, state_dir, nodes, pods_per_node, dual_stack, typer.echo, kindnetd=kindnetd)
     typer.echo(
         f"lab {lab.name} is up in {time.monotonic() - started:.1f} s: "
         f"{len(lab.nodes)} nodes, {len(lab.pods)} pods"
@@ -906,6 +914,7 @@ def lab_apply(
     node: Annotated[str, typer.Argument(help="A lab node.")],
     name: LabNameOpt = "kp",
     state_dir: LabStateOpt = DEFAULT_LAB_STATE,
+    adopt: AdoptOpt = False,
 ) -> int:
     """kindplan apply on a lab node (the same code as kindplan apply --netns)."""
     from kindplan.lab.run import apply_lab_node
@@ -913,7 +922,7 @@ def lab_apply(
     from kindplan.planview import format_plan
 
     lab = load(name, state_dir)
-    planned, report = apply_lab_node(lab, lab.node(node))
+    planned, report = apply_lab_node(lab, lab.node(node), adopt=adopt)
     if report is None:
         sys.stdout.write(format_plan(planned.plan))
         return ExitStatus.OK
