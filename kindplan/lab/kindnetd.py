@@ -1,6 +1,6 @@
 """A lab node as classic kindnetd leaves it, for the take-over scenario (`lab up --kindnetd`).
 
-What kindnetd does, as measured (../shared/NOTES-kindnetd.md), done here with the plain tools:
+What kindnetd does (measured against kind's own kindnetd), done here with the plain tools:
 one route per peer PodCIDR via its InternalIP with the netlink default protocol (boot), the
 KIND-MASQ-AGENT chain with the same rules as kindplan's, the conflist with the same meaning in
 kindnetd's own layout (tabs, mtu after ipam). And what it leaves behind because it never deletes
