@@ -7,8 +7,10 @@ once routes and SNAT are in place.
 
 from __future__ import annotations
 
+import operator
 from collections import defaultdict
 from dataclasses import dataclass, field
+from itertools import compress
 
 from kindplan.model import (
     DEFAULT_ROUTE_PROTO,
@@ -32,6 +34,8 @@ from kindplan.model import (
     WriteConflist,
 )
 from kindplan.render import masq_rules, render_conflist
+
+_PROTO = operator.itemgetter(Route._fields.index("proto"))  # a Route's protocol, read in C
 
 
 def diff(
@@ -160,11 +164,13 @@ def _stale_foreign(desired: DesiredState, observed: tuple[Route, ...], proto: in
     subnets = desired.pod_subnets
     if not subnets:
         return []
+    # Not ours first, in C: on a converged node nearly every route is kindplan's.
+    foreign = compress(observed, map(proto.__ne__, map(_PROTO, observed)))
     candidates = [
         r
-        for r in observed  # on a converged node every gateway route is ours: this ends early
+        for r in foreign
         if r.gateway is not None
-        and r.proto not in (proto, RTPROT_KERNEL)
+        and r.proto != RTPROT_KERNEL
         and any(r.dst.prefixlen > s.prefixlen and r.dst.network_address in s for s in subnets)
     ]
     if not candidates:
