@@ -143,6 +143,41 @@ def test_a_joining_node_routes_its_peers_and_converges_when_its_podcidr_arrives(
         loop.kill()
 
 
+def test_a_joining_node_converges_when_the_api_assigns_its_podcidr(
+    netns: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same through --kube: the node-ipam controller's MODIFIED event, as the API sends it."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)  # the loop would send loopback HTTP to a proxy
+        monkeypatch.delenv(name.upper(), raising=False)
+    build_node(netns, ["172.18.0.5/16"], [])
+    joining, _ = _worker3_events()
+    with enter_netns(netns):
+        api = FakeKubeAPI(nodes=node_list(joining)).start()  # its threads live in the namespace
+    conflist = tmp_path / "cni" / "10-kindnet.conflist"
+    args = ["--kube", "--kubeconfig", str(api.write_kubeconfig(tmp_path / "kubeconfig"))]
+    args += ["--node", "kind-worker3", "--pod-subnet", "10.244.0.0/16", "--interval", "60s"]
+    args += ["--conf-dir", str(tmp_path / "cni"), "--state-dir", str(tmp_path / "state")]
+    args += ["--cni-cache-dir", str(tmp_path / "none")]
+    loop = Watcher(args, in_netns=netns)
+    try:
+        line = loop.wait_for(r"round 1: applied")
+        assert all(has_route(netns, dst) for dst in PEERS) and not conflist.exists()
+        assigned = next(
+            e
+            for e in events("watch-nodes.jsonl")
+            if e["type"] == "MODIFIED" and e["object"]["metadata"]["name"] == "kind-worker3"
+        )
+        api.send("nodes", assigned)
+        loop.wait_for(r"applied .*file .*10-kindnet.conflist", after=line)
+        ranges = json.loads(conflist.read_text())["plugins"][0]["ipam"]["ranges"]
+        assert ranges == [[{"subnet": "10.244.3.0/24"}]]
+        assert loop.stop()[0] == 0
+    finally:
+        loop.kill()
+        api.stop()
+
+
 def _worker3_events() -> tuple[dict[str, Any], dict[str, Any]]:
     found = [
         e["object"]
