@@ -361,12 +361,13 @@ class _Checker:
                         f"{cidr} is too small for pods (it needs a gateway and "
                         "at least one pod address)",
                     )
-                if ips_parsed and not any(ip.version == cidr.version for ip in ips):
+                # With no InternalIP at all, that was said already (above, or in nodelist.py).
+                if ips_parsed and ips and not any(ip.version == cidr.version for ip in ips):
                     what = f"node {name} has an {family} PodCIDR but no {family} InternalIP"
-                    if not self.tolerant:
-                        self.problem(at, what)
-                    elif ips:  # with no InternalIP at all, nodelist.py has said so already
+                    if self.tolerant:
                         self.warning(at, f"{what}; no {family} route to its pods")
+                    else:
+                        self.problem(at, what)
                 cidr_owners.append((cidr.version, int(cidr.network_address), cidr, name, path))
             if len(self.problems) != before:
                 self.doubtful_nodes.add(name)  # its pods' checks would only repeat the problem

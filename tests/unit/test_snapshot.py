@@ -381,8 +381,10 @@ def test_a_snapshot_node_needs_a_podcidr_and_an_internal_ip() -> None:
     with pytest.raises(InvalidInputError) as info:
         parse_snapshot(json.dumps(doc).encode())
     problems = [str(p) for p in info.value.problems]
-    assert any(p.startswith("nodes[0].podCIDRs: node ") and "has no PodCIDR" in p for p in problems)
-    assert any(p.startswith("nodes[1].internalIPs: node ") for p in problems), problems
+    assert problems == [
+        "nodes[0].podCIDRs: node a has no PodCIDR",
+        "nodes[1].internalIPs: node b has no InternalIP",
+    ]
 
 
 def test_the_podcidrs_keep_the_nodes_order() -> None:
