@@ -101,17 +101,19 @@ def _read(path: str) -> tuple[bytes, str]:
     return read_source(path)
 
 
-def _parse(data: bytes, source: str, pod_subnets: list[str] | None) -> Snapshot:
+def _parse(
+    data: bytes, source: str, pod_subnets: list[str] | None, *, strict: bool = False
+) -> Snapshot:
     from kindplan.snapshot import freeze_heap, parse_snapshot
 
-    loaded = parse_snapshot(data, source=source, pod_subnets=_split(pod_subnets))
+    loaded = parse_snapshot(data, source=source, pod_subnets=_split(pod_subnets), strict=strict)
     _warn(loaded.warnings)
     freeze_heap()
     return loaded.snapshot
 
 
-def _load(path: str, pod_subnets: list[str] | None) -> Snapshot:
-    return _parse(*_read(path), pod_subnets)
+def _load(path: str, pod_subnets: list[str] | None, *, strict: bool = False) -> Snapshot:
+    return _parse(*_read(path), pod_subnets, strict=strict)
 
 
 @app.command()
@@ -121,6 +123,14 @@ def validate(
     node: Annotated[
         str | None, typer.Option(help="Also check that this node is in the snapshot.")
     ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Check a node list as strictly as a ClusterSnapshot (for CI): a node usable "
+            "only in part is an error, or skipped while it has no PodCIDR or InternalIP.",
+        ),
+    ] = False,
 ) -> int:
     """Check a snapshot: schema, then meaning (CIDRs, overlaps, duplicates, pods). Exit 65 if bad.
 
@@ -128,7 +138,7 @@ def validate(
     """
     from kindplan.compiler import find_node
 
-    snap = _load(snapshot, pod_subnet)
+    snap = _load(snapshot, pod_subnet, strict=strict)
     if node is not None:
         find_node(snap, node)
     families = "dual-stack" if len(snap.families) == 2 else f"IPv{snap.families[0]}"
@@ -196,7 +206,8 @@ def render(
         raise UsageError("give exactly one of --out DIR and --check DIR")
     snap = _load(snapshot, pod_subnet)
     facts = HostFacts(uplink=uplink, mtu=mtu or snap.cluster.mtu or DEFAULT_MTU)
-    names = [n.name for n in snap.nodes] if all_nodes else [str(node)]
+    # Every node that has a PodCIDR: one without (joining) has no conflist; --node renders it.
+    names = [n.name for n in snap.nodes if n.pod_cidrs] if all_nodes else [str(node)]
     files: dict[str, str] = {}
     for name in names:
         desired = compile_desired(snap, name, facts, route_proto=route_proto)
@@ -229,7 +240,8 @@ NetnsOpt = Annotated[
 ConfDirOpt = Annotated[
     str | None,
     typer.Option(
-        help="Folder of the conflist. Default: the snapshot's cluster.cni.confDir.",
+        help="Folder of the conflist. Default: the snapshot's cluster.cni.confDir; with --netns "
+        "NAME, /etc/netns/NAME/cni/net.d (what ip netns exec NAME shows as /etc/cni/net.d).",
         show_default=False,
     ),
 ]
@@ -310,6 +322,11 @@ DEFAULT_STATE_DIR = Path("/var/lib/kindplan")
 LOCK_TIMEOUT_SECONDS = 30.0
 
 
+def netns_conf_dir(netns: str) -> str:
+    """Where the conflist of network namespace `netns` lives unless --conf-dir says otherwise."""
+    return f"/etc/netns/{netns}/cni/net.d"
+
+
 def _options(
     node: str | None,
     conf_dir: str | None,
@@ -328,6 +345,10 @@ def _options(
     # The host's libcni cache describes the host's pods: not a --netns target's.
     if cni_cache_dir is None and netns is None and DEFAULT_CACHE_DIR.is_dir():
         cni_cache_dir = str(DEFAULT_CACHE_DIR)
+    if conf_dir is None and netns is not None:
+        # Never the host's /etc/cni/net.d for a namespace: iproute2's convention, which
+        # `ip netns exec NAME` shows as /etc/cni/net.d.
+        conf_dir = netns_conf_dir(netns)
     return Options(
         node or socket.gethostname(), conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir
     )
@@ -967,6 +988,14 @@ def lab_up(
     nodes: Annotated[int, typer.Option(min=1, max=200, help="Number of nodes.")] = 3,
     pods_per_node: Annotated[int, typer.Option(min=0, max=50, help="Pods per node.")] = 2,
     dual_stack: Annotated[bool, typer.Option("--dual-stack", help="IPv4 and IPv6.")] = False,
+    kindnetd: Annotated[
+        bool,
+        typer.Option(
+            "--kindnetd",
+            help="Leave the nodes as classic kindnetd does (its routes, stale ones included) "
+            "instead of applying kindplan: the take-over scenario, for lab apply NODE --adopt.",
+        ),
+    ] = False,
     state_dir: LabStateOpt = DEFAULT_LAB_STATE,
 ) -> int:
     """Build the lab, apply kindplan on every node, create pods with ptp + portmap.
@@ -978,7 +1007,7 @@ def lab_up(
     from kindplan.lab.run import up
 
     started = time.monotonic()
-    lab = up(name, state_dir, nodes, pods_per_node, dual_stack, typer.echo)
+    lab = up(name, state_dir, nodes, pods_per_node, dual_stack, typer.echo, kindnetd=kindnetd)
     typer.echo(
         f"lab {lab.name} is up in {time.monotonic() - started:.1f} s: "
         f"{len(lab.nodes)} nodes, {len(lab.pods)} pods"
@@ -1043,6 +1072,7 @@ def lab_apply(
     node: Annotated[str, typer.Argument(help="A lab node.")],
     name: LabNameOpt = "kp",
     state_dir: LabStateOpt = DEFAULT_LAB_STATE,
+    adopt: AdoptOpt = False,
 ) -> int:
     """kindplan apply on a lab node (the same code as kindplan apply --netns)."""
     from kindplan.lab.run import apply_lab_node
@@ -1050,7 +1080,7 @@ def lab_apply(
     from kindplan.planview import format_plan
 
     lab = load(name, state_dir)
-    planned, report = apply_lab_node(lab, lab.node(node))
+    planned, report = apply_lab_node(lab, lab.node(node), adopt=adopt)
     if report is None:
         sys.stdout.write(format_plan(planned.plan))
         return ExitStatus.OK

@@ -60,6 +60,7 @@ def compile_desired(
         sysctls=tuple(Sysctl(FORWARDING_SYSCTLS[v], "1") for v in families),
         cni=CniConfig(snapshot.cluster.cni, facts.mtu, node.pod_cidrs),
         masq=tuple(_masq_chain(snapshot, v) for v in families),
+        pod_subnets=snapshot.cluster.pod_subnets,
     )
 
 

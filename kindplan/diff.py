@@ -7,11 +7,15 @@ once routes and SNAT are in place.
 
 from __future__ import annotations
 
+import operator
 from collections import defaultdict
 from dataclasses import dataclass, field
+from itertools import compress
 
 from kindplan.model import (
     DEFAULT_ROUTE_PROTO,
+    ROUTE_ORDER,
+    RTPROT_KERNEL,
     AddAddress,
     AddRoute,
     Change,
@@ -30,6 +34,8 @@ from kindplan.model import (
     WriteConflist,
 )
 from kindplan.render import masq_rules, render_conflist
+
+_PROTO = operator.itemgetter(Route._fields.index("proto"))  # a Route's protocol, read in C
 
 
 def diff(
@@ -60,6 +66,15 @@ def diff(
             changes.append(AddAddress(address))
 
     routes = _diff_routes(desired.routes, observed.routes, set(missing_veths), route_proto, adopt)
+    stale = _stale_foreign(desired, observed.routes, route_proto)
+    if stale:
+        # kindnetd never deletes a route: a departed node's and an old PodCIDR's stay, and one
+        # would conflict with the next node that gets that PodCIDR.
+        shown = ", ".join(f"{r.dst} via {r.gateway} proto {r.proto}" for r in stale)
+        verb = "removed" if adopt else "--adopt removes them"
+        warnings.append(f"stale foreign routes in the pod subnets, of no node ({verb}): {shown}")
+        if adopt:
+            routes.deletions += [DelRoute(r) for r in stale]
     if routes.foreign_ok:
         # A node that ran classic kindnetd: its routes work, but kindplan would not delete them
         # when a peer leaves unless it adopts them.
@@ -71,10 +86,18 @@ def diff(
     changes += _diff_masq(desired, observed)
     changes += routes.deletions
 
-    content = render_conflist(desired)
-    # An unreadable conflist (a directory, a FIFO, not UTF-8) is left alone: the caller names it.
-    if observed.conflist != content and observed.conflist_error is None:
-        changes.append(WriteConflist(conflist_path, content, observed.conflist))
+    if not desired.cni.subnets:
+        # A joining node: its routes and SNAT are made now, the conflist once it has a PodCIDR
+        # (kindnetd writes one with "subnet": "", which no pod can start with).
+        warnings.append(
+            f"node {desired.node} has no PodCIDR yet: {conflist_path} waits for one "
+            "(its peers are routed meanwhile)"
+        )
+    else:
+        content = render_conflist(desired)
+        # An unreadable conflist (a directory, a FIFO, not UTF-8) is left alone: cli names it.
+        if observed.conflist != content and observed.conflist_error is None:
+            changes.append(WriteConflist(conflist_path, content, observed.conflist))
     return Plan(desired.node, tuple(changes), tuple(routes.conflicts), tuple(warnings))
 
 
@@ -130,6 +153,31 @@ def _diff_routes(
         DelRoute(route) for route in observed if route.proto == proto and route.key not in wanted
     ]
     return out
+
+
+def _stale_foreign(desired: DesiredState, observed: tuple[Route, ...], proto: int) -> list[Route]:
+    """Routes that look like kindnetd's leftovers: through a gateway, inside the cluster's pod
+    subnets (not the whole subnet), not kindplan's nor the kernel's, to where no node's route goes.
+
+    A pod's host route has no gateway and a route outside the pod subnets is not kindnet's
+    business: neither is ever one of these.
+    """
+    subnets = desired.pod_subnets
+    if not subnets:
+        return []
+    # Not ours first, in C: on a converged node nearly every route is kindplan's.
+    foreign = compress(observed, map(proto.__ne__, map(_PROTO, observed)))
+    candidates = [
+        r
+        for r in foreign
+        if r.gateway is not None
+        and r.proto != RTPROT_KERNEL
+        and any(r.dst.prefixlen > s.prefixlen and r.dst.network_address in s for s in subnets)
+    ]
+    if not candidates:
+        return []
+    wanted = {r.key[1:4] for r in desired.routes}  # (family, address, prefix length): any metric
+    return sorted((r for r in candidates if r.key[1:4] not in wanted), key=ROUTE_ORDER)
 
 
 def _same_target(desired: Route, observed: Route) -> bool:

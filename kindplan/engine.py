@@ -99,7 +99,8 @@ def make_plan(
         )
         snapshot, skipped = with_local_pods(snapshot, node.name, pods)
         warnings += skipped
-    uplink = find_uplink(kernel.read_links(), node, options.uplink)
+    uplink, assumed = find_uplink(kernel.read_links(), snapshot, node, options.uplink)
+    warnings += assumed
     facts = host_facts(snapshot, uplink, options.mtu)
     desired = call(compile_desired, snapshot, node.name, facts, route_proto=options.route_proto)
     kernel.expect(desired.routes)

@@ -22,6 +22,7 @@ RESERVED_ROUTE_PROTOS = frozenset(
     {0, 1, 2, 3, 4, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 42, 99, 186, 187, 188, 189, 192}
 )
 MAIN_TABLE = 254
+RTPROT_KERNEL = 2  # routes the kernel derives from addresses: never anyone's to delete
 IPV6_DEFAULT_METRIC = 1024  # the kernel stores metric 0 on an IPv6 route as 1024
 DEFAULT_MTU = 1500
 
@@ -55,8 +56,9 @@ class Cluster:
 @dataclass(frozen=True, slots=True)
 class Node:
     name: str
+    # Either may be empty for a node of a node list that is still joining (snapshot.py).
     internal_ips: tuple[IPAddress, ...]  # one per family, IPv4 first
-    pod_cidrs: tuple[IPNetwork, ...]  # one per family, IPv4 first
+    pod_cidrs: tuple[IPNetwork, ...]  # one per family, in the node's order (host-local's ranges)
 
     def internal_ip(self, version: int) -> IPAddress | None:
         return next((ip for ip in self.internal_ips if ip.version == version), None)
@@ -191,7 +193,9 @@ class CniConfig:
 
     settings: CniSettings
     mtu: int
-    subnets: tuple[IPNetwork, ...]  # the node's PodCIDRs, IPv4 first: one range set each
+    # The node's PodCIDRs in the node's order: one range set each. None yet (a joining node): no
+    # conflist is written, since a range without a subnet is a broken one.
+    subnets: tuple[IPNetwork, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +214,8 @@ class DesiredState:
     sysctls: tuple[Sysctl, ...]
     cni: CniConfig
     masq: tuple[MasqChain, ...]
+    # The cluster's pod subnets: the space where a foreign route matching no node is stale.
+    pod_subnets: tuple[IPNetwork, ...] = ()
 
 
 # Parsing through inet_pton is about 5 times faster than ipaddress's string parser, which matters

@@ -1,9 +1,12 @@
 """A Kubernetes node list (`kubectl get nodes -o json|yaml`) read as kindnet reads it.
 
 kindnet takes a node's PodCIDRs from spec.podCIDRs (or the older spec.podCIDR) and its addresses of
-type InternalIP; a node that has no PodCIDR or no InternalIP yet is skipped with a warning, never an
-error, because that is normal while a node joins. Where a node has several InternalIPs of one
-family the first one listed is used (kindnet does the same).
+type InternalIP. A node list describes a live cluster, which is never quite clean: a node that has
+no PodCIDR or no InternalIP yet (normal while it joins) is kept with what it has and warned about,
+so that it still routes its peers when it is the node kindplan runs on, and it never stops the
+others from being routed. Strict (validate --strict) skips such a node instead, as before.
+Where a node has several InternalIPs of one family the first one listed is used: kindplan's own
+rule, since kindnetd's choice differs by version (see the README).
 """
 
 from __future__ import annotations
@@ -28,8 +31,14 @@ class Converted:
     problems: list[Problem] = field(default_factory=list)
 
 
-def convert_node_list(doc: dict[str, Any], pod_subnets: Sequence[str]) -> Converted:
-    """Turn a List/NodeList of v1 Nodes into a ClusterSnapshot document (not yet validated)."""
+def convert_node_list(
+    doc: dict[str, Any], pod_subnets: Sequence[str], *, strict: bool = False
+) -> Converted:
+    """Turn a List/NodeList of v1 Nodes into a ClusterSnapshot document (not yet validated).
+
+    Not strict, a node without a PodCIDR or an InternalIP is kept with empty lists; strict, it is
+    left out.
+    """
     out = Converted(
         {
             "apiVersion": "kindplan/v1",
@@ -51,13 +60,14 @@ def convert_node_list(doc: dict[str, Any], pod_subnets: Sequence[str]) -> Conver
         out.problems.append(Problem("items", "a node list needs an 'items' array"))
         return out
     for i, item in enumerate(items):
-        _convert_node(item, f"items[{i}]", out)
+        _convert_node(item, f"items[{i}]", out, strict)
     if not out.document["nodes"] and not out.problems:
-        out.problems.append(Problem("items", "no node has both a PodCIDR and an InternalIP"))
+        what = "no node has both a PodCIDR and an InternalIP" if strict else "no Node in the list"
+        out.problems.append(Problem("items", what))
     return out
 
 
-def _convert_node(item: Any, at: str, out: Converted) -> None:
+def _convert_node(item: Any, at: str, out: Converted, strict: bool) -> None:
     if not isinstance(item, dict):
         out.problems.append(Problem(at, "not an object"))
         return
@@ -77,12 +87,15 @@ def _convert_node(item: Any, at: str, out: Converted) -> None:
     if not cidrs and spec.get("podCIDR"):
         cidrs, cidr_places = [spec["podCIDR"]], [f"{at}.spec.podCIDR"]
     if not isinstance(cidrs, list) or not cidrs:
-        out.warnings.append(Problem(f"{at} (node {name})", "no PodCIDR yet; skipped"))
-        return
+        cidrs, cidr_places = [], []
+        out.warnings.append(Problem(f"{at} (node {name})", _missing("PodCIDR", strict)))
+        if strict:
+            return
     ips = _internal_ips(status.get("addresses"), f"{at}.status.addresses", name, out)
     if not ips:
-        out.warnings.append(Problem(f"{at} (node {name})", "no InternalIP; skipped"))
-        return
+        out.warnings.append(Problem(f"{at} (node {name})", _missing("InternalIP", strict)))
+        if strict:
+            return
     index = len(out.document["nodes"])
     out.document["nodes"].append(
         {"name": name, "internalIPs": [ip for ip, _ in ips], "podCIDRs": cidrs}
@@ -95,6 +108,14 @@ def _convert_node(item: Any, at: str, out: Converted) -> None:
         out.where[f"{base}.podCIDRs[{j}]"] = cidr_at
     for j, (_, ip_at) in enumerate(ips):
         out.where[f"{base}.internalIPs[{j}]"] = ip_at
+
+
+def _missing(what: str, strict: bool) -> str:
+    if strict:
+        return f"no {what} yet; skipped"
+    # Either way its peers get no route to its pods; on the node itself, compile_desired routes
+    # the peers and leaves the conflist for later (a PodCIDR) or assumes the uplink (an IP).
+    return f"no {what} yet; no route to its pods until it has one"
 
 
 def _object(item: dict[str, Any], key: str) -> dict[str, Any]:

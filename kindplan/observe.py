@@ -60,18 +60,60 @@ def read_conflist(path: Path) -> str | None:
         raise RuntimeFailure(f"{path}: cannot read: not UTF-8 text (byte {e.start})") from e
 
 
-def find_uplink(links: tuple[Link, ...], node: Node, name: str | None) -> Link:
-    """The uplink: the interface named by --uplink, else the one holding the node's InternalIP."""
+def find_uplink(
+    links: tuple[Link, ...], snapshot: Snapshot, node: Node, name: str | None
+) -> tuple[Link, list[str]]:
+    """The uplink and what had to be assumed to find it.
+
+    The interface named by --uplink, else the one holding the node's InternalIP, else (a node
+    that has no InternalIP yet) the one whose prefixes hold the peers' InternalIPs. A family in
+    which the node has no InternalIP is routed through that uplink all the same, and said so.
+    """
     if name is not None:
-        for link in links:
-            if link.name == name:
-                return link
-        raise RuntimeFailure(f"uplink {name} does not exist on node {node.name}")
+        uplink = next((link for link in links if link.name == name), None)
+        if uplink is None:
+            raise RuntimeFailure(f"uplink {name} does not exist on node {node.name}")
+        how = "given by --uplink"
+    elif node.internal_ips:
+        uplink = next(
+            (x for x in links if any(a in node.internal_ips for a, _ in x.addresses)), None
+        )
+        if uplink is None:
+            ips = ", ".join(str(ip) for ip in node.internal_ips)
+            raise RuntimeFailure(f"no interface of node {node.name} holds its InternalIP {ips}")
+        how = "the uplink of its other InternalIP"
+    else:
+        uplink, how = _uplink_of_peers(links, snapshot, node)
+    missing = [v for v in snapshot.families if node.internal_ip(v) is None]
+    if not missing or not any(p.name != node.name and p.internal_ips for p in snapshot.nodes):
+        return uplink, []
+    families = " and ".join(f"IPv{v}" for v in missing)
+    return uplink, [
+        f"node {node.name} has no {families} InternalIP yet: its {families} peers are routed "
+        f"through {uplink.name} ({how}), assumed to be on their link"
+    ]
+
+
+def _uplink_of_peers(links: tuple[Link, ...], snapshot: Snapshot, node: Node) -> tuple[Link, str]:
+    """The interface on whose prefixes most peers' InternalIPs lie (kindnetd assumes eth0)."""
+    from ipaddress import ip_interface
+
+    peer_ips = [ip for p in snapshot.nodes if p.name != node.name for ip in p.internal_ips]
+    best, best_count, best_net = None, 0, ""
     for link in links:
-        if any(addr in node.internal_ips for addr, _ in link.addresses):
-            return link
-    ips = ", ".join(str(ip) for ip in node.internal_ips)
-    raise RuntimeFailure(f"no interface of node {node.name} holds its InternalIP {ips}")
+        for addr, length in link.addresses:
+            net = ip_interface(f"{addr}/{length}").network
+            count = sum(1 for ip in peer_ips if ip.version == net.version and ip in net)
+            if count > best_count:
+                best, best_count, best_net = link, count, str(net)
+    if best is None and not peer_ips:  # nothing to route: the uplink only gives the MTU
+        best = next((link for link in links if link.name == "eth0"), None)
+    if best is None:
+        raise RuntimeFailure(
+            f"node {node.name} has no InternalIP yet and no interface holds its peers' "
+            "InternalIPs: name the uplink with --uplink"
+        )
+    return best, f"it holds the peers' range {best_net}"
 
 
 def host_facts(snapshot: Snapshot, uplink: Link, mtu: int | None) -> HostFacts:

@@ -108,10 +108,10 @@ def render_route_batch(desired: DesiredState) -> str:
 
 def render_files(desired: DesiredState) -> dict[str, str]:
     """Every file `kindplan render` writes for one node, by file name, in a fixed order."""
-    files = {
-        desired.cni.settings.conf_file: render_conflist(desired),
-        ROUTES_FILE: render_route_batch(desired),
-    }
+    files = {}
+    if desired.cni.subnets:  # a node without a PodCIDR yet gets no conflist (diff.py says why)
+        files[desired.cni.settings.conf_file] = render_conflist(desired)
+    files[ROUTES_FILE] = render_route_batch(desired)
     for chain in desired.masq:
         header = (
             f"# kindplan: SNAT of node {desired.node}; iptables-restore --noflush FILE. The last "

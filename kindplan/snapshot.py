@@ -48,10 +48,12 @@ class Loaded:
 
 
 def parse_snapshot(
-    data: bytes, *, source: str = "<input>", pod_subnets: Sequence[str] = ()
+    data: bytes, *, source: str = "<input>", pod_subnets: Sequence[str] = (), strict: bool = False
 ) -> Loaded:
     """Turn snapshot bytes (ClusterSnapshot, List or NodeList; JSON or YAML) into a Snapshot."""
-    return check_document(parse_document(data, source), source=source, pod_subnets=pod_subnets)
+    return check_document(
+        parse_document(data, source), source=source, pod_subnets=pod_subnets, strict=strict
+    )
 
 
 def freeze_heap() -> None:
@@ -66,15 +68,25 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
-def check_document(doc: Any, *, source: str = "<input>", pod_subnets: Sequence[str] = ()) -> Loaded:
-    """Check a parsed document (a ClusterSnapshot or a node list, e.g. from the API) for meaning."""
+def check_document(
+    doc: Any, *, source: str = "<input>", pod_subnets: Sequence[str] = (), strict: bool = False
+) -> Loaded:
+    """Check a parsed document (a ClusterSnapshot or a node list, e.g. from the API) for meaning.
+
+    A ClusterSnapshot, written by a person, is always checked strictly, and so is anything with
+    `strict` (validate --strict, for CI). A node list describes a live cluster, which is never
+    quite clean: a node that can be used only in part (no PodCIDR or no InternalIP yet, a family
+    the cluster does not have, a PodCIDR without an InternalIP of its family) is used as far as
+    it can be and warned about, never a reason to reject the list.
+    """
     if not isinstance(doc, dict):
         raise InvalidInputError.one(source, "expected an object (a ClusterSnapshot or a node list)")
     kind = doc.get("kind")
     where: dict[str, str] = {}
     warnings: list[Problem] = []
+    tolerant = kind in NODE_LIST_KINDS and not strict
     if kind in NODE_LIST_KINDS:
-        converted = convert_node_list(doc, pod_subnets)
+        converted = convert_node_list(doc, pod_subnets, strict=strict)
         if converted.problems:
             raise InvalidInputError(converted.problems)
         doc, where, warnings = converted.document, converted.where, converted.warnings
@@ -90,7 +102,7 @@ def check_document(doc: Any, *, source: str = "<input>", pod_subnets: Sequence[s
     problems = [Problem(locate(p.where), p.what) for p in _schema_problems(doc)]
     if problems:
         raise InvalidInputError(problems)
-    checker = _Checker(locate)
+    checker = _Checker(locate, tolerant=tolerant)
     snapshot = checker.check(doc)
     if checker.problems:
         raise InvalidInputError(checker.problems)
@@ -184,14 +196,18 @@ def _family(version: int) -> str:
 class _Checker:
     """The meaning checks that a schema cannot express; collects problems instead of stopping."""
 
-    def __init__(self, locate: _Locator) -> None:
+    def __init__(self, locate: _Locator, *, tolerant: bool = False) -> None:
         self.locate = locate
+        self.tolerant = tolerant  # a node that is usable in part is used so, with a warning
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
         self.doubtful_nodes: set[str] = set()
 
     def problem(self, path: str, what: str) -> None:
         self.problems.append(Problem(self.locate(path), what))
+
+    def warning(self, path: str, what: str) -> None:
+        self.warnings.append(Problem(self.locate(path), what))
 
     def check(self, doc: dict[str, Any]) -> Snapshot:
         self._control_characters(doc)
@@ -317,14 +333,26 @@ class _Checker:
             if not self.one_per_family(f"{at}.podCIDRs", cidrs, "PodCIDR"):
                 self.doubtful_nodes.add(name)
                 continue
+            if not self.tolerant:  # a node list says so as a warning (nodelist.py)
+                for key, what in (("internalIPs", "InternalIP"), ("podCIDRs", "PodCIDR")):
+                    if not raw[key]:
+                        self.problem(f"{at}.{key}", f"node {name} has no {what}")
+            usable = []
             for j, cidr in cidrs:
                 path = f"{at}.podCIDRs[{j}]"
                 subnet = subnet_of.get(cidr.version)
+                family = _family(cidr.version)
+                if subnet is None and self.tolerant:
+                    # kindnetd reads only spec.podCIDR in a single-stack cluster: the same.
+                    self.warning(
+                        path,
+                        f"{cidr} is {family} but the cluster has no {family} pod subnet; unused",
+                    )
+                    continue
+                usable.append((j, cidr))
                 if subnet is None:
                     self.problem(
-                        path,
-                        f"{cidr} is {_family(cidr.version)} but the cluster has no "
-                        f"{_family(cidr.version)} pod subnet",
+                        path, f"{cidr} is {family} but the cluster has no {family} pod subnet"
                     )
                 elif not _within(cidr, subnet):
                     self.problem(path, f"{cidr} is outside the cluster's pod subnet {subnet}")
@@ -334,17 +362,20 @@ class _Checker:
                         f"{cidr} is too small for pods (it needs a gateway and "
                         "at least one pod address)",
                     )
-                if ips_parsed and not any(ip.version == cidr.version for ip in ips):
-                    self.problem(
-                        at,
-                        f"node {name} has an {_family(cidr.version)} PodCIDR but no "
-                        f"{_family(cidr.version)} InternalIP",
-                    )
+                # With no InternalIP at all, that was said already (above, or in nodelist.py).
+                if ips_parsed and ips and not any(ip.version == cidr.version for ip in ips):
+                    what = f"node {name} has an {family} PodCIDR but no {family} InternalIP"
+                    if self.tolerant:
+                        self.warning(at, f"{what}; no {family} route to its pods")
+                    else:
+                        self.problem(at, what)
                 cidr_owners.append((cidr.version, int(cidr.network_address), cidr, name, path))
             if len(self.problems) != before:
                 self.doubtful_nodes.add(name)  # its pods' checks would only repeat the problem
-            # At most one of each family (checked above): IPv4 first is the order by address.
-            nodes.append(Node(name, _by_family(ips), _by_family([c for _, c in cidrs])))
+            # At most one of each family (checked above). The PodCIDRs keep the node's order:
+            # host-local hands out a pod's addresses in the order of its ranges, so the first
+            # listed family is the pod's first IP (as with kindnetd).
+            nodes.append(Node(name, _by_family(ips), tuple(c for _, c in usable)))
         self._check_overlaps(cidr_owners)
         return nodes
 

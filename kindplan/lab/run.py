@@ -29,10 +29,11 @@ def lab_snapshot(lab: Lab) -> Snapshot:
     return parse_snapshot(lab.snapshot_path.read_bytes(), source=str(lab.snapshot_path)).snapshot
 
 
-def node_options(lab: Lab, node: LabNode, snapshot: Snapshot) -> Options:
+def node_options(lab: Lab, node: LabNode, snapshot: Snapshot, *, adopt: bool = False) -> Options:
     return Options(
         node=node.name,
         conf_dir=str(lab.node_dir(node, "conf")),
+        adopt=adopt,
         cni_cache_dir=str(lab.node_dir(node, "cache")),
     )
 
@@ -42,11 +43,13 @@ def plan_lab_node(lab: Lab, node: LabNode) -> Planned:
     return plan_node(snapshot, node_options(lab, node, snapshot), node.ns)
 
 
-def apply_lab_node(lab: Lab, node: LabNode) -> tuple[Planned, ApplyReport | None]:
+def apply_lab_node(
+    lab: Lab, node: LabNode, *, adopt: bool = False
+) -> tuple[Planned, ApplyReport | None]:
     snapshot = lab_snapshot(lab)
     return apply_node(
         snapshot,
-        node_options(lab, node, snapshot),
+        node_options(lab, node, snapshot, adopt=adopt),
         node.ns,
         lock=apply_lock(lab.state, node.ns),  # the same lock and journal as
         lock_timeout=30,  # kindplan apply --netns NS --state-dir <lab>/state
@@ -55,9 +58,20 @@ def apply_lab_node(lab: Lab, node: LabNode) -> tuple[Planned, ApplyReport | None
 
 
 def up(
-    name: str, state_dir: Path, nodes: int, pods_per_node: int, dual_stack: bool, say: Say
+    name: str,
+    state_dir: Path,
+    nodes: int,
+    pods_per_node: int,
+    dual_stack: bool,
+    say: Say,
+    *,
+    kindnetd: bool = False,
 ) -> Lab:
-    """Build the lab, apply kindplan on every node, create the pods; clean up if anything fails."""
+    """Build the lab, apply kindplan on every node, create the pods; clean up if anything fails.
+
+    With `kindnetd`, the nodes are left as classic kindnetd leaves them instead (lab/kindnetd.py),
+    stale routes included, for `lab apply NODE --adopt` to take over.
+    """
     if any(ns.startswith(f"{name}-") for ns in topology.existing_namespaces()):
         raise UsageError(f"lab {name!r} already exists; run kindplan lab down --name {name} first")
     lab = topology.design(name, state_dir, nodes, pods_per_node, dual_stack)
@@ -69,6 +83,9 @@ def up(
             f"lab {name}: {len(lab.nodes)} nodes on {topology.V4_SUBNET}, outside host {OUTSIDE_V4}"
         )
         for node in lab.nodes:
+            if kindnetd:
+                _leave_as_kindnetd(lab, node, say)
+                continue
             _, report = apply_lab_node(lab, node)
             if report is not None and not report.ok:
                 raise RuntimeFailure(
@@ -86,11 +103,24 @@ def up(
     return lab
 
 
+def _leave_as_kindnetd(lab: Lab, node: LabNode, say: Say) -> None:
+    from kindplan.lab.kindnetd import as_kindnetd_left_it, leftovers
+
+    snapshot = lab_snapshot(lab)
+    as_kindnetd_left_it(lab, node, snapshot, lab.node_dir(node, "conf") / _conf_file(lab))
+    stale = ", ".join(dst for dst, _ in leftovers(lab, node))
+    say(f"  {node.name}: as kindnetd leaves it (its routes, proto boot; stale: {stale})")
+
+
+def _conf_file(lab: Lab) -> str:
+    return lab_snapshot(lab).cluster.cni.conf_file
+
+
 def runtime(lab: Lab, node: LabNode):  # type: ignore[no-untyped-def]
     from kindplan.lab.cni import CniRuntime
 
     return CniRuntime(
-        lab.node_dir(node, "conf") / lab_snapshot(lab).cluster.cni.conf_file,
+        lab.node_dir(node, "conf") / _conf_file(lab),
         lab.node_dir(node, "cache"),
         ipam_data_dir=lab.node_dir(node, "ipam"),
     )

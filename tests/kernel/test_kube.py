@@ -167,9 +167,10 @@ def test_watch_events_wake_the_loop_and_change_the_snapshot(
     api.send("nodes", node_event("ADDED", "kind-worker3"))
     assert woken_within(source, 1.0)
     joined = source.read()
-    assert names(joined) == names(first)  # no PodCIDR yet: skipped, as kindnet does
+    assert names(joined) == sorted([*names(first), "kind-worker3"])  # a node while it joins
+    assert cidrs(joined, "kind-worker3") == []
     assert [str(w) for w in joined.warnings] == [
-        "items[3] (node kind-worker3): no PodCIDR yet; skipped"
+        "items[3] (node kind-worker3): no PodCIDR yet; no route to its pods until it has one"
     ]
 
     api.send("nodes", node_event("MODIFIED", "kind-worker3"))

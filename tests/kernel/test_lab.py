@@ -209,3 +209,46 @@ def test_rollback_after_a_bad_snapshot_restores_connectivity(lab: Lab) -> None:
     assert healed.returncode == 0, healed.stdout
     for node in NODES:
         assert lab.run("plan", node, "--detailed-exitcode").returncode == 0
+
+
+@pytest.mark.parametrize("up_args", [(), ("--dual-stack",)], ids=["ipv4", "dual-stack"])
+def test_take_over_from_kindnetd(lab: Lab, up_args: tuple[str, ...]) -> None:
+    """Nodes as classic kindnetd leaves them (its routes with proto boot, a departed node's
+    route and a peer's old PodCIDR never deleted); lab apply --adopt takes over, every check
+    passes, and nothing of kindnetd's is left in the pod subnets but the pods' own routes."""
+    up = lab.run("up", "--kindnetd", *up_args)
+    assert up.returncode == 0, up.stderr
+    assert "as kindnetd leaves it" in up.stdout
+    worker = lab.ns("k8s-guide-worker")
+    before = sh("ip", "-n", worker, "route", "show")
+    assert "10.244.200.0/24 via 172.18.0.250 dev eth0 \n" in before + "\n"
+    assert "10.244.0.0/23 via 172.18.0.10 dev eth0" in before
+    check = lab.run("check")
+    assert check.returncode == 0, check.stdout  # kindnetd's routes work: nothing to fix there
+
+    plan = lab.run("plan", "k8s-guide-worker").stdout
+    assert "stale foreign routes in the pod subnets, of no node (--adopt removes them): " in plan
+    assert "10.244.0.0/23 via 172.18.0.10 proto 3" in plan
+    assert "10.244.200.0/24 via 172.18.0.250 proto 3" in plan
+    assert "correct but not owned by kindplan, --adopt takes them over" in plan
+    assert "~ file " in plan  # kindnetd's layout of the same conflist: rewritten in kindplan's
+
+    for node in NODES:
+        applied = lab.run("apply", node, "--adopt")
+        assert applied.returncode == 0, applied.stderr
+    check = lab.run("check")
+    failed = [line for line in check.stdout.splitlines() if not line.startswith("pass")]
+    assert check.returncode == 0, "\n".join(failed)
+    assert ", 0 failed" in check.stdout
+    for node in NODES:
+        plan = lab.run("plan", node, "--detailed-exitcode")
+        assert plan.returncode == 0 and plan.stdout == "No changes.\n", plan.stdout + plan.stderr
+        gateway_routes = [
+            line
+            for family in ("-4", "-6")
+            for line in sh("ip", "-n", lab.ns(node), family, "route", "show").splitlines()
+            if " via " in line and not line.startswith("default")
+        ]
+        assert gateway_routes and all(" proto 75 " in line for line in gateway_routes), (
+            gateway_routes
+        )

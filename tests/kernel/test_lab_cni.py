@@ -357,10 +357,12 @@ def test_dual_stack_pod_gets_one_address_per_family(dual_lab: Lab) -> None:
     att = attachment(lab, "web-1")
     result = lab.add(att)
     ips = result_ips(result)
-    assert {ip.network for ip in ips} == {
-        ip_network("10.244.1.0/24"),
+    # dual-worker lists its IPv6 PodCIDR first: the real host-local follows the conflist's
+    # ranges, so the pod's first IP is IPv6 (as with kindnetd)
+    assert [ip.network for ip in ips] == [
         ip_network("fd00:10:244:1::/64"),
-    }
+        ip_network("10.244.1.0/24"),
+    ]
     assert pod_addresses(att) == set(ips)
     (pod,), warnings = read_cni_cache(lab.cache_dir, "dual-worker", NETWORK)
     assert warnings == []

@@ -112,8 +112,21 @@ def test_validate_reads_stdin_and_warns_about_skipped_nodes() -> None:
     result = run("validate", "-", "--pod-subnet", "10.244.0.0/16,fd00:10:244::/56", stdin=node_list)
     assert result.returncode == 0, result.stderr
     # two pod subnets make a dual-stack cluster, even while no node has an IPv6 PodCIDR yet
-    assert result.stdout == "ok: 3 nodes, 0 pods, dual-stack\n"
-    assert "warning: items[3] (node k8s-guide-worker3): no PodCIDR yet; skipped" in result.stderr
+    assert result.stdout == "ok: 4 nodes, 0 pods, dual-stack\n"
+    assert (
+        "warning: items[3] (node k8s-guide-worker3): no PodCIDR yet; "
+        "no route to its pods until it has one" in result.stderr
+    )
+    strict = run(
+        "validate",
+        "-",
+        "--strict",
+        "--pod-subnet",
+        "10.244.0.0/16,fd00:10:244::/56",
+        stdin=node_list,
+    )
+    assert strict.stdout == "ok: 3 nodes, 0 pods, dual-stack\n"
+    assert "warning: items[3] (node k8s-guide-worker3): no PodCIDR yet; skipped" in strict.stderr
 
 
 def test_version_and_help() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from ipaddress import ip_address, ip_network
 
@@ -152,6 +153,37 @@ def test_stale_owned_route_is_deleted_foreign_one_never() -> None:
     assert not any(isinstance(c, DelRoute) for c in other.changes)
 
 
+def test_stale_foreign_routes_are_named_and_removed_only_with_adopt() -> None:
+    """kindnetd's leftovers (a departed node's route, an old PodCIDR's) look like this: inside
+    the pod subnets, through a gateway, not ours, matching no node."""
+    desired = desired_state()
+    gateway = ip_address("198.18.0.99")
+    departed = Route(ip_network("10.244.99.0/24"), "eth0", gateway, proto=3)
+    old_size = Route(ip_network("10.244.1.0/25"), "eth0", gateway, proto=3)
+    never = (
+        # the kernel's own route, a pod's host route made by ptp, a route outside the pod
+        # subnets, a route to the whole pod subnet
+        Route(ip_network("10.244.98.0/24"), "eth0", gateway, proto=2),
+        Route(ip_network("10.244.0.9/32"), "veth1", None, "host", proto=3),
+        Route(ip_network("10.250.0.0/24"), "eth0", gateway, proto=3),
+        Route(ip_network("10.244.0.0/16"), "eth0", gateway, proto=3),
+    )
+    node = converged(desired)
+    node = replace(node, routes=(*node.routes, departed, old_size, *never))
+    plan = diff(desired, node, conflist_path=PATH)
+    assert plan.empty
+    assert plan.warnings == (
+        "stale foreign routes in the pod subnets, of no node (--adopt removes them): "
+        "10.244.1.0/25 via 198.18.0.99 proto 3, 10.244.99.0/24 via 198.18.0.99 proto 3",
+    )
+    assert "stale foreign routes" in format_plan(plan)
+    adopted = diff(desired, node, conflist_path=PATH, adopt=True)
+    assert adopted.changes == (DelRoute(old_size), DelRoute(departed))
+    assert simulate(node, adopted).routes == tuple(
+        sorted((*converged(desired).routes, *never), key=lambda r: r.key)
+    )
+
+
 def test_wrong_next_hop_owned_is_replaced_foreign_is_a_conflict() -> None:
     desired = desired_state()
     peer = desired.routes[0]
@@ -285,3 +317,37 @@ def test_correct_foreign_peer_route_is_left_but_named() -> None:
     assert diff(desired, node, conflist_path=PATH, adopt=True).changes == (
         ReplaceRoute(peer, kindnetd),
     )
+
+
+def test_a_joining_node_routes_its_peers_and_waits_with_its_conflist() -> None:
+    from kindplan.render import render_files
+    from kindplan.snapshot import parse_snapshot
+
+    def item(name: str, cidrs: list[str], ip: str) -> dict[str, object]:
+        addresses = [{"type": "InternalIP", "address": ip}]
+        return {
+            "metadata": {"name": name},
+            "spec": {"podCIDRs": cidrs},
+            "status": {"addresses": addresses},
+        }
+
+    doc = {
+        "kind": "NodeList",
+        "items": [
+            item("a", ["10.244.0.0/24"], "198.18.0.10"),
+            item("b", ["10.244.1.0/24"], "198.18.0.11"),
+            item("joining", [], "198.18.0.12"),
+        ],
+    }
+    snapshot = parse_snapshot(json.dumps(doc).encode(), pod_subnets=["10.244.0.0/16"]).snapshot
+    desired = compile_desired(snapshot, "joining", HostFacts())
+    assert [(str(r.dst), str(r.gateway)) for r in desired.routes] == [
+        ("10.244.0.0/24", "198.18.0.10"),
+        ("10.244.1.0/24", "198.18.0.11"),
+    ]
+    plan = diff(desired, empty_node(desired), conflist_path=PATH)
+    assert [type(c) for c in plan.changes] == [SetSysctl, AddRoute, AddRoute, WriteChain]
+    assert plan.warnings == (
+        f"node joining has no PodCIDR yet: {PATH} waits for one (its peers are routed meanwhile)",
+    )
+    assert "10-kindnet.conflist" not in render_files(desired)

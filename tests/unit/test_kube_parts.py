@@ -99,11 +99,13 @@ def test_trimmed_node_ignores_heartbeats_but_not_pod_cidrs() -> None:
     }
 
 
-def test_a_joining_node_is_skipped_with_the_file_warning() -> None:
+def test_a_joining_node_is_kept_without_a_podcidr_with_the_file_warning() -> None:
     loaded = load_nodes([*items(), node_event("ADDED", "kind-worker3")], SUBNETS)
-    assert "kind-worker3" not in {n.name for n in loaded.snapshot.nodes}
+    joining = loaded.snapshot.node("kind-worker3")
+    assert joining is not None and joining.pod_cidrs == ()
+    assert [str(ip) for ip in joining.internal_ips] == ["172.18.0.5"]
     assert [str(w) for w in loaded.warnings] == [
-        "items[3] (node kind-worker3): no PodCIDR yet; skipped"
+        "items[3] (node kind-worker3): no PodCIDR yet; no route to its pods until it has one"
     ]
 
 

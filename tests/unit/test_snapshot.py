@@ -320,16 +320,81 @@ def test_node_list_reads_like_kindnet() -> None:
     }
     loaded = parse_snapshot(json.dumps(doc).encode(), pod_subnets=["10.244.0.0/16"])
     nodes = {n.name: n for n in loaded.snapshot.nodes}
-    assert sorted(nodes) == ["a", "b"]
+    # a node that is still joining stays a node, with what it has
+    assert sorted(nodes) == ["a", "b", "joining", "no-ip"]
+    assert nodes["joining"].pod_cidrs == () and nodes["no-ip"].internal_ips == ()
     # the first InternalIP of a family wins; the second one is reported
     assert [str(ip) for ip in nodes["a"].internal_ips] == ["192.0.2.10", "2001:db8::10"]
     assert [str(c) for c in nodes["b"].pod_cidrs] == ["10.244.1.0/24"]
     warnings = [str(w) for w in loaded.warnings]
-    assert "items[2] (node joining): no PodCIDR yet; skipped" in warnings
-    assert "items[3] (node no-ip): no InternalIP; skipped" in warnings
+    assert (
+        "items[2] (node joining): no PodCIDR yet; no route to its pods until it has one" in warnings
+    )
+    assert "items[3] (node no-ip): no InternalIP yet; no route to its pods until it has one" in (
+        warnings
+    )
     assert any(
         w.startswith("items[0].status.addresses[2].address (node a): second IPv4") for w in warnings
     )
+    # strict (validate --strict) skips them, as before
+    strict = parse_snapshot(json.dumps(doc).encode(), pod_subnets=["10.244.0.0/16"], strict=True)
+    assert sorted(n.name for n in strict.snapshot.nodes) == ["a", "b"]
+    assert "items[2] (node joining): no PodCIDR yet; skipped" in map(str, strict.warnings)
+
+
+def test_a_node_usable_in_part_is_used_so_in_a_node_list_only() -> None:
+    """One odd node never blocks the others in a node list; validate --strict refuses it."""
+    doc = {
+        "kind": "NodeList",
+        "items": [
+            node_item("a", ["10.244.0.0/24"], ["192.0.2.10"]),
+            # dual-stack PodCIDRs, an IPv4 InternalIP only
+            node_item("half", ["10.244.1.0/24", "fd00:10:244:1::/64"], ["192.0.2.11"]),
+        ],
+    }
+    data = json.dumps(doc).encode()
+    dual = ["10.244.0.0/16", "fd00:10:244::/56"]
+    loaded = parse_snapshot(data, pod_subnets=dual)
+    half = loaded.snapshot.node("half")
+    assert half is not None
+    assert [str(c) for c in half.pod_cidrs] == ["10.244.1.0/24", "fd00:10:244:1::/64"]
+    warning = "node half has an IPv6 PodCIDR but no IPv6 InternalIP; no IPv6 route to its pods"
+    assert f"items[1]: {warning}" in map(str, loaded.warnings)
+    with pytest.raises(InvalidInputError, match="items\\[1\\]: node half has an IPv6 PodCIDR"):
+        parse_snapshot(data, pod_subnets=dual, strict=True)
+    # an IPv4 cluster: the extra IPv6 PodCIDR is left unused
+    loaded = parse_snapshot(data, pod_subnets=["10.244.0.0/16"])
+    half = loaded.snapshot.node("half")
+    assert half is not None and [str(c) for c in half.pod_cidrs] == ["10.244.1.0/24"]
+    assert (
+        "items[1].spec.podCIDRs[1]: fd00:10:244:1::/64 is IPv6 but the cluster has no IPv6 pod "
+        "subnet; unused"
+    ) in map(str, loaded.warnings)
+    with pytest.raises(InvalidInputError, match="has no IPv6 pod subnet"):
+        parse_snapshot(data, pod_subnets=["10.244.0.0/16"], strict=True)
+
+
+def test_a_snapshot_node_needs_a_podcidr_and_an_internal_ip() -> None:
+    doc = base()
+    doc["nodes"][0]["podCIDRs"] = []
+    doc["nodes"][1]["internalIPs"] = []
+    with pytest.raises(InvalidInputError) as info:
+        parse_snapshot(json.dumps(doc).encode())
+    problems = [str(p) for p in info.value.problems]
+    assert problems == [
+        "nodes[0].podCIDRs: node a has no PodCIDR",
+        "nodes[1].internalIPs: node b has no InternalIP",
+    ]
+
+
+def test_the_podcidrs_keep_the_nodes_order() -> None:
+    doc = base()
+    doc["nodes"][0]["podCIDRs"] = ["fd00:10:244::/64", "10.244.0.0/24"]
+    doc["nodes"][0]["internalIPs"] = ["2001:db8::10", "192.0.2.10"]
+    snapshot = parse_snapshot(json.dumps(doc).encode()).snapshot
+    node = snapshot.node("a")
+    assert node is not None and [c.version for c in node.pod_cidrs] == [6, 4]
+    assert [ip.version for ip in node.internal_ips] == [4, 6]  # these are looked up by family
 
 
 def test_node_list_problems_point_into_the_node_list() -> None:
