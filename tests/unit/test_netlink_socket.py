@@ -98,6 +98,14 @@ def test_an_interrupted_dump_is_done_again() -> None:
     assert len(sock.sent) == 2
 
 
+def test_a_dump_that_lost_messages_to_enobufs_is_done_again() -> None:
+    enobufs = OSError(errno.ENOBUFS, "No buffer space available")
+    sock = FakeSocket([link(1, 1, "lo"), enobufs, done(1), link(2, 1, "lo") + link(2, 2, "eth0")])
+    sock.script.append(done(2))
+    assert names(netlink.Netlink(sock)) == ["lo", "eth0"]
+    assert len(sock.sent) == 2
+
+
 def test_a_dump_interrupted_every_time_fails_after_a_bounded_number_of_attempts() -> None:
     script: list[bytes | OSError] = [
         link(seq, 1, "lo", netlink.F_MULTI | netlink.F_DUMP_INTR) + done(seq)
