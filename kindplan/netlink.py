@@ -39,7 +39,7 @@ NETLINK_EXT_ACK = 11  # errors carry the kernel's reason as text (NLMSGERR_ATTR_
 NETLINK_GET_STRICT_CHK = 12  # lets the kernel filter dumps (here: by table)
 SO_RCVBUFFORCE = 33  # SO_RCVBUF past net.core.rmem_max, with CAP_NET_ADMIN
 
-NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLMSG_ERROR, NLMSG_DONE, NLMSG_MIN_TYPE = 2, 3, 16  # types below 16 are control messages
 F_MULTI, F_DUMP_INTR, F_CAPPED, F_ACK_TLVS = 0x2, 0x10, 0x100, 0x200
 NLMSGERR_ATTR_MSG = 1
 RTM_NEWLINK, RTM_GETLINK = 16, 18
@@ -245,6 +245,8 @@ class Netlink:
         seq, request = self._message(kind, F_REQUEST | F_DUMP, body)
         self._sock.send(request)
         answers: list[tuple[int, bytes]] = []
+        append, header, size = answers.append, _NLMSG.unpack_from, _NLMSG.size  # the hot loop's
+        interrupted_flag = F_DUMP_INTR
         interrupted = False
         while True:
             try:
@@ -255,23 +257,24 @@ class Netlink:
                 interrupted = True  # something was dropped: the dump may lack it
                 continue
             offset, end = 0, len(data)
-            while offset < end:
-                if end - offset < _NLMSG.size:
-                    raise _malformed(data, offset, end - offset)
-                length, kind_, flags, got_seq, _ = _NLMSG.unpack_from(data, offset)
-                if length < _NLMSG.size or offset + length > end:
+            while offset + size <= end:
+                length, kind_, flags, got_seq, _ = header(data, offset)
+                if not size <= length <= end - offset:
                     raise _malformed(data, offset, length)
                 if got_seq == seq:
-                    interrupted |= bool(flags & F_DUMP_INTR)
-                    if kind_ in (NLMSG_DONE, NLMSG_ERROR):
+                    if kind_ >= NLMSG_MIN_TYPE:  # not a control message
+                        append((kind_, data[offset : offset + length]))
+                    elif kind_ in (NLMSG_DONE, NLMSG_ERROR):
                         error = _error(data, offset, length, kind_, flags)
                         if error is not None:
                             raise error
                         if kind_ == NLMSG_DONE:
                             return None if interrupted else answers
-                    else:
-                        answers.append((kind_, data[offset : offset + length]))
+                    if flags & interrupted_flag:
+                        interrupted = True
                 offset += (length + 3) & ~3
+            if offset < end:
+                raise _malformed(data, offset, end - offset)
 
     def links(self) -> list[tuple[int, str, int, bool]]:
         """(index, name, mtu, up) of every link."""
