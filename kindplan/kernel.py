@@ -130,7 +130,7 @@ class Kernel:
             batch.append(RouteWrite(verb, route, index))
             positions.append(i)
         outcome = self._netlink.write_routes(batch)
-        unanswered = [k for k, error in enumerate(outcome) if _overrun(error)]
+        unanswered = [k for k, error in enumerate(outcome) if error and _overrun(error)]
         if unanswered:
             try:
                 pending = self._not_in_effect([batch[k] for k in unanswered])

@@ -426,10 +426,10 @@ class Netlink:
         """Read the acknowledgement of each of `count` requests (sequence numbers from `first`)
         into `results` from `at`. True if the receive buffer overran: the acknowledgements it
         dropped are marked as missing (the write may or may not have happened)."""
-        for i in range(at, at + count):
-            results[i] = _PENDING
+        results[at : at + count] = [_PENDING] * count
         waiting = count
         overrun = False
+        header, size, code_at, pending = _NLMSG.unpack_from, _NLMSG.size, _I32.unpack_from, _PENDING
         while waiting:
             if overrun:
                 chunks = list(self._drain())  # everything the kernel will send is queued now
@@ -443,17 +443,20 @@ class Netlink:
                     continue
             for data in chunks:
                 offset, end = 0, len(data)
-                while offset < end:
-                    if end - offset < _NLMSG.size:
-                        raise _malformed(data, offset, end - offset)
-                    length, kind, flags, seq, _ = _NLMSG.unpack_from(data, offset)
-                    if length < _NLMSG.size or offset + length > end:
+                while offset + size <= end:
+                    length, kind, flags, seq, _ = header(data, offset)
+                    if not size <= length <= end - offset:
                         raise _malformed(data, offset, length)
-                    i = at + seq - first
-                    if kind == NLMSG_ERROR and 0 <= seq - first < count and results[i] is _PENDING:
-                        results[i] = _error(data, offset, length, kind, flags)
+                    k = seq - first
+                    if kind == NLMSG_ERROR and 0 <= k < count and results[at + k] is pending:
+                        if length < size + 4:  # no room for the error code
+                            raise _malformed(data, offset, length)
+                        ok = not code_at(data, offset + size)[0]
+                        results[at + k] = None if ok else _error(data, offset, length, kind, flags)
                         waiting -= 1
                     offset += (length + 3) & ~3
+                if offset < end:
+                    raise _malformed(data, offset, end - offset)
             if overrun and waiting:
                 for i in range(at, at + count):
                     if results[i] is _PENDING:
