@@ -1,13 +1,26 @@
-"""rtnetlink on a plain socket, for the paths where pyroute2's per-message Python work dominates.
+"""rtnetlink on a plain socket: every netlink path kindplan uses (links, addresses, routes).
 
 Dumping or writing 5,000 routes through pyroute2 costs about 0.5 ms of Python per route (measured
 in ../shared/NOTES-netlink.md); here a route is one struct.pack or unpack. Dumps ask the kernel to
 filter by table (strict checking); writes go out in batches of messages over one socket, each with
 its own sequence number and acknowledgement, so every error still maps to its route.
+
+Hazards this module guards against:
+- The kernel queues each acknowledgement in the socket's receive buffer and drops it (the next
+  recv fails with ENOBUFS) when the buffer is full: on a stock node (net.core.rmem_max 212992)
+  the buffer holds 512 of them. Batches are sized to the buffer the kernel granted; an overrun
+  anyway is drained and reported per write as "no acknowledgement" (maybe applied), never raised.
+- A dump that a concurrent change interrupts (NLM_F_DUMP_INTR) may miss or repeat entries: it is
+  done again, a bounded number of times. An error in NLMSG_DONE fails the dump.
+- A message shorter than its header, or longer than what was read, is an error, not a loop; an
+  acknowledgement counts only for the sequence number it carries (a stale one is ignored); a
+  socket that does not answer in TIMEOUT seconds fails with ETIMEDOUT.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import operator
 import os
@@ -15,24 +28,28 @@ import socket
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from kindplan.model import IPAddress, IPNetwork, Link, Route
 
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10  # errors carry only the header of the refused message, not all of it
+NETLINK_EXT_ACK = 11  # errors carry the kernel's reason as text (NLMSGERR_ATTR_MSG)
 NETLINK_GET_STRICT_CHK = 12  # lets the kernel filter dumps (here: by table)
+SO_RCVBUFFORCE = 33  # SO_RCVBUF past net.core.rmem_max, with CAP_NET_ADMIN
 
-NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLMSG_ERROR, NLMSG_DONE, NLMSG_MIN_TYPE = 2, 3, 16  # types below 16 are control messages
+F_MULTI, F_DUMP_INTR, F_CAPPED, F_ACK_TLVS = 0x2, 0x10, 0x100, 0x200
+NLMSGERR_ATTR_MSG = 1
 RTM_NEWLINK, RTM_GETLINK = 16, 18
-RTM_NEWADDR, RTM_GETADDR = 20, 22
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 F_REQUEST, F_ACK, F_DUMP = 0x1, 0x4, 0x300
 F_REPLACE, F_EXCL, F_CREATE = 0x100, 0x200, 0x400
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
 IFLA_IFNAME, IFLA_MTU = 3, 4
-IFA_ADDRESS = 1
+IFA_ADDRESS, IFA_LOCAL = 1, 2  # on a point-to-point address IFA_ADDRESS is the peer
 RTN_UNICAST = 1
 IFF_UP = 0x1
 SCOPES = {0: "universe", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
@@ -46,8 +63,16 @@ _IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
 _IFADDR = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 _RTA = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
+_I32 = struct.Struct("=i")
 _FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
-_BATCH = 1000  # messages per send: well inside the socket buffers, few system calls
+
+RCVBUF = 1 << 22  # asked for; the kernel doubles it (its bookkeeping) and may grant less
+# An acknowledgement's share of the receive buffer: 832 bytes each (512 fill 425,984 bytes,
+# kernel 6.18), more for an error with its text; counted at 2,048 to keep well clear.
+ACK_COST = 2048
+BATCH_MAX = 1000  # messages per send when the buffer allows: few system calls
+TIMEOUT = 10.0  # seconds the kernel may take to answer (10,000 acks take ~0.1 s)
+DUMP_ATTEMPTS = 5  # dumps interrupted by a concurrent change in a row before giving up
 
 
 class RouteWrite(NamedTuple):
@@ -74,20 +99,88 @@ def _attrs(data: bytes, offset: int) -> Iterator[tuple[int, bytes]]:
         offset += (length + 3) & ~3
 
 
+class NetlinkError(OSError):
+    """The kernel refused a request (errno kept, with its reason when it gave one), or the socket
+    failed. `maybe_applied`: a write that was sent but never acknowledged, which the kernel may
+    or may not have carried out."""
+
+    def __init__(self, code: int, detail: str = "", *, maybe_applied: bool = False) -> None:
+        super().__init__(code, os.strerror(code))
+        self.detail = detail
+        self.maybe_applied = maybe_applied
+
+    def __str__(self) -> str:
+        return f"{self.strerror} ({self.detail})" if self.detail else str(self.strerror)
+
+
+class Socket(Protocol):
+    """What Netlink needs of its socket (a test passes a fake that replays recorded bytes)."""
+
+    def send(self, data: bytes, /) -> int: ...
+    def recv(self, size: int, /) -> bytes: ...
+    def settimeout(self, timeout: float | None, /) -> None: ...
+    def getsockopt(self, level: int, option: int, /) -> int: ...
+    def close(self) -> None: ...
+
+
+def open_socket() -> socket.socket:
+    """An rtnetlink socket with a receive buffer as large as the kernel grants, extended acks
+    and strict checking."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 21)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
+        except PermissionError:  # no CAP_NET_ADMIN: at most net.core.rmem_max (doubled)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+        with contextlib.suppress(OSError):  # before Linux 4.12 errors come without a reason
+            sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
+        sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+        sock.bind((0, 0))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _error(data: bytes, offset: int, length: int, kind: int, flags: int) -> NetlinkError | None:
+    """The error an NLMSG_ERROR or NLMSG_DONE message at `offset` carries (None: an ack, or
+    the end of a dump that went well), with the kernel's text when it sent one."""
+    if length < _NLMSG.size + 4:
+        return None
+    code = -_I32.unpack_from(data, offset + _NLMSG.size)[0]
+    if code <= 0:
+        return None
+    detail = ""
+    if flags & F_ACK_TLVS:
+        at = _NLMSG.size + 4
+        if kind == NLMSG_ERROR and length >= at + _NLMSG.size:
+            # after the error, the refused message (only its header, if capped), then the TLVs
+            at += _NLMSG.size if flags & F_CAPPED else _U32.unpack_from(data, offset + at)[0]
+        for attr, payload in _attrs(data[offset : offset + length], (at + 3) & ~3):
+            if attr == NLMSGERR_ATTR_MSG:
+                detail = payload.rstrip(b"\0").decode(errors="replace")
+    return NetlinkError(code, detail)
+
+
+def _malformed(data: bytes, offset: int, length: int) -> NetlinkError:
+    return NetlinkError(
+        errno.EBADMSG,
+        f"malformed netlink answer: a message of {length} bytes at byte {offset} of {len(data)}",
+    )
+
+
 class Netlink:
     """One rtnetlink socket in the current network namespace."""
 
-    def __init__(self) -> None:
-        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-        try:
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 21)
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-            self._sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
-            self._sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
-            self._sock.bind((0, 0))
-        except OSError:
-            self._sock.close()
-            raise
+    def __init__(self, sock: Socket | None = None, timeout: float = TIMEOUT) -> None:
+        self._sock: Socket = sock if sock is not None else open_socket()
+        self._timeout = timeout
+        self._sock.settimeout(timeout)
+        # Acknowledgements of one batch must all fit the receive buffer the kernel granted.
+        granted = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        self.batch = max(1, min(BATCH_MAX, granted // ACK_COST))
         self._seq = 0
         # A converged node answers every dump with the same messages: each one's Route is
         # remembered by its bytes (for the link names it was parsed with) until a dump lacks it.
@@ -106,27 +199,82 @@ class Netlink:
         seq = self._next_seq()
         return seq, _NLMSG.pack(_NLMSG.size + len(body), kind, flags, seq, 0) + body
 
+    def _recv(self) -> bytes:
+        try:
+            return self._sock.recv(1 << 20)
+        except TimeoutError:
+            raise NetlinkError(
+                errno.ETIMEDOUT, f"the kernel did not answer in {self._timeout:g} s"
+            ) from None
+        except OSError as e:  # ENOBUFS: the kernel dropped a message on a full receive buffer
+            code = e.errno or errno.EIO
+            detail = "the receive buffer overran" if code == errno.ENOBUFS else "netlink recv"
+            raise NetlinkError(code, detail) from e
+
+    def _drain(self) -> Iterator[bytes]:
+        """What is queued on the socket now, without waiting for more."""
+        self._sock.settimeout(0)
+        try:
+            while True:
+                try:
+                    yield self._sock.recv(1 << 20)
+                except BlockingIOError:
+                    return
+                except OSError as e:
+                    if e.errno != errno.ENOBUFS:
+                        raise
+        finally:
+            self._sock.settimeout(self._timeout)
+
     # -- dumps ---------------------------------------------------------------------------------
 
-    def _dump(self, kind: int, body: bytes) -> Iterator[tuple[int, bytes]]:
-        """(message type, whole message) of every answer to one dump request."""
+    def _dump(self, kind: int, body: bytes) -> list[tuple[int, bytes]]:
+        """(message type, whole message) of every answer to one dump request, from a dump that
+        no concurrent change interrupted."""
+        for _ in range(DUMP_ATTEMPTS):
+            answers = self._dump_once(kind, body)
+            if answers is not None:
+                return answers
+        raise NetlinkError(
+            errno.EINTR, f"the dump was interrupted by concurrent changes {DUMP_ATTEMPTS} times"
+        )
+
+    def _dump_once(self, kind: int, body: bytes) -> list[tuple[int, bytes]] | None:
+        """The answers of one dump; None if it was interrupted (read to its end all the same,
+        so that none of its messages is left for the next request)."""
         seq, request = self._message(kind, F_REQUEST | F_DUMP, body)
         self._sock.send(request)
+        answers: list[tuple[int, bytes]] = []
+        append, header, size = answers.append, _NLMSG.unpack_from, _NLMSG.size  # the hot loop's
+        interrupted_flag = F_DUMP_INTR
+        interrupted = False
         while True:
-            data = self._sock.recv(1 << 20)
-            offset = 0
-            while offset + _NLMSG.size <= len(data):
-                length, kind_, _, got_seq, _ = _NLMSG.unpack_from(data, offset)
-                message = data[offset : offset + length]
+            try:
+                data = self._recv()
+            except NetlinkError as e:
+                if e.errno != errno.ENOBUFS:
+                    raise
+                interrupted = True  # something was dropped: the dump may lack it
+                continue
+            offset, end = 0, len(data)
+            while offset + size <= end:
+                length, kind_, flags, got_seq, _ = header(data, offset)
+                if not size <= length <= end - offset:
+                    raise _malformed(data, offset, length)
+                if got_seq == seq:
+                    if kind_ >= NLMSG_MIN_TYPE:  # not a control message
+                        append((kind_, data[offset : offset + length]))
+                    elif kind_ in (NLMSG_DONE, NLMSG_ERROR):
+                        error = _error(data, offset, length, kind_, flags)
+                        if error is not None:
+                            raise error
+                        if kind_ == NLMSG_DONE:
+                            return None if interrupted else answers
+                    if flags & interrupted_flag:
+                        interrupted = True
                 offset += (length + 3) & ~3
-                if got_seq != seq:
-                    continue
-                if kind_ == NLMSG_DONE:
-                    return
-                if kind_ == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", message, _NLMSG.size)[0]
-                    raise OSError(code, os.strerror(code))
-                yield kind_, message
+            if offset < end:
+                raise _malformed(data, offset, end - offset)
 
     def links(self) -> list[tuple[int, str, int, bool]]:
         """(index, name, mtu, up) of every link."""
@@ -150,7 +298,8 @@ class Netlink:
             if kind != RTM_NEWADDR:
                 continue
             _, prefixlen, _, _, index = _IFADDR.unpack_from(message, _NLMSG.size)
-            raw = dict(_attrs(message, _NLMSG.size + _IFADDR.size)).get(IFA_ADDRESS)
+            attrs = dict(_attrs(message, _NLMSG.size + _IFADDR.size))
+            raw = attrs.get(IFA_LOCAL, attrs.get(IFA_ADDRESS))  # IPv6 has IFA_ADDRESS only
             if raw is not None:
                 found.append((index, _address(raw), prefixlen))
         return found
@@ -213,33 +362,117 @@ class Netlink:
 
     # -- writes --------------------------------------------------------------------------------
 
-    def write_routes(self, writes: Sequence[RouteWrite]) -> list[int]:
-        """Send every write, in order and in batches; the errno of each (0: done)."""
-        results = [0] * len(writes)
-        for start in range(0, len(writes), _BATCH):
-            chunk = writes[start : start + _BATCH]
-            by_seq = {}
-            payload = []
-            for i, write in enumerate(chunk, start):
-                seq = self._next_seq()
-                by_seq[seq] = i
-                payload.append(_route_message(write, seq))
-            self._sock.send(b"".join(payload))
-            for seq, code in self._acks(len(chunk)):
-                if seq in by_seq:
-                    results[by_seq[seq]] = code
+    def write_routes(self, writes: Sequence[RouteWrite]) -> list[NetlinkError | None]:
+        """Send every write, in order and in batches; the error of each (None: done)."""
+        results: list[NetlinkError | None] = [None] * len(writes)
+        start = 0
+        while start < len(writes):
+            chunk = writes[start : start + self.batch]
+            first = self._seq + 1
+            self._seq += len(chunk)
+            payload = b"".join([_route_message(w, seq) for seq, w in enumerate(chunk, first)])
+            if not self._request(payload, first, results, start, len(chunk)):
+                return results  # the socket failed: the rest was not sent
+            start += len(chunk)
         return results
 
-    def _acks(self, count: int) -> Iterator[tuple[int, int]]:
-        while count:
-            data = self._sock.recv(1 << 20)
-            offset = 0
-            while offset + _NLMSG.size <= len(data):
-                length, kind, _, seq, _ = _NLMSG.unpack_from(data, offset)
-                if kind == NLMSG_ERROR:
-                    count -= 1
-                    yield seq, -struct.unpack_from("=i", data, offset + _NLMSG.size)[0]
-                offset += (length + 3) & ~3
+    def write_address(self, verb: str, index: int, address: IPAddress, prefixlen: int) -> None:
+        """Add ("add": fails if it exists) or delete ("del") an address on link `index`."""
+        packed = address.packed
+        kind, flags = (RTM_NEWADDR, F_CREATE | F_EXCL) if verb == "add" else (RTM_DELADDR, 0)
+        family = _FAMILY[address.version]
+        body = _IFADDR.pack(family, prefixlen, 0, 0, index)
+        body += _attr(IFA_LOCAL, packed) + _attr(IFA_ADDRESS, packed)  # as ip(8) sends it
+        seq, message = self._message(kind, F_REQUEST | F_ACK | flags, body)
+        results: list[NetlinkError | None] = [None]
+        self._request(message, seq, results, 0, 1)
+        if results[0] is not None:
+            raise results[0]
+
+    def _request(
+        self, payload: bytes, first: int, results: list[NetlinkError | None], at: int, count: int
+    ) -> bool:
+        """Send `count` requests (sequence numbers from `first`) and put the error of each in
+        `results` from `at`. False if the socket failed: what was not acknowledged then, and
+        every later write, has an error saying so."""
+        try:
+            self._sock.send(payload)
+        except OSError as e:
+            self._fail(results, at, e.errno or errno.EIO, f"not sent: {e.strerror or e}", False)
+            return False
+        try:
+            overrun = self._acks(first, count, results, at)
+        except OSError as e:
+            unanswered = [i for i in range(at, at + count) if results[i] is _PENDING]
+            reason = f"no acknowledgement: {e}"
+            for i in unanswered:
+                results[i] = NetlinkError(e.errno or errno.EIO, reason, maybe_applied=True)
+            self._fail(results, at + count, e.errno or errno.EIO, f"not sent: {e}", False)
+            return False
+        if overrun:  # the kernel grants less than it says, or others share the buffer
+            self.batch = max(1, self.batch // 2)
+        return True
+
+    @staticmethod
+    def _fail(
+        results: list[NetlinkError | None], start: int, code: int, reason: str, maybe: bool
+    ) -> None:
+        error = NetlinkError(code, reason, maybe_applied=maybe)
+        for i in range(start, len(results)):
+            if results[i] is None or results[i] is _PENDING:
+                results[i] = error
+
+    def _acks(self, first: int, count: int, results: list[NetlinkError | None], at: int) -> bool:
+        """Read the acknowledgement of each of `count` requests (sequence numbers from `first`)
+        into `results` from `at`. True if the receive buffer overran: the acknowledgements it
+        dropped are marked as missing (the write may or may not have happened)."""
+        results[at : at + count] = [_PENDING] * count
+        waiting = count
+        overrun = False
+        header, size, code_at, pending = _NLMSG.unpack_from, _NLMSG.size, _I32.unpack_from, _PENDING
+        while waiting:
+            if overrun:
+                chunks = list(self._drain())  # everything the kernel will send is queued now
+            else:
+                try:
+                    chunks = [self._recv()]
+                except NetlinkError as e:
+                    if e.errno != errno.ENOBUFS:
+                        raise
+                    overrun = True
+                    continue
+            for data in chunks:
+                offset, end = 0, len(data)
+                while offset + size <= end:
+                    length, kind, flags, seq, _ = header(data, offset)
+                    if not size <= length <= end - offset:
+                        raise _malformed(data, offset, length)
+                    k = seq - first
+                    if kind == NLMSG_ERROR and 0 <= k < count and results[at + k] is pending:
+                        if length < size + 4:  # no room for the error code
+                            raise _malformed(data, offset, length)
+                        ok = not code_at(data, offset + size)[0]
+                        results[at + k] = None if ok else _error(data, offset, length, kind, flags)
+                        waiting -= 1
+                    offset += (length + 3) & ~3
+                if offset < end:
+                    raise _malformed(data, offset, end - offset)
+            if overrun and waiting:
+                for i in range(at, at + count):
+                    if results[i] is _PENDING:
+                        results[i] = _UNACKNOWLEDGED
+                break
+        return overrun
+
+
+# Placeholders in a results list: a request sent and not yet acknowledged, and one whose
+# acknowledgement the kernel dropped on a full receive buffer.
+_PENDING = NetlinkError(errno.EINPROGRESS, "sent, waiting for its acknowledgement")
+_UNACKNOWLEDGED = NetlinkError(
+    errno.ENOBUFS,
+    "no acknowledgement: the socket's receive buffer overran",
+    maybe_applied=True,
+)
 
 
 def _request_struct(size: int, delete: bool, gateway: bool) -> struct.Struct:
