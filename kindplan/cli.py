@@ -9,12 +9,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-try:  # recent typer carries its own copy of click
-    from typer._click.exceptions import ClickException
-    from typer._click.exceptions import UsageError as ClickUsageError
-except ImportError:  # pragma: no cover - older typer on real click
-    from click.exceptions import ClickException  # type: ignore[assignment]
-    from click.exceptions import UsageError as ClickUsageError  # type: ignore[assignment]
+# typer carries its own copy of click since 0.26 (pyproject asks for it) and no longer installs
+# click: its parse errors are these classes, not click's.
+from typer._click.exceptions import ClickException
+from typer._click.exceptions import UsageError as ClickUsageError
 
 from kindplan import __version__
 from kindplan.errors import InvalidInputError, KindplanError, Problem, UsageError, one_line
