@@ -801,6 +801,15 @@ LabStateOpt = Annotated[Path, typer.Option("--state-dir", help="Where labs keep 
 DEFAULT_LAB_STATE = Path("/run/kindplan-lab")
 
 
+def _lab_needs_root(command: str, what: str) -> None:
+    from kindplan.netns import CAP_NET_ADMIN, CAP_SYS_ADMIN, require_caps
+
+    needs = {CAP_SYS_ADMIN: f"to {what}"}
+    if command != "lab down":
+        needs[CAP_NET_ADMIN] = "to read and change their routes, addresses and iptables"
+    require_caps(command, needs)
+
+
 @lab_app.command("up")
 def lab_up(
     name: LabNameOpt = "kp",
@@ -813,6 +822,7 @@ def lab_up(
 
     Example: kindplan lab up && kindplan lab check && kindplan lab down
     """
+    _lab_needs_root("lab up", "create and enter the lab's network namespaces")
     import time
 
     from kindplan.lab.run import up
@@ -836,6 +846,7 @@ def lab_up(
 @lab_app.command("check")
 def lab_check(name: LabNameOpt = "kp", state_dir: LabStateOpt = DEFAULT_LAB_STATE) -> int:
     """Prove it works: pod to pod, the hops between, SNAT to the outside host, hostPorts."""
+    _lab_needs_root("lab check", "enter the lab's network namespaces")
     from kindplan.lab.check import check
     from kindplan.lab.topology import load
 
@@ -850,6 +861,7 @@ def lab_check(name: LabNameOpt = "kp", state_dir: LabStateOpt = DEFAULT_LAB_STAT
 @lab_app.command("down")
 def lab_down(name: LabNameOpt = "kp", state_dir: LabStateOpt = DEFAULT_LAB_STATE) -> int:
     """Remove every namespace and file of the lab."""
+    _lab_needs_root("lab down", "delete the lab's network namespaces")
     from kindplan.lab.run import down
 
     removed = down(name, state_dir)
