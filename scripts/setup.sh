@@ -32,10 +32,18 @@ if [ ! -x "$VENV/bin/python" ]; then
   say "creating the virtual environment $VENV with $("$PYTHON" -c 'import sys; print(sys.executable, sys.version.split()[0])')"
   "$PYTHON" -m venv "$VENV"
 fi
-say "installing kindplan (editable) with its test extras into $VENV: typer, jinja2, jsonschema," \
-  "pyroute2, deepdiff, PyYAML, prometheus-client, kubernetes; pytest, hypothesis, ruff, mypy," \
-  "pre-commit (about 20 s the first time)"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+# The install is editable (code changes need none): again only when the requirements changed.
+stamp="$VENV/.kindplan-setup"
+wanted="$(cat pyproject.toml)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
+  say "kindplan and its test extras are installed in $VENV (pyproject.toml unchanged)"
+else
+  say "installing kindplan (editable) with its test extras into $VENV: typer, jinja2," \
+    "jsonschema, pyroute2, deepdiff, PyYAML, prometheus-client, kubernetes; pytest, hypothesis," \
+    "ruff, mypy, pre-commit (about 30 s the first time)"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+  printf '%s\n' "$wanted" >"$stamp"
+fi
 # An editable install leaves kindplan's modules uncompiled, and this environment may set
 # PYTHONDONTWRITEBYTECODE: compile them once, as pip does for a wheel, or every command would
 # compile them again (about 0.1 s of a command's start-up).

@@ -79,6 +79,7 @@ def up(
             create_pod(lab, pod)
         say(f"  {len(lab.pods)} pods created by ptp + portmap")
         if dual_stack:
+            say("  waiting for IPv6 duplicate address detection in the pods (about 10 s)")
             topology.wait_for_dad(lab)
     except BaseException:
         topology.remove(name, state_dir)
