@@ -498,10 +498,12 @@ def apply(
         snap = _parse(saved.snapshot, saved.source, saved.pod_subnets)
         options, netns = saved.options, saved.netns
         lock = apply_lock(state_dir, netns)
+        _say_if_locked(lock, lock_timeout)
     else:
         assert snapshot is not None
         options = _options(node, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir, netns)
         lock = apply_lock(state_dir, netns)
+        _say_if_locked(lock, lock_timeout)
         known = _known_converged(
             snapshot, pod_subnet, options, netns, state_dir, lock, lock_timeout
         )
@@ -539,6 +541,17 @@ def apply(
         return ExitStatus.FAILURE
     typer.echo(f"Apply complete: {summary(planned.plan).removeprefix('Plan: ')}")
     return ExitStatus.OK if report.ok else ExitStatus.FAILURE
+
+
+def _say_if_locked(lock: Path, timeout: float) -> None:
+    """Before waiting for another applier: whose lock, and for how long."""
+    from kindplan.locking import lock_holder
+
+    holder = lock_holder(lock)
+    if holder is not None and timeout > 0:
+        typer.echo(
+            f"waiting for {lock}: held by {holder}; up to {timeout:g} s (--lock-timeout)", err=True
+        )
 
 
 def _say_each(verb: str, changes: Sequence[Change]) -> None:
@@ -697,9 +710,9 @@ def rollback(
     from kindplan.statedir import apply_lock
 
     journal = Journal(state_dir, netns)
-    done = rollback_node(
-        netns, journal, lock=apply_lock(state_dir, netns), lock_timeout=lock_timeout
-    )
+    lock = apply_lock(state_dir, netns)
+    _say_if_locked(lock, lock_timeout)
+    done = rollback_node(netns, journal, lock=lock, lock_timeout=lock_timeout)
     generation = done.generation
     _say_each("restored", done.report.applied)
     for failure in done.report.failures:

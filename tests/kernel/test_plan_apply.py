@@ -216,6 +216,10 @@ def test_concurrent_applies_take_turns(seed_worker2: Node) -> None:
         started = time.monotonic()
         patient = node.apply("--lock-timeout", "30")
         assert patient.returncode == 0, patient.stderr
+        assert patient.stderr.startswith(  # whose lock, and how long it waits
+            f"waiting for {lock}: held by pid {holder.pid} (flock {lock} sleep 1.5); "
+            "up to 30 s (--lock-timeout)\n"
+        )
         assert time.monotonic() - started > 0.8, "it must have waited for the holder"
     finally:
         holder.wait()
