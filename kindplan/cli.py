@@ -128,8 +128,11 @@ def validate(
     snap = _load(snapshot, pod_subnet)
     if node is not None:
         find_node(snap, node)
+    from kindplan.planview import plural
+
     families = "dual-stack" if len(snap.families) == 2 else f"IPv{snap.families[0]}"
-    typer.echo(f"ok: {len(snap.nodes)} nodes, {len(snap.pods)} pods, {families}")
+    nodes, pods = plural(len(snap.nodes), "node"), plural(len(snap.pods), "pod")
+    typer.echo(f"ok: {nodes}, {pods}, {families}")
     return ExitStatus.OK
 
 
@@ -166,10 +169,7 @@ def render(
             show_default=False,
         ),
     ] = None,
-    route_proto: Annotated[
-        int,
-        typer.Option(min=1, max=255, help="Route protocol number that marks kindplan's routes."),
-    ] = DEFAULT_ROUTE_PROTO,
+    route_proto: RouteProtoOpt = DEFAULT_ROUTE_PROTO,  # the one rule of plan and apply
     pod_subnet: PodSubnetOpt = None,
 ) -> int:
     """Write a node's conflist, route batch and iptables-restore payloads; no kernel access.
@@ -185,6 +185,7 @@ def render(
     """
     from kindplan.compiler import compile_desired
     from kindplan.files import diff_tree, write_tree
+    from kindplan.planview import plural
     from kindplan.render import render_files
 
     if (node is None) == (not all_nodes):
@@ -205,11 +206,11 @@ def render(
             sys.stdout.write(diff)
             typer.echo(f"render: {check} differs from the rendered files", err=True)
             return ExitStatus.FAILURE
-        typer.echo(f"render: {check} is up to date ({len(files)} files)")
+        typer.echo(f"render: {check} is up to date ({plural(len(files), 'file')})")
         return ExitStatus.OK
     assert out is not None
     changed = write_tree(out, files)
-    typer.echo(f"render: wrote {len(files)} files to {out} ({len(changed)} changed)")
+    typer.echo(f"render: wrote {plural(len(files), 'file')} to {out} ({len(changed)} changed)")
     return ExitStatus.OK
 
 
@@ -296,7 +297,8 @@ KubeOpt = Annotated[
     typer.Option(
         "--kube",
         help="Read nodes from the Kubernetes API (in-cluster config or --kubeconfig); "
-        "needs pip install 'kindplan[kube]'.",
+        "needs the kubernetes client: pip install -e '.[kube]' in a checkout (setup.sh's .venv "
+        "has it).",
     ),
 ]
 KubeconfigOpt = Annotated[
@@ -342,6 +344,12 @@ def plan(
     adopt: AdoptOpt = False,
     cni_cache_dir: CniCacheOpt = None,
     pod_subnet: PodSubnetOpt = None,
+    state_dir: Annotated[
+        Path, typer.Option(help="As apply takes it; plan neither locks nor writes state there.")
+    ] = DEFAULT_STATE_DIR,
+    lock_timeout: Annotated[
+        float, typer.Option(min=0, help="As apply takes it; plan takes no lock.")
+    ] = LOCK_TIMEOUT_SECONDS,
     json_out: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     out: Annotated[
         Path | None,
@@ -367,6 +375,8 @@ def plan(
     data, source = _read(snapshot)
     snap = _parse(data, source, pod_subnet)
     options = _options(node, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir, netns)
+    if node is None:
+        _host_node(snap, options.node)
     from kindplan.engine import plan_node
 
     planned = plan_node(snap, options, netns)
@@ -495,6 +505,15 @@ def apply(
         from kindplan.saved import load_plan
 
         saved = load_plan(plan_file)
+        # The plan names its node and namespace; a command line that names others is a mistake.
+        for flag, given, planned_for in (
+            ("--netns", netns, saved.netns),
+            ("--node", node, saved.options.node),
+        ):
+            if given is not None and given != planned_for:
+                raise UsageError(
+                    f"{flag} {given}: {plan_file} was made for {flag} {planned_for or '(none)'}"
+                )
         snap = _parse(saved.snapshot, saved.source, saved.pod_subnets)
         options, netns = saved.options, saved.netns
         lock = apply_lock(state_dir, netns)
@@ -511,6 +530,8 @@ def apply(
             sys.stdout.write(known)
             return ExitStatus.OK
         snap, remember = known
+        if node is None:
+            _host_node(snap, options.node)
     # Imported only now: a converged node's apply (above) needs none of it.
     from kindplan.engine import apply_node
     from kindplan.journal import Journal
@@ -541,6 +562,13 @@ def apply(
         return ExitStatus.FAILURE
     typer.echo(f"Apply complete: {summary(planned.plan).removeprefix('Plan: ')}")
     return ExitStatus.OK if report.ok else ExitStatus.FAILURE
+
+
+def _host_node(snap: Snapshot, name: str) -> None:
+    """Without --node the host name is the node: say so when the snapshot has no such node."""
+    from kindplan.compiler import find_node
+
+    find_node(snap, name, host_name=True)
 
 
 def _say_if_locked(lock: Path, timeout: float) -> None:
@@ -706,7 +734,7 @@ def rollback(
     """
     from kindplan.engine import rollback_node
     from kindplan.journal import Journal
-    from kindplan.planview import describe
+    from kindplan.planview import describe, plural
     from kindplan.statedir import apply_lock
 
     journal = Journal(state_dir, netns)
@@ -727,7 +755,7 @@ def rollback(
         return ExitStatus.FAILURE
     typer.echo(
         f"Rolled back generation {generation.number} ({generation.time}, node "
-        f"{generation.node}): {len(done.report.applied)} changes, verified."
+        f"{generation.node}): {plural(len(done.report.applied), 'change')}, verified."
     )
     return ExitStatus.OK
 
@@ -839,12 +867,13 @@ def lab_up(
     import time
 
     from kindplan.lab.run import up
+    from kindplan.planview import plural
 
     started = time.monotonic()
     lab = up(name, state_dir, nodes, pods_per_node, dual_stack, typer.echo)
     typer.echo(
         f"lab {lab.name} is up in {time.monotonic() - started:.1f} s: "
-        f"{len(lab.nodes)} nodes, {len(lab.pods)} pods"
+        f"{plural(len(lab.nodes), 'node')}, {plural(len(lab.pods), 'pod')}"
         + (", dual-stack" if lab.dual_stack else "")
         + f"; snapshot {lab.snapshot_path}"
     )
@@ -876,9 +905,10 @@ def lab_down(name: LabNameOpt = "kp", state_dir: LabStateOpt = DEFAULT_LAB_STATE
     """Remove every namespace and file of the lab."""
     _lab_needs_root("lab down", "delete the lab's network namespaces")
     from kindplan.lab.run import down
+    from kindplan.planview import plural
 
     removed = down(name, state_dir)
-    typer.echo(f"lab {name}: removed {len(removed)} namespaces")
+    typer.echo(f"lab {name}: removed {plural(len(removed), 'namespace')}")
     return ExitStatus.OK
 
 
