@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 SEED = str(ROOT / "fixtures" / "seed-lab" / "snapshot.yaml")
 NODE_LIST = ROOT / "fixtures" / "node-list" / "snapshot.json"
@@ -57,22 +59,25 @@ def test_check_counts_an_empty_extra_file(tmp_path: Path) -> None:
     assert result.stdout == f"Only in {tmp_path}: k8s-guide-worker/empty.rules (empty)\n"
 
 
-def test_a_bad_pod_subnet_is_the_flag_and_said_once() -> None:
-    result = run("validate", str(NODE_LIST), "--pod-subnet", "10.244.0.0/166")
+@pytest.mark.parametrize(
+    ("subnets", "error"),
+    [
+        (  # the flag, not cluster.podSubnets[0]; no PodCIDR is said to be outside it
+            "10.244.0.0/166",
+            "'10.244.0.0/166' is not a CIDR ('10.244.0.0/166' does not appear to be an IPv4 or "
+            "IPv6 network)",
+        ),
+        (
+            "10.244.0.0/16,10.245.0.0/16",
+            "10.245.0.0/16 is a second IPv4 pod subnet besides 10.244.0.0/16 "
+            "(kindnet takes one per family)",
+        ),
+    ],
+)
+def test_a_pod_subnet_problem_names_the_flag_once(subnets: str, error: str) -> None:
+    result = run("validate", str(NODE_LIST), "--pod-subnet", subnets)
     assert result.returncode == 65
-    assert result.stderr.splitlines() == [
-        "error: --pod-subnet: '10.244.0.0/166' is not a CIDR ('10.244.0.0/166' does not appear "
-        "to be an IPv4 or IPv6 network)"
-    ]
-
-
-def test_two_pod_subnets_of_one_family() -> None:
-    result = run("validate", str(NODE_LIST), "--pod-subnet", "10.244.0.0/16,10.245.0.0/16")
-    assert result.returncode == 65
-    assert result.stderr.splitlines() == [
-        "error: --pod-subnet: 10.245.0.0/16 is a second IPv4 pod subnet besides 10.244.0.0/16 "
-        "(kindnet takes one per family)"
-    ]
+    assert result.stderr.splitlines() == [f"error: --pod-subnet: {error}"]
 
 
 def test_a_dual_stack_pod_subnet_without_ipv6_nodes_is_a_warning() -> None:
