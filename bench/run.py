@@ -1,6 +1,6 @@
 """kindplan against iproute2 at 5,000 nodes, side by side in one run, in throw-away namespaces.
 
-    sudo python3 bench/run.py [--out bench/results] [--quick]
+    sudo .venv/bin/python bench/run.py [--out bench/results] [--quick]
 
 Prints a table of times and ratios, writes results.json and (with matplotlib) scaling.png.
 Everything runs in namespaces named kpb-<pid>-<n>, removed at the end; nothing touches the

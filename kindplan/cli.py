@@ -984,7 +984,7 @@ def lab_exec(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app and map every outcome to an exit status (DESIGN.md)."""
+    """Entry point: run the app and map every outcome to an exit status (status.py)."""
     # A one-shot command keeps what it allocates until it ends (a 5,000-node snapshot and its
     # plan are some 200,000 objects without reference cycles): the cyclic collector would walk
     # them again and again for nothing, about a tenth of a full apply's time, measured. The
