@@ -922,6 +922,7 @@ def lab_plan(
     ] = False,
 ) -> int:
     """kindplan plan on a lab node, with its pods from the node's CNI cache."""
+    _lab_needs_root("lab plan", "enter the lab's network namespaces")
     from kindplan.lab.run import plan_lab_node
     from kindplan.lab.topology import load
     from kindplan.planview import format_plan
@@ -940,6 +941,7 @@ def lab_apply(
     state_dir: LabStateOpt = DEFAULT_LAB_STATE,
 ) -> int:
     """kindplan apply on a lab node (the same code as kindplan apply --netns)."""
+    _lab_needs_root("lab apply", "enter the lab's network namespaces")
     from kindplan.lab.run import apply_lab_node
     from kindplan.lab.topology import load
     from kindplan.planview import format_plan
@@ -967,6 +969,7 @@ def lab_exec(
     state_dir: LabStateOpt = DEFAULT_LAB_STATE,
 ) -> int:
     """Run a command in a lab namespace: kindplan lab exec k8s-guide-worker -- ip route"""
+    _lab_needs_root("lab exec", "enter the lab's network namespaces")
     import subprocess
 
     from kindplan.lab.topology import load

@@ -106,14 +106,18 @@ def test_lab_down_without_root_claims_nothing(as_nobody: Nobody, fake_lab: str) 
     [
         ("up", "create and enter the lab's network namespaces"),
         ("check", "enter the lab's network namespaces"),
+        ("plan k8s-guide-worker", "enter the lab's network namespaces"),
+        ("apply k8s-guide-worker", "enter the lab's network namespaces"),
+        ("exec k8s-guide-worker -- ip route", "enter the lab's network namespaces"),
     ],
 )
 def test_lab_without_root(as_nobody: Nobody, tmp_path: Path, command: str, what: str) -> None:
     state = tmp_path / "state"
     name = f"{NETNS_PREFIX}{os.getpid()}-up"
-    line = refused(as_nobody("lab", command, "--name", name, "--state-dir", str(state)))
+    verb, *args = command.split()
+    line = refused(as_nobody("lab", verb, "--name", name, "--state-dir", str(state), *args))
     assert line == (
-        f"error: lab {command} needs root: CAP_SYS_ADMIN to {what}; CAP_NET_ADMIN to read and "
+        f"error: lab {verb} needs root: CAP_SYS_ADMIN to {what}; CAP_NET_ADMIN to read and "
         "change their routes, addresses and iptables; run it with sudo"
     )
     assert not state.exists()
