@@ -49,7 +49,10 @@ def as_nobody() -> Iterator[Nobody]:
 
     probe = run("-c", "import os, kindplan.cli; print(os.geteuid())")
     if probe.returncode != 0 or probe.stdout.strip() != "65534":
-        reason = f"the user nobody cannot run {sys.executable}: {probe.stderr.strip()[-300:]}"
+        reason = (
+            f"the user nobody cannot run {sys.executable}: {probe.stderr.strip()[-300:]} (make "
+            "the venv with an interpreter anyone can run: KINDPLAN_PYTHON=/usr/bin/python3)"
+        )
         if os.environ.get("CI") == "true":
             pytest.fail(reason, pytrace=False)
         pytest.skip(reason)
