@@ -47,18 +47,21 @@ def as_nobody() -> Iterator[Nobody]:
             check=False,
         )
 
-    probe = run("-c", "import os, kindplan.cli; print(os.geteuid())")
-    if probe.returncode != 0 or probe.stdout.strip() != "65534":
-        reason = (
-            f"the user nobody cannot run {sys.executable}: {probe.stderr.strip()[-300:]} (make "
-            "the venv with an interpreter anyone can run: KINDPLAN_PYTHON=/usr/bin/python3)"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    yield lambda *args: run("-m", "kindplan.cli", *args)
-    mount.rmdir()
-    top.rmdir()
+    try:
+        probe = run("-c", "import os, kindplan.cli; print(os.geteuid())")
+        if probe.returncode != 0 or probe.stdout.strip() != "65534":
+            reason = (
+                f"the user nobody cannot run {sys.executable}: {probe.stderr.strip()[-300:]} "
+                "(make the venv with an interpreter anyone can run: "
+                "KINDPLAN_PYTHON=/usr/bin/python3)"
+            )
+            if os.environ.get("CI") == "true":
+                pytest.fail(reason, pytrace=False)
+            pytest.skip(reason)
+        yield lambda *args: run("-m", "kindplan.cli", *args)
+    finally:  # the bind mount lived only in the mount namespace of each run
+        mount.rmdir()
+        top.rmdir()
 
 
 def refused(result: subprocess.CompletedProcess[str], *words: str) -> str:
