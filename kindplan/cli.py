@@ -9,12 +9,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-try:  # recent typer carries its own copy of click
-    from typer._click.exceptions import ClickException
-    from typer._click.exceptions import UsageError as ClickUsageError
-except ImportError:  # pragma: no cover - older typer on real click
-    from click.exceptions import ClickException  # type: ignore[assignment]
-    from click.exceptions import UsageError as ClickUsageError  # type: ignore[assignment]
+# typer carries its own copy of click since 0.26 (pyproject asks for it) and no longer installs
+# click: its parse errors are these classes, not click's.
+from typer._click.exceptions import ClickException
+from typer._click.exceptions import UsageError as ClickUsageError
 
 from kindplan import __version__
 from kindplan.errors import InvalidInputError, KindplanError, Problem, UsageError, one_line
@@ -141,8 +139,11 @@ def validate(
     snap = _load(snapshot, pod_subnet, strict=strict)
     if node is not None:
         find_node(snap, node)
+    from kindplan.planview import plural
+
     families = "dual-stack" if len(snap.families) == 2 else f"IPv{snap.families[0]}"
-    typer.echo(f"ok: {len(snap.nodes)} nodes, {len(snap.pods)} pods, {families}")
+    nodes, pods = plural(len(snap.nodes), "node"), plural(len(snap.pods), "pod")
+    typer.echo(f"ok: {nodes}, {pods}, {families}")
     return ExitStatus.OK
 
 
@@ -179,10 +180,7 @@ def render(
             show_default=False,
         ),
     ] = None,
-    route_proto: Annotated[
-        int,
-        typer.Option(min=1, max=255, help="Route protocol number that marks kindplan's routes."),
-    ] = DEFAULT_ROUTE_PROTO,
+    route_proto: RouteProtoOpt = DEFAULT_ROUTE_PROTO,  # the one rule of plan and apply
     pod_subnet: PodSubnetOpt = None,
 ) -> int:
     """Write a node's conflist, route batch and iptables-restore payloads; no kernel access.
@@ -198,6 +196,7 @@ def render(
     """
     from kindplan.compiler import compile_desired
     from kindplan.files import diff_tree, write_tree
+    from kindplan.planview import plural
     from kindplan.render import render_files
 
     if (node is None) == (not all_nodes):
@@ -219,11 +218,11 @@ def render(
             sys.stdout.write(diff)
             typer.echo(f"render: {check} differs from the rendered files", err=True)
             return ExitStatus.FAILURE
-        typer.echo(f"render: {check} is up to date ({len(files)} files)")
+        typer.echo(f"render: {check} is up to date ({plural(len(files), 'file')})")
         return ExitStatus.OK
     assert out is not None
     changed = write_tree(out, files)
-    typer.echo(f"render: wrote {len(files)} files to {out} ({len(changed)} changed)")
+    typer.echo(f"render: wrote {plural(len(files), 'file')} to {out} ({len(changed)} changed)")
     return ExitStatus.OK
 
 
@@ -311,7 +310,8 @@ KubeOpt = Annotated[
     typer.Option(
         "--kube",
         help="Read nodes from the Kubernetes API (in-cluster config or --kubeconfig); "
-        "needs pip install 'kindplan[kube]'.",
+        "needs the kubernetes client: pip install -e '.[kube]' in a checkout (setup.sh's .venv "
+        "has it).",
     ),
 ]
 KubeconfigOpt = Annotated[
@@ -366,6 +366,12 @@ def plan(
     adopt: AdoptOpt = False,
     cni_cache_dir: CniCacheOpt = None,
     pod_subnet: PodSubnetOpt = None,
+    state_dir: Annotated[
+        Path, typer.Option(help="As apply takes it; plan neither locks nor writes state there.")
+    ] = DEFAULT_STATE_DIR,
+    lock_timeout: Annotated[
+        float, typer.Option(min=0, help="As apply takes it; plan takes no lock.")
+    ] = LOCK_TIMEOUT_SECONDS,
     json_out: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     out: Annotated[
         Path | None,
@@ -391,6 +397,8 @@ def plan(
     data, source = _read(snapshot)
     snap = _parse(data, source, pod_subnet)
     options = _options(node, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir, netns)
+    if node is None:
+        _host_node(snap, options.node)
     from kindplan.engine import conflist_left_alone, plan_node
 
     planned = plan_node(snap, options, netns)
@@ -523,13 +531,24 @@ def apply(
         from kindplan.saved import load_plan
 
         saved = load_plan(plan_file)
+        # The plan names its node and namespace; a command line that names others is a mistake.
+        for flag, given, planned_for in (
+            ("--netns", netns, saved.netns),
+            ("--node", node, saved.options.node),
+        ):
+            if given is not None and given != planned_for:
+                raise UsageError(
+                    f"{flag} {given}: {plan_file} was made for {flag} {planned_for or '(none)'}"
+                )
         snap = _parse(saved.snapshot, saved.source, saved.pod_subnets)
         options, netns = saved.options, saved.netns
         lock = apply_lock(state_dir, netns)
+        _say_if_locked(lock, lock_timeout)
     else:
         assert snapshot is not None
         options = _options(node, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir, netns)
         lock = apply_lock(state_dir, netns)
+        _say_if_locked(lock, lock_timeout)
         known = _known_converged(
             snapshot, pod_subnet, options, netns, state_dir, lock, lock_timeout
         )
@@ -537,6 +556,8 @@ def apply(
             sys.stdout.write(known)
             return ExitStatus.OK
         snap, remember = known
+        if node is None:
+            _host_node(snap, options.node)
     # Imported only now: a converged node's apply (above) needs none of it.
     from kindplan.engine import apply_node
     from kindplan.journal import Journal
@@ -567,6 +588,24 @@ def apply(
         return ExitStatus.FAILURE
     typer.echo(f"Apply complete: {summary(planned.plan).removeprefix('Plan: ')}")
     return ExitStatus.OK if report.ok else ExitStatus.FAILURE
+
+
+def _host_node(snap: Snapshot, name: str) -> None:
+    """Without --node the host name is the node: say so when the snapshot has no such node."""
+    from kindplan.compiler import find_node
+
+    find_node(snap, name, host_name=True)
+
+
+def _say_if_locked(lock: Path, timeout: float) -> None:
+    """Before waiting for another applier: whose lock, and for how long."""
+    from kindplan.locking import lock_holder
+
+    holder = lock_holder(lock)
+    if holder is not None and timeout > 0:
+        typer.echo(
+            f"waiting for {lock}: held by {holder}; up to {timeout:g} s (--lock-timeout)", err=True
+        )
 
 
 def _say_each(verb: str, changes: Sequence[Change]) -> None:
@@ -720,13 +759,13 @@ def rollback(
     """
     from kindplan.engine import rollback_node
     from kindplan.journal import Journal
-    from kindplan.planview import describe
+    from kindplan.planview import describe, plural
     from kindplan.statedir import apply_lock
 
     journal = Journal(state_dir, netns)
-    done = rollback_node(
-        netns, journal, lock=apply_lock(state_dir, netns), lock_timeout=lock_timeout
-    )
+    lock = apply_lock(state_dir, netns)
+    _say_if_locked(lock, lock_timeout)
+    done = rollback_node(netns, journal, lock=lock, lock_timeout=lock_timeout)
     generation = done.generation
     _say_each("restored", done.report.applied)
     for failure in done.report.failures:
@@ -741,7 +780,7 @@ def rollback(
         return ExitStatus.FAILURE
     typer.echo(
         f"Rolled back generation {generation.number} ({generation.time}, node "
-        f"{generation.node}): {len(done.report.applied)} changes, verified."
+        f"{generation.node}): {plural(len(done.report.applied), 'change')}, verified."
     )
     return ExitStatus.OK
 
@@ -982,6 +1021,15 @@ LabStateOpt = Annotated[Path, typer.Option("--state-dir", help="Where labs keep 
 DEFAULT_LAB_STATE = Path("/run/kindplan-lab")
 
 
+def _lab_needs_root(command: str, what: str) -> None:
+    from kindplan.netns import CAP_NET_ADMIN, CAP_SYS_ADMIN, require_caps
+
+    needs = {CAP_SYS_ADMIN: f"to {what}"}
+    if command != "lab down":
+        needs[CAP_NET_ADMIN] = "to read and change their routes, addresses and iptables"
+    require_caps(command, needs)
+
+
 @lab_app.command("up")
 def lab_up(
     name: LabNameOpt = "kp",
@@ -1002,15 +1050,17 @@ def lab_up(
 
     Example: kindplan lab up && kindplan lab check && kindplan lab down
     """
+    _lab_needs_root("lab up", "create and enter the lab's network namespaces")
     import time
 
     from kindplan.lab.run import up
+    from kindplan.planview import plural
 
     started = time.monotonic()
     lab = up(name, state_dir, nodes, pods_per_node, dual_stack, typer.echo, kindnetd=kindnetd)
     typer.echo(
         f"lab {lab.name} is up in {time.monotonic() - started:.1f} s: "
-        f"{len(lab.nodes)} nodes, {len(lab.pods)} pods"
+        f"{plural(len(lab.nodes), 'node')}, {plural(len(lab.pods), 'pod')}"
         + (", dual-stack" if lab.dual_stack else "")
         + f"; snapshot {lab.snapshot_path}"
     )
@@ -1025,6 +1075,7 @@ def lab_up(
 @lab_app.command("check")
 def lab_check(name: LabNameOpt = "kp", state_dir: LabStateOpt = DEFAULT_LAB_STATE) -> int:
     """Prove it works: pod to pod, the hops between, SNAT to the outside host, hostPorts."""
+    _lab_needs_root("lab check", "enter the lab's network namespaces")
     from kindplan.lab.check import check
     from kindplan.lab.topology import load
 
@@ -1039,10 +1090,12 @@ def lab_check(name: LabNameOpt = "kp", state_dir: LabStateOpt = DEFAULT_LAB_STAT
 @lab_app.command("down")
 def lab_down(name: LabNameOpt = "kp", state_dir: LabStateOpt = DEFAULT_LAB_STATE) -> int:
     """Remove every namespace and file of the lab."""
+    _lab_needs_root("lab down", "delete the lab's network namespaces")
     from kindplan.lab.run import down
+    from kindplan.planview import plural
 
     removed = down(name, state_dir)
-    typer.echo(f"lab {name}: removed {len(removed)} namespaces")
+    typer.echo(f"lab {name}: removed {plural(len(removed), 'namespace')}")
     return ExitStatus.OK
 
 
@@ -1056,6 +1109,7 @@ def lab_plan(
     ] = False,
 ) -> int:
     """kindplan plan on a lab node, with its pods from the node's CNI cache."""
+    _lab_needs_root("lab plan", "enter the lab's network namespaces")
     from kindplan.lab.run import plan_lab_node
     from kindplan.lab.topology import load
     from kindplan.planview import format_plan
@@ -1075,6 +1129,7 @@ def lab_apply(
     adopt: AdoptOpt = False,
 ) -> int:
     """kindplan apply on a lab node (the same code as kindplan apply --netns)."""
+    _lab_needs_root("lab apply", "enter the lab's network namespaces")
     from kindplan.lab.run import apply_lab_node
     from kindplan.lab.topology import load
     from kindplan.planview import format_plan
@@ -1102,6 +1157,7 @@ def lab_exec(
     state_dir: LabStateOpt = DEFAULT_LAB_STATE,
 ) -> int:
     """Run a command in a lab namespace: kindplan lab exec k8s-guide-worker -- ip route"""
+    _lab_needs_root("lab exec", "enter the lab's network namespaces")
     import subprocess
 
     from kindplan.lab.topology import load
@@ -1168,7 +1224,7 @@ def lab_trace(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app and map every outcome to an exit status (DESIGN.md)."""
+    """Entry point: run the app and map every outcome to an exit status (status.py)."""
     # A one-shot command keeps what it allocates until it ends (a 5,000-node snapshot and its
     # plan are some 200,000 objects without reference cycles): the cyclic collector would walk
     # them again and again for nothing, about a tenth of a full apply's time, measured. The

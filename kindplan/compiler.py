@@ -26,13 +26,20 @@ from kindplan.model import (
 FORWARDING_SYSCTLS = {4: "net.ipv4.ip_forward", 6: "net.ipv6.conf.all.forwarding"}
 
 
-def find_node(snapshot: Snapshot, name: str) -> Node:
-    """The node called `name`, or an InvalidInputError that lists what there is."""
+def find_node(snapshot: Snapshot, name: str, *, host_name: bool = False) -> Node:
+    """The node called `name`, or an InvalidInputError that lists what there is (and says so
+    when `name` is the host name that stands in for a --node not given)."""
     node = snapshot.node(name)
     if node is None:
         names = [n.name for n in snapshot.nodes]
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-        raise InvalidInputError.one("--node", f"no node named {name!r} in the snapshot ({shown})")
+        what = f"no node named {name!r} in the snapshot ({shown})"
+        if host_name:
+            what = (
+                f"not given, so it is this machine's host name {name!r}, and there is {what}; "
+                "give --node NAME"
+            )
+        raise InvalidInputError.one("--node", what)
     return node
 
 

@@ -122,7 +122,11 @@ def diff_tree(root: Path, files: Mapping[str, str]) -> str:
     for rel in sorted(on_disk | set(files)):
         old = _read_text(root / rel) if rel in on_disk else ""
         new = files.get(rel, "")
-        if old != new:
+        if old == new == "" and (rel in on_disk) != (rel in files):
+            # an empty file has no lines to diff, but it is there (or missing) all the same
+            where = f"{root}" if rel in on_disk else "rendered"
+            chunks.append(f"Only in {where}: {rel} (empty)\n")
+        elif old != new:
             chunks.extend(
                 difflib.unified_diff(
                     old.splitlines(keepends=True),

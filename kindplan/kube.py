@@ -30,7 +30,11 @@ from kindplan.model import IPNetwork
 from kindplan.snapshot import Loaded, check_document
 
 SOURCE = "kubernetes API"
-MISSING_CLIENT = "--kube needs the kubernetes client: pip install 'kindplan[kube]'"
+# kindplan is not on a package index: the extra is installed from a checkout (or a built wheel).
+MISSING_CLIENT = (
+    "--kube needs the kubernetes client: in a kindplan checkout, pip install -e '.[kube]' "
+    "(the .venv of scripts/setup.sh has it)"
+)
 CONNECT_TIMEOUT = 10.0
 LIST_TIMEOUT = 120.0  # a LIST of 5,000 nodes is tens of MB
 WATCH_GRACE = 30.0  # the client waits this much longer than the server's own watch timeout

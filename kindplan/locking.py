@@ -42,3 +42,36 @@ def node_lock(
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def lock_holder(path: Path) -> str | None:
+    """Who holds the lock at `path` now ('pid 4242 (kindplan apply ...)'), or None if nobody:
+    told to a user before a wait, so that it is not a silent one."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return None  # free; closing the file releases this probe at once
+        except BlockingIOError:
+            st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    # /proc/locks names the holder even when it wrote no pid into the file (flock(1), an older
+    # kindplan): "1: FLOCK  ADVISORY  WRITE 4242 00:2b:1234 0 EOF"; waiters read "1: -> FLOCK".
+    ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        locks = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        locks = []
+    for fields in (line.split() for line in locks):
+        if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == ident:
+            try:
+                command = Path(f"/proc/{fields[4]}/cmdline").read_bytes()
+            except OSError:
+                return f"pid {fields[4]}"
+            text = command.replace(b"\0", b" ").decode(errors="replace").strip()
+            return f"pid {fields[4]} ({text if len(text) <= 200 else text[:200] + '...'})"
+    return "another process"

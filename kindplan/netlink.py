@@ -1,7 +1,8 @@
 """rtnetlink on a plain socket: every netlink path kindplan uses (links, addresses, routes).
 
-Dumping or writing 5,000 routes through pyroute2 costs about 0.5 ms of Python per route (measured
-in ../shared/NOTES-netlink.md); here a route is one struct.pack or unpack. Dumps ask the kernel to
+Writing 5,000 routes through pyroute2 (0.9.7, IPRoute().route per route) took about 2.6 s here,
+some 0.5 ms of Python per route, and dumping them about 0.4 s; here a route is one struct.pack or
+unpack. Dumps ask the kernel to
 filter by table (strict checking); writes go out in batches of messages over one socket, each with
 its own sequence number and acknowledgement, so every error still maps to its route.
 

@@ -11,6 +11,7 @@ import ctypes
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from errno import EPERM
 
 from kindplan.errors import RuntimeFailure, UsageError
 
@@ -18,10 +19,38 @@ NETNS_RUN_DIR = "/run/netns"
 _CLONE_NEWNET = 0x40000000
 
 
-def _setns(fd: int) -> None:
+# capabilities(7) bit numbers: what the kernel checks where kindplan needs root.
+CAP_NET_ADMIN = 12  # routes, addresses, links, iptables, forwarding sysctls
+CAP_SYS_ADMIN = 21  # entering (setns), creating and deleting network namespaces
+_CAP_NAMES = {CAP_NET_ADMIN: "CAP_NET_ADMIN", CAP_SYS_ADMIN: "CAP_SYS_ADMIN"}
+
+
+def _effective_caps() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def require_caps(command: str, needs: dict[int, str]) -> None:
+    """Refuse up front, in words, a command this process lacks the capabilities for (the
+    kernel's own answer, deep inside, is a bare 'Operation not permitted')."""
+    have = _effective_caps()
+    missing = [f"{_CAP_NAMES[cap]} {why}" for cap, why in needs.items() if not have >> cap & 1]
+    if missing:
+        raise RuntimeFailure(f"{command} needs root: {'; '.join(missing)}; run it with sudo")
+
+
+def _setns(fd: int, name: str) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.setns(fd, _CLONE_NEWNET) != 0:
         errno = ctypes.get_errno()
+        if errno == EPERM:
+            raise RuntimeFailure(
+                f"--netns {name}: entering a network namespace needs root "
+                "(CAP_SYS_ADMIN); run it with sudo"
+            )
         raise RuntimeFailure(f"setns: {os.strerror(errno)}")
 
 
@@ -46,11 +75,11 @@ def enter_netns(name: str | None) -> Iterator[None]:
         os.close(target)
         raise
     try:
-        _setns(target)
+        _setns(target, name)
         try:
             yield
         finally:
-            _setns(home)
+            _setns(home, name)
     finally:
         os.close(target)
         os.close(home)

@@ -34,18 +34,24 @@ class Converted:
 def convert_node_list(
     doc: dict[str, Any], pod_subnets: Sequence[str], *, strict: bool = False
 ) -> Converted:
-    """Turn a List/NodeList of v1 Nodes into a ClusterSnapshot document (not yet validated).
+    """Turn a List/NodeList of v1 Nodes (or one Node) into a ClusterSnapshot document (not yet
+    validated).
 
     Not strict, a node without a PodCIDR or an InternalIP is kept with empty lists; strict, it is
     left out.
     """
+    if doc.get("kind") == "Node":  # kubectl get node NAME -o json|yaml: the Node is the top
+        one = {"kind": "List", "items": [doc]}
+        return _at_top(convert_node_list(one, pod_subnets, strict=strict))
     out = Converted(
         {
             "apiVersion": "kindplan/v1",
             "kind": "ClusterSnapshot",
             "cluster": {"podSubnets": list(pod_subnets)},
             "nodes": [],
-        }
+        },
+        # what the user typed is the flag, not a snapshot path
+        where={f"cluster.podSubnets[{i}]": "--pod-subnet" for i in range(len(pod_subnets))},
     )
     if not pod_subnets:
         out.problems.append(
@@ -65,6 +71,25 @@ def convert_node_list(
         what = "no node has both a PodCIDR and an InternalIP" if strict else "no Node in the list"
         out.problems.append(Problem("items", what))
     return out
+
+
+def _at_top(out: Converted) -> Converted:
+    """Places in a one-item list as places in that item: items[0].spec -> spec."""
+
+    def top(where: str) -> str:
+        if where.startswith("items[0]."):
+            return where.removeprefix("items[0].")
+        return where.replace("items[0]", "(top)", 1) if where.startswith("items[0]") else where
+
+    def problems(found: list[Problem]) -> list[Problem]:
+        return [Problem(top(p.where), p.what) for p in found]
+
+    return Converted(
+        out.document,
+        {path: top(where) for path, where in out.where.items()},
+        problems(out.warnings),
+        problems(out.problems),
+    )
 
 
 def _convert_node(item: Any, at: str, out: Converted, strict: bool) -> None:

@@ -28,6 +28,15 @@ _COLORS = {"+": "\033[32m", "~": "\033[33m", "-": "\033[31m", "!": "\033[1;31m"}
 _RESET = "\033[0m"
 
 
+def plural(count: int, noun: str) -> str:
+    """'1 node', '2 nodes', '0 nodes'.
+
+    >>> plural(1, "change"), plural(3, "change")
+    ('1 change', '3 changes')
+    """
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def route_text(route: Route) -> str:
     return route_command(route).removeprefix("route replace ")
 

@@ -84,15 +84,15 @@ def check_document(
     kind = doc.get("kind")
     where: dict[str, str] = {}
     warnings: list[Problem] = []
-    tolerant = kind in NODE_LIST_KINDS and not strict
-    if kind in NODE_LIST_KINDS:
+    tolerant = (kind in NODE_LIST_KINDS or kind == "Node") and not strict
+    if kind in NODE_LIST_KINDS or kind == "Node":
         converted = convert_node_list(doc, pod_subnets, strict=strict)
         if converted.problems:
             raise InvalidInputError(converted.problems)
         doc, where, warnings = converted.document, converted.where, converted.warnings
     elif kind != SNAPSHOT_KIND:
         raise InvalidInputError.one(
-            "kind", f"{kind!r} is not one of {SNAPSHOT_KIND}, {', '.join(NODE_LIST_KINDS)}"
+            "kind", f"{kind!r} is not one of {SNAPSHOT_KIND}, {', '.join(NODE_LIST_KINDS)}, Node"
         )
     elif pod_subnets:
         raise InvalidInputError.one(
@@ -202,6 +202,8 @@ class _Checker:
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
         self.doubtful_nodes: set[str] = set()
+        self.subnets_doubtful = False  # a pod subnet is wrong: PodCIDRs are not checked against it
+        self.subnet_paths: dict[IPNetwork, str] = {}
 
     def problem(self, path: str, what: str) -> None:
         self.problems.append(Problem(self.locate(path), what))
@@ -283,9 +285,19 @@ class _Checker:
 
     def _cluster(self, raw: dict[str, Any]) -> Cluster:
         subnets = self._cidrs("cluster.podSubnets", raw["podSubnets"])
-        self.one_per_family(
-            "cluster.podSubnets", subnets, "pod subnet (kindnet takes one per family)"
-        )
+        first: dict[int, IPNetwork] = {}
+        for i, net in subnets:
+            if net.version in first:
+                self.problem(
+                    f"cluster.podSubnets[{i}]",
+                    f"{net} is a second {_family(net.version)} pod subnet besides "
+                    f"{first[net.version]} (kindnet takes one per family)",
+                )
+            else:
+                first[net.version] = net
+        # Else every PodCIDR would seem outside the pod subnet too: one problem, said once.
+        self.subnets_doubtful = len(first) != len(raw["podSubnets"])
+        self.subnet_paths = {net: f"cluster.podSubnets[{i}]" for i, net in subnets}
         extra = self._cidrs("cluster.nonMasqueradeCIDRs", raw.get("nonMasqueradeCIDRs", []))
         mtu = raw.get("mtu")
         mtu = int(mtu) if mtu is not None else None  # JSON Schema's integer admits 1500.0
@@ -350,7 +362,9 @@ class _Checker:
                     )
                     continue
                 usable.append((j, cidr))
-                if subnet is None:
+                if self.subnets_doubtful:
+                    pass
+                elif subnet is None:
                     self.problem(
                         path, f"{cidr} is {family} but the cluster has no {family} pod subnet"
                     )
@@ -377,6 +391,17 @@ class _Checker:
             # listed family is the pod's first IP (as with kindnetd).
             nodes.append(Node(name, _by_family(ips), tuple(c for _, c in usable)))
         self._check_overlaps(cidr_owners)
+        used = {cidr.version for node in nodes for cidr in node.pod_cidrs}
+        for subnet in cluster.pod_subnets:
+            if nodes and subnet.version not in used:
+                family = _family(subnet.version)
+                self.warnings.append(
+                    Problem(
+                        self.locate(self.subnet_paths[subnet]),
+                        f"{subnet} is {family} but no node has an {family} PodCIDR; "
+                        f"kindplan still writes the {family} SNAT chain",
+                    )
+                )
         return nodes
 
     def _node_ips(

@@ -1,4 +1,4 @@
-"""Exit statuses as DESIGN.md fixes them: terraform's 2 for pending changes, sysexits else."""
+"""Exit statuses (README.md, "Exit statuses"): terraform's 2 for pending changes, sysexits else."""
 
 from enum import IntEnum
 

@@ -18,6 +18,7 @@ from kindplan.lab import topology
 from kindplan.lab.topology import CONTAINER_PORT, HOST_PORT, OUTSIDE_V4, Lab, LabNode
 from kindplan.model import Options, Snapshot
 from kindplan.netns import NETNS_RUN_DIR, enter_netns
+from kindplan.planview import plural
 from kindplan.statedir import apply_lock
 
 Say = Callable[[str], None]
@@ -79,9 +80,8 @@ def up(
         topology.save(lab)
         lab.snapshot_path.write_text(topology.snapshot_text(lab))
         topology.build_network(lab)
-        say(
-            f"lab {name}: {len(lab.nodes)} nodes on {topology.V4_SUBNET}, outside host {OUTSIDE_V4}"
-        )
+        count = plural(len(lab.nodes), "node")
+        say(f"lab {name}: {count} on {topology.V4_SUBNET}, outside host {OUTSIDE_V4}")
         for node in lab.nodes:
             if kindnetd:
                 _leave_as_kindnetd(lab, node, say)
@@ -91,11 +91,13 @@ def up(
                 raise RuntimeFailure(
                     f"kindplan apply on {node.name} failed: {'; '.join(report.failures)}"
                 )
-            say(f"  {node.name}: kindplan applied ({len(report.applied) if report else 0} changes)")
+            changes = plural(len(report.applied) if report else 0, "change")
+            say(f"  {node.name}: kindplan applied ({changes})")
         for pod in lab.pods:
             create_pod(lab, pod)
-        say(f"  {len(lab.pods)} pods created by ptp + portmap")
+        say(f"  {plural(len(lab.pods), 'pod')} created by ptp + portmap")
         if dual_stack:
+            say("  waiting for IPv6 duplicate address detection in the pods (about 10 s)")
             topology.wait_for_dad(lab)
     except BaseException:
         topology.remove(name, state_dir)

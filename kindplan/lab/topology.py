@@ -259,8 +259,9 @@ def remove(name: str, state_dir: Path) -> list[str]:
     removed = []
     for ns in existing_namespaces():
         if ns.startswith(f"{name}-") and _lab_namespace(ns, name):
-            subprocess.run(["ip", "netns", "del", ns], check=False)
-            removed.append(ns)
+            deleted = subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+            if deleted.returncode == 0:  # say only what was removed
+                removed.append(ns)
     shutil.rmtree(state_dir / name, ignore_errors=True)
     return removed
 

@@ -66,7 +66,8 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
 NODES = ("k8s-guide-control-plane", "k8s-guide-worker", "k8s-guide-worker2")
 
 
-def assert_up_and_clean(lab: Lab, *up_args: str) -> None:
+def assert_up_and_clean(lab: Lab, *up_args: str) -> str:
+    """Up, checked, and no plan anywhere; returns what up printed."""
     up = lab.run("up", *up_args)
     assert up.returncode == 0, up.stderr
     check = lab.run("check")
@@ -77,6 +78,7 @@ def assert_up_and_clean(lab: Lab, *up_args: str) -> None:
         plan = lab.run("plan", node, "--detailed-exitcode")
         assert plan.returncode == 0, plan.stdout + plan.stderr
         assert plan.stdout == "No changes.\n"
+    return up.stdout
 
 
 def test_seed_lab_breaks_and_repairs(lab: Lab) -> None:
@@ -132,7 +134,9 @@ def test_seed_lab_breaks_and_repairs(lab: Lab) -> None:
 
 
 def test_dual_stack_lab(lab: Lab) -> None:
-    assert_up_and_clean(lab, "--dual-stack")
+    up = assert_up_and_clean(lab, "--dual-stack")
+    # ~10 s of DAD in the pods, said before it starts
+    assert "\n  waiting for IPv6 duplicate address detection in the pods (about 10 s)\n" in up
     check = lab.run("check").stdout
     assert "pass  SNAT k8s-guide-worker pods -> outside 2001:db8:203::10" in check
     assert "pass  hops IPv6 web-0-0 -> web-1-0" in check

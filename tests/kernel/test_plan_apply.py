@@ -202,6 +202,21 @@ def test_stale_saved_plan_is_refused(seed_worker2: Node) -> None:
     assert kindplan("apply", "--plan", str(node.tmp / "missing.json"), *state).returncode == 65
 
 
+def test_saved_plan_with_another_target_is_a_usage_error(seed_worker2: Node) -> None:
+    """apply --plan applies to the plan's node and namespace: naming others is a mistake (64)."""
+    node = seed_worker2
+    saved = node.tmp / "plan.json"
+    assert node.plan("--out", str(saved), "--state-dir", str(node.tmp / "state")).returncode == 0
+    state = ["--state-dir", str(node.tmp / "state")]
+    for flag, other, planned in (("--netns", "elsewhere", node.ns), ("--node", "w9", node.name)):
+        refused = kindplan("apply", "--plan", str(saved), flag, other, *state)
+        assert (refused.returncode, refused.stdout) == (64, "")
+        assert refused.stderr == f"error: {flag} {other}: {saved} was made for {flag} {planned}\n"
+    assert all("proto 75" not in line for line in node.routes()), "nothing applied"
+    same = kindplan("apply", "--plan", str(saved), "--netns", node.ns, "--node", node.name, *state)
+    assert same.returncode == 0, same.stderr
+
+
 def test_concurrent_applies_take_turns(seed_worker2: Node) -> None:
     """The second apply waits for the node lock; with a zero timeout it gives up clearly."""
     node = seed_worker2
@@ -216,6 +231,10 @@ def test_concurrent_applies_take_turns(seed_worker2: Node) -> None:
         started = time.monotonic()
         patient = node.apply("--lock-timeout", "30")
         assert patient.returncode == 0, patient.stderr
+        assert patient.stderr.startswith(  # whose lock, and how long it waits
+            f"waiting for {lock}: held by pid {holder.pid} (flock {lock} sleep 1.5); "
+            "up to 30 s (--lock-timeout)\n"
+        )
         assert time.monotonic() - started > 0.8, "it must have waited for the holder"
     finally:
         holder.wait()

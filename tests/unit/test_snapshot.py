@@ -143,7 +143,7 @@ MEANING_CASES = [
     (
         "two podSubnets of one family",
         _set("cluster.podSubnets", ["10.244.0.0/16", "10.96.0.0/16"]),
-        "cluster.podSubnets[1]: more than one IPv4 pod subnet (kindnet takes one per family)",
+        "cluster.podSubnets[1]: 10.96.0.0/16 is a second IPv4 pod subnet besides 10.244.0.0/16",
     ),
     (
         "two PodCIDRs of one family",
