@@ -391,6 +391,10 @@ class _Checker:
             # listed family is the pod's first IP (as with kindnetd).
             nodes.append(Node(name, _by_family(ips), tuple(c for _, c in usable)))
         self._check_overlaps(cidr_owners)
+        self._warn_unused_subnets(nodes, cluster)
+        return nodes
+
+    def _warn_unused_subnets(self, nodes: list[Node], cluster: Cluster) -> None:
         used = {cidr.version for node in nodes for cidr in node.pod_cidrs}
         for subnet in cluster.pod_subnets:
             if nodes and subnet.version not in used:
@@ -402,7 +406,6 @@ class _Checker:
                         f"kindplan still writes the {family} SNAT chain",
                     )
                 )
-        return nodes
 
     def _node_ips(
         self,
