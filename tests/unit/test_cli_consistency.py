@@ -17,7 +17,8 @@ NODE_LIST = ROOT / "fixtures" / "node-list" / "snapshot.json"
 LIST_WARNINGS = [
     "warning: items[1].status.addresses[1].address (node k8s-guide-worker): second IPv4 "
     "InternalIP 172.18.0.111; using the first, 172.18.0.11",
-    "warning: items[3] (node k8s-guide-worker3): no PodCIDR yet; skipped",
+    "warning: items[3] (node k8s-guide-worker3): no PodCIDR yet; no route to its pods until it "
+    "has one",
 ]
 
 
@@ -82,7 +83,7 @@ def test_a_pod_subnet_problem_names_the_flag_once(subnets: str, error: str) -> N
 
 def test_a_dual_stack_pod_subnet_without_ipv6_nodes_is_a_warning() -> None:
     result = run("validate", str(NODE_LIST), "--pod-subnet", "10.244.0.0/16,fd00:10:244::/56")
-    assert (result.returncode, result.stdout) == (0, "ok: 3 nodes, 0 pods, dual-stack\n")
+    assert (result.returncode, result.stdout) == (0, "ok: 4 nodes, 0 pods, dual-stack\n")
     assert result.stderr.splitlines() == [
         *LIST_WARNINGS,
         "warning: --pod-subnet: fd00:10:244::/56 is IPv6 but no node has an IPv6 PodCIDR; "
