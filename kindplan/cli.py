@@ -207,6 +207,8 @@ def render(
     facts = HostFacts(uplink=uplink, mtu=mtu or snap.cluster.mtu or DEFAULT_MTU)
     # Every node that has a PodCIDR: one without (joining) has no conflist; --node renders it.
     names = [n.name for n in snap.nodes if n.pod_cidrs] if all_nodes else [str(node)]
+    if not names:  # a live cluster's node list may have no node with a PodCIDR yet
+        typer.echo("warning: --all-nodes: no node has a PodCIDR yet: nothing to render", err=True)
     files: dict[str, str] = {}
     for name in names:
         desired = compile_desired(snap, name, facts, route_proto=route_proto)

@@ -44,7 +44,7 @@ def test_comments_cite_only_files_of_the_repository() -> None:
 
 
 def test_observation_does_not_go_through_pyroute2() -> None:
-    """kindplan's own rtnetlink codec covers every netlink path; pyroute2 only checks it in tests."""
+    """kindplan's own rtnetlink codec covers every netlink path; pyroute2 checks it in tests."""
     what_it_is = section("## What it is")
     assert "pyroute2" not in what_it_is and "rtnetlink" in what_it_is
     importers = [
