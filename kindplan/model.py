@@ -402,3 +402,17 @@ def format_ip(addr: IPAddress) -> str:
 
 def format_net(net: IPNetwork) -> str:
     return f"{format_ip(net.network_address)}/{net.prefixlen}"
+
+
+NAME_MAX, PATH_MAX = 255, 4096  # Linux's limits on a path component and a path, in bytes
+
+
+def path_problem(path: str) -> str | None:
+    """Why the kernel would refuse `path` (ENAMETOOLONG), or None."""
+    encoded = path.encode("utf-8", "surrogateescape")
+    if len(encoded) >= PATH_MAX:
+        return f"path of {len(encoded)} bytes, longer than the system allows ({PATH_MAX - 1})"
+    longest = max(encoded.split(b"/"), key=len)
+    if len(longest) > NAME_MAX:
+        return f"a path component of {len(longest)} bytes, longer than {NAME_MAX}"
+    return None
