@@ -293,10 +293,9 @@ def rollback_node(
     (None: there is none). A conflist changed by someone since the apply wrote it is left alone
     and said so, with how to finish by hand: the rest is rolled back all the same."""
     with node_lock(apply_lock(netns), lock_timeout), enter_netns(netns):
-        generations = journal.load()
-        if not generations:
+        generation = journal.last()
+        if generation is None:
             return None
-        generation = generations[-1]
         kernel = Kernel()
         try:
             iptables = Iptables(detect_backend())

@@ -134,6 +134,20 @@ class Journal:
                 raise self._unusable(f"generation {number}: {e}") from e
         return generations[-MAX_GENERATIONS:]
 
+    def last(self) -> Generation | None:
+        """The newest generation (the one rollback undoes), only its lines checked: an unusable
+        older one stops a rollback when it comes to it, not before."""
+        data = self._read()
+        spans = _spans(data, self._unusable)
+        if not spans:
+            return None
+        number, offset = spans[-1]
+        ((_, lines),) = self._generations(data[offset:], first_line=data.count(b"\n", 0, offset))
+        try:
+            return _decode_generation(number, lines)
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
+            raise self._unusable(f"generation {number}: {e}") from e
+
     def begin(self, node: str, families: tuple[int, ...], conflist_path: str) -> Recording:
         """A new generation, written to the file with the undo of its first batch."""
         data = self._read(convert=True)
@@ -178,7 +192,9 @@ class Journal:
                 write_atomic(self.path, data.decode("utf-8"), mode=0o600)
         return data
 
-    def _generations(self, data: bytes) -> list[tuple[int, list[dict[str, Any]]]]:
+    def _generations(
+        self, data: bytes, first_line: int = 0
+    ) -> list[tuple[int, list[dict[str, Any]]]]:
         """Each generation's number and its records (header first), every line parsed and
         checked against schemas/journal.schema.json."""
         check = _line_check()
@@ -186,7 +202,7 @@ class Journal:
         lines = data.split(b"\n")
         if lines[-1]:  # a torn last line: its batch was never sent
             lines[-1] = b""
-        for n, raw in enumerate(lines[:-1], 1):
+        for n, raw in enumerate(lines[:-1], first_line + 1):
             try:
                 record = json.loads(raw)
             except (ValueError, RecursionError) as e:
