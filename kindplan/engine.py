@@ -339,7 +339,7 @@ def _finish_by_hand(undo: Change, journal: Journal, generation: Generation) -> s
     """How an operator finishes the rollback of a conflist left alone."""
     assert isinstance(undo, WriteConflist | DeleteConflist)
     if isinstance(undo, DeleteConflist):
-        return f"the apply created it: if it should go, rm {shlex.quote(undo.path)}"
+        return f"the apply created it; if it should go: rm {shlex.quote(undo.path)}"
     saved = journal.path.parent / f"generation-{generation.number}.conflist"
     write_atomic(saved, undo.content, mode=0o600)
     return (

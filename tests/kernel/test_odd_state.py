@@ -241,3 +241,58 @@ def test_a_second_sigint_stops_at_once_in_one_line(netns: str, tmp_path: Path) -
     back = kindplan("rollback", "--netns", netns, "--state-dir", str(tmp_path / "state"))
     assert back.returncode == 0, back.stderr
     assert our_routes(netns) == []
+
+
+# -- rollback does what it says ---------------------------------------------------------------
+
+
+def test_rollback_says_what_it_removed_re_added_and_restored(seed_worker2: Node) -> None:
+    node = seed_worker2
+    state = ["--netns", node.ns, "--state-dir", str(node.tmp / "state")]
+    sh("ip", "-n", node.ns, "route", "add", "10.244.1.0/24", "via", "172.18.0.77")  # adopted
+    sh("ip", "-n", node.ns, "route", "add", "10.244.9.0/24", "via", "172.18.0.19", "proto", "75")
+    assert node.apply("--adopt").returncode == 0  # deletes the stale 10.244.9.0/24
+    back = kindplan("rollback", *state)
+    assert back.returncode == 0, back.stderr
+    lines = back.stdout.splitlines()
+    assert "re-added: route 10.244.9.0/24 via 172.18.0.19 dev eth0 proto 75" in lines, lines
+    assert any(x.startswith("restored: route 10.244.1.0/24 via 172.18.0.77") for x in lines)
+    assert any(x.startswith("removed: route 10.244.0.0/24 via 172.18.0.10") for x in lines)
+    assert any(x.startswith("removed: iptables nat: chain KIND-MASQ-AGENT") for x in lines)
+    assert any(x.startswith("removed: file ") for x in lines)
+    assert any(x.startswith("removed: address 10.244.2.1/32") for x in lines)
+
+
+@pytest.mark.parametrize("before", ["someone's conflist", "no conflist"])
+def test_rollback_leaves_a_conflist_edited_since_and_says_how_to_finish(
+    seed_worker2: Node, before: str
+) -> None:
+    node = seed_worker2
+    state = ["--netns", node.ns, "--state-dir", str(node.tmp / "state")]
+    original = '{"name": "old"}\n'
+    if before == "someone's conflist":
+        node.conflist.parent.mkdir(parents=True)
+        node.conflist.write_text(original)
+    empty = our_routes(node.ns)
+    assert node.apply().returncode == 0
+    edited = node.conflist.read_text().replace('"mtu": 1500', '"mtu": 1450')
+    assert edited != node.conflist.read_text()
+    node.conflist.write_text(edited)
+    back = kindplan("rollback", *state)
+    assert back.returncode == 0, back.stderr
+    assert our_routes(node.ns) == empty, "the rest was rolled back"
+    assert node.conflist.read_text() == edited, "the edit is left alone"
+    assert back.stderr.count("\n") == 1 and back.stderr.startswith("left alone: file ")
+    assert "1 left alone (see above)" in back.stdout
+    assert "Nothing to roll back" in kindplan("rollback", *state).stdout, "the generation went"
+    how = back.stderr.split("to finish by hand, ", 1)[1].strip()
+    command = how.split(": ", 1)[1]
+    if before == "someone's conflist":
+        assert command.startswith("cp ")
+    else:
+        assert command.startswith("rm ") and "the apply created it" in how
+    subprocess.run(command, shell=True, check=True)  # the operator finishes
+    if before == "someone's conflist":
+        assert node.conflist.read_text() == original
+    else:
+        assert not node.conflist.exists()
