@@ -56,8 +56,8 @@ def apply_change(change: Change, kernel: Kernel, iptables: Iptables) -> None:
             kernel.add_address(address)
         case DelAddress(address):
             kernel.del_address(address)
-        case WriteChain(version, rules, _, jumps, want_jumps):
-            iptables.restore(version, render_fix_payload(rules, jumps, want_jumps))
+        case WriteChain(version, rules, _, jumps, want_jumps, _, want_at):
+            iptables.restore(version, render_fix_payload(rules, jumps, want_jumps, want_at))
         case RemoveChain(version, _, jumps):
             iptables.restore(version, render_remove_payload(jumps))
         case WriteConflist(path, content, old):

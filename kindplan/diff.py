@@ -8,7 +8,7 @@ once routes and SNAT are in place.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from kindplan.model import (
     DEFAULT_ROUTE_PROTO,
@@ -149,10 +149,15 @@ def _diff_masq(desired: DesiredState, observed: ObservedState) -> list[Change]:
         rules = masq_rules(chain)
         now = seen.get(chain.version)
         old_rules, jumps = (now.rules, now.jumps) if now else (None, 0)
+        jumps_at = now.jumps_at if now else ()
         if old_rules != rules or jumps != 1:
-            changes.append(
-                WriteChain(chain.version, rules if old_rules != rules else None, old_rules, jumps)
+            # of several copies of the jump, the first one stays where it is
+            write = WriteChain(
+                chain.version, rules if old_rules != rules else None, old_rules, jumps
             )
+            if jumps > 1:
+                write = replace(write, jumps_at=jumps_at, want_at=jumps_at[:1])
+            changes.append(write)
     return changes
 
 

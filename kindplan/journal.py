@@ -89,12 +89,12 @@ def undo_of(change: Change) -> Change | None:
             return ReplaceRoute(old, route)
         case DelRoute(route):
             return AddRoute(route)
-        case WriteChain(version, rules, old_rules, jumps, want_jumps):
+        case WriteChain(version, rules, old_rules, jumps, want_jumps, jumps_at, want_at):
             if old_rules is None and rules is not None:
                 return RemoveChain(version, rules, want_jumps)
             if rules is None:  # only the jumps changed; old_rules just says what the chain held
-                return WriteChain(version, None, old_rules, want_jumps, jumps)
-            return WriteChain(version, old_rules, rules, want_jumps, jumps)
+                return WriteChain(version, None, old_rules, want_jumps, jumps, want_at, jumps_at)
+            return WriteChain(version, old_rules, rules, want_jumps, jumps, want_at, jumps_at)
         case RemoveChain(version, old_rules, jumps):
             return WriteChain(version, old_rules, None, 0, jumps)
         case WriteConflist(path, content, old):
@@ -453,7 +453,7 @@ def _encode(change: Change) -> dict[str, Any]:
             return {"type": kind, "route": _route(route)}
         case ReplaceRoute(route, old):
             return {"type": kind, "route": _route(route), "old": _route(old)}
-        case WriteChain(version, rules, old_rules, jumps, want_jumps):
+        case WriteChain(version, rules, old_rules, jumps, want_jumps, jumps_at, want_at):
             return {
                 "type": kind,
                 "version": version,
@@ -461,6 +461,8 @@ def _encode(change: Change) -> dict[str, Any]:
                 "oldRules": _rules(old_rules),
                 "jumps": jumps,
                 "wantJumps": want_jumps,
+                "jumpsAt": list(jumps_at),
+                "wantAt": list(want_at),
             }
         case RemoveChain(version, old_rules, jumps):
             return {"type": kind, "version": version, "oldRules": list(old_rules), "jumps": jumps}
@@ -492,6 +494,8 @@ def _decode(d: dict[str, Any]) -> Change:
             _unrules(d["oldRules"]),
             int(d["jumps"]),
             int(d["wantJumps"]),
+            tuple(d.get("jumpsAt", ())),  # a journal of kindplan 1 has no positions
+            tuple(d.get("wantAt", ())),
         )
     if kind == "RemoveChain":
         return RemoveChain(int(d["version"]), tuple(d["oldRules"]), int(d["jumps"]))

@@ -256,6 +256,7 @@ class MasqObserved:
     version: int
     rules: tuple[str, ...] | None  # None: the chain does not exist
     jumps: int  # how many POSTROUTING rules are exactly kindplan's jump
+    jumps_at: tuple[int, ...] = ()  # their positions in POSTROUTING (1 is the first rule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +320,8 @@ class WriteChain:
     old_rules: tuple[str, ...] | None
     jumps: int  # jumps observed
     want_jumps: int = 1  # jumps left afterwards (a rollback may restore another count)
+    jumps_at: tuple[int, ...] = ()  # positions of the jumps observed (1: POSTROUTING's first)
+    want_at: tuple[int, ...] = ()  # where the jumps go when their count changes (): appended
 
 
 @dataclass(frozen=True, slots=True)

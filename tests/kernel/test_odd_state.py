@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 from pathlib import Path
@@ -296,3 +297,32 @@ def test_rollback_leaves_a_conflist_edited_since_and_says_how_to_finish(
         assert node.conflist.read_text() == original
     else:
         assert not node.conflist.exists()
+
+
+def test_rollback_puts_jumps_back_at_their_old_positions(seed_worker2: Node) -> None:
+    """Copies of the jump among foreign POSTROUTING rules: the apply keeps the first where it
+    is, and rollback puts the others back between the same foreign rules, not after them."""
+    from kindplan.render import jump_rule
+
+    node = seed_worker2
+    assert node.apply().returncode == 0
+    jump = shlex.split(jump_rule().removeprefix("-A POSTROUTING "))
+
+    def postrouting() -> list[str]:
+        return sh("iptables", "-t", "nat", "-S", "POSTROUTING", ns=node.ns).splitlines()[1:]
+
+    sh("iptables", "-t", "nat", "-I", "POSTROUTING", "1", "-s", "172.17.0.0/16", "-j",
+       "MASQUERADE", ns=node.ns)  # fmt: skip
+    sh("iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "172.20.0.0/16", "-j", "MASQUERADE",
+       ns=node.ns)  # fmt: skip
+    sh("iptables", "-t", "nat", "-A", "POSTROUTING", *jump, ns=node.ns)
+    sh("iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "docker0", "-j", "RETURN", ns=node.ns)
+    sh("iptables", "-t", "nat", "-A", "POSTROUTING", *jump, ns=node.ns)
+    before = postrouting()
+    assert [i for i, rule in enumerate(before) if "KIND-MASQ-AGENT" in rule] == [1, 3, 5]
+    assert node.apply().returncode == 0
+    after = postrouting()
+    assert after == [before[0], before[1], before[2], before[4]], "the first copy stays put"
+    back = kindplan("rollback", "--netns", node.ns, "--state-dir", str(node.tmp / "state"))
+    assert back.returncode == 0, back.stderr
+    assert postrouting() == before
