@@ -244,12 +244,14 @@ def test_a_round_that_applied_nothing_leaves_the_journal_as_it_was(
     first = node.apply()
     assert first.returncode == 1 and "192.0.2.99" in first.stderr
     journal = Journal(tmp_path / "state", netns).path
-    before, stat = journal.read_bytes(), journal.stat()
+    before, stat, folder = journal.read_bytes(), journal.stat(), journal.parent.stat()
     for _ in range(2):
         again = node.apply()
         assert again.returncode == 1 and "applied:" not in again.stdout
-    assert journal.read_bytes() == before
-    assert (journal.stat().st_ino, journal.stat().st_size) == (stat.st_ino, stat.st_size)
+    assert journal.read_bytes() == before and journal.stat().st_ino == stat.st_ino
+    # a rewrite renames a new file into the folder (whose mtime then changes; an inode number
+    # alone can be reused by the next new file)
+    assert journal.parent.stat().st_mtime_ns == folder.st_mtime_ns
 
 
 _READ = {"x86_64": 0, "aarch64": 63}  # the read system call's number
@@ -279,3 +281,33 @@ def test_sigint_before_any_change_changes_nothing(netns: str, tmp_path: Path) ->
     assert "nothing was changed" in stderr
     assert our_routes(netns) == []
     assert not Journal(tmp_path / "state", netns).path.exists()
+
+
+def test_the_loop_with_a_refused_peer_leaves_the_journal_as_it_was(
+    netns: str, tmp_path: Path
+) -> None:
+    """The issue's loop: 4,000 nodes and one peer that is not on-link; every round tries that
+    peer's route and the kernel refuses it, and no round rewrites the journal."""
+    from watcher import Watcher
+
+    node, a, _ = big_node(netns, tmp_path)
+    doc = json.loads(a.read_text())
+    doc["nodes"][1]["internalIPs"] = ["192.0.2.99"]
+    a.write_text(json.dumps(doc))
+    loop = Watcher([*node.args(), "--state-dir", str(tmp_path / "state"), "--interval", "200ms"])
+    journal = Journal(tmp_path / "state", netns).path
+    try:
+        loop.wait_for(r"round 1: applied", timeout=60)
+        before, stat, folder = journal.read_bytes(), journal.stat(), journal.parent.stat()
+        rounds_before = len(sh("ip", "-n", netns, "route", "show", "proto", "75").splitlines())
+        time.sleep(2)  # about ten rounds at a 200 ms interval, each refused the one peer
+        # Each round appends the undo of the refused route before sending it, and cuts it off
+        # again once the kernel refused: a few hundred bytes, never the 4,000-route generation
+        # (a rewrite renames a new file into the folder, which changes the folder's mtime).
+        assert journal.read_bytes() == before and journal.stat().st_ino == stat.st_ino
+        assert journal.parent.stat().st_mtime_ns == folder.st_mtime_ns
+        assert len(our_routes(netns)) == rounds_before
+        status, _ = loop.stop()
+        assert status == 0
+    finally:
+        loop.kill()
