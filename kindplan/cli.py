@@ -545,12 +545,25 @@ def apply(
         raise UsageError("give exactly one of SNAPSHOT and --plan FILE")
     with _sigint_deferred() as stop:
         return _apply_once(
-            snapshot, plan_file, node, netns, conf_dir, state_dir, uplink, mtu, route_proto,
-            adopt, cni_cache_dir, pod_subnet, lock_timeout, stop
-        )  # fmt: skip
+            snapshot=snapshot,
+            plan_file=plan_file,
+            node=node,
+            netns=netns,
+            conf_dir=conf_dir,
+            state_dir=state_dir,
+            uplink=uplink,
+            mtu=mtu,
+            route_proto=route_proto,
+            adopt=adopt,
+            cni_cache_dir=cni_cache_dir,
+            pod_subnet=pod_subnet,
+            lock_timeout=lock_timeout,
+            stop=stop,
+        )
 
 
 def _apply_once(
+    *,
     snapshot: str | None,
     plan_file: Path | None,
     node: str | None,
@@ -900,6 +913,8 @@ def show(
         for rule in chain.rules:
             typer.echo(f"  {rule}")
     if conf_file is not None:
+        if conf_file.exists() and not conf_file.is_file():  # a FIFO would block the read
+            raise RuntimeFailure(f"{conf_file}: cannot read: not a regular file")
         try:
             text = conf_file.read_bytes().decode("utf-8") if conf_file.exists() else None
         except OSError as e:

@@ -125,14 +125,19 @@ class Journal:
         self.path = target_dir(state_dir, netns) / "journal.json"
 
     def load(self) -> list[Generation]:
-        """The newest MAX_GENERATIONS generations, every line checked against the schema."""
+        """The newest MAX_GENERATIONS generations, every line of theirs checked against the
+        schema (older ones wait in the file to be cut off)."""
+        data = self._read()
+        spans = _spans(data, self._unusable)
+        start = spans[-MAX_GENERATIONS][1] if len(spans) > MAX_GENERATIONS else 0
         generations = []
-        for number, lines in self._generations(self._read()):
+        first_line = data.count(b"\n", 0, start)
+        for number, lines in self._generations(data[start:], first_line):
             try:
                 generations.append(_decode_generation(number, lines))
             except (ValueError, KeyError, TypeError, RecursionError) as e:
                 raise self._unusable(f"generation {number}: {e}") from e
-        return generations[-MAX_GENERATIONS:]
+        return generations
 
     def last(self) -> Generation | None:
         """The newest generation (the one rollback undoes), only its lines checked: an unusable
@@ -294,18 +299,18 @@ def _spans(data: bytes, unusable: Callable[[str], RuntimeFailure]) -> list[tuple
     spares an apply reading 10 generations of 10,000 undos each; load() checks every line."""
     spans: list[tuple[int, int]] = []
     offset = 0
-    for raw in data.split(b"\n")[:-1]:
-        if raw.startswith(b'{"generation":'):
+    while (end := data.find(b"\n", offset)) >= 0:  # a torn last line has no end: not counted
+        if data.startswith(b'{"generation":', offset):
             try:
-                number = json.loads(raw)["generation"]
+                number = json.loads(data[offset:end])["generation"]
             except (ValueError, KeyError, TypeError, RecursionError) as e:
                 raise unusable(f"at byte {offset}: {type(e).__name__}") from None
             if type(number) is not int or (spans and number <= spans[-1][0]):
                 raise unusable(f"at byte {offset}: generation {number!r} out of order")
             spans.append((number, offset))
-        elif not raw.startswith((b'{"undo":', b'{"complete":')):
+        elif not data.startswith((b'{"undo":', b'{"complete":'), offset):
             raise unusable(f"at byte {offset}: not a journal line")
-        offset += len(raw) + 1
+        offset = end + 1
     return spans
 
 

@@ -208,16 +208,18 @@ def test_a_cni_cache_dir_name_too_long_for_the_kernel(seed_worker2: Node, tmp_pa
     assert our_routes(node.ns) == []
 
 
-@pytest.mark.parametrize("kind", ["directory", "not UTF-8"])
+@pytest.mark.parametrize("kind", ["directory", "FIFO", "not UTF-8"])
 def test_show_conf_file_that_cannot_be_shown(seed_worker2: Node, tmp_path: Path, kind: str) -> None:
     conf = tmp_path / "conf"
     if kind == "directory":
         conf.mkdir()
+    elif kind == "FIFO":
+        os.mkfifo(conf)
     else:
         conf.write_bytes(b'{"name": "\xff\xfe"}\n')
     result = kindplan("show", "--netns", seed_worker2.ns, "--conf-file", str(conf))
     assert result.returncode == 1 and "routes with protocol 75" in result.stdout
-    want = "Is a directory" if kind == "directory" else "not UTF-8"
+    want = "not UTF-8" if kind == "not UTF-8" else "not a regular file"
     assert result.stderr.count("\n") == 1 and want in result.stderr, result.stderr
 
 
