@@ -11,14 +11,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from builders import V4_NODES, cluster_doc
-from nodes import Node, build_node, kindplan
+from nodes import KINDPLAN, Node, big_node, kindplan, our_routes
 from shell import sh
 
 from kindplan.apply import BATCH
@@ -33,25 +31,6 @@ from kindplan.netns import enter_netns
 from kindplan.sources import load_snapshot
 
 pytestmark = pytest.mark.root
-KINDPLAN = [sys.executable, "-m", "kindplan.cli"]
-
-
-def big_node(netns: str, tmp_path: Path, count: int = 4000) -> tuple[Node, Path, Path]:
-    """A node of a `count`-node cluster, and two snapshots: A, and B where half of the peers
-    moved to new gateways (new InternalIPs, still on-link)."""
-    build_node(netns, ["198.18.0.10/15"], [])
-    first = cluster_doc(count)
-    moved = json.loads(json.dumps(first))
-    for i, peer in enumerate(moved["nodes"][1 : count // 2 + 1], 1):
-        peer["internalIPs"] = [str(V4_NODES.network_address + 60000 + i)]
-    a, b = tmp_path / "a.json", tmp_path / "b.json"
-    a.write_text(json.dumps(first))
-    b.write_text(json.dumps(moved))
-    return Node(netns, tmp_path, a, "node-0000"), a, b
-
-
-def our_routes(ns: str) -> list[str]:
-    return sorted(sh("ip", "-n", ns, "route", "show", "proto", "75").splitlines())
 
 
 def state_args(node: Node) -> list[str]:

@@ -11,9 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from nodes import Node, kindplan
+from nodes import KINDPLAN, Node, big_node, kindplan, our_routes
 from shell import sh
-from test_journal_truth import KINDPLAN, big_node, our_routes
 
 from kindplan.journal import Journal
 
