@@ -8,11 +8,11 @@ and does not stop the others; the conflist is written only if the node-local plu
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kindplan.errors import RuntimeFailure
+from kindplan.errors import Interrupted, RuntimeFailure
 from kindplan.files import remove_file, write_atomic
 from kindplan.iptables import Iptables, render_fix_payload, render_remove_payload
 from kindplan.kernel import Kernel
@@ -56,8 +56,8 @@ def apply_change(change: Change, kernel: Kernel, iptables: Iptables) -> None:
             kernel.add_address(address)
         case DelAddress(address):
             kernel.del_address(address)
-        case WriteChain(version, rules, _, jumps, want_jumps):
-            iptables.restore(version, render_fix_payload(rules, jumps, want_jumps))
+        case WriteChain(version, rules, _, jumps, want_jumps, _, want_at):
+            iptables.restore(version, render_fix_payload(rules, jumps, want_jumps, want_at))
         case RemoveChain(version, _, jumps):
             iptables.restore(version, render_remove_payload(jumps))
         case WriteConflist(path, content, old):
@@ -94,6 +94,11 @@ def route_write(change: Change) -> tuple[str, Route] | None:
     return None
 
 
+# Route changes go to the kernel in batches of this many: the journal records each batch's undo
+# before it is sent, and a stop request (Ctrl-C) is honoured between batches.
+BATCH = 1000
+
+
 def apply_plan(
     plan: Plan,
     kernel: Kernel,
@@ -102,19 +107,27 @@ def apply_plan(
     verify: Callable[[], Plan] | None = None,
     attempts: int = 3,
     report: ApplyReport | None = None,
+    record: Callable[[Sequence[Change]], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> ApplyReport:
     """Apply every change of `plan` in order; then, if given, `verify()` (observe + diff) until
-    it is empty. Consecutive route changes go to the kernel as one batch."""
+    it is empty. Consecutive route changes go to the kernel in batches; `record(batch)` runs
+    before each batch (or other change) is made, and `stop()` is asked between them: if it
+    says so, Interrupted is raised with what was applied in `report`."""
     report = report if report is not None else ApplyReport()  # the caller's survives an error
     plumbing_failed = False
     changes = list(plan.changes)
     i = 0
     while i < len(changes):
+        if stop is not None and stop():
+            raise Interrupted(f"stopped after {i} of {len(changes)} changes")
         if route_write(changes[i]) is not None:
             j = i
-            while j < len(changes) and route_write(changes[j]) is not None:
+            while j < len(changes) and j - i < BATCH and route_write(changes[j]) is not None:
                 j += 1
             group = changes[i:j]
+            if record is not None:
+                record(group)
             writes = [w for w in map(route_write, group) if w is not None]
             for change, error in zip(group, kernel.write_routes(writes), strict=True):
                 if error is None:
@@ -134,6 +147,8 @@ def apply_plan(
         if isinstance(change, WriteConflist) and plumbing_failed:
             report.failures.append(f"{describe(change)}: not written, the changes before it failed")
             continue
+        if record is not None:
+            record((change,))
         try:
             apply_change(change, kernel, iptables)
         except RuntimeFailure as e:
@@ -142,10 +157,15 @@ def apply_plan(
             continue
         report.applied.append(change)
     if verify is not None:
-        # The kernel and iptables can lag a moment; retry briefly before calling it a residue.
-        for attempt in range(attempts):
-            report.residue = verify()
-            if report.residue.empty or report.failures:
-                break
-            time.sleep(0.1 * (attempt + 1))
+        verify_report(report, verify, attempts)
     return report
+
+
+def verify_report(report: ApplyReport, verify: Callable[[], Plan], attempts: int = 3) -> None:
+    """Observe again (`verify()`) until nothing is left; the residue goes into the report."""
+    # The kernel and iptables can lag a moment; retry briefly before calling it a residue.
+    for attempt in range(attempts):
+        report.residue = verify()
+        if report.residue.empty or report.failures:
+            break
+        time.sleep(0.1 * (attempt + 1))

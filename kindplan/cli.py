@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,7 +17,15 @@ from typer._click.exceptions import ClickException
 from typer._click.exceptions import UsageError as ClickUsageError
 
 from kindplan import __version__
-from kindplan.errors import InvalidInputError, KindplanError, Problem, UsageError, one_line
+from kindplan.errors import (
+    Interrupted,
+    InvalidInputError,
+    KindplanError,
+    Problem,
+    RuntimeFailure,
+    UsageError,
+    one_line,
+)
 from kindplan.model import (
     DEFAULT_MTU,
     DEFAULT_ROUTE_PROTO,
@@ -26,7 +36,7 @@ from kindplan.model import (
 from kindplan.status import ExitStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
     from kindplan.converged import Remember
     from kindplan.logs import Log
@@ -234,16 +244,53 @@ NodeOpt = Annotated[
         help="The node to plan for. Default: this machine's host name.", show_default=False
     ),
 ]
+
+
+def _netns_name(value: str | None) -> str | None:
+    """A --netns is a plain name, refused before anything is opened or created."""
+    from kindplan.netns import check_name
+
+    try:
+        check_name(value)
+    except UsageError as e:
+        raise typer.BadParameter(str(e).removeprefix("--netns: ")) from None
+    return value
+
+
 NetnsOpt = Annotated[
     str | None,
-    typer.Option(help="Work inside this named network namespace (ip netns).", show_default=False),
+    typer.Option(
+        help="Work inside this named network namespace (ip netns).",
+        show_default=False,
+        callback=_netns_name,
+    ),
 ]
+
+
+def _path_value(value: str | Path | None) -> str | Path | None:
+    """A path the kernel can take: no component over NAME_MAX bytes, none over PATH_MAX."""
+    from kindplan.model import path_problem
+
+    problem = path_problem(str(value)) if value is not None else None
+    if problem:
+        raise typer.BadParameter(problem)
+    return value
+
+
+def _state_dir(value: Path) -> Path:
+    _path_value(value)
+    if value.exists() and not value.is_dir():
+        raise typer.BadParameter(f"{value} is not a directory")
+    return value
+
+
 ConfDirOpt = Annotated[
     str | None,
     typer.Option(
         help="Folder of the conflist. Default: the snapshot's cluster.cni.confDir; with --netns "
         "NAME, /etc/netns/NAME/cni/net.d (what ip netns exec NAME shows as /etc/cni/net.d).",
         show_default=False,
+        callback=_path_value,
     ),
 ]
 UplinkOpt = Annotated[
@@ -289,7 +336,13 @@ AdoptOpt = Annotated[
         "(taking a node over from classic kindnetd).",
     ),
 ]
-StateDirOpt = Annotated[Path, typer.Option(help="Where kindplan keeps its lock (and journal).")]
+StateDirOpt = Annotated[
+    Path,
+    typer.Option(
+        help="Where kindplan keeps its journal (the lock belongs to the namespace).",
+        callback=_state_dir,
+    ),
+]
 SnapshotOptionalArg = Annotated[
     str | None,
     typer.Argument(
@@ -302,6 +355,7 @@ CniCacheOpt = Annotated[
         help="Read this node's pods from libcni's result cache here "
         "[default: /var/lib/cni/results, if it exists].",
         show_default=False,
+        callback=_path_value,
     ),
 ]
 IntervalOpt = Annotated[
@@ -525,7 +579,43 @@ def apply(
         raise UsageError("--kube needs --watch (or use kubectl get nodes -o json | kindplan ...)")
     if (snapshot is None) == (plan_file is None):
         raise UsageError("give exactly one of SNAPSHOT and --plan FILE")
-    from kindplan.statedir import apply_lock
+    with _sigint_deferred() as stop:
+        return _apply_once(
+            snapshot=snapshot,
+            plan_file=plan_file,
+            node=node,
+            netns=netns,
+            conf_dir=conf_dir,
+            state_dir=state_dir,
+            uplink=uplink,
+            mtu=mtu,
+            route_proto=route_proto,
+            adopt=adopt,
+            cni_cache_dir=cni_cache_dir,
+            pod_subnet=pod_subnet,
+            lock_timeout=lock_timeout,
+            stop=stop,
+        )
+
+
+def _apply_once(
+    *,
+    snapshot: str | None,
+    plan_file: Path | None,
+    node: str | None,
+    netns: str | None,
+    conf_dir: str | None,
+    state_dir: Path,
+    uplink: str | None,
+    mtu: int | None,
+    route_proto: int,
+    adopt: bool,
+    cni_cache_dir: str | None,
+    pod_subnet: list[str] | None,
+    lock_timeout: float,
+    stop: Callable[[], bool],
+) -> int:
+    from kindplan.locking import apply_lock
 
     saved = None
     remember = None
@@ -544,16 +634,12 @@ def apply(
                 )
         snap = _parse(saved.snapshot, saved.source, saved.pod_subnets)
         options, netns = saved.options, saved.netns
-        lock = apply_lock(state_dir, netns)
-        _say_if_locked(lock, lock_timeout)
+        _say_if_locked(apply_lock(netns), lock_timeout)
     else:
         assert snapshot is not None
         options = _options(node, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir, netns)
-        lock = apply_lock(state_dir, netns)
-        _say_if_locked(lock, lock_timeout)
-        known = _known_converged(
-            snapshot, pod_subnet, options, netns, state_dir, lock, lock_timeout
-        )
+        _say_if_locked(apply_lock(netns), lock_timeout)
+        known = _known_converged(snapshot, pod_subnet, options, netns, state_dir, lock_timeout)
         if isinstance(known, str):  # the same inputs, the same node: the same empty plan
             sys.stdout.write(known)
             return ExitStatus.OK
@@ -569,11 +655,11 @@ def apply(
         snap,
         options,
         netns,
-        lock=lock,
         lock_timeout=lock_timeout,
         saved=saved,
         journal=Journal(state_dir, netns),
         remember=remember,
+        stop=stop,
     )
     if report is None:
         sys.stdout.write(format_plan(planned.plan))
@@ -610,6 +696,25 @@ def _say_if_locked(lock: Path, timeout: float) -> None:
         )
 
 
+@contextmanager
+def _sigint_deferred() -> Iterator[Callable[[], bool]]:
+    """Ctrl-C asks a one-shot apply to stop between two batches, which are then all recorded in
+    the journal (a second Ctrl-C stops at once: every batch's undo is on disk before it is sent)."""
+    import signal
+
+    asked: list[int] = []
+
+    def handle(signum: int, _frame: object) -> None:
+        asked.append(signum)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, handle)
+    try:
+        yield lambda: bool(asked)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _say_each(verb: str, changes: Sequence[Change]) -> None:
     """One stdout line per change, written at once (typer.echo per line took ~0.1 s for the
     10,000 routes of a full apply)."""
@@ -625,7 +730,6 @@ def _known_converged(
     options: Options,
     netns: str | None,
     state_dir: Path,
-    lock: Path,
     lock_timeout: float,
 ) -> str | tuple[Snapshot, Remember]:
     """What a converged node's apply printed, if inputs and node are as they were then (the
@@ -636,9 +740,7 @@ def _known_converged(
     data, source = _read(snapshot)
     inputs = inputs_digest(data, tuple(_split(pod_subnet)), options, netns)
     path = target_dir(state_dir, netns) / "converged.json"
-    record = converged_record(
-        netns, options, Remember(path, inputs, ""), lock=lock, lock_timeout=lock_timeout
-    )
+    record = converged_record(netns, options, Remember(path, inputs, ""), lock_timeout=lock_timeout)
     if record is not None:
         sys.stderr.write(record.warnings)
         return record.output
@@ -761,15 +863,23 @@ def rollback(
     """
     from kindplan.engine import rollback_node
     from kindplan.journal import Journal
+    from kindplan.locking import apply_lock
     from kindplan.planview import describe, plural
-    from kindplan.statedir import apply_lock
 
     journal = Journal(state_dir, netns)
-    lock = apply_lock(state_dir, netns)
-    _say_if_locked(lock, lock_timeout)
-    done = rollback_node(netns, journal, lock=lock, lock_timeout=lock_timeout)
+    _say_if_locked(apply_lock(netns), lock_timeout)
+    done = rollback_node(netns, journal, lock_timeout=lock_timeout)
+    if done is None:
+        typer.echo(f"Nothing to roll back: {journal.path} holds no generation.")
+        return ExitStatus.OK
     generation = done.generation
-    _say_each("restored", done.report.applied)
+    sys.stdout.write("".join(f"{_undo_verb(c)}: {describe(c)}\n" for c in done.report.applied))
+    for change, how in done.left_alone:
+        typer.echo(
+            f"left alone: {describe(change)}: changed since generation {generation.number} "
+            f"wrote it; to finish by hand, {how}",
+            err=True,
+        )
     for failure in done.report.failures:
         typer.echo(f"error: {failure}", err=True)
     if done.residue or done.report.failures:
@@ -780,11 +890,34 @@ def rollback(
             err=True,
         )
         return ExitStatus.FAILURE
+    alone = f"; {len(done.left_alone)} left alone (see above)" if done.left_alone else ""
     typer.echo(
         f"Rolled back generation {generation.number} ({generation.time}, node "
-        f"{generation.node}): {plural(len(done.report.applied), 'change')}, verified."
+        f"{generation.node}): {plural(len(done.report.applied), 'change')}, verified{alone}."
     )
     return ExitStatus.OK
+
+
+def _undo_verb(change: Change) -> str:
+    """What a rollback did: removed what the apply added, re-added what it deleted, restored
+    what it replaced."""
+    from kindplan.model import (
+        AddAddress,
+        AddRoute,
+        DelAddress,
+        DeleteConflist,
+        DelRoute,
+        RemoveChain,
+        WriteChain,
+    )
+
+    if isinstance(change, DelRoute | DelAddress | RemoveChain | DeleteConflist):
+        return "removed"
+    if isinstance(change, AddRoute | AddAddress):
+        return "re-added"
+    if isinstance(change, WriteChain) and change.old_rules is None and change.rules is not None:
+        return "re-added"  # a chain the apply removed
+    return "restored"
 
 
 @app.command()
@@ -850,9 +983,16 @@ def show(
         for rule in chain.rules:
             typer.echo(f"  {rule}")
     if conf_file is not None:
-        typer.echo(f"{conf_file}:" if conf_file.exists() else f"{conf_file}: missing")
-        if conf_file.exists():
-            typer.echo(conf_file.read_text(), nl=False)
+        if conf_file.exists() and not conf_file.is_file():  # a FIFO would block the read
+            raise RuntimeFailure(f"{conf_file}: cannot read: not a regular file")
+        try:
+            text = conf_file.read_bytes().decode("utf-8") if conf_file.exists() else None
+        except OSError as e:
+            raise RuntimeFailure(f"{conf_file}: cannot read: {e.strerror}") from e
+        except UnicodeDecodeError as e:
+            raise RuntimeFailure(f"{conf_file}: not UTF-8 text (byte {e.start})") from e
+        typer.echo(f"{conf_file}: missing" if text is None else f"{conf_file}:")
+        typer.echo(text or "", nl=False)
     return ExitStatus.OK
 
 
@@ -1259,6 +1399,12 @@ def _run(argv: list[str] | None) -> int:
     except UsageError as e:
         typer.echo(f"error: {one_line(str(e))}", err=True)  # paths from flags may hold newlines
         return ExitStatus.USAGE
+    except Interrupted as e:
+        typer.echo(f"error: {one_line(str(e))}", err=True)
+        return ExitStatus.INTERRUPTED
+    except KeyboardInterrupt:  # a second Ctrl-C: every undo sent is on disk already
+        typer.echo("error: interrupted; kindplan history shows what the journal holds", err=True)
+        return ExitStatus.INTERRUPTED
     except KindplanError as e:
         typer.echo(f"error: {one_line(str(e))}", err=True)
         return ExitStatus.FAILURE

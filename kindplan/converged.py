@@ -15,9 +15,11 @@ import hashlib
 import importlib.util
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import kindplan
 from kindplan.cnicache import read_cni_cache
@@ -26,10 +28,11 @@ from kindplan.errors import RuntimeFailure
 from kindplan.files import write_atomic
 from kindplan.iptables import Iptables, detect_backend, parse_nat
 from kindplan.kernel import Kernel
-from kindplan.locking import node_lock
+from kindplan.locking import apply_lock, node_lock
 from kindplan.netns import enter_netns
 from kindplan.observe import read_conflist
-from kindplan.resources import resource_dir
+from kindplan.resources import load_schema, resource_dir
+from kindplan.schemacheck import compile_schema
 
 if TYPE_CHECKING:
     from kindplan.model import Options
@@ -111,9 +114,12 @@ def observed_digest(
 
 
 def load_record(path: Path) -> Record | None:
-    """The record, or None if there is none or it cannot be used (then the full path runs)."""
+    """The record, or None if there is none or it cannot be used (then the full path runs, and
+    writes a new one): a cache is never a reason to fail."""
     try:
-        data = json.loads(path.read_text("utf-8"))
+        data = json.loads(path.read_bytes())
+        if not _record_check()(data) or not set(data["families"]) <= {4, 6}:
+            return None
         return Record(
             str(data["inputs"]),
             str(data["observed"]),
@@ -123,8 +129,13 @@ def load_record(path: Path) -> Record | None:
             str(data["output"]),
             str(data["warnings"]),
         )
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
+
+
+@cache
+def _record_check() -> Callable[[Any], bool]:
+    return compile_schema(load_schema("converged.schema.json"))
 
 
 def save_record(path: Path, record: Record) -> None:
@@ -136,7 +147,6 @@ def converged_record(
     options: Options,
     remember: Remember,
     *,
-    lock: Path,
     lock_timeout: float,
 ) -> Record | None:
     """The record of the last converged apply if its inputs and the node are still the same
@@ -144,7 +154,7 @@ def converged_record(
     record = load_record(remember.path)
     if record is None or record.inputs != remember.inputs:
         return None
-    with node_lock(lock, lock_timeout), enter_netns(netns):
+    with node_lock(apply_lock(netns), lock_timeout), enter_netns(netns):
         kernel = Kernel()
         try:
             digest = observed_digest(

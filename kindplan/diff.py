@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import operator
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import compress
 
 from kindplan.model import (
@@ -198,10 +198,15 @@ def _diff_masq(desired: DesiredState, observed: ObservedState) -> list[Change]:
         rules = masq_rules(chain)
         now = seen.get(chain.version)
         old_rules, jumps = (now.rules, now.jumps) if now else (None, 0)
+        jumps_at = now.jumps_at if now else ()
         if old_rules != rules or jumps != 1:
-            changes.append(
-                WriteChain(chain.version, rules if old_rules != rules else None, old_rules, jumps)
+            # of several copies of the jump, the first one stays where it is
+            write = WriteChain(
+                chain.version, rules if old_rules != rules else None, old_rules, jumps
             )
+            if jumps > 1:
+                write = replace(write, jumps_at=jumps_at, want_at=jumps_at[:1])
+            changes.append(write)
     return changes
 
 

@@ -7,32 +7,43 @@ lab and the reconcile loop all go through these functions, so they behave the sa
 from __future__ import annotations
 
 import contextlib
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from kindplan.apply import ApplyReport, apply_plan
+from kindplan.apply import ApplyReport, apply_plan, verify_report
 from kindplan.cnicache import read_cni_cache, with_local_pods
 from kindplan.compiler import compile_desired, find_node
 from kindplan.converged import Record, Remember, observed_digest, save_record
 from kindplan.diff import diff, not_in_effect
-from kindplan.errors import RuntimeFailure, UsageError
+from kindplan.errors import Interrupted, KindplanError, RuntimeFailure
+from kindplan.files import write_atomic
 from kindplan.iptables import Iptables, detect_backend
-from kindplan.journal import Generation, Journal
+from kindplan.journal import Generation, Journal, Recording
 from kindplan.kernel import Kernel
-from kindplan.locking import node_lock
+from kindplan.locking import apply_lock, node_lock
 from kindplan.model import (
     Change,
+    DeleteConflist,
     DesiredState,
     ObservedState,
     Options,
     Plan,
     Snapshot,
+    WriteConflist,
 )
 from kindplan.netns import enter_netns
-from kindplan.observe import find_uplink, fingerprint, host_facts, off_link_peers, read_observed
+from kindplan.observe import (
+    find_uplink,
+    fingerprint,
+    host_facts,
+    off_link_peers,
+    read_conflist,
+    read_observed,
+)
 from kindplan.planview import format_plan, plan_to_json
 from kindplan.saved import SavedPlan
 
@@ -133,10 +144,13 @@ def apply_planned(
     journal: Journal | None = None,
     held: frozenset[Change] = frozenset(),
     memo: Memo | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> ApplyReport:
     """Apply a plan made by make_plan, then observe again until nothing is left (or fail).
 
-    With a journal, the undo of every change is recorded first, and trimmed to what was applied.
+    With a journal, the undo of each batch is recorded before the batch is sent, and the
+    generation is marked complete once every change was made (dropped if none was); if anything
+    stops the apply half way (`stop()` between batches, an error), it stays "did not finish".
     `held` are changes deliberately left out (the loop's deletion guard): not a residue.
     """
 
@@ -146,20 +160,43 @@ def apply_planned(
             return plan
         return replace(plan, changes=tuple(c for c in plan.changes if c not in held))
 
-    generation = None
+    recording = None
     if journal is not None:
-        generation = journal.begin(
-            planned.desired.node,
-            snapshot.families,
-            str(planned.conflist_path),
-            planned.plan.changes,
+        recording = journal.begin(
+            planned.desired.node, snapshot.families, str(planned.conflist_path)
         )
     report = ApplyReport()
     try:
-        return apply_plan(planned.plan, kernel, iptables, verify=verify, report=report)
-    finally:  # also when verification fails: what was applied stays undoable
-        if journal is not None and generation is not None:
-            journal.finish(generation, report.applied)
+        record = recording.record if recording is not None else None
+        apply_plan(planned.plan, kernel, iptables, report=report, record=record, stop=stop)
+        if recording is not None:
+            if report.applied:
+                recording.complete()
+            else:  # the kernel refused all of it: nothing to undo, nothing to keep
+                recording.drop()
+    except Exception as e:
+        raise _unfinished(e, recording, report) from e
+    finally:
+        if recording is not None:
+            recording.close()
+    verify_report(report, verify)  # a residue is a finished apply's failure, not an unfinished one
+    return report
+
+
+def _unfinished(error: Exception, recording: Recording | None, report: ApplyReport) -> Exception:
+    """One line for an apply stopped half way: why, and what the journal holds for it."""
+    why = str(error) if isinstance(error, KindplanError) else f"{type(error).__name__}: {error}"
+    done = f"{len(report.applied)} change(s) made"
+    if recording is not None and recording.written:
+        done += (
+            f"; generation {recording.number} did not finish, the undo of every change that "
+            "may have been made is recorded: kindplan rollback undoes it, or apply again"
+        )
+    elif recording is not None:
+        done = "nothing was changed"  # the journal is written before each change
+    if isinstance(error, Interrupted):
+        return Interrupted(f"interrupted ({why}, the batch in flight finished): {done}")
+    return RuntimeFailure(f"apply stopped by an error ({why}): {done}")
 
 
 def conflist_left_alone(observed: ObservedState) -> str | None:
@@ -212,18 +249,18 @@ def apply_node(
     options: Options,
     netns: str | None,
     *,
-    lock: Path,
     lock_timeout: float,
     saved: SavedPlan | None = None,
     journal: Journal | None = None,
     remember: Remember | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> tuple[Planned, ApplyReport | None]:
     """Plan and apply under the node lock; None for the report when there was nothing to do.
 
     With a saved plan, refuse if the node changed since it was made, or if the plan now made
     differs from the one saved (and reviewed).
     """
-    with node_lock(lock, lock_timeout), enter_netns(netns):
+    with node_lock(apply_lock(netns), lock_timeout), enter_netns(netns):
         kernel = Kernel()
         try:
             iptables = Iptables(detect_backend())
@@ -244,7 +281,9 @@ def apply_node(
                 if remember is not None and not planned.plan.conflicts:
                     _remember(remember, snapshot, options, planned, planned.plan, kernel, iptables)
                 return planned, None
-            report = apply_planned(snapshot, options, planned, kernel, iptables, journal, memo=memo)
+            report = apply_planned(
+                snapshot, options, planned, kernel, iptables, journal, memo=memo, stop=stop
+            )
             if left_alone is not None:
                 report.failures.append(left_alone)
             residue = report.residue
@@ -260,17 +299,19 @@ class RolledBack:
     generation: Generation
     report: ApplyReport
     residue: tuple[Change, ...]  # undo changes still not in effect after the rollback
+    left_alone: tuple[tuple[Change, str], ...]  # conflist undos someone overtook; how to finish
 
 
 def rollback_node(
-    netns: str | None, journal: Journal, *, lock: Path, lock_timeout: float, attempts: int = 3
-) -> RolledBack:
-    """Undo the newest generation of the journal, verify it, and drop it from the journal."""
-    with node_lock(lock, lock_timeout), enter_netns(netns):
-        generations = journal.load()
-        if not generations:
-            raise UsageError(f"nothing to roll back: {journal.path} holds no generation")
-        generation = generations[-1]
+    netns: str | None, journal: Journal, *, lock_timeout: float, attempts: int = 3
+) -> RolledBack | None:
+    """Undo the newest generation of the journal, verify it, and drop it from the journal
+    (None: there is none). A conflist changed by someone since the apply wrote it is left alone
+    and said so, with how to finish by hand: the rest is rolled back all the same."""
+    with node_lock(apply_lock(netns), lock_timeout), enter_netns(netns):
+        generation = journal.last()
+        if generation is None:
+            return None
         kernel = Kernel()
         try:
             iptables = Iptables(detect_backend())
@@ -281,13 +322,18 @@ def rollback_node(
                     kernel, iptables, Path(generation.conflist_path), generation.families
                 )
 
-            observed = observe()
-            todo = not_in_effect(generation.undo, observed)
+            todo = not_in_effect(generation.undo, observe())
+            left_alone = tuple(
+                (c, _finish_by_hand(c, journal, generation)) for c in todo if _overtaken(c)
+            )
+            skip = {c for c, _ in left_alone}
+            todo = tuple(c for c in todo if c not in skip)
             report = apply_plan(Plan(generation.node, todo), kernel, iptables)
             residue: tuple[Change, ...] = ()
             for attempt in range(attempts):
-                observed = observe()
-                residue = not_in_effect(generation.undo, observed)
+                residue = tuple(
+                    c for c in not_in_effect(generation.undo, observe()) if c not in skip
+                )
                 if not residue or report.failures:
                     break
                 time.sleep(0.1 * (attempt + 1))
@@ -295,4 +341,24 @@ def rollback_node(
             kernel.close()
         if not residue and not report.failures:
             journal.drop_last()
-    return RolledBack(generation, report, residue)
+    return RolledBack(generation, report, residue, left_alone)
+
+
+def _overtaken(undo: Change) -> bool:
+    """A conflist that no longer holds what the apply wrote: someone else's now."""
+    if isinstance(undo, WriteConflist | DeleteConflist):
+        return read_conflist(Path(undo.path)) != undo.old
+    return False
+
+
+def _finish_by_hand(undo: Change, journal: Journal, generation: Generation) -> str:
+    """How an operator finishes the rollback of a conflist left alone."""
+    assert isinstance(undo, WriteConflist | DeleteConflist)
+    if isinstance(undo, DeleteConflist):
+        return f"the apply created it; if it should go: rm {shlex.quote(undo.path)}"
+    saved = journal.path.parent / f"generation-{generation.number}.conflist"
+    write_atomic(saved, undo.content, mode=0o600)
+    return (
+        f"what it held before the apply is in {saved}: "
+        f"cp {shlex.quote(str(saved))} {shlex.quote(undo.path)}"
+    )

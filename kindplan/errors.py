@@ -48,5 +48,9 @@ class RuntimeFailure(KindplanError, RuntimeError):
     """Something outside the input failed: the disk, the kernel, a tool (exit 1)."""
 
 
+class Interrupted(RuntimeFailure):
+    """Asked to stop (SIGINT) between two changes of an apply: exit 130, as a shell's Ctrl-C."""
+
+
 class SourceError(RuntimeFailure):
     """The cluster could not be read at all (the API unreachable, no snapshot yet): exit 1."""

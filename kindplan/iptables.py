@@ -21,7 +21,7 @@ _TOOLS = {4: "iptables", 6: "ip6tables"}
 
 def parse_nat(version: int, saved: str) -> MasqObserved:
     """KIND-MASQ-AGENT's rules and the count of kindplan's jumps, from `iptables-save -t nat`."""
-    in_nat, exists, rules, jumps = False, False, [], 0
+    in_nat, exists, rules, jumps_at, position = False, False, [], [], 0
     jump = jump_rule()
     for line in saved.splitlines():
         if line.startswith("*"):
@@ -32,19 +32,36 @@ def parse_nat(version: int, saved: str) -> MasqObserved:
             exists = True
         elif line.startswith(f"-A {MASQ_CHAIN} "):
             rules.append(line)
-        elif line == jump:
-            jumps += 1
-    return MasqObserved(version, tuple(rules) if exists else None, jumps)
+        elif line.startswith("-A POSTROUTING "):
+            position += 1
+            if line == jump:
+                jumps_at.append(position)
+    rules_or_none = tuple(rules) if exists else None
+    return MasqObserved(version, rules_or_none, len(jumps_at), tuple(jumps_at))
 
 
-def render_fix_payload(rules: tuple[str, ...] | None, jumps: int, want_jumps: int = 1) -> str:
-    """The --noflush payload that rewrites the chain (if `rules`) and leaves `want_jumps` jumps."""
+def render_fix_payload(
+    rules: tuple[str, ...] | None,
+    jumps: int,
+    want_jumps: int = 1,
+    want_at: tuple[int, ...] = (),
+) -> str:
+    """The --noflush payload that rewrites the chain (if `rules`) and leaves `want_jumps` jumps,
+    at the positions `want_at` if given (a rollback puts jumps back where they were)."""
     lines = ["*nat"]
     if rules is not None:
         lines += [f":{MASQ_CHAIN} - [0:0]", *rules]  # declaring it flushes this chain only
-    lines += [jump_rule()] * max(want_jumps - jumps, 0)
-    # -D with a rule spec deletes the first identical rule: one per extra copy.
-    lines += [_delete(jump_rule())] * max(jumps - want_jumps, 0)
+    if want_at and jumps != want_jumps:
+        # -D with a rule spec deletes the first identical rule, whichever copy should stay: take
+        # them all out, then insert each at its place in ascending order, which rebuilds the
+        # order they had among the other rules (never deleted by number: those may have moved).
+        lines += [_delete(jump_rule())] * jumps
+        insert = jump_rule().replace("-A POSTROUTING ", "-I POSTROUTING {} ", 1)
+        lines += [insert.format(at) for at in sorted(want_at)]
+        lines += [jump_rule()] * max(want_jumps - len(want_at), 0)
+    else:
+        lines += [jump_rule()] * max(want_jumps - jumps, 0)
+        lines += [_delete(jump_rule())] * max(jumps - want_jumps, 0)
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
 

@@ -1,23 +1,26 @@
 """A way back: every apply records how to undo what it changed, as a small generation journal.
 
 Each generation holds the undo of every change of one apply (routes, veth addresses, chain rules,
-conflist bytes, sysctls), written before the first change and rewritten with only what was
-applied once the apply ends: a killed apply still leaves a generation that `rollback` can use,
-and undoing a change that never happened is skipped because its effect is already there.
-The journal lives under --state-dir, one file per target (the host or a --netns), written
-atomically, and keeps the last MAX_GENERATIONS generations.
+conflist bytes, sysctls). The undo of each batch of changes is on disk before the batch is sent,
+so whatever stops an apply (a kill, Ctrl-C, an error), its generation holds every undo that may
+be needed; it is marked complete only when the apply returned normally. Undoing a change that
+never happened is skipped, because its effect is already there. The journal lives under
+--state-dir, one file per target (the host or a --netns), and keeps the last MAX_GENERATIONS.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
 from json.encoder import encode_basestring_ascii as _json_str
 from pathlib import Path
 from typing import Any
 
-from kindplan.errors import RuntimeFailure
+from kindplan.errors import RuntimeFailure, one_line
 from kindplan.files import write_atomic
 from kindplan.model import (
     AddAddress,
@@ -38,6 +41,8 @@ from kindplan.model import (
     parse_cidr,
     parse_ip,
 )
+from kindplan.resources import load_schema
+from kindplan.schemacheck import compile_schema
 from kindplan.statedir import target_dir
 
 MAX_GENERATIONS = 10
@@ -84,12 +89,12 @@ def undo_of(change: Change) -> Change | None:
             return ReplaceRoute(old, route)
         case DelRoute(route):
             return AddRoute(route)
-        case WriteChain(version, rules, old_rules, jumps, want_jumps):
+        case WriteChain(version, rules, old_rules, jumps, want_jumps, jumps_at, want_at):
             if old_rules is None and rules is not None:
                 return RemoveChain(version, rules, want_jumps)
             if rules is None:  # only the jumps changed; old_rules just says what the chain held
-                return WriteChain(version, None, old_rules, want_jumps, jumps)
-            return WriteChain(version, old_rules, rules, want_jumps, jumps)
+                return WriteChain(version, None, old_rules, want_jumps, jumps, want_at, jumps_at)
+            return WriteChain(version, old_rules, rules, want_jumps, jumps, want_at, jumps_at)
         case RemoveChain(version, old_rules, jumps):
             return WriteChain(version, old_rules, None, 0, jumps)
         case WriteConflist(path, content, old):
@@ -101,85 +106,262 @@ def undo_of(change: Change) -> Change | None:
     raise TypeError(change)
 
 
-def undo_all(changes: list[Change] | tuple[Change, ...]) -> tuple[Change, ...]:
+def undo_all(changes: Sequence[Change]) -> tuple[Change, ...]:
     undone = [u for u in map(undo_of, changes) if u is not None]
     return tuple(sorted(undone, key=lambda c: _RANK[type(c)]))
 
 
 class Journal:
-    """The generations of one target, oldest first, in <state-dir>/<target>/journal.json."""
+    """The generations of one target, oldest first, in <state-dir>/<target>/journal.json.
+
+    The file is JSON Lines, only ever appended to while an apply runs: a generation's header
+    line, one line with the undo of each batch before the batch is sent, and a "complete" line
+    once the apply returned normally. Dropping the newest generation (nothing applied, or rolled
+    back) truncates the file where it began; the oldest are cut off in one rewrite once there are
+    twice MAX_GENERATIONS, so that an apply never rewrites what it did not write.
+    """
 
     def __init__(self, state_dir: Path, netns: str | None) -> None:
         self.path = target_dir(state_dir, netns) / "journal.json"
-        # the generation begin() recorded, the changes it was for, and its encoding (the header
-        # and the JSON of its undo list, which finish() reuses rather than encodes again)
-        self._begun: tuple[Generation, tuple[Change, ...], dict[str, Any], str] | None = None
-        self._saved: list[tuple[int, str]] | None = None  # (number, line) begin() wrote
 
     def load(self) -> list[Generation]:
+        """The newest MAX_GENERATIONS generations, every line of theirs checked against the
+        schema (older ones wait in the file to be cut off)."""
+        data = self._read()
+        spans = _spans(data, self._unusable)
+        start = spans[-MAX_GENERATIONS][1] if len(spans) > MAX_GENERATIONS else 0
+        generations = []
+        first_line = data.count(b"\n", 0, start)
+        for number, lines in self._generations(data[start:], first_line):
+            try:
+                generations.append(_decode_generation(number, lines))
+            except (ValueError, KeyError, TypeError, RecursionError) as e:
+                raise self._unusable(f"generation {number}: {e}") from e
+        return generations
+
+    def last(self) -> Generation | None:
+        """The newest generation (the one rollback undoes), only its lines checked: an unusable
+        older one stops a rollback when it comes to it, not before."""
+        data = self._read()
+        spans = _spans(data, self._unusable)
+        if not spans:
+            return None
+        number, offset = spans[-1]
+        ((_, lines),) = self._generations(data[offset:], first_line=data.count(b"\n", 0, offset))
         try:
-            return [_decode_generation(g) for g in self._load_raw()]
-        except (ValueError, KeyError, TypeError) as e:
-            raise RuntimeFailure(f"{self.path}: unreadable journal ({e}); move it aside") from e
+            return _decode_generation(number, lines)
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
+            raise self._unusable(f"generation {number}: {e}") from e
 
-    def _load_raw(self) -> list[dict[str, Any]]:
-        """The generations as stored: an apply adds one without decoding the others."""
-        try:
-            data = json.loads(self.path.read_text("utf-8"))
-            generations = data["generations"]
-            if not isinstance(generations, list) or not all(
-                isinstance(g, dict) and isinstance(g.get("number"), int) for g in generations
-            ):
-                raise TypeError("generations is not a list of numbered objects")
-            return generations
-        except FileNotFoundError:
-            return []
-        except (ValueError, KeyError, TypeError) as e:
-            raise RuntimeFailure(f"{self.path}: unreadable journal ({e}); move it aside") from e
-
-    def _save(self, lines: list[tuple[int, str]]) -> None:
-        """Write the generations, each given as (number, its line from _line or _join)."""
-        text = ",\n".join(line for _, line in lines)
-        write_atomic(self.path, '{"generations": [\n' + text + "\n]}\n", mode=0o600)
-
-    def _saved_lines(self) -> list[tuple[int, str]]:
-        return [(g["number"], _line(g)) for g in self._load_raw()]
-
-    def begin(
-        self, node: str, families: tuple[int, ...], conflist_path: str, changes: tuple[Change, ...]
-    ) -> Generation:
-        """Record the undo of every planned change before the first one is made."""
-        generations = self._load_raw()
-        number = generations[-1]["number"] + 1 if generations else 1
+    def begin(self, node: str, families: tuple[int, ...], conflist_path: str) -> Recording:
+        """A new generation, written to the file with the undo of its first batch."""
+        data = self._read(convert=True)
+        spans = _spans(data, self._unusable)
+        if len(spans) >= 2 * MAX_GENERATIONS:  # keep the newest, in one rewrite now and then
+            keep = data[spans[-MAX_GENERATIONS + 1][1] :]
+            write_atomic(self.path, keep.decode("utf-8"), mode=0o600)
+            data, spans = keep, _spans(keep, self._unusable)
+        end = len(data)
+        if data and not data.endswith(b"\n"):  # a torn last line: its batch was never sent
+            end = data.rfind(b"\n") + 1
+            _truncate(self.path, end)
+        number = spans[-1][0] + 1 if spans else 1
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        generation = Generation(
-            number, stamp, node, families, conflist_path, undo_all(changes), complete=False
-        )
-        header, undo = _encode_header(generation), _encode_undo(generation.undo)
-        self._begun = (generation, changes, header, undo)
-        self._saved = [
-            *((g["number"], _line(g)) for g in generations),
-            (number, _join(header, undo)),
-        ]
-        self._save(self._saved)
-        return generation
-
-    def finish(self, generation: Generation, applied: list[Change]) -> None:
-        """Keep only the undo of what was applied; drop the generation if nothing was."""
-        # Under the node lock nobody else writes the journal: what begin saved is what is there.
-        saved = self._saved if self._saved is not None else self._saved_lines()
-        lines = [(n, line) for n, line in saved if n != generation.number]
-        begun = self._begun
-        if begun is not None and begun[0] is generation and list(begun[1]) == applied:
-            # all of it went in, in order: the undo begin() encoded, now complete
-            lines.append((generation.number, _join({**begun[2], "complete": True}, begun[3])))
-        elif applied:
-            done = replace(generation, undo=undo_all(applied), complete=True)
-            lines.append((done.number, _join(_encode_header(done), _encode_undo(done.undo))))
-        self._save(lines[-MAX_GENERATIONS:])  # bounded once the apply has ended
+        header = {
+            "generation": number,
+            "time": stamp,
+            "node": node,
+            "families": list(families),
+            "conflistPath": conflist_path,
+        }
+        return Recording(self.path, number, _line(header), end)
 
     def drop_last(self) -> None:
-        self._save(self._saved_lines()[:-1])
+        """Forget the newest generation (it was rolled back)."""
+        spans = _spans(self._read(convert=True), self._unusable)
+        if spans:
+            _truncate(self.path, spans[-1][1])
+
+    def _read(self, convert: bool = False) -> bytes:
+        """The file's bytes as lines (a journal of kindplan 1 is converted, and if `convert`,
+        written so: lines are appended to it next)."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return b""
+        except OSError as e:
+            raise self._unusable(f"cannot read: {e.strerror}") from e
+        if data.startswith(b'{"generations"'):
+            data = _from_first_format(data, self._unusable)
+            if convert:
+                write_atomic(self.path, data.decode("utf-8"), mode=0o600)
+        return data
+
+    def _generations(
+        self, data: bytes, first_line: int = 0
+    ) -> list[tuple[int, list[dict[str, Any]]]]:
+        """Each generation's number and its records (header first), every line parsed and
+        checked against schemas/journal.schema.json."""
+        check = _line_check()
+        generations: list[tuple[int, list[dict[str, Any]]]] = []
+        lines = data.split(b"\n")
+        if lines[-1]:  # a torn last line: its batch was never sent
+            lines[-1] = b""
+        for n, raw in enumerate(lines[:-1], first_line + 1):
+            try:
+                record = json.loads(raw)
+            except (ValueError, RecursionError) as e:
+                raise self._unusable(f"line {n}: not JSON ({type(e).__name__})") from None
+            if not check(record):
+                raise self._unusable(f"line {n}: {_schema_error(record)}")
+            if "generation" in record:
+                generations.append((record["generation"], [record]))
+            elif not generations:
+                raise self._unusable(f"line {n}: before the first generation")
+            elif "complete" in record and record["complete"] != generations[-1][0]:
+                raise self._unusable(f"line {n}: completes another generation")
+            else:
+                generations[-1][1].append(record)
+        return generations
+
+    def _unusable(self, why: str) -> RuntimeFailure:
+        return RuntimeFailure(
+            f"{self.path}: unusable journal ({one_line(why)}); rollback cannot use it: "
+            "move it aside (mv it to another name) to start a new one"
+        )
+
+
+class Recording:
+    """One generation being written: the undo of each batch appended before the batch is sent."""
+
+    def __init__(self, path: Path, number: int, header: str, start: int) -> None:
+        self.path, self.number = path, number
+        self._header: str | None = header  # written with the first batch
+        self._start = start  # where the generation begins in the file
+        self._fd: int | None = None
+
+    @property
+    def written(self) -> bool:
+        return self._header is None
+
+    def record(self, changes: Sequence[Change]) -> None:
+        """Append the undo of `changes` (about to be made); durable when one is a file."""
+        text = "" if self._header is None else self._header + "\n"
+        text += '{"undo":' + _encode_undo(undo_all(changes)) + "}\n"
+        self._append(text, durable=any(isinstance(c, _FILES) for c in changes))
+        self._header = None
+
+    def complete(self) -> None:
+        """The apply returned normally: mark the generation complete (if anything was sent)."""
+        if self.written:
+            self._append(f'{{"complete":{self.number}}}\n', durable=True)
+
+    def drop(self) -> None:
+        """Nothing was applied: cut the generation off the file again."""
+        self.close()
+        if self.written:
+            _truncate(self.path, self._start)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _append(self, text: str, durable: bool) -> None:
+        # Routes, addresses, sysctls and chains do not outlive a reboot; the conflist does: only
+        # its undo (and the end of a generation) waits for the disk, the rest for the page cache,
+        # which is what a killed process needs.
+        data = text.encode("utf-8")
+        try:
+            if self._fd is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+                self._fd = os.open(self.path, flags, 0o600)
+            end = os.fstat(self._fd).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self._fd, view) :]
+                if durable:
+                    os.fsync(self._fd)
+            except OSError:
+                os.ftruncate(self._fd, end)  # no torn line (a full disk, say)
+                raise
+        except OSError as e:
+            raise RuntimeFailure(f"{self.path}: cannot write the journal: {e.strerror}") from e
+
+
+_FILES = (WriteConflist, DeleteConflist)
+
+
+def _spans(data: bytes, unusable: Callable[[str], RuntimeFailure]) -> list[tuple[int, int]]:
+    """(number, offset) of each generation's header line: only the headers are parsed, which
+    spares an apply reading 10 generations of 10,000 undos each; load() checks every line."""
+    spans: list[tuple[int, int]] = []
+    offset = 0
+    while (end := data.find(b"\n", offset)) >= 0:  # a torn last line has no end: not counted
+        if data.startswith(b'{"generation":', offset):
+            try:
+                number = json.loads(data[offset:end])["generation"]
+            except (ValueError, KeyError, TypeError, RecursionError) as e:
+                raise unusable(f"at byte {offset}: {type(e).__name__}") from None
+            if type(number) is not int or (spans and number <= spans[-1][0]):
+                raise unusable(f"at byte {offset}: generation {number!r} out of order")
+            spans.append((number, offset))
+        elif not data.startswith((b'{"undo":', b'{"complete":'), offset):
+            raise unusable(f"at byte {offset}: not a journal line")
+        offset = end + 1
+    return spans
+
+
+def _truncate(path: Path, size: int) -> None:
+    try:
+        os.truncate(path, size)
+    except OSError as e:
+        raise RuntimeFailure(f"{path}: cannot write the journal: {e.strerror}") from e
+
+
+def _from_first_format(data: bytes, unusable: Callable[[str], RuntimeFailure]) -> bytes:
+    """A journal of kindplan 1 ({"generations": [...]}, rewritten whole by every apply) as
+    lines."""
+    try:
+        generations = json.loads(data)["generations"]
+        lines = []
+        for g in generations:
+            header = {
+                "generation": g["number"],
+                "time": g["time"],
+                "node": g["node"],
+                "families": g["families"],
+                "conflistPath": g["conflistPath"],
+            }
+            lines += [_line(header), _line({"undo": g["undo"]})]
+            if g["complete"]:
+                lines.append(_line({"complete": g["number"]}))
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
+        raise unusable(f"{type(e).__name__}: {e}") from None
+    return "".join(line + "\n" for line in lines).encode("utf-8")
+
+
+@cache
+def _line_check() -> Callable[[Any], bool]:
+    return compile_schema(load_schema("journal.schema.json"))
+
+
+def _schema_error(record: Any) -> str:
+    """Why a line is not one the schema allows (jsonschema says, for the rare bad line): the
+    deepest error, which names the field rather than "not valid under any of the schemas"."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(load_schema("journal.schema.json"))
+    errors = list(validator.iter_errors(record))
+    while any(e.context for e in errors):
+        errors = [c for e in errors for c in (e.context or [e])]
+    if not errors:
+        return "not a journal line"
+    error = max(errors, key=lambda e: len(e.absolute_path))
+    where = "".join(f"[{p!r}]" for p in error.absolute_path)
+    return f"{where or 'the line'}: {error.message[:120]}"
 
 
 # -- JSON ------------------------------------------------------------------------------------
@@ -189,23 +371,6 @@ class Journal:
 # for 5,000 routes), and still a file a person can page through.
 def _line(generation: dict[str, Any]) -> str:
     return json.dumps(generation, separators=(",", ":"))
-
-
-def _join(header: dict[str, Any], undo: str) -> str:
-    """The line of a generation from its header and its encoded undo list (the same as _line of
-    the whole: "undo" is the last key)."""
-    return _line(header)[:-1] + ',"undo":' + undo + "}"
-
-
-def _encode_header(g: Generation) -> dict[str, Any]:
-    return {
-        "number": g.number,
-        "time": g.time,
-        "node": g.node,
-        "families": list(g.families),
-        "conflistPath": g.conflist_path,
-        "complete": g.complete,
-    }
 
 
 def _encode_undo(undo: tuple[Change, ...]) -> str:
@@ -231,15 +396,20 @@ def _route_json(r: Route) -> str:
     )
 
 
-def _decode_generation(d: dict[str, Any]) -> Generation:
+def _decode_generation(number: int, records: list[dict[str, Any]]) -> Generation:
+    header = records[0]
+    families = tuple(header["families"])
+    if not set(families) <= {4, 6}:
+        raise ValueError(f"families {list(families)}: not IP versions 4 and 6")
+    changes = [_decode(c) for r in records[1:] if "undo" in r for c in r["undo"]]
     return Generation(
-        int(d["number"]),
-        str(d["time"]),
-        str(d["node"]),
-        tuple(int(v) for v in d["families"]),
-        str(d["conflistPath"]),
-        tuple(_decode(c) for c in d["undo"]),
-        bool(d["complete"]),
+        number,
+        header["time"],
+        header["node"],
+        families,
+        header["conflistPath"],
+        tuple(sorted(changes, key=lambda c: _RANK[type(c)])),  # stable: batches in order
+        any("complete" in r for r in records),
     )
 
 
@@ -288,7 +458,7 @@ def _encode(change: Change) -> dict[str, Any]:
             return {"type": kind, "route": _route(route)}
         case ReplaceRoute(route, old):
             return {"type": kind, "route": _route(route), "old": _route(old)}
-        case WriteChain(version, rules, old_rules, jumps, want_jumps):
+        case WriteChain(version, rules, old_rules, jumps, want_jumps, jumps_at, want_at):
             return {
                 "type": kind,
                 "version": version,
@@ -296,6 +466,8 @@ def _encode(change: Change) -> dict[str, Any]:
                 "oldRules": _rules(old_rules),
                 "jumps": jumps,
                 "wantJumps": want_jumps,
+                "jumpsAt": list(jumps_at),
+                "wantAt": list(want_at),
             }
         case RemoveChain(version, old_rules, jumps):
             return {"type": kind, "version": version, "oldRules": list(old_rules), "jumps": jumps}
@@ -318,6 +490,8 @@ def _decode(d: dict[str, Any]) -> Change:
         return AddRoute(route) if kind == "AddRoute" else DelRoute(route)
     if kind == "ReplaceRoute":
         return ReplaceRoute(_unroute(d["route"]), _unroute(d["old"]))
+    if kind in ("WriteChain", "RemoveChain") and d["version"] not in (4, 6):
+        raise ValueError(f"iptables version {d['version']!r}")
     if kind == "WriteChain":
         return WriteChain(
             int(d["version"]),
@@ -325,6 +499,8 @@ def _decode(d: dict[str, Any]) -> Change:
             _unrules(d["oldRules"]),
             int(d["jumps"]),
             int(d["wantJumps"]),
+            tuple(d.get("jumpsAt", ())),  # a journal of kindplan 1 has no positions
+            tuple(d.get("wantAt", ())),
         )
     if kind == "RemoveChain":
         return RemoveChain(int(d["version"]), tuple(d["oldRules"]), int(d["jumps"]))

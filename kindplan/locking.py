@@ -1,4 +1,11 @@
-"""One applier per node at a time: an exclusive flock on a file in the state directory."""
+"""One applier per node at a time, whatever --state-dir each names.
+
+The lock is an exclusive flock on the network namespace itself: its nsfs file (/run/netns/NAME for
+a --netns target, /proc/thread-self/ns/net for the namespace kindplan runs in). Every path to one
+namespace opens the same kernel object, so an operator's one-shot apply and the DaemonSet (its own
+mount namespace, its own state dir) exclude each other, and no lock file is written anywhere: a
+full or read-only state dir cannot stop the lock, nor a rejected --netns create one.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from kindplan.errors import RuntimeFailure
+from kindplan.netns import namespace_file
+
+
+def apply_lock(netns: str | None) -> Path:
+    """What the lock of target `netns` (None: the namespace kindplan runs in) is taken on."""
+    return namespace_file(netns)
 
 
 @contextmanager
@@ -19,10 +32,11 @@ def node_lock(
     """Hold the lock at `path`; wait up to `timeout` seconds for another applier, then fail
     (sooner if `cancelled()` turns true: the loop was asked to stop)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError as e:
+        raise RuntimeFailure(f"no network namespace named {path.name!r}") from e
     except OSError as e:
-        raise RuntimeFailure(f"{path}: cannot open the lock file: {e.strerror}") from e
+        raise RuntimeFailure(f"{path}: cannot open it to lock the node: {e.strerror}") from e
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -31,14 +45,13 @@ def node_lock(
                 break
             except BlockingIOError:
                 if cancelled is not None and cancelled():
-                    raise RuntimeFailure(f"stopped while waiting for {path}") from None
+                    raise RuntimeFailure(f"stopped while waiting for the lock on {path}") from None
                 if time.monotonic() >= deadline:
                     raise RuntimeFailure(
-                        f"another kindplan apply holds {path}; gave up after {timeout:g} s"
+                        f"another kindplan apply holds the lock on {path}; "
+                        f"gave up after {timeout:g} s"
                     ) from None
                 time.sleep(0.05)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         yield
     finally:
         os.close(fd)  # closing releases the lock

@@ -275,6 +275,7 @@ class MasqObserved:
     version: int
     rules: tuple[str, ...] | None  # None: the chain does not exist
     jumps: int  # how many POSTROUTING rules are exactly kindplan's jump
+    jumps_at: tuple[int, ...] = ()  # their positions in POSTROUTING (1 is the first rule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,6 +340,8 @@ class WriteChain:
     old_rules: tuple[str, ...] | None
     jumps: int  # jumps observed
     want_jumps: int = 1  # jumps left afterwards (a rollback may restore another count)
+    jumps_at: tuple[int, ...] = ()  # positions of the jumps observed (1: POSTROUTING's first)
+    want_at: tuple[int, ...] = ()  # where the jumps go when their count changes (): appended
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,3 +425,17 @@ def format_ip(addr: IPAddress) -> str:
 
 def format_net(net: IPNetwork) -> str:
     return f"{format_ip(net.network_address)}/{net.prefixlen}"
+
+
+NAME_MAX, PATH_MAX = 255, 4096  # Linux's limits on a path component and a path, in bytes
+
+
+def path_problem(path: str) -> str | None:
+    """Why the kernel would refuse `path` (ENAMETOOLONG), or None."""
+    encoded = path.encode("utf-8", "surrogateescape")
+    if len(encoded) >= PATH_MAX:
+        return f"path of {len(encoded)} bytes, longer than the system allows ({PATH_MAX - 1})"
+    longest = max(encoded.split(b"/"), key=len)
+    if len(longest) > NAME_MAX:
+        return f"a path component of {len(longest)} bytes, longer than {NAME_MAX}"
+    return None

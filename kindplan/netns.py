@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from errno import EPERM
+from pathlib import Path
 
 from kindplan.errors import RuntimeFailure, UsageError
 
@@ -54,14 +55,25 @@ def _setns(fd: int, name: str) -> None:
         raise RuntimeFailure(f"setns: {os.strerror(errno)}")
 
 
+def check_name(name: str | None) -> None:
+    """Refuse a --netns that is not a plain name (before anything is opened or created)."""
+    if name is not None and ("/" in name or name in {"", ".", ".."} or "\0" in name):
+        raise UsageError(f"--netns: {name!r} is not a namespace name")
+
+
+def namespace_file(name: str | None) -> Path:
+    """The nsfs file of namespace `name`, or of the calling thread's namespace for None."""
+    check_name(name)
+    return Path("/proc/thread-self/ns/net") if name is None else Path(NETNS_RUN_DIR, name)
+
+
 @contextmanager
 def enter_netns(name: str | None) -> Iterator[None]:
     """Run the body inside network namespace `name` (None: stay), and come back afterwards."""
     if name is None:
         yield
         return
-    if "/" in name or name in {"", ".", ".."}:
-        raise UsageError(f"--netns: {name!r} is not a namespace name")
+    check_name(name)
     try:
         target = os.open(os.path.join(NETNS_RUN_DIR, name), os.O_RDONLY)
     except FileNotFoundError as e:  # the machine's state, not the command line: exit 1

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from kindplan.errors import InvalidInputError
 from kindplan.files import write_atomic
-from kindplan.model import RESERVED_ROUTE_PROTOS
+from kindplan.model import RESERVED_ROUTE_PROTOS, path_problem
 from kindplan.planview import plan_to_json
 
 if TYPE_CHECKING:
@@ -104,6 +104,10 @@ def _options(raw: dict[str, Any]) -> Options:
     for key in _OPTIONAL_STR:
         if raw[key] is not None and not (isinstance(raw[key], str) and raw[key].isprintable()):
             raise ValueError(f"inputs.options.{key}: not a string")
+    for key in ("conf_dir", "cni_cache_dir"):
+        problem = path_problem(raw[key]) if raw[key] is not None else None
+        if problem:
+            raise ValueError(f"inputs.options.{key}: {problem}")
     node, mtu, proto, adopt = raw["node"], raw["mtu"], raw["route_proto"], raw["adopt"]
     if not (isinstance(node, str) and node and node.isprintable()):
         raise ValueError("inputs.options.node: not a node name")

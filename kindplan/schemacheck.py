@@ -23,6 +23,7 @@ _TYPES: dict[str, Callable[[Any], bool]] = {
         (isinstance(v, int) and not isinstance(v, bool))
         or (isinstance(v, float) and v.is_integer())
     ),
+    "null": lambda v: v is None,
 }
 _ANNOTATIONS = {"$schema", "$id", "$defs", "title", "description"}
 
@@ -107,7 +108,22 @@ def _array(schema: dict[str, Any], defs: dict[str, Any]) -> Check:
 
 
 def _type(name: Any, schema: dict[str, Any], defs: dict[str, Any]) -> Check:
+    if isinstance(name, list):  # one of several types
+        checks = [_TYPES[n] for n in name]
+        return lambda v: any(check(v) for check in checks)
     return _TYPES[name]
+
+
+def _any_of(subs: Any, schema: dict[str, Any], defs: dict[str, Any]) -> Check:
+    checks = [_compile(sub, defs) for sub in subs]
+
+    def check(v: Any) -> bool:
+        for one in checks:  # noqa: SIM110 (all() with a generator is slower here)
+            if one(v):
+                return True
+        return False
+
+    return check
 
 
 def _properties(props: Any, schema: dict[str, Any], defs: dict[str, Any]) -> Check:
@@ -205,4 +221,5 @@ _KEYWORDS: dict[str, Callable[[Any, dict[str, Any], dict[str, Any]], Check]] = {
     "pattern": _pattern,
     "const": _const,
     "enum": _enum,
+    "anyOf": _any_of,
 }

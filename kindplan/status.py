@@ -9,3 +9,4 @@ class ExitStatus(IntEnum):
     CHANGES_PENDING = 2  # only with --detailed-exitcode
     USAGE = 64  # EX_USAGE; click's own 2 would read as "changes pending"
     INVALID_INPUT = 65  # EX_DATAERR
+    INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C

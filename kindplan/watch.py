@@ -29,7 +29,7 @@ from kindplan.guard import DeletionGuard, Guarded
 from kindplan.iptables import Iptables, detect_backend
 from kindplan.journal import Journal
 from kindplan.kernel import Kernel
-from kindplan.locking import node_lock
+from kindplan.locking import apply_lock, node_lock
 from kindplan.logs import Log
 from kindplan.metrics import Health, Metrics
 from kindplan.model import AddRoute, Change, DelRoute, Options, ReplaceRoute
@@ -37,7 +37,6 @@ from kindplan.netns import enter_netns
 from kindplan.planview import describe, route_text
 from kindplan.snapshot import Loaded, freeze_heap
 from kindplan.sources import Source
-from kindplan.statedir import apply_lock
 
 DEBOUNCE_SECONDS = 0.02  # a burst of file events (write, rename) makes one round
 MIN_EVENT_GAP_SECONDS = 0.25
@@ -151,7 +150,7 @@ class Loop:
             min_seconds=(settings.hold_rounds - 1) * settings.interval,
         )
         self.journal = Journal(state_dir, netns)
-        self.lock = apply_lock(state_dir, netns)
+        self.lock = apply_lock(netns)
         self.loaded: Loaded | None = None  # the last good snapshot
         self.rounds = 0
         self.failures = 0  # consecutive failed rounds, for the backoff

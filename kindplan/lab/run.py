@@ -19,7 +19,6 @@ from kindplan.lab.topology import CONTAINER_PORT, HOST_PORT, OUTSIDE_V4, Lab, La
 from kindplan.model import Options, Snapshot
 from kindplan.netns import NETNS_RUN_DIR, enter_netns
 from kindplan.planview import plural
-from kindplan.statedir import apply_lock
 
 Say = Callable[[str], None]
 
@@ -52,9 +51,8 @@ def apply_lab_node(
         snapshot,
         node_options(lab, node, snapshot, adopt=adopt),
         node.ns,
-        lock=apply_lock(lab.state, node.ns),  # the same lock and journal as
-        lock_timeout=30,  # kindplan apply --netns NS --state-dir <lab>/state
-        journal=Journal(lab.state, node.ns),
+        lock_timeout=30,  # the same lock and journal as kindplan apply --netns NS
+        journal=Journal(lab.state, node.ns),  # --state-dir <lab>/state
     )
 
 

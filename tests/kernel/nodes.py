@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -9,11 +10,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from builders import V4_NODES, cluster_doc
 from shell import sh
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT / "fixtures" / "seed-lab" / "snapshot.yaml"
 DUAL = ROOT / "fixtures" / "dual-stack" / "snapshot.yaml"
+
+
+KINDPLAN = [sys.executable, "-m", "kindplan.cli"]
 
 
 def kindplan(*args: str) -> subprocess.CompletedProcess[str]:
@@ -106,3 +111,21 @@ def kernel_events(ns: str) -> Iterator[list[str]]:
 def edit_snapshot(source: Path, target: Path, edit: Callable[[str], str]) -> Path:
     target.write_text(edit(source.read_text()))
     return target
+
+
+def big_node(netns: str, tmp_path: Path, count: int = 4000) -> tuple[Node, Path, Path]:
+    """A node of a `count`-node cluster, and two snapshots: A, and B where half of the peers
+    moved to new gateways (new InternalIPs, still on-link)."""
+    build_node(netns, ["198.18.0.10/15"], [])
+    first = cluster_doc(count)
+    moved = json.loads(json.dumps(first))
+    for i, peer in enumerate(moved["nodes"][1 : count // 2 + 1], 1):
+        peer["internalIPs"] = [str(V4_NODES.network_address + 60000 + i)]
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(first))
+    b.write_text(json.dumps(moved))
+    return Node(netns, tmp_path, a, "node-0000"), a, b
+
+
+def our_routes(ns: str) -> list[str]:
+    return sorted(sh("ip", "-n", ns, "route", "show", "proto", "75").splitlines())

@@ -15,7 +15,7 @@ from shell import sh
 
 from kindplan.converged import Remember, converged_record, inputs_digest
 from kindplan.model import Options
-from kindplan.statedir import apply_lock, target_dir
+from kindplan.statedir import target_dir
 
 pytestmark = pytest.mark.root
 
@@ -29,8 +29,7 @@ def fast_path_taken(node: Node, snapshot: Path | None = None) -> bool:
     options = Options(node=node.name, conf_dir=str(node.tmp / "cni"))
     data = (snapshot or node.snapshot).read_bytes()
     remember = Remember(record_path(node), inputs_digest(data, (), options, node.ns), "")
-    lock = apply_lock(node.tmp / "state", node.ns)
-    return converged_record(node.ns, options, remember, lock=lock, lock_timeout=5) is not None
+    return converged_record(node.ns, options, remember, lock_timeout=5) is not None
 
 
 def test_unchanged_node_is_answered_from_the_record_with_the_same_output(
@@ -97,14 +96,32 @@ def test_other_inputs_turn_it_off(seed_worker2: Node) -> None:
     remember = Remember(
         record_path(seed_worker2), inputs_digest(data, (), options, seed_worker2.ns), ""
     )
-    lock = seed_worker2.tmp / "state" / "x.lock"
-    assert converged_record(seed_worker2.ns, options, remember, lock=lock, lock_timeout=5) is None
+    assert converged_record(seed_worker2.ns, options, remember, lock_timeout=5) is None
 
 
-def test_a_broken_record_is_ignored(seed_worker2: Node) -> None:
+BROKEN_RECORDS = {
+    "cut short": b'{"inputs": 1',
+    "nested 100,000 deep": b"[" * 100_000 + b"]" * 100_000,
+    "families holds a 5": None,  # the real record with families [5]
+    "a number for a string": None,  # the real record with "output": 7
+    "not UTF-8": b'{"inputs": "\xff"}',
+}
+
+
+@pytest.mark.parametrize("broken", BROKEN_RECORDS)
+def test_a_broken_record_is_ignored_and_written_again(seed_worker2: Node, broken: str) -> None:
+    """The record is a cache: whatever it holds, it is never an error, and it is rewritten."""
+    import json
+
     assert seed_worker2.apply().returncode == 0
-    record_path(seed_worker2).write_text('{"inputs": 1')
+    path = record_path(seed_worker2)
+    data = BROKEN_RECORDS[broken]
+    if data is None:
+        record = json.loads(path.read_text())
+        record.update({"families": [5]} if "families" in broken else {"output": 7})
+        data = json.dumps(record).encode()
+    path.write_bytes(data)
     assert not fast_path_taken(seed_worker2)
     again = seed_worker2.apply()
-    assert again.returncode == 0 and again.stdout == "No changes.\n"
-    assert fast_path_taken(seed_worker2)
+    assert (again.returncode, again.stdout, again.stderr) == (0, "No changes.\n", "")
+    assert fast_path_taken(seed_worker2), "the full path wrote a usable record again"

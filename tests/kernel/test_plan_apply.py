@@ -218,11 +218,11 @@ def test_saved_plan_with_another_target_is_a_usage_error(seed_worker2: Node) -> 
 
 
 def test_concurrent_applies_take_turns(seed_worker2: Node) -> None:
-    """The second apply waits for the node lock; with a zero timeout it gives up clearly."""
+    """The second apply waits for the node lock (on the namespace itself: flock(1) of its file
+    in /run/netns takes the same lock); with a zero timeout it gives up clearly."""
     node = seed_worker2
-    lock = node.tmp / "state" / f"apply-{node.ns}.lock"
-    lock.parent.mkdir(parents=True)
-    holder = subprocess.Popen(["flock", str(lock), "sleep", "1.5"])
+    lock = f"/run/netns/{node.ns}"
+    holder = subprocess.Popen(["flock", lock, "sleep", "1.5"])
     try:
         time.sleep(0.2)
         impatient = node.apply("--lock-timeout", "0")

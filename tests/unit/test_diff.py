@@ -251,8 +251,32 @@ def test_parse_nat_reads_only_the_nat_table() -> None:
             "COMMIT",
         ]
     )
-    assert parse_nat(4, saved) == MasqObserved(4, rules, 1)
+    assert parse_nat(4, saved) == MasqObserved(4, rules, 1, (1,))
     assert parse_nat(4, "*nat\nCOMMIT\n") == MasqObserved(4, None, 0)
+
+
+def test_duplicate_jumps_keep_the_first_and_rollback_puts_them_back_where_they_were() -> None:
+    from kindplan.journal import undo_of
+
+    desired = desired_state()
+    rules = masq_rules(desired.masq[0])
+    observed = replace(converged(desired), masq=(MasqObserved(4, rules, 3, (2, 4, 5)),))
+    (write,) = diff(desired, observed, conflist_path=PATH).changes
+    assert isinstance(write, WriteChain)
+    assert (write.jumps, write.want_jumps, write.want_at) == (3, 1, (2,))
+    spec = jump_rule().removeprefix("-A POSTROUTING ")
+    delete_all = [f"-D POSTROUTING {spec}"] * 3
+    assert render_fix_payload(None, 3, 1, (2,)).splitlines()[1:-1] == [
+        *delete_all,
+        f"-I POSTROUTING 2 {spec}",
+    ]
+    undo = undo_of(write)
+    assert isinstance(undo, WriteChain) and (undo.jumps, undo.want_jumps) == (1, 3)
+    payload = render_fix_payload(undo.rules, undo.jumps, undo.want_jumps, undo.want_at)
+    assert payload.splitlines()[1:-1] == [
+        f"-D POSTROUTING {spec}",
+        *(f"-I POSTROUTING {at} {spec}" for at in (2, 4, 5)),
+    ]
 
 
 def test_conflist_change_is_shown_field_by_field() -> None:

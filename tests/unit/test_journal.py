@@ -73,46 +73,133 @@ def test_journal_round_trip_and_bound(tmp_path: Path) -> None:
     journal = Journal(tmp_path, "kp-n1")
     assert journal.path == tmp_path / "netns-kp-n1" / "journal.json"
     assert journal.load() == []
-    first = journal.begin("b", (4, 6), "/x/10-kindnet.conflist", tuple(CHANGES))
-    assert [g.complete for g in journal.load()] == [False]
-    assert journal.load()[0].undo == undo_all(CHANGES)
-    journal.finish(first, CHANGES[:3])
+    first = journal.begin("b", (4, 6), "/x/10-kindnet.conflist")
+    first.record(CHANGES[:3])
+    assert [g.complete for g in journal.load()] == [False], "written before the batch is sent"
+    assert journal.load()[0].undo == undo_all(CHANGES[:3])
+    first.record(CHANGES[3:])
+    first.complete()
+    first.close()
     (loaded,) = journal.load()
-    assert loaded.complete and loaded.undo == undo_all(CHANGES[:3])
-    for _ in range(MAX_GENERATIONS + 3):
-        journal.finish(journal.begin("b", (4,), "/x", (AddRoute(ROUTE),)), [AddRoute(ROUTE)])
+    assert loaded.complete and loaded.undo == undo_all(CHANGES), "batches join, as a teardown"
+    assert (loaded.number, loaded.node, loaded.families) == (1, "b", (4, 6))
+    for _ in range(2 * MAX_GENERATIONS + 3):
+        recording = journal.begin("b", (4,), "/x")
+        recording.record([AddRoute(ROUTE)])
+        recording.complete()
+        recording.close()
     numbers = [g.number for g in journal.load()]
-    assert len(numbers) == MAX_GENERATIONS and numbers[-1] == MAX_GENERATIONS + 4
-    journal.finish(journal.begin("b", (4,), "/x", (AddRoute(ROUTE),)), [])
-    assert len(journal.load()) == MAX_GENERATIONS, "a generation that applied nothing is dropped"
+    assert len(numbers) == MAX_GENERATIONS and numbers[-1] == 2 * MAX_GENERATIONS + 4
+    lines = journal.path.read_text().count("\n")
+    assert lines <= 3 * 2 * MAX_GENERATIONS, "the oldest are cut off now and then"
     assert Journal(tmp_path, None).path == tmp_path / "host" / "journal.json"
 
 
-def test_corrupt_journal_is_a_clear_failure(tmp_path: Path) -> None:
+def test_appends_and_drops_never_rewrite_what_is_there(tmp_path: Path) -> None:
+    """An apply appends its lines; one that applied nothing (or a rollback) truncates them
+    away: the generations before are never written again (a 10,000-route journal is MBs)."""
+    journal = Journal(tmp_path, None)
+    done = journal.begin("b", (4,), "/x")
+    done.record(CHANGES)
+    done.complete()
+    done.close()
+    before = journal.path.read_bytes()
+    inode = journal.path.stat().st_ino
+    nothing = journal.begin("b", (4,), "/x")  # a round whose plan the kernel refuses
+    nothing.record([AddRoute(ROUTE)])
+    assert journal.path.read_bytes().startswith(before) and journal.path.stat().st_ino == inode
+    nothing.drop()
+    assert journal.path.read_bytes() == before and journal.path.stat().st_ino == inode
+    unsent = journal.begin("b", (4,), "/x")  # planned, but stopped before the first batch
+    unsent.drop()
+    assert journal.path.read_bytes() == before
+    second = journal.begin("b", (4,), "/x")
+    second.record([AddRoute(V6)])
+    second.close()  # stopped half way: not complete, its undo kept
+    assert [(g.number, g.complete) for g in journal.load()] == [(1, True), (2, False)]
+    journal.drop_last()  # rolled back
+    assert journal.path.read_bytes() == before and journal.path.stat().st_ino == inode
+
+
+def test_a_torn_last_line_is_ignored_and_cut_off(tmp_path: Path) -> None:
+    """A process killed while appending a batch's undo never sent that batch."""
+    journal = Journal(tmp_path, None)
+    recording = journal.begin("b", (4,), "/x")
+    recording.record([AddRoute(ROUTE)])
+    recording.close()
+    whole = journal.path.read_bytes()
+    with journal.path.open("ab") as f:
+        f.write(b'{"undo":[{"type":"AddRo')
+    assert journal.load()[0].undo == (DelRoute(ROUTE),)
+    journal.begin("b", (4,), "/x").drop()
+    assert journal.path.read_bytes() == whole
+
+
+def test_a_journal_of_the_first_format_is_read_and_converted(tmp_path: Path) -> None:
     journal = Journal(tmp_path, None)
     journal.path.parent.mkdir(parents=True)
-    journal.path.write_text('{"generations": [{"number": 1}]}')
-    with pytest.raises(RuntimeFailure, match="unreadable journal"):
-        journal.load()
+    old = {
+        "number": 4,
+        "time": "2026-11-27T20:32:55Z",
+        "node": "b",
+        "families": [4],
+        "conflistPath": "/x",
+        "complete": True,
+        "undo": [_encode(DelRoute(ROUTE))],
+    }
+    journal.path.write_text(json.dumps({"generations": [old]}))
+    (loaded,) = journal.load()
+    assert (loaded.number, loaded.complete, loaded.undo) == (4, True, (DelRoute(ROUTE),))
+    journal.begin("b", (4,), "/x").record([AddRoute(V6)])
+    assert [g.number for g in journal.load()] == [4, 5]
 
 
-def test_a_complete_apply_reuses_the_encoding_and_the_file_is_one_line_per_generation(
-    tmp_path: Path,
-) -> None:
+def _line(**record: object) -> str:
+    return json.dumps(record) + "\n"
+
+
+_HEADER = _line(generation=1, time="t", node="b", families=[4], conflistPath="/x")
+_ROUTE = {**_encode(AddRoute(ROUTE))}
+UNUSABLE = {
+    "nested 100,000 deep": "[" * 100_000 + "]" * 100_000 + "\n",
+    "dst a number": _HEADER + _line(undo=[{**_ROUTE, "route": {**_ROUTE["route"], "dst": 5}}]),
+    "dst not a CIDR": _HEADER
+    + _line(undo=[{**_ROUTE, "route": {**_ROUTE["route"], "dst": "10.0.0.1/33"}}]),
+    "families holds a 5": _HEADER.replace("[4]", "[5]"),
+    "families a number": _HEADER.replace("[4]", "4"),
+    "an unknown change": _HEADER + _line(undo=[{"type": "Reboot"}]),
+    "a chain of IPv5": _HEADER + _line(undo=[{**_encode(RemoveChain(4, RULES, 1)), "version": 5}]),
+    "undo before any generation": _line(undo=[]),
+    "not JSON": "{nope\n",
+}
+
+
+@pytest.mark.parametrize("content", UNUSABLE)
+def test_an_unusable_journal_is_named_with_what_to_do(tmp_path: Path, content: str) -> None:
     journal = Journal(tmp_path, None)
-    journal.finish(journal.begin("b", (4,), "/x", (AddRoute(ROUTE),)), [AddRoute(ROUTE)])
-    everything = tuple(CHANGES)
-    journal.finish(journal.begin("b", (4, 6), "/x", everything), list(everything))
-    first, second = journal.load()
-    assert second.complete and second.undo == undo_all(CHANGES)
-    assert first.complete and first.undo == undo_all([AddRoute(ROUTE)])
-    text = journal.path.read_text()
-    lines = text.splitlines()
-    assert lines[0] == '{"generations": [' and lines[-1] == "]}" and len(lines) == 4
-    # a generation joined from its header and undo is what encoding it whole gives
-    whole = json.loads(lines[2])
-    assert lines[2] == json.dumps(whole, separators=(",", ":"))
-    assert list(whole) == ["number", "time", "node", "families", "conflistPath", "complete", "undo"]
+    journal.path.parent.mkdir(parents=True)
+    journal.path.write_text(UNUSABLE[content])
+    with pytest.raises(RuntimeFailure, match=r"unusable journal .*move it aside") as caught:
+        journal.load()
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 400
+
+
+def test_a_journal_that_is_a_directory_is_named_with_what_to_do(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, None)
+    journal.path.mkdir(parents=True)
+    with pytest.raises(RuntimeFailure, match=r"Is a directory.*move it aside"):
+        journal.load()
+    with pytest.raises(RuntimeFailure, match=r"Is a directory.*move it aside"):
+        journal.begin("b", (4,), "/x")
+
+
+def test_an_apply_refuses_a_journal_it_cannot_append_to(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, None)
+    journal.path.parent.mkdir(parents=True)
+    journal.path.write_text("garbage\n")
+    with pytest.raises(RuntimeFailure, match="unusable journal"):
+        journal.begin("b", (4,), "/x")
+    assert journal.path.read_text() == "garbage\n", "left as it was, for the operator"
 
 
 _NETWORKS = st.builds(
