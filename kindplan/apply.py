@@ -40,6 +40,8 @@ class ApplyReport:
     applied: list[Change] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     refused_peers: list[Change] = field(default_factory=list)  # peer routes the kernel refused
+    # sent but never acknowledged (the socket failed): in effect or not, their undo must be kept
+    maybe_applied: list[Change] = field(default_factory=list)
     residue: Plan | None = None  # what observing again still found different
 
     @property
@@ -134,6 +136,8 @@ def apply_plan(
                     report.applied.append(change)
                     continue
                 report.failures.append(f"{describe(change)}: {error}")
+                if error.maybe_applied:
+                    report.maybe_applied.append(change)
                 # A peer the kernel refuses (not on-link) is the cluster's problem; a pod's host
                 # route is this node's plumbing, which kubelet must not see as ready without.
                 route = _route_of(change)

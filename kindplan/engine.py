@@ -170,7 +170,7 @@ def apply_planned(
         record = recording.record if recording is not None else None
         apply_plan(planned.plan, kernel, iptables, report=report, record=record, stop=stop)
         if recording is not None:
-            if report.applied:
+            if report.applied or report.maybe_applied:
                 recording.complete()
             else:  # the kernel refused all of it: nothing to undo, nothing to keep
                 recording.drop()
