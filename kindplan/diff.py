@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from kindplan.model import (
     DEFAULT_ROUTE_PROTO,
+    IPV6_DEFAULT_METRIC,
     AddAddress,
     AddRoute,
     Change,
@@ -92,7 +93,7 @@ def _diff_routes(
     proto: int,
     adopt: bool,
 ) -> _RouteDiff:
-    # The kernel keys a route by (table, dst, metric); IPv6 may hold several under one key.
+    # The kernel keys a route by (table, dst, TOS, metric); IPv6 may hold several under one key.
     # The first route of each key in a dict, the rare others aside: no list per route.
     first: dict[object, Route] = {}
     others: dict[object, list[Route]] = defaultdict(list)
@@ -100,10 +101,10 @@ def _diff_routes(
         if first.setdefault(route.key, route) is not route:
             others[route.key].append(route)
     out = _RouteDiff()
-    wanted = set()
+    wanted: dict[object, Route] = {}
     for route in desired:
         key = route.key
-        wanted.add(key)  # a skipped pod's route is still wanted: left alone, not deleted
+        wanted[key] = route  # a skipped pod's route is still wanted: left alone, not deleted
         if route.ifname in skipped_links:
             continue
         seen = first.get(key)
@@ -125,10 +126,36 @@ def _diff_routes(
             out.changes.append(ReplaceRoute(route, old))
         else:
             out.conflicts.append(Conflict(route, old))
-    out.deletions = [
-        DelRoute(route) for route in observed if route.proto == proto and route.key not in wanted
-    ]
+    foreign = []
+    for route in observed:
+        if route.proto != proto:
+            foreign.append(route)  # a few: the kernel's own routes, the default route
+        elif route.key not in wanted:
+            out.deletions.append(DelRoute(route))
+    for route in foreign:
+        _shadowing(route, wanted, adopt, out)
     return out
+
+
+# The metrics compile_desired gives routes (IPv4: 0; IPv6: 0, which the kernel stores as 1024).
+_DESIRED_METRICS = (0, IPV6_DEFAULT_METRIC)
+
+
+def _shadowing(route: Route, wanted: dict[object, Route], adopt: bool, out: _RouteDiff) -> None:
+    """A foreign route at a destination kindplan routes, with a lower metric: the kernel takes
+    it, not kindplan's (IPv4 routes of kindplan's have metric 0, so only IPv6 ones can be
+    shadowed this way). A conflict unless it sends traffic where kindplan's would; --adopt
+    deletes it."""
+    table, version, address, prefixlen, tos, metric = route.key
+    for mine in _DESIRED_METRICS:
+        desired = wanted.get((table, version, address, prefixlen, tos, mine))
+        if mine <= metric or desired is None or _same_target(desired, route):
+            continue
+        if adopt:
+            out.deletions.append(DelRoute(route))
+        else:
+            out.conflicts.append(Conflict(desired, route, shadows=True))
+        return
 
 
 def _same_target(desired: Route, observed: Route) -> bool:
@@ -139,6 +166,8 @@ def _same_target(desired: Route, observed: Route) -> bool:
         (desired.gateway is observed.gateway or desired.gateway == observed.gateway)
         and desired.ifname == observed.ifname
         and (desired.scope == observed.scope or desired.dst.version == 6)
+        and desired.kind == observed.kind  # a blackhole (of IPv6) names a device too: lo
+        and desired.nh_id == observed.nh_id  # the kernel dumps a nexthop object's gateway too
     )
 
 
@@ -175,7 +204,8 @@ def _in_effect(change: Change, observed: ObservedState, routes: dict[object, lis
             return present == isinstance(change, AddAddress)
         case AddRoute(route) | ReplaceRoute(route, _):
             return any(
-                r.proto == route.proto and _same_target(route, r) for r in routes.get(route.key, ())
+                r.proto == route.proto and _same_target(route, r) and route.nexthops == r.nexthops
+                for r in routes.get(route.key, ())
             )
         case DelRoute(route):
             return not any(r.proto == route.proto for r in routes.get(route.key, ()))

@@ -20,6 +20,8 @@ from typing import Any
 from kindplan.errors import RuntimeFailure
 from kindplan.files import write_atomic
 from kindplan.model import (
+    ROUTE_KINDS,
+    UNICAST,
     AddAddress,
     Address,
     AddRoute,
@@ -27,6 +29,7 @@ from kindplan.model import (
     DelAddress,
     DeleteConflist,
     DelRoute,
+    NextHop,
     RemoveChain,
     ReplaceRoute,
     Route,
@@ -221,8 +224,15 @@ def _encode_undo(undo: tuple[Change, ...]) -> str:
     return "[" + ",".join(parts) + "]"
 
 
+# Route.kind, tos, nexthops and nh_id of a route kindplan writes: such a route is journaled
+# without them (the form before other kinds were observed), any other with them.
+_PLAIN = (UNICAST, 0, (), 0)
+
+
 def _route_json(r: Route) -> str:
     """_route(r) exactly as json.dumps writes it (strings through json's own C escaper)."""
+    if r[8:12] != _PLAIN:
+        return json.dumps(_route(r), separators=(",", ":"))
     gateway = _json_str(format_ip(r.gateway)) if r.gateway else "null"
     return (
         f'{{"dst":{_json_str(format_net(r.dst))},"ifname":{_json_str(r.ifname)},'
@@ -244,7 +254,7 @@ def _decode_generation(d: dict[str, Any]) -> Generation:
 
 
 def _route(r: Route) -> dict[str, Any]:
-    return {
+    d: dict[str, Any] = {
         "dst": format_net(r.dst),  # inet_ntop: str() of 10,000 IPv6 networks takes 0.1 s
         "ifname": r.ifname,
         "gateway": format_ip(r.gateway) if r.gateway else None,
@@ -254,9 +264,23 @@ def _route(r: Route) -> dict[str, Any]:
         "table": r.table,
         "peer": r.peer,
     }
+    if r[8:12] != _PLAIN:  # a route observed, to be restored exactly as it was
+        d |= {
+            "kind": r.kind,
+            "tos": r.tos,
+            "nexthops": [
+                [format_ip(h.gateway) if h.gateway else None, h.ifname, h.weight]
+                for h in r.nexthops
+            ],
+            "nhId": r.nh_id,
+        }
+    return d
 
 
 def _unroute(d: dict[str, Any]) -> Route:
+    kind = str(d.get("kind", UNICAST))
+    if kind not in ROUTE_KINDS:
+        raise ValueError(f"unknown route kind {kind!r}")
     return Route(
         parse_cidr(d["dst"]),
         str(d["ifname"]),
@@ -266,6 +290,13 @@ def _unroute(d: dict[str, Any]) -> Route:
         int(d["proto"]),
         int(d["table"]),
         str(d["peer"]),
+        ROUTE_KINDS[ROUTE_KINDS.index(kind)],  # the constant itself, as a parsed route has
+        int(d.get("tos", 0)),
+        tuple(
+            NextHop(parse_ip(gateway) if gateway else None, str(ifname), int(weight))
+            for gateway, ifname, weight in d.get("nexthops", ())
+        ),
+        int(d.get("nhId", 0)),
     )
 
 

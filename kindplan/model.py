@@ -100,23 +100,41 @@ class HostFacts:
     mtu: int = DEFAULT_MTU
 
 
+# Route types (rtm_type) kindplan observes in the main table: a blackhole, unreachable, prohibit
+# or throw route at a destination decides where its traffic goes as much as a unicast one does.
+ROUTE_KINDS = ("unicast", "blackhole", "unreachable", "prohibit", "throw")
+UNICAST = "unicast"
+
+
+class NextHop(NamedTuple):
+    """One path of a multipath route (RTA_MULTIPATH)."""
+
+    gateway: IPAddress | None  # of the route's family, or of the other one (RTA_VIA)
+    ifname: str
+    weight: int = 1
+
+
 class _RouteFields(NamedTuple):
     dst: IPNetwork
     ifname: str
-    gateway: IPAddress | None
+    gateway: IPAddress | None  # of the route's family; of the other one: RTA_VIA (IPv4 via IPv6)
     scope: str  # "universe" or "host" (IPv4 pod routes, as ptp makes them)
     metric: int
     proto: int
     table: int
     peer: str  # the node (peer route) or pod (host route) this route serves; not identity
-    # The kernel's identity of the route, (table, family, address, prefix length, metric),
+    kind: str  # one of ROUTE_KINDS; only unicast routes have a gateway, device or next hops
+    tos: int
+    nexthops: tuple[NextHop, ...]  # a multipath route's paths (then no gateway and no ifname)
+    nh_id: int  # a route through a nexthop object (RTA_NH_ID); 0: none
+    # The kernel's identity of the route, (table, family, address, prefix length, TOS, metric),
     # derived from the fields above: sorting and diffing 10,000 routes ask for it several
     # times each.
-    key: tuple[int, int, int, int, int]
+    key: tuple[int, int, int, int, int, int]
 
 
 class Route(_RouteFields):
-    """A route as the kernel keys it: (table, dst, metric); the rest is what it points at.
+    """A route as the kernel keys it: (table, dst, TOS, metric); the rest is what it points at.
 
     An immutable named tuple rather than a frozen dataclass: a full apply at 5,000 dual-stack
     nodes makes some 30,000 of them, and a frozen dataclass takes three times the instructions
@@ -135,14 +153,48 @@ class Route(_RouteFields):
         proto: int = DEFAULT_ROUTE_PROTO,
         table: int = MAIN_TABLE,
         peer: str = "",
+        kind: str = UNICAST,
+        tos: int = 0,
+        nexthops: tuple[NextHop, ...] = (),
+        nh_id: int = 0,
     ) -> Route:
-        key = (table, dst.version, int(dst.network_address), dst.prefixlen, metric)
-        return tuple.__new__(cls, (dst, ifname, gateway, scope, metric, proto, table, peer, key))
+        key = (table, dst.version, int(dst.network_address), dst.prefixlen, tos, metric)
+        return tuple.__new__(
+            cls,
+            (
+                dst,
+                ifname,
+                gateway,
+                scope,
+                metric,
+                proto,
+                table,
+                peer,
+                kind,
+                tos,
+                nexthops,
+                nh_id,
+                key,
+            ),
+        )
 
     def _replace(self, **changes: Any) -> Route:
         """A copy with `changes`, its key derived again."""
         fields = dict(zip(self._fields[:-1], self[:-1], strict=True))  # all but the key
         return Route(**(fields | changes))
+
+    @property
+    def plain(self) -> bool:
+        """A unicast route through one gateway of its own family or one device: the only kind
+        kindplan itself writes."""
+        gateway = self.gateway
+        return (
+            self.kind == UNICAST
+            and not self.nexthops
+            and not self.nh_id
+            and not self.tos
+            and (gateway is None or gateway.version == self.dst.version)
+        )
 
 
 # Sorts routes by their key, read in C (a lambda costs a Python call for each of 10,000).
@@ -373,6 +425,7 @@ class Conflict:
 
     desired: Route
     observed: Route
+    shadows: bool = False  # observed has another key, but a lower metric: the kernel takes it
 
 
 @dataclass(frozen=True, slots=True)
