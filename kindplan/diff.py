@@ -101,10 +101,10 @@ def _diff_routes(
         if first.setdefault(route.key, route) is not route:
             others[route.key].append(route)
     out = _RouteDiff()
-    wanted: dict[object, Route] = {}
+    wanted: set[object] = set()
     for route in desired:
         key = route.key
-        wanted[key] = route  # a skipped pod's route is still wanted: left alone, not deleted
+        wanted.add(key)  # a skipped pod's route is still wanted: left alone, not deleted
         if route.ifname in skipped_links:
             continue
         seen = first.get(key)
@@ -126,14 +126,12 @@ def _diff_routes(
             out.changes.append(ReplaceRoute(route, old))
         else:
             out.conflicts.append(Conflict(route, old))
-    foreign = []
-    for route in observed:
-        if route.proto != proto:
-            foreign.append(route)  # a few: the kernel's own routes, the default route
-        elif route.key not in wanted:
+    # A few: kindplan's stale routes, and foreign ones (the kernel's own, the default route).
+    for route in [r for r in observed if r.proto != proto or r.key not in wanted]:
+        if route.proto == proto:
             out.deletions.append(DelRoute(route))
-    for route in foreign:
-        _shadowing(route, wanted, adopt, out)
+        else:
+            _shadowing(route, desired, wanted, adopt, out)
     return out
 
 
@@ -141,20 +139,26 @@ def _diff_routes(
 _DESIRED_METRICS = (0, IPV6_DEFAULT_METRIC)
 
 
-def _shadowing(route: Route, wanted: dict[object, Route], adopt: bool, out: _RouteDiff) -> None:
+def _shadowing(
+    route: Route, desired: tuple[Route, ...], wanted: set[object], adopt: bool, out: _RouteDiff
+) -> None:
     """A foreign route at a destination kindplan routes, with a lower metric: the kernel takes
     it, not kindplan's (IPv4 routes of kindplan's have metric 0, so only IPv6 ones can be
     shadowed this way). A conflict unless it sends traffic where kindplan's would; --adopt
     deletes it."""
-    table, version, address, prefixlen, tos, metric = route.key
+    table, version, address, prefixlen, tos_metric = route.key
+    tos, metric = tos_metric >> 32 << 32, route.metric
     for mine in _DESIRED_METRICS:
-        desired = wanted.get((table, version, address, prefixlen, tos, mine))
-        if mine <= metric or desired is None or _same_target(desired, route):
+        key = (table, version, address, prefixlen, tos | mine)
+        if mine <= metric or key not in wanted:
+            continue
+        shadowed = next(r for r in desired if r.key == key)  # rare: a search is fine
+        if _same_target(shadowed, route):
             continue
         if adopt:
             out.deletions.append(DelRoute(route))
         else:
-            out.conflicts.append(Conflict(desired, route, shadows=True))
+            out.conflicts.append(Conflict(shadowed, route, shadows=True))
         return
 
 
@@ -166,9 +170,8 @@ def _same_target(desired: Route, observed: Route) -> bool:
         (desired.gateway is observed.gateway or desired.gateway == observed.gateway)
         and desired.ifname == observed.ifname
         and (desired.scope == observed.scope or desired.dst.version == 6)
-        and desired.kind == observed.kind  # a blackhole (of IPv6) names a device too: lo
-        and desired.nh_id == observed.nh_id  # the kernel dumps a nexthop object's gateway too
-    )
+    )  # no more: a route of another type, multipath or through a nexthop object is observed
+    # with no device of its own (netlink._parse_route), and desired routes always have one
 
 
 def _diff_masq(desired: DesiredState, observed: ObservedState) -> list[Change]:
@@ -204,9 +207,9 @@ def _in_effect(change: Change, observed: ObservedState, routes: dict[object, lis
             return present == isinstance(change, AddAddress)
         case AddRoute(route) | ReplaceRoute(route, _):
             return any(
-                r.proto == route.proto and _same_target(route, r) and route.nexthops == r.nexthops
+                r.proto == route.proto and _same_target(route, r) and route.special == r.special
                 for r in routes.get(route.key, ())
-            )
+            )  # a route restored by a rollback: the same type and paths too
         case DelRoute(route):
             return not any(r.proto == route.proto for r in routes.get(route.key, ()))
         case WriteChain(version, rules, _, _, want_jumps):

@@ -33,6 +33,7 @@ from kindplan.model import (
     RemoveChain,
     ReplaceRoute,
     Route,
+    RouteSpecial,
     SetSysctl,
     WriteChain,
     WriteConflist,
@@ -224,14 +225,9 @@ def _encode_undo(undo: tuple[Change, ...]) -> str:
     return "[" + ",".join(parts) + "]"
 
 
-# Route.kind, tos, nexthops and nh_id of a route kindplan writes: such a route is journaled
-# without them (the form before other kinds were observed), any other with them.
-_PLAIN = (UNICAST, 0, (), 0)
-
-
 def _route_json(r: Route) -> str:
     """_route(r) exactly as json.dumps writes it (strings through json's own C escaper)."""
-    if r[8:12] != _PLAIN:
+    if r.special is not None:  # (the routes kindplan writes are journaled without its fields)
         return json.dumps(_route(r), separators=(",", ":"))
     gateway = _json_str(format_ip(r.gateway)) if r.gateway else "null"
     return (
@@ -264,7 +260,7 @@ def _route(r: Route) -> dict[str, Any]:
         "table": r.table,
         "peer": r.peer,
     }
-    if r[8:12] != _PLAIN:  # a route observed, to be restored exactly as it was
+    if r.special is not None:  # a route observed, to be restored exactly as it was
         d |= {
             "kind": r.kind,
             "tos": r.tos,
@@ -290,13 +286,15 @@ def _unroute(d: dict[str, Any]) -> Route:
         int(d["proto"]),
         int(d["table"]),
         str(d["peer"]),
-        ROUTE_KINDS[ROUTE_KINDS.index(kind)],  # the constant itself, as a parsed route has
-        int(d.get("tos", 0)),
-        tuple(
-            NextHop(parse_ip(gateway) if gateway else None, str(ifname), int(weight))
-            for gateway, ifname, weight in d.get("nexthops", ())
+        RouteSpecial(
+            kind,
+            int(d.get("tos", 0)),
+            tuple(
+                NextHop(parse_ip(gateway) if gateway else None, str(ifname), int(weight))
+                for gateway, ifname, weight in d.get("nexthops", ())
+            ),
+            int(d.get("nhId", 0)),
         ),
-        int(d.get("nhId", 0)),
     )
 
 

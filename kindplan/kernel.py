@@ -119,7 +119,7 @@ class Kernel:
             # A multipath, nexthop-object or blackhole-like route has no device of its own.
             hops = (
                 tuple(self._index.get(h.ifname, 0) for h in route.nexthops)
-                if route.nexthops
+                if route.special is not None and route.special.nexthops and not route.nh_id
                 else ()
             )
             if verb != "del" and ((route.ifname and not index) or 0 in hops):

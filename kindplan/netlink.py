@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any, NamedTuple
 
-from kindplan.model import IPAddress, IPNetwork, Link, NextHop, Route
+from kindplan.model import IPAddress, IPNetwork, Link, NextHop, Route, RouteSpecial
 
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270
@@ -502,14 +502,17 @@ def _parse_route(
     )
     if plain:
         return route
-    _, _, _, _, _, _, _, _, _, _, tos, multipath, via, nh_id = fields
-    return route._replace(
-        gateway=_via(via) if via else route.gateway,
-        kind=route_kind,
-        tos=tos,
-        nexthops=_nexthops(multipath, names) if multipath else (),
-        nh_id=nh_id,
-    )
+    tos, multipath, via, nh_id = fields[10:]
+    address = _via(via) if via else route.gateway
+    hops = _nexthops(multipath, names) if multipath else ()
+    if nh_id and not hops and (address or ifname):
+        hops = (NextHop(address, ifname),)  # the nexthop object's path, shown with it
+    if hops or route_kind != "unicast":
+        # No device or gateway of its own (an IPv6 blackhole's "dev lo" is the kernel's):
+        # diff.py's comparison of targets relies on it.
+        ifname, address = "", None
+    special = RouteSpecial(route_kind, tos, hops, nh_id)
+    return route._replace(ifname=ifname, gateway=address, special=special)
 
 
 _RTNH = struct.Struct("=HBBi")  # struct rtnexthop: len, flags, hops, ifindex

@@ -69,7 +69,7 @@ def test_an_ipv6_blackhole_is_a_conflict(dual_worker: Node) -> None:
     sh("ip", "-n", node.ns, "-6", "route", "add", "blackhole", dst, "metric", "1024")
     plan = node.plan("--detailed-exitcode")
     assert plan.returncode == 2
-    assert f"conflict: route {dst} is foreign (blackhole dev lo proto 3 metric 1024)" in plan.stdout
+    assert f"conflict: route {dst} is foreign (blackhole proto 3 metric 1024)" in plan.stdout
     adopt_then_rollback(node, dst, "-6")
 
 
@@ -102,9 +102,10 @@ def test_a_route_through_a_nexthop_object_is_restored(seed_worker2: Node) -> Non
     sh("ip", "-n", node.ns, "nexthop", "add", "id", "7", "via", "172.18.0.11", "dev", "eth0")
     sh("ip", "-n", node.ns, "route", "add", PEER, "nhid", "7")
     plan = node.plan()
-    assert f"conflict: route {PEER} is foreign (nhid 7 via 172.18.0.11 dev eth0 proto 3)" in (
-        plan.stdout
-    )
+    assert (
+        f"conflict: route {PEER} is foreign (nhid 7 proto 3 nexthop via 172.18.0.11 dev eth0 "
+        "weight 1)"
+    ) in plan.stdout
     adopt_then_rollback(node, PEER)
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from kindplan.compiler import compile_desired
 from kindplan.errors import InvalidInputError
-from kindplan.model import HostFacts, Route, format_ip, format_net
+from kindplan.model import HostFacts, Route, RouteSpecial, format_ip, format_net
 from kindplan.render import (
     jump_rule,
     masq_rules,
@@ -187,10 +187,12 @@ def test_off_link_peers_are_those_on_none_of_the_uplinks_prefixes_of_their_famil
 
 def test_a_routes_key_is_derived_from_its_fields_also_in_a_copy() -> None:
     route = Route(ip_network("10.244.1.0/24"), "eth0", ip_address("192.0.2.1"), peer="a")
-    assert route.key == (254, 4, int(ip_address("10.244.1.0")), 24, 0, 0)
+    assert route.key == (254, 4, int(ip_address("10.244.1.0")), 24, 0)
     moved = route._replace(dst=ip_network("fd00::/64"), metric=1024)
-    assert moved.key == (254, 6, int(ip_address("fd00::")), 64, 0, 1024)
-    assert route._replace(tos=0x10).key == (254, 4, int(ip_address("10.244.1.0")), 24, 0x10, 0)
+    assert moved.key == (254, 6, int(ip_address("fd00::")), 64, 1024)
+    tos = route._replace(special=RouteSpecial(tos=0x10))
+    assert tos.key == (254, 4, int(ip_address("10.244.1.0")), 24, 0x10 << 32) and tos.metric == 0
+    assert route._replace(special=RouteSpecial()).special is None
     assert moved.gateway == route.gateway and moved.peer == "a"
     assert route == route._replace() and route != route._replace(peer="b")
     with pytest.raises(AttributeError):
