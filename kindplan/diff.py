@@ -51,16 +51,34 @@ def diff(
         if sysctls.get(s.name) != s.value
     ]
 
+    # A pod's gateway address goes on its host veth only: on any other link (the uplink, a
+    # bridge) it would answer for the pod's gateway where no pod is.
     missing_veths = sorted({a.ifname for a in desired.addresses if a.ifname not in links})
     for ifname in missing_veths:
         pods = sorted({a.pod for a in desired.addresses if a.ifname == ifname})
         warnings.append(f"veth {ifname} of pod {', '.join(pods)} does not exist; skipped")
+    not_veths = sorted(
+        {
+            a.ifname
+            for a in desired.addresses
+            if a.ifname in links and links[a.ifname].kind != "veth"
+        }
+    )
+    for ifname in not_veths:
+        pods = sorted({a.pod for a in desired.addresses if a.ifname == ifname})
+        kind = links[ifname].kind or "a device"
+        warnings.append(f"{ifname} of pod {', '.join(pods)} is {kind}, not a veth; skipped")
     for address in desired.addresses:
         link = links.get(address.ifname)
-        if link and (address.address, address.prefixlen) not in link.addresses:
+        if (
+            link
+            and link.kind == "veth"
+            and (address.address, address.prefixlen) not in link.addresses
+        ):
             changes.append(AddAddress(address))
 
-    routes = _diff_routes(desired.routes, observed.routes, set(missing_veths), route_proto, adopt)
+    skipped = {*missing_veths, *not_veths}
+    routes = _diff_routes(desired.routes, observed.routes, skipped, route_proto, adopt)
     if routes.foreign_ok:
         # A node that ran classic kindnetd: its routes work, but kindplan would not delete them
         # when a peer leaves unless it adopts them.

@@ -307,6 +307,7 @@ class Link:
     mtu: int
     up: bool
     addresses: tuple[tuple[IPAddress, int], ...]  # (address, prefixlen), sorted
+    kind: str = ""  # "veth", "bridge"...; "" for a device with none (a physical NIC, lo)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ F_REQUEST, F_ACK, F_DUMP = 0x1, 0x4, 0x300
 F_REPLACE, F_EXCL, F_CREATE = 0x100, 0x200, 0x400
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
 RTA_MULTIPATH, RTA_CACHEINFO, RTA_VIA, RTA_NH_ID = 9, 12, 18, 30
-IFLA_IFNAME, IFLA_MTU = 3, 4
+IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO, IFLA_INFO_KIND = 3, 4, 18, 1
 IFA_ADDRESS = 1
 RTN_UNICAST = 1
 # The route types of the main table that decide where traffic to a destination goes (local,
@@ -134,8 +134,8 @@ class Netlink:
                     raise OSError(code, os.strerror(code))
                 yield kind_, message
 
-    def links(self) -> list[tuple[int, str, int, bool]]:
-        """(index, name, mtu, up) of every link."""
+    def links(self) -> list[tuple[int, str, int, bool, str]]:
+        """(index, name, mtu, up, kind) of every link; kind "veth", "bridge"..., "" for none."""
         found = []
         body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
         for kind, message in self._dump(RTM_GETLINK, body):
@@ -145,7 +145,9 @@ class Netlink:
             attrs = dict(_attrs(message, _NLMSG.size + _IFINFO.size))
             name = attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(errors="replace")
             mtu = _U32.unpack(attrs[IFLA_MTU])[0] if IFLA_MTU in attrs else 0
-            found.append((index, name, mtu, bool(flags & IFF_UP)))
+            info = dict(_attrs(attrs.get(IFLA_LINKINFO, b""), 0))
+            link_kind = info.get(IFLA_INFO_KIND, b"").rstrip(b"\0").decode(errors="replace")
+            found.append((index, name, mtu, bool(flags & IFF_UP), link_kind))
         return found
 
     def addresses(self) -> list[tuple[int, IPAddress, int]]:
@@ -174,8 +176,9 @@ class Netlink:
                 tuple(
                     sorted(addresses.get(index, []), key=lambda a: (a[0].version, int(a[0]), a[1]))
                 ),
+                kind,
             )
-            for index, name, mtu, up in self.links()
+            for index, name, mtu, up, kind in self.links()
         ]
         return tuple(sorted(links, key=lambda link: link.name))
 

@@ -60,7 +60,7 @@ def converged(desired: DesiredState) -> ObservedState:
 def empty_node(desired: DesiredState) -> ObservedState:
     veths = sorted({a.ifname for a in desired.addresses})
     links = [Link("eth0", 2, 1500, True, ((ip_address("198.18.0.10"), 15),))]
-    links += [Link(name, 10 + i, 1500, True, ()) for i, name in enumerate(veths)]
+    links += [Link(name, 10 + i, 1500, True, (), "veth") for i, name in enumerate(veths)]
     return ObservedState(
         links=tuple(links),
         routes=(),
