@@ -21,6 +21,7 @@ from kindplan.model import (
     DeleteConflist,
     DelRoute,
     DesiredState,
+    MasqObserved,
     ObservedState,
     Plan,
     RemoveChain,
@@ -193,16 +194,28 @@ def _same_target(desired: Route, observed: Route) -> bool:
 
 
 def _diff_masq(desired: DesiredState, observed: ObservedState) -> list[Change]:
-    seen = {m.version: m for m in observed.masq}
+    backend = observed.iptables_backend
+    seen = {(m.backend, m.version): m for m in observed.masq}
     changes: list[Change] = []
     for chain in desired.masq:
         rules = masq_rules(chain)
-        now = seen.get(chain.version)
+        now = seen.pop((backend, chain.version), None)
         old_rules, jumps = (now.rules, now.jumps) if now else (None, 0)
         if old_rules != rules or jumps != 1:
             changes.append(
-                WriteChain(chain.version, rules if old_rules != rules else None, old_rules, jumps)
+                WriteChain(
+                    chain.version,
+                    rules if old_rules != rules else None,
+                    old_rules,
+                    jumps,
+                    backend=backend,
+                )
             )
+    # What is left is kindplan's chain where nothing wants it: a backend the node no longer
+    # uses, a family the cluster lost. Both still hook netfilter: removed, jumps and all.
+    for (other, version), masq in sorted(seen.items()):
+        if masq.rules is not None or masq.jumps:
+            changes.append(RemoveChain(version, masq.rules or (), masq.jumps, backend=other))
     return changes
 
 
@@ -230,18 +243,24 @@ def _in_effect(change: Change, observed: ObservedState, routes: dict[object, lis
             )  # a route restored by a rollback: the same type and paths too
         case DelRoute(route):
             return not any(r.proto == route.proto for r in routes.get(route.key, ()))
-        case WriteChain(version, rules, _, _, want_jumps):
-            masq = next((m for m in observed.masq if m.version == version), None)
+        case WriteChain(version, rules, _, _, want_jumps, backend):
+            masq = _masq(observed, version, backend)
             return (
                 masq is not None
                 and (rules is None or masq.rules == rules)
                 and masq.jumps == want_jumps
             )
-        case RemoveChain(version, _, _):
-            masq = next((m for m in observed.masq if m.version == version), None)
+        case RemoveChain(version, _, _, backend):
+            masq = _masq(observed, version, backend)
             return masq is None or (masq.rules is None and masq.jumps == 0)
         case WriteConflist(_, content, _):
             return observed.conflist == content
         case DeleteConflist():
             return observed.conflist is None
     raise TypeError(change)
+
+
+def _masq(observed: ObservedState, version: int, backend: str | None) -> MasqObserved | None:
+    """The chain of `version` in `backend` (None: the backend in use) as observed."""
+    backend = observed.iptables_backend if backend is None else backend
+    return next((m for m in observed.masq if (m.version, m.backend) == (version, backend)), None)

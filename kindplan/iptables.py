@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 from kindplan.errors import RuntimeFailure
 from kindplan.model import MasqObserved
@@ -19,7 +20,7 @@ LOCK_WAIT_SECONDS = 5  # --wait for the xtables lock, as kube-proxy does
 _TOOLS = {4: "iptables", 6: "ip6tables"}
 
 
-def parse_nat(version: int, saved: str) -> MasqObserved:
+def parse_nat(version: int, saved: str, backend: str = "nft") -> MasqObserved:
     """KIND-MASQ-AGENT's rules and the count of kindplan's jumps, from `iptables-save -t nat`."""
     in_nat, exists, rules, jumps = False, False, [], 0
     jump = jump_rule()
@@ -34,7 +35,7 @@ def parse_nat(version: int, saved: str) -> MasqObserved:
             rules.append(line)
         elif line == jump:
             jumps += 1
-    return MasqObserved(version, tuple(rules) if exists else None, jumps)
+    return MasqObserved(version, tuple(rules) if exists else None, jumps, backend)
 
 
 def render_fix_payload(rules: tuple[str, ...] | None, jumps: int, want_jumps: int = 1) -> str:
@@ -76,6 +77,42 @@ class Iptables:
         _run(
             [self._tool(version, "restore"), "--noflush", "--wait", str(LOCK_WAIT_SECONDS)], payload
         )
+
+
+def read_masq(iptables: Iptables) -> tuple[MasqObserved, ...]:
+    """kindplan's chain and jumps, both families, in the backend in use and in the other one.
+
+    Both hook netfilter at once: a chain left in the backend a node switched away from still
+    masquerades (or fails to), and a family the cluster lost keeps its chain until removed.
+    """
+    found = []
+    for backend in (iptables.backend, *_others(iptables.backend)):
+        tool = iptables if backend == iptables.backend else Iptables(backend)
+        for version in (4, 6):
+            if backend == "legacy" and not _legacy_nat(version):
+                found.append(MasqObserved(version, None, 0, backend))  # no nat table: no chain
+                continue
+            found.append(parse_nat(version, tool.save_nat(version), backend))
+    return tuple(found)
+
+
+def _others(backend: str) -> tuple[str, ...]:
+    """The other variant, if this node has its tools ("": the system's own, no variants)."""
+    if not backend:
+        return ()
+    return tuple(
+        b for b in ("legacy", "nft") if b != backend and shutil.which(f"iptables-{b}-save")
+    )
+
+
+def _legacy_nat(version: int) -> bool:
+    """Does the legacy nat table of this family exist in the thread's network namespace? (no
+    iptables-legacy-save run: that one loads the table, a module for each family)"""
+    names = "ip_tables_names" if version == 4 else "ip6_tables_names"
+    try:
+        return "nat" in Path(f"/proc/thread-self/net/{names}").read_text().split()
+    except OSError:
+        return False
 
 
 def detect_backend() -> str:

@@ -88,14 +88,14 @@ def undo_of(change: Change) -> Change | None:
             return ReplaceRoute(old, route)
         case DelRoute(route):
             return AddRoute(route)
-        case WriteChain(version, rules, old_rules, jumps, want_jumps):
+        case WriteChain(version, rules, old_rules, jumps, want_jumps, backend):
             if old_rules is None and rules is not None:
-                return RemoveChain(version, rules, want_jumps)
+                return RemoveChain(version, rules, want_jumps, backend)
             if rules is None:  # only the jumps changed; old_rules just says what the chain held
-                return WriteChain(version, None, old_rules, want_jumps, jumps)
-            return WriteChain(version, old_rules, rules, want_jumps, jumps)
-        case RemoveChain(version, old_rules, jumps):
-            return WriteChain(version, old_rules, None, 0, jumps)
+                return WriteChain(version, None, old_rules, want_jumps, jumps, backend)
+            return WriteChain(version, old_rules, rules, want_jumps, jumps, backend)
+        case RemoveChain(version, old_rules, jumps, backend):
+            return WriteChain(version, old_rules, None, 0, jumps, backend)
         case WriteConflist(path, content, old):
             return (
                 DeleteConflist(path, content) if old is None else WriteConflist(path, old, content)
@@ -317,7 +317,7 @@ def _encode(change: Change) -> dict[str, Any]:
             return {"type": kind, "route": _route(route)}
         case ReplaceRoute(route, old):
             return {"type": kind, "route": _route(route), "old": _route(old)}
-        case WriteChain(version, rules, old_rules, jumps, want_jumps):
+        case WriteChain(version, rules, old_rules, jumps, want_jumps, backend):
             return {
                 "type": kind,
                 "version": version,
@@ -325,9 +325,16 @@ def _encode(change: Change) -> dict[str, Any]:
                 "oldRules": _rules(old_rules),
                 "jumps": jumps,
                 "wantJumps": want_jumps,
+                "backend": backend,
             }
-        case RemoveChain(version, old_rules, jumps):
-            return {"type": kind, "version": version, "oldRules": list(old_rules), "jumps": jumps}
+        case RemoveChain(version, old_rules, jumps, backend):
+            return {
+                "type": kind,
+                "version": version,
+                "oldRules": list(old_rules),
+                "jumps": jumps,
+                "backend": backend,
+            }
         case WriteConflist(path, content, old):
             return {"type": kind, "path": path, "content": content, "old": old}
         case DeleteConflist(path, old):
@@ -354,11 +361,21 @@ def _decode(d: dict[str, Any]) -> Change:
             _unrules(d["oldRules"]),
             int(d["jumps"]),
             int(d["wantJumps"]),
+            _backend(d),
         )
     if kind == "RemoveChain":
-        return RemoveChain(int(d["version"]), tuple(d["oldRules"]), int(d["jumps"]))
+        return RemoveChain(int(d["version"]), tuple(d["oldRules"]), int(d["jumps"]), _backend(d))
     if kind == "WriteConflist":
         return WriteConflist(str(d["path"]), str(d["content"]), d["old"])
     if kind == "DeleteConflist":
         return DeleteConflist(str(d["path"]), str(d["old"]))
     raise ValueError(f"unknown change type {kind!r}")
+
+
+def _backend(d: dict[str, Any]) -> str | None:
+    """The iptables backend a chain change went to (journals before it was recorded: None,
+    the backend in use)."""
+    backend = d.get("backend")
+    if backend not in (None, "", "legacy", "nft"):
+        raise ValueError(f"unknown iptables backend {backend!r}")
+    return None if backend is None else str(backend)

@@ -317,6 +317,7 @@ class MasqObserved:
     version: int
     rules: tuple[str, ...] | None  # None: the chain does not exist
     jumps: int  # how many POSTROUTING rules are exactly kindplan's jump
+    backend: str = "nft"  # the iptables variant it was read from: "nft", "legacy", "" (default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,9 +325,11 @@ class ObservedState:
     links: tuple[Link, ...]  # sorted by name
     routes: tuple[Route, ...]  # main table, both families, sorted by key
     sysctls: tuple[Sysctl, ...]
+    # Both families in every backend the node has: kindplan's chain may be left behind in one
+    # the node no longer uses, or for a family the cluster no longer has.
     masq: tuple[MasqObserved, ...]
     conflist: str | None  # None: no file
-    iptables_backend: str = "nft"
+    iptables_backend: str = "nft"  # the one in use
 
     def link(self, name: str) -> Link | None:
         return next((link for link in self.links if link.name == name), None)
@@ -380,15 +383,18 @@ class WriteChain:
     old_rules: tuple[str, ...] | None
     jumps: int  # jumps observed
     want_jumps: int = 1  # jumps left afterwards (a rollback may restore another count)
+    backend: str | None = None  # the iptables variant written; None: the one in use then
 
 
 @dataclass(frozen=True, slots=True)
 class RemoveChain:
-    """Delete KIND-MASQ-AGENT of one family and every jump to it (a rollback to before kindplan)."""
+    """Delete KIND-MASQ-AGENT of one family and every jump to it: a rollback to before kindplan,
+    a backend the node no longer uses, a family the cluster no longer has."""
 
     version: int
     old_rules: tuple[str, ...]
     jumps: int
+    backend: str | None = None  # the iptables variant written; None: the one in use then
 
 
 @dataclass(frozen=True, slots=True)

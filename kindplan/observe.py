@@ -8,7 +8,7 @@ from pathlib import Path
 
 from kindplan.compiler import FORWARDING_SYSCTLS
 from kindplan.errors import RuntimeFailure
-from kindplan.iptables import Iptables, parse_nat
+from kindplan.iptables import Iptables, read_masq
 from kindplan.kernel import Kernel
 from kindplan.model import (
     DEFAULT_MTU,
@@ -30,7 +30,7 @@ def read_observed(
         links=links,
         routes=kernel.read_routes(),
         sysctls=kernel.read_sysctls(tuple(FORWARDING_SYSCTLS[v] for v in families)),
-        masq=tuple(parse_nat(v, iptables.save_nat(v)) for v in families),
+        masq=read_masq(iptables),
         conflist=read_conflist(conflist_path),
         iptables_backend=iptables.backend,
     )

@@ -72,8 +72,9 @@ def describe(change: Change) -> str:
             if jumps != want_jumps:
                 parts.append(f"POSTROUTING jump ({jumps} present, {want_jumps} wanted)")
             return f"{_table(version)} nat: {', '.join(parts)}"
-        case RemoveChain(version, _, jumps):
-            return f"{_table(version)} nat: chain KIND-MASQ-AGENT and {jumps} jump(s)"
+        case RemoveChain(version, _, jumps, backend):
+            table = f"{_table(version)}-{backend}" if backend else _table(version)
+            return f"{table} nat: chain KIND-MASQ-AGENT and {jumps} jump(s)"
         case WriteConflist(path, _, old):
             return f"file {path}" + (" (new)" if old is None else "")
         case DeleteConflist(path, _):

@@ -23,6 +23,7 @@ from kindplan.model import (
     MasqObserved,
     ObservedState,
     Plan,
+    RemoveChain,
     ReplaceRoute,
     Route,
     SetSysctl,
@@ -179,14 +180,35 @@ def test_missing_veth_is_a_warning_not_a_change() -> None:
     assert plan.warnings == ("veth veth1 of pod default/web does not exist; skipped",)
 
 
+def test_chains_nothing_wants_are_removed_from_any_backend_and_family() -> None:
+    """A node that switched backends, a cluster that lost IPv6: what kindplan left goes."""
+    desired = desired_state()
+    rules = masq_rules(desired.masq[0])
+    node = converged(desired)
+    left = (
+        MasqObserved(4, rules, 1, "legacy"),  # the backend the node used before
+        MasqObserved(6, None, 1, "legacy"),  # a jump alone
+        MasqObserved(6, ("-A KIND-MASQ-AGENT -j MASQUERADE",), 1, "nft"),  # a lost family
+        MasqObserved(6, None, 0, "nft"),
+    )
+    plan = diff(desired, replace(node, masq=(*node.masq, *left[:3])), conflist_path=PATH)
+    assert plan.changes == (
+        RemoveChain(4, rules, 1, "legacy"),
+        RemoveChain(6, (), 1, "legacy"),
+        RemoveChain(6, ("-A KIND-MASQ-AGENT -j MASQUERADE",), 1, "nft"),
+    )
+    assert "- iptables-legacy nat: chain KIND-MASQ-AGENT and 1 jump(s)" in format_plan(plan)
+    assert diff(desired, replace(node, masq=(*node.masq, left[3])), conflist_path=PATH).empty
+
+
 def test_chain_and_jump_fixes() -> None:
     desired = desired_state()
     rules = masq_rules(desired.masq[0])
     node = converged(desired)
     for observed, expected in [
-        (MasqObserved(4, rules, 2), WriteChain(4, None, rules, 2)),
-        (MasqObserved(4, rules[::-1], 1), WriteChain(4, rules, rules[::-1], 1)),
-        (MasqObserved(4, None, 0), WriteChain(4, rules, None, 0)),
+        (MasqObserved(4, rules, 2), WriteChain(4, None, rules, 2, backend="nft")),
+        (MasqObserved(4, rules[::-1], 1), WriteChain(4, rules, rules[::-1], 1, backend="nft")),
+        (MasqObserved(4, None, 0), WriteChain(4, rules, None, 0, backend="nft")),
     ]:
         assert diff(desired, replace(node, masq=(observed,)), conflist_path=PATH).changes == (
             expected,
