@@ -14,8 +14,10 @@ from kindplan.compiler import compile_desired
 from kindplan.diff import diff
 from kindplan.iptables import parse_nat, render_fix_payload
 from kindplan.model import (
+    ROUTE_ORDER,
     AddAddress,
     AddRoute,
+    Conflict,
     DelRoute,
     DesiredState,
     HostFacts,
@@ -26,6 +28,7 @@ from kindplan.model import (
     RemoveChain,
     ReplaceRoute,
     Route,
+    RouteSpecial,
     SetSysctl,
     Sysctl,
     WriteChain,
@@ -266,6 +269,32 @@ def test_plan_json_is_valid_under_its_schema() -> None:
     Draft202012Validator(load_schema("plan.schema.json")).validate(document)
     assert document["summary"] == {"add": 5, "change": 1, "delete": 0}
     assert len(document["conflicts"]) == 1
+
+
+def test_a_lower_metric_foreign_route_shadows_and_adopt_deletes_it() -> None:
+    desired = compile_desired(load(cluster_doc(3, v6=True)), "node-0000", HostFacts())
+    node = converged(desired)
+    mine = desired.routes[0]
+    cases = [  # (foreign route, a conflict?)
+        (mine._replace(metric=mine.metric + 5, proto=3, gateway=ip_address("198.18.0.77")), False),
+        (mine._replace(proto=3, special=RouteSpecial(tos=0x10)), False),  # another key
+        (mine._replace(proto=3, special=RouteSpecial(tos=0x10), metric=0), False),
+    ]
+    v6 = next(r for r in desired.routes if r.dst.version == 6)
+    lower = v6._replace(metric=256, proto=3, gateway=ip_address("2001:db8::77"), peer="")
+    cases += [(lower, True), (lower._replace(gateway=v6.gateway), False)]  # the same target
+    for foreign, shadows in cases:
+        observed = replace(node, routes=tuple(sorted((*node.routes, foreign), key=ROUTE_ORDER)))
+        plan = diff(desired, observed, conflist_path=PATH)
+        assert plan.empty
+        assert plan.conflicts == ((Conflict(v6, foreign, shadows=True),) if shadows else ())
+        if shadows:
+            assert "shadows kindplan's" in format_plan(plan)
+            document = plan_to_json(plan, fingerprint="0" * 64)
+            Draft202012Validator(load_schema("plan.schema.json")).validate(document)
+            assert document["conflicts"][0]["shadows"] is True
+            adopted = diff(desired, observed, conflist_path=PATH, adopt=True)
+            assert adopted.changes == (DelRoute(foreign),) and not adopted.conflicts
 
 
 @settings(max_examples=60, deadline=None)
