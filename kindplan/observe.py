@@ -94,10 +94,11 @@ def fingerprint(observed: ObservedState) -> str:
         ],
         "routes": [
             (str(r.dst), r.ifname, str(r.gateway), r.scope, r.metric, r.proto, r.table)
+            + ((repr(r.special),) if r.special is not None else ())
             for r in observed.routes
         ],
         "sysctls": [(s.name, s.value) for s in observed.sysctls],
-        "masq": [(m.version, m.rules, m.jumps) for m in observed.masq],
+        "masq": [(m.backend, m.version, m.rules, m.jumps) for m in observed.masq],
         "conflist": observed.conflist,
     }
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()

@@ -14,6 +14,9 @@ import yaml
 from nodes import DUAL, Node, kindplan
 from shell import sh
 
+from kindplan.iptables import _legacy_nat, _nft_nat
+from kindplan.netns import enter_netns
+
 pytestmark = [
     pytest.mark.root,
     pytest.mark.skipif(
@@ -86,3 +89,16 @@ def test_a_family_the_cluster_lost_loses_its_chain(dual_worker: Node) -> None:
     assert "KIND-MASQ-AGENT" not in nat(node, "ip6tables-nft-save")
     assert "-j KIND-MASQ-AGENT" in nat(node, "iptables-nft-save")
     assert node.plan("--detailed-exitcode", snapshot=single).returncode == 0
+
+
+def test_nat_tables_are_found_per_backend_and_family(netns: str) -> None:
+    """What spares a watch round the saves of a backend or family holding nothing."""
+    with enter_netns(netns):
+        assert _nft_nat() == frozenset() and not _legacy_nat(4) and not _legacy_nat(6)
+        sh("ip6tables-nft", "-t", "nat", "-N", "OTHER", ns=netns)
+        sh("iptables-legacy", "-t", "nat", "-N", "OTHER", ns=netns)
+        assert _nft_nat() == frozenset({6}) and _legacy_nat(4) and not _legacy_nat(6)
+        sh("iptables-nft", "-t", "filter", "-N", "OTHER", ns=netns)  # another table: still no nat
+        assert _nft_nat() == frozenset({6})
+        sh("iptables-nft", "-t", "nat", "-N", "OTHER", ns=netns)
+        assert _nft_nat() == frozenset({4, 6})

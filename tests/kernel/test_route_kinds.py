@@ -9,6 +9,7 @@ import time
 import pytest
 from nodes import Node, kindplan
 from shell import sh
+from test_converged import fast_path_taken
 
 from kindplan.kernel import Kernel
 from kindplan.netns import enter_netns
@@ -174,3 +175,4 @@ def test_an_expiring_ipv6_route_leaves_the_converged_node_converged(dual_worker:
         finally:
             kernel.close()
     assert "expires" in "".join(show(node, "2001:db8:5::/64", "-6"))
+    assert fast_path_taken(node), "the converged record of the apply still holds"
