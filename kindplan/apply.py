@@ -58,10 +58,19 @@ def apply_change(change: Change, kernel: Kernel, iptables: Iptables) -> None:
             kernel.add_address(address)
         case DelAddress(address):
             kernel.del_address(address)
-        case WriteChain(version, rules, _, jumps, want_jumps, _, want_at):
-            iptables.restore(version, render_fix_payload(rules, jumps, want_jumps, want_at))
-        case RemoveChain(version, _, jumps):
-            iptables.restore(version, render_remove_payload(jumps))
+        case WriteChain(
+            version=version,
+            rules=rules,
+            jumps=jumps,
+            want_jumps=want_jumps,
+            want_at=want_at,
+            backend=backend,
+        ):
+            _backend(iptables, backend).restore(
+                version, render_fix_payload(rules, jumps, want_jumps, want_at)
+            )
+        case RemoveChain(version, _, jumps, backend):
+            _backend(iptables, backend).restore(version, render_remove_payload(jumps))
         case WriteConflist(path, content, old):
             _expect_conflist(Path(path), old)
             write_atomic(Path(path), content)
@@ -70,6 +79,11 @@ def apply_change(change: Change, kernel: Kernel, iptables: Iptables) -> None:
             remove_file(Path(path))
         case _:
             raise TypeError(f"not a single change: {change}")
+
+
+def _backend(iptables: Iptables, backend: str | None) -> Iptables:
+    """The iptables of the backend a change names (None: the one in use)."""
+    return iptables if backend is None or backend == iptables.backend else Iptables(backend)
 
 
 def _expect_conflist(path: Path, seen: str | None) -> None:

@@ -954,7 +954,7 @@ def show(
 
     Example: kindplan show --netns kp-worker2
     """
-    from kindplan.iptables import Iptables, detect_backend, parse_nat
+    from kindplan.iptables import Iptables, detect_backend, read_masq
     from kindplan.kernel import Kernel
     from kindplan.netns import enter_netns
     from kindplan.planview import route_text
@@ -967,7 +967,11 @@ def show(
         finally:
             kernel.close()
         iptables = Iptables(detect_backend())
-        chains = [parse_nat(v, iptables.save_nat(v)) for v in (4, 6)]
+        chains = [
+            c
+            for c in read_masq(iptables)
+            if c.backend == iptables.backend or c.jumps or c.rules is not None
+        ]
     typer.echo(f"routes with protocol {route_proto}: {len(routes)}")
     for route in routes:
         typer.echo(f"  {route_text(route)}")
@@ -978,7 +982,8 @@ def show(
             continue
         typer.echo(
             f"{table} nat: KIND-MASQ-AGENT ({len(chain.rules)} rules), {chain.jumps} jump(s) "
-            f"[{iptables.backend or 'default'} backend]"
+            f"[{chain.backend or 'default'} backend"
+            + ("]" if chain.backend == iptables.backend else ", not in use]")
         )
         for rule in chain.rules:
             typer.echo(f"  {rule}")

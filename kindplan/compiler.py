@@ -56,6 +56,13 @@ def compile_desired(
     routes = [*_peer_routes(snapshot, node, facts, route_proto)]
     addresses: list[Address] = []
     for pod in local_pods:
+        if pod.host_interface in (facts.uplink, "lo"):
+            raise InvalidInputError.one(
+                f"pod {pod.namespace}/{pod.name}",
+                f"hostInterface {pod.host_interface} is the node's "
+                + ("uplink" if pod.host_interface == facts.uplink else "loopback")
+                + ", not a pod's veth",
+            )
         pod_routes, pod_addresses = _pod_plumbing(node, pod, route_proto)
         routes.extend(pod_routes)
         addresses.extend(pod_addresses)

@@ -26,7 +26,7 @@ from kindplan.cnicache import read_cni_cache
 from kindplan.compiler import FORWARDING_SYSCTLS
 from kindplan.errors import RuntimeFailure
 from kindplan.files import write_atomic
-from kindplan.iptables import Iptables, detect_backend, parse_nat
+from kindplan.iptables import Iptables, detect_backend, read_masq
 from kindplan.kernel import Kernel
 from kindplan.locking import apply_lock, node_lock
 from kindplan.netns import enter_netns
@@ -101,7 +101,7 @@ def observed_digest(
     h.update(repr(kernel.read_links()).encode())  # names, indexes, MTUs, state, addresses
     h.update(kernel.route_digest())
     h.update(repr(kernel.read_sysctls(tuple(FORWARDING_SYSCTLS[v] for v in families))).encode())
-    h.update(repr(tuple(parse_nat(v, iptables.save_nat(v)) for v in families)).encode())
+    h.update(repr(read_masq(iptables)).encode())
     try:
         conflist = read_conflist(Path(conflist_path))
     except RuntimeFailure as e:  # never recorded as converged: the full path names the problem

@@ -14,6 +14,7 @@ from itertools import compress
 
 from kindplan.model import (
     DEFAULT_ROUTE_PROTO,
+    IPV6_DEFAULT_METRIC,
     ROUTE_ORDER,
     RTPROT_KERNEL,
     AddAddress,
@@ -24,6 +25,7 @@ from kindplan.model import (
     DeleteConflist,
     DelRoute,
     DesiredState,
+    MasqObserved,
     ObservedState,
     Plan,
     RemoveChain,
@@ -56,16 +58,34 @@ def diff(
         if sysctls.get(s.name) != s.value
     ]
 
+    # A pod's gateway address goes on its host veth only: on any other link (the uplink, a
+    # bridge) it would answer for the pod's gateway where no pod is.
     missing_veths = sorted({a.ifname for a in desired.addresses if a.ifname not in links})
     for ifname in missing_veths:
         pods = sorted({a.pod for a in desired.addresses if a.ifname == ifname})
         warnings.append(f"veth {ifname} of pod {', '.join(pods)} does not exist; skipped")
+    not_veths = sorted(
+        {
+            a.ifname
+            for a in desired.addresses
+            if a.ifname in links and links[a.ifname].kind != "veth"
+        }
+    )
+    for ifname in not_veths:
+        pods = sorted({a.pod for a in desired.addresses if a.ifname == ifname})
+        kind = links[ifname].kind or "a device"
+        warnings.append(f"{ifname} of pod {', '.join(pods)} is {kind}, not a veth; skipped")
     for address in desired.addresses:
         link = links.get(address.ifname)
-        if link and (address.address, address.prefixlen) not in link.addresses:
+        if (
+            link
+            and link.kind == "veth"
+            and (address.address, address.prefixlen) not in link.addresses
+        ):
             changes.append(AddAddress(address))
 
-    routes = _diff_routes(desired.routes, observed.routes, set(missing_veths), route_proto, adopt)
+    skipped = {*missing_veths, *not_veths}
+    routes = _diff_routes(desired.routes, observed.routes, skipped, route_proto, adopt)
     stale = _stale_foreign(desired, observed.routes, route_proto)
     if stale:
         # kindnetd never deletes a route: a departed node's and an old PodCIDR's stay, and one
@@ -116,7 +136,7 @@ def _diff_routes(
     proto: int,
     adopt: bool,
 ) -> _RouteDiff:
-    # The kernel keys a route by (table, dst, metric); IPv6 may hold several under one key.
+    # The kernel keys a route by (table, dst, TOS, metric); IPv6 may hold several under one key.
     # The first route of each key in a dict, the rare others aside: no list per route.
     first: dict[object, Route] = {}
     others: dict[object, list[Route]] = defaultdict(list)
@@ -124,7 +144,7 @@ def _diff_routes(
         if first.setdefault(route.key, route) is not route:
             others[route.key].append(route)
     out = _RouteDiff()
-    wanted = set()
+    wanted: set[object] = set()
     for route in desired:
         key = route.key
         wanted.add(key)  # a skipped pod's route is still wanted: left alone, not deleted
@@ -149,9 +169,12 @@ def _diff_routes(
             out.changes.append(ReplaceRoute(route, old))
         else:
             out.conflicts.append(Conflict(route, old))
-    out.deletions = [
-        DelRoute(route) for route in observed if route.proto == proto and route.key not in wanted
-    ]
+    # A few: kindplan's stale routes, and foreign ones (the kernel's own, the default route).
+    for route in [r for r in observed if r.proto != proto or r.key not in wanted]:
+        if route.proto == proto:
+            out.deletions.append(DelRoute(route))
+        else:
+            _shadowing(route, desired, wanted, adopt, out)
     return out
 
 
@@ -180,6 +203,33 @@ def _stale_foreign(desired: DesiredState, observed: tuple[Route, ...], proto: in
     return sorted((r for r in candidates if r.key[1:4] not in wanted), key=ROUTE_ORDER)
 
 
+# The metrics compile_desired gives routes (IPv4: 0; IPv6: 0, which the kernel stores as 1024).
+_DESIRED_METRICS = (0, IPV6_DEFAULT_METRIC)
+
+
+def _shadowing(
+    route: Route, desired: tuple[Route, ...], wanted: set[object], adopt: bool, out: _RouteDiff
+) -> None:
+    """A foreign route at a destination kindplan routes, with a lower metric: the kernel takes
+    it, not kindplan's (IPv4 routes of kindplan's have metric 0, so only IPv6 ones can be
+    shadowed this way). A conflict unless it sends traffic where kindplan's would; --adopt
+    deletes it."""
+    table, version, address, prefixlen, tos_metric = route.key
+    tos, metric = tos_metric >> 32 << 32, route.metric
+    for mine in _DESIRED_METRICS:
+        key = (table, version, address, prefixlen, tos | mine)
+        if mine <= metric or key not in wanted:
+            continue
+        shadowed = next(r for r in desired if r.key == key)  # rare: a search is fine
+        if _same_target(shadowed, route):
+            continue
+        if adopt:
+            out.deletions.append(DelRoute(route))
+        else:
+            out.conflicts.append(Conflict(shadowed, route, shadows=True))
+        return
+
+
 def _same_target(desired: Route, observed: Route) -> bool:
     """Does the observed route send traffic where the desired one would?"""
     # The cheap comparisons first: gateways are often the very same object (the snapshot's, in
@@ -188,25 +238,36 @@ def _same_target(desired: Route, observed: Route) -> bool:
         (desired.gateway is observed.gateway or desired.gateway == observed.gateway)
         and desired.ifname == observed.ifname
         and (desired.scope == observed.scope or desired.dst.version == 6)
-    )
+    )  # no more: a route of another type, multipath or through a nexthop object is observed
+    # with no device of its own (netlink._parse_route), and desired routes always have one
 
 
 def _diff_masq(desired: DesiredState, observed: ObservedState) -> list[Change]:
-    seen = {m.version: m for m in observed.masq}
+    backend = observed.iptables_backend
+    seen = {(m.backend, m.version): m for m in observed.masq}
     changes: list[Change] = []
     for chain in desired.masq:
         rules = masq_rules(chain)
-        now = seen.get(chain.version)
+        now = seen.pop((backend, chain.version), None)
         old_rules, jumps = (now.rules, now.jumps) if now else (None, 0)
         jumps_at = now.jumps_at if now else ()
         if old_rules != rules or jumps != 1:
             # of several copies of the jump, the first one stays where it is
             write = WriteChain(
-                chain.version, rules if old_rules != rules else None, old_rules, jumps
+                chain.version,
+                rules if old_rules != rules else None,
+                old_rules,
+                jumps,
+                backend=backend,
             )
             if jumps > 1:
                 write = replace(write, jumps_at=jumps_at, want_at=jumps_at[:1])
             changes.append(write)
+    # What is left is kindplan's chain where nothing wants it: a backend the node no longer
+    # uses, a family the cluster lost. Both still hook netfilter: removed, jumps and all.
+    for (other, version), masq in sorted(seen.items()):
+        if masq.rules is not None or masq.jumps:
+            changes.append(RemoveChain(version, masq.rules or (), masq.jumps, backend=other))
     return changes
 
 
@@ -229,22 +290,29 @@ def _in_effect(change: Change, observed: ObservedState, routes: dict[object, lis
             return present == isinstance(change, AddAddress)
         case AddRoute(route) | ReplaceRoute(route, _):
             return any(
-                r.proto == route.proto and _same_target(route, r) for r in routes.get(route.key, ())
-            )
+                r.proto == route.proto and _same_target(route, r) and route.special == r.special
+                for r in routes.get(route.key, ())
+            )  # a route restored by a rollback: the same type and paths too
         case DelRoute(route):
             return not any(r.proto == route.proto for r in routes.get(route.key, ()))
-        case WriteChain(version, rules, _, _, want_jumps):
-            masq = next((m for m in observed.masq if m.version == version), None)
+        case WriteChain(version=version, rules=rules, want_jumps=want_jumps, backend=backend):
+            masq = _masq(observed, version, backend)
             return (
                 masq is not None
                 and (rules is None or masq.rules == rules)
                 and masq.jumps == want_jumps
             )
-        case RemoveChain(version, _, _):
-            masq = next((m for m in observed.masq if m.version == version), None)
+        case RemoveChain(version, _, _, backend):
+            masq = _masq(observed, version, backend)
             return masq is None or (masq.rules is None and masq.jumps == 0)
         case WriteConflist(_, content, _):
             return observed.conflist == content
         case DeleteConflist():
             return observed.conflist is None
     raise TypeError(change)
+
+
+def _masq(observed: ObservedState, version: int, backend: str | None) -> MasqObserved | None:
+    """The chain of `version` in `backend` (None: the backend in use) as observed."""
+    backend = observed.iptables_backend if backend is None else backend
+    return next((m for m in observed.masq if (m.version, m.backend) == (version, backend)), None)

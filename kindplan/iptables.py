@@ -8,8 +8,11 @@ one commit) and adds or deletes exactly kindplan's POSTROUTING jump.
 from __future__ import annotations
 
 import shutil
+import socket
+import struct
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 from kindplan.errors import RuntimeFailure
 from kindplan.model import MasqObserved
@@ -19,7 +22,7 @@ LOCK_WAIT_SECONDS = 5  # --wait for the xtables lock, as kube-proxy does
 _TOOLS = {4: "iptables", 6: "ip6tables"}
 
 
-def parse_nat(version: int, saved: str) -> MasqObserved:
+def parse_nat(version: int, saved: str, backend: str = "nft") -> MasqObserved:
     """KIND-MASQ-AGENT's rules and the count of kindplan's jumps, from `iptables-save -t nat`."""
     in_nat, exists, rules, jumps_at, position = False, False, [], [], 0
     jump = jump_rule()
@@ -37,7 +40,7 @@ def parse_nat(version: int, saved: str) -> MasqObserved:
             if line == jump:
                 jumps_at.append(position)
     rules_or_none = tuple(rules) if exists else None
-    return MasqObserved(version, rules_or_none, len(jumps_at), tuple(jumps_at))
+    return MasqObserved(version, rules_or_none, len(jumps_at), tuple(jumps_at), backend=backend)
 
 
 def render_fix_payload(
@@ -93,6 +96,101 @@ class Iptables:
         _run(
             [self._tool(version, "restore"), "--noflush", "--wait", str(LOCK_WAIT_SECONDS)], payload
         )
+
+
+def read_masq(iptables: Iptables) -> tuple[MasqObserved, ...]:
+    """kindplan's chain and jumps, both families, in the backend in use and in the other one.
+
+    Both hook netfilter at once: a chain left in the backend a node switched away from still
+    masquerades (or fails to), and a family the cluster lost keeps its chain until removed.
+    """
+    found = []
+    nft_nat = None  # the families with an nft nat table, asked once
+    for backend in (iptables.backend, *_others(iptables.backend)):
+        tool = iptables if backend == iptables.backend else Iptables(backend)
+        for version in (4, 6):
+            # A family without a nat table in a backend has no chain there: no save run (an
+            # iptables-save is some 5 ms of a watch round).
+            if backend == "legacy":
+                has_nat = _legacy_nat(version)
+            elif backend == "nft":
+                nft_nat = _nft_nat() if nft_nat is None else nft_nat
+                has_nat = version in nft_nat
+            else:
+                has_nat = True
+            if has_nat:
+                found.append(parse_nat(version, tool.save_nat(version), backend))
+            else:
+                found.append(MasqObserved(version, None, 0, backend=backend))
+    return tuple(found)
+
+
+def _others(backend: str) -> tuple[str, ...]:
+    """The other variant, if this node has its tools ("": the system's own, no variants)."""
+    if not backend:
+        return ()
+    return tuple(
+        b for b in ("legacy", "nft") if b != backend and shutil.which(f"iptables-{b}-save")
+    )
+
+
+def _legacy_nat(version: int) -> bool:
+    """Does the legacy nat table of this family exist in the thread's network namespace? (no
+    iptables-legacy-save run: that one loads the table, a module for each family)"""
+    names = "ip_tables_names" if version == 4 else "ip6_tables_names"
+    try:
+        return "nat" in Path(f"/proc/thread-self/net/{names}").read_text().split()
+    except OSError:
+        return False
+
+
+_NLMSG = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+# nf_tables over netlink (linux/netfilter/nfnetlink.h, nf_tables.h): a dump of the tables
+_NETLINK_NETFILTER, _GETTABLE = 12, 10 << 8 | 1  # NFNL_SUBSYS_NFTABLES, NFT_MSG_GETTABLE
+_NFTA_TABLE_NAME = 1
+_NFPROTO = {2: 4, 10: 6}  # NFPROTO_IPV4, NFPROTO_IPV6
+
+
+def _nft_nat() -> frozenset[int]:
+    """The families with an nf_tables table "nat" (iptables-nft's) in the thread's network
+    namespace, asked over netlink; both, to be safe, if the kernel cannot be asked."""
+    unknown = frozenset((4, 6))
+    try:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER)
+    except OSError:
+        return unknown
+    found: set[int] = set()
+    with sock:
+        try:
+            sock.settimeout(5)
+            body = struct.pack("=BBH", socket.AF_UNSPEC, 0, 0)  # nfgenmsg
+            sock.send(_NLMSG.pack(_NLMSG.size + len(body), _GETTABLE, 0x301, 1, 0) + body)
+            while True:
+                data = sock.recv(1 << 16)
+                offset = 0
+                while offset + _NLMSG.size <= len(data):
+                    length, kind, _, _, _ = _NLMSG.unpack_from(data, offset)
+                    if kind == 3:  # NLMSG_DONE
+                        return frozenset(found)
+                    if kind == 2 or length < _NLMSG.size + 4:  # NLMSG_ERROR, or malformed
+                        return unknown
+                    if _table_name(data[offset + _NLMSG.size + 4 : offset + length]) == b"nat":
+                        found.add(_NFPROTO.get(data[offset + _NLMSG.size], 0))
+                    offset += (length + 3) & ~3
+        except OSError:
+            return unknown
+
+
+def _table_name(attrs: bytes) -> bytes:
+    offset = 0
+    while offset + 4 <= len(attrs):
+        length, kind = struct.unpack_from("=HH", attrs, offset)
+        if length < 4:
+            break
+        if kind & 0x3FFF == _NFTA_TABLE_NAME:
+            return attrs[offset + 4 : offset + length].rstrip(b"\0")
+        offset += (length + 3) & ~3
+    return b""
 
 
 def detect_backend() -> str:

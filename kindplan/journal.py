@@ -23,6 +23,8 @@ from typing import Any
 from kindplan.errors import RuntimeFailure, one_line
 from kindplan.files import write_atomic
 from kindplan.model import (
+    ROUTE_KINDS,
+    UNICAST,
     AddAddress,
     Address,
     AddRoute,
@@ -30,9 +32,11 @@ from kindplan.model import (
     DelAddress,
     DeleteConflist,
     DelRoute,
+    NextHop,
     RemoveChain,
     ReplaceRoute,
     Route,
+    RouteSpecial,
     SetSysctl,
     WriteChain,
     WriteConflist,
@@ -89,14 +93,18 @@ def undo_of(change: Change) -> Change | None:
             return ReplaceRoute(old, route)
         case DelRoute(route):
             return AddRoute(route)
-        case WriteChain(version, rules, old_rules, jumps, want_jumps, jumps_at, want_at):
+        case WriteChain(version, rules, old_rules, jumps, want_jumps, jumps_at, want_at, backend):
             if old_rules is None and rules is not None:
-                return RemoveChain(version, rules, want_jumps)
+                return RemoveChain(version, rules, want_jumps, backend)
             if rules is None:  # only the jumps changed; old_rules just says what the chain held
-                return WriteChain(version, None, old_rules, want_jumps, jumps, want_at, jumps_at)
-            return WriteChain(version, old_rules, rules, want_jumps, jumps, want_at, jumps_at)
-        case RemoveChain(version, old_rules, jumps):
-            return WriteChain(version, old_rules, None, 0, jumps)
+                return WriteChain(
+                    version, None, old_rules, want_jumps, jumps, want_at, jumps_at, backend
+                )
+            return WriteChain(
+                version, old_rules, rules, want_jumps, jumps, want_at, jumps_at, backend
+            )
+        case RemoveChain(version, old_rules, jumps, backend):
+            return WriteChain(version, old_rules, None, 0, jumps, backend=backend)
         case WriteConflist(path, content, old):
             return (
                 DeleteConflist(path, content) if old is None else WriteConflist(path, old, content)
@@ -388,6 +396,8 @@ def _encode_undo(undo: tuple[Change, ...]) -> str:
 
 def _route_json(r: Route) -> str:
     """_route(r) exactly as json.dumps writes it (strings through json's own C escaper)."""
+    if r.special is not None:  # (the routes kindplan writes are journaled without its fields)
+        return json.dumps(_route(r), separators=(",", ":"))
     gateway = _json_str(format_ip(r.gateway)) if r.gateway else "null"
     return (
         f'{{"dst":{_json_str(format_net(r.dst))},"ifname":{_json_str(r.ifname)},'
@@ -414,7 +424,7 @@ def _decode_generation(number: int, records: list[dict[str, Any]]) -> Generation
 
 
 def _route(r: Route) -> dict[str, Any]:
-    return {
+    d: dict[str, Any] = {
         "dst": format_net(r.dst),  # inet_ntop: str() of 10,000 IPv6 networks takes 0.1 s
         "ifname": r.ifname,
         "gateway": format_ip(r.gateway) if r.gateway else None,
@@ -424,9 +434,23 @@ def _route(r: Route) -> dict[str, Any]:
         "table": r.table,
         "peer": r.peer,
     }
+    if r.special is not None:  # a route observed, to be restored exactly as it was
+        d |= {
+            "kind": r.kind,
+            "tos": r.tos,
+            "nexthops": [
+                [format_ip(h.gateway) if h.gateway else None, h.ifname, h.weight]
+                for h in r.nexthops
+            ],
+            "nhId": r.nh_id,
+        }
+    return d
 
 
 def _unroute(d: dict[str, Any]) -> Route:
+    kind = str(d.get("kind", UNICAST))
+    if kind not in ROUTE_KINDS:
+        raise ValueError(f"unknown route kind {kind!r}")
     return Route(
         parse_cidr(d["dst"]),
         str(d["ifname"]),
@@ -436,6 +460,15 @@ def _unroute(d: dict[str, Any]) -> Route:
         int(d["proto"]),
         int(d["table"]),
         str(d["peer"]),
+        RouteSpecial(
+            kind,
+            int(d.get("tos", 0)),
+            tuple(
+                NextHop(parse_ip(gateway) if gateway else None, str(ifname), int(weight))
+                for gateway, ifname, weight in d.get("nexthops", ())
+            ),
+            int(d.get("nhId", 0)),
+        ),
     )
 
 
@@ -458,7 +491,7 @@ def _encode(change: Change) -> dict[str, Any]:
             return {"type": kind, "route": _route(route)}
         case ReplaceRoute(route, old):
             return {"type": kind, "route": _route(route), "old": _route(old)}
-        case WriteChain(version, rules, old_rules, jumps, want_jumps, jumps_at, want_at):
+        case WriteChain(version, rules, old_rules, jumps, want_jumps, jumps_at, want_at, backend):
             return {
                 "type": kind,
                 "version": version,
@@ -468,9 +501,16 @@ def _encode(change: Change) -> dict[str, Any]:
                 "wantJumps": want_jumps,
                 "jumpsAt": list(jumps_at),
                 "wantAt": list(want_at),
+                "backend": backend,
             }
-        case RemoveChain(version, old_rules, jumps):
-            return {"type": kind, "version": version, "oldRules": list(old_rules), "jumps": jumps}
+        case RemoveChain(version, old_rules, jumps, backend):
+            return {
+                "type": kind,
+                "version": version,
+                "oldRules": list(old_rules),
+                "jumps": jumps,
+                "backend": backend,
+            }
         case WriteConflist(path, content, old):
             return {"type": kind, "path": path, "content": content, "old": old}
         case DeleteConflist(path, old):
@@ -501,11 +541,21 @@ def _decode(d: dict[str, Any]) -> Change:
             int(d["wantJumps"]),
             tuple(d.get("jumpsAt", ())),  # a journal of kindplan 1 has no positions
             tuple(d.get("wantAt", ())),
+            _backend(d),
         )
     if kind == "RemoveChain":
-        return RemoveChain(int(d["version"]), tuple(d["oldRules"]), int(d["jumps"]))
+        return RemoveChain(int(d["version"]), tuple(d["oldRules"]), int(d["jumps"]), _backend(d))
     if kind == "WriteConflist":
         return WriteConflist(str(d["path"]), str(d["content"]), d["old"])
     if kind == "DeleteConflist":
         return DeleteConflist(str(d["path"]), str(d["old"]))
     raise ValueError(f"unknown change type {kind!r}")
+
+
+def _backend(d: dict[str, Any]) -> str | None:
+    """The iptables backend a chain change went to (journals before it was recorded: None,
+    the backend in use)."""
+    backend = d.get("backend")
+    if backend not in (None, "", "legacy", "nft"):
+        raise ValueError(f"unknown iptables backend {backend!r}")
+    return None if backend is None else str(backend)

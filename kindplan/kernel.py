@@ -124,10 +124,19 @@ class Kernel:
         batch, positions = [], []
         for i, (verb, route) in enumerate(writes):
             index = self._index.get(route.ifname, 0)
-            if verb != "del" and not index:
-                results[i] = KernelError(f"interface {route.ifname} does not exist", 19)  # ENODEV
+            # A multipath, nexthop-object or blackhole-like route has no device of its own.
+            hops = (
+                tuple(self._index.get(h.ifname, 0) for h in route.nexthops)
+                if route.special is not None and route.special.nexthops and not route.nh_id
+                else ()
+            )
+            if verb != "del" and ((route.ifname and not index) or 0 in hops):
+                missing = route.ifname or next(
+                    h.ifname for h in route.nexthops if h.ifname not in self._index
+                )
+                results[i] = KernelError(f"interface {missing} does not exist", 19)  # ENODEV
                 continue
-            batch.append(RouteWrite(verb, route, index))
+            batch.append(RouteWrite(verb, route, index, hops))
             positions.append(i)
         outcome = self._netlink.write_routes(batch)
         unanswered = [k for k, error in enumerate(outcome) if error and _overrun(error)]

@@ -115,27 +115,56 @@ class HostFacts:
     mtu: int = DEFAULT_MTU
 
 
+# Route types (rtm_type) kindplan observes in the main table: a blackhole, unreachable, prohibit
+# or throw route at a destination decides where its traffic goes as much as a unicast one does.
+ROUTE_KINDS = ("unicast", "blackhole", "unreachable", "prohibit", "throw")
+UNICAST = "unicast"
+
+
+class NextHop(NamedTuple):
+    """One path of a multipath route (RTA_MULTIPATH)."""
+
+    gateway: IPAddress | None  # of the route's family, or of the other one (RTA_VIA)
+    ifname: str
+    weight: int = 1
+
+
+class RouteSpecial(NamedTuple):
+    """What sets apart a route that kindplan observes but never writes itself."""
+
+    kind: str = UNICAST  # one of ROUTE_KINDS; only a unicast route has a gateway or paths
+    tos: int = 0
+    nexthops: tuple[NextHop, ...] = ()  # a multipath route's paths (then no gateway or ifname)
+    nh_id: int = 0  # a route through a nexthop object (RTA_NH_ID); its path is in nexthops
+
+
+_ORDINARY = RouteSpecial()
+
+
 class _RouteFields(NamedTuple):
     dst: IPNetwork
     ifname: str
-    gateway: IPAddress | None
+    gateway: IPAddress | None  # of the route's family; of the other one: RTA_VIA (IPv4 via IPv6)
     scope: str  # "universe" or "host" (IPv4 pod routes, as ptp makes them)
     metric: int
     proto: int
     table: int
     peer: str  # the node (peer route) or pod (host route) this route serves; not identity
-    # The kernel's identity of the route, (table, family, address, prefix length, metric),
-    # derived from the fields above: sorting and diffing 10,000 routes ask for it several
-    # times each.
+    special: RouteSpecial | None  # None: a unicast route through a gateway or a device
+    # The kernel's identity of the route, (table, dst, TOS, metric), derived from the fields
+    # above as (table, family, address, prefix length, TOS << 32 | metric) (a metric is a u32):
+    # sorting and diffing 10,000 routes ask for it several times each, and hash it each time.
     key: tuple[int, int, int, int, int]
 
 
 class Route(_RouteFields):
-    """A route as the kernel keys it: (table, dst, metric); the rest is what it points at.
+    """A route as the kernel keys it: (table, dst, TOS, metric); the rest is what it points at.
 
     An immutable named tuple rather than a frozen dataclass: a full apply at 5,000 dual-stack
     nodes makes some 30,000 of them, and a frozen dataclass takes three times the instructions
-    to build (an object.__setattr__ per field).
+    to build (an object.__setattr__ per field). The rare kinds of route (another type, TOS,
+    multipath, a nexthop object) keep their fields in one `special`, so that the routes
+    kindplan makes and compares by the thousand carry one field more, not four.
     """
 
     __slots__ = ()
@@ -150,14 +179,45 @@ class Route(_RouteFields):
         proto: int = DEFAULT_ROUTE_PROTO,
         table: int = MAIN_TABLE,
         peer: str = "",
+        special: RouteSpecial | None = None,
     ) -> Route:
         key = (table, dst.version, int(dst.network_address), dst.prefixlen, metric)
-        return tuple.__new__(cls, (dst, ifname, gateway, scope, metric, proto, table, peer, key))
+        if special is not None:
+            if special == _ORDINARY:
+                special = None
+            elif special.tos:
+                key = (*key[:4], special.tos << 32 | metric)
+        return tuple.__new__(
+            cls, (dst, ifname, gateway, scope, metric, proto, table, peer, special, key)
+        )
 
     def _replace(self, **changes: Any) -> Route:
         """A copy with `changes`, its key derived again."""
         fields = dict(zip(self._fields[:-1], self[:-1], strict=True))  # all but the key
         return Route(**(fields | changes))
+
+    @property
+    def kind(self) -> str:
+        return self.special.kind if self.special is not None else UNICAST
+
+    @property
+    def tos(self) -> int:
+        return self.special.tos if self.special is not None else 0
+
+    @property
+    def nexthops(self) -> tuple[NextHop, ...]:
+        return self.special.nexthops if self.special is not None else ()
+
+    @property
+    def nh_id(self) -> int:
+        return self.special.nh_id if self.special is not None else 0
+
+    @property
+    def plain(self) -> bool:
+        """A unicast route through one gateway of its own family or one device: the only kind
+        kindplan itself writes."""
+        gateway = self.gateway
+        return self.special is None and (gateway is None or gateway.version == self.dst.version)
 
 
 # Sorts routes by their key, read in C (a lambda costs a Python call for each of 10,000).
@@ -266,6 +326,7 @@ class Link:
     mtu: int
     up: bool
     addresses: tuple[tuple[IPAddress, int], ...]  # (address, prefixlen), sorted
+    kind: str = ""  # "veth", "bridge"...; "" for a device with none (a physical NIC, lo)
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +337,7 @@ class MasqObserved:
     rules: tuple[str, ...] | None  # None: the chain does not exist
     jumps: int  # how many POSTROUTING rules are exactly kindplan's jump
     jumps_at: tuple[int, ...] = ()  # their positions in POSTROUTING (1 is the first rule)
+    backend: str = "nft"  # the iptables variant it was read from: "nft", "legacy", "" (default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,9 +345,11 @@ class ObservedState:
     links: tuple[Link, ...]  # sorted by name
     routes: tuple[Route, ...]  # main table, both families, sorted by key
     sysctls: tuple[Sysctl, ...]
+    # Both families in every backend the node has: kindplan's chain may be left behind in one
+    # the node no longer uses, or for a family the cluster no longer has.
     masq: tuple[MasqObserved, ...]
     conflist: str | None  # None: no file
-    iptables_backend: str = "nft"
+    iptables_backend: str = "nft"  # the one in use
     conflist_error: str | None = None  # the conflist could not be read: why (it is left alone)
 
     def link(self, name: str) -> Link | None:
@@ -342,15 +406,18 @@ class WriteChain:
     want_jumps: int = 1  # jumps left afterwards (a rollback may restore another count)
     jumps_at: tuple[int, ...] = ()  # positions of the jumps observed (1: POSTROUTING's first)
     want_at: tuple[int, ...] = ()  # where the jumps go when their count changes (): appended
+    backend: str | None = None  # the iptables variant written; None: the one in use then
 
 
 @dataclass(frozen=True, slots=True)
 class RemoveChain:
-    """Delete KIND-MASQ-AGENT of one family and every jump to it (a rollback to before kindplan)."""
+    """Delete KIND-MASQ-AGENT of one family and every jump to it: a rollback to before kindplan,
+    a backend the node no longer uses, a family the cluster no longer has."""
 
     version: int
     old_rules: tuple[str, ...]
     jumps: int
+    backend: str | None = None  # the iptables variant written; None: the one in use then
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,6 +463,7 @@ class Conflict:
 
     desired: Route
     observed: Route
+    shadows: bool = False  # observed has another key, but a lower metric: the kernel takes it
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any, NamedTuple, Protocol
 
-from kindplan.model import IPAddress, IPNetwork, Link, Route
+from kindplan.model import IPAddress, IPNetwork, Link, NextHop, Route, RouteSpecial
 
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270
@@ -49,9 +49,14 @@ RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 F_REQUEST, F_ACK, F_DUMP = 0x1, 0x4, 0x300
 F_REPLACE, F_EXCL, F_CREATE = 0x100, 0x200, 0x400
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
-IFLA_IFNAME, IFLA_MTU = 3, 4
+RTA_MULTIPATH, RTA_CACHEINFO, RTA_VIA, RTA_NH_ID = 9, 12, 18, 30
+IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO, IFLA_INFO_KIND = 3, 4, 18, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2  # on a point-to-point address IFA_ADDRESS is the peer
 RTN_UNICAST = 1
+# The route types of the main table that decide where traffic to a destination goes (local,
+# broadcast and the like live in the local table).
+RTN_KINDS = {1: "unicast", 6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw"}
+RTN_NUMBERS = {name: number for number, name in RTN_KINDS.items()}
 IFF_UP = 0x1
 SCOPES = {0: "universe", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
 SCOPE_NUMBERS = {name: number for number, name in SCOPES.items()}
@@ -83,6 +88,7 @@ class RouteWrite(NamedTuple):
     verb: str  # "add" (fails if the key exists), "replace", "del"
     route: Route
     ifindex: int  # the route's interface (0 for a delete, which matches by key)
+    nexthop_indexes: tuple[int, ...] = ()  # the interface of each of the route's nexthops
 
 
 def _attr(kind: int, payload: bytes) -> bytes:
@@ -277,8 +283,8 @@ class Netlink:
             if offset < end:
                 raise _malformed(data, offset, end - offset)
 
-    def links(self) -> list[tuple[int, str, int, bool]]:
-        """(index, name, mtu, up) of every link."""
+    def links(self) -> list[tuple[int, str, int, bool, str]]:
+        """(index, name, mtu, up, kind) of every link; kind "veth", "bridge"..., "" for none."""
         found = []
         body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
         for kind, message in self._dump(RTM_GETLINK, body):
@@ -288,7 +294,9 @@ class Netlink:
             attrs = dict(_attrs(message, _NLMSG.size + _IFINFO.size))
             name = attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(errors="replace")
             mtu = _U32.unpack(attrs[IFLA_MTU])[0] if IFLA_MTU in attrs else 0
-            found.append((index, name, mtu, bool(flags & IFF_UP)))
+            info = dict(_attrs(attrs.get(IFLA_LINKINFO, b""), 0))
+            link_kind = info.get(IFLA_INFO_KIND, b"").rstrip(b"\0").decode(errors="replace")
+            found.append((index, name, mtu, bool(flags & IFF_UP), link_kind))
         return found
 
     def addresses(self) -> list[tuple[int, IPAddress, int]]:
@@ -318,8 +326,9 @@ class Netlink:
                 tuple(
                     sorted(addresses.get(index, []), key=lambda a: (a[0].version, int(a[0]), a[1]))
                 ),
+                kind,
             )
-            for index, name, mtu, up in self.links()
+            for index, name, mtu, up, kind in self.links()
         ]
         return tuple(sorted(links, key=lambda link: link.name))
 
@@ -339,7 +348,7 @@ class Netlink:
             body = _RTMSG.pack(family, 0, 0, 0, table & 0xFF, 0, 0, 0, 0)
             body += _attr(RTA_TABLE, _U32.pack(table))
             for kind, message in self._dump(RTM_GETROUTE, body):
-                content = message[4:6] + message[_NLMSG.size :]  # type; not seq, which changes
+                content = route_content(message)
                 if content in known:
                     route = known[content]
                 else:
@@ -358,7 +367,7 @@ class Netlink:
             body = _RTMSG.pack(family, 0, 0, 0, table & 0xFF, 0, 0, 0, 0)
             body += _attr(RTA_TABLE, _U32.pack(table))
             for _, message in self._dump(RTM_GETROUTE, body):
-                h.update(message[4:6] + message[_NLMSG.size :])
+                h.update(route_content(message))
         return h.digest()
 
     # -- writes --------------------------------------------------------------------------------
@@ -498,6 +507,8 @@ _REQUESTS = {
 def _route_message(write: RouteWrite, seq: int) -> bytes:
     """The whole netlink message for one route write, with sequence number `seq`."""
     route, verb = write.route, write.verb
+    if not route.plain:
+        return _general_route_message(write, seq)
     dst = route.dst.network_address.packed
     size = len(dst)
     table = route.table if route.table < 256 else 252  # RT_TABLE_COMPAT; RTA_TABLE says which
@@ -523,9 +534,73 @@ def _route_message(write: RouteWrite, seq: int) -> bytes:
     return request.pack(*fields)
 
 
+def _general_route_message(write: RouteWrite, seq: int) -> bytes:
+    """The message for a route of any kind kindplan observes (a rollback restores such a route
+    exactly as it was): attribute by attribute, since these are few."""
+    route, verb = write.route, write.verb
+    dst = route.dst.network_address.packed
+    if verb == "del":
+        kind, flags = RTM_DELROUTE, F_REQUEST | F_ACK
+        scope, rtype = 255, 0
+    else:
+        kind = RTM_NEWROUTE
+        flags = F_REQUEST | F_ACK | F_CREATE | (F_REPLACE if verb == "replace" else F_EXCL)
+        scope, rtype = SCOPE_NUMBERS.get(route.scope, 0), RTN_NUMBERS[route.kind]
+    table = route.table if route.table < 256 else 252
+    body = _RTMSG.pack(
+        _FAMILY[route.dst.version], route.dst.prefixlen, 0, route.tos, table, route.proto,
+        scope, rtype, 0,
+    )  # fmt: skip
+    body += _attr(RTA_TABLE, _U32.pack(route.table)) + _attr(RTA_PRIORITY, _U32.pack(route.metric))
+    if route.dst.prefixlen:
+        body += _attr(RTA_DST, dst)
+    if verb != "del" and route.kind == "unicast":
+        if route.nh_id:
+            body += _attr(RTA_NH_ID, _U32.pack(route.nh_id))
+        elif route.nexthops:
+            paths = b""
+            for hop, index in zip(route.nexthops, write.nexthop_indexes, strict=True):
+                attrs = _gateway_attr(route.dst.version, hop.gateway)
+                paths += _RTNH.pack(_RTNH.size + len(attrs), 0, hop.weight - 1, index) + attrs
+            body += _attr(RTA_MULTIPATH, paths)
+        else:
+            body += _gateway_attr(route.dst.version, route.gateway)
+            if write.ifindex:
+                body += _attr(RTA_OIF, _U32.pack(write.ifindex))
+    return _NLMSG.pack(_NLMSG.size + len(body), kind, flags, seq, 0) + body
+
+
+def _gateway_attr(version: int, gateway: IPAddress | None) -> bytes:
+    """RTA_GATEWAY for a gateway of the route's family, RTA_VIA for one of the other."""
+    if gateway is None:
+        return b""
+    if gateway.version == version:
+        return _attr(RTA_GATEWAY, gateway.packed)
+    return _attr(RTA_VIA, struct.pack("=H", _FAMILY[gateway.version]) + gateway.packed)
+
+
 def _address(raw: bytes) -> IPAddress:
     number = int.from_bytes(raw, "big")
     return IPv4Address(number) if len(raw) == 4 else IPv6Address(number)
+
+
+_CACHEINFO = _RTA.pack(_RTA.size + 32, RTA_CACHEINFO)  # struct rta_cacheinfo: 8 u32
+
+
+def route_content(message: bytes) -> bytes:
+    """What a route message says about the route: its type and body, not the header's sequence
+    number, nor the RTA_CACHEINFO of an IPv6 route, whose expiry (a route learned from router
+    advertisements) counts down between two dumps of an unchanged table.
+
+    The kernel writes RTA_CACHEINFO after every attribute _walk_route reads (rt6_fill_node), so
+    its last occurrence is it or lies behind it: whatever is cut never changes a parsed Route.
+    IPv4 route messages carry none (and their addresses could hold the same four bytes).
+    """
+    if message[_NLMSG.size] == socket.AF_INET6:
+        at = message.rfind(_CACHEINFO, _NLMSG.size + _RTMSG.size)
+        if at > 0:
+            return message[4:6] + message[_NLMSG.size : at] + message[at + 36 :]
+    return message[4:6] + message[_NLMSG.size :]
 
 
 # What a dumped route message says that _parse_route reads: (family, dst_len, table, proto,
@@ -549,13 +624,16 @@ def route_ident(route: Route, ifindex: int) -> RouteIdent:
     )
 
 
-# The fields _parse_route reads: a RouteIdent, then the route type.
-RouteFields = tuple[int, int, int, int, int, bytes, bytes, int, int, int]
+# The fields _parse_route reads: a RouteIdent, then the route type, TOS, and the payloads of
+# RTA_MULTIPATH, RTA_VIA (b"" when absent) and RTA_NH_ID (0 when absent).
+RouteFields = tuple[int, int, int, int, int, bytes, bytes, int, int, int, int, bytes, bytes, int]
+# What follows the RouteIdent in the fields of a route that a plain Route describes.
+_PLAIN = (RTN_UNICAST, 0, b"", b"", 0)
 # A layout of route messages of one length: one struct for the whole message past its header
 # (rtmsg, then each attribute as a u32 header and its payload), the attribute headers it was
 # made from, and what picks the RouteFields out of an unpacked message.
 Layout = tuple[struct.Struct, tuple[int, ...], Callable[[tuple[Any, ...]], RouteFields]]
-_U32_ATTRS = (RTA_OIF, RTA_PRIORITY, RTA_TABLE)
+_U32_ATTRS = (RTA_OIF, RTA_PRIORITY, RTA_TABLE, RTA_NH_ID)
 _ABSENT = (b"", 0)  # appended to an unpacked message: what an absent attribute reads as
 
 
@@ -578,9 +656,10 @@ def _route_fields(message: bytes, layouts: dict[int, Layout]) -> RouteFields:
 def _walk_route(message: bytes) -> tuple[RouteFields, Layout | None]:
     """RouteFields from one pass over the attributes, and the layout of such messages (None
     for one no struct describes)."""
-    family, dst_len, _, _, table, proto, scope, rtype, _ = _RTMSG.unpack_from(message, _NLMSG.size)
-    dst = gateway = b""
-    oif = metric = 0
+    family, dst_len, _, tos, table, proto, scope, rtype, _ = _RTMSG.unpack_from(
+        message, _NLMSG.size
+    )
+    found: dict[int, Any] = {}  # attribute -> its payload (a number for the u32 ones)
     fmt = ["=BBBBBBBBI"]  # the layout: rtmsg, then per attribute its header and payload
     headers: list[int] = []
     at: dict[int, int] = {}  # attribute -> the index of its payload in the unpacked message
@@ -591,31 +670,30 @@ def _walk_route(message: bytes) -> tuple[RouteFields, Layout | None]:
         if length < 4:
             break
         header, attr, payload = _U32.unpack_from(message, offset)[0], attr & 0x3FFF, length - 4
-        if attr == RTA_DST:
-            dst = message[offset + 4 : offset + length]
-        elif attr == RTA_GATEWAY:
-            gateway = message[offset + 4 : offset + length]
-        elif attr == RTA_OIF:
-            oif = _U32.unpack_from(message, offset + 4)[0]
-        elif attr == RTA_PRIORITY:
-            metric = _U32.unpack_from(message, offset + 4)[0]
-        elif attr == RTA_TABLE:
-            table = _U32.unpack_from(message, offset + 4)[0]
+        as_u32 = attr in _U32_ATTRS and payload == 4
+        value = message[offset + 4 : offset + length]
+        if as_u32 or attr not in _U32_ATTRS:  # a u32 of another size is not read
+            found[attr] = _U32.unpack(value)[0] if as_u32 else value
         at[attr] = 9 + 2 * len(headers) + 1
         headers.append(header)
-        as_u32 = attr in _U32_ATTRS and payload == 4
         padding = min((length + 3) & ~3, end - offset) - length
         fmt.append("I" + ("I" if as_u32 else f"{payload}s") + "x" * padding)
         describable &= as_u32 or attr not in _U32_ATTRS  # else no layout for these messages
         offset += (length + 3) & ~3
-    fields = (family, dst_len, table, proto, scope, dst, gateway, oif, metric, rtype)
+    get = found.get
+    fields: RouteFields = (
+        *(family, dst_len, get(RTA_TABLE, table), proto, scope, get(RTA_DST, b"")),
+        *(get(RTA_GATEWAY, b""), get(RTA_OIF, 0), get(RTA_PRIORITY, 0), rtype, tos),
+        *(get(RTA_MULTIPATH, b""), get(RTA_VIA, b""), get(RTA_NH_ID, 0)),
+    )
     compiled = struct.Struct("".join(fmt)) if describable and offset >= end else None
     if compiled is None or _NLMSG.size + compiled.size != end:
         return fields, None
     empty, zero = 9 + 2 * len(headers), 9 + 2 * len(headers) + 1  # the _ABSENT values
     pick = operator.itemgetter(
         *(0, 1, at.get(RTA_TABLE, 4), 5, 6, at.get(RTA_DST, empty), at.get(RTA_GATEWAY, empty)),
-        *(at.get(RTA_OIF, zero), at.get(RTA_PRIORITY, zero), 7),
+        *(at.get(RTA_OIF, zero), at.get(RTA_PRIORITY, zero), 7, 3),
+        *(at.get(RTA_MULTIPATH, empty), at.get(RTA_VIA, empty), at.get(RTA_NH_ID, zero)),
     )
     return fields, (compiled, tuple(headers), pick)
 
@@ -631,11 +709,13 @@ def _parse_route(
     if kind != RTM_NEWROUTE:
         return None
     fields = _route_fields(message, {} if layouts is None else layouts)  # None: learn nothing
-    family, dst_len, rtm_table, proto, scope, dst, gateway, oif, metric, rtype = fields
-    if rtype != RTN_UNICAST or rtm_table != table:
+    family, dst_len, rtm_table, proto, scope, dst, gateway, oif, metric, rtype = fields[:10]
+    route_kind = RTN_KINDS.get(rtype)
+    if route_kind is None or rtm_table != table:
         return None
     ifname = names.get(oif, "")
-    if expected:
+    plain = fields[9:] == _PLAIN
+    if expected and plain:
         hit = expected.get(fields[:9])
         if hit is not None and hit.ifname == ifname:
             if not hit.peer:
@@ -648,7 +728,7 @@ def _parse_route(
         if family == socket.AF_INET
         else IPv6Network((number, dst_len))
     )
-    return Route(
+    route = Route(
         dst=network,
         ifname=ifname,
         gateway=_address(gateway) if gateway else None,
@@ -657,3 +737,43 @@ def _parse_route(
         proto=proto,
         table=rtm_table,
     )
+    if plain:
+        return route
+    tos, multipath, via, nh_id = fields[10:]
+    address = _via(via) if via else route.gateway
+    hops = _nexthops(multipath, names) if multipath else ()
+    if nh_id and not hops and (address or ifname):
+        hops = (NextHop(address, ifname),)  # the nexthop object's path, shown with it
+    if hops or route_kind != "unicast":
+        # No device or gateway of its own (an IPv6 blackhole's "dev lo" is the kernel's):
+        # diff.py's comparison of targets relies on it.
+        ifname, address = "", None
+    special = RouteSpecial(route_kind, tos, hops, nh_id)
+    return route._replace(ifname=ifname, gateway=address, special=special)
+
+
+_RTNH = struct.Struct("=HBBi")  # struct rtnexthop: len, flags, hops, ifindex
+
+
+def _via(payload: bytes) -> IPAddress | None:
+    """The address of an RTA_VIA (struct rtvia: a u16 family, then the address)."""
+    return _address(payload[2:]) if len(payload) in (6, 18) else None
+
+
+def _nexthops(payload: bytes, names: dict[int, str]) -> tuple[NextHop, ...]:
+    """The paths of an RTA_MULTIPATH: rtnexthop structs, each followed by its attributes."""
+    found = []
+    offset = 0
+    while offset + _RTNH.size <= len(payload):
+        length, _, hops, index = _RTNH.unpack_from(payload, offset)
+        if length < _RTNH.size:
+            break
+        gateway = None
+        for attr, value in _attrs(payload[: offset + length], offset + _RTNH.size):
+            if attr == RTA_GATEWAY:
+                gateway = _address(value)
+            elif attr == RTA_VIA:
+                gateway = _via(value)
+        found.append(NextHop(gateway, names.get(index, ""), hops + 1))
+        offset += (length + 3) & ~3
+    return tuple(found)

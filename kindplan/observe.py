@@ -9,7 +9,7 @@ from pathlib import Path
 from kindplan.compiler import FORWARDING_SYSCTLS
 from kindplan.errors import RuntimeFailure
 from kindplan.files import read_regular
-from kindplan.iptables import Iptables, parse_nat
+from kindplan.iptables import Iptables, parse_nat, read_masq
 from kindplan.kernel import Kernel
 from kindplan.model import (
     DEFAULT_MTU,
@@ -40,7 +40,7 @@ def read_observed(
         links=links,
         routes=kernel.read_routes(),
         sysctls=kernel.read_sysctls(tuple(FORWARDING_SYSCTLS[v] for v in families)),
-        masq=tuple(parse_nat(v, iptables.save_nat(v)) for v in families),
+        masq=read_masq(iptables),
         conflist=conflist,
         iptables_backend=iptables.backend,
         conflist_error=conflist_error,
@@ -151,10 +151,11 @@ def fingerprint(observed: ObservedState) -> str:
         ],
         "routes": [
             (str(r.dst), r.ifname, str(r.gateway), r.scope, r.metric, r.proto, r.table)
+            + ((repr(r.special),) if r.special is not None else ())
             for r in observed.routes
         ],
         "sysctls": [(s.name, s.value) for s in observed.sysctls],
-        "masq": [(m.version, m.rules, m.jumps) for m in observed.masq],
+        "masq": [(m.backend, m.version, m.rules, m.jumps) for m in observed.masq],
         "conflist": observed.conflist,
     }
     if observed.conflist_error is not None:  # only then: earlier fingerprints stay valid
@@ -169,7 +170,7 @@ def read_routing(kernel: Kernel, iptables: Iptables, families: tuple[int, ...]) 
         links=links,
         routes=kernel.read_routes(),
         sysctls=kernel.read_sysctls(tuple(FORWARDING_SYSCTLS[v] for v in families)),
-        masq=tuple(parse_nat(v, iptables.save_nat(v)) for v in families),
+        masq=tuple(parse_nat(v, iptables.save_nat(v), iptables.backend) for v in families),
         conflist=None,
         iptables_backend=iptables.backend,
     )

@@ -10,6 +10,7 @@ from kindplan.model import (
     AddAddress,
     AddRoute,
     Change,
+    Conflict,
     DelAddress,
     DeleteConflist,
     DelRoute,
@@ -21,7 +22,7 @@ from kindplan.model import (
     WriteChain,
     WriteConflist,
 )
-from kindplan.render import route_command
+from kindplan.render import route_command, route_target
 
 PLAN_FORMAT = 1
 _COLORS = {"+": "\033[32m", "~": "\033[33m", "-": "\033[31m", "!": "\033[1;31m"}
@@ -80,8 +81,9 @@ def describe(change: Change) -> str:
             if jumps != want_jumps:
                 parts.append(f"POSTROUTING jump ({jumps} present, {want_jumps} wanted)")
             return f"{_table(version)} nat: {', '.join(parts)}"
-        case RemoveChain(version, _, jumps):
-            return f"{_table(version)} nat: chain KIND-MASQ-AGENT and {jumps} jump(s)"
+        case RemoveChain(version, _, jumps, backend):
+            table = f"{_table(version)}-{backend}" if backend else _table(version)
+            return f"{table} nat: chain KIND-MASQ-AGENT and {jumps} jump(s)"
         case WriteConflist(path, _, old):
             return f"file {path}" + (" (new)" if old is None else "")
         case DeleteConflist(path, _):
@@ -105,8 +107,26 @@ def _why(*parts: str) -> str:
 
 
 def _old_route(old: Route) -> str:
+    """What an observed route points at (its destination aside), as ip(8) would say it."""
+    if not old.plain:  # blackhole, multipath, a nexthop object...: ip's words, with their paths
+        return route_target(old)
     via = f"via {old.gateway} " if old.gateway else ""
     return f"{via}dev {old.ifname or '?'} proto {old.proto}".strip()
+
+
+def conflict_text(conflict: Conflict) -> str:
+    """One line: the foreign route, and the route of kindplan's it stands in the way of."""
+    observed, desired = conflict.observed, conflict.desired
+    if conflict.shadows:
+        return (
+            f"conflict: route {observed.dst} metric {observed.metric} is foreign "
+            f"({_old_route(observed)}) and shadows kindplan's {route_text(desired)} "
+            f"for {_for(desired)}; --adopt deletes it"
+        )
+    return (
+        f"conflict: route {observed.dst} is foreign ({_old_route(observed)}); "
+        f"kindplan wants {route_text(desired)} for {_for(desired)}; --adopt replaces it"
+    )
 
 
 def counts(plan: Plan) -> dict[str, int]:
@@ -137,18 +157,7 @@ def format_plan(plan: Plan, *, color: bool = False) -> str:
         lines.append("  " + mark(action(change), describe(change)))
         lines += ["      " + d for d in details(change)]
     for conflict in plan.conflicts:
-        lines.append(
-            "  "
-            + mark(
-                "!",
-                (
-                    f"conflict: route {conflict.observed.dst} is foreign "
-                    f"({_old_route(conflict.observed)}); "
-                    f"kindplan wants {route_text(conflict.desired)} for {_for(conflict.desired)}; "
-                    "--adopt replaces it"
-                ),
-            )
-        )
+        lines.append("  " + mark("!", conflict_text(conflict)))
     lines += [f"warning: {w}" for w in plan.warnings]
     lines.append(summary(plan))
     return "\n".join(lines) + "\n"
@@ -222,6 +231,7 @@ def plan_to_json(plan: Plan, **extra: Any) -> dict[str, Any]:
                 "dst": str(c.desired.dst),
                 "desired": route_text(c.desired),
                 "observed": _old_route(c.observed),
+                **({"shadows": True} if c.shadows else {}),
             }
             for c in plan.conflicts
         ],

@@ -171,6 +171,31 @@ def _within(inner: IPNetwork, outer: IPNetwork) -> bool:
     return inner.prefixlen >= outer.prefixlen and inner.network_address in outer
 
 
+def _not_a_gateway(ip: IPAddress) -> str:
+    """Why a node's InternalIP cannot be a route's gateway; "" if it can be one.
+
+    By prefix on the integer: ipaddress's is_* properties cost microseconds each, and a
+    snapshot holds 10,000 InternalIPs.
+    """
+    n = int(ip)
+    if n == 0:
+        return "unspecified"
+    # Link-local: a gateway on one link only, and kindplan's routes name no link for it.
+    if ip.version == 4:
+        if n == 0xFFFFFFFF:
+            return "the broadcast address"
+        return "link-local" if n >> 16 == 0xA9FE else _WRONG_V4.get(n >> 24, "")
+    if n >> 120 == 0xFF:
+        return "a multicast address"
+    if n >> 118 == 0x3FA:  # fe80::/10
+        return "link-local"
+    return "a loopback address" if n == 1 else ""
+
+
+# By first octet: IPv4 addresses no route goes through.
+_WRONG_V4 = {127: "a loopback address", **dict.fromkeys(range(224, 240), "a multicast address")}
+
+
 def _reserved(cidr: IPNetwork) -> tuple[IPAddress, ...]:
     """Addresses host-local never hands out: the network, its gateway and (IPv4) broadcast."""
     network = cidr.network_address
@@ -421,6 +446,10 @@ class _Checker:
             ip = self.ip(path, text)
             if ip is None:
                 continue
+            unusable = _not_a_gateway(ip)
+            if unusable:
+                self.problem(path, f"{ip} is {unusable}: no route can go through it")
+                continue
             if ip in owner_of_ip:
                 self.problem(path, f"{ip} is also the InternalIP of node {owner_of_ip[ip]}")
                 continue
@@ -473,6 +502,8 @@ class _Checker:
             if node is None:
                 self.problem(f"{at}.node", f"no node named {pod.node!r}")
                 continue
+            if pod.host_interface == "lo":
+                self.problem(f"{at}.hostInterface", "lo is the loopback device, not a pod's veth")
             veth = (pod.node, pod.host_interface)
             if veth in seen_veths:
                 self.problem(

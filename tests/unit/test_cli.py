@@ -65,15 +65,32 @@ def test_check_reports_a_diff_and_exit_1(
     assert "+++ /dev/null" in out and "stale.rules" in out
 
 
-def test_invalid_input_exits_65_with_one_line_per_problem(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(Path(SEED).read_text().replace("10.244.1.0/24", "10.244.1.1/24"))
-    result = run("render", str(bad), "--node", "k8s-guide-worker", "--out", str(tmp_path / "o"))
-    assert result.returncode == 65
-    assert result.stderr == (
-        "error: nodes[1].podCIDRs[0]: 10.244.1.1/24 has host bits set "
-        "(the network is 10.244.1.0/24)\n"
+@pytest.mark.parametrize(
+    ("good", "bad", "stderr"),
+    [
+        (
+            "10.244.1.0/24",
+            "10.244.1.1/24",
+            "error: nodes[1].podCIDRs[0]: 10.244.1.1/24 has host bits set "
+            "(the network is 10.244.1.0/24)\n",
+        ),
+        (
+            "172.18.0.11",
+            "0.0.0.0",
+            "error: nodes[1].internalIPs[0]: 0.0.0.0 is unspecified: no route can go through it\n",
+        ),
+    ],
+)
+def test_invalid_input_exits_65_with_one_line_per_problem(
+    tmp_path: Path, good: str, bad: str, stderr: str
+) -> None:
+    snapshot = tmp_path / "bad.yaml"
+    snapshot.write_text(Path(SEED).read_text().replace(good, bad))
+    result = run(
+        "render", str(snapshot), "--node", "k8s-guide-worker2", "--out", str(tmp_path / "o")
     )
+    assert result.returncode == 65
+    assert result.stderr == stderr
     assert not (tmp_path / "o").exists(), "nothing is written for bad input"
 
 

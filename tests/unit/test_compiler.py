@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from kindplan.compiler import compile_desired
 from kindplan.errors import InvalidInputError
-from kindplan.model import HostFacts, Route, format_ip, format_net
+from kindplan.model import HostFacts, Route, RouteSpecial, format_ip, format_net
 from kindplan.render import (
     jump_rule,
     masq_rules,
@@ -190,6 +190,9 @@ def test_a_routes_key_is_derived_from_its_fields_also_in_a_copy() -> None:
     assert route.key == (254, 4, int(ip_address("10.244.1.0")), 24, 0)
     moved = route._replace(dst=ip_network("fd00::/64"), metric=1024)
     assert moved.key == (254, 6, int(ip_address("fd00::")), 64, 1024)
+    tos = route._replace(special=RouteSpecial(tos=0x10))
+    assert tos.key == (254, 4, int(ip_address("10.244.1.0")), 24, 0x10 << 32) and tos.metric == 0
+    assert route._replace(special=RouteSpecial()).special is None
     assert moved.gateway == route.gateway and moved.peer == "a"
     assert route == route._replace() and route != route._replace(peer="b")
     with pytest.raises(AttributeError):

@@ -15,8 +15,10 @@ from kindplan.compiler import compile_desired
 from kindplan.diff import diff
 from kindplan.iptables import parse_nat, render_fix_payload
 from kindplan.model import (
+    ROUTE_ORDER,
     AddAddress,
     AddRoute,
+    Conflict,
     DelRoute,
     DesiredState,
     HostFacts,
@@ -24,8 +26,10 @@ from kindplan.model import (
     MasqObserved,
     ObservedState,
     Plan,
+    RemoveChain,
     ReplaceRoute,
     Route,
+    RouteSpecial,
     SetSysctl,
     Sysctl,
     WriteChain,
@@ -61,7 +65,7 @@ def converged(desired: DesiredState) -> ObservedState:
 def empty_node(desired: DesiredState) -> ObservedState:
     veths = sorted({a.ifname for a in desired.addresses})
     links = [Link("eth0", 2, 1500, True, ((ip_address("198.18.0.10"), 15),))]
-    links += [Link(name, 10 + i, 1500, True, ()) for i, name in enumerate(veths)]
+    links += [Link(name, 10 + i, 1500, True, (), "veth") for i, name in enumerate(veths)]
     return ObservedState(
         links=tuple(links),
         routes=(),
@@ -211,14 +215,35 @@ def test_missing_veth_is_a_warning_not_a_change() -> None:
     assert plan.warnings == ("veth veth1 of pod default/web does not exist; skipped",)
 
 
+def test_chains_nothing_wants_are_removed_from_any_backend_and_family() -> None:
+    """A node that switched backends, a cluster that lost IPv6: what kindplan left goes."""
+    desired = desired_state()
+    rules = masq_rules(desired.masq[0])
+    node = converged(desired)
+    left = (
+        MasqObserved(4, rules, 1, backend="legacy"),  # the backend the node used before
+        MasqObserved(6, None, 1, backend="legacy"),  # a jump alone
+        MasqObserved(6, ("-A KIND-MASQ-AGENT -j MASQUERADE",), 1, backend="nft"),  # a lost family
+        MasqObserved(6, None, 0, backend="nft"),
+    )
+    plan = diff(desired, replace(node, masq=(*node.masq, *left[:3])), conflist_path=PATH)
+    assert plan.changes == (
+        RemoveChain(4, rules, 1, "legacy"),
+        RemoveChain(6, (), 1, "legacy"),
+        RemoveChain(6, ("-A KIND-MASQ-AGENT -j MASQUERADE",), 1, "nft"),
+    )
+    assert "- iptables-legacy nat: chain KIND-MASQ-AGENT and 1 jump(s)" in format_plan(plan)
+    assert diff(desired, replace(node, masq=(*node.masq, left[3])), conflist_path=PATH).empty
+
+
 def test_chain_and_jump_fixes() -> None:
     desired = desired_state()
     rules = masq_rules(desired.masq[0])
     node = converged(desired)
     for observed, expected in [
-        (MasqObserved(4, rules, 2), WriteChain(4, None, rules, 2)),
-        (MasqObserved(4, rules[::-1], 1), WriteChain(4, rules, rules[::-1], 1)),
-        (MasqObserved(4, None, 0), WriteChain(4, rules, None, 0)),
+        (MasqObserved(4, rules, 2), WriteChain(4, None, rules, 2, backend="nft")),
+        (MasqObserved(4, rules[::-1], 1), WriteChain(4, rules, rules[::-1], 1, backend="nft")),
+        (MasqObserved(4, None, 0), WriteChain(4, rules, None, 0, backend="nft")),
     ]:
         assert diff(desired, replace(node, masq=(observed,)), conflist_path=PATH).changes == (
             expected,
@@ -300,6 +325,32 @@ def test_plan_json_is_valid_under_its_schema() -> None:
     Draft202012Validator(load_schema("plan.schema.json")).validate(document)
     assert document["summary"] == {"add": 5, "change": 1, "delete": 0}
     assert len(document["conflicts"]) == 1
+
+
+def test_a_lower_metric_foreign_route_shadows_and_adopt_deletes_it() -> None:
+    desired = compile_desired(load(cluster_doc(3, v6=True)), "node-0000", HostFacts())
+    node = converged(desired)
+    mine = desired.routes[0]
+    cases = [  # (foreign route, a conflict?)
+        (mine._replace(metric=mine.metric + 5, proto=3, gateway=ip_address("198.18.0.77")), False),
+        (mine._replace(proto=3, special=RouteSpecial(tos=0x10)), False),  # another key
+        (mine._replace(proto=3, special=RouteSpecial(tos=0x10), metric=0), False),
+    ]
+    v6 = next(r for r in desired.routes if r.dst.version == 6)
+    lower = v6._replace(metric=256, proto=3, gateway=ip_address("2001:db8::77"), peer="")
+    cases += [(lower, True), (lower._replace(gateway=v6.gateway), False)]  # the same target
+    for foreign, shadows in cases:
+        observed = replace(node, routes=tuple(sorted((*node.routes, foreign), key=ROUTE_ORDER)))
+        plan = diff(desired, observed, conflist_path=PATH)
+        assert plan.empty
+        assert plan.conflicts == ((Conflict(v6, foreign, shadows=True),) if shadows else ())
+        if shadows:
+            assert "shadows kindplan's" in format_plan(plan)
+            document = plan_to_json(plan, fingerprint="0" * 64)
+            Draft202012Validator(load_schema("plan.schema.json")).validate(document)
+            assert document["conflicts"][0]["shadows"] is True
+            adopted = diff(desired, observed, conflist_path=PATH, adopt=True)
+            assert adopted.changes == (DelRoute(foreign),) and not adopted.conflicts
 
 
 @settings(max_examples=60, deadline=None)

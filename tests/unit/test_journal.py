@@ -20,9 +20,11 @@ from kindplan.model import (
     DelAddress,
     DeleteConflist,
     DelRoute,
+    NextHop,
     RemoveChain,
     ReplaceRoute,
     Route,
+    RouteSpecial,
     SetSysctl,
     WriteChain,
     WriteConflist,
@@ -33,6 +35,22 @@ FOREIGN = ROUTE._replace(gateway=ip_address("192.0.2.77"), proto=3, peer="")
 V6 = Route(ip_network("fd00:10:244:1::5/128"), "veth1", None, metric=1024, peer="default/web")
 ADDRESS = Address("veth1", ip_address("10.244.1.1"), pod="default/web")
 RULES = ("-A KIND-MASQ-AGENT -j MASQUERADE",)
+# Foreign routes of every kind that kindplan may replace with --adopt: restored exactly.
+MULTIPATH = FOREIGN._replace(
+    ifname="",
+    gateway=None,
+    special=RouteSpecial(
+        nexthops=(
+            NextHop(ip_address("192.0.2.10"), "eth0", 2),
+            NextHop(ip_address("2001:db8::1"), "eth1"),  # RTA_VIA
+        )
+    ),
+)
+BLACKHOLE = FOREIGN._replace(ifname="", gateway=None, special=RouteSpecial("blackhole"))
+NEXTHOP = FOREIGN._replace(
+    ifname="", gateway=None, special=RouteSpecial(nh_id=7, nexthops=(NextHop(None, "eth0"),))
+)
+TOS = FOREIGN._replace(special=RouteSpecial(tos=0x10))
 CHANGES = [
     SetSysctl("net.ipv4.ip_forward", "1", "0"),
     AddAddress(ADDRESS),
@@ -45,6 +63,9 @@ CHANGES = [
     WriteChain(4, RULES, ("-A KIND-MASQ-AGENT -j RETURN",), 2),
     WriteChain(6, None, RULES, 0),
     RemoveChain(6, RULES, 1),
+    WriteChain(4, RULES, None, 0, backend="legacy"),
+    RemoveChain(6, RULES, 1, "nft"),
+    *(ReplaceRoute(ROUTE, old) for old in (MULTIPATH, BLACKHOLE, NEXTHOP, TOS)),
     WriteConflist("/etc/cni/net.d/10-kindnet.conflist", "{}", None),
     WriteConflist("/etc/cni/net.d/10-kindnet.conflist", "{}", '{"old": 1}'),
     DeleteConflist("/etc/cni/net.d/10-kindnet.conflist", "{}"),

@@ -186,6 +186,29 @@ MEANING_CASES = [
         _set("pods[0].hostInterface", "veth01\n"),
         "pods[0].hostInterface: 'veth01\\n' contains a control character",
     ),
+    (
+        "pod on the loopback device",
+        _set("pods[0].hostInterface", "lo"),
+        "pods[0].hostInterface: lo is the loopback device, not a pod's veth",
+    ),
+    *(
+        (
+            f"InternalIP {ip}",
+            _set(f"nodes[0].internalIPs[{index}]", ip),
+            f"nodes[0].internalIPs[{index}]: {ip} is {why}: no route can go through it",
+        )
+        for index, ip, why in [
+            (0, "0.0.0.0", "unspecified"),
+            (0, "127.0.0.1", "a loopback address"),
+            (0, "224.0.0.5", "a multicast address"),
+            (0, "255.255.255.255", "the broadcast address"),
+            (0, "169.254.10.1", "link-local"),
+            (1, "::", "unspecified"),
+            (1, "::1", "a loopback address"),
+            (1, "ff02::1", "a multicast address"),
+            (1, "fe80::10", "link-local"),
+        ]
+    ),
 ]
 
 
