@@ -83,7 +83,7 @@ def ack(seq: int, error: int = 0, text: str = "") -> bytes:
 
 
 def names(nl: netlink.Netlink) -> list[str]:
-    return [name for _, name, _, _ in nl.links()]
+    return [link[1] for link in nl.links()]
 
 
 def test_an_interrupted_dump_is_done_again() -> None:
