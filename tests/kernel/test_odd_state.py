@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -263,7 +264,8 @@ def test_rollback_says_what_it_removed_re_added_and_restored(seed_worker2: Node)
     assert "re-added: route 10.244.9.0/24 via 172.18.0.19 dev eth0 proto 75" in lines, lines
     assert any(x.startswith("restored: route 10.244.1.0/24 via 172.18.0.77") for x in lines)
     assert any(x.startswith("removed: route 10.244.0.0/24 via 172.18.0.10") for x in lines)
-    assert any(x.startswith("removed: iptables nat: chain KIND-MASQ-AGENT") for x in lines)
+    chain = re.compile(r"removed: iptables(-nft|-legacy)? nat: chain KIND-MASQ-AGENT")  # backend
+    assert any(chain.match(x) for x in lines), lines
     assert any(x.startswith("removed: file ") for x in lines)
     assert any(x.startswith("removed: address 10.244.2.1/32") for x in lines)
 
