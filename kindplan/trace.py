@@ -340,6 +340,15 @@ def resolve(snapshot: Snapshot, text: str, where: str) -> Endpoint:
             gateways = [c.network_address + 1 for c in node.pod_cidrs]
             if address in node.internal_ips or address in gateways:  # its pod veths hold those
                 return Endpoint("node", node.name, (address,), node.name)
+        owner = next((n for n in snapshot.nodes for c in n.pod_cidrs if address in c), None)
+        if owner is not None and where == "--from":
+            # A packet has to start somewhere: in a pod the snapshot does not list, it cannot.
+            cidr = next(c for c in owner.pod_cidrs if address in c)
+            raise InvalidInputError.one(
+                where,
+                f"{format_ip(address)} is in node {owner.name}'s PodCIDR {cidr} but no pod of the "
+                "snapshot has it: name a pod, or list the node's pods (pods:, or --cni-cache-dir)",
+            )
         return Endpoint("outside", format_ip(address), (address,))
     named = snapshot.node(text)
     if named is not None:

@@ -454,3 +454,16 @@ def test_a_default_gateway_without_a_node_network_is_on_the_assumed_one() -> Non
     assert (trace.end.kind, str(trace.hops[1].gateway)) == ("leaves", "172.18.0.1")
     connected = [r.route for r in trace.hops[1].namespace.routes if r.route.scope == "link"]
     assert [str(r.dst) for r in connected] == ["172.18.0.0/28"]
+
+
+def test_an_unlisted_pod_address_is_no_source() -> None:
+    """An address in a node's PodCIDR that no listed pod has cannot start a walk (it would read
+    as a host outside the cluster); as a destination it is walked as the nodes would route it."""
+    snap = load(SEED)
+    with pytest.raises(InvalidInputError) as e:
+        resolve(snap, "10.244.1.5", "--from")
+    assert str(e.value.problems[0]) == (
+        "--from: 10.244.1.5 is in node k8s-guide-worker's PodCIDR 10.244.1.0/24 but no pod of "
+        "the snapshot has it: name a pod, or list the node's pods (pods:, or --cni-cache-dir)"
+    )
+    assert resolve(snap, "10.244.1.5", "--to").kind == "outside"
