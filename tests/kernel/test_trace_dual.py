@@ -6,30 +6,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from tracelab import TraceLab
+from tracelab import TraceLab, lab_up
 
 pytestmark = pytest.mark.root
 
 
 @pytest.fixture(scope="module")
 def dual(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TraceLab]:
-    made = TraceLab(tmp_path_factory.mktemp("labs"))
-    up = made.run("lab", "up", "--pods-per-node", "2", "--dual-stack")
-    try:
-        assert up.returncode == 0, up.stderr
+    with lab_up(tmp_path_factory.mktemp("labs"), "--pods-per-node", "2", "--dual-stack") as made:
         yield made
-    finally:
-        made.run("lab", "down")
 
 
 def test_every_pod_pair_and_pod_to_outside_trace_as_the_kernel(dual: TraceLab) -> None:
-    pods = [p.name for p in dual.lab.pods]
-    parted, compared = [], 0
-    for source in pods:
-        for target in [*(p for p in pods if p != source), "outside"]:
-            more, count = dual.disagreements(source, target)
-            parted += more
-            compared += count
+    parted, compared = dual.every_pod_pair_and_outside()
     assert not parted, "\n".join(parted)
     assert compared == 2 * 6 * (4 + 4 * 5 + 3)  # both families of the seed lab's walk
 

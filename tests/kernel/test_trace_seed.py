@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from shell import sh
-from tracelab import TraceLab
+from tracelab import TraceLab, lab_up
 
 from kindplan.lab.trace import lab_traces
 
@@ -18,24 +18,13 @@ pytestmark = pytest.mark.root
 
 @pytest.fixture(scope="module")
 def seed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TraceLab]:
-    made = TraceLab(tmp_path_factory.mktemp("labs"))
-    up = made.run("lab", "up", "--pods-per-node", "2")
-    try:
-        assert up.returncode == 0, up.stderr
+    with lab_up(tmp_path_factory.mktemp("labs"), "--pods-per-node", "2") as made:
         yield made
-    finally:
-        made.run("lab", "down")
 
 
 def test_every_pod_pair_and_pod_to_outside_trace_as_the_kernel(seed: TraceLab) -> None:
-    pods = [p.name for p in seed.lab.pods]
-    assert len(pods) == 6
-    parted, compared = [], 0
-    for source in pods:
-        for target in [*(p for p in pods if p != source), "outside"]:
-            more, count = seed.disagreements(source, target)
-            parted += more
-            compared += count
+    assert len(seed.lab.pods) == 6
+    parted, compared = seed.every_pod_pair_and_outside()
     assert not parted, "\n".join(parted)
     # Per pod, hops + the end: 1 pod on its node (3 + 1), 4 on others (4 + 1), outside (2 + 1).
     assert compared == 6 * (4 + 4 * 5 + 3)

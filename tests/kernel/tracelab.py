@@ -11,6 +11,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from shell import NETNS_PREFIX
@@ -42,6 +44,17 @@ class TraceLab:
     @property
     def lab(self) -> Lab:
         return load(self.name, self.state)
+
+    def every_pod_pair_and_outside(self) -> tuple[list[str], int]:
+        """disagreements() of every ordered pair of pods, and of every pod to the outside host."""
+        pods = [p.name for p in self.lab.pods]
+        parted, compared = [], 0
+        for source in pods:
+            for target in [*(p for p in pods if p != source), "outside"]:
+                more, count = self.disagreements(source, target)
+                parted += more
+                compared += count
+        return parted, compared
 
     def disagreements(
         self, source: str, target: str, port: int = 7000, proto: str = "tcp"
@@ -82,3 +95,15 @@ class TraceLab:
             ]
         path.write_text(json.dumps(doc))
         return path
+
+
+@contextmanager
+def lab_up(state: Path, *up_args: str) -> Iterator[TraceLab]:
+    """A lab up for the duration (down also when a test fails)."""
+    made = TraceLab(state)
+    up = made.run("lab", "up", *up_args)
+    try:
+        assert up.returncode == 0, up.stderr
+        yield made
+    finally:
+        made.run("lab", "down")
