@@ -29,17 +29,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from builders import cluster_doc, load  # noqa: E402
 
-from kindplan.compiler import compile_desired  # noqa: E402
-from kindplan.diff import diff  # noqa: E402
-from kindplan.model import (  # noqa: E402
+from kindplan.core.compiler import compile_desired  # noqa: E402
+from kindplan.core.diff import diff  # noqa: E402
+from kindplan.core.model import (  # noqa: E402
     HostFacts,
     Link,
     MasqObserved,
     ObservedState,
     Sysctl,
 )
-from kindplan.render import masq_rules, render_conflist, render_route_batch  # noqa: E402
-from kindplan.snapshot import freeze_heap  # noqa: E402
+from kindplan.core.render import masq_rules, render_conflist, render_route_batch  # noqa: E402
+from kindplan.core.snapshot import freeze_heap  # noqa: E402
 
 KINDPLAN = [sys.executable, "-m", "kindplan.cli"]
 UPLINK_V4, UPLINK_V6 = "198.18.0.10/15", "2001:db8:ffff::a/64"  # node-0000 of builders.cluster_doc
@@ -217,13 +217,13 @@ def bench_round(ns: str, snapshot: Path, state: Path, runs: int, dual: bool) -> 
     on a converged node, in-process, vs the raw dump-and-parse of links and routes."""
     import io
 
-    from kindplan.kernel import Kernel
-    from kindplan.logs import Log
-    from kindplan.metrics import Health, Metrics
-    from kindplan.model import Options
-    from kindplan.netns import enter_netns
-    from kindplan.sources import FileSource
-    from kindplan.watch import Loop, LoopSettings
+    from kindplan.agent.logs import Log
+    from kindplan.agent.metrics import Health, Metrics
+    from kindplan.agent.sources import FileSource
+    from kindplan.agent.watch import Loop, LoopSettings
+    from kindplan.core.model import Options
+    from kindplan.node.kernel import Kernel
+    from kindplan.node.netns import enter_netns
 
     options = Options(node="node-0000", conf_dir=str(state / "cni"), cni_cache_dir=None)
     source = FileSource(str(snapshot))
@@ -292,8 +292,8 @@ def bench_idle(ns: str, snapshot: Path, state: Path, seconds: float = 60.0) -> d
 
 def bench_writes(nodes: int, runs: int, dual: bool) -> dict[str, float]:
     """In-process write throughput: kindplan's batched netlink writes into an empty node."""
-    from kindplan.kernel import Kernel
-    from kindplan.netns import enter_netns
+    from kindplan.node.kernel import Kernel
+    from kindplan.node.netns import enter_netns
 
     desired = compile_desired(load(cluster_doc(nodes, v6=dual)), "node-0000", HostFacts())
     writes = [("add", route) for route in desired.routes]

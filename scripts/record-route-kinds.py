@@ -19,8 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from kindplan import netlink  # noqa: E402
-from kindplan.netns import enter_netns  # noqa: E402
+from kindplan.node import netlink  # noqa: E402
+from kindplan.node.netns import enter_netns  # noqa: E402
 
 OUT = ROOT / "tests" / "unit" / "data" / "netlink-route-kinds.json"
 SETUP = [

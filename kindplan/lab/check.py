@@ -13,10 +13,10 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from kindplan.core.model import Pod, parse_cidr
 from kindplan.lab.probe import Listeners, seen_source
 from kindplan.lab.run import lab_snapshot
 from kindplan.lab.topology import CONTAINER_PORT, HOST_PORT, OUTSIDE_V4, OUTSIDE_V6, Lab, LabNode
-from kindplan.model import Pod, parse_cidr
 
 PROBE_PORT = 7000
 ANY = ""  # an expected source of ANY: any answer will do
@@ -39,7 +39,7 @@ class Expect:
 
 def local_pods(lab: Lab) -> dict[str, tuple[LabNode, Pod]]:
     """Every pod with its IPs and host veth, as libcni's cache on its node records them."""
-    from kindplan.cnicache import read_cni_cache
+    from kindplan.node.cnicache import read_cni_cache
 
     network = lab_snapshot(lab).cluster.cni.network_name
     found = {}

@@ -8,10 +8,10 @@ The subset of the CNI spec that libcni implements for network configuration list
   removes the cache file. It runs even without a cache file (after a failed ADD, say): plugins must
   treat a DEL of something that is not there as success.
 
-The cache file is libcni's cniCacheV1 form, the one kindplan.cnicache reads a node's pods from.
+The cache file is libcni's cniCacheV1 form, the one kindplan.node.cnicache reads a node's pods from.
 
 Plugins run in the network namespace of the calling thread: enter the node's namespace with
-kindplan.netns.enter_netns first (setns switches only the calling thread, and a child process
+kindplan.node.netns.enter_netns first (setns switches only the calling thread, and a child process
 starts in the namespace of the thread that forks it).
 """
 
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from kindplan.errors import InvalidInputError, Problem, RuntimeFailure
-from kindplan.files import write_atomic
+from kindplan.node.files import write_atomic
 
 CACHE_KIND = "cniCacheV1"
 PLUGIN_TIMEOUT = 60.0  # seconds; ptp waits for IPv6 addresses to settle, but a hung plugin must end

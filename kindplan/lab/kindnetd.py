@@ -13,9 +13,9 @@ import json
 import subprocess
 from pathlib import Path
 
+from kindplan.core.model import CniConfig, Snapshot
 from kindplan.errors import RuntimeFailure
 from kindplan.lab.topology import V6_PREFIX, Lab, LabNode, ip, sysctl
-from kindplan.model import CniConfig, Snapshot
 
 # Where kindnetd's leftovers point: PodCIDRs no node has today, on the nodes' own link.
 DEPARTED = {4: ("10.244.200.0/24", "172.18.0.250"), 6: ("fd00:10:244:c8::/64", f"{V6_PREFIX}fa")}
@@ -36,9 +36,9 @@ def leftovers(lab: Lab, node: LabNode) -> list[tuple[str, str]]:
 
 def as_kindnetd_left_it(lab: Lab, node: LabNode, snapshot: Snapshot, conf_path: Path) -> None:
     """Make `node` what a kindnetd that ran through node changes leaves: see the module doc."""
-    from kindplan.compiler import compile_desired
-    from kindplan.model import HostFacts
-    from kindplan.render import render_masq_payload
+    from kindplan.core.compiler import compile_desired
+    from kindplan.core.model import HostFacts
+    from kindplan.core.render import render_masq_payload
 
     desired = compile_desired(snapshot, node.name, HostFacts())
     for sysctl_ in desired.sysctls:

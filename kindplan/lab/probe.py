@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from kindplan.netns import enter_netns
+from kindplan.node.netns import enter_netns
 
 TIMEOUT_SECONDS = 2.0
 

@@ -10,21 +10,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from kindplan.apply import ApplyReport
-from kindplan.engine import Planned, apply_node, plan_node
+from kindplan.core.model import Options, Snapshot
+from kindplan.core.planview import plural
 from kindplan.errors import RuntimeFailure, UsageError
-from kindplan.journal import Journal
 from kindplan.lab import topology
 from kindplan.lab.topology import CONTAINER_PORT, HOST_PORT, OUTSIDE_V4, Lab, LabNode
-from kindplan.model import Options, Snapshot
-from kindplan.netns import NETNS_RUN_DIR, enter_netns
-from kindplan.planview import plural
+from kindplan.node.apply import ApplyReport
+from kindplan.node.engine import Planned, apply_node, plan_node
+from kindplan.node.journal import Journal
+from kindplan.node.netns import NETNS_RUN_DIR, enter_netns
 
 Say = Callable[[str], None]
 
 
 def lab_snapshot(lab: Lab) -> Snapshot:
-    from kindplan.snapshot import parse_snapshot
+    from kindplan.core.snapshot import parse_snapshot
 
     return parse_snapshot(lab.snapshot_path.read_bytes(), source=str(lab.snapshot_path)).snapshot
 

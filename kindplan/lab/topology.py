@@ -197,7 +197,7 @@ def add_namespace(ns: str) -> None:
 
 
 def sysctl(ns: str, name: str, value: str) -> None:
-    from kindplan.netns import enter_netns
+    from kindplan.node.netns import enter_netns
 
     with enter_netns(ns):  # /proc/sys/net shows the namespace of the thread that opens it
         Path("/proc/sys", name.replace(".", "/")).write_text(value)

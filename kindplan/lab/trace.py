@@ -14,7 +14,18 @@ import socket
 import subprocess
 from dataclasses import dataclass
 
-from kindplan.cnicache import read_cni_cache, with_local_pods
+from kindplan.core.model import Snapshot, format_ip, parse_cidr, parse_ip
+from kindplan.core.trace import (
+    Endpoint,
+    Hop,
+    Trace,
+    Uplink,
+    World,
+    build_world,
+    families,
+    resolve,
+    trace_packet,
+)
 from kindplan.lab.probe import TIMEOUT_SECONDS, Listeners, seen_source
 from kindplan.lab.run import lab_snapshot
 from kindplan.lab.topology import (
@@ -26,19 +37,8 @@ from kindplan.lab.topology import (
     V6_PREFIX,
     Lab,
 )
-from kindplan.model import Snapshot, format_ip, parse_cidr, parse_ip
-from kindplan.netns import enter_netns
-from kindplan.trace import (
-    Endpoint,
-    Hop,
-    Trace,
-    Uplink,
-    World,
-    build_world,
-    families,
-    resolve,
-    trace_packet,
-)
+from kindplan.node.cnicache import read_cni_cache, with_local_pods
+from kindplan.node.netns import enter_netns
 
 PROBE_PORT = 7000
 OUTSIDE = "outside"

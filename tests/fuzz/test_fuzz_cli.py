@@ -20,7 +20,7 @@ and a sample of them to `python -m kindplan.cli` as real processes. What must ho
 
 No generated saved plan can touch this machine: every one names a network namespace that does not
 exist (`kpt-fuzz-...`, or a name that cannot be one), never null (null is the host's own). Before a
-saved plan is run, kindplan's own `load_plan` reads it, and one it would apply to the host or to
+saved plan is run, kindplan's own `parse_plan` reads it, and one it would apply to the host or to
 an existing namespace (a text edit can write `netns: ~`) is not run: hypothesis drops that input.
 In-process, the netns switch, the netlink Kernel and the iptables backend detection are replaced
 by tripwires; at the end the host's proto-75 routes and its KIND-MASQ-AGENT chains must be as
@@ -77,15 +77,16 @@ from hypothesis import strategies as st
 from shell import host_network_state
 
 import kindplan.cli
-import kindplan.engine
-import kindplan.model
-import kindplan.netns
+import kindplan.core.model
+import kindplan.node.engine
+import kindplan.node.netns
 from kindplan.cli import main
+from kindplan.core.model import Options, Plan
+from kindplan.core.planview import plan_to_json
+from kindplan.core.snapshot import parse_snapshot
 from kindplan.errors import InvalidInputError
-from kindplan.model import Options, Plan
-from kindplan.planview import plan_to_json
-from kindplan.saved import SAVED_KIND, load_plan
-from kindplan.snapshot import parse_snapshot
+from kindplan.agent.sources import read_source
+from kindplan.node.saved import SAVED_KIND, SavedPlan, parse_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT / "fixtures" / "seed-lab" / "snapshot.yaml"
@@ -191,9 +192,9 @@ def campaign_guard(request: pytest.FixtureRequest) -> Iterator[None]:
         mp.setattr(
             typer.main, "get_command", lambda app: built if app is kindplan.cli.app else build(app)
         )
-        mp.setattr(kindplan.netns, "_setns", _tripwire("setns"))
-        mp.setattr(kindplan.engine, "Kernel", _tripwire("netlink (Kernel)"))
-        mp.setattr(kindplan.engine, "detect_backend", _tripwire("iptables"))
+        mp.setattr(kindplan.node.netns, "_setns", _tripwire("setns"))
+        mp.setattr(kindplan.node.engine, "Kernel", _tripwire("netlink (Kernel)"))
+        mp.setattr(kindplan.node.engine, "detect_backend", _tripwire("iptables"))
         yield
     kinds = ", ".join(
         f"{k.removeprefix('inputs: ')} {v}" for k, v in sorted(STATS.items()) if k.startswith("in")
@@ -713,7 +714,7 @@ def yaml_has_duplicate_key(data: bytes) -> bool:
 MY_YAML_TOKENS = [
     "!!python/object/apply:os.system ['true']",
     "!!python/name:os.system",
-    "!!python/object:kindplan.engine.Options {node: x}",
+    "!!python/object:kindplan.node.engine.Options {node: x}",
     "!!timestamp 2001-12-14",
     "!!float 1e1000",
     "!!int 1" + "0" * 5000,  # PyYAML's int() of more than 4300 digits: a ValueError
@@ -928,7 +929,7 @@ BAD_BASE64 = ["!!!!", "YQ", "YQ=", "Y Q==", "YQ==\n", "a-_b", "====", "\u00e9t\u
 
 PLAIN_NETNS = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
 OPTION_KEYS = frozenset(f.name for f in dataclasses.fields(Options))
-RESERVED_PROTOS: frozenset[int] = getattr(kindplan.model, "RESERVED_ROUTE_PROTOS", frozenset())
+RESERVED_PROTOS: frozenset[int] = getattr(kindplan.core.model, "RESERVED_ROUTE_PROTOS", frozenset())
 
 
 def netns_name_ok(value: Any) -> bool:
@@ -964,7 +965,7 @@ def saved_plan_verdict(doc: Any) -> tuple[frozenset[int], str]:
 
     65 for anything malformed; 1 when it is well-formed and its namespace does not exist. A
     namespace name iproute2 would take but that is unusual (a space, non-ASCII, over 64 bytes)
-    may be either. Independent of load_plan; the snapshot inside is judged by parse_snapshot,
+    may be either. Independent of parse_plan; the snapshot inside is judged by parse_snapshot,
     which the snapshot campaign tests.
     """
     bad = frozenset({65})
@@ -1147,7 +1148,7 @@ def _existing_netns() -> set[str]:
 def safe_saved_plan(path: Path) -> bool:
     """May this saved plan be run? Not if kindplan would apply it to this host (netns null: a
     text edit can make one, e.g. `netns: ~`) or to an existing namespace. Decided by kindplan's
-    own load_plan on the very bytes; one it refuses cannot reach any namespace."""
+    own parse_plan on the very bytes; one it refuses cannot reach any namespace."""
     try:
         with bounded(TIME_LIMIT):
             saved = load_plan(path)
@@ -1655,8 +1656,8 @@ def test_integral_float_mtu(capsys: pytest.CaptureFixture[str], base: Path, mtu:
 
 def test_saved_plan_without_netns_key_is_refused(base: Path) -> None:
     """save_plan always writes inputs.netns (null for the host). A plan without the key is
-    malformed; load_plan must not read it as null, which would apply it to this host's network.
-    (Only load_plan runs here: nothing is applied.)"""
+    malformed; parse_plan must not read it as null, which would apply it to this host's network.
+    (Only parse_plan runs here: nothing is applied.)"""
     work = _workdir(base)
     inputs = {
         "options": asdict(Options(node="k8s-guide-worker2")),
@@ -1686,3 +1687,8 @@ def test_zz_host_network_unchanged() -> None:
     they were before (on a clean host: empty), and no namespace a saved plan names exists."""
     after = host_network_state()
     assert after == HOST_BEFORE
+
+
+def load_plan(path: Path) -> SavedPlan:
+    """A saved plan read as `kindplan apply --plan` reads it."""
+    return parse_plan(*read_source(str(path)))

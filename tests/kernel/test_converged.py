@@ -13,9 +13,9 @@ import pytest
 from nodes import SEED, Node
 from shell import sh
 
-from kindplan.converged import Remember, converged_record, inputs_digest
-from kindplan.model import Options
-from kindplan.statedir import target_dir
+from kindplan.core.model import Options
+from kindplan.node.converged import Remember, converged_record, inputs_digest
+from kindplan.node.statedir import target_dir
 
 pytestmark = pytest.mark.root
 

@@ -20,14 +20,14 @@ from builders import cluster_doc
 from nodes import SEED, Node, build_node, edit_snapshot, kindplan, settle
 from shell import sh
 
-from kindplan.engine import apply_planned, make_plan
-from kindplan.iptables import Iptables, detect_backend
-from kindplan.journal import Journal
-from kindplan.kernel import Kernel, KernelError
-from kindplan.model import Options, Route
-from kindplan.netns import enter_netns
-from kindplan.render import masq_rules, render_conflist
-from kindplan.sources import load_snapshot
+from kindplan.agent.sources import load_snapshot
+from kindplan.core.model import Options, Route
+from kindplan.core.render import masq_rules, render_conflist
+from kindplan.node.engine import apply_planned, make_plan
+from kindplan.node.iptables import Iptables, detect_backend
+from kindplan.node.journal import Journal
+from kindplan.node.kernel import Kernel, KernelError
+from kindplan.node.netns import enter_netns
 
 pytestmark = pytest.mark.root
 

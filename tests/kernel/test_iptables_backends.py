@@ -14,8 +14,8 @@ import yaml
 from nodes import DUAL, Node, kindplan
 from shell import sh
 
-from kindplan.iptables import _legacy_nat, _nft_nat
-from kindplan.netns import enter_netns
+from kindplan.node.iptables import _legacy_nat, _nft_nat
+from kindplan.node.netns import enter_netns
 
 pytestmark = [
     pytest.mark.root,

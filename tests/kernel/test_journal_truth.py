@@ -19,16 +19,16 @@ import pytest
 from nodes import KINDPLAN, Node, big_node, kindplan, our_routes
 from shell import sh
 
-from kindplan.apply import BATCH
+from kindplan.agent.sources import load_snapshot
 from kindplan.cli import main
-from kindplan.engine import apply_planned, make_plan
+from kindplan.core.model import Change, Options, Route, SetSysctl
 from kindplan.errors import RuntimeFailure
-from kindplan.iptables import Iptables, detect_backend
-from kindplan.journal import Journal, undo_of
-from kindplan.kernel import Kernel, KernelError
-from kindplan.model import Change, Options, Route, SetSysctl
-from kindplan.netns import enter_netns
-from kindplan.sources import load_snapshot
+from kindplan.node.apply import BATCH
+from kindplan.node.engine import apply_planned, make_plan
+from kindplan.node.iptables import Iptables, detect_backend
+from kindplan.node.journal import Journal, undo_of
+from kindplan.node.kernel import Kernel, KernelError
+from kindplan.node.netns import enter_netns
 
 pytestmark = pytest.mark.root
 
@@ -156,7 +156,7 @@ def test_the_cli_says_one_line_for_an_error_mid_apply(
 
 
 def expected_undo(verb: str, route: Route, replaced: dict[Route, Route]) -> Change:
-    from kindplan.model import AddRoute, DelRoute, ReplaceRoute
+    from kindplan.core.model import AddRoute, DelRoute, ReplaceRoute
 
     if verb == "replace":
         return ReplaceRoute(replaced[route], route)
@@ -188,7 +188,7 @@ class Watching(Kernel):
 
 
 def test_the_undo_of_each_batch_is_on_disk_before_it_is_sent(netns: str, tmp_path: Path) -> None:
-    from kindplan.model import ReplaceRoute
+    from kindplan.core.model import ReplaceRoute
 
     node, a, b = big_node(netns, tmp_path, count=2500)
     journal = Journal(tmp_path / "state", netns)

@@ -24,11 +24,11 @@ from typing import Any
 import pytest
 from kubeapi import DATA, TOKEN, FakeKubeAPI, events, load, write_kubeconfig
 
+from kindplan.agent.kube import KubeSource
+from kindplan.agent.sources import load_snapshot
+from kindplan.core.snapshot import Loaded
 from kindplan.errors import InvalidInputError, SourceError
-from kindplan.kube import KubeSource
-from kindplan.netns import NETNS_RUN_DIR, enter_netns
-from kindplan.snapshot import Loaded
-from kindplan.sources import load_snapshot
+from kindplan.node.netns import NETNS_RUN_DIR, enter_netns
 
 pytestmark = pytest.mark.root
 

@@ -1,7 +1,7 @@
 """The lab's CNI runtime driving the real plugins (ptp, host-local, portmap 1.1.1) on a rendered
 conflist, with a node and its pods as throw-away network namespaces.
 
-- ADD makes the pods the node's PodCIDR promises and writes the cache kindplan.cnicache reads;
+- ADD makes the pods the node's PodCIDR promises and writes the cache kindplan.node.cnicache reads;
 - CHECK: what ptp and host-local really look at (the pod's side and the lease, not the node's);
 - portmap's nat chains, and the part of them that DEL leaves behind;
 - DEL removes the veth, the lease and the cache file, and may be repeated;
@@ -23,14 +23,14 @@ import pytest
 import yaml
 from shell import CNI_BIN, sh
 
-from kindplan.cnicache import read_cni_cache
-from kindplan.compiler import compile_desired
+from kindplan.core.compiler import compile_desired
+from kindplan.core.model import HostFacts
+from kindplan.core.render import render_conflist
+from kindplan.core.snapshot import parse_snapshot
 from kindplan.errors import RuntimeFailure
 from kindplan.lab.cni import Attachment, CniRuntime
-from kindplan.model import HostFacts
-from kindplan.netns import enter_netns
-from kindplan.render import render_conflist
-from kindplan.snapshot import parse_snapshot
+from kindplan.node.cnicache import read_cni_cache
+from kindplan.node.netns import enter_netns
 
 pytestmark = pytest.mark.root
 

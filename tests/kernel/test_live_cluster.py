@@ -22,7 +22,7 @@ from nodes import build_node, kindplan
 from shell import sh
 from watcher import Watcher, has_route, replace_file
 
-from kindplan.netns import enter_netns
+from kindplan.node.netns import enter_netns
 
 pytestmark = pytest.mark.root
 

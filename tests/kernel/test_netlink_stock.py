@@ -18,14 +18,14 @@ from builders import node as node_entry
 from nodes import Node, build_node, kindplan
 from shell import sh
 
-from kindplan import netlink
-from kindplan.compiler import compile_desired
-from kindplan.engine import apply_planned, make_plan
-from kindplan.iptables import Iptables, detect_backend
-from kindplan.journal import Journal
-from kindplan.kernel import Kernel
-from kindplan.model import HostFacts, Options
-from kindplan.netns import enter_netns
+from kindplan.core.compiler import compile_desired
+from kindplan.core.model import HostFacts, Options
+from kindplan.node import netlink
+from kindplan.node.engine import apply_planned, make_plan
+from kindplan.node.iptables import Iptables, detect_backend
+from kindplan.node.journal import Journal
+from kindplan.node.kernel import Kernel
+from kindplan.node.netns import enter_netns
 
 pytestmark = pytest.mark.root
 

@@ -24,9 +24,9 @@ import yaml
 from builders import load
 from shell import CNI_BIN, sh
 
-from kindplan import render
-from kindplan.compiler import compile_desired, find_node
-from kindplan.model import DesiredState, HostFacts, IPAddress, IPNetwork, Snapshot
+from kindplan.core import render
+from kindplan.core.compiler import compile_desired, find_node
+from kindplan.core.model import DesiredState, HostFacts, IPAddress, IPNetwork, Snapshot
 
 pytestmark = pytest.mark.root
 

@@ -9,13 +9,13 @@ import pytest
 from nodes import Node
 from shell import sh
 
-from kindplan.engine import Memo, make_plan
-from kindplan.iptables import Iptables, detect_backend
-from kindplan.kernel import Kernel
-from kindplan.model import MAIN_TABLE, Options, Route
-from kindplan.netlink import Netlink
-from kindplan.netns import enter_netns
-from kindplan.snapshot import parse_snapshot
+from kindplan.core.model import MAIN_TABLE, Options, Route
+from kindplan.core.snapshot import parse_snapshot
+from kindplan.node.engine import Memo, make_plan
+from kindplan.node.iptables import Iptables, detect_backend
+from kindplan.node.kernel import Kernel
+from kindplan.node.netlink import Netlink
+from kindplan.node.netns import enter_netns
 
 pytestmark = pytest.mark.root
 

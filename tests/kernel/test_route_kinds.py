@@ -11,8 +11,8 @@ from nodes import Node, kindplan
 from shell import sh
 from test_converged import fast_path_taken
 
-from kindplan.kernel import Kernel
-from kindplan.netns import enter_netns
+from kindplan.node.kernel import Kernel
+from kindplan.node.netns import enter_netns
 
 pytestmark = pytest.mark.root
 

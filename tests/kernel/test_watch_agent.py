@@ -24,9 +24,9 @@ from shell import sh
 from test_watch import PEERS, converged, seed, watch_args, with_nodes
 from watcher import Watcher, has_route, http_get, json_lines, metric, wait_until
 
-from kindplan.document import MAX_INPUT_BYTES
-from kindplan.metrics import REQUEST_TIMEOUT_SECONDS
-from kindplan.netns import enter_netns
+from kindplan.agent.metrics import REQUEST_TIMEOUT_SECONDS
+from kindplan.core.document import MAX_INPUT_BYTES
+from kindplan.node.netns import enter_netns
 
 pytestmark = pytest.mark.root
 

@@ -18,7 +18,7 @@ from kubeapi import FakeKubeAPI, load
 from nodes import build_node
 from watcher import Watcher, has_route, wait_until
 
-from kindplan.netns import enter_netns
+from kindplan.node.netns import enter_netns
 
 pytestmark = pytest.mark.root
 

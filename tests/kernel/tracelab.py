@@ -17,10 +17,10 @@ from pathlib import Path
 
 from shell import NETNS_PREFIX
 
-from kindplan.cnicache import read_cni_cache
+from kindplan.core.model import format_ip
 from kindplan.lab.topology import Lab, load
 from kindplan.lab.trace import compare, lab_traces
-from kindplan.model import format_ip
+from kindplan.node.cnicache import read_cni_cache
 
 _counter = itertools.count()
 

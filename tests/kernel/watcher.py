@@ -18,7 +18,7 @@ from typing import IO, Any
 
 from shell import sh
 
-from kindplan.netns import enter_netns
+from kindplan.node.netns import enter_netns
 
 
 class Watcher:

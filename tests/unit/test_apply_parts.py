@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from ipaddress import ip_address, ip_network
 from typing import Any, cast
 
-from kindplan.apply import apply_plan
-from kindplan.kernel import Kernel, KernelError
-from kindplan.model import AddRoute, Change, Plan, Route
+from kindplan.core.model import AddRoute, Change, Plan, Route
+from kindplan.node.apply import apply_plan
+from kindplan.node.kernel import Kernel, KernelError
 
 
 class SilentSocketKernel:

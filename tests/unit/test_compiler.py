@@ -10,10 +10,9 @@ from builders import cluster_doc, load
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kindplan.compiler import compile_desired
-from kindplan.errors import InvalidInputError
-from kindplan.model import HostFacts, Route, RouteSpecial, format_ip, format_net
-from kindplan.render import (
+from kindplan.core.compiler import compile_desired
+from kindplan.core.model import HostFacts, Route, RouteSpecial, format_ip, format_net
+from kindplan.core.render import (
     jump_rule,
     masq_rules,
     render_conflist,
@@ -22,6 +21,7 @@ from kindplan.render import (
     render_route_batch,
     route_command,
 )
+from kindplan.errors import InvalidInputError
 
 
 def with_pod(doc: dict, node: str, ips: list[str], veth: str, name: str = "web") -> dict:
@@ -168,8 +168,8 @@ def test_fast_ip_formatting_is_ipaddress_formatting(number: int, prefixlen: int)
 
 
 def test_off_link_peers_are_those_on_none_of_the_uplinks_prefixes_of_their_family() -> None:
-    from kindplan.model import Link
-    from kindplan.observe import off_link_peers
+    from kindplan.core.model import Link
+    from kindplan.node.observe import off_link_peers
 
     snapshot = load(cluster_doc(4, v6=True))
     node = snapshot.nodes[0]

@@ -11,10 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from kindplan.compiler import compile_desired
-from kindplan.diff import diff
-from kindplan.iptables import parse_nat, render_fix_payload
-from kindplan.model import (
+from kindplan.core.compiler import compile_desired
+from kindplan.core.diff import diff
+from kindplan.core.model import (
     ROUTE_ORDER,
     AddAddress,
     AddRoute,
@@ -35,8 +34,9 @@ from kindplan.model import (
     WriteChain,
     WriteConflist,
 )
-from kindplan.planview import format_plan, plan_to_json
-from kindplan.render import jump_rule, masq_rules, render_conflist
+from kindplan.core.planview import format_plan, plan_to_json
+from kindplan.core.render import jump_rule, masq_rules, render_conflist
+from kindplan.node.iptables import parse_nat, render_fix_payload
 from kindplan.resources import load_schema
 
 PATH = "/etc/cni/net.d/10-kindnet.conflist"
@@ -281,7 +281,7 @@ def test_parse_nat_reads_only_the_nat_table() -> None:
 
 
 def test_duplicate_jumps_keep_the_first_and_rollback_puts_them_back_where_they_were() -> None:
-    from kindplan.journal import undo_of
+    from kindplan.node.journal import undo_of
 
     desired = desired_state()
     rules = masq_rules(desired.masq[0])
@@ -395,8 +395,8 @@ def test_correct_foreign_peer_route_is_left_but_named() -> None:
 
 
 def test_a_joining_node_routes_its_peers_and_waits_with_its_conflist() -> None:
-    from kindplan.render import render_files
-    from kindplan.snapshot import parse_snapshot
+    from kindplan.core.render import render_files
+    from kindplan.core.snapshot import parse_snapshot
 
     def item(name: str, cidrs: list[str], ip: str) -> dict[str, object]:
         addresses = [{"type": "InternalIP", "address": ip}]

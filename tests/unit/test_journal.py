@@ -10,9 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kindplan.errors import RuntimeFailure
-from kindplan.journal import MAX_GENERATIONS, Journal, _encode, _encode_undo, undo_all, undo_of
-from kindplan.model import (
+from kindplan.core.model import (
     AddAddress,
     Address,
     AddRoute,
@@ -29,6 +27,8 @@ from kindplan.model import (
     WriteChain,
     WriteConflist,
 )
+from kindplan.errors import RuntimeFailure
+from kindplan.node.journal import MAX_GENERATIONS, Journal, _encode, _encode_undo, undo_all, undo_of
 
 ROUTE = Route(ip_network("10.244.1.0/24"), "eth0", ip_address("192.0.2.11"), peer="b")
 FOREIGN = ROUTE._replace(gateway=ip_address("192.0.2.77"), proto=3, peer="")

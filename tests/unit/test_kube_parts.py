@@ -19,9 +19,8 @@ from typing import Any
 import pytest
 from kubeapi import DATA, events, load
 
-from kindplan import kube
-from kindplan.errors import InvalidInputError, UsageError
-from kindplan.kube import (
+from kindplan.agent import kube
+from kindplan.agent.kube import (
     MISSING_CLIENT,
     KubeSource,
     covering_network,
@@ -30,7 +29,8 @@ from kindplan.kube import (
     load_nodes,
     trim_node,
 )
-from kindplan.snapshot import parse_snapshot
+from kindplan.core.snapshot import parse_snapshot
+from kindplan.errors import InvalidInputError, UsageError
 
 SUBNETS = ["10.244.0.0/16"]
 

@@ -1,73 +1,72 @@
-"""The architecture holds: pure modules do no I/O, and the package ships its data."""
+"""The architecture holds (import-linter's contracts), and the package ships its data."""
 
 from __future__ import annotations
 
-import ast
 import os
+import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "kindplan"
-PURE = [
-    "model",
-    "snapshot",
-    "document",
-    "nodelist",
-    "schemacheck",
-    "compiler",
-    "render",
-    "diff",
-    "planview",
-    "errors",
-    "status",
-    "yamldoc",
-    "guard",
-    "statedir",
-    "trace",
-    "traceview",
-    "tracesvg",
-]
-# Imports that would let a pure module touch the kernel, processes, the disk or the clock.
-IMPURE = {
-    "subprocess",
-    "os",
-    "shutil",
-    "tempfile",
-    "pyroute2",
-    "time",
-    "datetime",
-    "random",
-    "sys",
-    "kindplan.files",
-    "kindplan.sources",
-    "kindplan.cli",
-    "kindplan.kernel",
-    "kindplan.iptables",
-    "kindplan.observe",
-    "kindplan.apply",
-    "kindplan.engine",
-}
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
-def imports_of(module: str) -> set[str]:
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-    return names
+def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    """import-linter on the package under `root`, with the contracts in its pyproject.toml."""
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
 
 
-@pytest.mark.parametrize("module", PURE)
-def test_pure_modules_do_no_io(module: str) -> None:
-    impure = {name for name in imports_of(module) if name in IMPURE or name.split(".")[0] in IMPURE}
-    assert not impure, f"kindplan/{module}.py imports {sorted(impure)}"
+def test_the_import_contracts_hold() -> None:
+    """cli > lab > agent > node > core > shared, and the core does no I/O (pyproject.toml)."""
+    result = lint_imports(PACKAGE.parent)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 kept, 0 broken" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "line", "broken"),
+    [
+        ("core/diff.py", "import subprocess", "kindplan.core is not allowed to import subprocess"),
+        ("core/model.py", "import kindplan.node.kernel", "kindplan.core is not allowed to import"),
+        ("node/apply.py", "import kindplan.agent.watch", "kindplan.node is not allowed to import"),
+    ],
+)
+def test_the_contracts_catch_a_stray_import(
+    tmp_path: Path, module: str, line: str, broken: str
+) -> None:
+    """One added import in a copy of the tree breaks a contract, naming the layer."""
+    shutil.copytree(PACKAGE, tmp_path / "kindplan", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(PACKAGE.parent / "pyproject.toml", tmp_path)
+    target = tmp_path / "kindplan" / module
+    target.write_text(target.read_text() + f"\n{line}\n")
+    result = lint_imports(tmp_path)
+    assert result.returncode != 0
+    assert broken in result.stdout
+
+
+def test_every_module_is_in_a_layer() -> None:
+    """A new top-level module or package must be placed in the layers, not slip past them."""
+    config = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
+    contract = config["tool"]["importlinter"]["contracts"][0]
+    layered = {name.strip() for layer in contract["layers"] for name in layer.split("|")}
+    tops = {
+        f"kindplan.{p.stem if p.is_file() else p.name}"
+        for p in PACKAGE.iterdir()
+        if (p.suffix == ".py" and p.name != "__init__.py") or (p / "__init__.py").is_file()
+    }
+    assert tops == layered
 
 
 def test_wheel_carries_templates_and_schemas_and_works_elsewhere(tmp_path: Path) -> None:

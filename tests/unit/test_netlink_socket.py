@@ -12,9 +12,9 @@ from ipaddress import ip_address, ip_network
 
 import pytest
 
-from kindplan import netlink
-from kindplan.kernel import Kernel, KernelError
-from kindplan.model import Route
+from kindplan.core.model import Route
+from kindplan.node import netlink
+from kindplan.node.kernel import Kernel, KernelError
 
 STOCK_GRANTED = 425_984  # SO_RCVBUF read back on a node with net.core.rmem_max 212992
 

@@ -23,13 +23,13 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from kindplan.compiler import compile_desired
+from kindplan.core.compiler import compile_desired
+from kindplan.core.model import DesiredState, HostFacts, Snapshot
+from kindplan.core.render import render_files
+from kindplan.core.schemacheck import compile_schema
+from kindplan.core.snapshot import SCHEMA_FILE, Loaded, parse_snapshot
 from kindplan.errors import InvalidInputError
-from kindplan.model import DesiredState, HostFacts, Snapshot
-from kindplan.render import render_files
 from kindplan.resources import load_schema
-from kindplan.schemacheck import compile_schema
-from kindplan.snapshot import SCHEMA_FILE, Loaded, parse_snapshot
 
 # When a property fails, hypothesis's pytest plugin imports its patch writer, which imports libcst,
 # which warns (DeprecationWarning from mypy_extensions); with filterwarnings=error that warning

@@ -16,12 +16,18 @@ import jsonschema
 import pytest
 import yaml
 
-from kindplan.cnicache import parse_cache_entry
-from kindplan.compiler import compile_desired
-from kindplan.errors import InvalidInputError
-from kindplan.model import HostFacts, HostPort, Link, MasqObserved, ObservedState, Route, Sysctl
-from kindplan.snapshot import parse_snapshot
-from kindplan.trace import (
+from kindplan.core.compiler import compile_desired
+from kindplan.core.model import (
+    HostFacts,
+    HostPort,
+    Link,
+    MasqObserved,
+    ObservedState,
+    Route,
+    Sysctl,
+)
+from kindplan.core.snapshot import parse_snapshot
+from kindplan.core.trace import (
     Namespace,
     TableRoute,
     Trace,
@@ -32,8 +38,10 @@ from kindplan.trace import (
     resolve,
     trace_packet,
 )
-from kindplan.tracesvg import render_svg
-from kindplan.traceview import format_trace, trace_to_json
+from kindplan.core.tracesvg import render_svg
+from kindplan.core.traceview import format_trace, trace_to_json
+from kindplan.errors import InvalidInputError
+from kindplan.node.cnicache import parse_cache_entry
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT / "fixtures" / "seed-lab" / "snapshot.yaml"

@@ -18,15 +18,16 @@ import yaml
 from builders import cluster_doc, load
 from test_diff import converged, desired_state, simulate
 
+from kindplan.agent.logs import Log
+from kindplan.agent.metrics import Health, Metrics, parse_listen_address
+from kindplan.agent.sources import FileSource, StdinSource, combine_directory
+from kindplan.agent.watch import LoopSettings, change_kind, next_delay
 from kindplan.cli import _duration
-from kindplan.compiler import compile_desired
-from kindplan.diff import diff
-from kindplan.document import MAX_INPUT_BYTES
-from kindplan.errors import InvalidInputError, SourceError, UsageError
-from kindplan.guard import DeletionGuard, split_deletions
-from kindplan.logs import Log
-from kindplan.metrics import Health, Metrics, parse_listen_address
-from kindplan.model import (
+from kindplan.core.compiler import compile_desired
+from kindplan.core.diff import diff
+from kindplan.core.document import MAX_INPUT_BYTES
+from kindplan.core.guard import DeletionGuard, split_deletions
+from kindplan.core.model import (
     Address,
     AddRoute,
     Change,
@@ -41,8 +42,7 @@ from kindplan.model import (
     WriteChain,
     WriteConflist,
 )
-from kindplan.sources import FileSource, StdinSource, combine_directory
-from kindplan.watch import LoopSettings, change_kind, next_delay
+from kindplan.errors import InvalidInputError, SourceError, UsageError
 
 PATH = "/etc/cni/net.d/10-kindnet.conflist"
 
@@ -299,12 +299,12 @@ def test_file_source_watches_a_folder_again_once_it_is_back(tmp_path: Path) -> N
 def test_file_source_without_inotify_still_reads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import kindplan.inotify
+    import kindplan.agent.inotify
 
     def refuse(self: object, directory: str) -> None:
         raise OSError(24, "Too many open files")
 
-    monkeypatch.setattr(kindplan.inotify.DirectoryWatch, "__init__", refuse)
+    monkeypatch.setattr(kindplan.agent.inotify.DirectoryWatch, "__init__", refuse)
     path = tmp_path / "cluster.json"
     path.write_text(json.dumps(cluster_doc(3)))
     said: list[str] = []

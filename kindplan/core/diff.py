@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from itertools import compress
 
-from kindplan.model import (
+from kindplan.core.model import (
     DEFAULT_ROUTE_PROTO,
     IPV6_DEFAULT_METRIC,
     ROUTE_ORDER,
@@ -35,7 +35,7 @@ from kindplan.model import (
     WriteChain,
     WriteConflist,
 )
-from kindplan.render import masq_rules, render_conflist
+from kindplan.core.render import masq_rules, render_conflist
 
 _PROTO = operator.itemgetter(Route._fields.index("proto"))  # a Route's protocol, read in C
 

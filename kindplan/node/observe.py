@@ -6,12 +6,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from kindplan.compiler import FORWARDING_SYSCTLS
-from kindplan.errors import RuntimeFailure
-from kindplan.files import read_regular
-from kindplan.iptables import Iptables, parse_nat, read_masq
-from kindplan.kernel import Kernel
-from kindplan.model import (
+from kindplan.core.compiler import FORWARDING_SYSCTLS
+from kindplan.core.model import (
     DEFAULT_MTU,
     HostFacts,
     IPNetwork,
@@ -20,6 +16,10 @@ from kindplan.model import (
     ObservedState,
     Snapshot,
 )
+from kindplan.errors import RuntimeFailure
+from kindplan.node.files import read_regular
+from kindplan.node.iptables import Iptables, parse_nat, read_masq
+from kindplan.node.kernel import Kernel
 
 
 def read_observed(

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from kindplan.model import (
+from kindplan.core.model import (
     Change,
     DelAddress,
     DeleteConflist,
@@ -129,7 +129,7 @@ def split_deletions(
     """Hold back the round's removals of each kind of owned state of which, with the
     `recently_removed` ones, more than `max_fraction` of what was owned before them would go.
 
-    >>> from kindplan.model import ObservedState, Plan
+    >>> from kindplan.core.model import ObservedState, Plan
     >>> split_deletions(Plan("n", ()), ObservedState((), (), (), (), None), 75, 0.5).held
     ()
     """

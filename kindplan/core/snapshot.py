@@ -14,9 +14,8 @@ from functools import cache
 from ipaddress import IPv6Address, ip_network
 from typing import Any, TypeVar
 
-from kindplan.document import parse_document
-from kindplan.errors import InvalidInputError, Problem
-from kindplan.model import (
+from kindplan.core.document import parse_document
+from kindplan.core.model import (
     Cluster,
     CniSettings,
     HostPort,
@@ -30,9 +29,10 @@ from kindplan.model import (
     parse_cidr,
     parse_ip,
 )
-from kindplan.nodelist import NODE_LIST_KINDS, convert_node_list
+from kindplan.core.nodelist import NODE_LIST_KINDS, convert_node_list
+from kindplan.core.schemacheck import Check, compile_schema
+from kindplan.errors import InvalidInputError, Problem
 from kindplan.resources import load_schema
-from kindplan.schemacheck import Check, compile_schema
 
 T = TypeVar("T", bound="IPAddress | IPNetwork")
 

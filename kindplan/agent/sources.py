@@ -16,10 +16,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from kindplan.document import MAX_INPUT_BYTES, parse_document
+from kindplan.core.document import MAX_INPUT_BYTES, parse_document
+from kindplan.core.nodelist import NODE_LIST_KINDS
+from kindplan.core.snapshot import SNAPSHOT_KIND, Loaded, parse_snapshot
 from kindplan.errors import InvalidInputError, Problem, SourceError
-from kindplan.nodelist import NODE_LIST_KINDS
-from kindplan.snapshot import SNAPSHOT_KIND, Loaded, parse_snapshot
 
 SNAPSHOT_SUFFIXES = (".json", ".yaml", ".yml")
 
@@ -134,7 +134,9 @@ class FileSource:
         self._is_dir = os.path.isdir(path)
         directory = path if self._is_dir else str(Path(path).parent)
         self._watched_name = "" if self._is_dir else Path(path).name
-        from kindplan.inotify import DirectoryWatch  # the loop's only: one-shot commands skip it
+        from kindplan.agent.inotify import (
+            DirectoryWatch,  # the loop's only: one-shot commands skip it
+        )
 
         self._watch: DirectoryWatch | None = None
         try:

@@ -14,18 +14,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from kindplan.apply import ApplyReport, apply_plan, verify_report
-from kindplan.cnicache import read_cni_cache, with_local_pods
-from kindplan.compiler import compile_desired, find_node
-from kindplan.converged import Record, Remember, observed_digest, save_record
-from kindplan.diff import diff, not_in_effect
-from kindplan.errors import Interrupted, KindplanError, RuntimeFailure
-from kindplan.files import write_atomic
-from kindplan.iptables import Iptables, detect_backend
-from kindplan.journal import Generation, Journal, Recording
-from kindplan.kernel import Kernel
-from kindplan.locking import apply_lock, node_lock
-from kindplan.model import (
+from kindplan.core.compiler import compile_desired, find_node
+from kindplan.core.diff import diff, not_in_effect
+from kindplan.core.model import (
     Change,
     DeleteConflist,
     DesiredState,
@@ -35,8 +26,18 @@ from kindplan.model import (
     Snapshot,
     WriteConflist,
 )
-from kindplan.netns import enter_netns
-from kindplan.observe import (
+from kindplan.core.planview import format_plan, plan_to_json
+from kindplan.errors import Interrupted, KindplanError, RuntimeFailure
+from kindplan.node.apply import ApplyReport, apply_plan, verify_report
+from kindplan.node.cnicache import read_cni_cache, with_local_pods
+from kindplan.node.converged import Record, Remember, observed_digest, save_record
+from kindplan.node.files import write_atomic
+from kindplan.node.iptables import Iptables, detect_backend
+from kindplan.node.journal import Generation, Journal, Recording
+from kindplan.node.kernel import Kernel
+from kindplan.node.locking import apply_lock, node_lock
+from kindplan.node.netns import enter_netns
+from kindplan.node.observe import (
     find_uplink,
     fingerprint,
     host_facts,
@@ -44,8 +45,7 @@ from kindplan.observe import (
     read_conflist,
     read_observed,
 )
-from kindplan.planview import format_plan, plan_to_json
-from kindplan.saved import SavedPlan
+from kindplan.node.saved import SavedPlan
 
 T = TypeVar("T")
 

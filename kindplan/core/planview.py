@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from kindplan.model import (
+from kindplan.core.model import (
     AddAddress,
     AddRoute,
     Change,
@@ -22,7 +22,7 @@ from kindplan.model import (
     WriteChain,
     WriteConflist,
 )
-from kindplan.render import route_command, route_target
+from kindplan.core.render import route_command, route_target
 
 PLAN_FORMAT = 1
 _COLORS = {"+": "\033[32m", "~": "\033[33m", "-": "\033[31m", "!": "\033[1;31m"}

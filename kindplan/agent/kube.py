@@ -25,9 +25,9 @@ from dataclasses import replace
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any
 
+from kindplan.core.model import IPNetwork
+from kindplan.core.snapshot import Loaded, check_document
 from kindplan.errors import Problem, SourceError, UsageError, one_line
-from kindplan.model import IPNetwork
-from kindplan.snapshot import Loaded, check_document
 
 SOURCE = "kubernetes API"
 # kindplan is not on a package index: the extra is installed from a checkout (or a built wheel).

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from html import escape
 
-from kindplan.model import Node, Pod, Snapshot, format_ip, format_net
-from kindplan.trace import Trace, route_text
+from kindplan.core.model import Node, Pod, Snapshot, format_ip, format_net
+from kindplan.core.trace import Trace, route_text
 
 NODE_W, POD_H, POD_GAP, HEAD_H, MARGIN, GAP = 270, 44, 10, 74, 20, 40
 MAX_ALL_NODES, MAX_PODS = 8, 6

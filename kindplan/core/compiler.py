@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from ipaddress import ip_network
 
-from kindplan.errors import InvalidInputError
-from kindplan.model import (
+from kindplan.core.model import (
     DEFAULT_ROUTE_PROTO,
     IPV6_DEFAULT_METRIC,
     MAIN_TABLE,
@@ -22,6 +21,7 @@ from kindplan.model import (
     Snapshot,
     Sysctl,
 )
+from kindplan.errors import InvalidInputError
 
 FORWARDING_SYSCTLS = {4: "net.ipv4.ip_forward", 6: "net.ipv6.conf.all.forwarding"}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kindplan.model import format_ip, format_net
-from kindplan.trace import End, Endpoint, Hop, Nat, Trace, route_text
+from kindplan.core.model import format_ip, format_net
+from kindplan.core.trace import End, Endpoint, Hop, Nat, Trace, route_text
 
 ORIGINS = {
     "kindplan": "kindplan's desired route",

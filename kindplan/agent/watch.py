@@ -23,20 +23,20 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 
-from kindplan.engine import Memo, apply_planned, conflist_left_alone, make_plan
+from kindplan.agent.logs import Log
+from kindplan.agent.metrics import Health, Metrics
+from kindplan.agent.sources import Source
+from kindplan.core.guard import DeletionGuard, Guarded
+from kindplan.core.model import AddRoute, Change, DelRoute, Options, ReplaceRoute
+from kindplan.core.planview import describe, route_text
+from kindplan.core.snapshot import Loaded, freeze_heap
 from kindplan.errors import InvalidInputError, KindplanError, SourceError
-from kindplan.guard import DeletionGuard, Guarded
-from kindplan.iptables import Iptables, detect_backend
-from kindplan.journal import Journal
-from kindplan.kernel import Kernel
-from kindplan.locking import apply_lock, node_lock
-from kindplan.logs import Log
-from kindplan.metrics import Health, Metrics
-from kindplan.model import AddRoute, Change, DelRoute, Options, ReplaceRoute
-from kindplan.netns import enter_netns
-from kindplan.planview import describe, route_text
-from kindplan.snapshot import Loaded, freeze_heap
-from kindplan.sources import Source
+from kindplan.node.engine import Memo, apply_planned, conflist_left_alone, make_plan
+from kindplan.node.iptables import Iptables, detect_backend
+from kindplan.node.journal import Journal
+from kindplan.node.kernel import Kernel
+from kindplan.node.locking import apply_lock, node_lock
+from kindplan.node.netns import enter_netns
 
 DEBOUNCE_SECONDS = 0.02  # a burst of file events (write, rename) makes one round
 MIN_EVENT_GAP_SECONDS = 0.25

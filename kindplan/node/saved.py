@@ -10,14 +10,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kindplan.core.model import RESERVED_ROUTE_PROTOS, path_problem
+from kindplan.core.planview import plan_to_json
 from kindplan.errors import InvalidInputError
-from kindplan.files import write_atomic
-from kindplan.model import RESERVED_ROUTE_PROTOS, path_problem
-from kindplan.planview import plan_to_json
+from kindplan.node.files import write_atomic
 
 if TYPE_CHECKING:
-    from kindplan.engine import Planned
-    from kindplan.model import Options
+    from kindplan.core.model import Options
+    from kindplan.node.engine import Planned
 
 SAVED_KIND = "kindplan/SavedPlan"
 
@@ -57,12 +57,10 @@ def save_plan(
     write_atomic(path, json.dumps(document, indent=1) + "\n", mode=0o600)
 
 
-def load_plan(path: Path) -> SavedPlan:
-    """Read a saved plan; anything malformed is invalid input naming the file and the field."""
-    from kindplan.document import parse_document
-    from kindplan.sources import read_source
+def parse_plan(data: bytes, where: str) -> SavedPlan:
+    """A saved plan from its bytes; anything malformed is invalid input naming `where` and the field."""
+    from kindplan.core.document import parse_document
 
-    data, where = read_source(str(path))  # bounded like a snapshot
     doc = parse_document(data, where)
     try:
         if not isinstance(doc, dict) or doc.get("kind") != SAVED_KIND:
@@ -97,7 +95,7 @@ _OPTIONAL_STR = ("conf_dir", "uplink", "cni_cache_dir")
 
 def _options(raw: dict[str, Any]) -> Options:
     """The saved options, each checked as the command line checks it: a saved plan is input."""
-    from kindplan.model import Options
+    from kindplan.core.model import Options
 
     if set(raw) != {"node", "conf_dir", "uplink", "mtu", "route_proto", "adopt", "cni_cache_dir"}:
         raise ValueError("inputs.options: unexpected or missing keys")

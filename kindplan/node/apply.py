@@ -12,11 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kindplan.errors import Interrupted, RuntimeFailure
-from kindplan.files import remove_file, write_atomic
-from kindplan.iptables import Iptables, render_fix_payload, render_remove_payload
-from kindplan.kernel import Kernel
-from kindplan.model import (
+from kindplan.core.model import (
     AddAddress,
     AddRoute,
     Change,
@@ -31,8 +27,12 @@ from kindplan.model import (
     WriteChain,
     WriteConflist,
 )
-from kindplan.observe import read_conflist
-from kindplan.planview import describe
+from kindplan.core.planview import describe
+from kindplan.errors import Interrupted, RuntimeFailure
+from kindplan.node.files import remove_file, write_atomic
+from kindplan.node.iptables import Iptables, render_fix_payload, render_remove_payload
+from kindplan.node.kernel import Kernel
+from kindplan.node.observe import read_conflist
 
 
 @dataclass

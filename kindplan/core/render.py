@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING
 
-from kindplan.model import (
+from kindplan.core.model import (
     UNICAST,
     Address,
     DesiredState,

@@ -17,6 +17,13 @@ from typer._click.exceptions import ClickException
 from typer._click.exceptions import UsageError as ClickUsageError
 
 from kindplan import __version__
+from kindplan.core.model import (
+    DEFAULT_MTU,
+    DEFAULT_ROUTE_PROTO,
+    RESERVED_ROUTE_PROTOS,
+    HostFacts,
+    Snapshot,
+)
 from kindplan.errors import (
     Interrupted,
     InvalidInputError,
@@ -26,23 +33,16 @@ from kindplan.errors import (
     UsageError,
     one_line,
 )
-from kindplan.model import (
-    DEFAULT_MTU,
-    DEFAULT_ROUTE_PROTO,
-    RESERVED_ROUTE_PROTOS,
-    HostFacts,
-    Snapshot,
-)
 from kindplan.status import ExitStatus
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from kindplan.converged import Remember
-    from kindplan.logs import Log
-    from kindplan.model import Change, ObservedState, Options
-    from kindplan.sources import Source
-    from kindplan.trace import Uplink
+    from kindplan.agent.logs import Log
+    from kindplan.agent.sources import Source
+    from kindplan.core.model import Change, ObservedState, Options
+    from kindplan.core.trace import Uplink
+    from kindplan.node.converged import Remember
 
 app = typer.Typer(
     name="kindplan",
@@ -104,7 +104,7 @@ def _warn(problems: tuple[Problem, ...] | list[Problem]) -> None:
 
 
 def _read(path: str) -> tuple[bytes, str]:
-    from kindplan.sources import read_source
+    from kindplan.agent.sources import read_source
 
     return read_source(path)
 
@@ -112,7 +112,7 @@ def _read(path: str) -> tuple[bytes, str]:
 def _parse(
     data: bytes, source: str, pod_subnets: list[str] | None, *, strict: bool = False
 ) -> Snapshot:
-    from kindplan.snapshot import freeze_heap, parse_snapshot
+    from kindplan.core.snapshot import freeze_heap, parse_snapshot
 
     loaded = parse_snapshot(data, source=source, pod_subnets=_split(pod_subnets), strict=strict)
     _warn(loaded.warnings)
@@ -144,12 +144,12 @@ def validate(
 
     Example: kindplan validate fixtures/seed-lab/snapshot.yaml
     """
-    from kindplan.compiler import find_node
+    from kindplan.core.compiler import find_node
 
     snap = _load(snapshot, pod_subnet, strict=strict)
     if node is not None:
         find_node(snap, node)
-    from kindplan.planview import plural
+    from kindplan.core.planview import plural
 
     families = "dual-stack" if len(snap.families) == 2 else f"IPv{snap.families[0]}"
     nodes, pods = plural(len(snap.nodes), "node"), plural(len(snap.pods), "pod")
@@ -204,10 +204,10 @@ def render(
 
       kindplan render fixtures/seed-lab/snapshot.yaml --all-nodes --check fixtures/seed-lab/expected
     """
-    from kindplan.compiler import compile_desired
-    from kindplan.files import diff_tree, write_tree
-    from kindplan.planview import plural
-    from kindplan.render import render_files
+    from kindplan.core.compiler import compile_desired
+    from kindplan.core.planview import plural
+    from kindplan.core.render import render_files
+    from kindplan.node.files import diff_tree, write_tree
 
     if (node is None) == (not all_nodes):
         raise UsageError("give exactly one of --node NAME and --all-nodes")
@@ -248,7 +248,7 @@ NodeOpt = Annotated[
 
 def _netns_name(value: str | None) -> str | None:
     """A --netns is a plain name, refused before anything is opened or created."""
-    from kindplan.netns import check_name
+    from kindplan.node.netns import check_name
 
     try:
         check_name(value)
@@ -269,7 +269,7 @@ NetnsOpt = Annotated[
 
 def _path_value(value: str | Path | None) -> str | Path | None:
     """A path the kernel can take: no component over NAME_MAX bytes, none over PATH_MAX."""
-    from kindplan.model import path_problem
+    from kindplan.core.model import path_problem
 
     problem = path_problem(str(value)) if value is not None else None
     if problem:
@@ -395,8 +395,8 @@ def _options(
 ) -> Options:
     import socket
 
-    from kindplan.cnicache import DEFAULT_CACHE_DIR
-    from kindplan.model import Options
+    from kindplan.core.model import Options
+    from kindplan.node.cnicache import DEFAULT_CACHE_DIR
 
     # The host's libcni cache describes the host's pods: not a --netns target's.
     if cni_cache_dir is None and netns is None and DEFAULT_CACHE_DIR.is_dir():
@@ -447,15 +447,15 @@ def plan(
     """
     import json
 
-    from kindplan.planview import format_plan, plan_to_json
-    from kindplan.saved import save_plan
+    from kindplan.core.planview import format_plan, plan_to_json
+    from kindplan.node.saved import save_plan
 
     data, source = _read(snapshot)
     snap = _parse(data, source, pod_subnet)
     options = _options(node, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir, netns)
     if node is None:
         _host_node(snap, options.node)
-    from kindplan.engine import conflist_left_alone, plan_node
+    from kindplan.node.engine import conflist_left_alone, plan_node
 
     planned = plan_node(snap, options, netns)
     if out is not None:
@@ -615,14 +615,15 @@ def _apply_once(
     lock_timeout: float,
     stop: Callable[[], bool],
 ) -> int:
-    from kindplan.locking import apply_lock
+    from kindplan.node.locking import apply_lock
 
     saved = None
     remember = None
     if plan_file is not None:
-        from kindplan.saved import load_plan
+        from kindplan.agent.sources import read_source
+        from kindplan.node.saved import parse_plan
 
-        saved = load_plan(plan_file)
+        saved = parse_plan(*read_source(str(plan_file)))  # bounded like a snapshot
         # The plan names its node and namespace; a command line that names others is a mistake.
         for flag, given, planned_for in (
             ("--netns", netns, saved.netns),
@@ -647,9 +648,9 @@ def _apply_once(
         if node is None:
             _host_node(snap, options.node)
     # Imported only now: a converged node's apply (above) needs none of it.
-    from kindplan.engine import apply_node
-    from kindplan.journal import Journal
-    from kindplan.planview import format_plan, summary
+    from kindplan.core.planview import format_plan, summary
+    from kindplan.node.engine import apply_node
+    from kindplan.node.journal import Journal
 
     planned, report = apply_node(
         snap,
@@ -680,14 +681,14 @@ def _apply_once(
 
 def _host_node(snap: Snapshot, name: str) -> None:
     """Without --node the host name is the node: say so when the snapshot has no such node."""
-    from kindplan.compiler import find_node
+    from kindplan.core.compiler import find_node
 
     find_node(snap, name, host_name=True)
 
 
 def _say_if_locked(lock: Path, timeout: float) -> None:
     """Before waiting for another applier: whose lock, and for how long."""
-    from kindplan.locking import lock_holder
+    from kindplan.node.locking import lock_holder
 
     holder = lock_holder(lock)
     if holder is not None and timeout > 0:
@@ -718,7 +719,7 @@ def _sigint_deferred() -> Iterator[Callable[[], bool]]:
 def _say_each(verb: str, changes: Sequence[Change]) -> None:
     """One stdout line per change, written at once (typer.echo per line took ~0.1 s for the
     10,000 routes of a full apply)."""
-    from kindplan.planview import describe
+    from kindplan.core.planview import describe
 
     sys.stdout.write("".join(f"{verb}: {describe(change)}\n" for change in changes))
     sys.stdout.flush()
@@ -734,8 +735,8 @@ def _known_converged(
 ) -> str | tuple[Snapshot, Remember]:
     """What a converged node's apply printed, if inputs and node are as they were then (the
     snapshot is then not even parsed); else the snapshot, and how to remember a convergence."""
-    from kindplan.converged import Remember, converged_record, inputs_digest
-    from kindplan.statedir import target_dir
+    from kindplan.node.converged import Remember, converged_record, inputs_digest
+    from kindplan.node.statedir import target_dir
 
     data, source = _read(snapshot)
     inputs = inputs_digest(data, tuple(_split(pod_subnet)), options, netns)
@@ -744,7 +745,7 @@ def _known_converged(
     if record is not None:
         sys.stderr.write(record.warnings)
         return record.output
-    from kindplan.snapshot import freeze_heap, parse_snapshot
+    from kindplan.core.snapshot import freeze_heap, parse_snapshot
 
     loaded = parse_snapshot(data, source=source, pod_subnets=_split(pod_subnet))
     freeze_heap()
@@ -781,7 +782,7 @@ def _source(
     if kube == (snapshot is not None):
         raise UsageError("give exactly one of SNAPSHOT (a file, a directory or -) and --kube")
     if kube:
-        from kindplan.kube import KubeSource
+        from kindplan.agent.kube import KubeSource
 
         source = KubeSource(node, _split(pod_subnet), kubeconfig, log=log.warning)
         source.wait_listed(KUBE_FIRST_LIST_SECONDS)  # else the first round has nothing yet
@@ -789,7 +790,7 @@ def _source(
     if kubeconfig is not None:
         raise UsageError("--kubeconfig goes with --kube")
     assert snapshot is not None
-    from kindplan.sources import FileSource, StdinSource
+    from kindplan.agent.sources import FileSource, StdinSource
 
     if snapshot == "-":
         return StdinSource(_split(pod_subnet))
@@ -810,9 +811,9 @@ def _watch(
     healthz_max_age: float,
     lock_timeout: float,
 ) -> int:
-    from kindplan.logs import Log
-    from kindplan.metrics import Health, Metrics, serve
-    from kindplan.watch import Loop, LoopSettings, Signals
+    from kindplan.agent.logs import Log
+    from kindplan.agent.metrics import Health, Metrics, serve
+    from kindplan.agent.watch import Loop, LoopSettings, Signals
 
     gc.enable()  # a process that lives on must collect (see main)
     signals = Signals()  # from the start: a SIGTERM while connecting still ends with 0
@@ -861,10 +862,10 @@ def rollback(
 
     Example: kindplan rollback --netns kp-worker2 --state-dir /tmp/state
     """
-    from kindplan.engine import rollback_node
-    from kindplan.journal import Journal
-    from kindplan.locking import apply_lock
-    from kindplan.planview import describe, plural
+    from kindplan.core.planview import describe, plural
+    from kindplan.node.engine import rollback_node
+    from kindplan.node.journal import Journal
+    from kindplan.node.locking import apply_lock
 
     journal = Journal(state_dir, netns)
     _say_if_locked(apply_lock(netns), lock_timeout)
@@ -901,7 +902,7 @@ def rollback(
 def _undo_verb(change: Change) -> str:
     """What a rollback did: removed what the apply added, re-added what it deleted, restored
     what it replaced."""
-    from kindplan.model import (
+    from kindplan.core.model import (
         AddAddress,
         AddRoute,
         DelAddress,
@@ -928,7 +929,7 @@ def history(netns: NetnsOpt = None, state_dir: StateDirOpt = DEFAULT_STATE_DIR) 
     """
     from collections import Counter
 
-    from kindplan.journal import Journal
+    from kindplan.node.journal import Journal
 
     journal = Journal(state_dir, netns)
     generations = journal.load()
@@ -954,10 +955,10 @@ def show(
 
     Example: kindplan show --netns kp-worker2
     """
-    from kindplan.iptables import Iptables, detect_backend, read_masq
-    from kindplan.kernel import Kernel
-    from kindplan.netns import enter_netns
-    from kindplan.planview import route_text
+    from kindplan.core.planview import route_text
+    from kindplan.node.iptables import Iptables, detect_backend, read_masq
+    from kindplan.node.kernel import Kernel
+    from kindplan.node.netns import enter_netns
 
     with enter_netns(netns):
         kernel = Kernel()
@@ -1082,8 +1083,8 @@ def trace(
     """
     import json
 
-    from kindplan.trace import build_world, families, resolve, trace_packet
-    from kindplan.traceview import format_trace, trace_to_json
+    from kindplan.core.trace import build_world, families, resolve, trace_packet
+    from kindplan.core.traceview import format_trace, trace_to_json
 
     if proto not in ("tcp", "udp"):
         raise UsageError(f"--proto: {proto!r} is not tcp or udp")
@@ -1107,16 +1108,16 @@ def trace(
     else:
         sys.stdout.write("\n".join(format_trace(t) for t in traces))
     if svg is not None:
-        from kindplan.files import write_atomic
-        from kindplan.tracesvg import render_svg
+        from kindplan.core.tracesvg import render_svg
+        from kindplan.node.files import write_atomic
 
         write_atomic(svg, render_svg(snap, traces))
     return ExitStatus.OK
 
 
 def _trace_uplink(name: str, networks: list[str] | None, gateways: list[str] | None) -> Uplink:
-    from kindplan.model import parse_cidr, parse_ip
-    from kindplan.trace import Uplink
+    from kindplan.core.model import parse_cidr, parse_ip
+    from kindplan.core.trace import Uplink
 
     try:
         nets = tuple(parse_cidr(text) for text in _split(networks))
@@ -1132,15 +1133,15 @@ def _trace_uplink(name: str, networks: list[str] | None, gateways: list[str] | N
 def _trace_observed(
     snap: Snapshot, node: str, netns: str | None, cni_cache_dir: str | None
 ) -> tuple[Snapshot, dict[str, ObservedState]]:
-    from kindplan.compiler import find_node
-    from kindplan.iptables import Iptables, detect_backend
-    from kindplan.kernel import Kernel
-    from kindplan.netns import enter_netns
-    from kindplan.observe import read_routing
+    from kindplan.core.compiler import find_node
+    from kindplan.node.iptables import Iptables, detect_backend
+    from kindplan.node.kernel import Kernel
+    from kindplan.node.netns import enter_netns
+    from kindplan.node.observe import read_routing
 
     find_node(snap, node)
     if cni_cache_dir is not None:
-        from kindplan.cnicache import read_cni_cache, with_local_pods
+        from kindplan.node.cnicache import read_cni_cache, with_local_pods
 
         pods, problems = read_cni_cache(Path(cni_cache_dir), node, snap.cluster.cni.network_name)
         snap, skipped = with_local_pods(snap, node, pods)
@@ -1169,7 +1170,7 @@ DEFAULT_LAB_STATE = Path("/run/kindplan-lab")
 
 
 def _lab_needs_root(command: str, what: str) -> None:
-    from kindplan.netns import CAP_NET_ADMIN, CAP_SYS_ADMIN, require_caps
+    from kindplan.node.netns import CAP_NET_ADMIN, CAP_SYS_ADMIN, require_caps
 
     needs = {CAP_SYS_ADMIN: f"to {what}"}
     if command != "lab down":
@@ -1200,8 +1201,8 @@ def lab_up(
     _lab_needs_root("lab up", "create and enter the lab's network namespaces")
     import time
 
+    from kindplan.core.planview import plural
     from kindplan.lab.run import up
-    from kindplan.planview import plural
 
     started = time.monotonic()
     lab = up(name, state_dir, nodes, pods_per_node, dual_stack, typer.echo, kindnetd=kindnetd)
@@ -1238,8 +1239,8 @@ def lab_check(name: LabNameOpt = "kp", state_dir: LabStateOpt = DEFAULT_LAB_STAT
 def lab_down(name: LabNameOpt = "kp", state_dir: LabStateOpt = DEFAULT_LAB_STATE) -> int:
     """Remove every namespace and file of the lab."""
     _lab_needs_root("lab down", "delete the lab's network namespaces")
+    from kindplan.core.planview import plural
     from kindplan.lab.run import down
-    from kindplan.planview import plural
 
     removed = down(name, state_dir)
     typer.echo(f"lab {name}: removed {plural(len(removed), 'namespace')}")
@@ -1257,9 +1258,9 @@ def lab_plan(
 ) -> int:
     """kindplan plan on a lab node, with its pods from the node's CNI cache."""
     _lab_needs_root("lab plan", "enter the lab's network namespaces")
+    from kindplan.core.planview import format_plan
     from kindplan.lab.run import plan_lab_node
     from kindplan.lab.topology import load
-    from kindplan.planview import format_plan
 
     lab = load(name, state_dir)
     planned = plan_lab_node(lab, lab.node(node))
@@ -1277,9 +1278,9 @@ def lab_apply(
 ) -> int:
     """kindplan apply on a lab node (the same code as kindplan apply --netns)."""
     _lab_needs_root("lab apply", "enter the lab's network namespaces")
+    from kindplan.core.planview import format_plan
     from kindplan.lab.run import apply_lab_node
     from kindplan.lab.topology import load
-    from kindplan.planview import format_plan
 
     lab = load(name, state_dir)
     planned, report = apply_lab_node(lab, lab.node(node), adopt=adopt)
@@ -1415,6 +1416,3 @@ def _run(argv: list[str] | None) -> int:
         return ExitStatus.FAILURE
     return int(result) if isinstance(result, int) else ExitStatus.OK
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,8 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from kindplan.files import read_regular
-from kindplan.model import HostPort, Pod, Snapshot, addr_order, parse_ip
+from kindplan.core.model import HostPort, Pod, Snapshot, addr_order, parse_ip
+from kindplan.node.files import read_regular
 
 DEFAULT_CACHE_DIR = Path("/var/lib/cni/results")
 

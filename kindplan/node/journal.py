@@ -20,9 +20,7 @@ from json.encoder import encode_basestring_ascii as _json_str
 from pathlib import Path
 from typing import Any
 
-from kindplan.errors import RuntimeFailure, one_line
-from kindplan.files import write_atomic
-from kindplan.model import (
+from kindplan.core.model import (
     ROUTE_KINDS,
     UNICAST,
     AddAddress,
@@ -45,9 +43,11 @@ from kindplan.model import (
     parse_cidr,
     parse_ip,
 )
+from kindplan.core.schemacheck import compile_schema
+from kindplan.errors import RuntimeFailure, one_line
+from kindplan.node.files import write_atomic
+from kindplan.node.statedir import target_dir
 from kindplan.resources import load_schema
-from kindplan.schemacheck import compile_schema
-from kindplan.statedir import target_dir
 
 MAX_GENERATIONS = 10
 # Undo as a teardown: the conflist kindplan created goes first (kubelet stops seeing a ready

@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import TypeVar
 
-from kindplan.compiler import FORWARDING_SYSCTLS, compile_desired
-from kindplan.errors import InvalidInputError
-from kindplan.model import (
+from kindplan.core.compiler import FORWARDING_SYSCTLS, compile_desired
+from kindplan.core.model import (
     IPV6_DEFAULT_METRIC,
     HostFacts,
     HostPort,
@@ -40,7 +39,8 @@ from kindplan.model import (
     format_net,
     parse_ip,
 )
-from kindplan.render import MASQ_CHAIN, masq_rules
+from kindplan.core.render import MASQ_CHAIN, masq_rules
+from kindplan.errors import InvalidInputError
 
 MAX_HOPS = 32  # a routing loop ends the walk here
 PROTO_KERNEL, PROTO_BOOT = 2, 3  # connected routes; routes added by ip(8) (a node's default)

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from kindplan.errors import RuntimeFailure
-from kindplan.netns import namespace_file
+from kindplan.node.netns import namespace_file
 
 
 def apply_lock(netns: str | None) -> Path:

@@ -14,9 +14,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from kindplan.core.model import MasqObserved
+from kindplan.core.render import MASQ_CHAIN, jump_rule
 from kindplan.errors import RuntimeFailure
-from kindplan.model import MasqObserved
-from kindplan.render import MASQ_CHAIN, jump_rule
 
 LOCK_WAIT_SECONDS = 5  # --wait for the xtables lock, as kube-proxy does
 _TOOLS = {4: "iptables", 6: "ip6tables"}

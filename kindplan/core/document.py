@@ -33,7 +33,7 @@ def parse_document(data: bytes, source: str) -> Any:
     try:
         if text.lstrip()[0] in "{[":
             return _parse_json(text, source)
-        from kindplan.yamldoc import parse_yaml  # PyYAML only for YAML input (start-up time)
+        from kindplan.core.yamldoc import parse_yaml  # PyYAML only for YAML input (start-up time)
 
         return parse_yaml(text, source)
     except RecursionError as e:

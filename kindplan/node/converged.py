@@ -22,20 +22,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import kindplan
-from kindplan.cnicache import read_cni_cache
-from kindplan.compiler import FORWARDING_SYSCTLS
+from kindplan.core.compiler import FORWARDING_SYSCTLS
+from kindplan.core.schemacheck import compile_schema
 from kindplan.errors import RuntimeFailure
-from kindplan.files import write_atomic
-from kindplan.iptables import Iptables, detect_backend, read_masq
-from kindplan.kernel import Kernel
-from kindplan.locking import apply_lock, node_lock
-from kindplan.netns import enter_netns
-from kindplan.observe import read_conflist
+from kindplan.node.cnicache import read_cni_cache
+from kindplan.node.files import write_atomic
+from kindplan.node.iptables import Iptables, detect_backend, read_masq
+from kindplan.node.kernel import Kernel
+from kindplan.node.locking import apply_lock, node_lock
+from kindplan.node.netns import enter_netns
+from kindplan.node.observe import read_conflist
 from kindplan.resources import load_schema, resource_dir
-from kindplan.schemacheck import compile_schema
 
 if TYPE_CHECKING:
-    from kindplan.model import Options
+    from kindplan.core.model import Options
 
 # What the plan is made with besides kindplan itself: a new version of one may render differently.
 _LIBRARIES = ("jinja2", "yaml")

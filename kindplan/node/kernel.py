@@ -13,9 +13,9 @@ import operator
 from collections.abc import Sequence
 from pathlib import Path
 
+from kindplan.core.model import MAIN_TABLE, ROUTE_ORDER, Address, Link, Route, Sysctl
 from kindplan.errors import RuntimeFailure
-from kindplan.model import MAIN_TABLE, ROUTE_ORDER, Address, Link, Route, Sysctl
-from kindplan.netlink import Netlink, NetlinkError, RouteIdent, RouteWrite, route_ident
+from kindplan.node.netlink import Netlink, NetlinkError, RouteIdent, RouteWrite, route_ident
 
 
 class KernelError(RuntimeFailure):
