@@ -220,7 +220,7 @@ def bench_round(ns: str, snapshot: Path, state: Path, runs: int, dual: bool) -> 
     from kindplan.agent.logs import Log
     from kindplan.agent.metrics import Health, Metrics
     from kindplan.agent.sources import FileSource
-    from kindplan.agent.watch import Loop, LoopSettings
+    from kindplan.agent.watch import Loop, LoopSettings, Telemetry
     from kindplan.core.model import Options
     from kindplan.node.kernel import Kernel
     from kindplan.node.netns import enter_netns
@@ -228,10 +228,8 @@ def bench_round(ns: str, snapshot: Path, state: Path, runs: int, dual: bool) -> 
     options = Options(node="node-0000", conf_dir=str(state / "cni"), cni_cache_dir=None)
     source = FileSource(str(snapshot))
     log = io.StringIO()
-    loop = Loop(
-        source, options, ns, state / "state", LoopSettings(), Log("text", log), Metrics(),
-        Health(60),
-    )  # fmt: skip
+    telemetry = Telemetry(Log("text", log), Metrics(), Health(60))
+    loop = Loop(source, options, ns, state / "state", settings=LoopSettings(), telemetry=telemetry)
     with enter_netns(ns):
         loop.round()  # the first round parses the snapshot, as a loop does once per change
 

@@ -11,7 +11,6 @@ re-reads the source.
 
 from __future__ import annotations
 
-import os
 import random
 import selectors
 import signal
@@ -32,11 +31,8 @@ from kindplan.core.planview import describe, route_text
 from kindplan.core.snapshot import Loaded, freeze_heap
 from kindplan.errors import InvalidInputError, KindplanError, SourceError
 from kindplan.node.engine import Memo, apply_planned, conflist_left_alone, make_plan
-from kindplan.node.iptables import Iptables, detect_backend
 from kindplan.node.journal import Journal
-from kindplan.node.kernel import Kernel
-from kindplan.node.locking import apply_lock, node_lock
-from kindplan.node.netns import enter_netns
+from kindplan.node.ports import KeptHandles, NodeOpener, open_node
 
 DEBOUNCE_SECONDS = 0.02  # a burst of file events (write, rename) makes one round
 MIN_EVENT_GAP_SECONDS = 0.25
@@ -52,6 +48,15 @@ class LoopSettings:
     max_delete_fraction: float = 0.5
     hold_rounds: int = 3
     lock_timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Telemetry:
+    """Where the loop tells what it does: its log, its metrics, its health for /healthz."""
+
+    log: Log
+    metrics: Metrics
+    health: Health
 
 
 @dataclass
@@ -131,33 +136,34 @@ class Loop:
         options: Options,
         netns: str | None,
         state_dir: Path,
+        *,
         settings: LoopSettings,
-        log: Log,
-        metrics: Metrics,
-        health: Health,
+        telemetry: Telemetry,
+        opener: NodeOpener = open_node,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`opener` reaches the node (tests: fakes), `clock` times the deletion guard."""
         self.source = source
         self.options = options
         self.netns = netns
         self.settings = settings
-        self.log = log
-        self.metrics = metrics
-        self.health = health
+        self.log = telemetry.log
+        self.metrics = telemetry.metrics
+        self.health = telemetry.health
         self.guard = DeletionGuard(
             settings.max_delete_fraction,
             settings.hold_rounds,
-            time.monotonic,
+            clock,
             min_seconds=(settings.hold_rounds - 1) * settings.interval,
         )
         self.journal = Journal(state_dir, netns)
-        self.lock = apply_lock(netns)
+        self.opener = opener
         self.loaded: Loaded | None = None  # the last good snapshot
         self.rounds = 0
         self.failures = 0  # consecutive failed rounds, for the backoff
         self.memo = Memo()  # pure results of the last round, reused while inputs are equal
-        self._kernel: Kernel | None = None
-        self._iptables: Iptables | None = None
-        self._handles_netns = 0  # inode of the namespace the handles were opened in
+        # Kept across rounds (sockets, the backend found); dropped after any failure.
+        self._handles = KeptHandles()
         self._signals: Signals | None = None
         self._selector: selectors.BaseSelector | None = None
         self._round_ended = 0.0
@@ -181,7 +187,7 @@ class Loop:
                 if signals.reload:
                     signals.reload = False
                     self.source.reload()
-                    self._reset_node_handles()
+                    self._handles.drop()
                     self.log.info("reload: reading the source again")
                 self.round()
                 if signals.stop is not None or self.rounds == max_rounds:
@@ -190,7 +196,7 @@ class Loop:
         finally:
             self._selector.close()
             signals.restore()
-            self._reset_node_handles()
+            self._handles.drop()
         self.log.info("stopped", signal=signals.stop or "none", rounds=self.rounds)
         return 0
 
@@ -246,7 +252,7 @@ class Loop:
             source_ok = False
             self.metrics.errors.labels("internal").inc()
             self.log.error(f"round {self.rounds}: internal error: {e!r}", kind="internal")
-            self._reset_node_handles()
+            self._handles.drop()
         self._round_ended = time.monotonic()
         ok = outcome.ok and source_ok
         elapsed = time.perf_counter() - started
@@ -313,16 +319,13 @@ class Loop:
             # The namespace is entered per round: one deleted (or made again under its name)
             # while the loop runs is then an error, or is picked up, instead of an orphan
             # kept alive by this thread.
-            with (
-                node_lock(
-                    self.lock,
-                    self.settings.lock_timeout,
-                    cancelled=lambda: signals is not None and signals.stop is not None,
-                ),
-                enter_netns(self.netns),
-            ):
-                kernel, iptables = self._node_handles()
-                planned = make_plan(snapshot, self.options, kernel, iptables, self.memo)
+            with self.opener(
+                self.netns,
+                self.settings.lock_timeout,
+                cancelled=lambda: signals is not None and signals.stop is not None,
+                kept=self._handles,
+            ) as node:
+                planned = make_plan(snapshot, self.options, node.kernel, node.iptables, self.memo)
                 self._left_alone = conflist_left_alone(planned.observed)
                 guarded = self.guard.check(planned.plan, planned.observed, self.options.route_proto)
                 self._say_once("warnings", planned.plan.warnings, self.log.warning)
@@ -343,8 +346,7 @@ class Loop:
                         snapshot,
                         self.options,
                         replace(planned, plan=guarded.plan),
-                        kernel,
-                        iptables,
+                        node,
                         self.journal,
                         held=frozenset(guarded.held),
                         memo=self.memo,
@@ -352,7 +354,7 @@ class Loop:
         except KindplanError as e:
             self.metrics.errors.labels("node").inc()
             self.log.error(f"round {self.rounds}: {e}", kind="node")
-            self._reset_node_handles()
+            self._handles.drop()
             return RoundOutcome(ok=False)
         applied = report.applied if report else []
         proto = self.options.route_proto
@@ -382,25 +384,8 @@ class Loop:
                 + "; ".join(describe(c) for c in residue[:SHOWN_CHANGES]),
                 kind="verify",
             )
-        self._reset_node_handles()
+        self._handles.drop()
         return RoundOutcome(False, applied, len(guarded.held))
-
-    def _node_handles(self) -> tuple[Kernel, Iptables]:
-        # Kept across rounds (sockets, the backend found); dropped after any failure, and when
-        # the namespace is not the one they were opened in.
-        here = os.stat("/proc/thread-self/ns/net").st_ino
-        if here != self._handles_netns:
-            self._reset_node_handles()
-        if self._kernel is None or self._iptables is None:
-            self._kernel = Kernel()
-            self._iptables = Iptables(detect_backend())
-            self._handles_netns = here
-        return self._kernel, self._iptables
-
-    def _reset_node_handles(self) -> None:
-        if self._kernel is not None:
-            self._kernel.close()
-        self._kernel, self._iptables = None, None
 
     def _say_once(self, topic: str, lines: tuple[str, ...], say: Callable[[str], None]) -> None:
         if self._said.get(topic) != lines:

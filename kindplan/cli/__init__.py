@@ -813,7 +813,7 @@ def _watch(
 ) -> int:
     from kindplan.agent.logs import Log
     from kindplan.agent.metrics import Health, Metrics, serve
-    from kindplan.agent.watch import Loop, LoopSettings, Signals
+    from kindplan.agent.watch import Loop, LoopSettings, Signals, Telemetry
 
     gc.enable()  # a process that lives on must collect (see main)
     signals = Signals()  # from the start: a SIGTERM while connecting still ends with 0
@@ -837,7 +837,8 @@ def _watch(
         hold_rounds=hold_rounds,
         lock_timeout=lock_timeout,
     )
-    loop = Loop(source, options, netns, state_dir, settings, log, metrics, health)
+    telemetry = Telemetry(log, metrics, health)
+    loop = Loop(source, options, netns, state_dir, settings=settings, telemetry=telemetry)
     try:
         if signals.stop is not None:  # asked to stop while starting: no round at all
             signals.restore()

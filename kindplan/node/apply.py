@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kindplan.core.model import (
     AddAddress,
@@ -30,9 +31,11 @@ from kindplan.core.model import (
 from kindplan.core.planview import describe
 from kindplan.errors import Interrupted, RuntimeFailure
 from kindplan.node.files import remove_file, write_atomic
-from kindplan.node.iptables import Iptables, render_fix_payload, render_remove_payload
-from kindplan.node.kernel import Kernel
+from kindplan.node.iptables import render_fix_payload, render_remove_payload
 from kindplan.node.observe import read_conflist
+
+if TYPE_CHECKING:
+    from kindplan.node.ports import IptablesPort, KernelPort
 
 
 @dataclass
@@ -49,7 +52,7 @@ class ApplyReport:
         return not self.failures and (self.residue is None or self.residue.empty)
 
 
-def apply_change(change: Change, kernel: Kernel, iptables: Iptables) -> None:
+def apply_change(change: Change, kernel: KernelPort, iptables: IptablesPort) -> None:
     """Make one change that is not a route; raises RuntimeFailure if refused."""
     match change:
         case SetSysctl(name, value, _):
@@ -81,9 +84,9 @@ def apply_change(change: Change, kernel: Kernel, iptables: Iptables) -> None:
             raise TypeError(f"not a single change: {change}")
 
 
-def _backend(iptables: Iptables, backend: str | None) -> Iptables:
+def _backend(iptables: IptablesPort, backend: str | None) -> IptablesPort:
     """The iptables of the backend a change names (None: the one in use)."""
-    return iptables if backend is None or backend == iptables.backend else Iptables(backend)
+    return iptables if backend is None else iptables.for_backend(backend)
 
 
 def _expect_conflist(path: Path, seen: str | None) -> None:
@@ -117,8 +120,8 @@ BATCH = 1000
 
 def apply_plan(
     plan: Plan,
-    kernel: Kernel,
-    iptables: Iptables,
+    kernel: KernelPort,
+    iptables: IptablesPort,
     *,
     verify: Callable[[], Plan] | None = None,
     attempts: int = 3,

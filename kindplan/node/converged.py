@@ -27,15 +27,14 @@ from kindplan.core.schemacheck import compile_schema
 from kindplan.errors import RuntimeFailure
 from kindplan.node.cnicache import read_cni_cache
 from kindplan.node.files import write_atomic
-from kindplan.node.iptables import Iptables, detect_backend, read_masq
-from kindplan.node.kernel import Kernel
-from kindplan.node.locking import apply_lock, node_lock
-from kindplan.node.netns import enter_netns
+from kindplan.node.iptables import read_masq
 from kindplan.node.observe import read_conflist
+from kindplan.node.ports import open_node
 from kindplan.resources import load_schema, resource_dir
 
 if TYPE_CHECKING:
     from kindplan.core.model import Options
+    from kindplan.node.ports import IptablesPort, KernelPort
 
 # What the plan is made with besides kindplan itself: a new version of one may render differently.
 _LIBRARIES = ("jinja2", "yaml")
@@ -89,10 +88,11 @@ def _code_stamp() -> str:
 
 
 def observed_digest(
-    kernel: Kernel,
-    iptables: Iptables,
+    kernel: KernelPort,
+    iptables: IptablesPort,
     options: Options,
     conflist_path: str,
+    *,
     families: tuple[int, ...],
     network: str,
 ) -> str:
@@ -154,17 +154,13 @@ def converged_record(
     record = load_record(remember.path)
     if record is None or record.inputs != remember.inputs:
         return None
-    with node_lock(apply_lock(netns), lock_timeout), enter_netns(netns):
-        kernel = Kernel()
-        try:
-            digest = observed_digest(
-                kernel,
-                Iptables(detect_backend()),
-                options,
-                record.conflist_path,
-                record.families,
-                record.network,
-            )
-        finally:
-            kernel.close()
+    with open_node(netns, lock_timeout) as node:
+        digest = observed_digest(
+            node.kernel,
+            node.iptables,
+            options,
+            record.conflist_path,
+            families=record.families,
+            network=record.network,
+        )
     return record if digest == record.observed else None

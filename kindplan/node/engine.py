@@ -1,7 +1,9 @@
 """The imperative shell around the pure core: observe a node, compile, diff, apply, verify.
 
-Everything here runs in the network namespace the caller entered (netns.enter_netns); the CLI, the
-lab and the reconcile loop all go through these functions, so they behave the same.
+Everything here works through the handles it is given (ports.py): *_node opens them with
+ports.open_node (lock, namespace, kernel, iptables), the rest takes them from its caller (the loop,
+a test's fakes). The CLI, the lab and the reconcile loop all go through these functions, so they
+behave the same.
 """
 
 from __future__ import annotations
@@ -32,11 +34,7 @@ from kindplan.node.apply import ApplyReport, apply_plan, verify_report
 from kindplan.node.cnicache import read_cni_cache, with_local_pods
 from kindplan.node.converged import Record, Remember, observed_digest, save_record
 from kindplan.node.files import write_atomic
-from kindplan.node.iptables import Iptables, detect_backend
 from kindplan.node.journal import Generation, Journal, Recording
-from kindplan.node.kernel import Kernel
-from kindplan.node.locking import apply_lock, node_lock
-from kindplan.node.netns import enter_netns
 from kindplan.node.observe import (
     find_uplink,
     fingerprint,
@@ -45,6 +43,7 @@ from kindplan.node.observe import (
     read_conflist,
     read_observed,
 )
+from kindplan.node.ports import IptablesPort, KernelPort, NodeHandles, open_node
 from kindplan.node.saved import SavedPlan
 
 T = TypeVar("T")
@@ -96,8 +95,8 @@ def conflist_path(snapshot: Snapshot, options: Options) -> Path:
 def make_plan(
     snapshot: Snapshot,
     options: Options,
-    kernel: Kernel,
-    iptables: Iptables,
+    kernel: KernelPort,
+    iptables: IptablesPort,
     memo: Memo | None = None,
 ) -> Planned:
     """Observe the node and diff it against what the snapshot says it should be."""
@@ -139,9 +138,9 @@ def apply_planned(
     snapshot: Snapshot,
     options: Options,
     planned: Planned,
-    kernel: Kernel,
-    iptables: Iptables,
+    node: NodeHandles,
     journal: Journal | None = None,
+    *,
     held: frozenset[Change] = frozenset(),
     memo: Memo | None = None,
     stop: Callable[[], bool] | None = None,
@@ -155,7 +154,7 @@ def apply_planned(
     """
 
     def verify() -> Plan:  # the memo spares compiling the same snapshot again
-        plan = make_plan(snapshot, options, kernel, iptables, memo).plan
+        plan = make_plan(snapshot, options, node.kernel, node.iptables, memo).plan
         if not held:
             return plan
         return replace(plan, changes=tuple(c for c in plan.changes if c not in held))
@@ -168,7 +167,9 @@ def apply_planned(
     report = ApplyReport()
     try:
         record = recording.record if recording is not None else None
-        apply_plan(planned.plan, kernel, iptables, report=report, record=record, stop=stop)
+        apply_plan(
+            planned.plan, node.kernel, node.iptables, report=report, record=record, stop=stop
+        )
         if recording is not None:
             if report.applied or report.maybe_applied:
                 recording.complete()
@@ -210,17 +211,18 @@ def conflist_left_alone(observed: ObservedState) -> str | None:
 
 
 def _remember(
-    remember: Remember,
-    snapshot: Snapshot,
-    options: Options,
-    planned: Planned,
-    plan: Plan,
-    kernel: Kernel,
-    iptables: Iptables,
+    remember: Remember, snapshot: Snapshot, options: Options, plan: Plan, node: NodeHandles
 ) -> None:
     """Record a converged node (after observing it: nothing may change in between but us)."""
-    conflist, network = str(planned.conflist_path), snapshot.cluster.cni.network_name
-    digest = observed_digest(kernel, iptables, options, conflist, snapshot.families, network)
+    conflist, network = str(conflist_path(snapshot, options)), snapshot.cluster.cni.network_name
+    digest = observed_digest(
+        node.kernel,
+        node.iptables,
+        options,
+        conflist,
+        families=snapshot.families,
+        network=network,
+    )
     record = Record(
         remember.inputs,
         digest,
@@ -236,12 +238,8 @@ def _remember(
 
 def plan_node(snapshot: Snapshot, options: Options, netns: str | None) -> Planned:
     """make_plan inside network namespace `netns` (None: here)."""
-    with enter_netns(netns):
-        kernel = Kernel()
-        try:
-            return make_plan(snapshot, options, kernel, Iptables(detect_backend()))
-        finally:
-            kernel.close()
+    with open_node(netns, None) as node:  # a read: no lock
+        return make_plan(snapshot, options, node.kernel, node.iptables)
 
 
 def apply_node(
@@ -255,43 +253,48 @@ def apply_node(
     remember: Remember | None = None,
     stop: Callable[[], bool] | None = None,
 ) -> tuple[Planned, ApplyReport | None]:
-    """Plan and apply under the node lock; None for the report when there was nothing to do.
+    """apply_opened under the node lock, inside network namespace `netns` (None: here)."""
+    with open_node(netns, lock_timeout) as node:
+        return apply_opened(
+            snapshot, options, node, saved=saved, journal=journal, remember=remember, stop=stop
+        )
+
+
+def apply_opened(
+    snapshot: Snapshot,
+    options: Options,
+    node: NodeHandles,
+    *,
+    saved: SavedPlan | None = None,
+    journal: Journal | None = None,
+    remember: Remember | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> tuple[Planned, ApplyReport | None]:
+    """Plan and apply on a node opened already; None for the report when there was nothing to do.
 
     With a saved plan, refuse if the node changed since it was made, or if the plan now made
     differs from the one saved (and reviewed).
     """
-    with node_lock(apply_lock(netns), lock_timeout), enter_netns(netns):
-        kernel = Kernel()
-        try:
-            iptables = Iptables(detect_backend())
-            memo = Memo()
-            planned = make_plan(snapshot, options, kernel, iptables, memo)
-            if saved is not None and planned.fingerprint != saved.fingerprint:
-                raise RuntimeFailure(
-                    f"node {options.node} changed since the plan was made; plan again"
-                )
-            if saved is not None and plan_to_json(planned.plan) != saved.plan:
-                raise RuntimeFailure(
-                    f"the plan for node {options.node} is not the one saved; plan again"
-                )
-            left_alone = conflist_left_alone(planned.observed)
-            if planned.plan.empty:
-                if left_alone is not None:
-                    return planned, ApplyReport(failures=[left_alone])
-                if remember is not None and not planned.plan.conflicts:
-                    _remember(remember, snapshot, options, planned, planned.plan, kernel, iptables)
-                return planned, None
-            report = apply_planned(
-                snapshot, options, planned, kernel, iptables, journal, memo=memo, stop=stop
-            )
-            if left_alone is not None:
-                report.failures.append(left_alone)
-            residue = report.residue
-            if remember is not None and report.ok and residue is not None and not residue.conflicts:
-                _remember(remember, snapshot, options, planned, residue, kernel, iptables)
-            return planned, report
-        finally:
-            kernel.close()
+    memo = Memo()
+    planned = make_plan(snapshot, options, node.kernel, node.iptables, memo)
+    if saved is not None and planned.fingerprint != saved.fingerprint:
+        raise RuntimeFailure(f"node {options.node} changed since the plan was made; plan again")
+    if saved is not None and plan_to_json(planned.plan) != saved.plan:
+        raise RuntimeFailure(f"the plan for node {options.node} is not the one saved; plan again")
+    left_alone = conflist_left_alone(planned.observed)
+    if planned.plan.empty:
+        if left_alone is not None:
+            return planned, ApplyReport(failures=[left_alone])
+        if remember is not None and not planned.plan.conflicts:
+            _remember(remember, snapshot, options, planned.plan, node)
+        return planned, None
+    report = apply_planned(snapshot, options, planned, node, journal, memo=memo, stop=stop)
+    if left_alone is not None:
+        report.failures.append(left_alone)
+    residue = report.residue
+    if remember is not None and report.ok and residue is not None and not residue.conflicts:
+        _remember(remember, snapshot, options, residue, node)
+    return planned, report
 
 
 @dataclass(frozen=True)
@@ -305,42 +308,38 @@ class RolledBack:
 def rollback_node(
     netns: str | None, journal: Journal, *, lock_timeout: float, attempts: int = 3
 ) -> RolledBack | None:
+    """rollback_opened under the node lock, inside network namespace `netns` (None: here)."""
+    with open_node(netns, lock_timeout) as node:
+        return rollback_opened(node, journal, attempts=attempts)
+
+
+def rollback_opened(node: NodeHandles, journal: Journal, *, attempts: int = 3) -> RolledBack | None:
     """Undo the newest generation of the journal, verify it, and drop it from the journal
     (None: there is none). A conflist changed by someone since the apply wrote it is left alone
     and said so, with how to finish by hand: the rest is rolled back all the same."""
-    with node_lock(apply_lock(netns), lock_timeout), enter_netns(netns):
-        generation = journal.last()
-        if generation is None:
-            return None
-        kernel = Kernel()
-        try:
-            iptables = Iptables(detect_backend())
+    generation = journal.last()
+    if generation is None:
+        return None
+    kernel, iptables = node.kernel, node.iptables
 
-            def observe() -> ObservedState:
-                kernel.read_links()
-                return read_observed(
-                    kernel, iptables, Path(generation.conflist_path), generation.families
-                )
+    def observe() -> ObservedState:
+        kernel.read_links()
+        path = Path(generation.conflist_path)
+        return read_observed(kernel, iptables, path, generation.families)
 
-            todo = not_in_effect(generation.undo, observe())
-            left_alone = tuple(
-                (c, _finish_by_hand(c, journal, generation)) for c in todo if _overtaken(c)
-            )
-            skip = {c for c, _ in left_alone}
-            todo = tuple(c for c in todo if c not in skip)
-            report = apply_plan(Plan(generation.node, todo), kernel, iptables)
-            residue: tuple[Change, ...] = ()
-            for attempt in range(attempts):
-                residue = tuple(
-                    c for c in not_in_effect(generation.undo, observe()) if c not in skip
-                )
-                if not residue or report.failures:
-                    break
-                time.sleep(0.1 * (attempt + 1))
-        finally:
-            kernel.close()
-        if not residue and not report.failures:
-            journal.drop_last()
+    todo = not_in_effect(generation.undo, observe())
+    left_alone = tuple((c, _finish_by_hand(c, journal, generation)) for c in todo if _overtaken(c))
+    skip = {c for c, _ in left_alone}
+    todo = tuple(c for c in todo if c not in skip)
+    report = apply_plan(Plan(generation.node, todo), kernel, iptables)
+    residue: tuple[Change, ...] = ()
+    for attempt in range(attempts):
+        residue = tuple(c for c in not_in_effect(generation.undo, observe()) if c not in skip)
+        if not residue or report.failures:
+            break
+        time.sleep(0.1 * (attempt + 1))
+    if not residue and not report.failures:
+        journal.drop_last()
     return RolledBack(generation, report, residue, left_alone)
 
 

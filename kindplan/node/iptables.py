@@ -13,10 +13,14 @@ import struct
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kindplan.core.model import MasqObserved
 from kindplan.core.render import MASQ_CHAIN, jump_rule
 from kindplan.errors import RuntimeFailure
+
+if TYPE_CHECKING:
+    from kindplan.node.ports import IptablesPort
 
 LOCK_WAIT_SECONDS = 5  # --wait for the xtables lock, as kube-proxy does
 _TOOLS = {4: "iptables", 6: "ip6tables"}
@@ -97,41 +101,42 @@ class Iptables:
             [self._tool(version, "restore"), "--noflush", "--wait", str(LOCK_WAIT_SECONDS)], payload
         )
 
+    def nat_families(self) -> frozenset[int]:
+        # Asked of the kernel, not of iptables-save: a save is some 5 ms of a watch round.
+        if self.backend == "legacy":
+            return frozenset(v for v in (4, 6) if _legacy_nat(v))
+        if self.backend == "nft":
+            return _nft_nat()
+        return frozenset((4, 6))
 
-def read_masq(iptables: Iptables) -> tuple[MasqObserved, ...]:
+    def others(self) -> tuple[str, ...]:
+        """The other variant, if this node has its tools ("": the system's own, no variants)."""
+        if not self.backend:
+            return ()
+        return tuple(
+            b for b in ("legacy", "nft") if b != self.backend and shutil.which(f"iptables-{b}-save")
+        )
+
+    def for_backend(self, backend: str) -> Iptables:
+        return self if backend == self.backend else Iptables(backend)
+
+
+def read_masq(iptables: IptablesPort) -> tuple[MasqObserved, ...]:
     """kindplan's chain and jumps, both families, in the backend in use and in the other one.
 
     Both hook netfilter at once: a chain left in the backend a node switched away from still
     masquerades (or fails to), and a family the cluster lost keeps its chain until removed.
     """
     found = []
-    nft_nat = None  # the families with an nft nat table, asked once
-    for backend in (iptables.backend, *_others(iptables.backend)):
-        tool = iptables if backend == iptables.backend else Iptables(backend)
+    for tool in (iptables, *map(iptables.for_backend, iptables.others())):
+        # A family without a nat table in a backend has no chain there: no save run.
+        has_nat = tool.nat_families()
         for version in (4, 6):
-            # A family without a nat table in a backend has no chain there: no save run (an
-            # iptables-save is some 5 ms of a watch round).
-            if backend == "legacy":
-                has_nat = _legacy_nat(version)
-            elif backend == "nft":
-                nft_nat = _nft_nat() if nft_nat is None else nft_nat
-                has_nat = version in nft_nat
+            if version in has_nat:
+                found.append(parse_nat(version, tool.save_nat(version), tool.backend))
             else:
-                has_nat = True
-            if has_nat:
-                found.append(parse_nat(version, tool.save_nat(version), backend))
-            else:
-                found.append(MasqObserved(version, None, 0, backend=backend))
+                found.append(MasqObserved(version, None, 0, backend=tool.backend))
     return tuple(found)
-
-
-def _others(backend: str) -> tuple[str, ...]:
-    """The other variant, if this node has its tools ("": the system's own, no variants)."""
-    if not backend:
-        return ()
-    return tuple(
-        b for b in ("legacy", "nft") if b != backend and shutil.which(f"iptables-{b}-save")
-    )
 
 
 def _legacy_nat(version: int) -> bool:

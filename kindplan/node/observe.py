@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kindplan.core.compiler import FORWARDING_SYSCTLS
 from kindplan.core.model import (
@@ -18,12 +19,14 @@ from kindplan.core.model import (
 )
 from kindplan.errors import RuntimeFailure
 from kindplan.node.files import read_regular
-from kindplan.node.iptables import Iptables, parse_nat, read_masq
-from kindplan.node.kernel import Kernel
+from kindplan.node.iptables import parse_nat, read_masq
+
+if TYPE_CHECKING:
+    from kindplan.node.ports import IptablesPort, KernelPort
 
 
 def read_observed(
-    kernel: Kernel, iptables: Iptables, conflist_path: Path, families: tuple[int, ...]
+    kernel: KernelPort, iptables: IptablesPort, conflist_path: Path, families: tuple[int, ...]
 ) -> ObservedState:
     """Everything kindplan compares against: links, routes, sysctls, SNAT chains, the conflist.
 
@@ -163,7 +166,9 @@ def fingerprint(observed: ObservedState) -> str:
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
 
 
-def read_routing(kernel: Kernel, iptables: Iptables, families: tuple[int, ...]) -> ObservedState:
+def read_routing(
+    kernel: KernelPort, iptables: IptablesPort, families: tuple[int, ...]
+) -> ObservedState:
     """What routes a packet on this node (for trace): links, routes, forwarding, SNAT chains."""
     links = kernel.read_links()
     return ObservedState(

@@ -78,8 +78,8 @@ from shell import host_network_state
 
 import kindplan.cli
 import kindplan.core.model
-import kindplan.node.engine
 import kindplan.node.netns
+import kindplan.node.ports
 from kindplan.cli import main
 from kindplan.core.model import Options, Plan
 from kindplan.core.planview import plan_to_json
@@ -193,8 +193,8 @@ def campaign_guard(request: pytest.FixtureRequest) -> Iterator[None]:
             typer.main, "get_command", lambda app: built if app is kindplan.cli.app else build(app)
         )
         mp.setattr(kindplan.node.netns, "_setns", _tripwire("setns"))
-        mp.setattr(kindplan.node.engine, "Kernel", _tripwire("netlink (Kernel)"))
-        mp.setattr(kindplan.node.engine, "detect_backend", _tripwire("iptables"))
+        mp.setattr(kindplan.node.ports, "Kernel", _tripwire("netlink (Kernel)"))
+        mp.setattr(kindplan.node.ports, "detect_backend", _tripwire("iptables"))
         yield
     kinds = ", ".join(
         f"{k.removeprefix('inputs: ')} {v}" for k, v in sorted(STATS.items()) if k.startswith("in")

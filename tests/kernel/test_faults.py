@@ -28,6 +28,7 @@ from kindplan.node.iptables import Iptables, detect_backend
 from kindplan.node.journal import Journal
 from kindplan.node.kernel import Kernel, KernelError
 from kindplan.node.netns import enter_netns
+from kindplan.node.ports import NodeHandles
 
 pytestmark = pytest.mark.root
 
@@ -175,7 +176,11 @@ def test_killed_after_every_change_then_the_next_apply_converges(
             planned = make_plan(snapshot, options(node), kernel, iptables)
             try:
                 apply_planned(
-                    snapshot, options(node), planned, kernel, iptables, Journal(state, node.ns)
+                    snapshot,
+                    options(node),
+                    planned,
+                    NodeHandles(kernel, iptables),
+                    Journal(state, node.ns),
                 )
             except Killed:
                 pass

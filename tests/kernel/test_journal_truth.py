@@ -29,6 +29,7 @@ from kindplan.node.iptables import Iptables, detect_backend
 from kindplan.node.journal import Journal, undo_of
 from kindplan.node.kernel import Kernel, KernelError
 from kindplan.node.netns import enter_netns
+from kindplan.node.ports import NodeHandles
 
 pytestmark = pytest.mark.root
 
@@ -113,7 +114,11 @@ def test_an_error_mid_batch_leaves_every_undo_that_may_be_needed(
             planned = make_plan(snapshot, options, kernel, Iptables(detect_backend()))
             with pytest.raises(RuntimeFailure) as caught:
                 apply_planned(
-                    snapshot, options, planned, kernel, kernel_iptables(), Journal(state, netns)
+                    snapshot,
+                    options,
+                    planned,
+                    NodeHandles(kernel, kernel_iptables()),
+                    Journal(state, netns),
                 )
         finally:
             kernel.close()
@@ -203,7 +208,7 @@ def test_the_undo_of_each_batch_is_on_disk_before_it_is_sent(netns: str, tmp_pat
                     c.route: c.old for c in planned.plan.changes if isinstance(c, ReplaceRoute)
                 }
                 report = apply_planned(
-                    snapshot, options, planned, kernel, kernel_iptables(), journal
+                    snapshot, options, planned, NodeHandles(kernel, kernel_iptables()), journal
                 )
             finally:
                 kernel.close()

@@ -26,6 +26,7 @@ from kindplan.node.iptables import Iptables, detect_backend
 from kindplan.node.journal import Journal
 from kindplan.node.kernel import Kernel
 from kindplan.node.netns import enter_netns
+from kindplan.node.ports import NodeHandles
 
 pytestmark = pytest.mark.root
 
@@ -70,7 +71,8 @@ def test_first_apply_of_5000_dual_stack_nodes_with_a_stock_receive_buffer(
             iptables = Iptables(detect_backend())
             planned = make_plan(snapshot, options, kernel, iptables)
             journal = Journal(state, netns)
-            report = apply_planned(snapshot, options, planned, kernel, iptables, journal)
+            handles = NodeHandles(kernel, iptables)
+            report = apply_planned(snapshot, options, planned, handles, journal)
         finally:
             kernel.close()
     assert report.failures == []
