@@ -29,7 +29,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from ipaddress import ip_interface
+from ipaddress import ip_address, ip_interface
 
 from kindplan.core.model import (
     IPV6_DEFAULT_METRIC,
@@ -66,6 +66,7 @@ class FakeKernel:
         self.overrun_batches = 0
         self.busy_dumps = 0
         self.writes: list[tuple[str, object]] = []  # every write asked for, made or refused
+        self.batches: list[int] = []  # the size of each route batch
         self.closed = False
 
     # -- reading -------------------------------------------------------------------------------
@@ -108,6 +109,7 @@ class FakeKernel:
         self.sysctls[name] = value
 
     def write_routes(self, writes: Sequence[tuple[str, Route]]) -> list[KernelError | None]:
+        self.batches.append(len(writes))
         overrun = self.overrun_batches > 0
         self.overrun_batches -= overrun
         results: list[KernelError | None] = []
@@ -363,3 +365,16 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def seed_worker2(backend: str = "nft") -> FakeNode:
+    """k8s-guide-worker2 of fixtures/seed-lab as tests/kernel's seed_worker2 builds it: an
+    on-link uplink eth0 172.18.0.12/16 and its two pods' host veths, nothing of kindplan's yet."""
+    veth = ("vetha1079faf", "veth4b2c9d10")
+    links = [
+        Link("lo", 1, 65536, True, ()),
+        Link("eth0", 2, 1500, True, ((ip_address("172.18.0.12"), 16),), "veth"),
+        *(Link(name, 3 + i, 1500, True, (), "veth") for i, name in enumerate(veth)),
+    ]
+    kernel = FakeKernel(links, sysctls={"net.ipv4.ip_forward": "0"})
+    return FakeNode(kernel, FakeIptables(backend))
