@@ -260,7 +260,7 @@ def bench_round(ns: str, snapshot: Path, state: Path, runs: int, dual: bool) -> 
             "raw_dump_parse_s": median(raw, runs),
             "kindplan_dump_parse_s": median(uncached, runs),
         }
-        loop._reset_node_handles()
+        loop._handles.drop()
     source.close()
     return out
 
