@@ -90,6 +90,8 @@ class IptablesPort(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class NodeHandles:
+    """What the engine reaches a node through, once open_node has opened it (or a test, fakes)."""
+
     kernel: KernelPort
     iptables: IptablesPort
 
@@ -113,6 +115,7 @@ class KeptHandles:
         self._netns = 0  # inode of the namespace they were opened in
 
     def get(self) -> NodeHandles:
+        """The handles of the namespace the thread is in now."""
         here = os.stat("/proc/thread-self/ns/net").st_ino
         if self._handles is None or here != self._netns:
             self.drop()
