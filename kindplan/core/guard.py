@@ -18,9 +18,11 @@ import json
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, assert_never
 
 from kindplan.core.model import (
+    AddAddress,
+    AddRoute,
     Change,
     DelAddress,
     DeleteConflist,
@@ -28,6 +30,8 @@ from kindplan.core.model import (
     ObservedState,
     Plan,
     RemoveChain,
+    ReplaceRoute,
+    SetSysctl,
     WriteChain,
     WriteConflist,
 )
@@ -80,20 +84,63 @@ def owned_state(observed: ObservedState, route_proto: int) -> Counter[str]:
 def removed_state(change: Change, route_proto: int) -> Counter[str]:
     """What of the node's owned state `change` takes away, by kind (empty for additions)."""
     match change:
-        case DelRoute(route) if route.proto == route_proto:
+        case DelRoute(route=route) if route.proto == route_proto:
             return Counter({PEER_ROUTES if route.gateway is not None else POD_ROUTES: 1})
         case DelAddress():
             return Counter({ADDRESSES: 1})
-        case WriteChain(_, rules, old_rules) if rules is not None and old_rules is not None:
+        case WriteChain(rules=rules, old_rules=old_rules) if (
+            rules is not None and old_rules is not None
+        ):
             return Counter({SNAT_RULES: len(set(old_rules) - set(rules))})
-        case RemoveChain(_, old_rules):
+        case RemoveChain(old_rules=old_rules):
             return Counter({SNAT_CHAINS: 1, SNAT_RULES: len(old_rules)})
-        case WriteConflist(_, content, old) if old is not None:
+        case WriteConflist(content=content, old=old) if old is not None:
             gone = conflist_subnets(old) - conflist_subnets(content)
             return Counter({CONFLIST_RANGES: len(gone)})
-        case DeleteConflist(_, old):
+        case DeleteConflist(old=old):
             return Counter({CONFLISTS: 1, CONFLIST_RANGES: len(conflist_subnets(old))})
-    return Counter()
+        case (
+            SetSysctl()
+            | AddAddress()
+            | AddRoute()
+            | ReplaceRoute()
+            | DelRoute()  # a foreign route (--adopt): not owned
+            | WriteChain()  # a new chain, or the jumps only
+            | WriteConflist()  # a new conflist
+        ):
+            return Counter()
+        case _:
+            assert_never(change)
+
+
+def owned_routes_delta(applied: Iterable[Change], route_proto: int) -> int:
+    """How many routes of kindplan's `applied` added, less those it deleted (the loop's gauge of
+    owned routes, without observing again)."""
+    delta = 0
+    for change in applied:
+        match change:
+            case AddRoute(route=route) if route.proto == route_proto:
+                delta += 1
+            case DelRoute(route=route) if route.proto == route_proto:
+                delta -= 1
+            case ReplaceRoute(route=route, old=old) if old.proto != route_proto == route.proto:
+                delta += 1  # a foreign route adopted
+            case (
+                SetSysctl()
+                | AddAddress()
+                | AddRoute()
+                | ReplaceRoute()
+                | DelRoute()
+                | DelAddress()
+                | WriteChain()
+                | RemoveChain()
+                | WriteConflist()
+                | DeleteConflist()
+            ):
+                pass  # no route of kindplan's more or less
+            case _:
+                assert_never(change)
+    return delta
 
 
 def conflist_subnets(text: str) -> frozenset[str]:
