@@ -47,8 +47,9 @@ SNAT_CHAINS = "SNAT chain(s)"
 CONFLIST_RANGES = "conflist pod range(s)"
 CONFLISTS = "conflist(s)"
 KINDS = (PEER_ROUTES, POD_ROUTES, ADDRESSES, SNAT_RULES, SNAT_CHAINS, CONFLIST_RANGES, CONFLISTS)
-# The changes that can take something away; additions are not looked at (5,000 at once).
-_REMOVERS = (DelRoute, DelAddress, WriteChain, RemoveChain, WriteConflist, DeleteConflist)
+# The changes that take nothing away, not even looked at (5,000 additions at once); every other
+# type goes through removed_state, whose match must handle it (so a new type is never skipped).
+_ADDITIONS = (SetSysctl, AddAddress, AddRoute, ReplaceRoute)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +162,7 @@ def removals(changes: Iterable[Change], route_proto: int) -> Counter[str]:
     """The owned state `changes` remove, by kind."""
     total: Counter[str] = Counter()
     for change in changes:
-        if isinstance(change, _REMOVERS):
+        if not isinstance(change, _ADDITIONS):
             total.update(removed_state(change, route_proto))
     return total
 
@@ -182,7 +183,7 @@ def split_deletions(
     """
     recent = recently_removed or Counter()
     by_change = [
-        (c, removed_state(c, route_proto)) for c in plan.changes if isinstance(c, _REMOVERS)
+        (c, removed_state(c, route_proto)) for c in plan.changes if not isinstance(c, _ADDITIONS)
     ]
     removing = Counter[str]()
     for _, removed in by_change:

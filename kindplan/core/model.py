@@ -373,13 +373,13 @@ class Options:
 
 # -- the plan: typed changes, in the order they are applied -------------------------------------
 #
-# Each change type carries, in its class below, all that it means outside the node: its `action`
+# Each change type carries, in its class below, what it means wherever it goes: its `action`
 # (+ ~ -), `kind` and `describe()` for the plan's text and JSON, its `undo()` and `undo_rank`, and
-# `encode()`/`decode()` for the journal. The code that acts on the node or reads it dispatches
-# with a `match` that ends in assert_never (node/apply.py's apply step, diff's _in_effect, guard's
-# removed_state, planview's details, the loop's _owned_delta), so that mypy names every place a
-# new change type is missing from; a class without one of the methods fails mypy where the union
-# is used.
+# `encode()`/`decode()` for the journal. The code that acts on the node, or weighs a change
+# against it, dispatches with a `match` that ends in assert_never (node/apply.py's apply_change
+# and route_write, diff's _in_effect, guard's removed_state and owned_routes_delta, planview's
+# details), so that mypy names every place a new change type is missing from; a class without
+# one of the methods fails mypy where the union is used (tests/unit/test_change_types.py).
 #
 # undo_rank orders the undo of a generation as a teardown: the conflist kindplan created goes
 # first (kubelet stops seeing a ready network), then routes before addresses (removing a veth's
