@@ -256,9 +256,9 @@ def _diff_masq(desired: DesiredState, observed: ObservedState) -> list[Change]:
             # of several copies of the jump, the first one stays where it is
             write = WriteChain(
                 chain.version,
-                rules if old_rules != rules else None,
-                old_rules,
-                jumps,
+                rules=rules if old_rules != rules else None,
+                old_rules=old_rules,
+                jumps=jumps,
                 backend=backend,
             )
             if jumps > 1:

@@ -400,7 +400,7 @@ class SetSysctl:
         return f"sysctl {self.name} = {self.value} (was {self.old})"
 
     def undo(self) -> Change | None:
-        # A sysctl that could not be read is left as it is set: nothing to put back.
+        # No value was observed before (the sysctl could not be read): none to put back.
         return SetSysctl(self.name, self.old, self.value) if self.old is not None else None
 
     def encode(self) -> dict[str, Any]:
@@ -513,7 +513,9 @@ class WriteChain:
 
     def undo(self) -> Change:
         if self.old_rules is None and self.rules is not None:
-            return RemoveChain(self.version, self.rules, self.want_jumps, self.backend)
+            return RemoveChain(
+                self.version, old_rules=self.rules, jumps=self.want_jumps, backend=self.backend
+            )
         swapped = replace(
             self,
             jumps=self.want_jumps,
@@ -541,14 +543,14 @@ class WriteChain:
     @classmethod
     def decode(cls, d: dict[str, Any]) -> WriteChain:
         return cls(
-            _decode_version(d),
-            _tuple_or_none(d["rules"]),
-            _tuple_or_none(d["oldRules"]),
-            int(d["jumps"]),
-            int(d["wantJumps"]),
-            tuple(d.get("jumpsAt", ())),  # a journal of kindplan 1 has no positions
-            tuple(d.get("wantAt", ())),
-            _decode_backend(d),
+            version=_decode_version(d),
+            rules=_tuple_or_none(d["rules"]),
+            old_rules=_tuple_or_none(d["oldRules"]),
+            jumps=int(d["jumps"]),
+            want_jumps=int(d["wantJumps"]),
+            jumps_at=tuple(d.get("jumpsAt", ())),  # a journal of kindplan 1 has no positions
+            want_at=tuple(d.get("wantAt", ())),
+            backend=_decode_backend(d),
         )
 
 
@@ -573,7 +575,12 @@ class RemoveChain:
 
     def undo(self) -> Change:
         return WriteChain(
-            self.version, self.old_rules, None, 0, want_jumps=self.jumps, backend=self.backend
+            self.version,
+            rules=self.old_rules,
+            old_rules=None,
+            jumps=0,
+            want_jumps=self.jumps,
+            backend=self.backend,
         )
 
     def encode(self) -> dict[str, Any]:
