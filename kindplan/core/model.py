@@ -1,4 +1,5 @@
-"""Frozen value objects: the snapshot that comes in and the desired state that comes out.
+"""Frozen value objects: the snapshot that comes in, the desired state that comes out, and the
+plan's change types, each with all that it means in one class (plan text, undo, journal form).
 
 Every collection is a tuple sorted by the items' `key`, so equal states compare equal and render
 byte for byte the same whatever order the input had.
@@ -734,6 +735,9 @@ class Plan:
     @property
     def empty(self) -> bool:
         return not self.changes
+
+
+# -- what the change types share: their journal form, their words in the plan ---------------
 
 
 # The type of every change by its name, as the journal writes it.
