@@ -25,8 +25,8 @@ from types import FrameType
 from kindplan.agent.logs import Log
 from kindplan.agent.metrics import Health, Metrics
 from kindplan.agent.sources import Source
-from kindplan.core.guard import DeletionGuard, Guarded
-from kindplan.core.model import AddRoute, Change, DelRoute, Options, ReplaceRoute
+from kindplan.core.guard import DeletionGuard, Guarded, owned_routes_delta
+from kindplan.core.model import Change, Options
 from kindplan.core.planview import describe, route_text
 from kindplan.core.snapshot import Loaded, freeze_heap
 from kindplan.errors import InvalidInputError, KindplanError, SourceError
@@ -360,7 +360,7 @@ class Loop:
         proto = self.options.route_proto
         self.guard.applied(applied, proto)
         owned = sum(1 for r in planned.observed.routes if r.proto == proto)
-        self.metrics.owned_routes.set(owned + _owned_delta(applied, proto))
+        self.metrics.owned_routes.set(owned + owned_routes_delta(applied, proto))
         pending = len(guarded.held) + len(planned.plan.conflicts)
         if report is None or report.ok:
             self.metrics.pending.set(pending)
@@ -413,15 +413,3 @@ class Loop:
             held=len(guarded.held),
             owned=guarded.owned,
         )
-
-
-def _owned_delta(applied: list[Change], proto: int) -> int:
-    delta = 0
-    for change in applied:
-        if isinstance(change, AddRoute) and change.route.proto == proto:
-            delta += 1
-        elif isinstance(change, DelRoute) and change.route.proto == proto:
-            delta -= 1
-        elif isinstance(change, ReplaceRoute) and change.old.proto != proto == change.route.proto:
-            delta += 1
-    return delta

@@ -11,6 +11,7 @@ import operator
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from itertools import compress
+from typing import assert_never
 
 from kindplan.core.model import (
     DEFAULT_ROUTE_PROTO,
@@ -255,9 +256,9 @@ def _diff_masq(desired: DesiredState, observed: ObservedState) -> list[Change]:
             # of several copies of the jump, the first one stays where it is
             write = WriteChain(
                 chain.version,
-                rules if old_rules != rules else None,
-                old_rules,
-                jumps,
+                rules=rules if old_rules != rules else None,
+                old_rules=old_rules,
+                jumps=jumps,
                 backend=backend,
             )
             if jumps > 1:
@@ -282,18 +283,18 @@ def not_in_effect(changes: tuple[Change, ...], observed: ObservedState) -> tuple
 
 def _in_effect(change: Change, observed: ObservedState, routes: dict[object, list[Route]]) -> bool:
     match change:
-        case SetSysctl(name, value, _):
+        case SetSysctl(name=name, value=value):
             return any(s.name == name and s.value == value for s in observed.sysctls)
-        case AddAddress(address) | DelAddress(address):
+        case AddAddress(address=address) | DelAddress(address=address):
             link = observed.link(address.ifname)
             present = link is not None and (address.address, address.prefixlen) in link.addresses
             return present == isinstance(change, AddAddress)
-        case AddRoute(route) | ReplaceRoute(route, _):
+        case AddRoute(route=route) | ReplaceRoute(route=route):
             return any(
                 r.proto == route.proto and _same_target(route, r) and route.special == r.special
                 for r in routes.get(route.key, ())
             )  # a route restored by a rollback: the same type and paths too
-        case DelRoute(route):
+        case DelRoute(route=route):
             return not any(r.proto == route.proto for r in routes.get(route.key, ()))
         case WriteChain(version=version, rules=rules, want_jumps=want_jumps, backend=backend):
             masq = _masq(observed, version, backend)
@@ -302,14 +303,15 @@ def _in_effect(change: Change, observed: ObservedState, routes: dict[object, lis
                 and (rules is None or masq.rules == rules)
                 and masq.jumps == want_jumps
             )
-        case RemoveChain(version, _, _, backend):
+        case RemoveChain(version=version, backend=backend):
             masq = _masq(observed, version, backend)
             return masq is None or (masq.rules is None and masq.jumps == 0)
-        case WriteConflist(_, content, _):
+        case WriteConflist(content=content):
             return observed.conflist == content
         case DeleteConflist():
             return observed.conflist is None
-    raise TypeError(change)
+        case _:
+            assert_never(change)
 
 
 def _masq(observed: ObservedState, version: int, backend: str | None) -> MasqObserved | None:

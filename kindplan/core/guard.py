@@ -18,9 +18,11 @@ import json
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, assert_never
 
 from kindplan.core.model import (
+    AddAddress,
+    AddRoute,
     Change,
     DelAddress,
     DeleteConflist,
@@ -28,6 +30,8 @@ from kindplan.core.model import (
     ObservedState,
     Plan,
     RemoveChain,
+    ReplaceRoute,
+    SetSysctl,
     WriteChain,
     WriteConflist,
 )
@@ -43,8 +47,9 @@ SNAT_CHAINS = "SNAT chain(s)"
 CONFLIST_RANGES = "conflist pod range(s)"
 CONFLISTS = "conflist(s)"
 KINDS = (PEER_ROUTES, POD_ROUTES, ADDRESSES, SNAT_RULES, SNAT_CHAINS, CONFLIST_RANGES, CONFLISTS)
-# The changes that can take something away; additions are not looked at (5,000 at once).
-_REMOVERS = (DelRoute, DelAddress, WriteChain, RemoveChain, WriteConflist, DeleteConflist)
+# The changes that take nothing away, not even looked at (5,000 additions at once); every other
+# type goes through removed_state, whose match must handle it (so a new type is never skipped).
+_ADDITIONS = (SetSysctl, AddAddress, AddRoute, ReplaceRoute)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,20 +85,63 @@ def owned_state(observed: ObservedState, route_proto: int) -> Counter[str]:
 def removed_state(change: Change, route_proto: int) -> Counter[str]:
     """What of the node's owned state `change` takes away, by kind (empty for additions)."""
     match change:
-        case DelRoute(route) if route.proto == route_proto:
+        case DelRoute(route=route) if route.proto == route_proto:
             return Counter({PEER_ROUTES if route.gateway is not None else POD_ROUTES: 1})
         case DelAddress():
             return Counter({ADDRESSES: 1})
-        case WriteChain(_, rules, old_rules) if rules is not None and old_rules is not None:
+        case WriteChain(rules=rules, old_rules=old_rules) if (
+            rules is not None and old_rules is not None
+        ):
             return Counter({SNAT_RULES: len(set(old_rules) - set(rules))})
-        case RemoveChain(_, old_rules):
+        case RemoveChain(old_rules=old_rules):
             return Counter({SNAT_CHAINS: 1, SNAT_RULES: len(old_rules)})
-        case WriteConflist(_, content, old) if old is not None:
+        case WriteConflist(content=content, old=old) if old is not None:
             gone = conflist_subnets(old) - conflist_subnets(content)
             return Counter({CONFLIST_RANGES: len(gone)})
-        case DeleteConflist(_, old):
+        case DeleteConflist(old=old):
             return Counter({CONFLISTS: 1, CONFLIST_RANGES: len(conflist_subnets(old))})
-    return Counter()
+        case (
+            SetSysctl()
+            | AddAddress()
+            | AddRoute()
+            | ReplaceRoute()
+            | DelRoute()  # a foreign route (--adopt): not owned
+            | WriteChain()  # a new chain, or the jumps only
+            | WriteConflist()  # a new conflist
+        ):
+            return Counter()
+        case _:
+            assert_never(change)
+
+
+def owned_routes_delta(applied: Iterable[Change], route_proto: int) -> int:
+    """How many routes of kindplan's `applied` added, less those it deleted (the loop's gauge of
+    owned routes, without observing again)."""
+    delta = 0
+    for change in applied:
+        match change:
+            case AddRoute(route=route) if route.proto == route_proto:
+                delta += 1
+            case DelRoute(route=route) if route.proto == route_proto:
+                delta -= 1
+            case ReplaceRoute(route=route, old=old) if old.proto != route_proto == route.proto:
+                delta += 1  # a foreign route adopted
+            case (
+                SetSysctl()
+                | AddAddress()
+                | AddRoute()
+                | ReplaceRoute()
+                | DelRoute()
+                | DelAddress()
+                | WriteChain()
+                | RemoveChain()
+                | WriteConflist()
+                | DeleteConflist()
+            ):
+                pass  # no route of kindplan's more or less
+            case _:
+                assert_never(change)
+    return delta
 
 
 def conflist_subnets(text: str) -> frozenset[str]:
@@ -114,7 +162,7 @@ def removals(changes: Iterable[Change], route_proto: int) -> Counter[str]:
     """The owned state `changes` remove, by kind."""
     total: Counter[str] = Counter()
     for change in changes:
-        if isinstance(change, _REMOVERS):
+        if not isinstance(change, _ADDITIONS):
             total.update(removed_state(change, route_proto))
     return total
 
@@ -135,7 +183,7 @@ def split_deletions(
     """
     recent = recently_removed or Counter()
     by_change = [
-        (c, removed_state(c, route_proto)) for c in plan.changes if isinstance(c, _REMOVERS)
+        (c, removed_state(c, route_proto)) for c in plan.changes if not isinstance(c, _ADDITIONS)
     ]
     removing = Counter[str]()
     for _, removed in by_change:

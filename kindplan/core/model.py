@@ -1,4 +1,5 @@
-"""Frozen value objects: the snapshot that comes in and the desired state that comes out.
+"""Frozen value objects: the snapshot that comes in, the desired state that comes out, and the
+plan's change types, each with all that it means in one class (plan text, undo, journal form).
 
 Every collection is a tuple sorted by the items' `key`, so equal states compare equal and render
 byte for byte the same whatever order the input had.
@@ -8,9 +9,9 @@ from __future__ import annotations
 
 import operator
 import socket as _socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple, get_args
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
@@ -169,7 +170,9 @@ class Route(_RouteFields):
 
     __slots__ = ()
 
-    def __new__(
+    # The kernel's fields of a route, positional as in a tuple: the compiler and the netlink
+    # parser build tens of thousands this way, so the size rules' limits do not fit here.
+    def __new__(  # noqa: PLR0913, PLR0917
         cls,
         dst: IPNetwork,
         ifname: str,
@@ -370,6 +373,18 @@ class Options:
 
 
 # -- the plan: typed changes, in the order they are applied -------------------------------------
+#
+# Each change type carries, in its class below, what it means wherever it goes: its `action`
+# (+ ~ -), `kind` and `describe()` for the plan's text and JSON, its `undo()` and `undo_rank`, and
+# `encode()`/`decode()` for the journal. The code that acts on the node, or weighs a change
+# against it, dispatches with a `match` that ends in assert_never (node/apply.py's apply_change
+# and route_write, diff's _in_effect, guard's removed_state and owned_routes_delta, planview's
+# details), so that mypy names every place a new change type is missing from; a class without
+# one of the methods fails mypy where the union is used (tests/unit/test_change_types.py).
+#
+# undo_rank orders the undo of a generation as a teardown: the conflist kindplan created goes
+# first (kubelet stops seeing a ready network), then routes before addresses (removing a veth's
+# last IPv4 address makes the kernel drop that veth's routes), sysctls and a restored conflist last.
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,21 +393,95 @@ class SetSysctl:
     value: str
     old: str | None
 
+    kind: ClassVar[str] = "sysctl"
+    action: ClassVar[str] = "~"
+    undo_rank: ClassVar[int] = 6
+
+    def describe(self) -> str:
+        return f"sysctl {self.name} = {self.value} (was {self.old})"
+
+    def undo(self) -> Change | None:
+        # No value was observed before (the sysctl could not be read): none to put back.
+        return SetSysctl(self.name, self.old, self.value) if self.old is not None else None
+
+    def encode(self) -> dict[str, Any]:
+        return {"type": "SetSysctl", "name": self.name, "value": self.value, "old": self.old}
+
+    @classmethod
+    def decode(cls, d: dict[str, Any]) -> SetSysctl:
+        return cls(str(d["name"]), str(d["value"]), d["old"])
+
 
 @dataclass(frozen=True, slots=True)
 class AddAddress:
     address: Address
+
+    kind: ClassVar[str] = "address"
+    action: ClassVar[str] = "+"
+    undo_rank: ClassVar[int] = 1
+
+    def describe(self) -> str:
+        return f"address {_address_text(self.address)} (pod {self.address.pod})"
+
+    def undo(self) -> Change:
+        return DelAddress(self.address)
+
+    def encode(self) -> dict[str, Any]:
+        return {"type": "AddAddress", **_encode_address(self.address)}
+
+    @classmethod
+    def decode(cls, d: dict[str, Any]) -> AddAddress:
+        return cls(_decode_address(d))
 
 
 @dataclass(frozen=True, slots=True)
 class AddRoute:
     route: Route
 
+    kind: ClassVar[str] = "route"
+    action: ClassVar[str] = "+"
+    undo_rank: ClassVar[int] = 2
+
+    def describe(self) -> str:
+        return f"route {route_text(self.route)}{_why(route_for(self.route))}"
+
+    def undo(self) -> Change:
+        return DelRoute(self.route)
+
+    def encode(self) -> dict[str, Any]:
+        return {"type": "AddRoute", "route": encode_route(self.route)}
+
+    @classmethod
+    def decode(cls, d: dict[str, Any]) -> AddRoute:
+        return cls(decode_route(d["route"]))
+
 
 @dataclass(frozen=True, slots=True)
 class ReplaceRoute:
     route: Route
     old: Route
+
+    kind: ClassVar[str] = "route"
+    action: ClassVar[str] = "~"
+    undo_rank: ClassVar[int] = 2
+
+    def describe(self) -> str:
+        was = f"was {route_was(self.old)}"
+        return f"route {route_text(self.route)}{_why(route_for(self.route), was)}"
+
+    def undo(self) -> Change:
+        return ReplaceRoute(self.old, self.route)
+
+    def encode(self) -> dict[str, Any]:
+        return {
+            "type": "ReplaceRoute",
+            "route": encode_route(self.route),
+            "old": encode_route(self.old),
+        }
+
+    @classmethod
+    def decode(cls, d: dict[str, Any]) -> ReplaceRoute:
+        return cls(decode_route(d["route"]), decode_route(d["old"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,6 +497,63 @@ class WriteChain:
     want_at: tuple[int, ...] = ()  # where the jumps go when their count changes (): appended
     backend: str | None = None  # the iptables variant written; None: the one in use then
 
+    kind: ClassVar[str] = "iptables"
+    undo_rank: ClassVar[int] = 3
+
+    @property
+    def action(self) -> str:
+        return "+" if self.old_rules is None else "~"
+
+    def describe(self) -> str:
+        parts = []
+        if self.rules is not None:
+            parts.append("chain KIND-MASQ-AGENT" + (" (new)" if self.old_rules is None else ""))
+        if self.jumps != self.want_jumps:
+            parts.append(f"POSTROUTING jump ({self.jumps} present, {self.want_jumps} wanted)")
+        return f"{_iptables(self.version)} nat: {', '.join(parts)}"
+
+    def undo(self) -> Change:
+        if self.old_rules is None and self.rules is not None:
+            return RemoveChain(
+                self.version, old_rules=self.rules, jumps=self.want_jumps, backend=self.backend
+            )
+        swapped = replace(
+            self,
+            jumps=self.want_jumps,
+            want_jumps=self.jumps,
+            jumps_at=self.want_at,
+            want_at=self.jumps_at,
+        )
+        if self.rules is None:  # only the jumps changed; old_rules just says what the chain held
+            return swapped
+        return replace(swapped, rules=self.old_rules, old_rules=self.rules)
+
+    def encode(self) -> dict[str, Any]:
+        return {
+            "type": "WriteChain",
+            "version": self.version,
+            "rules": _list_or_none(self.rules),
+            "oldRules": _list_or_none(self.old_rules),
+            "jumps": self.jumps,
+            "wantJumps": self.want_jumps,
+            "jumpsAt": list(self.jumps_at),
+            "wantAt": list(self.want_at),
+            "backend": self.backend,
+        }
+
+    @classmethod
+    def decode(cls, d: dict[str, Any]) -> WriteChain:
+        return cls(
+            version=_decode_version(d),
+            rules=_tuple_or_none(d["rules"]),
+            old_rules=_tuple_or_none(d["oldRules"]),
+            jumps=int(d["jumps"]),
+            want_jumps=int(d["wantJumps"]),
+            jumps_at=tuple(d.get("jumpsAt", ())),  # a journal of kindplan 1 has no positions
+            want_at=tuple(d.get("wantAt", ())),
+            backend=_decode_backend(d),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class RemoveChain:
@@ -419,10 +565,60 @@ class RemoveChain:
     jumps: int
     backend: str | None = None  # the iptables variant written; None: the one in use then
 
+    kind: ClassVar[str] = "iptables"
+    action: ClassVar[str] = "-"
+    undo_rank: ClassVar[int] = 3
+
+    def describe(self) -> str:
+        table = _iptables(self.version)
+        table = f"{table}-{self.backend}" if self.backend else table
+        return f"{table} nat: chain KIND-MASQ-AGENT and {self.jumps} jump(s)"
+
+    def undo(self) -> Change:
+        return WriteChain(
+            self.version,
+            rules=self.old_rules,
+            old_rules=None,
+            jumps=0,
+            want_jumps=self.jumps,
+            backend=self.backend,
+        )
+
+    def encode(self) -> dict[str, Any]:
+        return {
+            "type": "RemoveChain",
+            "version": self.version,
+            "oldRules": list(self.old_rules),
+            "jumps": self.jumps,
+            "backend": self.backend,
+        }
+
+    @classmethod
+    def decode(cls, d: dict[str, Any]) -> RemoveChain:
+        version = _decode_version(d)
+        return cls(version, tuple(d["oldRules"]), int(d["jumps"]), _decode_backend(d))
+
 
 @dataclass(frozen=True, slots=True)
 class DelAddress:
     address: Address
+
+    kind: ClassVar[str] = "address"
+    action: ClassVar[str] = "-"
+    undo_rank: ClassVar[int] = 5
+
+    def describe(self) -> str:
+        return f"address {_address_text(self.address)}"
+
+    def undo(self) -> Change:
+        return AddAddress(self.address)
+
+    def encode(self) -> dict[str, Any]:
+        return {"type": "DelAddress", **_encode_address(self.address)}
+
+    @classmethod
+    def decode(cls, d: dict[str, Any]) -> DelAddress:
+        return cls(_decode_address(d))
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,10 +626,46 @@ class DeleteConflist:
     path: str
     old: str
 
+    kind: ClassVar[str] = "conflist"
+    action: ClassVar[str] = "-"
+    undo_rank: ClassVar[int] = 0
+
+    def describe(self) -> str:
+        return f"file {self.path}"
+
+    def undo(self) -> Change:
+        return WriteConflist(self.path, self.old, None)
+
+    def encode(self) -> dict[str, Any]:
+        return {"type": "DeleteConflist", "path": self.path, "old": self.old}
+
+    @classmethod
+    def decode(cls, d: dict[str, Any]) -> DeleteConflist:
+        return cls(str(d["path"]), str(d["old"]))
+
 
 @dataclass(frozen=True, slots=True)
 class DelRoute:
     route: Route
+
+    kind: ClassVar[str] = "route"
+    action: ClassVar[str] = "-"
+    undo_rank: ClassVar[int] = 4
+
+    def describe(self) -> str:
+        # Observed routes carry no peer: one of ours that nothing wants any more is stale.
+        stale = "stale: no longer in the snapshot"
+        return f"route {route_text(self.route)}{_why(route_for(self.route) or stale)}"
+
+    def undo(self) -> Change:
+        return AddRoute(self.route)
+
+    def encode(self) -> dict[str, Any]:
+        return {"type": "DelRoute", "route": encode_route(self.route)}
+
+    @classmethod
+    def decode(cls, d: dict[str, Any]) -> DelRoute:
+        return cls(decode_route(d["route"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,6 +673,33 @@ class WriteConflist:
     path: str
     content: str
     old: str | None
+
+    kind: ClassVar[str] = "conflist"
+    undo_rank: ClassVar[int] = 7
+
+    @property
+    def action(self) -> str:
+        return "+" if self.old is None else "~"
+
+    def describe(self) -> str:
+        return f"file {self.path}" + (" (new)" if self.old is None else "")
+
+    def undo(self) -> Change:
+        if self.old is None:
+            return DeleteConflist(self.path, self.content)
+        return WriteConflist(self.path, self.old, self.content)
+
+    def encode(self) -> dict[str, Any]:
+        return {
+            "type": "WriteConflist",
+            "path": self.path,
+            "content": self.content,
+            "old": self.old,
+        }
+
+    @classmethod
+    def decode(cls, d: dict[str, Any]) -> WriteConflist:
+        return cls(str(d["path"]), str(d["content"]), d["old"])
 
 
 Change = (
@@ -476,6 +735,182 @@ class Plan:
     @property
     def empty(self) -> bool:
         return not self.changes
+
+
+# -- what the change types share: their journal form, their words in the plan ---------------
+
+
+# The type of every change by its name, as the journal writes it.
+_CHANGE_TYPES: dict[str, type[Change]] = {cls.__name__: cls for cls in get_args(Change)}
+
+
+def decode_change(d: dict[str, Any]) -> Change:
+    """The change that `encode()` wrote as `d`; ValueError, KeyError or TypeError if it is not
+    one."""
+    name = d["type"]
+    cls = _CHANGE_TYPES.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ValueError(f"unknown change type {name!r}")
+    return cls.decode(d)
+
+
+def _why(*parts: str) -> str:
+    text = "; ".join(p for p in parts if p)
+    return f" ({text})" if text else ""
+
+
+def route_for(route: Route) -> str:
+    """Whom a route serves: `peer NODE`, `pod NAMESPACE/NAME`, or "" (an observed route)."""
+    if not route.peer:
+        return ""
+    return f"peer {route.peer}" if route.gateway is not None else f"pod {route.peer}"
+
+
+def _address_text(address: Address) -> str:
+    return f"{address.address}/{address.prefixlen} dev {address.ifname}"
+
+
+def _iptables(version: int) -> str:
+    return "ip6tables" if version == 6 else "iptables"
+
+
+def _encode_address(address: Address) -> dict[str, Any]:
+    return {"ifname": address.ifname, "address": str(address.address), "pod": address.pod}
+
+
+def _decode_address(d: dict[str, Any]) -> Address:
+    return Address(str(d["ifname"]), parse_ip(d["address"]), str(d["pod"]))
+
+
+def _list_or_none(rules: tuple[str, ...] | None) -> list[str] | None:
+    return list(rules) if rules is not None else None
+
+
+def _tuple_or_none(rules: list[str] | None) -> tuple[str, ...] | None:
+    return tuple(str(r) for r in rules) if rules is not None else None
+
+
+def _decode_version(d: dict[str, Any]) -> int:
+    if d["version"] not in (4, 6):
+        raise ValueError(f"iptables version {d['version']!r}")
+    return int(d["version"])
+
+
+def _decode_backend(d: dict[str, Any]) -> str | None:
+    """The iptables backend a chain change went to (journals before it was recorded: None,
+    the backend in use)."""
+    backend = d.get("backend")
+    if backend not in (None, "", "legacy", "nft"):
+        raise ValueError(f"unknown iptables backend {backend!r}")
+    return None if backend is None else str(backend)
+
+
+# -- how a route reads: ip(8)'s words, and the journal's JSON -----------------------------------
+
+
+def route_command(route: Route) -> str:
+    """`route replace ...` as ip(8) takes it, with every field that is part of the desired state."""
+    kind = [] if route.kind == UNICAST else [route.kind]
+    return " ".join(["route", "replace", *kind, format_net(route.dst), *_target(route)])
+
+
+def route_text(route: Route) -> str:
+    """A route in ip(8)'s words: its destination and what it points at."""
+    return route_command(route).removeprefix("route replace ")
+
+
+def route_target(route: Route) -> str:
+    """What a route points at, its destination left out: `blackhole proto 3`, `via ... dev ...`."""
+    kind = [] if route.kind == UNICAST else [route.kind]
+    return " ".join([*kind, *_target(route)])
+
+
+def route_was(old: Route) -> str:
+    """What an observed route points at (its destination aside), as ip(8) would say it."""
+    if not old.plain:  # blackhole, multipath, a nexthop object...: ip's words, with their paths
+        return route_target(old)
+    via = f"via {old.gateway} " if old.gateway else ""
+    return f"{via}dev {old.ifname or '?'} proto {old.proto}".strip()
+
+
+def _target(route: Route) -> list[str]:
+    words = []
+    if route.tos:
+        words += ["tos", f"0x{route.tos:02x}"]
+    if route.nh_id:
+        words += ["nhid", str(route.nh_id)]
+    if route.gateway is not None:
+        words += ["via", *_via(route.dst.version, route.gateway)]
+    if route.ifname:
+        words += ["dev", route.ifname]
+    if route.scope != "universe":
+        words += ["scope", route.scope]
+    words += ["proto", str(route.proto)]
+    if route.metric:
+        words += ["metric", str(route.metric)]
+    for hop in route.nexthops:
+        words.append("nexthop")
+        if hop.gateway is not None:
+            words += ["via", *_via(route.dst.version, hop.gateway)]
+        words += ["dev", hop.ifname or "?", "weight", str(hop.weight)]
+    return words
+
+
+def _via(version: int, gateway: IPAddress) -> list[str]:
+    """A gateway as ip(8) takes it: one of the other family is named by its family (RTA_VIA)."""
+    family = [] if gateway.version == version else ["inet6" if gateway.version == 6 else "inet"]
+    return [*family, format_ip(gateway)]
+
+
+def encode_route(r: Route) -> dict[str, Any]:
+    """A route as the journal writes it (schemas/journal.schema.json)."""
+    d: dict[str, Any] = {
+        "dst": format_net(r.dst),  # inet_ntop: str() of 10,000 IPv6 networks takes 0.1 s
+        "ifname": r.ifname,
+        "gateway": format_ip(r.gateway) if r.gateway else None,
+        "scope": r.scope,
+        "metric": r.metric,
+        "proto": r.proto,
+        "table": r.table,
+        "peer": r.peer,
+    }
+    if r.special is not None:  # a route observed, to be restored exactly as it was
+        d |= {
+            "kind": r.kind,
+            "tos": r.tos,
+            "nexthops": [
+                [format_ip(h.gateway) if h.gateway else None, h.ifname, h.weight]
+                for h in r.nexthops
+            ],
+            "nhId": r.nh_id,
+        }
+    return d
+
+
+def decode_route(d: dict[str, Any]) -> Route:
+    """The route `encode_route` wrote as `d`."""
+    kind = str(d.get("kind", UNICAST))
+    if kind not in ROUTE_KINDS:
+        raise ValueError(f"unknown route kind {kind!r}")
+    return Route(
+        parse_cidr(d["dst"]),
+        str(d["ifname"]),
+        parse_ip(d["gateway"]) if d["gateway"] else None,
+        str(d["scope"]),
+        int(d["metric"]),
+        int(d["proto"]),
+        int(d["table"]),
+        str(d["peer"]),
+        RouteSpecial(
+            kind,
+            int(d.get("tos", 0)),
+            tuple(
+                NextHop(parse_ip(gateway) if gateway else None, str(ifname), int(weight))
+                for gateway, ifname, weight in d.get("nexthops", ())
+            ),
+            int(d.get("nhId", 0)),
+        ),
+    )
 
 
 def format_ip(addr: IPAddress) -> str:

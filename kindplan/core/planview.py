@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, assert_never
 
 from kindplan.core.model import (
     AddAddress,
@@ -17,12 +17,15 @@ from kindplan.core.model import (
     Plan,
     RemoveChain,
     ReplaceRoute,
-    Route,
     SetSysctl,
     WriteChain,
     WriteConflist,
+    route_for,
+    route_was,
 )
-from kindplan.core.render import route_command, route_target
+
+# Re-exported: the plan's readers (the CLI, the loop's log) take a route's words from here.
+from kindplan.core.model import route_text as route_text  # noqa: PLC0414
 
 PLAN_FORMAT = 1
 _COLORS = {"+": "\033[32m", "~": "\033[33m", "-": "\033[31m", "!": "\033[1;31m"}
@@ -38,80 +41,9 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def route_text(route: Route) -> str:
-    return route_command(route).removeprefix("route replace ")
-
-
-def action(change: Change) -> str:
-    """+ add, ~ change, - delete."""
-    match change:
-        case AddAddress() | AddRoute():
-            return "+"
-        case DelRoute() | DelAddress() | RemoveChain() | DeleteConflist():
-            return "-"
-        case WriteChain(_, _, old_rules, _, _) if old_rules is None:
-            return "+"
-        case WriteConflist(_, _, old) if old is None:
-            return "+"
-    return "~"
-
-
 def describe(change: Change) -> str:
-    """One line naming the change and what it is for."""
-    match change:
-        case SetSysctl(name, value, old):
-            return f"sysctl {name} = {value} (was {old})"
-        case AddAddress(address):
-            where = f"{address.address}/{address.prefixlen} dev {address.ifname}"
-            return f"address {where} (pod {address.pod})"
-        case AddRoute(route):
-            return f"route {route_text(route)}{_why(_for(route))}"
-        case ReplaceRoute(route, old):
-            return f"route {route_text(route)}{_why(_for(route), f'was {_old_route(old)}')}"
-        case DelRoute(route):
-            # Observed routes carry no peer: one of ours that nothing wants any more is stale.
-            stale = "stale: no longer in the snapshot"
-            return f"route {route_text(route)}{_why(_for(route) or stale)}"
-        case DelAddress(address):
-            return f"address {address.address}/{address.prefixlen} dev {address.ifname}"
-        case WriteChain(version, rules, old_rules, jumps, want_jumps):
-            parts = []
-            if rules is not None:
-                parts.append("chain KIND-MASQ-AGENT" + (" (new)" if old_rules is None else ""))
-            if jumps != want_jumps:
-                parts.append(f"POSTROUTING jump ({jumps} present, {want_jumps} wanted)")
-            return f"{_table(version)} nat: {', '.join(parts)}"
-        case RemoveChain(version, _, jumps, backend):
-            table = f"{_table(version)}-{backend}" if backend else _table(version)
-            return f"{table} nat: chain KIND-MASQ-AGENT and {jumps} jump(s)"
-        case WriteConflist(path, _, old):
-            return f"file {path}" + (" (new)" if old is None else "")
-        case DeleteConflist(path, _):
-            return f"file {path}"
-    raise TypeError(change)
-
-
-def _table(version: int) -> str:
-    return "ip6tables" if version == 6 else "iptables"
-
-
-def _for(route: Route) -> str:
-    if not route.peer:
-        return ""
-    return f"peer {route.peer}" if route.gateway is not None else f"pod {route.peer}"
-
-
-def _why(*parts: str) -> str:
-    text = "; ".join(p for p in parts if p)
-    return f" ({text})" if text else ""
-
-
-def _old_route(old: Route) -> str:
-    """What an observed route points at (its destination aside), as ip(8) would say it."""
-    if not old.plain:  # blackhole, multipath, a nexthop object...: ip's words, with their paths
-        return route_target(old)
-    via = f"via {old.gateway} " if old.gateway else ""
-    return f"{via}dev {old.ifname or '?'} proto {old.proto}".strip()
+    """One line naming the change and what it is for (each change type says it itself)."""
+    return change.describe()
 
 
 def conflict_text(conflict: Conflict) -> str:
@@ -120,12 +52,12 @@ def conflict_text(conflict: Conflict) -> str:
     if conflict.shadows:
         return (
             f"conflict: route {observed.dst} metric {observed.metric} is foreign "
-            f"({_old_route(observed)}) and shadows kindplan's {route_text(desired)} "
-            f"for {_for(desired)}; --adopt deletes it"
+            f"({route_was(observed)}) and shadows kindplan's {route_text(desired)} "
+            f"for {route_for(desired)}; --adopt deletes it"
         )
     return (
-        f"conflict: route {observed.dst} is foreign ({_old_route(observed)}); "
-        f"kindplan wants {route_text(desired)} for {_for(desired)}; --adopt replaces it"
+        f"conflict: route {observed.dst} is foreign ({route_was(observed)}); "
+        f"kindplan wants {route_text(desired)} for {route_for(desired)}; --adopt replaces it"
     )
 
 
@@ -133,7 +65,7 @@ def counts(plan: Plan) -> dict[str, int]:
     result = {"add": 0, "change": 0, "delete": 0}
     names = {"+": "add", "~": "change", "-": "delete"}
     for change in plan.changes:
-        result[names[action(change)]] += 1
+        result[names[change.action]] += 1
     return result
 
 
@@ -154,7 +86,7 @@ def format_plan(plan: Plan, *, color: bool = False) -> str:
 
     lines = [f"node {plan.node}:"] if not plan.empty or plan.conflicts else []
     for change in plan.changes:
-        lines.append("  " + mark(action(change), describe(change)))
+        lines.append("  " + mark(change.action, change.describe()))
         lines += ["      " + d for d in details(change)]
     for conflict in plan.conflicts:
         lines.append("  " + mark("!", conflict_text(conflict)))
@@ -166,15 +98,29 @@ def format_plan(plan: Plan, *, color: bool = False) -> str:
 def details(change: Change) -> list[str]:
     """Field-level detail: rule lines of a chain, JSON paths of the conflist."""
     match change:
-        case WriteChain(_, rules, old_rules, _, _) if rules is not None:
+        case WriteChain(rules=rules, old_rules=old_rules) if rules is not None:
             old = set(old_rules or ())
             new = set(rules)
             return [f"- {r}" for r in old_rules or () if r not in new] + [
                 f"+ {r}" for r in rules if r not in old
             ] or ["(same rules, new order)"]
-        case WriteConflist(_, content, old) if old is not None:
+        case WriteConflist(content=content, old=old) if old is not None:
             return conflist_changes(old, content)
-    return []
+        case (
+            SetSysctl()
+            | AddAddress()
+            | AddRoute()
+            | ReplaceRoute()
+            | WriteChain()
+            | RemoveChain()
+            | DelRoute()
+            | DelAddress()
+            | WriteConflist()
+            | DeleteConflist()
+        ):
+            return []  # a one-line change, or a new chain or conflist (its lines are its own)
+        case _:
+            assert_never(change)
 
 
 def conflist_changes(old: str, new: str) -> list[str]:
@@ -219,9 +165,9 @@ def plan_to_json(plan: Plan, **extra: Any) -> dict[str, Any]:
         "summary": counts(plan),
         "changes": [
             {
-                "action": action(c),
-                "kind": _kind(c),
-                "description": describe(c),
+                "action": c.action,
+                "kind": c.kind,
+                "description": c.describe(),
                 "details": details(c),
             }
             for c in plan.changes
@@ -230,25 +176,10 @@ def plan_to_json(plan: Plan, **extra: Any) -> dict[str, Any]:
             {
                 "dst": str(c.desired.dst),
                 "desired": route_text(c.desired),
-                "observed": _old_route(c.observed),
+                "observed": route_was(c.observed),
                 **({"shadows": True} if c.shadows else {}),
             }
             for c in plan.conflicts
         ],
         "warnings": list(plan.warnings),
     }
-
-
-def _kind(change: Change) -> str:
-    return {
-        SetSysctl: "sysctl",
-        AddAddress: "address",
-        AddRoute: "route",
-        ReplaceRoute: "route",
-        DelRoute: "route",
-        WriteChain: "iptables",
-        WriteConflist: "conflist",
-        DelAddress: "address",
-        RemoveChain: "iptables",
-        DeleteConflist: "conflist",
-    }[type(change)]

@@ -12,14 +12,11 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from kindplan.core.model import (
-    UNICAST,
     Address,
     DesiredState,
-    IPAddress,
     MasqChain,
-    Route,
     format_ip,
-    format_net,
+    route_command,
 )
 
 if TYPE_CHECKING:
@@ -87,47 +84,6 @@ def render_masq_payload(chain: MasqChain, *, with_jump: bool) -> str:
         lines.append(jump_rule())
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
-
-
-def route_command(route: Route) -> str:
-    """`route replace ...` as ip(8) takes it, with every field that is part of the desired state."""
-    kind = [] if route.kind == UNICAST else [route.kind]
-    return " ".join(["route", "replace", *kind, format_net(route.dst), *_target(route)])
-
-
-def route_target(route: Route) -> str:
-    """What a route points at, its destination left out: `blackhole proto 3`, `via ... dev ...`."""
-    kind = [] if route.kind == UNICAST else [route.kind]
-    return " ".join([*kind, *_target(route)])
-
-
-def _target(route: Route) -> list[str]:
-    words = []
-    if route.tos:
-        words += ["tos", f"0x{route.tos:02x}"]
-    if route.nh_id:
-        words += ["nhid", str(route.nh_id)]
-    if route.gateway is not None:
-        words += ["via", *_via(route.dst.version, route.gateway)]
-    if route.ifname:
-        words += ["dev", route.ifname]
-    if route.scope != "universe":
-        words += ["scope", route.scope]
-    words += ["proto", str(route.proto)]
-    if route.metric:
-        words += ["metric", str(route.metric)]
-    for hop in route.nexthops:
-        words.append("nexthop")
-        if hop.gateway is not None:
-            words += ["via", *_via(route.dst.version, hop.gateway)]
-        words += ["dev", hop.ifname or "?", "weight", str(hop.weight)]
-    return words
-
-
-def _via(version: int, gateway: IPAddress) -> list[str]:
-    """A gateway as ip(8) takes it: one of the other family is named by its family (RTA_VIA)."""
-    family = [] if gateway.version == version else ["inet6" if gateway.version == 6 else "inet"]
-    return [*family, format_ip(gateway)]
 
 
 def address_command(address: Address) -> str:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, assert_never
 
 from kindplan.core.model import (
     AddAddress,
@@ -53,13 +53,14 @@ class ApplyReport:
 
 
 def apply_change(change: Change, kernel: KernelPort, iptables: IptablesPort) -> None:
-    """Make one change that is not a route; raises RuntimeFailure if refused."""
+    """Make one change that is not a route (routes go in batches: route_write); raises
+    RuntimeFailure if refused."""
     match change:
-        case SetSysctl(name, value, _):
+        case SetSysctl(name=name, value=value):
             kernel.set_sysctl(name, value)
-        case AddAddress(address):
+        case AddAddress(address=address):
             kernel.add_address(address)
-        case DelAddress(address):
+        case DelAddress(address=address):
             kernel.del_address(address)
         case WriteChain(
             version=version,
@@ -72,16 +73,18 @@ def apply_change(change: Change, kernel: KernelPort, iptables: IptablesPort) -> 
             _backend(iptables, backend).restore(
                 version, render_fix_payload(rules, jumps, want_jumps, want_at)
             )
-        case RemoveChain(version, _, jumps, backend):
+        case RemoveChain(version=version, jumps=jumps, backend=backend):
             _backend(iptables, backend).restore(version, render_remove_payload(jumps))
-        case WriteConflist(path, content, old):
+        case WriteConflist(path=path, content=content, old=old):
             _expect_conflist(Path(path), old)
             write_atomic(Path(path), content)
-        case DeleteConflist(path, old):
+        case DeleteConflist(path=path, old=old):
             _expect_conflist(Path(path), old)
             remove_file(Path(path))
-        case _:
+        case AddRoute() | ReplaceRoute() | DelRoute():
             raise TypeError(f"not a single change: {change}")
+        case _:
+            assert_never(change)
 
 
 def _backend(iptables: IptablesPort, backend: str | None) -> IptablesPort:
@@ -104,13 +107,24 @@ def _route_of(change: Change) -> Route | None:
 def route_write(change: Change) -> tuple[str, Route] | None:
     """The netlink write a route change needs, or None if it is not a route change."""
     match change:
-        case AddRoute(route):
+        case AddRoute(route=route):
             return ("add", route)
-        case ReplaceRoute(route, _):
+        case ReplaceRoute(route=route):
             return ("replace", route)
-        case DelRoute(route):
+        case DelRoute(route=route):
             return ("del", route)
-    return None
+        case (
+            SetSysctl()
+            | AddAddress()
+            | DelAddress()
+            | WriteChain()
+            | RemoveChain()
+            | WriteConflist()
+            | DeleteConflist()
+        ):
+            return None
+        case _:
+            assert_never(change)
 
 
 # Route changes go to the kernel in batches of this many: the journal records each batch's undo

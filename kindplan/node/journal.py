@@ -21,27 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from kindplan.core.model import (
-    ROUTE_KINDS,
-    UNICAST,
-    AddAddress,
-    Address,
     AddRoute,
     Change,
-    DelAddress,
     DeleteConflist,
     DelRoute,
-    NextHop,
-    RemoveChain,
-    ReplaceRoute,
     Route,
-    RouteSpecial,
-    SetSysctl,
-    WriteChain,
     WriteConflist,
+    decode_change,
+    encode_route,
     format_ip,
     format_net,
-    parse_cidr,
-    parse_ip,
 )
 from kindplan.core.schemacheck import compile_schema
 from kindplan.errors import RuntimeFailure, one_line
@@ -50,21 +39,11 @@ from kindplan.node.statedir import target_dir
 from kindplan.resources import load_schema
 
 MAX_GENERATIONS = 10
-# Undo as a teardown: the conflist kindplan created goes first (kubelet stops seeing a ready
-# network), then routes before addresses (removing a veth's last IPv4 address makes the kernel
-# drop that veth's routes), sysctls and a restored conflist last.
-_RANK = {
-    DeleteConflist: 0,
-    AddAddress: 1,
-    AddRoute: 2,
-    ReplaceRoute: 2,
-    WriteChain: 3,
-    RemoveChain: 3,
-    DelRoute: 4,
-    DelAddress: 5,
-    SetSysctl: 6,
-    WriteConflist: 7,
-}
+
+
+def _undo_order(change: Change) -> int:
+    """Undo as a teardown: by each change type's undo_rank (core/model.py says why)."""
+    return change.undo_rank
 
 
 @dataclass(frozen=True)
@@ -78,45 +57,10 @@ class Generation:
     complete: bool  # False: the apply that made it did not finish (it was killed, say)
 
 
-def undo_of(change: Change) -> Change | None:
-    """The change that puts back what `change` replaces."""
-    match change:
-        case SetSysctl(name, value, old):
-            return SetSysctl(name, old, value) if old is not None else None
-        case AddAddress(address):
-            return DelAddress(address)
-        case DelAddress(address):
-            return AddAddress(address)
-        case AddRoute(route):
-            return DelRoute(route)
-        case ReplaceRoute(route, old):
-            return ReplaceRoute(old, route)
-        case DelRoute(route):
-            return AddRoute(route)
-        case WriteChain(version, rules, old_rules, jumps, want_jumps, jumps_at, want_at, backend):
-            if old_rules is None and rules is not None:
-                return RemoveChain(version, rules, want_jumps, backend)
-            if rules is None:  # only the jumps changed; old_rules just says what the chain held
-                return WriteChain(
-                    version, None, old_rules, want_jumps, jumps, want_at, jumps_at, backend
-                )
-            return WriteChain(
-                version, old_rules, rules, want_jumps, jumps, want_at, jumps_at, backend
-            )
-        case RemoveChain(version, old_rules, jumps, backend):
-            return WriteChain(version, old_rules, None, 0, jumps, backend=backend)
-        case WriteConflist(path, content, old):
-            return (
-                DeleteConflist(path, content) if old is None else WriteConflist(path, old, content)
-            )
-        case DeleteConflist(path, old):
-            return WriteConflist(path, old, None)
-    raise TypeError(change)
-
-
 def undo_all(changes: Sequence[Change]) -> tuple[Change, ...]:
-    undone = [u for u in map(undo_of, changes) if u is not None]
-    return tuple(sorted(undone, key=lambda c: _RANK[type(c)]))
+    """The undo of each of `changes`, in the order of a teardown (each type's undo_rank)."""
+    undone = [u for u in (c.undo() for c in changes) if u is not None]
+    return tuple(sorted(undone, key=_undo_order))
 
 
 class Journal:
@@ -382,7 +326,7 @@ def _line(generation: dict[str, Any]) -> str:
 
 
 def _encode_undo(undo: tuple[Change, ...]) -> str:
-    """json.dumps([_encode(c) for c in undo]) with _line's separators, the routes written
+    """json.dumps([c.encode() for c in undo]) with _line's separators, the routes written
     directly: 10,000 of them went through a dict each and json's walk of it (~0.1 s)."""
     parts = []
     for change in undo:
@@ -390,14 +334,14 @@ def _encode_undo(undo: tuple[Change, ...]) -> str:
             kind = "AddRoute" if isinstance(change, AddRoute) else "DelRoute"
             parts.append(f'{{"type":"{kind}","route":{_route_json(change.route)}}}')
         else:
-            parts.append(json.dumps(_encode(change), separators=(",", ":")))
+            parts.append(json.dumps(change.encode(), separators=(",", ":")))
     return "[" + ",".join(parts) + "]"
 
 
 def _route_json(r: Route) -> str:
-    """_route(r) exactly as json.dumps writes it (strings through json's own C escaper)."""
+    """encode_route(r) exactly as json.dumps writes it (strings through json's own C escaper)."""
     if r.special is not None:  # (the routes kindplan writes are journaled without its fields)
-        return json.dumps(_route(r), separators=(",", ":"))
+        return json.dumps(encode_route(r), separators=(",", ":"))
     gateway = _json_str(format_ip(r.gateway)) if r.gateway else "null"
     return (
         f'{{"dst":{_json_str(format_net(r.dst))},"ifname":{_json_str(r.ifname)},'
@@ -411,151 +355,13 @@ def _decode_generation(number: int, records: list[dict[str, Any]]) -> Generation
     families = tuple(header["families"])
     if not set(families) <= {4, 6}:
         raise ValueError(f"families {list(families)}: not IP versions 4 and 6")
-    changes = [_decode(c) for r in records[1:] if "undo" in r for c in r["undo"]]
+    changes = [decode_change(c) for r in records[1:] if "undo" in r for c in r["undo"]]
     return Generation(
         number,
         header["time"],
         header["node"],
         families,
         header["conflistPath"],
-        tuple(sorted(changes, key=lambda c: _RANK[type(c)])),  # stable: batches in order
+        tuple(sorted(changes, key=_undo_order)),  # stable: batches in order
         any("complete" in r for r in records),
     )
-
-
-def _route(r: Route) -> dict[str, Any]:
-    d: dict[str, Any] = {
-        "dst": format_net(r.dst),  # inet_ntop: str() of 10,000 IPv6 networks takes 0.1 s
-        "ifname": r.ifname,
-        "gateway": format_ip(r.gateway) if r.gateway else None,
-        "scope": r.scope,
-        "metric": r.metric,
-        "proto": r.proto,
-        "table": r.table,
-        "peer": r.peer,
-    }
-    if r.special is not None:  # a route observed, to be restored exactly as it was
-        d |= {
-            "kind": r.kind,
-            "tos": r.tos,
-            "nexthops": [
-                [format_ip(h.gateway) if h.gateway else None, h.ifname, h.weight]
-                for h in r.nexthops
-            ],
-            "nhId": r.nh_id,
-        }
-    return d
-
-
-def _unroute(d: dict[str, Any]) -> Route:
-    kind = str(d.get("kind", UNICAST))
-    if kind not in ROUTE_KINDS:
-        raise ValueError(f"unknown route kind {kind!r}")
-    return Route(
-        parse_cidr(d["dst"]),
-        str(d["ifname"]),
-        parse_ip(d["gateway"]) if d["gateway"] else None,
-        str(d["scope"]),
-        int(d["metric"]),
-        int(d["proto"]),
-        int(d["table"]),
-        str(d["peer"]),
-        RouteSpecial(
-            kind,
-            int(d.get("tos", 0)),
-            tuple(
-                NextHop(parse_ip(gateway) if gateway else None, str(ifname), int(weight))
-                for gateway, ifname, weight in d.get("nexthops", ())
-            ),
-            int(d.get("nhId", 0)),
-        ),
-    )
-
-
-def _rules(rules: tuple[str, ...] | None) -> list[str] | None:
-    return list(rules) if rules is not None else None
-
-
-def _unrules(rules: list[str] | None) -> tuple[str, ...] | None:
-    return tuple(str(r) for r in rules) if rules is not None else None
-
-
-def _encode(change: Change) -> dict[str, Any]:
-    kind = type(change).__name__
-    match change:
-        case SetSysctl(name, value, old):
-            return {"type": kind, "name": name, "value": value, "old": old}
-        case AddAddress(a) | DelAddress(a):
-            return {"type": kind, "ifname": a.ifname, "address": str(a.address), "pod": a.pod}
-        case AddRoute(route) | DelRoute(route):
-            return {"type": kind, "route": _route(route)}
-        case ReplaceRoute(route, old):
-            return {"type": kind, "route": _route(route), "old": _route(old)}
-        case WriteChain(version, rules, old_rules, jumps, want_jumps, jumps_at, want_at, backend):
-            return {
-                "type": kind,
-                "version": version,
-                "rules": _rules(rules),
-                "oldRules": _rules(old_rules),
-                "jumps": jumps,
-                "wantJumps": want_jumps,
-                "jumpsAt": list(jumps_at),
-                "wantAt": list(want_at),
-                "backend": backend,
-            }
-        case RemoveChain(version, old_rules, jumps, backend):
-            return {
-                "type": kind,
-                "version": version,
-                "oldRules": list(old_rules),
-                "jumps": jumps,
-                "backend": backend,
-            }
-        case WriteConflist(path, content, old):
-            return {"type": kind, "path": path, "content": content, "old": old}
-        case DeleteConflist(path, old):
-            return {"type": kind, "path": path, "old": old}
-    raise TypeError(change)
-
-
-def _decode(d: dict[str, Any]) -> Change:
-    kind = d["type"]
-    if kind == "SetSysctl":
-        return SetSysctl(str(d["name"]), str(d["value"]), d["old"])
-    if kind in ("AddAddress", "DelAddress"):
-        address = Address(str(d["ifname"]), parse_ip(d["address"]), str(d["pod"]))
-        return AddAddress(address) if kind == "AddAddress" else DelAddress(address)
-    if kind in ("AddRoute", "DelRoute"):
-        route = _unroute(d["route"])
-        return AddRoute(route) if kind == "AddRoute" else DelRoute(route)
-    if kind == "ReplaceRoute":
-        return ReplaceRoute(_unroute(d["route"]), _unroute(d["old"]))
-    if kind in ("WriteChain", "RemoveChain") and d["version"] not in (4, 6):
-        raise ValueError(f"iptables version {d['version']!r}")
-    if kind == "WriteChain":
-        return WriteChain(
-            int(d["version"]),
-            _unrules(d["rules"]),
-            _unrules(d["oldRules"]),
-            int(d["jumps"]),
-            int(d["wantJumps"]),
-            tuple(d.get("jumpsAt", ())),  # a journal of kindplan 1 has no positions
-            tuple(d.get("wantAt", ())),
-            _backend(d),
-        )
-    if kind == "RemoveChain":
-        return RemoveChain(int(d["version"]), tuple(d["oldRules"]), int(d["jumps"]), _backend(d))
-    if kind == "WriteConflist":
-        return WriteConflist(str(d["path"]), str(d["content"]), d["old"])
-    if kind == "DeleteConflist":
-        return DeleteConflist(str(d["path"]), str(d["old"]))
-    raise ValueError(f"unknown change type {kind!r}")
-
-
-def _backend(d: dict[str, Any]) -> str | None:
-    """The iptables backend a chain change went to (journals before it was recorded: None,
-    the backend in use)."""
-    backend = d.get("backend")
-    if backend not in (None, "", "legacy", "nft"):
-        raise ValueError(f"unknown iptables backend {backend!r}")
-    return None if backend is None else str(backend)

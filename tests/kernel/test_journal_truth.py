@@ -26,7 +26,7 @@ from kindplan.errors import RuntimeFailure
 from kindplan.node.apply import BATCH
 from kindplan.node.engine import apply_planned, make_plan
 from kindplan.node.iptables import Iptables, detect_backend
-from kindplan.node.journal import Journal, undo_of
+from kindplan.node.journal import Journal
 from kindplan.node.kernel import Kernel, KernelError
 from kindplan.node.netns import enter_netns
 from kindplan.node.ports import NodeHandles
@@ -128,7 +128,7 @@ def test_an_error_mid_batch_leaves_every_undo_that_may_be_needed(
     assert not generation.complete
     routes = [c for c in planned.plan.changes if type(c).__name__ == "AddRoute"]
     in_flight = routes[: 2 * BATCH]  # the first batch, and the one that broke half way
-    assert set(generation.undo) >= {undo_of(c) for c in in_flight}
+    assert set(generation.undo) >= {c.undo() for c in in_flight}
     assert len(our_routes(netns)) == BATCH + BATCH // 2
     back = kindplan("rollback", "--netns", netns, "--state-dir", str(state))
     assert back.returncode == 0, back.stderr

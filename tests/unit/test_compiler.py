@@ -11,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kindplan.core.compiler import compile_desired
-from kindplan.core.model import HostFacts, Route, RouteSpecial, format_ip, format_net
+from kindplan.core.model import (
+    HostFacts,
+    Route,
+    RouteSpecial,
+    format_ip,
+    format_net,
+    route_command,
+)
 from kindplan.core.render import (
     jump_rule,
     masq_rules,
@@ -19,7 +26,6 @@ from kindplan.core.render import (
     render_files,
     render_masq_payload,
     render_route_batch,
-    route_command,
 )
 from kindplan.errors import InvalidInputError
 

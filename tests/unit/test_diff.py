@@ -281,8 +281,6 @@ def test_parse_nat_reads_only_the_nat_table() -> None:
 
 
 def test_duplicate_jumps_keep_the_first_and_rollback_puts_them_back_where_they_were() -> None:
-    from kindplan.node.journal import undo_of
-
     desired = desired_state()
     rules = masq_rules(desired.masq[0])
     observed = replace(converged(desired), masq=(MasqObserved(4, rules, 3, (2, 4, 5)),))
@@ -295,7 +293,7 @@ def test_duplicate_jumps_keep_the_first_and_rollback_puts_them_back_where_they_w
         *delete_all,
         f"-I POSTROUTING 2 {spec}",
     ]
-    undo = undo_of(write)
+    undo = write.undo()
     assert isinstance(undo, WriteChain) and (undo.jumps, undo.want_jumps) == (1, 3)
     payload = render_fix_payload(undo.rules, undo.jumps, undo.want_jumps, undo.want_at)
     assert payload.splitlines()[1:-1] == [
