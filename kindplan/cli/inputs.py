@@ -121,7 +121,15 @@ def render(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
       kindplan render fixtures/seed-lab/snapshot.yaml --all-nodes --check fixtures/seed-lab/expected
     """
     args = RenderArgs(
-        snapshot, split(pod_subnet), node, all_nodes, out, check, uplink, mtu, route_proto
+        snapshot=snapshot,
+        pod_subnets=split(pod_subnet),
+        node=node,
+        all_nodes=all_nodes,
+        out=out,
+        check=check,
+        uplink=uplink,
+        mtu=mtu,
+        route_proto=route_proto,
     )
     return _render(args)
 

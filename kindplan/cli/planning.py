@@ -96,8 +96,16 @@ def plan(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
     Example: kindplan plan cluster.yaml --node worker2 --netns kp-worker2 --conf-dir /tmp/cni
     """
     del state_dir, lock_timeout  # taken so that an apply's command line plans as it is
+    # Positional: each name is the field's, in the field's order.
     target = Target(node, netns, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir)
-    args = PlanArgs(snapshot, split(pod_subnet), target, json_out, out, detailed_exitcode)
+    args = PlanArgs(
+        snapshot=snapshot,
+        pod_subnets=split(pod_subnet),
+        target=target,
+        json_out=json_out,
+        out=out,
+        detailed_exitcode=detailed_exitcode,
+    )
     return _plan(args)
 
 
@@ -206,21 +214,29 @@ def apply(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
 
     Example: kindplan apply cluster.yaml --node worker2 --netns kp-worker2 --conf-dir /tmp/cni
     """
+    # Positional: each name is the field's, in the field's order.
     target = Target(node, netns, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir)
-    args = ApplyArgs(snapshot, plan_file, split(pod_subnet), target, state_dir, lock_timeout)
+    args = ApplyArgs(
+        snapshot=snapshot,
+        plan_file=plan_file,
+        pod_subnets=split(pod_subnet),
+        target=target,
+        state_dir=state_dir,
+        lock_timeout=lock_timeout,
+    )
     if watch:
         from kindplan.cli.watch import WatchArgs, watch_node
 
         flags = WatchArgs(
-            interval,
-            kube,
-            kubeconfig,
-            metrics_addr,
-            log_format,
-            max_delete_fraction,
-            hold_rounds,
-            backoff_max,
-            healthz_max_age,
+            interval=interval,
+            kube=kube,
+            kubeconfig=kubeconfig,
+            metrics_addr=metrics_addr,
+            log_format=log_format,
+            max_delete_fraction=max_delete_fraction,
+            hold_rounds=hold_rounds,
+            backoff_max=backoff_max,
+            healthz_max_age=healthz_max_age,
         )
         return watch_node(args, flags)
     if kube:

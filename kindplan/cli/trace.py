@@ -98,21 +98,21 @@ def trace(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
     Example: kindplan trace fixtures/seed-lab/snapshot.yaml --from web-1 --to web-0
     """
     args = TraceArgs(
-        snapshot,
-        split(pod_subnet),
-        from_,
-        to,
-        port,
-        proto,
-        family,
-        split(node_network),
-        split(default_via),
-        uplink,
-        node,
-        netns,
-        cni_cache_dir,
-        json_out,
-        svg,
+        snapshot=snapshot,
+        pod_subnets=split(pod_subnet),
+        from_=from_,
+        to=to,
+        port=port,
+        proto=proto,
+        family=family,
+        node_networks=split(node_network),
+        default_via=split(default_via),
+        uplink=uplink,
+        node=node,
+        netns=netns,
+        cni_cache_dir=cni_cache_dir,
+        json_out=json_out,
+        svg=svg,
     )
     return _trace(args)
 
