@@ -1,4 +1,4 @@
-"""One error hierarchy; only cli.py turns an error into an exit status."""
+"""One error hierarchy; only the command line (cli/program.py) maps an error to an exit status."""
 
 from __future__ import annotations
 

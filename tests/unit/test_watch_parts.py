@@ -22,7 +22,7 @@ from kindplan.agent.logs import Log
 from kindplan.agent.metrics import Health, Metrics, parse_listen_address
 from kindplan.agent.sources import FileSource, StdinSource, combine_directory
 from kindplan.agent.watch import LoopSettings, change_kind, next_delay
-from kindplan.cli import _duration
+from kindplan.cli.watch import duration
 from kindplan.core.compiler import compile_desired
 from kindplan.core.diff import diff
 from kindplan.core.document import MAX_INPUT_BYTES
@@ -165,13 +165,13 @@ def test_backoff_doubles_from_one_second_up_to_the_cap_and_jitter_spreads() -> N
     [("10s", 10), ("500ms", 0.5), ("2m", 120), ("1h", 3600), ("1.5", 1.5), (" 3s ", 3)],
 )
 def test_durations(text: str, seconds: float) -> None:
-    assert _duration("--interval", text) == seconds
+    assert duration("--interval", text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "s", "0s", "-1s", "10x", "nan", "inf", "1e400", "ten"])
 def test_bad_durations_are_usage_errors(text: str) -> None:
     with pytest.raises(UsageError, match=r"--interval: .* is not a duration"):
-        _duration("--interval", text)
+        duration("--interval", text)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,176 @@
+"""The snapshot in: reading and parsing it for every command, and the two commands that need
+nothing else (validate, render)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kindplan.cli.options import PodSubnetOpt, RenderArgs, RouteProtoOpt, SnapshotArg, split
+from kindplan.core.model import DEFAULT_MTU, DEFAULT_ROUTE_PROTO, HostFacts, Snapshot
+from kindplan.errors import Problem, UsageError
+from kindplan.status import ExitStatus
+
+
+def warnings_text(problems: tuple[Problem, ...] | list[Problem]) -> str:
+    return "".join(f"warning: {problem}\n" for problem in problems)
+
+
+def read(path: str) -> tuple[bytes, str]:
+    """The bytes of a snapshot argument (a file or '-'), and the name to cite it by."""
+    from kindplan.agent.sources import read_source
+
+    return read_source(path)
+
+
+def parse(
+    data: bytes, source: str, pod_subnets: tuple[str, ...], *, strict: bool = False
+) -> Snapshot:
+    """The snapshot in `data`; its warnings go to stderr."""
+    from kindplan.core.snapshot import freeze_heap, parse_snapshot
+
+    loaded = parse_snapshot(data, source=source, pod_subnets=pod_subnets, strict=strict)
+    sys.stderr.write(warnings_text(loaded.warnings))
+    freeze_heap()
+    return loaded.snapshot
+
+
+def load(path: str, pod_subnets: tuple[str, ...], *, strict: bool = False) -> Snapshot:
+    return parse(*read(path), pod_subnets, strict=strict)
+
+
+def validate(
+    snapshot: SnapshotArg,
+    pod_subnet: PodSubnetOpt = None,
+    node: Annotated[
+        str | None, typer.Option(help="Also check that this node is in the snapshot.")
+    ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Check a node list as strictly as a ClusterSnapshot (for CI): a node usable "
+            "only in part is an error, or skipped while it has no PodCIDR or InternalIP.",
+        ),
+    ] = False,
+) -> int:
+    """Check a snapshot: schema, then meaning (CIDRs, overlaps, duplicates, pods). Exit 65 if bad.
+
+    Example: kindplan validate fixtures/seed-lab/snapshot.yaml
+    """
+    from kindplan.core.compiler import find_node
+
+    snap = load(snapshot, split(pod_subnet), strict=strict)
+    if node is not None:
+        find_node(snap, node)
+    from kindplan.core.planview import plural
+
+    families = "dual-stack" if len(snap.families) == 2 else f"IPv{snap.families[0]}"
+    nodes, pods = plural(len(snap.nodes), "node"), plural(len(snap.pods), "pod")
+    typer.echo(f"ok: {nodes}, {pods}, {families}")
+    return ExitStatus.OK
+
+
+def render(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
+    snapshot: SnapshotArg,
+    node: Annotated[
+        str | None, typer.Option(help="The node to render for.", show_default=False)
+    ] = None,
+    all_nodes: Annotated[
+        bool, typer.Option("--all-nodes", help="Render every node, one subfolder per node.")
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the files to this folder (created if missing).", show_default=False
+        ),
+    ] = None,
+    check: Annotated[
+        Path | None,
+        typer.Option(
+            help="Compare with this folder instead of writing; exit 1 and print a unified diff "
+            "when it differs (for CI and pre-commit golden-file checks).",
+            show_default=False,
+        ),
+    ] = None,
+    uplink: Annotated[str, typer.Option(help="The node's uplink interface.")] = "eth0",
+    mtu: Annotated[
+        int | None,
+        typer.Option(
+            min=576,
+            max=65535,
+            help=f"Pod MTU; default: the snapshot's cluster.mtu, else {DEFAULT_MTU}.",
+            show_default=False,
+        ),
+    ] = None,
+    route_proto: RouteProtoOpt = DEFAULT_ROUTE_PROTO,  # the one rule of plan and apply
+    pod_subnet: PodSubnetOpt = None,
+) -> int:
+    """Write a node's conflist, route batch and iptables-restore payloads; no kernel access.
+
+    Files: the conflist (cluster.cni.confFile, default 10-kindnet.conflist), routes.batch
+    (for ip -batch), iptables.rules and ip6tables.rules (for iptables-restore --noflush).
+
+    Examples:
+
+      kindplan render fixtures/seed-lab/snapshot.yaml --node k8s-guide-worker2 --out out/
+
+      kindplan render fixtures/seed-lab/snapshot.yaml --all-nodes --check fixtures/seed-lab/expected
+    """
+    args = RenderArgs(
+        snapshot=snapshot,
+        pod_subnets=split(pod_subnet),
+        node=node,
+        all_nodes=all_nodes,
+        out=out,
+        check=check,
+        uplink=uplink,
+        mtu=mtu,
+        route_proto=route_proto,
+    )
+    return _render(args)
+
+
+def _render(args: RenderArgs) -> int:
+    from kindplan.core.planview import plural
+    from kindplan.node.files import diff_tree, write_tree
+
+    if (args.node is None) == (not args.all_nodes):
+        raise UsageError("give exactly one of --node NAME and --all-nodes")
+    if (args.out is None) == (args.check is None):
+        raise UsageError("give exactly one of --out DIR and --check DIR")
+    files = _rendered(args)
+    if args.check is not None:
+        diff = diff_tree(args.check, files)
+        if diff:
+            sys.stdout.write(diff)
+            typer.echo(f"render: {args.check} differs from the rendered files", err=True)
+            return ExitStatus.FAILURE
+        typer.echo(f"render: {args.check} is up to date ({plural(len(files), 'file')})")
+        return ExitStatus.OK
+    assert args.out is not None
+    changed = write_tree(args.out, files)
+    typer.echo(f"render: wrote {plural(len(files), 'file')} to {args.out} ({len(changed)} changed)")
+    return ExitStatus.OK
+
+
+def _rendered(args: RenderArgs) -> dict[str, str]:
+    """The files of the node, or of every node (one folder each), by their relative paths."""
+    from kindplan.core.compiler import compile_desired
+    from kindplan.core.render import render_files
+
+    snap = load(args.snapshot, args.pod_subnets)
+    facts = HostFacts(uplink=args.uplink, mtu=args.mtu or snap.cluster.mtu or DEFAULT_MTU)
+    # Every node that has a PodCIDR: one without (joining) has no conflist; --node renders it.
+    names = [n.name for n in snap.nodes if n.pod_cidrs] if args.all_nodes else [str(args.node)]
+    if not names:  # a live cluster's node list may have no node with a PodCIDR yet
+        typer.echo("warning: --all-nodes: no node has a PodCIDR yet: nothing to render", err=True)
+    files: dict[str, str] = {}
+    for name in names:
+        desired = compile_desired(snap, name, facts, route_proto=args.route_proto)
+        prefix = f"{name}/" if args.all_nodes else ""
+        files.update({prefix + f: text for f, text in render_files(desired).items()})
+    return files

@@ -1,0 +1,173 @@
+"""What applies left on the node: show what kindplan owns there, list the journal's generations
+(history) and undo the newest (rollback)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from kindplan.cli.options import (
+    DEFAULT_STATE_DIR,
+    LOCK_TIMEOUT_SECONDS,
+    LockTimeoutOpt,
+    NetnsOpt,
+    RouteProtoOpt,
+    StateDirOpt,
+)
+from kindplan.cli.planning import say_if_locked
+from kindplan.core.model import DEFAULT_ROUTE_PROTO
+from kindplan.errors import RuntimeFailure
+from kindplan.status import ExitStatus
+
+if TYPE_CHECKING:
+    from kindplan.core.model import Change
+
+
+def rollback(
+    netns: NetnsOpt = None,
+    state_dir: StateDirOpt = DEFAULT_STATE_DIR,
+    lock_timeout: LockTimeoutOpt = LOCK_TIMEOUT_SECONDS,
+) -> int:
+    """Undo the newest apply (its journal generation), verify, and drop it from the history.
+
+    Example: kindplan rollback --netns kp-worker2 --state-dir /tmp/state
+    """
+    from kindplan.core.planview import describe, plural
+    from kindplan.node.engine import rollback_node
+    from kindplan.node.journal import Journal
+    from kindplan.node.locking import apply_lock
+
+    journal = Journal(state_dir, netns)
+    say_if_locked(apply_lock(netns), lock_timeout)
+    done = rollback_node(netns, journal, lock_timeout=lock_timeout)
+    if done is None:
+        typer.echo(f"Nothing to roll back: {journal.path} holds no generation.")
+        return ExitStatus.OK
+    generation = done.generation
+    sys.stdout.write("".join(f"{_undo_verb(c)}: {describe(c)}\n" for c in done.report.applied))
+    for change, how in done.left_alone:
+        typer.echo(
+            f"left alone: {describe(change)}: changed since generation {generation.number} "
+            f"wrote it; to finish by hand, {how}",
+            err=True,
+        )
+    for failure in done.report.failures:
+        typer.echo(f"error: {failure}", err=True)
+    if done.residue or done.report.failures:
+        for change in done.residue:
+            typer.echo(f"still different: {describe(change)}", err=True)
+        typer.echo(
+            f"rollback of generation {generation.number} incomplete; it stays in the journal",
+            err=True,
+        )
+        return ExitStatus.FAILURE
+    alone = f"; {len(done.left_alone)} left alone (see above)" if done.left_alone else ""
+    typer.echo(
+        f"Rolled back generation {generation.number} ({generation.time}, node "
+        f"{generation.node}): {plural(len(done.report.applied), 'change')}, verified{alone}."
+    )
+    return ExitStatus.OK
+
+
+def _undo_verb(change: Change) -> str:
+    """What a rollback did: removed what the apply added, re-added what it deleted, restored
+    what it replaced."""
+    from kindplan.core.model import (
+        AddAddress,
+        AddRoute,
+        DelAddress,
+        DeleteConflist,
+        DelRoute,
+        RemoveChain,
+        WriteChain,
+    )
+
+    if isinstance(change, DelRoute | DelAddress | RemoveChain | DeleteConflist):
+        return "removed"
+    if isinstance(change, AddRoute | AddAddress):
+        return "re-added"
+    if isinstance(change, WriteChain) and change.old_rules is None and change.rules is not None:
+        return "re-added"  # a chain the apply removed
+    return "restored"
+
+
+def history(netns: NetnsOpt = None, state_dir: StateDirOpt = DEFAULT_STATE_DIR) -> int:
+    """List the generations that rollback can undo, newest last.
+
+    Example: kindplan history --netns kp-worker2 --state-dir /tmp/state
+    """
+    from collections import Counter
+
+    from kindplan.node.journal import Journal
+
+    journal = Journal(state_dir, netns)
+    generations = journal.load()
+    if not generations:
+        typer.echo(f"no generations in {journal.path}")
+    for g in generations:
+        kinds = Counter(type(c).__name__ for c in g.undo)
+        what = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+        state = "" if g.complete else " (apply did not finish)"
+        typer.echo(f"{g.number:>4}  {g.time}  node {g.node}  undo: {what}{state}")
+    return ExitStatus.OK
+
+
+def show(
+    netns: NetnsOpt = None,
+    route_proto: RouteProtoOpt = DEFAULT_ROUTE_PROTO,
+    conf_file: Annotated[
+        Path | None, typer.Option(help="Also show this conflist.", show_default=False)
+    ] = None,
+) -> int:
+    """Print what kindplan owns on this node: its routes, SNAT chains and jumps.
+
+    Example: kindplan show --netns kp-worker2
+    """
+    from kindplan.core.planview import route_text
+    from kindplan.node.iptables import Iptables, detect_backend, read_masq
+    from kindplan.node.kernel import Kernel
+    from kindplan.node.netns import enter_netns
+
+    with enter_netns(netns):
+        kernel = Kernel()
+        try:
+            kernel.read_links()
+            routes = [r for r in kernel.read_routes() if r.proto == route_proto]
+        finally:
+            kernel.close()
+        iptables = Iptables(detect_backend())
+        chains = [
+            c
+            for c in read_masq(iptables)
+            if c.backend == iptables.backend or c.jumps or c.rules is not None
+        ]
+    typer.echo(f"routes with protocol {route_proto}: {len(routes)}")
+    for route in routes:
+        typer.echo(f"  {route_text(route)}")
+    for chain in chains:
+        table = "ip6tables" if chain.version == 6 else "iptables"
+        if chain.rules is None:
+            typer.echo(f"{table} nat: no KIND-MASQ-AGENT chain; {chain.jumps} jump(s)")
+            continue
+        typer.echo(
+            f"{table} nat: KIND-MASQ-AGENT ({len(chain.rules)} rules), {chain.jumps} jump(s) "
+            f"[{chain.backend or 'default'} backend"
+            + ("]" if chain.backend == iptables.backend else ", not in use]")
+        )
+        for rule in chain.rules:
+            typer.echo(f"  {rule}")
+    if conf_file is not None:
+        if conf_file.exists() and not conf_file.is_file():  # a FIFO would block the read
+            raise RuntimeFailure(f"{conf_file}: cannot read: not a regular file")
+        try:
+            text = conf_file.read_bytes().decode("utf-8") if conf_file.exists() else None
+        except OSError as e:
+            raise RuntimeFailure(f"{conf_file}: cannot read: {e.strerror}") from e
+        except UnicodeDecodeError as e:
+            raise RuntimeFailure(f"{conf_file}: not UTF-8 text (byte {e.start})") from e
+        typer.echo(f"{conf_file}: missing" if text is None else f"{conf_file}:")
+        typer.echo(text or "", nl=False)
+    return ExitStatus.OK

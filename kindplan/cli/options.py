@@ -1,0 +1,264 @@
+"""The options several commands share: their typer declarations and checks, their defaults, and the
+frozen values a command packs its parameters into before passing them on.
+
+Those values are named tuples, not frozen dataclasses: every command line defines all of them
+before it runs, and a dataclass compiles its generated methods when it is defined, which costs
+several times a named tuple's share of the start-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NamedTuple
+
+import typer
+
+from kindplan.core.model import RESERVED_ROUTE_PROTOS
+from kindplan.errors import UsageError
+
+if TYPE_CHECKING:
+    from kindplan.core.model import Options
+
+DEFAULT_STATE_DIR = Path("/var/lib/kindplan")
+LOCK_TIMEOUT_SECONDS = 30.0
+
+
+def split(values: Iterable[str] | None) -> tuple[str, ...]:
+    """Repeated and comma-separated values of one flag, as one tuple."""
+    return tuple(part.strip() for v in values or () for part in v.split(",") if part.strip())
+
+
+def _netns_name(value: str | None) -> str | None:
+    """A --netns is a plain name, refused before anything is opened or created."""
+    from kindplan.node.netns import check_name
+
+    try:
+        check_name(value)
+    except UsageError as e:
+        raise typer.BadParameter(str(e).removeprefix("--netns: ")) from None
+    return value
+
+
+def _path_value(value: str | Path | None) -> str | Path | None:
+    """A path the kernel can take: no component over NAME_MAX bytes, none over PATH_MAX."""
+    from kindplan.core.model import path_problem
+
+    problem = path_problem(str(value)) if value is not None else None
+    if problem:
+        raise typer.BadParameter(problem)
+    return value
+
+
+def _state_dir(value: Path) -> Path:
+    _path_value(value)
+    if value.exists() and not value.is_dir():
+        raise typer.BadParameter(f"{value} is not a directory")
+    return value
+
+
+def _route_proto(value: int) -> int:
+    if value in RESERVED_ROUTE_PROTOS:
+        raise typer.BadParameter(
+            f"{value} is used by the kernel or other routing software; kindplan deletes stale "
+            "routes of its own number, so pick another (default 75)"
+        )
+    return value
+
+
+SnapshotArg = Annotated[
+    str,
+    typer.Argument(
+        help="ClusterSnapshot or Kubernetes node list (kubectl get nodes -o json|yaml), JSON or "
+        "YAML; '-' reads stdin.",
+        show_default=False,
+    ),
+]
+SnapshotOptionalArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="ClusterSnapshot or node list ('-': stdin). Not with --plan.", show_default=False
+    ),
+]
+PodSubnetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--pod-subnet",
+        help="The cluster's pod subnet(s) for a node list input, as kindnet's POD_SUBNET; "
+        "repeat it or separate with commas.",
+        show_default=False,
+    ),
+]
+NodeOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="The node to plan for. Default: this machine's host name.", show_default=False
+    ),
+]
+NetnsOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Work inside this named network namespace (ip netns).",
+        show_default=False,
+        callback=_netns_name,
+    ),
+]
+ConfDirOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Folder of the conflist. Default: the snapshot's cluster.cni.confDir; with --netns "
+        "NAME, /etc/netns/NAME/cni/net.d (what ip netns exec NAME shows as /etc/cni/net.d).",
+        show_default=False,
+        callback=_path_value,
+    ),
+]
+UplinkOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Uplink interface. Default: the one holding the node's InternalIP.", show_default=False
+    ),
+]
+MtuOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=576,
+        max=65535,
+        help="Pod MTU. Default: cluster.mtu, else the uplink's MTU.",
+        show_default=False,
+    ),
+]
+RouteProtoOpt = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        max=255,
+        callback=_route_proto,
+        help="Route protocol number that marks kindplan's routes.",
+    ),
+]
+AdoptOpt = Annotated[
+    bool,
+    typer.Option(
+        "--adopt",
+        help="Replace foreign routes that stand where kindplan needs its own "
+        "(taking a node over from classic kindnetd).",
+    ),
+]
+StateDirOpt = Annotated[
+    Path,
+    typer.Option(
+        help="Where kindplan keeps its journal (the lock belongs to the namespace).",
+        callback=_state_dir,
+    ),
+]
+LockTimeoutOpt = Annotated[
+    float, typer.Option(min=0, help="Seconds to wait for another apply on this node.")
+]
+CniCacheOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Read this node's pods from libcni's result cache here "
+        "[default: /var/lib/cni/results, if it exists].",
+        show_default=False,
+        callback=_path_value,
+    ),
+]
+
+
+def netns_conf_dir(netns: str) -> str:
+    """Where the conflist of network namespace `netns` lives unless --conf-dir says otherwise."""
+    return f"/etc/netns/{netns}/cni/net.d"
+
+
+class Target(NamedTuple):
+    """The node plan and apply work on, and how: --node, --netns and the knobs of Options."""
+
+    node: str | None
+    netns: str | None
+    conf_dir: str | None
+    uplink: str | None
+    mtu: int | None
+    route_proto: int
+    adopt: bool
+    cni_cache_dir: str | None
+
+    def options(self) -> Options:
+        """The Options these flags mean on this machine, with their defaults filled in."""
+        import socket
+
+        from kindplan.core.model import Options
+        from kindplan.node.cnicache import DEFAULT_CACHE_DIR
+
+        cni_cache_dir, conf_dir = self.cni_cache_dir, self.conf_dir
+        # The host's libcni cache describes the host's pods: not a --netns target's.
+        if cni_cache_dir is None and self.netns is None and DEFAULT_CACHE_DIR.is_dir():
+            cni_cache_dir = str(DEFAULT_CACHE_DIR)
+        if conf_dir is None and self.netns is not None:
+            # Never the host's /etc/cni/net.d for a namespace: iproute2's convention, which
+            # `ip netns exec NAME` shows as /etc/cni/net.d.
+            conf_dir = netns_conf_dir(self.netns)
+        return Options(
+            self.node or socket.gethostname(),
+            conf_dir,
+            self.uplink,
+            self.mtu,
+            self.route_proto,
+            self.adopt,
+            cni_cache_dir,
+        )
+
+
+class RenderArgs(NamedTuple):
+    """render's parameters."""
+
+    snapshot: str
+    pod_subnets: tuple[str, ...]
+    node: str | None
+    all_nodes: bool
+    out: Path | None
+    check: Path | None
+    uplink: str
+    mtu: int | None
+    route_proto: int
+
+
+class PlanArgs(NamedTuple):
+    """plan's parameters (its --state-dir and --lock-timeout are only accepted, as apply's)."""
+
+    snapshot: str
+    pod_subnets: tuple[str, ...]
+    target: Target
+    json_out: bool
+    out: Path | None
+    detailed_exitcode: bool
+
+
+class ApplyArgs(NamedTuple):
+    """apply's parameters that both of its modes, once and --watch, take."""
+
+    snapshot: str | None
+    plan_file: Path | None
+    pod_subnets: tuple[str, ...]
+    target: Target
+    state_dir: Path
+    lock_timeout: float
+
+
+class TraceArgs(NamedTuple):
+    """trace's parameters."""
+
+    snapshot: str
+    pod_subnets: tuple[str, ...]
+    from_: str
+    to: str
+    port: int | None
+    proto: str
+    family: int | None
+    node_networks: tuple[str, ...]
+    default_via: tuple[str, ...]
+    uplink: str
+    node: str | None
+    netns: str | None
+    cni_cache_dir: str | None
+    json_out: bool
+    svg: Path | None

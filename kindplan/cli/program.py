@@ -1,0 +1,108 @@
+"""The kindplan program: the typer app with its --version and its commands, and main(), which
+maps every outcome of a command to an exit status (status.py)."""
+
+from __future__ import annotations
+
+import gc
+from typing import Annotated
+
+import typer
+
+# typer carries its own copy of click since 0.26 (pyproject asks for it) and no longer installs
+# click: its parse errors are these classes, not click's.
+from typer._click.exceptions import ClickException
+from typer._click.exceptions import UsageError as ClickUsageError
+
+from kindplan import __version__
+from kindplan.cli import inputs, inspect, lab, planning, trace
+from kindplan.errors import Interrupted, InvalidInputError, KindplanError, UsageError, one_line
+from kindplan.status import ExitStatus
+
+app = typer.Typer(
+    name="kindplan",
+    help="Compile a cluster snapshot into one node's kindnet pod networking: routes, veth "
+    "addresses, CNI conflist and SNAT rules. Exit status: 0 ok, 1 failure, 2 changes pending "
+    "(--detailed-exitcode), 64 usage error, 65 invalid input.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"kindplan {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """kindplan: read, preview and trust your kindnet pod networking."""
+
+
+# In the order --help lists them.
+for _command in (
+    inputs.validate,
+    inputs.render,
+    planning.plan,
+    planning.apply,
+    inspect.rollback,
+    inspect.history,
+    inspect.show,
+    trace.trace,
+):
+    app.command()(_command)
+app.add_typer(lab.lab_app, name="lab")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app and map every outcome to an exit status (status.py)."""
+    # A one-shot command keeps what it allocates until it ends (a 5,000-node snapshot and its
+    # plan are some 200,000 objects without reference cycles): the cyclic collector would walk
+    # them again and again for nothing, about a tenth of a full apply's time, measured. The
+    # watch loop, which lives on, collects again (and freezes each snapshot instead).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _run(argv)
+    finally:
+        if collecting:  # main() may run inside a longer-lived process (the tests)
+            gc.enable()
+
+
+def _run(argv: list[str] | None) -> int:
+    try:
+        result = app(args=argv, prog_name="kindplan", standalone_mode=False)
+    except ClickException as e:
+        e.show()
+        return ExitStatus.USAGE if isinstance(e, ClickUsageError) else ExitStatus.FAILURE
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return ExitStatus.FAILURE
+    except KindplanError as e:
+        return _failed(e)
+    except KeyboardInterrupt:  # a second Ctrl-C: every undo sent is on disk already
+        typer.echo("error: interrupted; kindplan history shows what the journal holds", err=True)
+        return ExitStatus.INTERRUPTED
+    return int(result) if isinstance(result, int) else ExitStatus.OK
+
+
+def _failed(e: KindplanError) -> ExitStatus:
+    """Say what went wrong; the exit status its kind of error stands for."""
+    if isinstance(e, InvalidInputError):
+        for problem in e.problems:
+            typer.echo(f"error: {problem}", err=True)
+        return ExitStatus.INVALID_INPUT
+    typer.echo(f"error: {one_line(str(e))}", err=True)  # paths from flags may hold newlines
+    if isinstance(e, UsageError):
+        return ExitStatus.USAGE
+    if isinstance(e, Interrupted):
+        return ExitStatus.INTERRUPTED
+    return ExitStatus.FAILURE

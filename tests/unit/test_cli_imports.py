@@ -1,0 +1,81 @@
+"""A command imports only what it uses: the command line's modules import the rest of kindplan
+and the heavier libraries inside the functions that need them (start-up time, README
+"## Performance"); a module-level import added to cli/ would load it for every command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED = ROOT / "fixtures" / "seed-lab" / "snapshot.yaml"
+
+# What every command loads before it runs, outside the pure core: the command line and the little
+# it stands on (the core's model comes with the option defaults).
+COMMAND_LINE = {
+    "kindplan",
+    "kindplan.cli",
+    "kindplan.cli.inputs",
+    "kindplan.cli.inspect",
+    "kindplan.cli.lab",
+    "kindplan.cli.options",
+    "kindplan.cli.planning",
+    "kindplan.cli.program",
+    "kindplan.cli.trace",
+    "kindplan.errors",
+    "kindplan.status",
+}
+HEAVY = {"yaml", "jinja2", "jsonschema", "deepdiff", "prometheus_client", "kubernetes", "pyroute2"}
+
+
+def loaded(tmp_path: Path, *argv: str) -> set[str]:
+    """The modules in sys.modules after `kindplan ARGV` ran (exit 0) in a fresh interpreter."""
+    listing = tmp_path / "modules.json"
+    code = (
+        "import json, sys\n"
+        "from kindplan.cli import main\n"
+        "status = main(sys.argv[2:])\n"
+        "open(sys.argv[1], 'w').write(json.dumps(sorted(sys.modules)))\n"
+        "sys.exit(status)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(listing), *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    return set(json.loads(listing.read_text()))
+
+
+def ours(modules: set[str]) -> set[str]:
+    return {m for m in modules if m == "kindplan" or m.startswith("kindplan.")}
+
+
+def test_help_loads_the_command_line_alone(tmp_path: Path) -> None:
+    modules = loaded(tmp_path, "--help")
+    assert {m for m in ours(modules) if not m.startswith("kindplan.core")} == COMMAND_LINE
+    assert {"kindplan.core.snapshot", "kindplan.core.compiler"} & modules == set()
+    assert modules & HEAVY == set()
+
+
+def test_render_of_json_loads_no_kernel_agent_lab_or_yaml(tmp_path: Path) -> None:
+    snapshot = tmp_path / "snapshot.json"
+    snapshot.write_text(json.dumps(yaml.safe_load(SEED.read_text())))
+    out = str(tmp_path / "out")
+    modules = loaded(tmp_path, "render", str(snapshot), "--node", "k8s-guide-worker2", "--out", out)
+    assert "kindplan.core.render" in modules  # the command did run
+    stray = {
+        m
+        for m in ours(modules)
+        if m.startswith(("kindplan.agent.watch", "kindplan.lab", "kindplan.cli.watch"))
+        or m in ("kindplan.node.kernel", "kindplan.node.netlink", "kindplan.node.iptables")
+    }
+    assert stray == set()
+    # jinja2 renders the conflist; the input's schema check is not the command line's business.
+    assert modules & (HEAVY - {"jinja2", "jsonschema"}) == set()
