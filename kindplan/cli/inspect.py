@@ -72,26 +72,13 @@ def rollback(
     return ExitStatus.OK
 
 
-def _undo_verb(change: Change) -> str:
-    """What a rollback did: removed what the apply added, re-added what it deleted, restored
-    what it replaced."""
-    from kindplan.core.model import (
-        AddAddress,
-        AddRoute,
-        DelAddress,
-        DeleteConflist,
-        DelRoute,
-        RemoveChain,
-        WriteChain,
-    )
+# What a rollback did, by the undo's action: removed what the apply added, re-added what it
+# deleted, restored what it replaced.
+_UNDO_VERBS = {"-": "removed", "+": "re-added", "~": "restored"}
 
-    if isinstance(change, DelRoute | DelAddress | RemoveChain | DeleteConflist):
-        return "removed"
-    if isinstance(change, AddRoute | AddAddress):
-        return "re-added"
-    if isinstance(change, WriteChain) and change.old_rules is None and change.rules is not None:
-        return "re-added"  # a chain the apply removed
-    return "restored"
+
+def _undo_verb(change: Change) -> str:
+    return _UNDO_VERBS[change.action]
 
 
 def history(netns: NetnsOpt = None, state_dir: StateDirOpt = DEFAULT_STATE_DIR) -> int:
@@ -127,23 +114,18 @@ def show(
     Example: kindplan show --netns kp-worker2
     """
     from kindplan.core.planview import route_text
-    from kindplan.node.iptables import Iptables, detect_backend, read_masq
-    from kindplan.node.kernel import Kernel
-    from kindplan.node.netns import enter_netns
+    from kindplan.node.iptables import read_masq
+    from kindplan.node.ports import open_node
 
-    with enter_netns(netns):
-        kernel = Kernel()
-        try:
-            kernel.read_links()
-            routes = [r for r in kernel.read_routes() if r.proto == route_proto]
-        finally:
-            kernel.close()
-        iptables = Iptables(detect_backend())
+    with open_node(netns, None) as node:  # a read: no lock
+        node.kernel.read_links()
+        routes = [r for r in node.kernel.read_routes() if r.proto == route_proto]
         chains = [
             c
-            for c in read_masq(iptables)
-            if c.backend == iptables.backend or c.jumps or c.rules is not None
+            for c in read_masq(node.iptables)
+            if c.backend == node.iptables.backend or c.jumps or c.rules is not None
         ]
+        in_use = node.iptables.backend
     typer.echo(f"routes with protocol {route_proto}: {len(routes)}")
     for route in routes:
         typer.echo(f"  {route_text(route)}")
@@ -155,7 +137,7 @@ def show(
         typer.echo(
             f"{table} nat: KIND-MASQ-AGENT ({len(chain.rules)} rules), {chain.jumps} jump(s) "
             f"[{chain.backend or 'default'} backend"
-            + ("]" if chain.backend == iptables.backend else ", not in use]")
+            + ("]" if chain.backend == in_use else ", not in use]")
         )
         for rule in chain.rules:
             typer.echo(f"  {rule}")

@@ -172,10 +172,8 @@ def _trace_observed(
     snap: Snapshot, node: str, netns: str | None, cni_cache_dir: str | None
 ) -> tuple[Snapshot, dict[str, ObservedState]]:
     from kindplan.core.compiler import find_node
-    from kindplan.node.iptables import Iptables, detect_backend
-    from kindplan.node.kernel import Kernel
-    from kindplan.node.netns import enter_netns
     from kindplan.node.observe import read_routing
+    from kindplan.node.ports import open_node
 
     find_node(snap, node)
     if cni_cache_dir is not None:
@@ -185,10 +183,6 @@ def _trace_observed(
         snap, skipped = with_local_pods(snap, node, pods)
         for warning in [*problems, *skipped]:
             typer.echo(f"warning: {warning}", err=True)
-    with enter_netns(netns):
-        kernel = Kernel()
-        try:
-            state = read_routing(kernel, Iptables(detect_backend()), snap.families)
-        finally:
-            kernel.close()
+    with open_node(netns, None) as handles:  # a read: no lock
+        state = read_routing(handles.kernel, handles.iptables, snap.families)
     return snap, {node: state}
