@@ -29,8 +29,8 @@ from kindplan.core.model import (
 from kindplan.core.planview import format_plan, plan_to_json
 from kindplan.errors import Interrupted, KindplanError, RuntimeFailure
 from kindplan.node.apply import ApplyReport, apply_plan, verify_report
-from kindplan.node.cnicache import read_cni_cache, with_local_pods
-from kindplan.node.converged import Record, Remember, observed_digest, save_record
+from kindplan.node.cnicache import with_local_pods
+from kindplan.node.converged import Record, Remember, save_record
 from kindplan.node.files import write_atomic
 from kindplan.node.iptables import Iptables, detect_backend
 from kindplan.node.journal import Generation, Journal, Recording
@@ -38,11 +38,14 @@ from kindplan.node.kernel import Kernel
 from kindplan.node.locking import apply_lock, node_lock
 from kindplan.node.netns import enter_netns
 from kindplan.node.observe import (
+    Where,
     find_uplink,
     fingerprint,
     host_facts,
+    observed_digest,
     off_link_peers,
     read_conflist,
+    read_local_pods,
     read_observed,
 )
 from kindplan.node.saved import SavedPlan
@@ -55,7 +58,7 @@ class Planned:
     desired: DesiredState
     observed: ObservedState
     plan: Plan
-    conflist_path: Path
+    where: Where  # the node's inputs it was observed from
 
     @property
     def fingerprint(self) -> str:
@@ -93,6 +96,12 @@ def conflist_path(snapshot: Snapshot, options: Options) -> Path:
     return Path(options.conf_dir or cni.conf_dir) / cni.conf_file
 
 
+def observe_where(snapshot: Snapshot, options: Options) -> Where:
+    """Where the node's inputs are for this snapshot and these options."""
+    network = snapshot.cluster.cni.network_name
+    return Where.of(conflist_path(snapshot, options), snapshot.families, network, options)
+
+
 def make_plan(
     snapshot: Snapshot,
     options: Options,
@@ -103,25 +112,23 @@ def make_plan(
     """Observe the node and diff it against what the snapshot says it should be."""
     call = memo or _call
     node = find_node(snapshot, options.node)
+    where = observe_where(snapshot, options)
+    local_pods = read_local_pods(where)
     warnings: list[str] = []
-    if options.cni_cache_dir is not None:
-        pods, warnings = read_cni_cache(
-            Path(options.cni_cache_dir), node.name, snapshot.cluster.cni.network_name
-        )
-        snapshot, skipped = with_local_pods(snapshot, node.name, pods)
-        warnings += skipped
+    if where.cni_cache is not None:
+        snapshot, skipped = with_local_pods(snapshot, node.name, list(local_pods[0]))
+        warnings += [*local_pods[1], *skipped]
     uplink, assumed = find_uplink(kernel.read_links(), snapshot, node, options.uplink)
     warnings += assumed
     facts = host_facts(snapshot, uplink, options.mtu)
     desired = call(compile_desired, snapshot, node.name, facts, route_proto=options.route_proto)
     kernel.expect(desired.routes)
-    path = conflist_path(snapshot, options)
-    observed = read_observed(kernel, iptables, path, snapshot.families)
+    observed = read_observed(kernel, iptables, where, local_pods)
     plan = call(
         diff,
         desired,
         observed,
-        conflist_path=str(path),
+        conflist_path=str(where.conflist),
         route_proto=options.route_proto,
         adopt=options.adopt,
     )
@@ -132,7 +139,7 @@ def make_plan(
             + ", ".join(off_link)
         )
     plan = replace(plan, warnings=(*warnings, *plan.warnings))
-    return Planned(desired, observed, plan, path)
+    return Planned(desired, observed, plan, where)
 
 
 def apply_planned(
@@ -163,7 +170,7 @@ def apply_planned(
     recording = None
     if journal is not None:
         recording = journal.begin(
-            planned.desired.node, snapshot.families, str(planned.conflist_path)
+            planned.desired.node, snapshot.families, str(planned.where.conflist)
         )
     report = ApplyReport()
     try:
@@ -210,23 +217,15 @@ def conflist_left_alone(observed: ObservedState) -> str | None:
 
 
 def _remember(
-    remember: Remember,
-    snapshot: Snapshot,
-    options: Options,
-    planned: Planned,
-    plan: Plan,
-    kernel: Kernel,
-    iptables: Iptables,
+    remember: Remember, where: Where, plan: Plan, kernel: Kernel, iptables: Iptables
 ) -> None:
     """Record a converged node (after observing it: nothing may change in between but us)."""
-    conflist, network = str(planned.conflist_path), snapshot.cluster.cni.network_name
-    digest = observed_digest(kernel, iptables, options, conflist, snapshot.families, network)
     record = Record(
         remember.inputs,
-        digest,
-        conflist,
-        snapshot.families,
-        network,
+        observed_digest(kernel, iptables, where),
+        str(where.conflist),
+        where.families,
+        where.network,
         format_plan(plan),
         remember.warnings,
     )
@@ -279,7 +278,7 @@ def apply_node(
                 if left_alone is not None:
                     return planned, ApplyReport(failures=[left_alone])
                 if remember is not None and not planned.plan.conflicts:
-                    _remember(remember, snapshot, options, planned, planned.plan, kernel, iptables)
+                    _remember(remember, planned.where, planned.plan, kernel, iptables)
                 return planned, None
             report = apply_planned(
                 snapshot, options, planned, kernel, iptables, journal, memo=memo, stop=stop
@@ -288,7 +287,7 @@ def apply_node(
                 report.failures.append(left_alone)
             residue = report.residue
             if remember is not None and report.ok and residue is not None and not residue.conflicts:
-                _remember(remember, snapshot, options, planned, residue, kernel, iptables)
+                _remember(remember, planned.where, residue, kernel, iptables)
             return planned, report
         finally:
             kernel.close()
@@ -318,9 +317,8 @@ def rollback_node(
 
             def observe() -> ObservedState:
                 kernel.read_links()
-                return read_observed(
-                    kernel, iptables, Path(generation.conflist_path), generation.families
-                )
+                where = Where(Path(generation.conflist_path), generation.families)
+                return read_observed(kernel, iptables, where)
 
             todo = not_in_effect(generation.undo, observe())
             left_alone = tuple(
