@@ -15,6 +15,7 @@ from kindplan.core.compiler import FORWARDING_SYSCTLS
 from kindplan.core.model import (
     DEFAULT_MTU,
     HostFacts,
+    IPAddress,
     IPNetwork,
     Link,
     Node,
@@ -104,10 +105,17 @@ def read_local_pods(where: Where) -> tuple[tuple[Pod, ...], tuple[str, ...]]:
 
 def fingerprint(observed: ObservedState) -> str:
     """A digest of the observed node, to refuse a saved plan once the node changed."""
-    # The fields the kernel dumps: not a route's peer label, which a route that matched a
-    # desired one carries (Kernel.expect) and which says nothing about the node.
-    routes = repr([(*r[:7], r.special) for r in observed.routes])
+    # What the kernel dumps, addresses as integers, cheaper than as text (the key holds the
+    # table, the destination, TOS and metric). Not the peer label, which a route that matched
+    # a desired one carries (Kernel.expect).
+    routes = repr(
+        [(r.key, r.ifname, _int(r.gateway), r.scope, r.proto, r.special) for r in observed.routes]
+    )
     return digest(observed, hashlib.sha256(routes.encode()).digest())
+
+
+def _int(ip: IPAddress | None) -> tuple[int, int] | None:
+    return None if ip is None else (ip.version, int(ip))
 
 
 def observed_digest(kernel: Kernel, iptables: Iptables, where: Where) -> str:

@@ -16,7 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from kindplan.core.model import Link, MasqObserved, ObservedState, Pod, Route, Sysctl
+from kindplan.core.model import (
+    Link,
+    MasqObserved,
+    ObservedState,
+    Pod,
+    Route,
+    RouteSpecial,
+    Sysctl,
+)
 from kindplan.node.observe import Where, digest, fingerprint, observed_digest, read_observed
 
 NODE = ObservedState(
@@ -59,6 +67,29 @@ def test_any_field_changed_changes_the_fingerprint_and_the_converged_digest(name
         assert digest(NODE, hashlib.sha256(b"another table").digest()) != digest(NODE, dumped)
     else:
         assert digest(changed, dumped) != digest(NODE, dumped)
+
+
+# Each field of a route that a dump shows, changed.
+ROUTE_FIELDS = {
+    "dst": ip_network("10.244.9.0/24"),
+    "ifname": "eth1",
+    "gateway": ip_address("198.18.0.12"),
+    "scope": "link",
+    "metric": 100,
+    "proto": 3,
+    "table": 100,
+    "special": RouteSpecial(tos=4),
+}
+
+
+def test_the_route_table_has_every_field_of_a_route_but_its_label() -> None:
+    assert set(ROUTE_FIELDS) == set(Route._fields) - {"peer", "key"}  # the key: derived
+
+
+@pytest.mark.parametrize("name", ROUTE_FIELDS)
+def test_any_field_of_a_route_changed_changes_the_fingerprint(name: str) -> None:
+    routes = (NODE.routes[0]._replace(**{name: ROUTE_FIELDS[name]}),)
+    assert fingerprint(replace(NODE, routes=routes)) != fingerprint(NODE)
 
 
 def test_the_fingerprint_is_of_the_node_not_of_the_routes_labels() -> None:
