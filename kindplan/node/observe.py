@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
+from typing import NamedTuple
 
 from kindplan.core.compiler import FORWARDING_SYSCTLS
 from kindplan.core.model import (
@@ -32,9 +33,12 @@ from kindplan.node.iptables import Iptables, parse_nat, read_masq
 from kindplan.node.kernel import Kernel
 
 
-@dataclass(frozen=True, slots=True)
-class Where:
-    """Where the node's inputs are, besides its kernel and iptables (from the snapshot, options)."""
+class Where(NamedTuple):
+    """Where the node's inputs are, besides its kernel and iptables (from the snapshot, options).
+
+    A named tuple rather than a frozen dataclass: a dataclass is made at import, by generating
+    and compiling its methods, which a converged one-shot apply would pay for on every run.
+    """
 
     conflist: Path
     families: tuple[int, ...]  # whose forwarding sysctls are read
