@@ -354,6 +354,10 @@ class ObservedState:
     conflist: str | None  # None: no file
     iptables_backend: str = "nft"  # the one in use
     conflist_error: str | None = None  # the conflist could not be read: why (it is left alone)
+    # libcni's result cache, when one is read (--cni-cache-dir): the node's pods in it, which
+    # the plan routes as the snapshot's own, and why any entry of it was skipped.
+    local_pods: tuple[Pod, ...] = ()
+    cache_warnings: tuple[str, ...] = ()
 
     def link(self, name: str) -> Link | None:
         return next((link for link in self.links if link.name == name), None)

@@ -22,19 +22,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import kindplan
-from kindplan.core.compiler import FORWARDING_SYSCTLS
 from kindplan.core.schemacheck import compile_schema
-from kindplan.errors import RuntimeFailure
-from kindplan.node.cnicache import read_cni_cache
 from kindplan.node.files import write_atomic
-from kindplan.node.iptables import read_masq
-from kindplan.node.observe import read_conflist
+from kindplan.node.observe import Where, observed_digest
 from kindplan.node.ports import open_node
 from kindplan.resources import load_schema, resource_dir
 
 if TYPE_CHECKING:
     from kindplan.core.model import Options
-    from kindplan.node.ports import IptablesPort, KernelPort
 
 # What the plan is made with besides kindplan itself: a new version of one may render differently.
 _LIBRARIES = ("jinja2", "yaml")
@@ -87,32 +82,6 @@ def _code_stamp() -> str:
     return "\n".join(stamps)
 
 
-def observed_digest(
-    kernel: KernelPort,
-    iptables: IptablesPort,
-    options: Options,
-    conflist_path: str,
-    *,
-    families: tuple[int, ...],
-    network: str,
-) -> str:
-    """A digest of everything make_plan reads from the node (routes hashed, not parsed)."""
-    h = hashlib.sha256()
-    h.update(repr(kernel.read_links()).encode())  # names, indexes, MTUs, state, addresses
-    h.update(kernel.route_digest())
-    h.update(repr(kernel.read_sysctls(tuple(FORWARDING_SYSCTLS[v] for v in families))).encode())
-    h.update(repr(read_masq(iptables)).encode())
-    try:
-        conflist = read_conflist(Path(conflist_path))
-    except RuntimeFailure as e:  # never recorded as converged: the full path names the problem
-        conflist = f"unreadable: {e}"
-    h.update(repr((iptables.backend, conflist)).encode())
-    if options.cni_cache_dir is not None:
-        pods = read_cni_cache(Path(options.cni_cache_dir), options.node, network)
-        h.update(repr(pods).encode())
-    return h.hexdigest()
-
-
 def load_record(path: Path) -> Record | None:
     """The record, or None if there is none or it cannot be used (then the full path runs, and
     writes a new one): a cache is never a reason to fail."""
@@ -154,13 +123,7 @@ def converged_record(
     record = load_record(remember.path)
     if record is None or record.inputs != remember.inputs:
         return None
+    where = Where.of(Path(record.conflist_path), record.families, record.network, options)
     with open_node(netns, lock_timeout) as node:
-        digest = observed_digest(
-            node.kernel,
-            node.iptables,
-            options,
-            record.conflist_path,
-            families=record.families,
-            network=record.network,
-        )
+        digest = observed_digest(node.kernel, node.iptables, where)
     return record if digest == record.observed else None

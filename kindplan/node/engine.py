@@ -31,16 +31,19 @@ from kindplan.core.model import (
 from kindplan.core.planview import format_plan, plan_to_json
 from kindplan.errors import Interrupted, KindplanError, RuntimeFailure
 from kindplan.node.apply import ApplyReport, apply_plan, verify_report
-from kindplan.node.cnicache import read_cni_cache, with_local_pods
-from kindplan.node.converged import Record, Remember, observed_digest, save_record
+from kindplan.node.cnicache import with_local_pods
+from kindplan.node.converged import Record, Remember, save_record
 from kindplan.node.files import write_atomic
 from kindplan.node.journal import Generation, Journal, Recording
 from kindplan.node.observe import (
+    Where,
     find_uplink,
     fingerprint,
     host_facts,
+    observed_digest,
     off_link_peers,
     read_conflist,
+    read_local_pods,
     read_observed,
 )
 from kindplan.node.ports import IptablesPort, KernelPort, NodeHandles, open_node
@@ -54,11 +57,12 @@ class Planned:
     desired: DesiredState
     observed: ObservedState
     plan: Plan
-    conflist_path: Path
+    where: Where  # the node's inputs it was observed from
 
     @property
     def fingerprint(self) -> str:
-        """A digest of the observed node (0.2 s at 5,000 dual-stack nodes: only when asked)."""
+        """A digest of the observed node (10,000 routes at 5,000 dual-stack nodes: made only
+        when asked)."""
         return fingerprint(self.observed)
 
 
@@ -92,6 +96,12 @@ def conflist_path(snapshot: Snapshot, options: Options) -> Path:
     return Path(options.conf_dir or cni.conf_dir) / cni.conf_file
 
 
+def observe_where(snapshot: Snapshot, options: Options) -> Where:
+    """Where the node's inputs are for this snapshot and these options."""
+    network = snapshot.cluster.cni.network_name
+    return Where.of(conflist_path(snapshot, options), snapshot.families, network, options)
+
+
 def make_plan(
     snapshot: Snapshot,
     options: Options,
@@ -102,25 +112,23 @@ def make_plan(
     """Observe the node and diff it against what the snapshot says it should be."""
     call = memo or _call
     node = find_node(snapshot, options.node)
+    where = observe_where(snapshot, options)
+    local_pods = read_local_pods(where)
     warnings: list[str] = []
-    if options.cni_cache_dir is not None:
-        pods, warnings = read_cni_cache(
-            Path(options.cni_cache_dir), node.name, snapshot.cluster.cni.network_name
-        )
-        snapshot, skipped = with_local_pods(snapshot, node.name, pods)
-        warnings += skipped
+    if where.cni_cache is not None:
+        snapshot, skipped = with_local_pods(snapshot, node.name, list(local_pods[0]))
+        warnings += [*local_pods[1], *skipped]
     uplink, assumed = find_uplink(kernel.read_links(), snapshot, node, options.uplink)
     warnings += assumed
     facts = host_facts(snapshot, uplink, options.mtu)
     desired = call(compile_desired, snapshot, node.name, facts, route_proto=options.route_proto)
     kernel.expect(desired.routes)
-    path = conflist_path(snapshot, options)
-    observed = read_observed(kernel, iptables, path, snapshot.families)
+    observed = read_observed(kernel, iptables, where, local_pods)
     plan = call(
         diff,
         desired,
         observed,
-        conflist_path=str(path),
+        conflist_path=str(where.conflist),
         route_proto=options.route_proto,
         adopt=options.adopt,
     )
@@ -131,7 +139,7 @@ def make_plan(
             + ", ".join(off_link)
         )
     plan = replace(plan, warnings=(*warnings, *plan.warnings))
-    return Planned(desired, observed, plan, path)
+    return Planned(desired, observed, plan, where)
 
 
 def apply_planned(
@@ -162,7 +170,7 @@ def apply_planned(
     recording = None
     if journal is not None:
         recording = journal.begin(
-            planned.desired.node, snapshot.families, str(planned.conflist_path)
+            planned.desired.node, snapshot.families, str(planned.where.conflist)
         )
     report = ApplyReport()
     try:
@@ -210,25 +218,14 @@ def conflist_left_alone(observed: ObservedState) -> str | None:
     )
 
 
-def _remember(
-    remember: Remember, snapshot: Snapshot, options: Options, plan: Plan, node: NodeHandles
-) -> None:
+def _remember(remember: Remember, where: Where, plan: Plan, node: NodeHandles) -> None:
     """Record a converged node (after observing it: nothing may change in between but us)."""
-    conflist, network = str(conflist_path(snapshot, options)), snapshot.cluster.cni.network_name
-    digest = observed_digest(
-        node.kernel,
-        node.iptables,
-        options,
-        conflist,
-        families=snapshot.families,
-        network=network,
-    )
     record = Record(
         remember.inputs,
-        digest,
-        conflist,
-        snapshot.families,
-        network,
+        observed_digest(node.kernel, node.iptables, where),
+        str(where.conflist),
+        where.families,
+        where.network,
         format_plan(plan),
         remember.warnings,
     )
@@ -286,14 +283,14 @@ def apply_opened(
         if left_alone is not None:
             return planned, ApplyReport(failures=[left_alone])
         if remember is not None and not planned.plan.conflicts:
-            _remember(remember, snapshot, options, planned.plan, node)
+            _remember(remember, planned.where, planned.plan, node)
         return planned, None
     report = apply_planned(snapshot, options, planned, node, journal, memo=memo, stop=stop)
     if left_alone is not None:
         report.failures.append(left_alone)
     residue = report.residue
     if remember is not None and report.ok and residue is not None and not residue.conflicts:
-        _remember(remember, snapshot, options, residue, node)
+        _remember(remember, planned.where, residue, node)
     return planned, report
 
 
@@ -324,8 +321,8 @@ def rollback_opened(node: NodeHandles, journal: Journal, *, attempts: int = 3) -
 
     def observe() -> ObservedState:
         kernel.read_links()
-        path = Path(generation.conflist_path)
-        return read_observed(kernel, iptables, path, generation.families)
+        where = Where(Path(generation.conflist_path), generation.families)
+        return read_observed(kernel, iptables, where)
 
     todo = not_in_effect(generation.undo, observe())
     left_alone = tuple((c, _finish_by_hand(c, journal, generation)) for c in todo if _overtaken(c))

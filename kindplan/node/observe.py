@@ -1,23 +1,33 @@
-"""Observe a node: read_* does the I/O through the collaborators; find_*/check_* are pure."""
+"""Observe a node: read_* does the I/O through the collaborators; find_*/check_* are pure.
+
+read_observed is the one definition of what kindplan reads from a node; the saved plan's
+fingerprint and the converged record's digest are computed from what it returns.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import json
+from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from kindplan.core.compiler import FORWARDING_SYSCTLS
 from kindplan.core.model import (
     DEFAULT_MTU,
     HostFacts,
+    IPAddress,
     IPNetwork,
     Link,
     Node,
     ObservedState,
+    Options,
+    Pod,
+    Route,
     Snapshot,
 )
 from kindplan.errors import RuntimeFailure
+from kindplan.node.cnicache import read_cni_cache
 from kindplan.node.files import read_regular
 from kindplan.node.iptables import parse_nat, read_masq
 
@@ -25,29 +35,110 @@ if TYPE_CHECKING:
     from kindplan.node.ports import IptablesPort, KernelPort
 
 
-def read_observed(
-    kernel: KernelPort, iptables: IptablesPort, conflist_path: Path, families: tuple[int, ...]
-) -> ObservedState:
-    """Everything kindplan compares against: links, routes, sysctls, SNAT chains, the conflist.
+class Where(NamedTuple):
+    """Where the node's inputs are, besides its kernel and iptables (from the snapshot, options).
 
-    A conflist that cannot be read is not a reason to leave the routes and SNAT undone: it is
-    recorded as `conflist_error`, and the plan leaves that file alone.
+    A named tuple rather than a frozen dataclass: a dataclass is made at import, by generating
+    and compiling its methods, which a converged one-shot apply would pay for on every run.
     """
-    links = kernel.read_links()
+
+    conflist: Path
+    families: tuple[int, ...]  # whose forwarding sysctls are read
+    cni_cache: Path | None = None  # libcni's result cache, read only when given
+    node: str = ""  # the node and the CNI network whose pods the cache holds
+    network: str = ""
+
+    @classmethod
+    def of(cls, conflist: Path, families: tuple[int, ...], network: str, options: Options) -> Where:
+        """The inputs that plan and apply read with these options (--cni-cache-dir, --node)."""
+        cache = Path(options.cni_cache_dir) if options.cni_cache_dir is not None else None
+        return cls(conflist, families, cache, options.node, network)
+
+
+def read_observed(
+    kernel: KernelPort,
+    iptables: IptablesPort,
+    where: Where,
+    local_pods: tuple[tuple[Pod, ...], tuple[str, ...]] | None = None,
+) -> ObservedState:
+    """Everything the plan depends on from the node: links and their addresses, routes,
+    forwarding sysctls, SNAT chains, the conflist, the CNI cache.
+
+    The one definition of the observed node: the saved plan's `fingerprint` and the converged
+    record's `observed_digest` are digests of what this reads. A conflist that cannot be read
+    is not a reason to leave the routes and SNAT undone: it is recorded as `conflist_error`,
+    and the plan leaves that file alone. `local_pods`: the CNI cache as read_local_pods read
+    it already (make_plan compiles the cache's pods before the routes are read, so that
+    Kernel.expect knows them); else it is read here.
+    """
+    return _read(kernel, iptables, where, kernel.read_routes, local_pods)
+
+
+def _read(
+    kernel: KernelPort,
+    iptables: IptablesPort,
+    where: Where,
+    read_routes: Callable[[], tuple[Route, ...]],
+    local_pods: tuple[tuple[Pod, ...], tuple[str, ...]] | None,
+) -> ObservedState:
+    links = kernel.read_links()  # first: the routes name their links by index
     conflist, conflist_error = None, None
     try:
-        conflist = read_conflist(conflist_path)
+        conflist = read_conflist(where.conflist)
     except RuntimeFailure as e:
         conflist_error = str(e)
+    pods, cache_warnings = read_local_pods(where) if local_pods is None else local_pods
     return ObservedState(
         links=links,
-        routes=kernel.read_routes(),
-        sysctls=kernel.read_sysctls(tuple(FORWARDING_SYSCTLS[v] for v in families)),
+        routes=read_routes(),
+        sysctls=kernel.read_sysctls(tuple(FORWARDING_SYSCTLS[v] for v in where.families)),
         masq=read_masq(iptables),
         conflist=conflist,
         iptables_backend=iptables.backend,
         conflist_error=conflist_error,
+        local_pods=pods,
+        cache_warnings=cache_warnings,
     )
+
+
+def read_local_pods(where: Where) -> tuple[tuple[Pod, ...], tuple[str, ...]]:
+    """The node's pods in the CNI cache, and a warning for each entry skipped (none without one)."""
+    if where.cni_cache is None:
+        return (), ()
+    pods, warnings = read_cni_cache(where.cni_cache, where.node, where.network)
+    return tuple(pods), tuple(warnings)
+
+
+def fingerprint(observed: ObservedState) -> str:
+    """A digest of the observed node, to refuse a saved plan once the node changed."""
+    # What the kernel dumps, addresses as integers, cheaper than as text (the key holds the
+    # table, the destination, TOS and metric). Not the peer label, which a route that matched
+    # a desired one carries (Kernel.expect).
+    routes = repr(
+        [(r.key, r.ifname, _int(r.gateway), r.scope, r.proto, r.special) for r in observed.routes]
+    )
+    return digest(observed, hashlib.sha256(routes.encode()).digest())
+
+
+def _int(ip: IPAddress | None) -> tuple[int, int] | None:
+    return None if ip is None else (ip.version, int(ip))
+
+
+def observed_digest(kernel: KernelPort, iptables: IptablesPort, where: Where) -> str:
+    """The converged record's digest of the node: what read_observed reads, the routes hashed
+    as the kernel dumps them instead of parsed (equal bytes parse to equal routes)."""
+    observed = _read(kernel, iptables, where, lambda: (), None)  # the routes: hashed below
+    return digest(observed, kernel.route_digest())
+
+
+def digest(observed: ObservedState, routes: bytes) -> str:
+    """A digest of every field of `observed` but its routes, which the digest `routes` stands for
+    (every field: an input added to read_observed is in the fingerprint and the record too)."""
+    h = hashlib.sha256(routes)
+    for field in fields(observed):
+        if field.name != "routes":
+            h.update(f"{field.name}={getattr(observed, field.name)!r}\n".encode())
+    return h.hexdigest()
 
 
 def read_conflist(path: Path) -> str | None:
@@ -144,26 +235,6 @@ def off_link_peers(snapshot: Snapshot, node: Node, uplink: Link) -> list[str]:
             else:
                 off.append(f"{peer.name} ({ip})")
     return off
-
-
-def fingerprint(observed: ObservedState) -> str:
-    """A digest of everything the plan depends on, to refuse a saved plan once the node changed."""
-    state = {
-        "links": [
-            (x.name, x.index, x.mtu, x.up, [str(a) for a in x.addresses]) for x in observed.links
-        ],
-        "routes": [
-            (str(r.dst), r.ifname, str(r.gateway), r.scope, r.metric, r.proto, r.table)
-            + ((repr(r.special),) if r.special is not None else ())
-            for r in observed.routes
-        ],
-        "sysctls": [(s.name, s.value) for s in observed.sysctls],
-        "masq": [(m.backend, m.version, m.rules, m.jumps) for m in observed.masq],
-        "conflist": observed.conflist,
-    }
-    if observed.conflist_error is not None:  # only then: earlier fingerprints stay valid
-        state["conflist_error"] = observed.conflist_error
-    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
 
 
 def read_routing(

@@ -108,6 +108,29 @@ def kernel_events(ns: str) -> Iterator[list[str]]:
     events += [line for line in lines if "192.0.2.123" not in line]
 
 
+def cni_cache_entry(veth: str, ip: str, network: str = "kindnet") -> dict[str, object]:
+    """libcni's cache entry of a pod shop/cart-1 on host veth `veth` with IPv4 address `ip`."""
+    return {
+        "kind": "cniCacheV1",
+        "containerId": "c0ffee",
+        "ifName": "eth0",
+        "networkName": network,
+        "cniArgs": [["K8S_POD_NAMESPACE", "shop"], ["K8S_POD_NAME", "cart-1"]],
+        "result": {
+            "cniVersion": "0.3.1",
+            "interfaces": [{"name": veth}, {"name": "eth0", "sandbox": "/run/netns/x"}],
+            "ips": [
+                {
+                    "version": "4",
+                    "interface": 1,
+                    "address": f"{ip}/24",
+                    "gateway": "10.244.2.1",
+                }
+            ],
+        },
+    }
+
+
 def edit_snapshot(source: Path, target: Path, edit: Callable[[str], str]) -> Path:
     target.write_text(edit(source.read_text()))
     return target

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from nodes import SEED, Node, build_node, edit_snapshot, kernel_events, kindplan
+from nodes import SEED, Node, build_node, cni_cache_entry, edit_snapshot, kernel_events, kindplan
 from shell import sh
 
 from kindplan.resources import load_schema
@@ -257,25 +257,7 @@ def test_local_pods_from_the_cni_cache(seed_worker2: Node) -> None:
     node = seed_worker2
     cache = node.tmp / "results"
     cache.mkdir()
-    entry = {
-        "kind": "cniCacheV1",
-        "containerId": "c0ffee",
-        "ifName": "eth0",
-        "networkName": "kindnet",
-        "cniArgs": [["K8S_POD_NAMESPACE", "shop"], ["K8S_POD_NAME", "cart-1"]],
-        "result": {
-            "cniVersion": "0.3.1",
-            "interfaces": [{"name": "veth4b2c9d10"}, {"name": "eth0", "sandbox": "/run/netns/x"}],
-            "ips": [
-                {
-                    "version": "4",
-                    "interface": 1,
-                    "address": "10.244.2.30/24",
-                    "gateway": "10.244.2.1",
-                }
-            ],
-        },
-    }
+    entry = cni_cache_entry("veth4b2c9d10", "10.244.2.30")
     (cache / "kindnet-c0ffee-eth0").write_text(json.dumps(entry))
     (cache / "othernet-beef-eth0").write_text(json.dumps({**entry, "networkName": "othernet"}))
     result = node.apply("--cni-cache-dir", str(cache))
