@@ -132,6 +132,16 @@ class StandInIptables:
     def save_nat(self, version: int) -> str:
         return self.saved[version]
 
+    def nat_families(self) -> frozenset[int]:
+        return frozenset(self.saved)
+
+    def others(self) -> tuple[str, ...]:
+        return ()  # no variants to look at
+
+    def for_backend(self, backend: str) -> StandInIptables:
+        assert backend == self.backend
+        return self
+
 
 def cache_entry(ip: str) -> str:
     return json.dumps(
