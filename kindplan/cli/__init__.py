@@ -448,7 +448,7 @@ def plan(
     import json
 
     from kindplan.core.planview import format_plan, plan_to_json
-    from kindplan.node.saved import save_plan
+    from kindplan.node.saved import SavedPlan, save_plan
 
     data, source = _read(snapshot)
     snap = _parse(data, source, pod_subnet)
@@ -459,7 +459,16 @@ def plan(
 
     planned = plan_node(snap, options, netns)
     if out is not None:
-        save_plan(out, planned, options, netns, data, source, _split(pod_subnet))
+        saved = SavedPlan(
+            fingerprint=planned.fingerprint,
+            options=options,
+            netns=netns,
+            snapshot=data,
+            source=source,
+            pod_subnets=_split(pod_subnet),
+            plan=plan_to_json(planned.plan),
+        )
+        save_plan(out, saved)
     if json_out:
         typer.echo(
             json.dumps(plan_to_json(planned.plan, fingerprint=planned.fingerprint), indent=2)
