@@ -48,16 +48,24 @@ def test_verdict(key: str, before: float, after: float, flag: str) -> None:
 def test_the_table_takes_the_median_of_the_rounds_and_counts_the_flags() -> None:
     record: dict[str, Any] = {
         "measurements": {
-            "before": {"scaling": [{"50": 1.0e-4, "5000": 0.010}]},
-            "after": {"scaling": [{"50": 1.0e-4, "5000": 0.020}, {"50": 5e-4, "5000": 0.011}]},
+            "before": {
+                "scaling": [{"50": 1.0e-4, "5000": 0.010}],
+                "instructions": [{"50": 2.0e6, "5000": 176e6}],
+            },
+            "after": {
+                "scaling": [{"50": 1.0e-4, "5000": 0.020}, {"50": 5e-4, "5000": 0.011}],
+                "instructions": [{"50": 2.0e6, "5000": 250e6}],
+            },
         }
     }
     rows, flagged = compare.table(record)
     assert rows[1:] == [
-        ("scaling 50", "0.10 ms", "0.30 ms", "3.00", "WORSE by 200 %"),
+        ("scaling 50", "0.10 ms", "0.30 ms", "3.00", "WORSE by 200 % (instructions within 10 %)"),
         ("scaling 5000", "10.00 ms", "15.50 ms", "1.55", "WORSE by 55 %"),
+        ("instructions 50", "2.0M", "2.0M", "1.00", ""),
+        ("instructions 5000", "176.0M", "250.0M", "1.42", "WORSE by 42 %"),
     ]
-    assert flagged == 2
+    assert flagged == 3
 
 
 def test_the_groups_call_run_py_as_its_main_does() -> None:
