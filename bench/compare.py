@@ -13,7 +13,7 @@ AFTER for one, AFTER then BEFORE for the next, so that a slow stretch of the mac
 both trees. The compile + diff scaling is timed at 50 and --nodes nodes; its instruction count
 (with one hash seed, so that it repeats) runs in the first round only. Prints every figure
 with AFTER/BEFORE and flags those more than 10 % worse; the measurements go to --out as they
-come. The defaults take about 15 minutes on 2 cores.
+come. The defaults take about 10 minutes on 2 cores (5 a tree), more on a busy machine.
 
 A group calls run.py's figure functions as its main() does. The command line of run.py is too
 coarse for a budget (dd0e098's has only --out and --quick: 11 minutes a tree, or 1,000 nodes),
