@@ -62,7 +62,7 @@ def lab_up(  # noqa: PLR0917 - typer: a parameter per option
     from kindplan.lab.run import up
 
     started = time.monotonic()
-    lab = up(name, state_dir, nodes, pods_per_node, dual_stack, typer.echo, kindnetd=kindnetd)
+    lab = up(name, state_dir, nodes, pods_per_node, dual_stack, say=typer.echo, kindnetd=kindnetd)
     typer.echo(
         f"lab {lab.name} is up in {time.monotonic() - started:.1f} s: "
         f"{plural(len(lab.nodes), 'node')}, {plural(len(lab.pods), 'pod')}"
@@ -207,7 +207,7 @@ def lab_trace(  # noqa: PLR0917 - typer: a parameter per option
         raise UsageError(f"--proto: {proto!r} is not tcp or udp")
     lab = load(name, state_dir)
     parted = 0
-    for t in lab_traces(lab, source, target, port, family, proto):
+    for t in lab_traces(lab, source, target, port, family=family, proto=proto):
         typer.echo(
             f"IPv{t.version} {t.proto}/{t.port}: {t.source.label} -> {t.target.label}: "
             f"{t.end.kind} at {t.end.at}"

@@ -113,7 +113,7 @@ def _plan(args: PlanArgs) -> int:
     import json
 
     from kindplan.core.planview import format_plan, plan_to_json
-    from kindplan.node.saved import save_plan
+    from kindplan.node.saved import SavedPlan, save_plan
 
     data, source = read(args.snapshot)
     snap = parse(data, source, args.pod_subnets)
@@ -124,7 +124,16 @@ def _plan(args: PlanArgs) -> int:
 
     planned = plan_node(snap, options, netns)
     if args.out is not None:
-        save_plan(args.out, planned, options, netns, data, source, list(args.pod_subnets))
+        saved = SavedPlan(
+            fingerprint=planned.fingerprint,
+            options=options,
+            netns=netns,
+            snapshot=data,
+            source=source,
+            pod_subnets=list(args.pod_subnets),
+            plan=plan_to_json(planned.plan),
+        )
+        save_plan(args.out, saved)
     if args.json_out:
         typer.echo(
             json.dumps(plan_to_json(planned.plan, fingerprint=planned.fingerprint), indent=2)

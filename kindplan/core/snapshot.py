@@ -387,20 +387,7 @@ class _Checker:
                     )
                     continue
                 usable.append((j, cidr))
-                if self.subnets_doubtful:
-                    pass
-                elif subnet is None:
-                    self.problem(
-                        path, f"{cidr} is {family} but the cluster has no {family} pod subnet"
-                    )
-                elif not _within(cidr, subnet):
-                    self.problem(path, f"{cidr} is outside the cluster's pod subnet {subnet}")
-                if cidr.prefixlen > cidr.max_prefixlen - 2:
-                    self.problem(
-                        path,
-                        f"{cidr} is too small for pods (it needs a gateway and "
-                        "at least one pod address)",
-                    )
+                self._check_pod_cidr(path, cidr, subnet)
                 # With no InternalIP at all, that was said already (above, or in nodelist.py).
                 if ips_parsed and ips and not any(ip.version == cidr.version for ip in ips):
                     what = f"node {name} has an {family} PodCIDR but no {family} InternalIP"
@@ -470,6 +457,21 @@ class _Checker:
                 continue
             ips[ip.version] = ip
         return list(ips.values())
+
+    def _check_pod_cidr(self, path: str, cidr: IPNetwork, subnet: IPNetwork | None) -> None:
+        """A PodCIDR lies in the cluster's pod subnet of its family and has room for pods."""
+        family = _family(cidr.version)
+        if self.subnets_doubtful:
+            pass
+        elif subnet is None:
+            self.problem(path, f"{cidr} is {family} but the cluster has no {family} pod subnet")
+        elif not _within(cidr, subnet):
+            self.problem(path, f"{cidr} is outside the cluster's pod subnet {subnet}")
+        if cidr.prefixlen > cidr.max_prefixlen - 2:
+            self.problem(
+                path,
+                f"{cidr} is too small for pods (it needs a gateway and at least one pod address)",
+            )
 
     def _check_overlaps(self, owners: list[tuple[int, int, IPNetwork, str, str]]) -> None:
         # Sorted by start address, a network overlaps an earlier one exactly when it starts

@@ -453,7 +453,7 @@ def _step(world: World, at: tuple[str, str], iif: str | None, packet: Packet, in
     nats: list[Nat] = []
     marked = False
     if ns.kind == "node":
-        dnat = _host_port_dnat(world, ns, src, dst, port, packet.proto, iif is None)
+        dnat = _host_port_dnat(world, ns, packet, local_out=iif is None)
         if dnat is not None:
             dst, port, nat, marked = dnat
             nats.append(nat)
@@ -474,7 +474,7 @@ def _step(world: World, at: tuple[str, str], iif: str | None, packet: Packet, in
         stop = ("dropped", f"{ns.label} does not forward IPv{version}")
     new_src = src
     if stop is None and chosen is not None and ns.kind == "node":
-        new_src, snat, more = _postrouting(ns, src, dst, chosen.route.ifname, marked, version)
+        new_src, snat, more = _postrouting(ns, src, dst, chosen.route.ifname, marked=marked)
         nats += snat
         notes += more
     hop = Hop(
@@ -558,15 +558,10 @@ def _drift(
 
 
 def _host_port_dnat(
-    world: World,
-    ns: Namespace,
-    src: IPAddress,
-    dst: IPAddress,
-    port: int | None,
-    proto: str,
-    local_out: bool,
+    world: World, ns: Namespace, packet: Packet, *, local_out: bool
 ) -> tuple[IPAddress, int, Nat, bool] | None:
     """portmap's DNAT for a hostPort of a pod on this node (any LOCAL destination address)."""
+    src, dst, port, proto = packet.src, packet.dst, packet.port, packet.proto
     if port is None or not any(addr == dst for addr, _ in ns.local):
         return None
     node = world.snapshot.node(ns.node)
@@ -606,10 +601,11 @@ def _at(ip: IPAddress, port: int | None) -> str:
 
 
 def _postrouting(
-    ns: Namespace, src: IPAddress, dst: IPAddress, dev: str, marked: bool, version: int
+    ns: Namespace, src: IPAddress, dst: IPAddress, dev: str, *, marked: bool
 ) -> tuple[IPAddress, tuple[Nat, ...], list[str]]:
     """SNAT on the way out of a node: portmap's hairpin masquerade, then KIND-MASQ-AGENT, whose
     jump is only for destinations that are not LOCAL (a routed packet's never is)."""
+    version = dst.version
     out = _address_of(ns, dev, version)
     if marked and out is not None:
         rule = "-A CNI-HOSTPORT-MASQ -m mark --mark 0x2000/0x2000 -j MASQUERADE"

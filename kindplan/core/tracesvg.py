@@ -8,6 +8,7 @@ Large clusters draw only the nodes on a path, and on each node the pods on a pat
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from html import escape
 
 from kindplan.core.model import Node, Pod, Snapshot, format_ip, format_net
@@ -23,6 +24,14 @@ def _pod_key(pod: Pod) -> str:
     return f"{pod.namespace}/{pod.name}"
 
 
+@dataclass
+class _Canvas:
+    """The picture's elements so far, and each namespace's anchor point for the paths' dots."""
+
+    body: list[str] = field(default_factory=list)
+    boxes: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+
+
 def render_svg(snapshot: Snapshot, traces: list[Trace]) -> str:
     """An SVG document (UTF-8 text) of the cluster and the traces' paths."""
     on_path = {(h.namespace.kind, h.namespace.name) for t in traces for h in t.hops}
@@ -33,12 +42,12 @@ def render_svg(snapshot: Snapshot, traces: list[Trace]) -> str:
     nodes = [
         n for n in snapshot.nodes if len(snapshot.nodes) <= MAX_ALL_NODES or n.name in path_nodes
     ]
-    boxes: dict[tuple[str, str], tuple[float, float]] = {}  # namespace -> anchor point
-    body: list[str] = []
+    canvas = _Canvas()
+    body, boxes = canvas.body, canvas.boxes
     height = 0.0
     for i, node in enumerate(nodes):
         x = MARGIN + i * (NODE_W + GAP)
-        h = _node(body, boxes, snapshot, node, x, 60.0, on_path | ends)
+        h = _node(canvas, node, _pods_wanted_first(snapshot, node, on_path | ends), x, 60.0)
         height = max(height, 60 + h)
     outside_x = MARGIN + len(nodes) * (NODE_W + GAP)
     width = outside_x + 200 + MARGIN
@@ -66,7 +75,7 @@ def render_svg(snapshot: Snapshot, traces: list[Trace]) -> str:
     boxes["outside", ""] = (outside_x + 160, 60 + HEAD_H - 18)
     legend_y = net_y + 50
     for k, trace in enumerate(traces):
-        legend_y = _path(body, boxes, trace, k, legend_y)
+        legend_y = _path(canvas, trace, k, legend_y)
     total_h = legend_y + MARGIN
     head = [
         '<?xml version="1.0" encoding="UTF-8"?>',
@@ -93,17 +102,15 @@ def _title(traces: list[Trace]) -> str:
     return f"kindplan trace: {t.source.label} -> {t.target.label}"
 
 
-def _node(
-    body: list[str],
-    boxes: dict[tuple[str, str], tuple[float, float]],
-    snapshot: Snapshot,
-    node: Node,
-    x: float,
-    y: float,
-    wanted: set[tuple[str, str]],
-) -> float:
+def _pods_wanted_first(snapshot: Snapshot, node: Node, wanted: set[tuple[str, str]]) -> list[Pod]:
+    """The node's pods, those on a path or at an end first: a node shows only the first few."""
     pods = [p for p in snapshot.pods if p.node == node.name]
     pods.sort(key=lambda p: (("pod", _pod_key(p)) not in wanted, p.namespace, p.name))
+    return pods
+
+
+def _node(canvas: _Canvas, node: Node, pods: list[Pod], x: float, y: float) -> float:
+    body, boxes = canvas.body, canvas.boxes
     shown, hidden = pods[:MAX_PODS], len(pods) - MAX_PODS
     h = HEAD_H + len(shown) * (POD_H + POD_GAP) + (20 if hidden > 0 else 0) + 10
     body.append(
@@ -132,13 +139,8 @@ def _node(
     return h
 
 
-def _path(
-    body: list[str],
-    boxes: dict[tuple[str, str], tuple[float, float]],
-    trace: Trace,
-    k: int,
-    legend_y: float,
-) -> float:
+def _path(canvas: _Canvas, trace: Trace, k: int, legend_y: float) -> float:
+    body, boxes = canvas.body, canvas.boxes
     color = COLORS[k % len(COLORS)]
     offset = k * 14
     points = []

@@ -62,8 +62,8 @@ def up(
     nodes: int,
     pods_per_node: int,
     dual_stack: bool,
-    say: Say,
     *,
+    say: Say,
     kindnetd: bool = False,
 ) -> Lab:
     """Build the lab, apply kindplan on every node, create the pods; clean up if anything fails.

@@ -88,9 +88,11 @@ def lab_traces(
     source: str,
     target: str,
     port: int = PROBE_PORT,
+    *,
     family: int | None = None,
     proto: str = "tcp",
 ) -> list[Trace]:
+    """The walks from `source` to `target`: one per family both ends have, or only `family`."""
     snapshot, world = lab_cluster(lab)
     src = endpoint(lab, snapshot, source, "FROM")
     dst = endpoint(lab, snapshot, target, "TO")

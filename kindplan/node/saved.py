@@ -11,13 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kindplan.core.model import RESERVED_ROUTE_PROTOS, path_problem
-from kindplan.core.planview import plan_to_json
 from kindplan.errors import InvalidInputError
 from kindplan.node.files import write_atomic
 
 if TYPE_CHECKING:
     from kindplan.core.model import Options
-    from kindplan.node.engine import Planned
 
 SAVED_KIND = "kindplan/SavedPlan"
 
@@ -33,32 +31,26 @@ class SavedPlan:
     plan: dict[str, Any]  # as plan_to_json made it: apply refuses to do anything else
 
 
-def save_plan(
-    path: Path,
-    planned: Planned,
-    options: Options,
-    netns: str | None,
-    snapshot: bytes,
-    source: str,
-    pod_subnets: list[str],
-) -> None:
+def save_plan(path: Path, saved: SavedPlan) -> None:
+    """Write `saved` as the document parse_plan reads back."""
     document = {
         "kind": SAVED_KIND,
-        "fingerprint": planned.fingerprint,
+        "fingerprint": saved.fingerprint,
         "inputs": {
-            "options": asdict(options),
-            "netns": netns,
-            "source": source,
-            "podSubnets": pod_subnets,
-            "snapshot": base64.b64encode(snapshot).decode(),
+            "options": asdict(saved.options),
+            "netns": saved.netns,
+            "source": saved.source,
+            "podSubnets": saved.pod_subnets,
+            "snapshot": base64.b64encode(saved.snapshot).decode(),
         },
-        "plan": plan_to_json(planned.plan),
+        "plan": saved.plan,
     }
     write_atomic(path, json.dumps(document, indent=1) + "\n", mode=0o600)
 
 
 def parse_plan(data: bytes, where: str) -> SavedPlan:
-    """A saved plan from its bytes; anything malformed is invalid input naming `where` and the field."""
+    """A saved plan from its bytes; anything malformed is invalid input naming `where` and the
+    field."""
     from kindplan.core.document import parse_document
 
     doc = parse_document(data, where)

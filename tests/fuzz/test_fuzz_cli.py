@@ -80,12 +80,12 @@ import kindplan.cli
 import kindplan.core.model
 import kindplan.node.netns
 import kindplan.node.ports
+from kindplan.agent.sources import read_source
 from kindplan.cli import main
 from kindplan.core.model import Options, Plan
 from kindplan.core.planview import plan_to_json
 from kindplan.core.snapshot import parse_snapshot
 from kindplan.errors import InvalidInputError
-from kindplan.agent.sources import read_source
 from kindplan.node.saved import SAVED_KIND, SavedPlan, parse_plan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -517,6 +517,11 @@ def _mutate(draw: st.DrawFn, doc: Any) -> Any:
             path = draw(st.sampled_from(places))
             doc = PROPS._put(doc, path, draw(st.sampled_from(_other_family(PROPS._get(doc, path)))))
         return doc
+    return _edit_a_string(draw, doc, kind)
+
+
+def _edit_a_string(draw: st.DrawFn, doc: Any, kind: str) -> Any:
+    """A control character, a non-ASCII digit or a long repeat in one string, a name's if any."""
     strings = _leaves(doc, str)
     named = [p for p in strings if p[-1] in NAME_KEYS] or strings
     if not named:
@@ -796,6 +801,18 @@ def encoded(draw: st.DrawFn, doc: Any) -> Encoded:
     edit = draw(st.sampled_from(TEXT_EDITS))
     event(f"text: {edit}")
     at = draw(st.integers(0, len(data)))
+    if edit == "bom":  # the same document in other bytes
+        return Encoded(b"\xef\xbb\xbf" + data, suffix, False, not shared)
+    if edit == "crlf":
+        return Encoded(data.replace(b"\n", b"\r\n"), suffix, False, not shared)
+    broken = _break_syntax(draw, edit, doc, data, suffix)
+    broken = broken or _break_bytes(draw, edit, data, suffix, at)
+    return broken or Encoded(data, suffix, False, not shared)
+
+
+def _break_syntax(draw: st.DrawFn, edit: str, doc: Any, data: bytes, suffix: str) -> Encoded | None:
+    """An edit that knows JSON or YAML: a duplicate key, deep nesting, a YAML token or alias
+    bomb. None if `edit` is another or does not fit this text."""
     if edit == "duplicate key":
         again = _yaml_with_duplicate_key(draw, data) if suffix == ".yaml" else None
         if again is not None:
@@ -816,24 +833,6 @@ def encoded(draw: st.DrawFn, doc: Any) -> Encoded:
         else:
             data = data.rstrip(b"\n") + b"\ndeep: " + deep + b"\n"
         return Encoded(data, suffix, deep.endswith(b"["), False)
-    elif edit == "not utf-8":
-        return Encoded(data[:at] + draw(st.sampled_from(BAD_UTF8)) + data[at:], suffix, True, False)
-    elif edit == "nul byte":
-        return Encoded(data[:at] + b"\x00" + data[at:], suffix, True, False)
-    elif edit == "bom":
-        return Encoded(b"\xef\xbb\xbf" + data, suffix, False, not shared)
-    elif edit == "utf-16":
-        with contextlib.suppress(UnicodeDecodeError):
-            wide = data.decode("utf-8").encode(draw(st.sampled_from(["utf-16", "utf-32"])))
-            return Encoded(wide, suffix, True, False)
-    elif edit == "truncate":
-        return Encoded(data[: draw(st.integers(0, max(0, len(data) - 1)))], suffix, False, False)
-    elif edit == "crlf":
-        return Encoded(data.replace(b"\n", b"\r\n"), suffix, False, not shared)
-    elif edit == "control byte":
-        return Encoded(
-            data[:at] + draw(st.sampled_from(CONTROL_BYTES)) + data[at:], suffix, False, False
-        )
     elif edit == "yaml token" and suffix == ".yaml":
         lines = list(YAML_KEY_LINE.finditer(data))
         if lines:
@@ -842,12 +841,32 @@ def encoded(draw: st.DrawFn, doc: Any) -> Encoded:
             return Encoded(data[: m.start(4)] + token + data[m.end(4) :], suffix, False, False)
     elif edit == "alias bomb" and suffix == ".yaml" and not data.startswith(b"--- "):
         return Encoded(data.rstrip(b"\n") + b"\n" + _alias_bomb_lines(draw), suffix, False, False)
-    elif edit == "random bytes" and data:
+    return None
+
+
+def _break_bytes(draw: st.DrawFn, edit: str, data: bytes, suffix: str, at: int) -> Encoded | None:
+    """An edit blind to the syntax, at byte `at` or anywhere. None if `edit` is another (or the
+    text is not UTF-8 to re-encode, or empty)."""
+    if edit == "not utf-8":
+        return Encoded(data[:at] + draw(st.sampled_from(BAD_UTF8)) + data[at:], suffix, True, False)
+    if edit == "nul byte":
+        return Encoded(data[:at] + b"\x00" + data[at:], suffix, True, False)
+    if edit == "utf-16":
+        with contextlib.suppress(UnicodeDecodeError):
+            wide = data.decode("utf-8").encode(draw(st.sampled_from(["utf-16", "utf-32"])))
+            return Encoded(wide, suffix, True, False)
+    if edit == "truncate":
+        return Encoded(data[: draw(st.integers(0, max(0, len(data) - 1)))], suffix, False, False)
+    if edit == "control byte":
+        return Encoded(
+            data[:at] + draw(st.sampled_from(CONTROL_BYTES)) + data[at:], suffix, False, False
+        )
+    if edit == "random bytes" and data:
         raw = bytearray(data)
         for _ in range(draw(st.integers(1, 4))):
             raw[draw(st.integers(0, len(raw) - 1))] = draw(st.integers(0, 255))
         return Encoded(bytes(raw), suffix, False, False)
-    return Encoded(data, suffix, False, not shared)
+    return None
 
 
 @dataclass
@@ -969,38 +988,14 @@ def saved_plan_verdict(doc: Any) -> tuple[frozenset[int], str]:
     which the snapshot campaign tests.
     """
     bad = frozenset({65})
-    if not isinstance(doc, dict) or doc.get("kind") != SAVED_KIND:
-        return bad, "not a saved plan"
-    if not isinstance(doc.get("fingerprint"), str):
-        return bad, "fingerprint"
-    if not isinstance(doc.get("plan"), dict):
-        return bad, "plan: the reviewed plan is part of a saved plan"
-    inputs = doc.get("inputs")
-    if not isinstance(inputs, dict):
-        return bad, "inputs"
-    options = inputs.get("options")
-    if not isinstance(options, dict) or set(options) != OPTION_KEYS:
-        return bad, "inputs.options: unknown or missing keys"
-    for key, value in options.items():
-        if not _option_ok(key, value):
-            return bad, f"inputs.options.{key} = {value!r:.60}"
-    netns = inputs.get("netns", "(missing)")
-    if "netns" not in inputs or not netns_name_ok(netns):
-        return bad, f"inputs.netns = {netns!r:.60}"
-    if not isinstance(inputs.get("source"), str):
-        return bad, "inputs.source"
-    subnets = inputs.get("podSubnets")
-    if not isinstance(subnets, list) or not all(isinstance(s, str) for s in subnets):
-        return bad, "inputs.podSubnets"
-    encoded_snapshot = inputs.get("snapshot")
-    if not isinstance(encoded_snapshot, str):
-        return bad, "inputs.snapshot"
-    try:
-        data = base64.b64decode(encoded_snapshot, validate=True)
-    except ValueError:
-        return bad, "inputs.snapshot: bad base64"
+    malformed = _malformed_plan(doc)
+    if malformed is not None:
+        return bad, malformed
+    inputs = doc["inputs"]
+    netns = inputs["netns"]
+    data = base64.b64decode(inputs["snapshot"], validate=True)
     # the saved pod subnets are --pod-subnet values: split at commas and stripped, as there
-    subnets = [part.strip() for s in subnets for part in s.split(",") if part.strip()]
+    subnets = [part.strip() for s in inputs["podSubnets"] for part in s.split(",") if part.strip()]
     try:
         with bounded(TIME_LIMIT):
             parse_snapshot(data, source=inputs["source"], pod_subnets=subnets)
@@ -1014,6 +1009,46 @@ def saved_plan_verdict(doc: Any) -> tuple[frozenset[int], str]:
     return frozenset({1, 65}), missing + " (an unusual name: 65 is fine too)"
 
 
+def _malformed_plan(doc: Any) -> str | None:
+    """What makes `doc` no saved plan, if anything: its kind, a field, an input."""
+    if not isinstance(doc, dict) or doc.get("kind") != SAVED_KIND:
+        return "not a saved plan"
+    if not isinstance(doc.get("fingerprint"), str):
+        return "fingerprint"
+    if not isinstance(doc.get("plan"), dict):
+        return "plan: the reviewed plan is part of a saved plan"
+    inputs = doc.get("inputs")
+    if not isinstance(inputs, dict):
+        return "inputs"
+    return _malformed_inputs(inputs)
+
+
+def _malformed_inputs(inputs: dict[str, Any]) -> str | None:
+    """What is wrong with a saved plan's inputs, apart from the snapshot's content."""
+    options = inputs.get("options")
+    if not isinstance(options, dict) or set(options) != OPTION_KEYS:
+        return "inputs.options: unknown or missing keys"
+    for key, value in options.items():
+        if not _option_ok(key, value):
+            return f"inputs.options.{key} = {value!r:.60}"
+    netns = inputs.get("netns", "(missing)")
+    if "netns" not in inputs or not netns_name_ok(netns):
+        return f"inputs.netns = {netns!r:.60}"
+    if not isinstance(inputs.get("source"), str):
+        return "inputs.source"
+    subnets = inputs.get("podSubnets")
+    if not isinstance(subnets, list) or not all(isinstance(s, str) for s in subnets):
+        return "inputs.podSubnets"
+    encoded_snapshot = inputs.get("snapshot")
+    if not isinstance(encoded_snapshot, str):
+        return "inputs.snapshot"
+    try:
+        base64.b64decode(encoded_snapshot, validate=True)
+    except ValueError:
+        return "inputs.snapshot: bad base64"
+    return None
+
+
 def _mutate_saved(draw: st.DrawFn, doc: Any, snapshots: list[bytes]) -> Any:
     """One mutation of a saved plan document (one that an earlier mutation broke is left be)."""
     if not (
@@ -1022,7 +1057,7 @@ def _mutate_saved(draw: st.DrawFn, doc: Any, snapshots: list[bytes]) -> Any:
         and isinstance(doc["inputs"].get("options"), dict)
     ):
         return doc
-    inputs, options = doc["inputs"], doc["inputs"]["options"]
+    inputs = doc["inputs"]
     what = draw(
         st.sampled_from(
             [
@@ -1058,15 +1093,8 @@ def _mutate_saved(draw: st.DrawFn, doc: Any, snapshots: list[bytes]) -> Any:
             doc.pop(what, None)
         else:
             doc[what] = draw(wrong)
-    elif what == "options":
-        inputs["options"] = draw(wrong | st.just([asdict(Options(node="x"))]))
-    elif what == "option unknown":
-        options[draw(st.sampled_from(UNKNOWN_OPTIONS))] = draw(wrong)
-    elif what == "option missing" and options:
-        options.pop(draw(st.sampled_from(sorted(options))))
-    elif what == "option wrong":
-        key = draw(st.sampled_from(sorted(OPTION_VALUES)))
-        options[key] = draw(st.sampled_from(OPTION_VALUES[key]))
+    elif what.startswith("option"):
+        _mutate_options(draw, inputs, what)
     elif what == "netns":
         inputs["netns"] = draw(st.sampled_from(NETNS_NAMES))
     elif what == "source":
@@ -1085,6 +1113,21 @@ def _mutate_saved(draw: st.DrawFn, doc: Any, snapshots: list[bytes]) -> Any:
     elif what == "top level":
         return draw(st.sampled_from([[doc], "x", 5, None]))
     return doc
+
+
+def _mutate_options(draw: st.DrawFn, inputs: dict[str, Any], what: str) -> None:
+    """One mutation of inputs.options: of its type, or of a key (unknown, missing, wrong)."""
+    options = inputs["options"]
+    wrong = st.sampled_from(WRONG_TYPES)
+    if what == "options":
+        inputs["options"] = draw(wrong | st.just([asdict(Options(node="x"))]))
+    elif what == "option unknown":
+        options[draw(st.sampled_from(UNKNOWN_OPTIONS))] = draw(wrong)
+    elif what == "option missing" and options:
+        options.pop(draw(st.sampled_from(sorted(options))))
+    elif what == "option wrong":
+        key = draw(st.sampled_from(sorted(OPTION_VALUES)))
+        options[key] = draw(st.sampled_from(OPTION_VALUES[key]))
 
 
 @st.composite

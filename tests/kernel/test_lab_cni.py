@@ -67,7 +67,8 @@ def build_lab(
     fixture: str,
     node: str,
     uplink: tuple[str, ...],
-    cni_version: str | None = None,
+    *,
+    cni_version: str | None = None,  # instead of the fixture's
 ) -> Lab:
     """The fixture's conflist for `node`, rendered by kindplan, and a node namespace whose eth0
     (a veth pair with both ends inside) has the node's addresses."""
@@ -105,7 +106,12 @@ def seed_lab(make_netns: Callable[[], str], tmp_path: Path) -> Lab:
 def checkable_lab(make_netns: Callable[[], str], tmp_path: Path) -> Lab:
     """The same node with cniVersion 1.0.0, which has CHECK and prevResult on DEL."""
     return build_lab(
-        make_netns, tmp_path, "seed-lab", "k8s-guide-worker2", ("172.18.0.12/16",), "1.0.0"
+        make_netns,
+        tmp_path,
+        "seed-lab",
+        "k8s-guide-worker2",
+        ("172.18.0.12/16",),
+        cni_version="1.0.0",
     )
 
 

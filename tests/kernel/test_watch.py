@@ -11,6 +11,7 @@ import copy
 import os
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -122,22 +123,29 @@ def without_pods(doc: dict[str, Any]) -> str:
     return yaml.safe_dump(doc)
 
 
+@dataclass(frozen=True)
+class Cut:
+    """A shrunken snapshot: what it lost, the guard's word for those routes, the routes that
+    go once the guard gives way and those that stay."""
+
+    lost: str
+    kind: str
+    gone: tuple[str, ...]
+    kept: tuple[str, ...]
+
+
 @pytest.mark.parametrize(
-    ("cut", "kind", "gone", "kept"),
+    "cut",
     [
-        ("peers", "peer", PEERS, POD_ROUTES),  # a node list that lost every peer
-        ("pods", "pod", POD_ROUTES, PEERS),  # a snapshot cut before `pods:`
+        Cut("peers", "peer", PEERS, POD_ROUTES),  # a node list that lost every peer
+        Cut("pods", "pod", POD_ROUTES, PEERS),  # a snapshot cut before `pods:`
     ],
+    ids=lambda cut: cut.lost,
 )
 def test_deletion_guard_holds_back_a_shrunken_cluster(
-    seed_worker2: Node,
-    snapshot_file: Path,
-    cut: str,
-    kind: str,
-    gone: tuple[str, ...],
-    kept: tuple[str, ...],
+    seed_worker2: Node, snapshot_file: Path, cut: Cut
 ) -> None:
-    ns = seed_worker2.ns
+    ns, kind, gone, kept = seed_worker2.ns, cut.kind, cut.gone, cut.kept
     loop = Watcher(
         watch_args(seed_worker2, snapshot_file, "--interval", "300ms", "--hold-rounds", "4")
     )
@@ -150,7 +158,8 @@ def test_deletion_guard_holds_back_a_shrunken_cluster(
         line = loop.wait_for(r"error .*keeping the last good snapshot", after=line)
         assert all(has_route(ns, dst) for dst in PEERS)
 
-        replace_file(snapshot_file, with_nodes(doc, own) if cut == "peers" else without_pods(doc))
+        shrunken = with_nodes(doc, own) if cut.lost == "peers" else without_pods(doc)
+        replace_file(snapshot_file, shrunken)
         for streak in (1, 2, 3):
             line = loop.wait_for(
                 rf"deletion guard: holding back 2 of 2 {kind} route\(s\) .*round {streak}\)",

@@ -60,8 +60,9 @@ def walk(
     target: str = "web-0",
     version: int = 4,
     uplink: Uplink = SEED_UPLINK,
+    *,
     port: int | None = None,
-    world: World | None = None,
+    world: World | None = None,  # a prepared world instead of one built from the two above
 ) -> Trace:
     snap = load(snapshot_path)
     world = world or build_world(snap, uplink)
