@@ -380,7 +380,8 @@ class Options:
 #
 # Each change type carries, in its class below, what it means wherever it goes: its `action`
 # (+ ~ -), `kind` and `describe()` for the plan's text and JSON, its `undo()` and `undo_rank`, and
-# `encode()`/`decode()` for the journal. The code that acts on the node, or weighs a change
+# `encode()`/`decode()` for the journal, whose undo line waits for the disk when it is `on_disk`
+# (outlives a reboot). The code that acts on the node, or weighs a change
 # against it, dispatches with a `match` that ends in assert_never (node/apply.py's apply_change
 # and route_write, diff's _in_effect, guard's removed_state and owned_routes_delta, planview's
 # details), so that mypy names every place a new change type is missing from; a class without
@@ -400,6 +401,7 @@ class SetSysctl:
     kind: ClassVar[str] = "sysctl"
     action: ClassVar[str] = "~"
     undo_rank: ClassVar[int] = 6
+    on_disk: ClassVar[bool] = False
 
     def describe(self) -> str:
         return f"sysctl {self.name} = {self.value} (was {self.old})"
@@ -423,6 +425,7 @@ class AddAddress:
     kind: ClassVar[str] = "address"
     action: ClassVar[str] = "+"
     undo_rank: ClassVar[int] = 1
+    on_disk: ClassVar[bool] = False
 
     def describe(self) -> str:
         return f"address {_address_text(self.address)} (pod {self.address.pod})"
@@ -445,6 +448,7 @@ class AddRoute:
     kind: ClassVar[str] = "route"
     action: ClassVar[str] = "+"
     undo_rank: ClassVar[int] = 2
+    on_disk: ClassVar[bool] = False
 
     def describe(self) -> str:
         return f"route {route_text(self.route)}{_why(route_for(self.route))}"
@@ -468,6 +472,7 @@ class ReplaceRoute:
     kind: ClassVar[str] = "route"
     action: ClassVar[str] = "~"
     undo_rank: ClassVar[int] = 2
+    on_disk: ClassVar[bool] = False
 
     def describe(self) -> str:
         was = f"was {route_was(self.old)}"
@@ -503,6 +508,7 @@ class WriteChain:
 
     kind: ClassVar[str] = "iptables"
     undo_rank: ClassVar[int] = 3
+    on_disk: ClassVar[bool] = False
 
     @property
     def action(self) -> str:
@@ -572,6 +578,7 @@ class RemoveChain:
     kind: ClassVar[str] = "iptables"
     action: ClassVar[str] = "-"
     undo_rank: ClassVar[int] = 3
+    on_disk: ClassVar[bool] = False
 
     def describe(self) -> str:
         table = _iptables(self.version)
@@ -610,6 +617,7 @@ class DelAddress:
     kind: ClassVar[str] = "address"
     action: ClassVar[str] = "-"
     undo_rank: ClassVar[int] = 5
+    on_disk: ClassVar[bool] = False
 
     def describe(self) -> str:
         return f"address {_address_text(self.address)}"
@@ -633,6 +641,7 @@ class DeleteConflist:
     kind: ClassVar[str] = "conflist"
     action: ClassVar[str] = "-"
     undo_rank: ClassVar[int] = 0
+    on_disk: ClassVar[bool] = True
 
     def describe(self) -> str:
         return f"file {self.path}"
@@ -655,6 +664,7 @@ class DelRoute:
     kind: ClassVar[str] = "route"
     action: ClassVar[str] = "-"
     undo_rank: ClassVar[int] = 4
+    on_disk: ClassVar[bool] = False
 
     def describe(self) -> str:
         # Observed routes carry no peer: one of ours that nothing wants any more is stale.
@@ -680,6 +690,7 @@ class WriteConflist:
 
     kind: ClassVar[str] = "conflist"
     undo_rank: ClassVar[int] = 7
+    on_disk: ClassVar[bool] = True
 
     @property
     def action(self) -> str:

@@ -23,10 +23,8 @@ from typing import Any
 from kindplan.core.model import (
     AddRoute,
     Change,
-    DeleteConflist,
     DelRoute,
     Route,
-    WriteConflist,
     decode_change,
     encode_route,
     format_ip,
@@ -200,7 +198,7 @@ class Recording:
         """Append the undo of `changes` (about to be made); durable when one is a file."""
         text = "" if self._header is None else self._header + "\n"
         text += '{"undo":' + _encode_undo(undo_all(changes)) + "}\n"
-        self._append(text, durable=any(isinstance(c, _FILES) for c in changes))
+        self._append(text, durable=any(c.on_disk for c in changes))
         self._header = None
 
     def complete(self) -> None:
@@ -242,8 +240,6 @@ class Recording:
         except OSError as e:
             raise RuntimeFailure(f"{self.path}: cannot write the journal: {e.strerror}") from e
 
-
-_FILES = (WriteConflist, DeleteConflist)
 
 
 def _spans(data: bytes, unusable: Callable[[str], RuntimeFailure]) -> list[tuple[int, int]]:

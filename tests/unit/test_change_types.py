@@ -27,6 +27,7 @@ class FlushTable:
     kind: ClassVar[str] = "route"
     action: ClassVar[str] = "-"
     undo_rank: ClassVar[int] = 4
+    on_disk: ClassVar[bool] = False
 
     def describe(self) -> str:
         return f"table {self.table}"
@@ -58,7 +59,7 @@ DISPATCHES = {
     "node/apply.py:apply_change",
     "node/apply.py:route_write",
 }
-METHODS = ("kind", "action", "undo_rank", "describe", "undo", "encode", "decode")
+METHODS = ("kind", "action", "undo_rank", "on_disk", "describe", "undo", "encode", "decode")
 
 
 def _function_at(path: Path, line: int) -> str:
