@@ -9,7 +9,6 @@ namespace the thread is in; netns.enter_netns moves it first.
 from __future__ import annotations
 
 import errno
-import operator
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,7 +44,6 @@ class Kernel:
         except OSError as e:
             raise _kernel_error("cannot open a netlink socket", e) from e
         self._index: dict[str, int] = {}
-        self._routes: tuple[list[Route], tuple[Route, ...]] = ([], ())  # last dump, sorted
         self._expect: tuple[Route, ...] = ()
         # route_ident -> route of the expected routes, and the (routes, links) it was made for
         self._expected: tuple[object, dict[RouteIdent, Route]] = (None, {})
@@ -84,12 +82,7 @@ class Kernel:
             routes = self._netlink.routes(MAIN_TABLE, names, self._expected_idents())
         except OSError as e:
             raise _kernel_error("netlink dump of routes failed", e) from e
-        last = self._routes
-        if len(routes) == len(last[0]) and all(map(operator.is_, routes, last[0])):
-            return last[1]  # the very same routes as last time (netlink's parse memo): no sort
-        ordered = tuple(sorted(routes, key=ROUTE_ORDER))
-        self._routes = (routes, ordered)
-        return ordered
+        return tuple(sorted(routes, key=ROUTE_ORDER))
 
     def route_digest(self) -> bytes:
         """A digest of the main table as dumped (links must have been read for the names)."""
