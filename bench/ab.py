@@ -3,10 +3,11 @@ part worth its code?
 
     sudo .venv/bin/python bench/ab.py FIGURE TREE_A TREE_B... [--nodes 5000] [--v4] [--rounds 7]
 
-FIGURE is full-apply, converged-apply, round (Loop.round, in-process) or render (start-up
-on the seed lab). A tree is a folder holding kindplan/, templates/ and schemas/ (a checkout, or
-`git archive REV | tar -x -C DIR`). The trees take turns, the first one alternating, so that both
-meet the same stretches of a busy machine; each prints the median of its turns and every turn.
+FIGURE is full-apply, converged-apply, one-added, round (Loop.round, in-process) or render
+(start-up on the seed lab). A tree is a folder holding kindplan/, templates/ and schemas/ (a
+checkout, or `git archive REV | tar -x -C DIR`). The trees take turns, the first one alternating,
+so that both meet the same stretches of a busy machine; each prints the median of its turns and
+every turn.
 --instructions counts a whole process's instructions with valgrind's callgrind instead of timing
 it (not the round, which runs in-process): a count the machine's noise cannot move, though it
 leaves out the kernel's share (the route writes themselves).
@@ -41,7 +42,9 @@ def use(tree: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("figure", choices=["full-apply", "converged-apply", "round", "render"])
+    parser.add_argument(
+        "figure", choices=["full-apply", "converged-apply", "one-added", "round", "render"]
+    )
     parser.add_argument("trees", type=Path, nargs="+", help="the first is the reference")
     parser.add_argument("--nodes", type=int, default=5000)
     parser.add_argument("--v4", action="store_true", help="IPv4 only (default: dual-stack)")
@@ -56,6 +59,7 @@ def main() -> int:
         os.chdir(work)  # python -m puts the working directory first: it must hold no kindplan
         snapshot = work / "cluster.json"
         snapshot.write_text(json.dumps(cluster_doc(args.nodes, v6=dual)))
+        (work / "plus1.json").write_text(json.dumps(cluster_doc(args.nodes + 1, v6=dual)))
         measure = Figure(args.figure, work, snapshot, dual, trees)
         measure.instructions = args.instructions
         for turn in range(args.rounds):
@@ -112,6 +116,11 @@ class Figure:
         if self.name == "full-apply":
             with run.node_ns(self.dual) as ns:
                 return self.process(run.apply_cmd(self.snapshot, ns, self.work / f"w{self.count}"))
+        if self.name == "one-added":  # a node converged with the snapshot, then one node more
+            with run.node_ns(self.dual) as ns:
+                state = self.work / f"w{self.count}"
+                run.run_timed(run.apply_cmd(self.snapshot, ns, state))
+                return self.process(run.apply_cmd(self.work / "plus1.json", ns, state))
         if self.name == "converged-apply":
             assert self.ns is not None
             return self.process(run.apply_cmd(self.snapshot, self.ns, self.state(tree)))
