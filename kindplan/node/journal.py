@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from json.encoder import encode_basestring_ascii as _json_str
 from pathlib import Path
 from typing import Any
 
@@ -382,28 +381,7 @@ def _line(generation: dict[str, Any]) -> str:
 
 
 def _encode_undo(undo: tuple[Change, ...]) -> str:
-    """json.dumps([_encode(c) for c in undo]) with _line's separators, the routes written
-    directly: 10,000 of them went through a dict each and json's walk of it (~0.1 s)."""
-    parts = []
-    for change in undo:
-        if isinstance(change, AddRoute | DelRoute):
-            kind = "AddRoute" if isinstance(change, AddRoute) else "DelRoute"
-            parts.append(f'{{"type":"{kind}","route":{_route_json(change.route)}}}')
-        else:
-            parts.append(json.dumps(_encode(change), separators=(",", ":")))
-    return "[" + ",".join(parts) + "]"
-
-
-def _route_json(r: Route) -> str:
-    """_route(r) exactly as json.dumps writes it (strings through json's own C escaper)."""
-    if r.special is not None:  # (the routes kindplan writes are journaled without its fields)
-        return json.dumps(_route(r), separators=(",", ":"))
-    gateway = _json_str(format_ip(r.gateway)) if r.gateway else "null"
-    return (
-        f'{{"dst":{_json_str(format_net(r.dst))},"ifname":{_json_str(r.ifname)},'
-        f'"gateway":{gateway},"scope":{_json_str(r.scope)},"metric":{int(r.metric)},'
-        f'"proto":{int(r.proto)},"table":{int(r.table)},"peer":{_json_str(r.peer)}}}'
-    )
+    return json.dumps([_encode(c) for c in undo], separators=(",", ":"))
 
 
 def _decode_generation(number: int, records: list[dict[str, Any]]) -> Generation:
