@@ -114,7 +114,6 @@ def make_plan(
     warnings += assumed
     facts = host_facts(snapshot, uplink, options.mtu)
     desired = call(compile_desired, snapshot, node.name, facts, route_proto=options.route_proto)
-    kernel.expect(desired.routes)
     path = conflist_path(snapshot, options)
     observed = read_observed(kernel, iptables, path, snapshot.families)
     plan = call(
