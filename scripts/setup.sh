@@ -39,8 +39,8 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
   say "kindplan and its test extras are installed in $VENV (pyproject.toml unchanged)"
 else
   say "installing kindplan (editable) with its test extras into $VENV: typer, jinja2," \
-    "jsonschema, pyroute2, deepdiff, PyYAML, prometheus-client, kubernetes; pytest, hypothesis," \
-    "ruff, mypy, pre-commit (half a minute or more the first time)"
+    "jsonschema, pyroute2, deepdiff, PyYAML, prometheus-client, inotify-simple, kubernetes; pytest," \
+    "hypothesis, ruff, mypy, pre-commit (half a minute or more the first time)"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
   printf '%s\n' "$wanted" >"$stamp"
 fi

@@ -1,10 +1,14 @@
-"""The reconcile loop's log: one line per event, for people (text) or for machines (JSON lines)."""
+"""The reconcile loop's log: one line per event, for people (text) or for machines (JSON lines).
+
+The standard library's logging writes it (a handler's lock serialises the API watches' threads);
+what is ours is the line: `time level message key=value...`, or one JSON object.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
-import threading
 import time
 from typing import Any, TextIO
 
@@ -17,21 +21,14 @@ class Log:
     def __init__(self, fmt: str = "text", stream: TextIO | None = None) -> None:
         self.json = fmt == "json"
         self.stream = stream if stream is not None else sys.stderr
-        self._lock = threading.Lock()  # a source's threads (the API watches) log too
+        handler = logging.StreamHandler(self.stream)
+        handler.setFormatter(_LineFormatter(self.json))
+        # A logger of its own, outside logging's registry: each Log writes to its own stream only.
+        self._logger = logging.Logger("kindplan")
+        self._logger.addHandler(handler)
 
     def __call__(self, level: str, msg: str, **fields: Any) -> None:
-        now = time.time()
-        stamp = (
-            time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
-        )
-        if self.json:
-            line = json.dumps({"time": stamp, "level": level, "msg": msg, **fields})
-        else:
-            extra = " ".join(f"{k}={_text(v)}" for k, v in fields.items())
-            line = one_line(f"{stamp} {level} {msg}" + (f" {extra}" if extra else ""))
-        with self._lock:
-            self.stream.write(line + "\n")
-            self.stream.flush()
+        self._logger.log(logging.getLevelName(level.upper()), msg, extra={"fields": fields})
 
     def info(self, msg: str, **fields: Any) -> None:
         self("info", msg, **fields)
@@ -41,6 +38,22 @@ class Log:
 
     def error(self, msg: str, **fields: Any) -> None:
         self("error", msg, **fields)
+
+
+class _LineFormatter(logging.Formatter):
+    def __init__(self, as_json: bool) -> None:
+        super().__init__()
+        self.as_json = as_json
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        stamp += f".{int(record.msecs):03d}Z"
+        level, msg = record.levelname.lower(), record.getMessage()
+        fields: dict[str, Any] = getattr(record, "fields", {})
+        if self.as_json:
+            return json.dumps({"time": stamp, "level": level, "msg": msg, **fields})
+        extra = " ".join(f"{k}={_text(v)}" for k, v in fields.items())
+        return one_line(f"{stamp} {level} {msg}" + (f" {extra}" if extra else ""))
 
 
 def _text(value: Any) -> str:

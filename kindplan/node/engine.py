@@ -122,7 +122,6 @@ def make_plan(
     warnings += assumed
     facts = host_facts(snapshot, uplink, options.mtu)
     desired = call(compile_desired, snapshot, node.name, facts, route_proto=options.route_proto)
-    kernel.expect(desired.routes)
     observed = read_observed(kernel, iptables, where, local_pods)
     plan = call(
         diff,

@@ -16,19 +16,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from json.encoder import encode_basestring_ascii as _json_str
 from pathlib import Path
 from typing import Any
 
 from kindplan.core.model import (
-    AddRoute,
     Change,
-    DelRoute,
-    Route,
     decode_change,
-    encode_route,
-    format_ip,
-    format_net,
 )
 from kindplan.core.schemacheck import compile_schema
 from kindplan.errors import RuntimeFailure, one_line
@@ -241,7 +234,6 @@ class Recording:
             raise RuntimeFailure(f"{self.path}: cannot write the journal: {e.strerror}") from e
 
 
-
 def _spans(data: bytes, unusable: Callable[[str], RuntimeFailure]) -> list[tuple[int, int]]:
     """(number, offset) of each generation's header line: only the headers are parsed, which
     spares an apply reading 10 generations of 10,000 undos each; load() checks every line."""
@@ -322,28 +314,7 @@ def _line(generation: dict[str, Any]) -> str:
 
 
 def _encode_undo(undo: tuple[Change, ...]) -> str:
-    """json.dumps([c.encode() for c in undo]) with _line's separators, the routes written
-    directly: 10,000 of them went through a dict each and json's walk of it (~0.1 s)."""
-    parts = []
-    for change in undo:
-        if isinstance(change, AddRoute | DelRoute):
-            kind = "AddRoute" if isinstance(change, AddRoute) else "DelRoute"
-            parts.append(f'{{"type":"{kind}","route":{_route_json(change.route)}}}')
-        else:
-            parts.append(json.dumps(change.encode(), separators=(",", ":")))
-    return "[" + ",".join(parts) + "]"
-
-
-def _route_json(r: Route) -> str:
-    """encode_route(r) exactly as json.dumps writes it (strings through json's own C escaper)."""
-    if r.special is not None:  # (the routes kindplan writes are journaled without its fields)
-        return json.dumps(encode_route(r), separators=(",", ":"))
-    gateway = _json_str(format_ip(r.gateway)) if r.gateway else "null"
-    return (
-        f'{{"dst":{_json_str(format_net(r.dst))},"ifname":{_json_str(r.ifname)},'
-        f'"gateway":{gateway},"scope":{_json_str(r.scope)},"metric":{int(r.metric)},'
-        f'"proto":{int(r.proto)},"table":{int(r.table)},"peer":{_json_str(r.peer)}}}'
-    )
+    return json.dumps([c.encode() for c in undo], separators=(",", ":"))
 
 
 def _decode_generation(number: int, records: list[dict[str, Any]]) -> Generation:

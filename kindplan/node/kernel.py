@@ -9,13 +9,12 @@ namespace the thread is in; netns.enter_netns moves it first.
 from __future__ import annotations
 
 import errno
-import operator
 from collections.abc import Sequence
 from pathlib import Path
 
 from kindplan.core.model import MAIN_TABLE, ROUTE_ORDER, Address, Link, Route, Sysctl
 from kindplan.errors import RuntimeFailure
-from kindplan.node.netlink import Netlink, NetlinkError, RouteIdent, RouteWrite, route_ident
+from kindplan.node.netlink import Netlink, NetlinkError, RouteWrite
 
 
 class KernelError(RuntimeFailure):
@@ -45,10 +44,6 @@ class Kernel:
         except OSError as e:
             raise _kernel_error("cannot open a netlink socket", e) from e
         self._index: dict[str, int] = {}
-        self._routes: tuple[list[Route], tuple[Route, ...]] = ([], ())  # last dump, sorted
-        self._expect: tuple[Route, ...] = ()
-        # route_ident -> route of the expected routes, and the (routes, links) it was made for
-        self._expected: tuple[object, dict[RouteIdent, Route]] = (None, {})
 
     def close(self) -> None:
         self._netlink.close()
@@ -63,33 +58,14 @@ class Kernel:
         self._index = {link.name: link.index for link in links}
         return links
 
-    def expect(self, routes: tuple[Route, ...]) -> None:
-        """The routes the next dumps should show (the desired ones): a dumped route that matches
-        one of them field for field is not parsed into new objects (verifying 10,000 routes
-        after a full apply took 0.2-0.4 s of parsing)."""
-        self._expect = routes
-
-    def _expected_idents(self) -> dict[RouteIdent, Route]:
-        made_for = (self._expect, self._index)
-        if self._expected[0] != made_for:  # a link re-created with a new index, say
-            index = self._index
-            table = {route_ident(r, index[r.ifname]): r for r in self._expect if r.ifname in index}
-            self._expected = (made_for, table)
-        return self._expected[1]
-
     def read_routes(self) -> tuple[Route, ...]:
         """Unicast routes of the main table, both families (links must have been read first)."""
         names = {index: name for name, index in self._index.items()}
         try:
-            routes = self._netlink.routes(MAIN_TABLE, names, self._expected_idents())
+            routes = self._netlink.routes(MAIN_TABLE, names)
         except OSError as e:
             raise _kernel_error("netlink dump of routes failed", e) from e
-        last = self._routes
-        if len(routes) == len(last[0]) and all(map(operator.is_, routes, last[0])):
-            return last[1]  # the very same routes as last time (netlink's parse memo): no sort
-        ordered = tuple(sorted(routes, key=ROUTE_ORDER))
-        self._routes = (routes, ordered)
-        return ordered
+        return tuple(sorted(routes, key=ROUTE_ORDER))
 
     def route_digest(self) -> bytes:
         """A digest of the main table as dumped (links must have been read for the names)."""

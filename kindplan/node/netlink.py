@@ -332,14 +332,8 @@ class Netlink:
         ]
         return tuple(sorted(links, key=lambda link: link.name))
 
-    def routes(
-        self, table: int, names: dict[int, str], expected: dict[RouteIdent, Route] | None = None
-    ) -> list[Route]:
-        """Unicast routes of `table`, both families; the kernel filters by table.
-
-        `expected` (route_ident -> route, e.g. the desired routes) spares building the objects of
-        a message that matches one of them field for field: the same Route comes back.
-        """
+    def routes(self, table: int, names: dict[int, str]) -> list[Route]:
+        """Unicast routes of `table`, both families; the kernel filters by table."""
         found = []
         if names != self._parsed_names:
             self._parsed, self._parsed_names = {}, dict(names)
@@ -352,7 +346,7 @@ class Netlink:
                 if content in known:
                     route = known[content]
                 else:
-                    route = _parse_route(kind, message, table, names, expected, layouts)
+                    route = _parse_route(kind, message, table, names, layouts)
                 parsed[content] = route
                 if route is not None:
                     found.append(route)
@@ -603,31 +597,11 @@ def route_content(message: bytes) -> bytes:
     return message[4:6] + message[_NLMSG.size :]
 
 
-# What a dumped route message says that _parse_route reads: (family, dst_len, table, proto,
-# scope, dst, gateway, oif, metric), addresses packed and b"" when absent.
-RouteIdent = tuple[int, int, int, int, int, bytes, bytes, int, int]
-
-
-def route_ident(route: Route, ifindex: int) -> RouteIdent:
-    """The RouteIdent of the message the kernel would dump for `route` on link `ifindex`."""
-    dst = route.dst
-    return (
-        _FAMILY[dst.version],
-        dst.prefixlen,
-        route.table,
-        route.proto,
-        SCOPE_NUMBERS[route.scope],
-        dst.network_address.packed if dst.prefixlen else b"",  # the default route has no RTA_DST
-        route.gateway.packed if route.gateway is not None else b"",
-        ifindex,
-        route.metric,
-    )
-
-
-# The fields _parse_route reads: a RouteIdent, then the route type, TOS, and the payloads of
+# The fields _parse_route reads: (family, dst_len, table, proto, scope, dst, gateway, oif,
+# metric), addresses packed and b"" when absent, then the route type, TOS, and the payloads of
 # RTA_MULTIPATH, RTA_VIA (b"" when absent) and RTA_NH_ID (0 when absent).
 RouteFields = tuple[int, int, int, int, int, bytes, bytes, int, int, int, int, bytes, bytes, int]
-# What follows the RouteIdent in the fields of a route that a plain Route describes.
+# What follows the metric in the fields of a route that a plain Route describes.
 _PLAIN = (RTN_UNICAST, 0, b"", b"", 0)
 # A layout of route messages of one length: one struct for the whole message past its header
 # (rtmsg, then each attribute as a u32 header and its payload), the attribute headers it was
@@ -703,7 +677,6 @@ def _parse_route(
     message: bytes,
     table: int,
     names: dict[int, str],
-    expected: dict[RouteIdent, Route] | None = None,
     layouts: dict[int, Layout] | None = None,
 ) -> Route | None:
     if kind != RTM_NEWROUTE:
@@ -715,13 +688,6 @@ def _parse_route(
         return None
     ifname = names.get(oif, "")
     plain = fields[9:] == _PLAIN
-    if expected and plain:
-        hit = expected.get(fields[:9])
-        if hit is not None and hit.ifname == ifname:
-            if not hit.peer:
-                return hit
-            # as parsed: the peer is a label of the desired route, not something a dump says
-            return Route(hit.dst, ifname, hit.gateway, hit.scope, metric, proto, rtm_table)
     number = int.from_bytes(dst, "big")  # no RTA_DST: the default route
     network: IPNetwork = (
         IPv4Network((number, dst_len))

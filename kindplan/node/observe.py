@@ -68,8 +68,8 @@ def read_observed(
     record's `observed_digest` are digests of what this reads. A conflist that cannot be read
     is not a reason to leave the routes and SNAT undone: it is recorded as `conflist_error`,
     and the plan leaves that file alone. `local_pods`: the CNI cache as read_local_pods read
-    it already (make_plan compiles the cache's pods before the routes are read, so that
-    Kernel.expect knows them); else it is read here.
+    it already (make_plan compiles the cache's pods into the snapshot first: one read of the
+    cache serves both); else it is read here.
     """
     return _read(kernel, iptables, where, kernel.read_routes, local_pods)
 
@@ -112,8 +112,8 @@ def read_local_pods(where: Where) -> tuple[tuple[Pod, ...], tuple[str, ...]]:
 def fingerprint(observed: ObservedState) -> str:
     """A digest of the observed node, to refuse a saved plan once the node changed."""
     # What the kernel dumps, addresses as integers, cheaper than as text (the key holds the
-    # table, the destination, TOS and metric). Not the peer label, which a route that matched
-    # a desired one carries (Kernel.expect).
+    # table, the destination, TOS and metric). Not the peer label: it names a snapshot's node,
+    # not anything of the node's own.
     routes = repr(
         [(r.key, r.ifname, _int(r.gateway), r.scope, r.proto, r.special) for r in observed.routes]
     )

@@ -29,10 +29,6 @@ class KernelPort(Protocol):
         """Every link, sorted by name, each with its addresses (read before routes: the names)."""
         ...
 
-    def expect(self, routes: tuple[Route, ...]) -> None:
-        """The routes the next dumps should show: a hint for speed, never a change in result."""
-        ...
-
     def read_routes(self) -> tuple[Route, ...]:
         """Unicast routes of the main table, both families, sorted by key."""
         ...

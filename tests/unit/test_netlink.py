@@ -110,7 +110,7 @@ def test_route_layouts_learned_from_a_dump_parse_as_the_attribute_walk_does() ->
 
     def parse(layouts: dict | None) -> list[Route | None]:
         return [
-            netlink._parse_route(struct.unpack_from("=H", m, 4)[0], m, 254, names, None, layouts)
+            netlink._parse_route(struct.unpack_from("=H", m, 4)[0], m, 254, names, layouts)
             for m in messages
         ]
 

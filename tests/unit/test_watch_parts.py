@@ -241,6 +241,14 @@ def test_log_lines_text_and_json() -> None:
     assert entry["level"] == "info" and entry["round"] == 3 and entry["time"].endswith("Z")
 
 
+def test_each_log_writes_to_its_own_stream_only() -> None:
+    first, second = io.StringIO(), io.StringIO()
+    Log("text", first).info("one")
+    Log("json", second).warning("two")
+    assert first.getvalue().count("\n") == 1 and " info one" in first.getvalue()
+    assert [json.loads(line)["msg"] for line in second.getvalue().splitlines()] == ["two"]
+
+
 def readable(fd: int | None, timeout: float = 5.0) -> bool:
     assert fd is not None
     return bool(select.select([fd], [], [], timeout)[0])
