@@ -40,7 +40,7 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
 else
   say "installing kindplan (editable) with its test extras into $VENV: typer, jinja2," \
     "jsonschema, pyroute2, deepdiff, PyYAML, prometheus-client, inotify-simple, kubernetes; pytest," \
-    "hypothesis, ruff, mypy, pre-commit (half a minute or more the first time)"
+    "hypothesis, ruff, mypy, import-linter, pre-commit (half a minute or more the first time)"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
   printf '%s\n' "$wanted" >"$stamp"
 fi
