@@ -16,7 +16,18 @@ from pathlib import Path
 import pytest
 from shell import CNI_BIN, NETNS_PREFIX, sh
 
-REQUIRED_TOOLS = ("ip", "iptables-restore", "iptables-save", "ip6tables-restore")
+# Every tool a kernel test uses: a missing one must fail CI, not skip. Both iptables backends
+# (Debian's iptables package has both): the backend tests switch a node between them.
+REQUIRED_TOOLS = (
+    "ip",
+    "iptables-restore",
+    "iptables-save",
+    "ip6tables-restore",
+    "iptables-legacy",
+    "iptables-nft",
+    "runuser",  # util-linux: test_nonroot runs kindplan as nobody in a mount namespace
+    "unshare",
+)
 _counter = itertools.count()
 
 

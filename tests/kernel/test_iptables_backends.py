@@ -6,7 +6,6 @@ node switched away from, or for a family the cluster lost, still masquerades.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -17,13 +16,7 @@ from shell import sh
 from kindplan.node.iptables import _legacy_nat, _nft_nat
 from kindplan.node.netns import enter_netns
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(
-        not (shutil.which("iptables-legacy") and shutil.which("iptables-nft")),
-        reason="needs both iptables-legacy and iptables-nft",
-    ),
-]
+pytestmark = pytest.mark.root  # both backends: conftest's REQUIRED_TOOLS
 
 
 def nat(node: Node, tool: str) -> str:

@@ -4,7 +4,6 @@ for, a non-zero exit, no traceback, and no claim of what was not done."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,8 +26,6 @@ def as_nobody() -> Iterator[Nobody]:
     scripts/setup.sh). The checkout is bind-mounted, in a mount namespace of its own, onto a folder
     anyone can traverse, since the clone may sit under a private folder (root's home, a 0700 temp
     folder); nothing else is made readable."""
-    if shutil.which("runuser") is None or shutil.which("unshare") is None:
-        pytest.skip("needs runuser and unshare (util-linux)")
     top = Path(tempfile.mkdtemp(prefix="kp-nonroot-", dir="/tmp"))
     top.chmod(0o755)
     mount = top / "checkout"

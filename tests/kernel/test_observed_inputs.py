@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -111,8 +110,6 @@ def observe(node: Node) -> tuple[object, str, str]:
 def test_each_input_changed_alone_shows_in_the_plan_the_fingerprint_and_the_record(
     seed_worker2: Node, drift: str
 ) -> None:
-    if "legacy" in drift and not shutil.which("iptables-legacy"):
-        pytest.skip("needs iptables-legacy")
     node = seed_worker2
     (node.tmp / "cache").mkdir()
     assert node.apply().returncode == 0
