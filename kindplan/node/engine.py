@@ -118,11 +118,11 @@ def make_plan(
     if where.cni_cache is not None:
         snapshot, skipped = with_local_pods(snapshot, node.name, list(local_pods[0]))
         warnings += [*local_pods[1], *skipped]
-    uplink, assumed = find_uplink(kernel.read_links(), snapshot, node, options.uplink)
+    observed = read_observed(kernel, iptables, where, local_pods)
+    uplink, assumed = find_uplink(observed.links, snapshot, node, options.uplink)
     warnings += assumed
     facts = host_facts(snapshot, uplink, options.mtu)
     desired = call(compile_desired, snapshot, node.name, facts, route_proto=options.route_proto)
-    observed = read_observed(kernel, iptables, where, local_pods)
     plan = call(
         diff,
         desired,
@@ -318,9 +318,9 @@ def rollback_opened(node: NodeHandles, journal: Journal, *, attempts: int = 3) -
         return None
     kernel, iptables = node.kernel, node.iptables
 
+    where = Where(Path(generation.conflist_path), generation.families)
+
     def observe() -> ObservedState:
-        kernel.read_links()
-        where = Where(Path(generation.conflist_path), generation.families)
         return read_observed(kernel, iptables, where)
 
     todo = not_in_effect(generation.undo, observe())
