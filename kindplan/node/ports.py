@@ -12,8 +12,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from kindplan.core.model import Address, Link, Route, Sysctl
 from kindplan.node.iptables import Iptables, detect_backend
@@ -84,9 +83,11 @@ class IptablesPort(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class NodeHandles:
-    """What the engine reaches a node through, once open_node has opened it (or a test, fakes)."""
+class NodeHandles(NamedTuple):
+    """What the engine reaches a node through, once open_node has opened it (or a test, fakes).
+
+    A named tuple, as observe.Where: a converged one-shot apply imports this module, and a
+    dataclass is made at import by generating and compiling its methods."""
 
     kernel: KernelPort
     iptables: IptablesPort
@@ -97,8 +98,8 @@ class NodeHandles:
 
 def open_handles() -> NodeHandles:
     """The real kernel and iptables of the thread's network namespace."""
-    kernel = Kernel()
-    return NodeHandles(kernel, Iptables(detect_backend()))
+    backend = detect_backend()  # first: runs iptables-save, which may fail or be interrupted
+    return NodeHandles(Kernel(), Iptables(backend))
 
 
 class KeptHandles:
