@@ -20,10 +20,8 @@ from kindplan.core.model import Options
 from kindplan.core.render import jump_rule
 from kindplan.core.snapshot import parse_snapshot
 from kindplan.node.engine import conflist_left_alone, observe_where, plan_node
-from kindplan.node.iptables import Iptables, detect_backend
-from kindplan.node.kernel import Kernel
-from kindplan.node.netns import enter_netns
 from kindplan.node.observe import observed_digest
+from kindplan.node.ports import open_node
 
 pytestmark = pytest.mark.root
 
@@ -96,13 +94,8 @@ def observe(node: Node) -> tuple[object, str, str]:
         node=node.name, conf_dir=str(node.tmp / "cni"), cni_cache_dir=str(node.tmp / "cache")
     )
     planned = plan_node(snapshot, options, node.ns)
-    with enter_netns(node.ns):
-        kernel = Kernel()
-        try:
-            where = observe_where(snapshot, options)
-            digest = observed_digest(kernel, Iptables(detect_backend()), where)
-        finally:
-            kernel.close()
+    with open_node(node.ns, None) as handles:
+        digest = observed_digest(handles.kernel, handles.iptables, observe_where(snapshot, options))
     return (planned.plan, conflist_left_alone(planned.observed)), planned.fingerprint, digest
 
 
