@@ -209,9 +209,9 @@ def test_an_unusable_journal_is_named_with_what_to_do(tmp_path: Path, content: s
 def test_a_journal_that_is_a_directory_is_named_with_what_to_do(tmp_path: Path) -> None:
     journal = Journal(tmp_path, None)
     journal.path.mkdir(parents=True)
-    with pytest.raises(RuntimeFailure, match=r"Is a directory.*move it aside"):
+    with pytest.raises(RuntimeFailure, match=r"a directory.*move it aside"):
         journal.load()
-    with pytest.raises(RuntimeFailure, match=r"Is a directory.*move it aside"):
+    with pytest.raises(RuntimeFailure, match=r"a directory.*move it aside"):
         journal.begin("b", (4,), "/x")
 
 
