@@ -27,17 +27,21 @@ class UntrustedPath(RuntimeFailure):
 
 def check_trusted(folder: Path) -> None:
     """UntrustedPath unless `folder` and every folder above it are kindplan's to trust."""
-    folder = Path(os.path.abspath(folder))
-    for path in (*reversed(folder.parents), folder):
-        _check_one(path, path == folder, folder)
+    _check_path(Path(os.path.abspath(folder)), Path(os.path.abspath(folder)))
 
 
 def check_existing(folder: Path) -> None:
     """check_trusted for the part of `folder`'s path that exists (a read makes no folder)."""
     folder = Path(os.path.abspath(folder))
-    while not os.path.lexists(folder):
-        folder = folder.parent
-    check_trusted(folder)
+    have = folder
+    while not os.path.lexists(have):
+        have = have.parent
+    _check_path(have, folder)
+
+
+def _check_path(have: Path, folder: Path) -> None:
+    for path in (*reversed(have.parents), have):
+        _check_one(path, path == folder, folder)
 
 
 def ensure_trusted(folder: Path, mode: int = 0o700) -> None:
@@ -52,7 +56,7 @@ def ensure_trusted(folder: Path, mode: int = 0o700) -> None:
     while not os.path.lexists(path):
         missing.append(path)
         path = path.parent
-    check_trusted(path)
+    _check_path(path, folder)
     for new in reversed(missing):
         try:
             os.mkdir(new, mode)
