@@ -167,3 +167,14 @@ def test_the_examples_are_compared_line_by_line() -> None:
     ):
         with pytest.raises(AssertionError):
             assert_prints(step, wrong)
+
+
+def test_the_library_example_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's Python example (its imports are the library's public face) runs as written."""
+    (code,) = re.findall(r"```python\n(.*?)```", section("## Library"), re.DOTALL)
+    monkeypatch.chdir(ROOT)
+    names: dict[str, object] = {}
+    exec(compile(code, "README.md (Library)", "exec"), names)
+    files = names["files"]
+    assert isinstance(files, dict)
+    assert files["routes.batch"].startswith("# kindplan: routes and pod veth addresses")
