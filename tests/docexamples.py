@@ -109,7 +109,9 @@ def assert_prints(step: Step, printed: str, names: Mapping[str, str] | None = No
 def shell(command: str, cwd: Path, timeout: float = 120) -> str:
     """Run one example command with bash in `cwd`, `kindplan` being this interpreter's; what it
     prints on stdout and stderr together."""
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    # unbuffered, so that stdout and stderr interleave as on a terminal
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    env = dict(os.environ, PATH=path, PYTHONUNBUFFERED="1")
     proc = subprocess.run(
         ["bash", "-c", command],
         cwd=cwd,

@@ -114,7 +114,7 @@ def test_links_lead_to_a_file_and_a_heading_that_exist(doc: Path) -> None:
 WITHOUT_ROOT = (
     "sed 's#10.244.1.0/24#10.244.0.128/25#' fixtures/seed-lab/snapshot.yaml > bad.yaml",
     "kindplan validate fixtures/node-list/snapshot.json",
-    "kindplan render fixtures/seed-lab/snapshot.yaml",
+    "kindplan render fixtures/seed-lab/snapshot.yaml",  # a node's files, and the golden ones
     "kindplan trace fixtures/seed-lab/snapshot.yaml",
 )
 
