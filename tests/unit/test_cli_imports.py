@@ -1,6 +1,6 @@
 """A command imports only what it uses: the command line's modules import the rest of kindplan
-and the heavier libraries inside the functions that need them (start-up time, README
-"## Performance"); a module-level import added to cli/ would load it for every command."""
+and the heavier libraries inside the functions that need them (start-up time,
+docs/performance.md); a module-level import added to cli/ would load it for every command."""
 
 from __future__ import annotations
 
