@@ -42,7 +42,7 @@ from kindplan.core.model import (
 from kindplan.errors import RuntimeFailure
 from kindplan.node import iptables
 from kindplan.node.kernel import KernelError
-from kindplan.node.locking import apply_lock
+from kindplan.node.locking import LOCK_DIR
 from kindplan.node.ports import IptablesPort, KeptHandles, NodeHandles
 
 RouteKey = tuple[int, int, int, int, int]
@@ -344,7 +344,7 @@ class FakeNode:
     ) -> Iterator[NodeHandles]:
         if self.lock_held and lock_timeout is not None:
             raise RuntimeFailure(
-                f"another kindplan apply holds the lock on {apply_lock(netns)}; "
+                f"another kindplan apply holds the lock on {LOCK_DIR}/netns-{netns}.lock; "
                 f"gave up after {lock_timeout:g} s"
             )
         self.opened += 1

@@ -9,6 +9,7 @@ import selectors
 import socket
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
@@ -111,11 +112,12 @@ def connection_cap() -> int:
 
 
 class _Connection:
-    __slots__ = ("deadline", "received", "sock", "unsent")
+    __slots__ = ("deadline", "peer", "received", "sock", "unsent")
 
-    def __init__(self, sock: socket.socket, deadline: float) -> None:
+    def __init__(self, sock: socket.socket, deadline: float, peer: str) -> None:
         self.sock = sock
         self.deadline = deadline
+        self.peer = peer  # the client's address: a flood from one pushes out its own first
         self.received = b""
         self.unsent: bytes | None = None  # the reply, once the request is complete
 
@@ -174,6 +176,9 @@ class MetricsServer:
             except OSError:  # nothing to do but try again: the agent must not lose its endpoint
                 time.sleep(0.1)
                 continue
+            # Connections first, the listener last: a request already read is answered before
+            # new connections can push its sender out.
+            events.sort(key=lambda event: event[0].fileobj is self.listener)
             for key, mask in events:
                 try:
                     if key.fileobj is self.listener:
@@ -191,7 +196,7 @@ class MetricsServer:
     def _accept(self) -> None:
         for _ in range(self._cap):  # a bounded batch: the other connections get their turn
             try:
-                sock, _ = self.listener.accept()
+                sock, address = self.listener.accept()
             except BlockingIOError:
                 return
             except OSError:  # out of descriptors or memory: stop accepting for a moment
@@ -199,11 +204,31 @@ class MetricsServer:
                 self._paused_until = time.monotonic() + 0.1
                 return
             if len(self._connections) >= self._cap:
-                self._drop(next(iter(self._connections)))  # the oldest: likely a slow client
+                self._make_room()
             sock.setblocking(False)
             deadline = time.monotonic() + REQUEST_TIMEOUT_SECONDS
-            self._connections[sock] = _Connection(sock, deadline)
+            self._connections[sock] = _Connection(sock, deadline, str(address[0]))
             self._selector.register(sock, selectors.EVENT_READ)
+
+    def _make_room(self) -> None:
+        """Drop the oldest idle connection (nothing to read yet) of the client address that
+        holds the most: a new connection takes precedence over it, and a flood from one address
+        pushes out its own before a prober's. A request already waiting in the kernel is read
+        and answered instead of dropped; if every connection has sent something, the oldest of
+        that address goes (a slow client)."""
+        counts = Counter(c.peer for c in self._connections.values())
+        busiest = counts.most_common(1)[0][0]
+        for sock in [s for s, c in self._connections.items() if c.peer == busiest]:
+            connection = self._connections.get(sock)
+            if connection is None or connection.unsent is not None:
+                continue
+            self._service(sock, selectors.EVENT_READ)
+            if len(self._connections) < self._cap:
+                return  # answered (or the client left): room made
+            if not connection.received:
+                self._drop(sock)
+                return
+        self._drop(next(s for s, c in self._connections.items() if c.peer == busiest))
 
     def _expire(self, now: float) -> None:
         if self._paused_until and now >= self._paused_until:
@@ -225,7 +250,7 @@ class MetricsServer:
                 self._drop(sock)
                 return
             connection.received += data
-            end = connection.received.find(b"\r\n\r\n")
+            end = _head_end(connection.received)
             if not data or (end < 0 and len(connection.received) > MAX_REQUEST_BYTES):
                 self._drop(sock)
                 return
@@ -251,7 +276,7 @@ class MetricsServer:
         sock.close()
 
     def _reply(self, head: bytes) -> bytes:
-        method, _, rest = head.partition(b"\r\n")[0].partition(b" ")
+        method, _, rest = head.partition(b"\n")[0].rstrip(b"\r").partition(b" ")
         path = rest.partition(b" ")[0].partition(b"?")[0]
         if method not in (b"GET", b"HEAD"):
             status, body, content_type = 405, b"only GET\n", "text/plain"
@@ -271,6 +296,13 @@ class MetricsServer:
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         )
         return header.encode() + (body if method == b"GET" else b"")
+
+
+def _head_end(received: bytes) -> int:
+    """Where the request's head ends (-1: not yet): at an empty line, CRLF or bare LF ends
+    (RFC 9112 2.2 lets a server take LF alone, as hand-written probes send it)."""
+    ends = [i for i in (received.find(b"\r\n\r\n"), received.find(b"\n\n")) if i >= 0]
+    return min(ends, default=-1)
 
 
 def serve(address: str, metrics: Metrics, health: Health) -> MetricsServer:

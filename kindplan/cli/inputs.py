@@ -152,7 +152,7 @@ def _render(args: RenderArgs) -> int:
         typer.echo(f"render: {args.check} is up to date ({plural(len(files), 'file')})")
         return ExitStatus.OK
     assert args.out is not None
-    changed = write_tree(args.out, files)
+    changed = write_tree(args.out, files, "--out")
     typer.echo(f"render: wrote {plural(len(files), 'file')} to {args.out} ({len(changed)} changed)")
     return ExitStatus.OK
 

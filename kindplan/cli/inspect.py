@@ -41,6 +41,7 @@ def rollback(
     from kindplan.node.locking import apply_lock
 
     journal = Journal(state_dir, netns)
+    journal.check()
     say_if_locked(apply_lock(netns), lock_timeout)
     done = rollback_node(netns, journal, lock_timeout=lock_timeout)
     if done is None:

@@ -8,6 +8,7 @@ several times a named tuple's share of the start-up.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NamedTuple
@@ -47,6 +48,13 @@ def _path_value(value: str | Path | None) -> str | Path | None:
     problem = path_problem(str(value)) if value is not None else None
     if problem:
         raise typer.BadParameter(problem)
+    return value
+
+
+def finite(value: float) -> float:
+    """A number that compares: nan passes every bound (a guard off, a wait without end)."""
+    if not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
     return value
 
 
@@ -152,7 +160,8 @@ StateDirOpt = Annotated[
     ),
 ]
 LockTimeoutOpt = Annotated[
-    float, typer.Option(min=0, help="Seconds to wait for another apply on this node.")
+    float,
+    typer.Option(min=0, help="Seconds to wait for another apply on this node.", callback=finite),
 ]
 CniCacheOpt = Annotated[
     str | None,

@@ -31,6 +31,7 @@ from kindplan.cli.options import (
     StateDirOpt,
     Target,
     UplinkOpt,
+    finite,
     split,
 )
 from kindplan.core.model import DEFAULT_ROUTE_PROTO, Snapshot
@@ -76,7 +77,7 @@ def plan(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
         Path, typer.Option(help="As apply takes it; plan neither locks nor writes state there.")
     ] = DEFAULT_STATE_DIR,
     lock_timeout: Annotated[
-        float, typer.Option(min=0, help="As apply takes it; plan takes no lock.")
+        float, typer.Option(min=0, help="As apply takes it; plan takes no lock.", callback=finite)
     ] = LOCK_TIMEOUT_SECONDS,
     json_out: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     out: Annotated[
@@ -195,6 +196,7 @@ def apply(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
         typer.Option(
             min=0.0,
             max=1.0,
+            callback=finite,
             help="With --watch: hold back a round's route deletions when they would remove more "
             "than this fraction of the routes kindplan owns (1: never hold back).",
         ),

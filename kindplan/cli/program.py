@@ -3,8 +3,10 @@ maps every outcome of a command to an exit status (status.py)."""
 
 from __future__ import annotations
 
+import functools
 import gc
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 
@@ -60,6 +62,28 @@ for _command in (
 ):
     app.command()(_command)
 app.add_typer(lab.lab_app, name="lab")
+
+
+def _interruptible(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`command`, its Ctrl-C as kindplan's Interrupted: typer would turn the KeyboardInterrupt
+    into a silent exit 130 before main sees it (a one-shot apply's second Ctrl-C, a read of
+    stdin)."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise Interrupted(
+                "interrupted; kindplan history shows what the journal holds"
+            ) from None
+
+    return run
+
+
+for _info in (*app.registered_commands, *lab.lab_app.registered_commands):
+    assert _info.callback is not None
+    _info.callback = _interruptible(_info.callback)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -146,9 +146,9 @@ def _trace(args: TraceArgs) -> int:
         sys.stdout.write("\n".join(format_trace(t) for t in traces))
     if args.svg is not None:
         from kindplan.core.tracesvg import render_svg
-        from kindplan.node.files import write_atomic
+        from kindplan.node.files import write_output
 
-        write_atomic(args.svg, render_svg(snap, traces))
+        write_output(args.svg, render_svg(snap, traces), "--svg")
     return ExitStatus.OK
 
 

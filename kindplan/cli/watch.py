@@ -128,6 +128,7 @@ def _run_loop(
     telemetry = Telemetry(log, metrics, health)
     loop = Loop(source, options, netns, state_dir, settings=settings, telemetry=telemetry)
     try:
+        loop.journal.check()  # a state folder another user could write: refused before a round
         if signals.stop is not None:  # asked to stop while starting: no round at all
             signals.restore()
             log.info("stopped", signal=signals.stop, rounds=0)

@@ -115,3 +115,22 @@ def with_local_pods(snapshot: Snapshot, node: str, pods: list[Pod]) -> tuple[Sna
         if p.key not in keys and not (p.node == node and p.host_interface in veths)
     ] + keep
     return replace(snapshot, pods=tuple(sorted(merged, key=lambda p: p.key))), warnings
+
+
+def without_uplink(
+    snapshot: Snapshot, cached: tuple[Pod, ...], uplink: str
+) -> tuple[Snapshot, list[str]]:
+    """The snapshot less the cache's pods whose veth is the uplink or lo: the cache is libcni's,
+    written by whatever runtime, and one bad entry must not stop the node's routing."""
+    bad = {p.key for p in cached if p.host_interface in (uplink, "lo")}
+    if not bad:
+        return snapshot, []
+    warnings = [
+        f"CNI cache: pod {p.namespace}/{p.name} names {p.host_interface}, the node's "
+        + ("uplink" if p.host_interface == uplink else "loopback")
+        + ", as its host veth; skipped"
+        for p in cached
+        if p.key in bad
+    ]
+    kept = tuple(p for p in snapshot.pods if p.key not in bad)
+    return replace(snapshot, pods=kept), warnings

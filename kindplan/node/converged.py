@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import kindplan
 from kindplan.core.schemacheck import compile_schema
-from kindplan.node.files import write_atomic
+from kindplan.node.files import read_regular, write_atomic
 from kindplan.node.observe import Where, observed_digest
 from kindplan.node.ports import open_node
+from kindplan.node.trust import check_existing, ensure_trusted
 from kindplan.resources import load_schema, resource_dir
 
 if TYPE_CHECKING:
@@ -84,9 +85,11 @@ def _code_stamp() -> str:
 
 def load_record(path: Path) -> Record | None:
     """The record, or None if there is none or it cannot be used (then the full path runs, and
-    writes a new one): a cache is never a reason to fail."""
+    writes a new one): a cache is never a reason to fail, but a state folder that another user
+    could write is (it could make an apply skip its work)."""
+    check_existing(path.parent)
     try:
-        data = json.loads(path.read_bytes())
+        data = json.loads(read_regular(path, follow=False))
         if not _record_check()(data) or not set(data["families"]) <= {4, 6}:
             return None
         return Record(
@@ -108,6 +111,7 @@ def _record_check() -> Callable[[Any], bool]:
 
 
 def save_record(path: Path, record: Record) -> None:
+    ensure_trusted(path.parent)
     write_atomic(path, json.dumps(asdict(record)) + "\n", mode=0o600)
 
 

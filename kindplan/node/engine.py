@@ -31,7 +31,7 @@ from kindplan.core.model import (
 from kindplan.core.planview import format_plan, plan_to_json
 from kindplan.errors import Interrupted, KindplanError, RuntimeFailure
 from kindplan.node.apply import ApplyReport, apply_plan, verify_report
-from kindplan.node.cnicache import with_local_pods
+from kindplan.node.cnicache import with_local_pods, without_uplink
 from kindplan.node.converged import Record, Remember, save_record
 from kindplan.node.files import write_atomic
 from kindplan.node.journal import Generation, Journal, Recording
@@ -121,6 +121,9 @@ def make_plan(
     observed = read_observed(kernel, iptables, where, local_pods)
     uplink, assumed = find_uplink(observed.links, snapshot, node, options.uplink)
     warnings += assumed
+    if where.cni_cache is not None:
+        snapshot, skipped = without_uplink(snapshot, local_pods[0], uplink.name)
+        warnings += skipped
     facts = host_facts(snapshot, uplink, options.mtu)
     desired = call(compile_desired, snapshot, node.name, facts, route_proto=options.route_proto)
     plan = call(

@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from kindplan.errors import RuntimeFailure
+from kindplan.errors import RuntimeFailure, UsageError
 
 
 class NotRegularFile(OSError):
@@ -54,7 +54,29 @@ def read_regular(path: Path, *, follow: bool = True, limit: int = -1) -> bytes:
         return f.read(limit)
 
 
-def write_atomic(path: Path, content: str, mode: int = 0o644) -> bool:
+def write_output(path: Path, content: str, flag: str, mode: int = 0o644) -> bool:
+    """write_atomic to a path a user named with `flag` (--out, --svg): never over anything but a
+    regular file (a device, a FIFO, a symbolic link: root would destroy or follow it), and never
+    into a folder that does not exist (a typo must not leave folders made by root)."""
+    try:
+        there: int | None = os.lstat(path).st_mode
+    except FileNotFoundError:
+        there = None
+    except OSError as e:
+        raise UsageError(f"{flag} {path}: {e.strerror}") from e
+    if there is not None and not stat.S_ISREG(there):
+        kind = next((name for test, name in _KINDS if test(there)), "an unknown kind")
+        raise UsageError(
+            f"{flag} {path}: not a regular file ({kind}); kindplan replaces only regular files"
+        )
+    if not path.parent.is_dir():
+        raise UsageError(
+            f"{flag} {path}: no folder {path.parent} (kindplan makes no folders: create it first)"
+        )
+    return write_atomic(path, content, mode, make_parents=False)
+
+
+def write_atomic(path: Path, content: str, mode: int = 0o644, *, make_parents: bool = True) -> bool:
     """Replace `path` with `content` atomically; returns False (and writes nothing) if it is equal.
 
     The temporary file lives in the same folder (rename is atomic only within one file system) and
@@ -70,7 +92,8 @@ def write_atomic(path: Path, content: str, mode: int = 0o644) -> bool:
         raise RuntimeFailure(f"{path}: cannot read: {e.strerror}") from e
     tmp_name = ""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if make_parents:
+            path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -105,9 +128,35 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_tree(root: Path, files: Mapping[str, str]) -> list[str]:
-    """Write every file (relative path -> text) below `root`; returns the paths that changed."""
-    return [rel for rel, text in files.items() if write_atomic(root / rel, text)]
+def write_tree(root: Path, files: Mapping[str, str], flag: str) -> list[str]:
+    """Write every file (relative path -> text) below `root`, the folder a user named with
+    `flag`, made if its parent exists (and its subfolders); returns the paths that changed."""
+    folders = {root, *((root / rel).parent for rel in files)}
+    for folder in sorted(folders, key=lambda p: len(p.parts)):
+        _output_folder(folder, root, flag)
+    return [rel for rel, text in files.items() if write_output(root / rel, text, flag)]
+
+
+def _output_folder(folder: Path, root: Path, flag: str) -> None:
+    """`folder` is a folder (not a link to one), made here if its parent is one already."""
+    try:
+        mode = os.lstat(folder).st_mode
+    except FileNotFoundError:
+        if not folder.parent.is_dir():
+            raise UsageError(
+                f"{flag} {root}: no folder {folder.parent} "
+                "(kindplan makes no folders above the one named: create it first)"
+            ) from None
+        try:
+            folder.mkdir()
+        except OSError as e:
+            raise RuntimeFailure(f"{folder}: cannot create: {e.strerror}") from e
+        return
+    except OSError as e:
+        raise UsageError(f"{flag} {folder}: {e.strerror}") from e
+    if not stat.S_ISDIR(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "a regular file")
+        raise UsageError(f"{flag} {folder}: not a folder ({kind})")
 
 
 def diff_tree(root: Path, files: Mapping[str, str]) -> str:

@@ -10,8 +10,10 @@ never happened is skipped, because its effect is already there. The journal live
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,11 +27,17 @@ from kindplan.core.model import (
 )
 from kindplan.core.schemacheck import compile_schema
 from kindplan.errors import RuntimeFailure, one_line
-from kindplan.node.files import write_atomic
+from kindplan.node.files import NotRegularFile, read_regular, write_atomic
 from kindplan.node.statedir import target_dir
+from kindplan.node.trust import check_existing, ensure_trusted
 from kindplan.resources import load_schema
 
 MAX_GENERATIONS = 10
+# How every line kindplan writes begins: a last line without its newline (a write cut short) is
+# torn only if it begins so; anything else was not written by kindplan, and is named, not cut.
+_LINE_STARTS = (b'{"generation":', b'{"undo":', b'{"complete":')
+# The file is opened without following a symbolic link, and never waits on a FIFO.
+_OPEN = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 
 
 def _undo_order(change: Change) -> int:
@@ -66,6 +74,11 @@ class Journal:
 
     def __init__(self, state_dir: Path, netns: str | None) -> None:
         self.path = target_dir(state_dir, netns) / "journal.json"
+
+    def check(self) -> None:
+        """UntrustedPath (one line, with the fix) if another user could write the journal's
+        folder or one above it: the journal tells rollback what to write as root."""
+        check_existing(self.path.parent)
 
     def load(self) -> list[Generation]:
         """The newest MAX_GENERATIONS generations, every line of theirs checked against the
@@ -128,8 +141,9 @@ class Journal:
     def _read(self, convert: bool = False) -> bytes:
         """The file's bytes as lines (a journal of kindplan 1 is converted, and if `convert`,
         written so: lines are appended to it next)."""
+        self.check()
         try:
-            data = self.path.read_bytes()
+            data = read_regular(self.path, follow=False)
         except FileNotFoundError:
             return b""
         except OSError as e:
@@ -217,9 +231,8 @@ class Recording:
         data = text.encode("utf-8")
         try:
             if self._fd is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-                self._fd = os.open(self.path, flags, 0o600)
+                ensure_trusted(self.path.parent)
+                self._fd = _open_regular(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
             end = os.fstat(self._fd).st_size
             try:
                 view = memoryview(data)
@@ -251,14 +264,35 @@ def _spans(data: bytes, unusable: Callable[[str], RuntimeFailure]) -> list[tuple
         elif not data.startswith((b'{"undo":', b'{"complete":'), offset):
             raise unusable(f"at byte {offset}: not a journal line")
         offset = end + 1
+    tail = data[offset:]
+    if tail and not any(tail.startswith(s) or s.startswith(tail) for s in _LINE_STARTS):
+        raise unusable(f"at byte {offset}: not a journal line (and no newline after it)")
     return spans
 
 
 def _truncate(path: Path, size: int) -> None:
     try:
-        os.truncate(path, size)
+        fd = _open_regular(path, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, size)
+        finally:
+            os.close(fd)
     except OSError as e:
         raise RuntimeFailure(f"{path}: cannot write the journal: {e.strerror}") from e
+
+
+def _open_regular(path: Path, flags: int) -> int:
+    """A descriptor of the regular file at `path`, never through a symbolic link (OSError)."""
+    try:
+        fd = os.open(path, flags | _OPEN, 0o600)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise NotRegularFile(e.errno, "not a regular file (a symbolic link)") from e
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotRegularFile(errno.EINVAL, "not a regular file")
+    return fd
 
 
 def _from_first_format(data: bytes, unusable: Callable[[str], RuntimeFailure]) -> bytes:

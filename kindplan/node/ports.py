@@ -141,7 +141,9 @@ def open_node(
         if lock_timeout is None
         else node_lock(apply_lock(netns), lock_timeout, cancelled)
     )
-    with lock, enter_netns(netns):
+    # The namespace first: entering it says what a user without root lacks, and the lock's
+    # folder is the same in every network namespace (it is a path, in the mount namespace).
+    with enter_netns(netns), lock:
         if kept is not None:
             yield kept.get()
             return

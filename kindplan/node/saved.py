@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from kindplan.core.model import RESERVED_ROUTE_PROTOS, path_problem
 from kindplan.errors import InvalidInputError
-from kindplan.node.files import write_atomic
+from kindplan.node.files import write_output
 
 if TYPE_CHECKING:
     from kindplan.core.model import Options
@@ -45,7 +45,7 @@ def save_plan(path: Path, saved: SavedPlan) -> None:
         },
         "plan": saved.plan,
     }
-    write_atomic(path, json.dumps(document, indent=1) + "\n", mode=0o600)
+    write_output(path, json.dumps(document, indent=1) + "\n", "--out", mode=0o600)
 
 
 def parse_plan(data: bytes, where: str) -> SavedPlan:

@@ -17,6 +17,7 @@ import pytest
 from nodes import SEED, Node, build_node, cni_cache_entry, edit_snapshot, kernel_events, kindplan
 from shell import sh
 
+from kindplan.node.locking import LOCK_DIR, apply_lock
 from kindplan.resources import load_schema
 
 pytestmark = pytest.mark.root
@@ -218,11 +219,12 @@ def test_saved_plan_with_another_target_is_a_usage_error(seed_worker2: Node) -> 
 
 
 def test_concurrent_applies_take_turns(seed_worker2: Node) -> None:
-    """The second apply waits for the node lock (on the namespace itself: flock(1) of its file
-    in /run/netns takes the same lock); with a zero timeout it gives up clearly."""
+    """The second apply waits for the node lock (flock(1) of the namespace's lock file takes the
+    same lock); with a zero timeout it gives up clearly."""
     node = seed_worker2
-    lock = f"/run/netns/{node.ns}"
-    holder = subprocess.Popen(["flock", lock, "sleep", "1.5"])
+    lock = str(apply_lock(node.ns))
+    LOCK_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    holder = subprocess.Popen(["flock", lock, "sleep", "4"])
     try:
         time.sleep(0.2)
         impatient = node.apply("--lock-timeout", "0")
@@ -232,7 +234,7 @@ def test_concurrent_applies_take_turns(seed_worker2: Node) -> None:
         patient = node.apply("--lock-timeout", "30")
         assert patient.returncode == 0, patient.stderr
         assert patient.stderr.startswith(  # whose lock, and how long it waits
-            f"waiting for {lock}: held by pid {holder.pid} (flock {lock} sleep 1.5); "
+            f"waiting for {lock}: held by pid {holder.pid} (flock {lock} sleep 4); "
             "up to 30 s (--lock-timeout)\n"
         )
         assert time.monotonic() - started > 0.8, "it must have waited for the holder"

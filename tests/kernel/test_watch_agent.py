@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import http.client
 import resource
 import selectors
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -184,5 +187,80 @@ def test_stdin_document_over_the_limit_is_refused_whole(seed_worker2: Node) -> N
         wait_until(lambda: http_get(ns, f"{URL}/healthz")[0] == 200)
         status, _ = loop.stop(signal.SIGTERM)
         assert status == 0, loop.lines[-5:]
+    finally:
+        loop.kill()
+
+
+def _probe(ns: str) -> tuple[int, str] | str:
+    """GET /healthz from 127.0.0.2 (a source of its own, as the kubelet's is on a node)."""
+    with enter_netns(ns):
+        connection = http.client.HTTPConnection(
+            "127.0.0.1", PORT, timeout=5, source_address=("127.0.0.2", 0)
+        )
+        try:
+            connection.request("GET", "/healthz")
+            reply = connection.getresponse()
+            return reply.status, reply.read().decode()
+        except (OSError, http.client.HTTPException) as e:  # reset, closed without a reply
+            return type(e).__name__
+        finally:
+            connection.close()
+
+
+def test_healthz_is_answered_under_a_flood_of_new_connections(
+    seed_worker2: Node, snapshot_file: Path
+) -> None:
+    """Connections that arrive without end from one address and never send a byte must not push
+    a prober from another out before its request is read (the kubelet would restart a healthy
+    agent). The flood is a process of its own, as a real one would be."""
+    ns = seed_worker2.ns
+    loop = agent(seed_worker2, snapshot_file, "--interval", "1s", nofile=128)
+    flooder = None
+    try:
+        loop.wait_for(r"round 1: applied")
+        flooder = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", FLOOD])
+        time.sleep(0.5)
+        answers = [_probe(ns) for _ in range(100)]
+        assert flooder.poll() is None, "the flood lasted through every probe"
+        failed = [a for a in answers if a != (200, "ok\n")]
+        assert not failed, f"{len(failed)} of {len(answers)} probes: {failed[:5]}"
+        assert loop.proc.poll() is None
+    finally:
+        if flooder is not None:
+            flooder.kill()
+            flooder.wait()
+        loop.kill()
+
+
+# New connections to the endpoint, 400 held open at a time, for at most a minute.
+FLOOD = f"""
+import collections, socket, time
+held = collections.deque()
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    sock.connect_ex(("127.0.0.1", {PORT}))
+    held.append(sock)
+    if len(held) > 400:
+        held.popleft().close()
+"""
+
+
+def test_a_request_ended_by_bare_newlines_is_answered(
+    seed_worker2: Node, snapshot_file: Path
+) -> None:
+    """HTTP/1.1 lets a server take LF as a line end (RFC 9112, 2.2): probes written by hand do."""
+    ns = seed_worker2.ns
+    loop = agent(seed_worker2, snapshot_file, "--interval", "1s")
+    try:
+        loop.wait_for(r"round 1: applied")
+        with enter_netns(ns), socket.create_connection(("127.0.0.1", PORT), timeout=5) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.0\nHost: x\n\n")
+            reply = b""
+            while chunk := sock.recv(4096):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200 OK\r\n"), reply
+        assert reply.endswith(b"\r\n\r\nok\n"), reply
     finally:
         loop.kill()

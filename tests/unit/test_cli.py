@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -156,3 +158,19 @@ def test_errors_from_flag_values_stay_on_one_line() -> None:
     result = run("render", SEED, "--node", "k8s-guide-worker2", "--check", "/nonexistent\nx")
     assert result.returncode == 1
     assert result.stderr == "error: /nonexistent\\nx: not a directory\n"
+
+
+def test_ctrl_c_while_reading_stdin_says_so_in_one_line() -> None:
+    """typer turns a KeyboardInterrupt into a silent exit 130; kindplan names it (a one-shot
+    apply's second Ctrl-C takes the same path)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kindplan.cli", "validate", "-"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.0)  # started and waiting on stdin (a slow start only delays the signal's effect)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert err == "error: interrupted; kindplan history shows what the journal holds\n"

@@ -125,7 +125,8 @@ def test_container_has_network_capabilities_only(container: Doc) -> None:
         ("/etc/cni/net.d", False),  # the conflist is written here
         ("/run/xtables.lock", False),  # iptables takes the host's lock
         ("/var/lib/cni", True),  # libcni's result cache: the local pods' veths
-        ("/var/lib/kindplan", False),  # apply lock and rollback journal
+        ("/var/lib/kindplan", False),  # rollback journal and converged record
+        ("/run/kindplan", False),  # the apply lock, shared with a kindplan run on the host
     ],
 )
 def test_host_path_is_mounted_in_place(

@@ -26,6 +26,7 @@ from kindplan.node.iptables import (
     render_remove_payload,
 )
 from kindplan.node.kernel import Kernel, KernelError
+from kindplan.node.locking import LOCK_DIR, apply_lock
 from kindplan.node.netns import enter_netns
 from kindplan.node.ports import IptablesPort, KernelPort, NodeHandles, NodeOpener, open_node
 
@@ -274,7 +275,8 @@ def test_a_node_locked_by_another_applier_is_refused_after_the_wait(
     opener: NodeOpener = fake if kind == "fake" else open_node
     held = None
     if kind == "real":
-        held = open(Path("/run/netns", ns))  # noqa: SIM115 (held across the checks below)
+        LOCK_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+        held = open(apply_lock(ns), "a")  # noqa: SIM115 (held across the checks below)
         fcntl.flock(held, fcntl.LOCK_EX)
     try:
         locked = pytest.raises(RuntimeFailure, match="another kindplan apply holds the lock on")

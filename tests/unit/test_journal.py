@@ -209,9 +209,9 @@ def test_an_unusable_journal_is_named_with_what_to_do(tmp_path: Path, content: s
 def test_a_journal_that_is_a_directory_is_named_with_what_to_do(tmp_path: Path) -> None:
     journal = Journal(tmp_path, None)
     journal.path.mkdir(parents=True)
-    with pytest.raises(RuntimeFailure, match=r"Is a directory.*move it aside"):
+    with pytest.raises(RuntimeFailure, match=r"a directory.*move it aside"):
         journal.load()
-    with pytest.raises(RuntimeFailure, match=r"Is a directory.*move it aside"):
+    with pytest.raises(RuntimeFailure, match=r"a directory.*move it aside"):
         journal.begin("b", (4,), "/x")
 
 
@@ -246,3 +246,40 @@ _ROUTE_CHANGES = st.builds(
 def test_undo_reads_back_as_written(changes: list[Change]) -> None:
     """Any route (any names, quotes and backslashes in them) comes back from its JSON as it was."""
     assert [decode_change(d) for d in json.loads(_encode_undo(tuple(changes)))] == changes
+
+
+@pytest.mark.parametrize(
+    "content", ['{"someone": "else"}', "plain text", '{"generation": 1, "time": 3}\n{"x"']
+)
+def test_a_last_line_kindplan_never_writes_is_named_not_cut(tmp_path: Path, content: str) -> None:
+    """Only a line that begins as kindplan's lines do can be a torn write of kindplan's: another
+    file at the journal's path (one line, no newline) is left as it is."""
+    journal = Journal(tmp_path, None)
+    journal.path.parent.mkdir(parents=True)
+    journal.path.write_text(content)
+    with pytest.raises(RuntimeFailure, match=r"not a journal line .*move it aside"):
+        journal.begin("b", (4,), "/x")
+    with pytest.raises(RuntimeFailure, match=r"not a journal line .*move it aside"):
+        journal.load()
+    assert journal.path.read_text() == content
+
+
+@pytest.mark.parametrize("torn", [b"{", b'{"gen', b'{"generation": 2, "ti', b'{"undo":[{"ty'])
+def test_a_torn_first_line_is_still_cut(tmp_path: Path, torn: bytes) -> None:
+    journal = Journal(tmp_path, None)
+    journal.path.parent.mkdir(parents=True)
+    journal.path.write_bytes(torn)
+    journal.begin("b", (4,), "/x").drop()
+    assert journal.path.read_bytes() == b""
+
+
+def test_a_journal_link_is_never_followed(tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text('{"generation": 1}\n')
+    journal = Journal(tmp_path / "state", None)
+    journal.path.parent.mkdir(parents=True)
+    journal.path.symlink_to(foreign)
+    for call in (journal.load, lambda: journal.begin("b", (4,), "/x"), journal.drop_last):
+        with pytest.raises(RuntimeFailure, match=r"not a regular file \(a symbolic link\)"):
+            call()
+    assert foreign.read_text() == '{"generation": 1}\n'
