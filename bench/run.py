@@ -31,13 +31,7 @@ from builders import cluster_doc, load  # noqa: E402
 
 from kindplan.core.compiler import compile_desired  # noqa: E402
 from kindplan.core.diff import diff  # noqa: E402
-from kindplan.core.model import (  # noqa: E402
-    HostFacts,
-    Link,
-    MasqObserved,
-    ObservedState,
-    Sysctl,
-)
+from kindplan.core.model import HostFacts, Link, MasqObserved, ObservedState, Sysctl  # noqa: E402
 from kindplan.core.render import masq_rules, render_conflist, render_route_batch  # noqa: E402
 from kindplan.core.snapshot import freeze_heap  # noqa: E402
 

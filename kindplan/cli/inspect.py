@@ -18,12 +18,12 @@ from kindplan.cli.options import (
     StateDirOpt,
 )
 from kindplan.cli.planning import say_if_locked
-from kindplan.core.model import DEFAULT_ROUTE_PROTO
+from kindplan.core.routes import DEFAULT_ROUTE_PROTO
 from kindplan.errors import RuntimeFailure
 from kindplan.status import ExitStatus
 
 if TYPE_CHECKING:
-    from kindplan.core.model import Change
+    from kindplan.core.changes import Change
 
 
 def rollback(

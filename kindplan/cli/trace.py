@@ -154,7 +154,7 @@ def _trace(args: TraceArgs) -> int:
 
 def _trace_uplink(args: TraceArgs) -> Uplink:
     """The nodes' uplink as --uplink, --node-network and --default-via describe it."""
-    from kindplan.core.model import parse_cidr, parse_ip
+    from kindplan.core.addresses import parse_cidr, parse_ip
     from kindplan.core.trace import Uplink
 
     try:

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 from ipaddress import ip_network
 
+from kindplan.core.addresses import IPNetwork
 from kindplan.core.model import (
-    DEFAULT_ROUTE_PROTO,
-    IPV6_DEFAULT_METRIC,
-    MAIN_TABLE,
-    ROUTE_ORDER,
     Address,
     CniConfig,
     DesiredState,
     HostFacts,
-    IPNetwork,
     MasqChain,
     Node,
     Pod,
-    Route,
     Snapshot,
     Sysctl,
+)
+from kindplan.core.routes import (
+    DEFAULT_ROUTE_PROTO,
+    IPV6_DEFAULT_METRIC,
+    MAIN_TABLE,
+    ROUTE_ORDER,
+    Route,
 )
 from kindplan.errors import InvalidInputError
 

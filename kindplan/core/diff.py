@@ -13,11 +13,7 @@ from dataclasses import dataclass, field, replace
 from itertools import compress
 from typing import assert_never
 
-from kindplan.core.model import (
-    DEFAULT_ROUTE_PROTO,
-    IPV6_DEFAULT_METRIC,
-    ROUTE_ORDER,
-    RTPROT_KERNEL,
+from kindplan.core.changes import (
     AddAddress,
     AddRoute,
     Change,
@@ -25,18 +21,22 @@ from kindplan.core.model import (
     DelAddress,
     DeleteConflist,
     DelRoute,
-    DesiredState,
-    MasqObserved,
-    ObservedState,
     Plan,
     RemoveChain,
     ReplaceRoute,
-    Route,
     SetSysctl,
     WriteChain,
     WriteConflist,
 )
+from kindplan.core.model import DesiredState, MasqObserved, ObservedState
 from kindplan.core.render import masq_rules, render_conflist
+from kindplan.core.routes import (
+    DEFAULT_ROUTE_PROTO,
+    IPV6_DEFAULT_METRIC,
+    ROUTE_ORDER,
+    RTPROT_KERNEL,
+    Route,
+)
 
 _PROTO = operator.itemgetter(Route._fields.index("proto"))  # a Route's protocol, read in C
 

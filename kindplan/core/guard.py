@@ -20,14 +20,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, assert_never
 
-from kindplan.core.model import (
+from kindplan.core.changes import (
     AddAddress,
     AddRoute,
     Change,
     DelAddress,
     DeleteConflist,
     DelRoute,
-    ObservedState,
     Plan,
     RemoveChain,
     ReplaceRoute,
@@ -35,6 +34,7 @@ from kindplan.core.model import (
     WriteChain,
     WriteConflist,
 )
+from kindplan.core.model import ObservedState
 
 RECENT_SECONDS = 60.0  # removals applied this recently count with the round's own
 

@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any, assert_never
 
-from kindplan.core.model import (
+from kindplan.core.changes import (
     AddAddress,
     AddRoute,
     Change,
@@ -20,12 +20,11 @@ from kindplan.core.model import (
     SetSysctl,
     WriteChain,
     WriteConflist,
-    route_for,
-    route_was,
 )
+from kindplan.core.routes import route_for, route_was
 
 # Re-exported: the plan's readers (the CLI, the loop's log) take a route's words from here.
-from kindplan.core.model import route_text as route_text  # noqa: PLC0414
+from kindplan.core.routes import route_text as route_text  # noqa: PLC0414
 
 PLAN_FORMAT = 1
 _COLORS = {"+": "\033[32m", "~": "\033[33m", "-": "\033[31m", "!": "\033[1;31m"}

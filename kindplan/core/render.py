@@ -11,13 +11,9 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING
 
-from kindplan.core.model import (
-    Address,
-    DesiredState,
-    MasqChain,
-    format_ip,
-    route_command,
-)
+from kindplan.core.addresses import format_ip
+from kindplan.core.model import Address, DesiredState, MasqChain
+from kindplan.core.routes import route_command
 
 if TYPE_CHECKING:
     import jinja2

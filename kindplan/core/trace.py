@@ -23,23 +23,11 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import TypeVar
 
+from kindplan.core.addresses import IPAddress, IPNetwork, format_ip, format_net, parse_ip
 from kindplan.core.compiler import FORWARDING_SYSCTLS, compile_desired
-from kindplan.core.model import (
-    IPV6_DEFAULT_METRIC,
-    HostFacts,
-    HostPort,
-    IPAddress,
-    IPNetwork,
-    Node,
-    ObservedState,
-    Pod,
-    Route,
-    Snapshot,
-    format_ip,
-    format_net,
-    parse_ip,
-)
+from kindplan.core.model import HostFacts, HostPort, Node, ObservedState, Pod, Snapshot
 from kindplan.core.render import MASQ_CHAIN, masq_rules
+from kindplan.core.routes import IPV6_DEFAULT_METRIC, Route
 from kindplan.errors import InvalidInputError
 
 MAX_HOPS = 32  # a routing loop ends the walk here

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from html import escape
 
-from kindplan.core.model import Node, Pod, Snapshot, format_ip, format_net
+from kindplan.core.addresses import format_ip, format_net
+from kindplan.core.model import Node, Pod, Snapshot
 from kindplan.core.trace import Trace, route_text
 
 NODE_W, POD_H, POD_GAP, HEAD_H, MARGIN, GAP = 270, 44, 10, 74, 20, 40

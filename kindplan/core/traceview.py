@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kindplan.core.model import format_ip, format_net
+from kindplan.core.addresses import format_ip, format_net
 from kindplan.core.trace import End, Endpoint, Hop, Nat, Trace, route_text
 
 ORIGINS = {

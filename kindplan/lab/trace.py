@@ -14,7 +14,8 @@ import socket
 import subprocess
 from dataclasses import dataclass
 
-from kindplan.core.model import Snapshot, format_ip, parse_cidr, parse_ip
+from kindplan.core.addresses import format_ip, parse_cidr, parse_ip
+from kindplan.core.model import Snapshot
 from kindplan.core.trace import (
     Endpoint,
     Hop,

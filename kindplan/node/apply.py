@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, assert_never
 
-from kindplan.core.model import (
+from kindplan.core.changes import (
     AddAddress,
     AddRoute,
     Change,
@@ -23,12 +23,12 @@ from kindplan.core.model import (
     Plan,
     RemoveChain,
     ReplaceRoute,
-    Route,
     SetSysctl,
     WriteChain,
     WriteConflist,
 )
 from kindplan.core.planview import describe
+from kindplan.core.routes import Route
 from kindplan.errors import Interrupted, RuntimeFailure
 from kindplan.node.files import remove_file, write_atomic
 from kindplan.node.iptables import render_fix_payload, render_remove_payload

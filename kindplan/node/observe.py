@@ -12,20 +12,19 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from kindplan.core.addresses import IPAddress, IPNetwork
 from kindplan.core.compiler import FORWARDING_SYSCTLS
 from kindplan.core.model import (
     DEFAULT_MTU,
     HostFacts,
-    IPAddress,
-    IPNetwork,
     Link,
     Node,
     ObservedState,
     Options,
     Pod,
-    Route,
     Snapshot,
 )
+from kindplan.core.routes import Route
 from kindplan.errors import RuntimeFailure
 from kindplan.node.cnicache import read_cni_cache
 from kindplan.node.files import read_regular

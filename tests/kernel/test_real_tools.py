@@ -25,8 +25,9 @@ from builders import load
 from shell import CNI_BIN, sh
 
 from kindplan.core import render
+from kindplan.core.addresses import IPAddress, IPNetwork
 from kindplan.core.compiler import compile_desired, find_node
-from kindplan.core.model import DesiredState, HostFacts, IPAddress, IPNetwork, Snapshot
+from kindplan.core.model import DesiredState, HostFacts, Snapshot
 
 pytestmark = pytest.mark.root
 

@@ -10,15 +10,9 @@ from builders import cluster_doc, load
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kindplan.core.addresses import format_ip, format_net
 from kindplan.core.compiler import compile_desired
-from kindplan.core.model import (
-    HostFacts,
-    Route,
-    RouteSpecial,
-    format_ip,
-    format_net,
-    route_command,
-)
+from kindplan.core.model import HostFacts
 from kindplan.core.render import (
     jump_rule,
     masq_rules,
@@ -27,6 +21,7 @@ from kindplan.core.render import (
     render_masq_payload,
     render_route_batch,
 )
+from kindplan.core.routes import Route, RouteSpecial, route_command
 from kindplan.errors import InvalidInputError
 
 

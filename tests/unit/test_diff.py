@@ -11,31 +11,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from kindplan.core.compiler import compile_desired
-from kindplan.core.diff import diff
-from kindplan.core.model import (
-    ROUTE_ORDER,
+from kindplan.core.changes import (
     AddAddress,
     AddRoute,
     Conflict,
     DelRoute,
-    DesiredState,
-    HostFacts,
-    Link,
-    MasqObserved,
-    ObservedState,
     Plan,
     RemoveChain,
     ReplaceRoute,
-    Route,
-    RouteSpecial,
     SetSysctl,
-    Sysctl,
     WriteChain,
     WriteConflist,
 )
+from kindplan.core.compiler import compile_desired
+from kindplan.core.diff import diff
+from kindplan.core.model import DesiredState, HostFacts, Link, MasqObserved, ObservedState, Sysctl
 from kindplan.core.planview import format_plan, plan_to_json
 from kindplan.core.render import jump_rule, masq_rules, render_conflist
+from kindplan.core.routes import ROUTE_ORDER, Route, RouteSpecial
 from kindplan.node.iptables import parse_nat, render_fix_payload
 from kindplan.resources import load_schema
 

@@ -13,20 +13,11 @@ import pytest
 from fakes import FakeNode, seed_worker2
 
 from kindplan.agent.sources import load_snapshot
-from kindplan.core.model import (
-    AddRoute,
-    Change,
-    DelRoute,
-    MasqChain,
-    Options,
-    Plan,
-    RemoveChain,
-    Route,
-    Snapshot,
-    WriteConflist,
-)
+from kindplan.core.changes import AddRoute, Change, DelRoute, Plan, RemoveChain, WriteConflist
+from kindplan.core.model import MasqChain, Options, Snapshot
 from kindplan.core.planview import describe, plan_to_json
 from kindplan.core.render import masq_rules, render_masq_payload
+from kindplan.core.routes import Route
 from kindplan.errors import Interrupted, RuntimeFailure
 from kindplan.node.apply import BATCH, apply_plan
 from kindplan.node.engine import apply_opened, apply_planned, make_plan, rollback_opened

@@ -14,8 +14,9 @@ import pytest
 from fakes import FakeIptables, FakeKernel, FakeNode, Netfilter
 from shell import sh
 
-from kindplan.core.model import Address, Link, MasqChain, Route
+from kindplan.core.model import Address, Link, MasqChain
 from kindplan.core.render import jump_rule, masq_rules, render_masq_payload
+from kindplan.core.routes import Route
 from kindplan.errors import RuntimeFailure
 from kindplan.node import iptables as iptables_module
 from kindplan.node.iptables import (

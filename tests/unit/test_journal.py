@@ -10,24 +10,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kindplan.core.model import (
+from kindplan.core.changes import (
     AddAddress,
-    Address,
     AddRoute,
     Change,
     DelAddress,
     DeleteConflist,
     DelRoute,
-    NextHop,
     RemoveChain,
     ReplaceRoute,
-    Route,
-    RouteSpecial,
     SetSysctl,
     WriteChain,
     WriteConflist,
     decode_change,
 )
+from kindplan.core.model import Address
+from kindplan.core.routes import NextHop, Route, RouteSpecial
 from kindplan.errors import RuntimeFailure
 from kindplan.node.journal import MAX_GENERATIONS, Journal, _encode_undo, undo_all
 

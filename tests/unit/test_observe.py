@@ -16,15 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from kindplan.core.model import (
-    Link,
-    MasqObserved,
-    ObservedState,
-    Pod,
-    Route,
-    RouteSpecial,
-    Sysctl,
-)
+from kindplan.core.model import Link, MasqObserved, ObservedState, Pod, Sysctl
+from kindplan.core.routes import Route, RouteSpecial
 from kindplan.node.observe import Where, digest, fingerprint, observed_digest, read_observed
 
 NODE = ObservedState(

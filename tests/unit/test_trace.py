@@ -17,15 +17,8 @@ import pytest
 import yaml
 
 from kindplan.core.compiler import compile_desired
-from kindplan.core.model import (
-    HostFacts,
-    HostPort,
-    Link,
-    MasqObserved,
-    ObservedState,
-    Route,
-    Sysctl,
-)
+from kindplan.core.model import HostFacts, HostPort, Link, MasqObserved, ObservedState, Sysctl
+from kindplan.core.routes import Route
 from kindplan.core.snapshot import parse_snapshot
 from kindplan.core.trace import (
     Namespace,

@@ -23,25 +23,22 @@ from kindplan.agent.metrics import Health, Metrics, parse_listen_address
 from kindplan.agent.sources import FileSource, StdinSource, combine_directory
 from kindplan.agent.watch import LoopSettings, change_kind, next_delay
 from kindplan.cli.watch import duration
-from kindplan.core.compiler import compile_desired
-from kindplan.core.diff import diff
-from kindplan.core.document import MAX_INPUT_BYTES
-from kindplan.core.guard import DeletionGuard, split_deletions
-from kindplan.core.model import (
-    Address,
+from kindplan.core.changes import (
     AddRoute,
     Change,
     DelAddress,
     DeleteConflist,
     DelRoute,
-    DesiredState,
-    HostFacts,
-    ObservedState,
     Plan,
     RemoveChain,
     WriteChain,
     WriteConflist,
 )
+from kindplan.core.compiler import compile_desired
+from kindplan.core.diff import diff
+from kindplan.core.document import MAX_INPUT_BYTES
+from kindplan.core.guard import DeletionGuard, split_deletions
+from kindplan.core.model import Address, DesiredState, HostFacts, ObservedState
 from kindplan.errors import InvalidInputError, SourceError, UsageError
 
 PATH = "/etc/cni/net.d/10-kindnet.conflist"
