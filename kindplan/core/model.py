@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kindplan.core.addresses import IPAddress, IPNetwork, addr_order
+from kindplan.core.masq.value import MasqObserved, Masquerade
 from kindplan.core.routes import DEFAULT_ROUTE_PROTO, Route
 
 DEFAULT_MTU = 1500
@@ -130,23 +131,16 @@ class CniConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class MasqChain:
-    """The KIND-MASQ-AGENT chain of one family: RETURN for each CIDR, then MASQUERADE."""
-
-    version: int
-    non_masquerade: tuple[IPNetwork, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class DesiredState:
     node: str
     routes: tuple[Route, ...]
     addresses: tuple[Address, ...]
     sysctls: tuple[Sysctl, ...]
     cni: CniConfig
-    masq: tuple[MasqChain, ...]
+    masq: tuple[Masquerade, ...]  # one per family of the cluster, IPv4 first
     # The cluster's pod subnets: the space where a foreign route matching no node is stale.
     pod_subnets: tuple[IPNetwork, ...] = ()
+    masq_backend: str = "iptables"  # the backend that holds `masq` (core/masq/dialects.py)
 
 
 # -- what a node holds, as observed ------------------------------------------------------------
@@ -160,17 +154,6 @@ class Link:
     up: bool
     addresses: tuple[tuple[IPAddress, int], ...]  # (address, prefixlen), sorted
     kind: str = ""  # "veth", "bridge"...; "" for a device with none (a physical NIC, lo)
-
-
-@dataclass(frozen=True, slots=True)
-class MasqObserved:
-    """The nat table of one family as far as kindplan cares: its chain and its POSTROUTING jumps."""
-
-    version: int
-    rules: tuple[str, ...] | None  # None: the chain does not exist
-    jumps: int  # how many POSTROUTING rules are exactly kindplan's jump
-    jumps_at: tuple[int, ...] = ()  # their positions in POSTROUTING (1 is the first rule)
-    backend: str = "nft"  # the iptables variant it was read from: "nft", "legacy", "" (default)
 
 
 @dataclass(frozen=True, slots=True)
