@@ -17,7 +17,6 @@ import pytest
 import yaml
 
 from kindplan.core.compiler import compile_desired
-from kindplan.core.masq.value import MasqObserved
 from kindplan.core.model import HostFacts, HostPort, Link, ObservedState, Sysctl
 from kindplan.core.routes import Route
 from kindplan.core.snapshot import parse_snapshot
@@ -265,7 +264,7 @@ def observed_worker2(drop_peer: bool) -> ObservedState:
         links,
         routes,
         (Sysctl("net.ipv4.ip_forward", "1"),),
-        (MasqObserved(4, chain, 1),),
+        (replace(chain, variant="nft"),),  # the namespace's own: the value, hooked once
         None,
     )
 

@@ -420,6 +420,11 @@ def test_guard_holds_back_a_snapshot_cut_before_its_pods() -> None:
     assert guarded.plan.empty
 
 
+def _last_rule(masq: Masquerade | None) -> Masquerade:
+    assert masq is not None
+    return Masquerade(masq.version, masq.rules[-1:])
+
+
 @pytest.mark.parametrize(
     ("change", "kind"),
     [
@@ -436,11 +441,6 @@ def test_guard_holds_back_a_snapshot_cut_before_its_pods() -> None:
         ),
     ],
 )
-def _last_rule(masq: Masquerade | None) -> Masquerade:
-    assert masq is not None
-    return Masquerade(masq.version, masq.rules[-1:])
-
-
 def test_guard_covers_every_kind_of_owned_state(
     change: Callable[[ObservedState], Change], kind: str
 ) -> None:
