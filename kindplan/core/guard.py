@@ -106,7 +106,7 @@ def removed_state(change: Change, route_proto: int) -> Counter[str]:
             | AddRoute()
             | ReplaceRoute()
             | DelRoute()  # a foreign route (--adopt): not owned
-            | WriteMasquerade()  # a new chain, or the jumps only
+            | WriteMasquerade()  # a new masquerade, or its hooks only
             | WriteConflist()  # a new conflist
         ):
             return Counter()
