@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import importlib
 from functools import cache
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
+    from typing import Protocol
+
     from kindplan.core.changes import RemoveMasquerade, WriteMasquerade
     from kindplan.core.masq.value import MasqObserved, MasqRule, Masquerade
 
@@ -30,45 +32,50 @@ class MasqWords(NamedTuple):
     rules: str  # whose rules matched or not: "KIND-MASQ-AGENT"
 
 
-class MasqDialect(Protocol):
-    """One backend's text for the masquerade value, both ways."""
+# For mypy alone: a Protocol class costs its typing machinery at import, and every command that
+# reads a plan or a journal imports this module (a dialect says `DIALECT: MasqDialect`).
+if TYPE_CHECKING:
 
-    @property
-    def name(self) -> str: ...
+    class MasqDialect(Protocol):
+        """One backend's text for the masquerade value, both ways."""
 
-    @property
-    def variants(self) -> frozenset[str]:
-        """The variants a change may name (iptables: "nft", "legacy", "" the system's own)."""
-        ...
+        @property
+        def name(self) -> str: ...
 
-    @property
-    def words(self) -> MasqWords: ...
+        @property
+        def variants(self) -> frozenset[str]:
+            """The variants a change may name (iptables: "nft", "legacy", "" the system's own)."""
+            ...
 
-    def read(self, version: int, saved: str, variant: str) -> MasqObserved:
-        """What the backend's dump (`saved`) holds of kindplan's masquerade."""
-        ...
+        @property
+        def words(self) -> MasqWords: ...
 
-    def rule_text(self, rule: MasqRule) -> str:
-        """One rule as the backend shows it (the plan's detail lines, show, trace)."""
-        ...
+        def read(self, version: int, saved: str, variant: str) -> MasqObserved:
+            """What the backend's dump (`saved`) holds of kindplan's masquerade."""
+            ...
 
-    def render_file(self, node: str, masq: Masquerade) -> tuple[str, str]:
-        """(file name, content) of `kindplan render`: the value as the backend's tool takes it."""
-        ...
+        def rule_text(self, rule: MasqRule) -> str:
+            """One rule as the backend shows it (the plan's detail lines, show, trace)."""
+            ...
 
-    def write_payload(self, change: WriteMasquerade) -> str:
-        """The one-commit payload that makes `change` on the backend."""
-        ...
+        def render_file(self, node: str, masq: Masquerade) -> tuple[str, str]:
+            """(file name, content) of `kindplan render`: the value as the backend's tool takes
+            it."""
+            ...
 
-    def remove_payload(self, change: RemoveMasquerade) -> str:
-        """The one-commit payload that takes kindplan's masquerade and its hooks away."""
-        ...
+        def write_payload(self, change: WriteMasquerade) -> str:
+            """The one-commit payload that makes `change` on the backend."""
+            ...
 
-    def describe_write(self, change: WriteMasquerade) -> str:
-        """The plan's line for `change`: what of the backend's it writes."""
-        ...
+        def remove_payload(self, change: RemoveMasquerade) -> str:
+            """The one-commit payload that takes kindplan's masquerade and its hooks away."""
+            ...
 
-    def describe_remove(self, change: RemoveMasquerade) -> str: ...
+        def describe_write(self, change: WriteMasquerade) -> str:
+            """The plan's line for `change`: what of the backend's it writes."""
+            ...
+
+        def describe_remove(self, change: RemoveMasquerade) -> str: ...
 
 
 @cache

@@ -16,11 +16,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from kindplan.core.addresses import format_net, parse_cidr
-from kindplan.core.masq.dialects import MasqDialect, MasqWords
+from kindplan.core.masq.dialects import MasqWords
 from kindplan.core.masq.value import EXEMPT, MASQUERADE, MasqObserved, MasqRule, Masquerade
 
 if TYPE_CHECKING:
     from kindplan.core.changes import RemoveMasquerade, WriteMasquerade
+    from kindplan.core.masq.dialects import MasqDialect
 
 MASQ_CHAIN = "KIND-MASQ-AGENT"
 # The comments kindnet's masq agent uses, so a node taken over from kindnetd reads the same.
