@@ -31,14 +31,9 @@ from builders import cluster_doc, load  # noqa: E402
 
 from kindplan.core.compiler import compile_desired  # noqa: E402
 from kindplan.core.diff import diff  # noqa: E402
-from kindplan.core.model import (  # noqa: E402
-    HostFacts,
-    Link,
-    MasqObserved,
-    ObservedState,
-    Sysctl,
-)
-from kindplan.core.render import masq_rules, render_conflist, render_route_batch  # noqa: E402
+from kindplan.core.masq.value import MasqObserved  # noqa: E402
+from kindplan.core.model import HostFacts, Link, ObservedState, Sysctl  # noqa: E402
+from kindplan.core.render import render_conflist, render_route_batch  # noqa: E402
 from kindplan.core.snapshot import freeze_heap  # noqa: E402
 
 KINDPLAN = [sys.executable, "-m", "kindplan.cli"]
@@ -317,7 +312,7 @@ def observed_like(desired) -> ObservedState:  # type: ignore[no-untyped-def]
         links=(Link("eth0", 2, 1500, True, ()),),
         routes=desired.routes,
         sysctls=tuple(Sysctl(s.name, s.value) for s in desired.sysctls),
-        masq=tuple(MasqObserved(m.version, masq_rules(m), 1) for m in desired.masq),
+        masq=tuple(MasqObserved(m.version, m, 1, (1,)) for m in desired.masq),
         conflist=render_conflist(desired),
     )
 

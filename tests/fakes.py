@@ -31,14 +31,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from ipaddress import ip_address, ip_interface
 
-from kindplan.core.model import (
-    IPV6_DEFAULT_METRIC,
-    Address,
-    IPAddress,
-    Link,
-    Route,
-    Sysctl,
-)
+from kindplan.core.addresses import IPAddress
+from kindplan.core.model import Address, Link, Sysctl
+from kindplan.core.routes import IPV6_DEFAULT_METRIC, Route
 from kindplan.errors import RuntimeFailure
 from kindplan.node import iptables
 from kindplan.node.kernel import KernelError

@@ -25,7 +25,7 @@ from dataclasses import replace
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any
 
-from kindplan.core.model import IPNetwork
+from kindplan.core.addresses import IPNetwork
 from kindplan.core.snapshot import Loaded, check_document
 from kindplan.errors import Problem, SourceError, UsageError, one_line
 

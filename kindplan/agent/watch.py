@@ -25,8 +25,9 @@ from types import FrameType
 from kindplan.agent.logs import Log
 from kindplan.agent.metrics import Health, Metrics
 from kindplan.agent.sources import Source
+from kindplan.core.changes import Change
 from kindplan.core.guard import DeletionGuard, Guarded, owned_routes_delta
-from kindplan.core.model import Change, Options
+from kindplan.core.model import Options
 from kindplan.core.planview import describe, route_text
 from kindplan.core.snapshot import Loaded, freeze_heap
 from kindplan.errors import InvalidInputError, KindplanError, SourceError

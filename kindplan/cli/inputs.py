@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 
 from kindplan.cli.options import PodSubnetOpt, RenderArgs, RouteProtoOpt, SnapshotArg, split
-from kindplan.core.model import DEFAULT_MTU, DEFAULT_ROUTE_PROTO, HostFacts, Snapshot
+from kindplan.core.model import DEFAULT_MTU, HostFacts, Snapshot
+from kindplan.core.routes import DEFAULT_ROUTE_PROTO
 from kindplan.errors import Problem, UsageError
 from kindplan.status import ExitStatus
 

@@ -18,12 +18,12 @@ from kindplan.cli.options import (
     StateDirOpt,
 )
 from kindplan.cli.planning import say_if_locked
-from kindplan.core.model import DEFAULT_ROUTE_PROTO
+from kindplan.core.routes import DEFAULT_ROUTE_PROTO
 from kindplan.errors import RuntimeFailure
 from kindplan.status import ExitStatus
 
 if TYPE_CHECKING:
-    from kindplan.core.model import Change
+    from kindplan.core.changes import Change
 
 
 def rollback(
@@ -114,6 +114,7 @@ def show(
 
     Example: kindplan show --netns kp-worker2
     """
+    from kindplan.core.masq.dialects import dialect
     from kindplan.core.planview import route_text
     from kindplan.node.iptables import read_masq
     from kindplan.node.ports import open_node
@@ -124,7 +125,7 @@ def show(
         chains = [
             c
             for c in read_masq(node.iptables)
-            if c.backend == node.iptables.backend or c.jumps or c.rules is not None
+            if c.variant == node.iptables.backend or c.hooks or c.masq is not None
         ]
         in_use = node.iptables.backend
     typer.echo(f"routes with protocol {route_proto}: {len(routes)}")
@@ -132,15 +133,17 @@ def show(
         typer.echo(f"  {route_text(route)}")
     for chain in chains:
         table = "ip6tables" if chain.version == 6 else "iptables"
-        if chain.rules is None:
-            typer.echo(f"{table} nat: no KIND-MASQ-AGENT chain; {chain.jumps} jump(s)")
+        if chain.masq is None:
+            typer.echo(f"{table} nat: no KIND-MASQ-AGENT chain; {chain.hooks} jump(s)")
             continue
+        # the rules as the backend holds them: the value in its dialect's words, then the rest
+        rules = [*map(dialect(chain.backend).rule_text, chain.masq.rules), *chain.unread]
         typer.echo(
-            f"{table} nat: KIND-MASQ-AGENT ({len(chain.rules)} rules), {chain.jumps} jump(s) "
-            f"[{chain.backend or 'default'} backend"
-            + ("]" if chain.backend == in_use else ", not in use]")
+            f"{table} nat: KIND-MASQ-AGENT ({len(rules)} rules), {chain.hooks} jump(s) "
+            f"[{chain.variant or 'default'} backend"
+            + ("]" if chain.variant == in_use else ", not in use]")
         )
-        for rule in chain.rules:
+        for rule in rules:
             typer.echo(f"  {rule}")
     if conf_file is not None:
         if conf_file.exists() and not conf_file.is_file():  # a FIFO would block the read

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, NamedTuple
 
 import typer
 
-from kindplan.core.model import RESERVED_ROUTE_PROTOS
+from kindplan.core.routes import RESERVED_ROUTE_PROTOS
 from kindplan.errors import UsageError
 
 if TYPE_CHECKING:

@@ -34,14 +34,16 @@ from kindplan.cli.options import (
     finite,
     split,
 )
-from kindplan.core.model import DEFAULT_ROUTE_PROTO, Snapshot
+from kindplan.core.model import Snapshot
+from kindplan.core.routes import DEFAULT_ROUTE_PROTO
 from kindplan.errors import UsageError, one_line
 from kindplan.status import ExitStatus
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from kindplan.core.model import Change, Options
+    from kindplan.core.changes import Change
+    from kindplan.core.model import Options
     from kindplan.node.converged import Remember
     from kindplan.node.saved import SavedPlan
 

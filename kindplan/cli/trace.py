@@ -16,7 +16,7 @@ from kindplan.status import ExitStatus
 
 if TYPE_CHECKING:
     from kindplan.core.model import ObservedState, Snapshot
-    from kindplan.core.trace import Uplink
+    from kindplan.core.traceworld import Uplink
 
 
 def trace(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
@@ -120,8 +120,9 @@ def trace(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
 def _trace(args: TraceArgs) -> int:
     import json
 
-    from kindplan.core.trace import build_world, families, resolve, trace_packet
+    from kindplan.core.trace import trace_packet
     from kindplan.core.traceview import format_trace, trace_to_json
+    from kindplan.core.traceworld import build_world, families, resolve
 
     if args.proto not in ("tcp", "udp"):
         raise UsageError(f"--proto: {args.proto!r} is not tcp or udp")
@@ -154,8 +155,8 @@ def _trace(args: TraceArgs) -> int:
 
 def _trace_uplink(args: TraceArgs) -> Uplink:
     """The nodes' uplink as --uplink, --node-network and --default-via describe it."""
-    from kindplan.core.model import parse_cidr, parse_ip
-    from kindplan.core.trace import Uplink
+    from kindplan.core.addresses import parse_cidr, parse_ip
+    from kindplan.core.traceworld import Uplink
 
     try:
         nets = tuple(parse_cidr(text) for text in args.node_networks)

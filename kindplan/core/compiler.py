@@ -4,22 +4,24 @@ from __future__ import annotations
 
 from ipaddress import ip_network
 
+from kindplan.core.addresses import IPNetwork
+from kindplan.core.masq.value import Masquerade, wanted
 from kindplan.core.model import (
-    DEFAULT_ROUTE_PROTO,
-    IPV6_DEFAULT_METRIC,
-    MAIN_TABLE,
-    ROUTE_ORDER,
     Address,
     CniConfig,
     DesiredState,
     HostFacts,
-    IPNetwork,
-    MasqChain,
     Node,
     Pod,
-    Route,
     Snapshot,
     Sysctl,
+)
+from kindplan.core.routes import (
+    DEFAULT_ROUTE_PROTO,
+    IPV6_DEFAULT_METRIC,
+    MAIN_TABLE,
+    ROUTE_ORDER,
+    Route,
 )
 from kindplan.errors import InvalidInputError
 
@@ -73,7 +75,7 @@ def compile_desired(
         addresses=tuple(sorted({a.key: a for a in addresses}.values(), key=lambda a: a.key)),
         sysctls=tuple(Sysctl(FORWARDING_SYSCTLS[v], "1") for v in families),
         cni=CniConfig(snapshot.cluster.cni, facts.mtu, node.pod_cidrs),
-        masq=tuple(_masq_chain(snapshot, v) for v in families),
+        masq=tuple(_masquerade(snapshot, v) for v in families),
         pod_subnets=snapshot.cluster.pod_subnets,
     )
 
@@ -127,10 +129,8 @@ def _metric(net: IPNetwork) -> int:
     return IPV6_DEFAULT_METRIC if net.version == 6 else 0
 
 
-def _masq_chain(snapshot: Snapshot, version: int) -> MasqChain:
-    """RETURN for the cluster pod subnet, then the extra non-masquerade CIDRs, of one family."""
+def _masquerade(snapshot: Snapshot, version: int) -> Masquerade:
+    """The cluster pod subnet exempt, then the extra non-masquerade CIDRs, of one family."""
     cluster = snapshot.cluster
-    cidrs = [
-        n for n in (*cluster.pod_subnets, *cluster.non_masquerade_cidrs) if n.version == version
-    ]
-    return MasqChain(version, tuple(dict.fromkeys(cidrs)))
+    exempt = (*cluster.pod_subnets, *cluster.non_masquerade_cidrs)
+    return wanted(version, (n for n in exempt if n.version == version))

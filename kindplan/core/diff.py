@@ -13,11 +13,7 @@ from dataclasses import dataclass, field, replace
 from itertools import compress
 from typing import assert_never
 
-from kindplan.core.model import (
-    DEFAULT_ROUTE_PROTO,
-    IPV6_DEFAULT_METRIC,
-    ROUTE_ORDER,
-    RTPROT_KERNEL,
+from kindplan.core.changes import (
     AddAddress,
     AddRoute,
     Change,
@@ -25,18 +21,23 @@ from kindplan.core.model import (
     DelAddress,
     DeleteConflist,
     DelRoute,
-    DesiredState,
-    MasqObserved,
-    ObservedState,
     Plan,
-    RemoveChain,
+    RemoveMasquerade,
     ReplaceRoute,
-    Route,
     SetSysctl,
-    WriteChain,
     WriteConflist,
+    WriteMasquerade,
 )
-from kindplan.core.render import masq_rules, render_conflist
+from kindplan.core.masq.value import MasqObserved, Masquerade
+from kindplan.core.model import DesiredState, ObservedState
+from kindplan.core.render import render_conflist
+from kindplan.core.routes import (
+    DEFAULT_ROUTE_PROTO,
+    IPV6_DEFAULT_METRIC,
+    ROUTE_ORDER,
+    RTPROT_KERNEL,
+    Route,
+)
 
 _PROTO = operator.itemgetter(Route._fields.index("proto"))  # a Route's protocol, read in C
 
@@ -244,31 +245,41 @@ def _same_target(desired: Route, observed: Route) -> bool:
 
 
 def _diff_masq(desired: DesiredState, observed: ObservedState) -> list[Change]:
-    backend = observed.iptables_backend
-    seen = {(m.backend, m.version): m for m in observed.masq}
+    backend, variant = desired.masq_backend, observed.iptables_backend
+    seen = {(m.backend, m.variant, m.version): m for m in observed.masq}
     changes: list[Change] = []
-    for chain in desired.masq:
-        rules = masq_rules(chain)
-        now = seen.pop((backend, chain.version), None)
-        old_rules, jumps = (now.rules, now.jumps) if now else (None, 0)
-        jumps_at = now.jumps_at if now else ()
-        if old_rules != rules or jumps != 1:
-            # of several copies of the jump, the first one stays where it is
-            write = WriteChain(
-                chain.version,
-                rules=rules if old_rules != rules else None,
-                old_rules=old_rules,
-                jumps=jumps,
+    for want in desired.masq:
+        now = seen.pop((backend, variant, want.version), None) or MasqObserved(want.version, None)
+        right = now.right and now.masq == want
+        if not right or now.hooks != 1:
+            # of several copies of the hook, the first one stays where it is
+            write = WriteMasquerade(
+                want.version,
+                masq=None if right else want,
+                old=now.masq,
+                hooks=now.hooks,
                 backend=backend,
+                variant=variant,
+                unread=now.unread,
             )
-            if jumps > 1:
-                write = replace(write, jumps_at=jumps_at, want_at=jumps_at[:1])
+            if now.hooks > 1:
+                write = replace(write, hooks_at=now.hooks_at, want_at=now.hooks_at[:1])
             changes.append(write)
-    # What is left is kindplan's chain where nothing wants it: a backend the node no longer
-    # uses, a family the cluster lost. Both still hook netfilter: removed, jumps and all.
-    for (other, version), masq in sorted(seen.items()):
-        if masq.rules is not None or masq.jumps:
-            changes.append(RemoveChain(version, masq.rules or (), masq.jumps, backend=other))
+    # What is left is kindplan's masquerade where nothing wants it: a backend (or variant) the
+    # node no longer uses, a family the cluster lost. Both still hook netfilter: removed, hooks
+    # and all.
+    for (other, other_variant, version), masq in sorted(seen.items()):
+        if masq.masq is not None or masq.hooks:
+            changes.append(
+                RemoveMasquerade(
+                    version,
+                    masq.masq or Masquerade(version, ()),
+                    masq.hooks,
+                    backend=other,
+                    variant=other_variant,
+                    unread=masq.unread,
+                )
+            )
     return changes
 
 
@@ -296,16 +307,16 @@ def _in_effect(change: Change, observed: ObservedState, routes: dict[object, lis
             )  # a route restored by a rollback: the same type and paths too
         case DelRoute(route=route):
             return not any(r.proto == route.proto for r in routes.get(route.key, ()))
-        case WriteChain(version=version, rules=rules, want_jumps=want_jumps, backend=backend):
-            masq = _masq(observed, version, backend)
+        case WriteMasquerade(masq=masq, want_hooks=want_hooks):
+            now = _masq(observed, change)
             return (
-                masq is not None
-                and (rules is None or masq.rules == rules)
-                and masq.jumps == want_jumps
+                now is not None
+                and (masq is None or (now.right and now.masq == masq))
+                and now.hooks == want_hooks
             )
-        case RemoveChain(version=version, backend=backend):
-            masq = _masq(observed, version, backend)
-            return masq is None or (masq.rules is None and masq.jumps == 0)
+        case RemoveMasquerade():
+            now = _masq(observed, change)
+            return now is None or (now.masq is None and now.hooks == 0)
         case WriteConflist(content=content):
             return observed.conflist == content
         case DeleteConflist():
@@ -314,7 +325,10 @@ def _in_effect(change: Change, observed: ObservedState, routes: dict[object, lis
             assert_never(change)
 
 
-def _masq(observed: ObservedState, version: int, backend: str | None) -> MasqObserved | None:
-    """The chain of `version` in `backend` (None: the backend in use) as observed."""
-    backend = observed.iptables_backend if backend is None else backend
-    return next((m for m in observed.masq if (m.version, m.backend) == (version, backend)), None)
+def _masq(
+    observed: ObservedState, change: WriteMasquerade | RemoveMasquerade
+) -> MasqObserved | None:
+    """What the backend and variant of `change` (None: the variant in use) hold, as observed."""
+    variant = observed.iptables_backend if change.variant is None else change.variant
+    key = (change.backend, variant, change.version)
+    return next((m for m in observed.masq if (m.backend, m.variant, m.version) == key), None)

@@ -20,21 +20,21 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, assert_never
 
-from kindplan.core.model import (
+from kindplan.core.changes import (
     AddAddress,
     AddRoute,
     Change,
     DelAddress,
     DeleteConflist,
     DelRoute,
-    ObservedState,
     Plan,
-    RemoveChain,
+    RemoveMasquerade,
     ReplaceRoute,
     SetSysctl,
-    WriteChain,
     WriteConflist,
+    WriteMasquerade,
 )
+from kindplan.core.model import ObservedState
 
 RECENT_SECONDS = 60.0  # removals applied this recently count with the round's own
 
@@ -73,9 +73,9 @@ def owned_state(observed: ObservedState, route_proto: int) -> Counter[str]:
     for link in observed.links:  # a pod veth's gateway address is a host address (/32, /128)
         owned[ADDRESSES] += sum(1 for a, length in link.addresses if length == a.max_prefixlen)
     for masq in observed.masq:
-        if masq.rules is not None:
+        if masq.masq is not None:
             owned[SNAT_CHAINS] += 1
-            owned[SNAT_RULES] += len(masq.rules)
+            owned[SNAT_RULES] += len(masq.masq.rules) + len(masq.unread)
     if observed.conflist is not None:
         owned[CONFLISTS] += 1
         owned[CONFLIST_RANGES] += len(conflist_subnets(observed.conflist))
@@ -89,12 +89,12 @@ def removed_state(change: Change, route_proto: int) -> Counter[str]:
             return Counter({PEER_ROUTES if route.gateway is not None else POD_ROUTES: 1})
         case DelAddress():
             return Counter({ADDRESSES: 1})
-        case WriteChain(rules=rules, old_rules=old_rules) if (
-            rules is not None and old_rules is not None
+        case WriteMasquerade(masq=masq, old=old, unread=unread) if (
+            masq is not None and old is not None
         ):
-            return Counter({SNAT_RULES: len(set(old_rules) - set(rules))})
-        case RemoveChain(old_rules=old_rules):
-            return Counter({SNAT_CHAINS: 1, SNAT_RULES: len(old_rules)})
+            return Counter({SNAT_RULES: len(set(old.rules) - set(masq.rules)) + len(unread)})
+        case RemoveMasquerade(old=old, unread=unread):
+            return Counter({SNAT_CHAINS: 1, SNAT_RULES: len(old.rules) + len(unread)})
         case WriteConflist(content=content, old=old) if old is not None:
             gone = conflist_subnets(old) - conflist_subnets(content)
             return Counter({CONFLIST_RANGES: len(gone)})
@@ -106,7 +106,7 @@ def removed_state(change: Change, route_proto: int) -> Counter[str]:
             | AddRoute()
             | ReplaceRoute()
             | DelRoute()  # a foreign route (--adopt): not owned
-            | WriteChain()  # a new chain, or the jumps only
+            | WriteMasquerade()  # a new masquerade, or its hooks only
             | WriteConflist()  # a new conflist
         ):
             return Counter()
@@ -133,8 +133,8 @@ def owned_routes_delta(applied: Iterable[Change], route_proto: int) -> int:
                 | ReplaceRoute()
                 | DelRoute()
                 | DelAddress()
-                | WriteChain()
-                | RemoveChain()
+                | WriteMasquerade()
+                | RemoveMasquerade()
                 | WriteConflist()
                 | DeleteConflist()
             ):

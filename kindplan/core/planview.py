@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any, assert_never
 
-from kindplan.core.model import (
+from kindplan.core.changes import (
     AddAddress,
     AddRoute,
     Change,
@@ -15,17 +15,17 @@ from kindplan.core.model import (
     DeleteConflist,
     DelRoute,
     Plan,
-    RemoveChain,
+    RemoveMasquerade,
     ReplaceRoute,
     SetSysctl,
-    WriteChain,
     WriteConflist,
-    route_for,
-    route_was,
+    WriteMasquerade,
 )
+from kindplan.core.masq.dialects import dialect
+from kindplan.core.routes import route_for, route_was
 
 # Re-exported: the plan's readers (the CLI, the loop's log) take a route's words from here.
-from kindplan.core.model import route_text as route_text  # noqa: PLC0414
+from kindplan.core.routes import route_text as route_text  # noqa: PLC0414
 
 PLAN_FORMAT = 1
 _COLORS = {"+": "\033[32m", "~": "\033[33m", "-": "\033[31m", "!": "\033[1;31m"}
@@ -96,13 +96,19 @@ def format_plan(plan: Plan, *, color: bool = False) -> str:
 
 
 def details(change: Change) -> list[str]:
-    """Field-level detail: rule lines of a chain, JSON paths of the conflist."""
+    """Field-level detail: the rules of a masquerade, JSON paths of the conflist."""
     match change:
-        case WriteChain(rules=rules, old_rules=old_rules) if rules is not None:
-            old = set(old_rules or ())
-            new = set(rules)
-            return [f"- {r}" for r in old_rules or () if r not in new] + [
-                f"+ {r}" for r in rules if r not in old
+        case WriteMasquerade(masq=masq, old=old, unread=unread, backend=backend) if (
+            masq is not None
+        ):
+            # The value's rules in the words of the backend that holds them (iptables: the lines
+            # iptables-save shows), and what it held that its dialect could not read.
+            text = dialect(backend).rule_text
+            rules = tuple(map(text, masq.rules))
+            before = (*map(text, old.rules if old is not None else ()), *unread)
+            new, gone = set(rules), set(before)
+            return [f"- {r}" for r in before if r not in new] + [
+                f"+ {r}" for r in rules if r not in gone
             ] or ["(same rules, new order)"]
         case WriteConflist(content=content, old=old) if old is not None:
             return conflist_changes(old, content)
@@ -111,8 +117,8 @@ def details(change: Change) -> list[str]:
             | AddAddress()
             | AddRoute()
             | ReplaceRoute()
-            | WriteChain()
-            | RemoveChain()
+            | WriteMasquerade()
+            | RemoveMasquerade()
             | DelRoute()
             | DelAddress()
             | WriteConflist()

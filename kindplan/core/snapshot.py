@@ -14,21 +14,16 @@ from functools import cache
 from ipaddress import IPv6Address, ip_network
 from typing import Any, TypeVar
 
-from kindplan.core.document import parse_document
-from kindplan.core.model import (
-    Cluster,
-    CniSettings,
-    HostPort,
+from kindplan.core.addresses import (
     IPAddress,
     IPNetwork,
-    Node,
-    Pod,
-    Snapshot,
     addr_order,
     net_order,
     parse_cidr,
     parse_ip,
 )
+from kindplan.core.document import parse_document
+from kindplan.core.model import Cluster, CniSettings, HostPort, Node, Pod, Snapshot
 from kindplan.core.nodelist import NODE_LIST_KINDS, convert_node_list
 from kindplan.core.schemacheck import Check, compile_schema
 from kindplan.errors import InvalidInputError, Problem

@@ -1,107 +1,32 @@
 """trace_packet: a packet's walk through the cluster, hop by hop, as the kernel routes it. Pure.
 
-Each network namespace on the path is modelled by what decides a packet's fate there:
-- a pod: what ptp gives its eth0 (measured with containernetworking-plugins 1.1.1): IPv4
-  `default via GW`, `PODCIDR via GW src POD`, `GW dev eth0 scope link src POD`; IPv6 `GW dev eth0
-  metric 1024`, `PODCIDR via GW metric 1024`, `default via GW metric 1024` (GW: the PodCIDR's
-  first address, which the host side of every pod veth holds). A pod does not forward.
-- a node: its local addresses (InternalIPs, the gateway on each pod veth), its main table
-  (kindplan's desired routes, or for a node given with its observed state the routes it has),
-  the uplink's connected prefix and default route (not kindplan's: from flags, else assumed),
-  portmap's hostPort DNAT, and KIND-MASQ-AGENT behind POSTROUTING's jump.
-
-Route choice as the kernel makes it: the local table first, then the main table's longest
-prefix, the lowest metric among equal prefixes; a route via a gateway that is not on-link from
-its device is one the kernel refuses to hold, so it is skipped.
+The namespaces it walks through are traceworld.py's. Route choice as the kernel makes it: the
+local table first, then the main table's longest prefix, the lowest metric among equal prefixes;
+a route via a gateway that is not on-link from its device is one the kernel refuses to hold, so
+it is skipped.
 """
 
 from __future__ import annotations
 
-import shlex
-from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Network, IPv6Network, ip_network
-from typing import TypeVar
 
-from kindplan.core.compiler import FORWARDING_SYSCTLS, compile_desired
-from kindplan.core.model import (
-    IPV6_DEFAULT_METRIC,
-    HostFacts,
-    HostPort,
-    IPAddress,
-    IPNetwork,
-    Node,
-    ObservedState,
-    Pod,
-    Route,
-    Snapshot,
-    format_ip,
-    format_net,
-    parse_ip,
+from kindplan.core.addresses import IPAddress, format_ip
+from kindplan.core.compiler import FORWARDING_SYSCTLS
+from kindplan.core.masq.dialects import MasqWords, dialect
+from kindplan.core.masq.value import EXEMPT, MASQUERADE, MasqObserved
+from kindplan.core.model import HostPort
+from kindplan.core.traceworld import (
+    POD_IF,
+    Endpoint,
+    Namespace,
+    TableRoute,
+    World,
+    pod_name,
+    route_listing,
 )
-from kindplan.core.render import MASQ_CHAIN, masq_rules
 from kindplan.errors import InvalidInputError
 
 MAX_HOPS = 32  # a routing loop ends the walk here
-PROTO_KERNEL, PROTO_BOOT = 2, 3  # connected routes; routes added by ip(8) (a node's default)
-POD_IF = "eth0"
-
-
-@dataclass(frozen=True, slots=True)
-class Uplink:
-    """What the snapshot does not say about the nodes' own network: flags, else assumptions."""
-
-    name: str = "eth0"
-    networks: tuple[IPNetwork, ...] = ()  # the node network per family; else assumed on-link
-    gateways: tuple[IPAddress, ...] = ()  # the nodes' default gateway per family; else unknown
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    kind: str  # "pod", "node" or "outside"
-    name: str  # namespace/name, node name, or the address
-    ips: tuple[IPAddress, ...]
-    node: str | None = None  # a pod's node; a node itself
-
-    def ip(self, version: int) -> IPAddress | None:
-        return next((ip for ip in self.ips if ip.version == version), None)
-
-    @property
-    def label(self) -> str:
-        return self.name if self.kind == "outside" else f"{self.kind} {self.name}"
-
-
-@dataclass(frozen=True, slots=True)
-class TableRoute:
-    """A route of a namespace's table, with where it comes from (for the reader)."""
-
-    route: Route
-    origin: str  # kindplan, ptp, kernel (connected), node (its default), assumed, observed
-
-
-@dataclass(frozen=True, slots=True)
-class Masq:
-    """KIND-MASQ-AGENT of one family as rules (None: no chain) and POSTROUTING's jumps to it."""
-
-    version: int
-    rules: tuple[str, ...] | None
-    jumps: int
-
-
-@dataclass(frozen=True, slots=True)
-class Namespace:
-    kind: str  # "pod" or "node"
-    name: str
-    node: str
-    local: tuple[tuple[IPAddress, str], ...]  # (address, device), in the device's order
-    routes: tuple[TableRoute, ...]
-    masq: tuple[Masq, ...] = ()
-    forwarding: tuple[int, ...] = ()  # families this namespace forwards
-    observed: bool = False
-
-    @property
-    def label(self) -> str:
-        return f"{self.kind} {self.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,230 +75,6 @@ class Trace:
     target: Endpoint
     hops: tuple[Hop, ...]
     end: End
-
-
-# -- the cluster as namespaces -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class World:
-    snapshot: Snapshot
-    uplink: Uplink
-    namespaces: Mapping[tuple[str, str], Namespace]  # (kind, name) -> namespace
-    desired_nodes: Mapping[str, Namespace]  # every node's desired namespace, to tell drift
-
-    def pod(self, name: str) -> Pod:
-        return next(p for p in self.snapshot.pods if _pod_name(p) == name)
-
-
-K = TypeVar("K")
-
-
-class _Lazy(Mapping[K, Namespace]):
-    """Namespaces made when first asked for: a walk visits a handful of a cluster's nodes, and
-    compiling one node is a pass over all its peers (every node of 1,000 took seconds)."""
-
-    def __init__(self, keys: Iterable[K], make: Callable[[K], Namespace]) -> None:
-        self._keys = dict.fromkeys(keys)
-        self._make = make
-        self._made: dict[K, Namespace] = {}
-
-    def __getitem__(self, key: K) -> Namespace:
-        made = self._made.get(key)
-        if made is None:
-            if key not in self._keys:
-                raise KeyError(key)
-            made = self._made[key] = self._make(key)
-        return made
-
-    def __iter__(self) -> Iterator[K]:
-        return iter(self._keys)
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-
-def _pod_name(pod: Pod) -> str:
-    return f"{pod.namespace}/{pod.name}"
-
-
-def build_world(
-    snapshot: Snapshot, uplink: Uplink, observed: Mapping[str, ObservedState] | None = None
-) -> World:
-    """Every pod and node as a namespace; nodes in `observed` as they are, not as desired."""
-    nodes = {node.name: node for node in snapshot.nodes}
-    pods = {_pod_name(pod): pod for pod in snapshot.pods if pod.node in nodes}
-    desired = _Lazy(nodes, lambda name: _desired_node(snapshot, nodes[name], uplink))
-
-    def make(key: tuple[str, str]) -> Namespace:
-        kind, name = key
-        if kind == "pod":
-            return _pod_namespace(nodes[pods[name].node], pods[name])
-        state = (observed or {}).get(name)
-        return desired[name] if state is None else _observed_node(snapshot, nodes[name], state)
-
-    keys = [("node", name) for name in nodes] + [("pod", name) for name in pods]
-    return World(snapshot, uplink, _Lazy(keys, make), desired)
-
-
-def _pod_namespace(node: Node, pod: Pod) -> Namespace:
-    routes = []
-    for ip in pod.ips:
-        cidr = node.pod_cidr(ip.version)
-        if cidr is None:
-            continue
-        gw = cidr.network_address + 1
-        if ip.version == 4:
-            routes += [
-                Route(_any(4), POD_IF, gw, proto=PROTO_BOOT),
-                Route(cidr, POD_IF, gw, proto=PROTO_BOOT),
-                Route(ip_network(gw), POD_IF, None, "link", proto=PROTO_BOOT),
-            ]
-        else:
-            metric = IPV6_DEFAULT_METRIC
-            routes += [
-                Route(_any(6), POD_IF, gw, metric=metric, proto=PROTO_BOOT),
-                Route(cidr, POD_IF, gw, metric=metric, proto=PROTO_BOOT),
-                Route(ip_network(gw), POD_IF, None, metric=metric, proto=PROTO_BOOT),
-            ]
-    return Namespace(
-        "pod",
-        _pod_name(pod),
-        pod.node,
-        tuple((ip, POD_IF) for ip in pod.ips),
-        tuple(TableRoute(r, "ptp") for r in routes),
-    )
-
-
-def _any(version: int) -> IPNetwork:
-    return ip_network("0.0.0.0/0" if version == 4 else "::/0")
-
-
-def _desired_node(snapshot: Snapshot, node: Node, uplink: Uplink) -> Namespace:
-    desired = compile_desired(snapshot, node.name, HostFacts(uplink.name))
-    routes = [TableRoute(r, "kindplan") for r in desired.routes]
-    for ip in node.internal_ips:
-        v = ip.version
-        net = next((n for n in uplink.networks if ip in n), None)
-        assumed = _assumed_network(snapshot, v, uplink.gateways)
-        if any(n.version == v for n in uplink.networks):
-            assumed = ip_network(ip)  # outside the node network given: on-link with no one
-        routes.append(
-            TableRoute(
-                Route(
-                    net or assumed,
-                    uplink.name,
-                    None,
-                    "link",
-                    metric=256 if v == 6 else 0,
-                    proto=PROTO_KERNEL,
-                ),
-                "kernel" if net else "assumed",
-            )
-        )
-        gateway = next((g for g in uplink.gateways if g.version == v), None)
-        metric = IPV6_DEFAULT_METRIC if v == 6 else 0
-        routes.append(
-            TableRoute(
-                Route(_any(v), uplink.name, gateway, metric=metric, proto=PROTO_BOOT),
-                "node" if gateway else "assumed",
-            )
-        )
-    local = [(ip, uplink.name) for ip in node.internal_ips]
-    local += [(a.address, a.ifname) for a in desired.addresses]
-    return Namespace(
-        "node",
-        node.name,
-        node.name,
-        tuple(local),
-        tuple(routes),
-        tuple(Masq(c.version, masq_rules(c), 1) for c in desired.masq),
-        snapshot.families,
-    )
-
-
-def _assumed_network(
-    snapshot: Snapshot, version: int, gateways: tuple[IPAddress, ...]
-) -> IPNetwork:
-    """The smallest prefix that holds every node's InternalIP of a family and the default gateway:
-    kindnet needs all nodes on one link, and without --node-network that is all that is known."""
-    ips = [int(ip) for n in snapshot.nodes for ip in n.internal_ips if ip.version == version]
-    ips += [int(ip) for ip in gateways if ip.version == version]
-    bits = 32 if version == 4 else 128
-    length = bits - (min(ips) ^ max(ips)).bit_length()
-    base = min(ips) >> (bits - length) << (bits - length) if length else 0
-    return IPv4Network((base, length)) if version == 4 else IPv6Network((base, length))
-
-
-def _observed_node(snapshot: Snapshot, node: Node, state: ObservedState) -> Namespace:
-    forwarding = tuple(
-        v
-        for v, name in FORWARDING_SYSCTLS.items()
-        if any(s.name == name and s.value == "1" for s in state.sysctls)
-    )
-    return Namespace(
-        "node",
-        node.name,
-        node.name,
-        tuple((addr, link.name) for link in state.links for addr, _ in link.addresses),
-        tuple(TableRoute(r, "observed") for r in state.routes),
-        tuple(Masq(m.version, m.rules, m.jumps) for m in state.masq),
-        forwarding,
-        observed=True,
-    )
-
-
-# -- endpoints ---------------------------------------------------------------------------------
-
-
-def resolve(snapshot: Snapshot, text: str, where: str) -> Endpoint:
-    """A pod (namespace/name, or a name that only one pod has), a node, or an address."""
-    try:
-        address = parse_ip(text)
-    except ValueError:
-        address = None
-    if address is not None:
-        for pod in snapshot.pods:
-            if address in pod.ips:
-                return Endpoint("pod", _pod_name(pod), (address,), pod.node)
-        for node in snapshot.nodes:
-            gateways = [c.network_address + 1 for c in node.pod_cidrs]
-            if address in node.internal_ips or address in gateways:  # its pod veths hold those
-                return Endpoint("node", node.name, (address,), node.name)
-        owner = next((n for n in snapshot.nodes for c in n.pod_cidrs if address in c), None)
-        if owner is not None and where == "--from":
-            # A packet has to start somewhere: in a pod the snapshot does not list, it cannot.
-            cidr = next(c for c in owner.pod_cidrs if address in c)
-            raise InvalidInputError.one(
-                where,
-                f"{format_ip(address)} is in node {owner.name}'s PodCIDR {cidr} but no pod of the "
-                "snapshot has it: name a pod, or list the node's pods (pods:, or --cni-cache-dir)",
-            )
-        return Endpoint("outside", format_ip(address), (address,))
-    named = snapshot.node(text)
-    if named is not None:
-        return Endpoint("node", named.name, named.internal_ips, named.name)
-    pods = [p for p in snapshot.pods if text in (_pod_name(p), p.name)]
-    if len(pods) == 1:
-        return Endpoint("pod", _pod_name(pods[0]), pods[0].ips, pods[0].node)
-    if pods:
-        names = ", ".join(_pod_name(p) for p in pods)
-        raise InvalidInputError.one(where, f"{text!r} names several pods ({names}): say which")
-    raise InvalidInputError.one(where, f"{text!r} is no pod, node or IP address of the snapshot")
-
-
-def families(source: Endpoint, target: Endpoint, only: int | None = None) -> tuple[int, ...]:
-    """The IP families both ends have (the one asked for, if any), IPv4 first."""
-    found = tuple(
-        v for v in (4, 6) if source.ip(v) and target.ip(v) and (only is None or v == only)
-    )
-    if not found:
-        raise InvalidInputError.one(
-            "--to",
-            f"{source.label} and {target.label} share no IP family"
-            + (f" (asked for IPv{only})" if only else ""),
-        )
-    return found
 
 
 # -- the walk ----------------------------------------------------------------------------------
@@ -449,7 +150,6 @@ def _step(world: World, at: tuple[str, str], iif: str | None, packet: Packet, in
     """One namespace: hostPort DNAT (nodes), the route lookup, SNAT (nodes), the next hop."""
     ns = world.namespaces[at]
     src, dst, port = packet.src, packet.dst, packet.port
-    version = dst.version
     nats: list[Nat] = []
     marked = False
     if ns.kind == "node":
@@ -460,18 +160,7 @@ def _step(world: World, at: tuple[str, str], iif: str | None, packet: Packet, in
     kind, chosen, notes = lookup(ns, dst)
     skipped = list(notes)  # routes the kernel could not hold: an off-link peer's
     drift = _drift(world, ns, dst, kind, chosen) if ns.observed else None
-    stop: tuple[str, str] | None = None
-    if kind == "local":
-        stop = ("delivered", f"{format_ip(dst)} is an address of {ns.label}")
-    elif chosen is None:
-        why = f"no route to {format_ip(dst)} in {ns.label}"
-        stop = ("dropped", why + (f" ({notes[-1]})" if notes else ""))
-    elif iif is not None and ns.kind == "pod":
-        notes.append("a pod does not forward: the address is not its own")
-        stop = ("dropped", f"{format_ip(dst)} is not an address of this pod")
-    elif iif is not None and version not in ns.forwarding:
-        notes.append(f"{FORWARDING_SYSCTLS[version]} is not 1")
-        stop = ("dropped", f"{ns.label} does not forward IPv{version}")
+    stop = _stop(ns, iif, dst, (kind, chosen, notes))
     new_src = src
     if stop is None and chosen is not None and ns.kind == "node":
         new_src, snat, more = _postrouting(ns, src, dst, chosen.route.ifname, marked=marked)
@@ -505,6 +194,30 @@ def _step(world: World, at: tuple[str, str], iif: str | None, packet: Packet, in
     return _Step(hop, out, following)
 
 
+def _stop(
+    ns: Namespace,
+    iif: str | None,
+    dst: IPAddress,
+    looked: tuple[str, TableRoute | None, list[str]],
+) -> tuple[str, str] | None:
+    """Where the walk ends in this namespace, (end kind, why), or None: it goes on. `looked` is
+    what lookup() found; its notes get why, where the route lookup did not say it."""
+    kind, chosen, notes = looked
+    version = dst.version
+    if kind == "local":
+        return ("delivered", f"{format_ip(dst)} is an address of {ns.label}")
+    if chosen is None:
+        why = f"no route to {format_ip(dst)} in {ns.label}"
+        return ("dropped", why + (f" ({notes[-1]})" if notes else ""))
+    if iif is not None and ns.kind == "pod":
+        notes.append("a pod does not forward: the address is not its own")
+        return ("dropped", f"{format_ip(dst)} is not an address of this pod")
+    if iif is not None and version not in ns.forwarding:
+        notes.append(f"{FORWARDING_SYSCTLS[version]} is not 1")
+        return ("dropped", f"{ns.label} does not forward IPv{version}")
+    return None
+
+
 def lookup(ns: Namespace, dst: IPAddress) -> tuple[str, TableRoute | None, list[str]]:
     """The kernel's choice: local table, then longest prefix and lowest metric of the main one."""
     if any(addr == dst for addr, _ in ns.local):
@@ -525,7 +238,7 @@ def lookup(ns: Namespace, dst: IPAddress) -> tuple[str, TableRoute | None, list[
         ):
             why = "; kindnet needs every node on one link" if candidate.origin == "kindplan" else ""
             skipped.append(
-                f"{route_text(route)} cannot exist: gateway {format_ip(gateway)} is not "
+                f"{route_listing(route)} cannot exist: gateway {format_ip(gateway)} is not "
                 f"on-link from {route.ifname} (the kernel refuses the route{why})"
             )
             continue
@@ -552,8 +265,8 @@ def _drift(
 
     if answer(kind, chosen) == answer(want_kind, want):
         return None
-    desired = route_text(want.route) if want else want_kind
-    observed = route_text(chosen.route) if chosen else kind
+    desired = route_listing(want.route) if want else want_kind
+    observed = route_listing(chosen.route) if chosen else kind
     return f"desired: {desired}; observed: {observed}"
 
 
@@ -581,7 +294,7 @@ def _host_port_dnat(
             marked = src.is_loopback or (cidr is not None and src in cidr)
             nat = Nat(
                 "dnat",
-                f"{chain} CNI-HOSTPORT-DNAT (hostPort of pod {_pod_name(pod)})",
+                f"{chain} CNI-HOSTPORT-DNAT (hostPort of pod {pod_name(pod)})",
                 rule,
                 _at(dst, port),
                 _at(pod_ip, hp.container_port),
@@ -603,8 +316,9 @@ def _at(ip: IPAddress, port: int | None) -> str:
 def _postrouting(
     ns: Namespace, src: IPAddress, dst: IPAddress, dev: str, *, marked: bool
 ) -> tuple[IPAddress, tuple[Nat, ...], list[str]]:
-    """SNAT on the way out of a node: portmap's hairpin masquerade, then KIND-MASQ-AGENT, whose
-    jump is only for destinations that are not LOCAL (a routed packet's never is)."""
+    """SNAT on the way out of a node: portmap's hairpin masquerade, then the node's masquerade
+    (its value: the first rule that matches decides), whose hook takes only destinations that
+    are not LOCAL (a routed packet's never is)."""
     version = dst.version
     out = _address_of(ns, dev, version)
     if marked and out is not None:
@@ -617,58 +331,28 @@ def _postrouting(
             format_ip(out),
         )
         return out, (nat,), []
-    masq = next((m for m in ns.masq if m.version == version), None)
-    if masq is None or masq.rules is None:
-        return src, (), [f"no {MASQ_CHAIN} chain (IPv{version}): nothing is masqueraded"]
-    if masq.jumps == 0:
-        return (
-            src,
-            (),
-            [f"no POSTROUTING jump to {MASQ_CHAIN} (IPv{version}): nothing is masqueraded"],
-        )
-    notes = []
-    for rule in masq.rules:
-        matches, target = _parse_rule(rule)
-        if matches is None:
-            notes.append(f"rule not understood, taken as not matching: {rule}")
-            continue
-        if matches and not any(dst in net for net in matches):
-            continue
-        chain = "POSTROUTING (destination not LOCAL)"
-        if target == "RETURN":
-            return src, (Nat("return", chain, rule, format_ip(src), format_ip(src)),), notes
-        if target == "MASQUERADE" and out is not None:
-            return out, (Nat("snat", chain, rule, format_ip(src), format_ip(out)),), notes
-        notes.append(f"target {target} not followed: {rule}")
-        return src, (), notes
-    return src, (), [*notes, f"no rule of {MASQ_CHAIN} matched: source kept"]
+    found = next((m for m in ns.masq if m.version == version), None)
+    if found is None or found.masq is None:
+        return src, (), [f"no {_words(found).holder} (IPv{version}): nothing is masqueraded"]
+    words = dialect(found.backend)
+    if found.hooks == 0:
+        return src, (), [f"no {words.words.hook} (IPv{version}): nothing is masqueraded"]
+    notes = [f"rule not understood, taken as not matching: {rule}" for rule in found.unread]
+    decided = found.masq.decide(dst)
+    if decided is None:
+        return src, (), [*notes, f"no rule of {words.words.rules} matched: source kept"]
+    path, text = words.words.path, words.rule_text(decided)
+    if decided.action == EXEMPT:
+        return src, (Nat("return", path, text, format_ip(src), format_ip(src)),), notes
+    if decided.action == MASQUERADE and out is not None:
+        return out, (Nat("snat", path, text, format_ip(src), format_ip(out)),), notes
+    notes.append(f"target MASQUERADE not followed: {text}")
+    return src, (), notes
 
 
-def _parse_rule(rule: str) -> tuple[tuple[IPNetwork, ...] | None, str]:
-    """(-d networks or () for any, target); None if the rule matches on something else."""
-    try:
-        words = shlex.split(rule)
-    except ValueError:
-        return None, ""
-    nets: list[IPNetwork] = []
-    target = ""
-    i = 2  # after -A CHAIN
-    while i < len(words):
-        word = words[i]
-        if word == "-d" and i + 1 < len(words):
-            try:
-                nets.append(ip_network(words[i + 1], strict=False))
-            except ValueError:
-                return None, ""
-            i += 2
-        elif word == "-m" and words[i + 1 : i + 3] == ["comment", "--comment"]:
-            i += 4
-        elif word == "-j" and i + 1 < len(words):
-            target = words[i + 1]
-            i += 2
-        else:
-            return None, ""
-    return tuple(nets), target
+def _words(found: MasqObserved | None) -> MasqWords:
+    """The words of the backend that holds the masquerade (of the node's default, if none)."""
+    return dialect(found.backend if found is not None else "iptables").words
 
 
 def _address_of(ns: Namespace, dev: str, version: int) -> IPAddress | None:
@@ -689,7 +373,7 @@ def _neighbour(
         return ("node", pod.node), pod.host_interface
     for pod in world.snapshot.pods:
         if pod.node == ns.node and pod.host_interface == dev:
-            return ("pod", _pod_name(pod)), POD_IF
+            return ("pod", pod_name(pod)), POD_IF
     if dev == world.uplink.name:
         for node in world.snapshot.nodes:
             if node.name != ns.node and next_ip in node.internal_ips:
@@ -703,22 +387,3 @@ def _neighbour(
             return f"leaves: by the default route, to the gateway {format_ip(next_ip)} on {dev}"
         return f"leaves: to {format_ip(next_ip)} on {dev}, which is no node of the snapshot"
     return f"dropped: {dev} is no pod's veth on {ns.node} in the snapshot"
-
-
-def route_text(route: Route) -> str:
-    """A route as ip route show writes it."""
-    words = ["default" if route.dst.prefixlen == 0 else _dst_text(route.dst)]
-    if route.gateway is not None:
-        words += ["via", format_ip(route.gateway)]
-    words += ["dev", route.ifname]
-    if route.scope not in ("universe",):
-        words += ["scope", route.scope]
-    if route.proto not in (PROTO_BOOT,):
-        words += ["proto", {PROTO_KERNEL: "kernel"}.get(route.proto, str(route.proto))]
-    if route.metric:
-        words += ["metric", str(route.metric)]
-    return " ".join(words)
-
-
-def _dst_text(net: IPNetwork) -> str:
-    return format_ip(net.network_address) if net.prefixlen == net.max_prefixlen else format_net(net)

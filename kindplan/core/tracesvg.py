@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from html import escape
 
-from kindplan.core.model import Node, Pod, Snapshot, format_ip, format_net
-from kindplan.core.trace import Trace, route_text
+from kindplan.core.addresses import format_ip, format_net
+from kindplan.core.model import Node, Pod, Snapshot
+from kindplan.core.trace import Trace
+from kindplan.core.traceworld import route_listing
 
 NODE_W, POD_H, POD_GAP, HEAD_H, MARGIN, GAP = 270, 44, 10, 74, 20, 40
 MAX_ALL_NODES, MAX_PODS = 8, 6
@@ -194,7 +196,7 @@ def _path(canvas: _Canvas, trace: Trace, k: int, legend_y: float) -> float:
         what = (
             f"{format_ip(hop.dst)} is local"
             if hop.type == "local"
-            else route_text(hop.route.route)
+            else route_listing(hop.route.route)
             if hop.route
             else "no route"
         )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from kindplan.core.model import format_ip, format_net
-from kindplan.core.trace import End, Endpoint, Hop, Nat, Trace, route_text
+from kindplan.core.addresses import format_ip, format_net
+from kindplan.core.trace import End, Hop, Nat, Trace
+from kindplan.core.traceworld import Endpoint, route_listing
 
 ORIGINS = {
     "kindplan": "kindplan's desired route",
@@ -51,7 +52,9 @@ def _hop_lines(hop: Hop) -> list[str]:
     if hop.type == "local":
         lines.append(f"      local  {format_ip(hop.dst)} is an address here")
     elif hop.route is not None:
-        lines.append(f"      route  {route_text(hop.route.route)}  ({ORIGINS[hop.route.origin]})")
+        lines.append(
+            f"      route  {route_listing(hop.route.route)}  ({ORIGINS[hop.route.origin]})"
+        )
         via = f" via {format_ip(hop.gateway)}" if hop.gateway else ""
         lines.append(f"      out    dev {hop.dev}{via}")
     else:
@@ -127,7 +130,7 @@ def _hop(h: Hop) -> dict[str, Any]:
     if h.route is not None:
         r = h.route.route
         route = {
-            "text": route_text(r),
+            "text": route_listing(r),
             "dst": format_net(r.dst),
             "gateway": format_ip(r.gateway) if r.gateway else None,
             "dev": r.ifname,

@@ -13,7 +13,8 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from kindplan.core.model import Pod, parse_cidr
+from kindplan.core.addresses import parse_cidr
+from kindplan.core.model import Pod
 from kindplan.lab.probe import Listeners, seen_source
 from kindplan.lab.run import lab_snapshot
 from kindplan.lab.topology import CONTAINER_PORT, HOST_PORT, OUTSIDE_V4, OUTSIDE_V6, Lab, LabNode

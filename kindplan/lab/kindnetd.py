@@ -37,8 +37,8 @@ def leftovers(lab: Lab, node: LabNode) -> list[tuple[str, str]]:
 def as_kindnetd_left_it(lab: Lab, node: LabNode, snapshot: Snapshot, conf_path: Path) -> None:
     """Make `node` what a kindnetd that ran through node changes leaves: see the module doc."""
     from kindplan.core.compiler import compile_desired
+    from kindplan.core.masq.iptables import restore_payload
     from kindplan.core.model import HostFacts
-    from kindplan.core.render import render_masq_payload
 
     desired = compile_desired(snapshot, node.name, HostFacts())
     for sysctl_ in desired.sysctls:
@@ -47,9 +47,9 @@ def as_kindnetd_left_it(lab: Lab, node: LabNode, snapshot: Snapshot, conf_path: 
         ip("-n", node.ns, "route", "add", str(route.dst), "via", str(route.gateway), "dev", "eth0")
     for dst, gateway in leftovers(lab, node):
         ip("-n", node.ns, "route", "add", dst, "via", gateway, "dev", "eth0")
-    for chain in desired.masq:
-        tool = "ip6tables-restore" if chain.version == 6 else "iptables-restore"
-        payload = render_masq_payload(chain, with_jump=True)
+    for masq in desired.masq:  # kindnetd writes iptables, whatever kindplan's backend
+        tool = "ip6tables-restore" if masq.version == 6 else "iptables-restore"
+        payload = restore_payload(masq)
         proc = subprocess.run(
             ["ip", "netns", "exec", node.ns, tool, "--noflush"],
             input=payload,

@@ -14,18 +14,10 @@ import socket
 import subprocess
 from dataclasses import dataclass
 
-from kindplan.core.model import Snapshot, format_ip, parse_cidr, parse_ip
-from kindplan.core.trace import (
-    Endpoint,
-    Hop,
-    Trace,
-    Uplink,
-    World,
-    build_world,
-    families,
-    resolve,
-    trace_packet,
-)
+from kindplan.core.addresses import format_ip, parse_cidr, parse_ip
+from kindplan.core.model import Snapshot
+from kindplan.core.trace import Hop, Trace, trace_packet
+from kindplan.core.traceworld import Endpoint, Uplink, World, build_world, families, resolve
 from kindplan.lab.probe import TIMEOUT_SECONDS, Listeners, seen_source
 from kindplan.lab.run import lab_snapshot
 from kindplan.lab.topology import (

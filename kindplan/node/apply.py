@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, assert_never
 
-from kindplan.core.model import (
+from kindplan.core.changes import (
     AddAddress,
     AddRoute,
     Change,
@@ -21,17 +21,17 @@ from kindplan.core.model import (
     DeleteConflist,
     DelRoute,
     Plan,
-    RemoveChain,
+    RemoveMasquerade,
     ReplaceRoute,
-    Route,
     SetSysctl,
-    WriteChain,
     WriteConflist,
+    WriteMasquerade,
 )
+from kindplan.core.masq.dialects import dialect
 from kindplan.core.planview import describe
+from kindplan.core.routes import Route
 from kindplan.errors import Interrupted, RuntimeFailure
 from kindplan.node.files import remove_file, write_atomic
-from kindplan.node.iptables import render_fix_payload, render_remove_payload
 from kindplan.node.observe import read_conflist
 
 if TYPE_CHECKING:
@@ -62,19 +62,12 @@ def apply_change(change: Change, kernel: KernelPort, iptables: IptablesPort) -> 
             kernel.add_address(address)
         case DelAddress(address=address):
             kernel.del_address(address)
-        case WriteChain(
-            version=version,
-            rules=rules,
-            jumps=jumps,
-            want_jumps=want_jumps,
-            want_at=want_at,
-            backend=backend,
-        ):
-            _backend(iptables, backend).restore(
-                version, render_fix_payload(rules, jumps, want_jumps, want_at)
-            )
-        case RemoveChain(version=version, jumps=jumps, backend=backend):
-            _backend(iptables, backend).restore(version, render_remove_payload(jumps))
+        case WriteMasquerade(version=version, variant=variant):
+            payload = dialect(change.backend).write_payload(change)
+            _variant(iptables, variant).restore(version, payload)
+        case RemoveMasquerade(version=version, variant=variant):
+            payload = dialect(change.backend).remove_payload(change)
+            _variant(iptables, variant).restore(version, payload)
         case WriteConflist(path=path, content=content, old=old):
             _expect_conflist(Path(path), old)
             write_atomic(Path(path), content)
@@ -87,9 +80,10 @@ def apply_change(change: Change, kernel: KernelPort, iptables: IptablesPort) -> 
             assert_never(change)
 
 
-def _backend(iptables: IptablesPort, backend: str | None) -> IptablesPort:
-    """The iptables of the backend a change names (None: the one in use)."""
-    return iptables if backend is None else iptables.for_backend(backend)
+def _variant(iptables: IptablesPort, variant: str | None) -> IptablesPort:
+    """The iptables of the variant a change names (None: the one in use). The iptables dialect
+    is the only one yet: a backend of another runner (nft) would choose its runner here."""
+    return iptables if variant is None else iptables.for_backend(variant)
 
 
 def _expect_conflist(path: Path, seen: str | None) -> None:
@@ -117,8 +111,8 @@ def route_write(change: Change) -> tuple[str, Route] | None:
             SetSysctl()
             | AddAddress()
             | DelAddress()
-            | WriteChain()
-            | RemoveChain()
+            | WriteMasquerade()
+            | RemoveMasquerade()
             | WriteConflist()
             | DeleteConflist()
         ):

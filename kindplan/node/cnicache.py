@@ -13,7 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from kindplan.core.model import HostPort, Pod, Snapshot, addr_order, parse_ip
+from kindplan.core.addresses import addr_order, parse_ip
+from kindplan.core.model import HostPort, Pod, Snapshot
 from kindplan.node.files import read_regular
 
 DEFAULT_CACHE_DIR = Path("/var/lib/cni/results")

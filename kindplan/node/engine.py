@@ -16,18 +16,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from kindplan.core.changes import Change, DeleteConflist, Plan, WriteConflist
 from kindplan.core.compiler import compile_desired, find_node
 from kindplan.core.diff import diff, not_in_effect
-from kindplan.core.model import (
-    Change,
-    DeleteConflist,
-    DesiredState,
-    ObservedState,
-    Options,
-    Plan,
-    Snapshot,
-    WriteConflist,
-)
+from kindplan.core.model import DesiredState, ObservedState, Options, Snapshot
 from kindplan.core.planview import format_plan, plan_to_json
 from kindplan.errors import Interrupted, KindplanError, RuntimeFailure
 from kindplan.node.apply import ApplyReport, apply_plan, verify_report

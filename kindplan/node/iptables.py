@@ -1,8 +1,7 @@
 """The only code that runs iptables: save, restore, and which backend (legacy or nft) a node uses.
 
-kindplan never flushes or edits a chain it does not own: it writes one payload per family with
-`iptables-restore --noflush` that declares only KIND-MASQ-AGENT (so that chain alone is replaced, in
-one commit) and adds or deletes exactly kindplan's POSTROUTING jump.
+What the payloads say and what a save means is the iptables dialect's (core/masq/iptables.py):
+kindplan never flushes or edits a chain it does not own, and this module only runs the tools.
 """
 
 from __future__ import annotations
@@ -15,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kindplan.core.model import MasqObserved
-from kindplan.core.render import MASQ_CHAIN, jump_rule
+from kindplan.core.masq.iptables import parse_nat
+from kindplan.core.masq.value import MasqObserved
 from kindplan.errors import RuntimeFailure
 
 if TYPE_CHECKING:
@@ -24,63 +23,6 @@ if TYPE_CHECKING:
 
 LOCK_WAIT_SECONDS = 5  # --wait for the xtables lock, as kube-proxy does
 _TOOLS = {4: "iptables", 6: "ip6tables"}
-
-
-def parse_nat(version: int, saved: str, backend: str = "nft") -> MasqObserved:
-    """KIND-MASQ-AGENT's rules and the count of kindplan's jumps, from `iptables-save -t nat`."""
-    in_nat, exists, rules, jumps_at, position = False, False, [], [], 0
-    jump = jump_rule()
-    for line in saved.splitlines():
-        if line.startswith("*"):
-            in_nat = line == "*nat"
-        elif not in_nat:
-            continue
-        elif line.startswith(f":{MASQ_CHAIN} "):
-            exists = True
-        elif line.startswith(f"-A {MASQ_CHAIN} "):
-            rules.append(line)
-        elif line.startswith("-A POSTROUTING "):
-            position += 1
-            if line == jump:
-                jumps_at.append(position)
-    rules_or_none = tuple(rules) if exists else None
-    return MasqObserved(version, rules_or_none, len(jumps_at), tuple(jumps_at), backend=backend)
-
-
-def render_fix_payload(
-    rules: tuple[str, ...] | None,
-    jumps: int,
-    want_jumps: int = 1,
-    want_at: tuple[int, ...] = (),
-) -> str:
-    """The --noflush payload that rewrites the chain (if `rules`) and leaves `want_jumps` jumps,
-    at the positions `want_at` if given (a rollback puts jumps back where they were)."""
-    lines = ["*nat"]
-    if rules is not None:
-        lines += [f":{MASQ_CHAIN} - [0:0]", *rules]  # declaring it flushes this chain only
-    if want_at and jumps != want_jumps:
-        # -D with a rule spec deletes the first identical rule, whichever copy should stay: take
-        # them all out, then insert each at its place in ascending order, which rebuilds the
-        # order they had among the other rules (never deleted by number: those may have moved).
-        lines += [_delete(jump_rule())] * jumps
-        insert = jump_rule().replace("-A POSTROUTING ", "-I POSTROUTING {} ", 1)
-        lines += [insert.format(at) for at in sorted(want_at)]
-        lines += [jump_rule()] * max(want_jumps - len(want_at), 0)
-    else:
-        lines += [jump_rule()] * max(want_jumps - jumps, 0)
-        lines += [_delete(jump_rule())] * max(jumps - want_jumps, 0)
-    lines.append("COMMIT")
-    return "\n".join(lines) + "\n"
-
-
-def render_remove_payload(jumps: int) -> str:
-    """Delete the chain and its jumps in one commit: declared (so flushed), unreferenced, -X."""
-    lines = ["*nat", f":{MASQ_CHAIN} - [0:0]", *[_delete(jump_rule())] * jumps, f"-X {MASQ_CHAIN}"]
-    return "\n".join([*lines, "COMMIT"]) + "\n"
-
-
-def _delete(rule: str) -> str:
-    return rule.replace("-A ", "-D ", 1)
 
 
 @dataclass(frozen=True)
@@ -135,7 +77,7 @@ def read_masq(iptables: IptablesPort) -> tuple[MasqObserved, ...]:
             if version in has_nat:
                 found.append(parse_nat(version, tool.save_nat(version), tool.backend))
             else:
-                found.append(MasqObserved(version, None, 0, backend=tool.backend))
+                found.append(MasqObserved(version, None, variant=tool.backend))
     return tuple(found)
 
 

@@ -21,10 +21,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from kindplan.core.model import (
-    Change,
-    decode_change,
-)
+from kindplan.core.changes import Change, decode_change
 from kindplan.core.schemacheck import compile_schema
 from kindplan.errors import RuntimeFailure, one_line
 from kindplan.node.files import NotRegularFile, read_regular, write_atomic
@@ -41,7 +38,7 @@ _OPEN = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 
 
 def _undo_order(change: Change) -> int:
-    """Undo as a teardown: by each change type's undo_rank (core/model.py says why)."""
+    """Undo as a teardown: by each change type's undo_rank (core/changes.py says why)."""
     return change.undo_rank
 
 

@@ -12,7 +12,8 @@ import errno
 from collections.abc import Sequence
 from pathlib import Path
 
-from kindplan.core.model import MAIN_TABLE, ROUTE_ORDER, Address, Link, Route, Sysctl
+from kindplan.core.model import Address, Link, Sysctl
+from kindplan.core.routes import MAIN_TABLE, ROUTE_ORDER, Route
 from kindplan.errors import RuntimeFailure
 from kindplan.node.netlink import Netlink, NetlinkError, RouteWrite
 

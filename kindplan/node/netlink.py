@@ -31,7 +31,9 @@ from collections.abc import Callable, Iterator, Sequence
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any, NamedTuple, Protocol
 
-from kindplan.core.model import IPAddress, IPNetwork, Link, NextHop, Route, RouteSpecial
+from kindplan.core.addresses import IPAddress, IPNetwork
+from kindplan.core.model import Link
+from kindplan.core.routes import NextHop, Route, RouteSpecial
 
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270

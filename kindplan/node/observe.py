@@ -12,24 +12,24 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from kindplan.core.addresses import IPAddress, IPNetwork
 from kindplan.core.compiler import FORWARDING_SYSCTLS
+from kindplan.core.masq.iptables import parse_nat
 from kindplan.core.model import (
     DEFAULT_MTU,
     HostFacts,
-    IPAddress,
-    IPNetwork,
     Link,
     Node,
     ObservedState,
     Options,
     Pod,
-    Route,
     Snapshot,
 )
+from kindplan.core.routes import Route
 from kindplan.errors import RuntimeFailure
 from kindplan.node.cnicache import read_cni_cache
 from kindplan.node.files import read_regular
-from kindplan.node.iptables import parse_nat, read_masq
+from kindplan.node.iptables import read_masq
 
 if TYPE_CHECKING:
     from kindplan.node.ports import IptablesPort, KernelPort

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import NamedTuple, Protocol
 
-from kindplan.core.model import Address, Link, Route, Sysctl
+from kindplan.core.model import Address, Link, Sysctl
+from kindplan.core.routes import Route
 from kindplan.node.iptables import Iptables, detect_backend
 from kindplan.node.kernel import Kernel, KernelError
 from kindplan.node.locking import apply_lock, node_lock

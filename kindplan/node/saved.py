@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kindplan.core.model import RESERVED_ROUTE_PROTOS, path_problem
+from kindplan.core.model import path_problem
+from kindplan.core.routes import RESERVED_ROUTE_PROTOS
 from kindplan.errors import InvalidInputError
 from kindplan.node.files import write_output
 

@@ -77,12 +77,13 @@ from hypothesis import strategies as st
 from shell import host_network_state
 
 import kindplan.cli
-import kindplan.core.model
+import kindplan.core.routes
 import kindplan.node.netns
 import kindplan.node.ports
 from kindplan.agent.sources import read_source
 from kindplan.cli import main
-from kindplan.core.model import Options, Plan
+from kindplan.core.changes import Plan
+from kindplan.core.model import Options
 from kindplan.core.planview import plan_to_json
 from kindplan.core.snapshot import parse_snapshot
 from kindplan.errors import InvalidInputError
@@ -948,7 +949,9 @@ BAD_BASE64 = ["!!!!", "YQ", "YQ=", "Y Q==", "YQ==\n", "a-_b", "====", "\u00e9t\u
 
 PLAIN_NETNS = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
 OPTION_KEYS = frozenset(f.name for f in dataclasses.fields(Options))
-RESERVED_PROTOS: frozenset[int] = getattr(kindplan.core.model, "RESERVED_ROUTE_PROTOS", frozenset())
+RESERVED_PROTOS: frozenset[int] = getattr(
+    kindplan.core.routes, "RESERVED_ROUTE_PROTOS", frozenset()
+)
 
 
 def netns_name_ok(value: Any) -> bool:

@@ -21,8 +21,10 @@ from nodes import SEED, Node, build_node, edit_snapshot, kindplan, settle
 from shell import sh
 
 from kindplan.agent.sources import load_snapshot
-from kindplan.core.model import Options, Route
-from kindplan.core.render import masq_rules, render_conflist
+from kindplan.core.masq.iptables import rule_lines
+from kindplan.core.model import Options
+from kindplan.core.render import render_conflist
+from kindplan.core.routes import Route
 from kindplan.node.engine import apply_planned, make_plan
 from kindplan.node.iptables import Iptables, detect_backend
 from kindplan.node.journal import Journal
@@ -160,12 +162,12 @@ def test_killed_after_every_change_then_the_next_apply_converges(
         "SetSysctl",
         "AddAddress",
         "AddRoute",
-        "WriteChain",
+        "WriteMasquerade",
         "DelRoute",
         "WriteConflist",
     }, kinds
     new_conflist = render_conflist(planned.desired)
-    new_chain = list(masq_rules(planned.desired.masq[0]))
+    new_chain = list(rule_lines(planned.desired.masq[0]))
     converged = 0
     for k in range(total + 1):
         state = node.tmp / f"state-{k}"

@@ -21,7 +21,9 @@ from shell import sh
 
 from kindplan.agent.sources import load_snapshot
 from kindplan.cli import main
-from kindplan.core.model import Change, Options, Route, SetSysctl
+from kindplan.core.changes import Change, SetSysctl
+from kindplan.core.model import Options
+from kindplan.core.routes import Route
 from kindplan.errors import RuntimeFailure
 from kindplan.node.apply import BATCH
 from kindplan.node.engine import apply_planned, make_plan
@@ -161,7 +163,7 @@ def test_the_cli_says_one_line_for_an_error_mid_apply(
 
 
 def expected_undo(verb: str, route: Route, replaced: dict[Route, Route]) -> Change:
-    from kindplan.core.model import AddRoute, DelRoute, ReplaceRoute
+    from kindplan.core.changes import AddRoute, DelRoute, ReplaceRoute
 
     if verb == "replace":
         return ReplaceRoute(replaced[route], route)
@@ -193,7 +195,7 @@ class Watching(Kernel):
 
 
 def test_the_undo_of_each_batch_is_on_disk_before_it_is_sent(netns: str, tmp_path: Path) -> None:
-    from kindplan.core.model import ReplaceRoute
+    from kindplan.core.changes import ReplaceRoute
 
     node, a, b = big_node(netns, tmp_path, count=2500)
     journal = Journal(tmp_path / "state", netns)

@@ -16,8 +16,8 @@ import pytest
 from nodes import Node, cni_cache_entry
 from shell import sh
 
+from kindplan.core.masq.iptables import jump_rule
 from kindplan.core.model import Options
-from kindplan.core.render import jump_rule
 from kindplan.core.snapshot import parse_snapshot
 from kindplan.node.engine import conflist_left_alone, observe_where, plan_node
 from kindplan.node.observe import observed_digest

@@ -308,7 +308,7 @@ def test_rollback_leaves_a_conflist_edited_since_and_says_how_to_finish(
 def test_rollback_puts_jumps_back_at_their_old_positions(seed_worker2: Node) -> None:
     """Copies of the jump among foreign POSTROUTING rules: the apply keeps the first where it
     is, and rollback puts the others back between the same foreign rules, not after them."""
-    from kindplan.core.render import jump_rule
+    from kindplan.core.masq.iptables import jump_rule
 
     node = seed_worker2
     assert node.apply().returncode == 0

@@ -25,8 +25,10 @@ from builders import load
 from shell import CNI_BIN, sh
 
 from kindplan.core import render
+from kindplan.core.addresses import IPAddress, IPNetwork
 from kindplan.core.compiler import compile_desired, find_node
-from kindplan.core.model import DesiredState, HostFacts, IPAddress, IPNetwork, Snapshot
+from kindplan.core.masq import iptables as dialect
+from kindplan.core.model import DesiredState, HostFacts, Snapshot
 
 pytestmark = pytest.mark.root
 
@@ -154,17 +156,17 @@ def test_restore_test_accepts_rendered_payloads(name: str, netns: str, tmp_path:
     doc, node = fixture(name)
     snapshot, desired = desired_of(doc, node)
     files = render.render_files(desired)
-    assert {f for f in files if f in render.RULES_FILES.values()} == {
-        render.RULES_FILES[v] for v in snapshot.families
+    assert {f for f in files if f in dialect.RULES_FILES.values()} == {
+        dialect.RULES_FILES[v] for v in snapshot.families
     }
     for chain in desired.masq:
-        rules_file = tmp_path / render.RULES_FILES[chain.version]
+        rules_file = tmp_path / dialect.RULES_FILES[chain.version]
         rules_file.write_text(files[rules_file.name])
         sh(f"{TOOLS[chain.version]}-restore", "--test", str(rules_file), ns=netns)
-        payload = render.render_masq_payload(chain, with_jump=False)
+        payload = dialect.fix_payload(chain, jumps=0, want_jumps=0)
         sh(f"{TOOLS[chain.version]}-restore", "--test", ns=netns, stdin=payload)
         # --test parses and checks but commits nothing
-        assert render.MASQ_CHAIN not in sh(f"{TOOLS[chain.version]}-save", ns=netns)
+        assert dialect.MASQ_CHAIN not in sh(f"{TOOLS[chain.version]}-save", ns=netns)
 
 
 @pytest.mark.parametrize("version", [4, 6])
@@ -188,25 +190,25 @@ def test_restore_noflush_round_trips_and_replaces_only_our_chain(
     nat("-A", "DOCKER", "-d", FOREIGN_DST[version], "-j", "RETURN")
     nat("-A", "POSTROUTING", "-o", "docker0", "-j", "DOCKER")
     foreign = rules()
-    ours = [*render.masq_rules(chain), render.jump_rule()]
+    ours = [*dialect.rule_lines(chain), dialect.jump_rule()]
 
     def assert_applied() -> None:
         saved = rules()
-        in_chain = [ln for ln in saved if ln.startswith(f"-A {render.MASQ_CHAIN} ")]
+        in_chain = [ln for ln in saved if ln.startswith(f"-A {dialect.MASQ_CHAIN} ")]
         # exact strings: the rendering is the canonical iptables-save form
-        assert in_chain == list(render.masq_rules(chain))
+        assert in_chain == list(dialect.rule_lines(chain))
         assert in_chain[-1].endswith("-j MASQUERADE")  # anything after it would never match
-        assert saved.count(render.jump_rule()) == 1
+        assert saved.count(dialect.jump_rule()) == 1
         assert [ln for ln in saved if ln not in ours] == foreign
 
-    rules_file = tmp_path / render.RULES_FILES[version]
+    rules_file = tmp_path / dialect.RULES_FILES[version]
     rules_file.write_text(render.render_files(desired)[rules_file.name])
     sh(f"{tool}-restore", "--noflush", str(rules_file), ns=netns)
     assert_applied()
 
     # drift in our chain; restoring the declaration without the jump must flush and refill it
-    nat("-A", render.MASQ_CHAIN, "-d", STALE_DST[version], "-j", "RETURN")
-    payload = render.render_masq_payload(chain, with_jump=False)
+    nat("-A", dialect.MASQ_CHAIN, "-d", STALE_DST[version], "-j", "RETURN")
+    payload = dialect.fix_payload(chain, jumps=0, want_jumps=0)
     sh(f"{tool}-restore", "--noflush", ns=netns, stdin=payload)
     assert_applied()
 

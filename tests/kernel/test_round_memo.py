@@ -9,7 +9,8 @@ import pytest
 from nodes import Node
 from shell import sh
 
-from kindplan.core.model import MAIN_TABLE, Options
+from kindplan.core.model import Options
+from kindplan.core.routes import MAIN_TABLE
 from kindplan.core.snapshot import parse_snapshot
 from kindplan.node.engine import Memo, make_plan
 from kindplan.node.iptables import Iptables, detect_backend

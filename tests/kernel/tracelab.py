@@ -17,7 +17,7 @@ from pathlib import Path
 
 from shell import NETNS_PREFIX
 
-from kindplan.core.model import format_ip
+from kindplan.core.addresses import format_ip
 from kindplan.lab.topology import Lab, load
 from kindplan.lab.trace import compare, lab_traces
 from kindplan.node.cnicache import read_cni_cache

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from ipaddress import ip_address, ip_network
 from typing import Any, cast
 
-from kindplan.core.model import AddRoute, Change, Plan, Route
+from kindplan.core.changes import AddRoute, Change, Plan
+from kindplan.core.routes import Route
 from kindplan.node.apply import apply_plan
 from kindplan.node.kernel import Kernel, KernelError
 

@@ -1,6 +1,6 @@
 """Adding a change type: mypy (strict) names every place that does not handle it yet.
 
-A copy of the package gets two new change types in core/model.py's Change union: FlushTable
+A copy of the package gets two new change types in core/changes.py's Change union: FlushTable
 with all the methods a change type carries, and Bare with none. mypy must then report each
 dispatch over the union (a match that ends in assert_never) as missing FlushTable, and each
 method of a change type as missing on Bare.
@@ -84,7 +84,7 @@ def mypy_errors(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, int
     root = tmp_path_factory.mktemp("tree")
     shutil.copytree(PACKAGE, root / "kindplan", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(PACKAGE.parent / "pyproject.toml", root)
-    model = root / "kindplan" / "core" / "model.py"
+    model = root / "kindplan" / "core" / "changes.py"
     text = model.read_text()
     union = "\nChange = (\n    SetSysctl\n"
     assert union in text, "the union's shape changed: update this test"
@@ -113,7 +113,7 @@ def test_a_new_change_type_is_missing_from_every_dispatch(
 ) -> None:
     """Each match over Change ends in assert_never: FlushTable reaches it, and mypy says so."""
     missed = {
-        f"{file}:{_function_at(PACKAGE / file, line)}"  # only model.py differs in the copy
+        f"{file}:{_function_at(PACKAGE / file, line)}"  # only changes.py differs in the copy
         for file, line, message in mypy_errors
         if 'to "assert_never" has incompatible type' in message and '"FlushTable' in message
     }

@@ -10,23 +10,12 @@ from builders import cluster_doc, load
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kindplan.core.addresses import format_ip, format_net
 from kindplan.core.compiler import compile_desired
-from kindplan.core.model import (
-    HostFacts,
-    Route,
-    RouteSpecial,
-    format_ip,
-    format_net,
-    route_command,
-)
-from kindplan.core.render import (
-    jump_rule,
-    masq_rules,
-    render_conflist,
-    render_files,
-    render_masq_payload,
-    render_route_batch,
-)
+from kindplan.core.masq.iptables import fix_payload, jump_rule, restore_payload, rule_lines
+from kindplan.core.model import HostFacts
+from kindplan.core.render import render_conflist, render_files, render_route_batch
+from kindplan.core.routes import Route, RouteSpecial, route_command
 from kindplan.errors import InvalidInputError
 
 
@@ -115,19 +104,19 @@ def test_masq_chain_order_and_payload() -> None:
     )
     desired = compile_desired(load(doc), "node-0000", HostFacts())
     v4, v6 = desired.masq
-    assert [str(c) for c in v4.non_masquerade] == [
+    assert [str(c) for c in v4.exempt] == [
         "10.244.0.0/16",
         "203.0.113.0/24",
     ]  # deduplicated
-    assert [str(c) for c in v6.non_masquerade] == ["fd00:10:244::/48", "2001:db8:5::/48"]
-    rules = masq_rules(v4)
+    assert [str(c) for c in v6.exempt] == ["fd00:10:244::/48", "2001:db8:5::/48"]
+    rules = rule_lines(v4)
     assert rules[0].startswith("-A KIND-MASQ-AGENT -d 10.244.0.0/16 ") and rules[0].endswith(
         "-j RETURN"
     )
     assert rules[-1].endswith("-j MASQUERADE") and len(rules) == 3
-    payload = render_masq_payload(v4, with_jump=False)
+    payload = fix_payload(v4, jumps=0, want_jumps=0)
     assert payload.splitlines() == ["*nat", ":KIND-MASQ-AGENT - [0:0]", *rules, "COMMIT"]
-    assert jump_rule() in render_masq_payload(v4, with_jump=True)
+    assert jump_rule() in restore_payload(v4)
     assert "-m addrtype ! --dst-type LOCAL" in jump_rule()
 
 

@@ -11,32 +11,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from kindplan.core.compiler import compile_desired
-from kindplan.core.diff import diff
-from kindplan.core.model import (
-    ROUTE_ORDER,
+from kindplan.core.changes import (
     AddAddress,
     AddRoute,
     Conflict,
     DelRoute,
-    DesiredState,
-    HostFacts,
-    Link,
-    MasqObserved,
-    ObservedState,
     Plan,
-    RemoveChain,
+    RemoveMasquerade,
     ReplaceRoute,
-    Route,
-    RouteSpecial,
     SetSysctl,
-    Sysctl,
-    WriteChain,
     WriteConflist,
+    WriteMasquerade,
 )
+from kindplan.core.compiler import compile_desired
+from kindplan.core.diff import diff
+from kindplan.core.masq.iptables import fix_payload, jump_rule, parse_nat, rule_lines
+from kindplan.core.masq.value import MASQUERADE, MasqObserved, MasqRule, Masquerade
+from kindplan.core.model import DesiredState, HostFacts, Link, ObservedState, Sysctl
 from kindplan.core.planview import format_plan, plan_to_json
-from kindplan.core.render import jump_rule, masq_rules, render_conflist
-from kindplan.node.iptables import parse_nat, render_fix_payload
+from kindplan.core.render import render_conflist
+from kindplan.core.routes import ROUTE_ORDER, Route, RouteSpecial
 from kindplan.resources import load_schema
 
 PATH = "/etc/cni/net.d/10-kindnet.conflist"
@@ -95,8 +89,8 @@ def simulate(observed: ObservedState, plan: Plan) -> ObservedState:
                 routes[route.key] = route
             case DelRoute(route):
                 del routes[route.key]
-            case WriteChain(version, rules, old, _):
-                masq[version] = MasqObserved(version, rules if rules is not None else old, 1)
+            case WriteMasquerade(version=version, masq=want, old=old):
+                masq[version] = MasqObserved(version, want if want is not None else old, 1)
             case WriteConflist(_, content, _):
                 conflist = content
     return ObservedState(
@@ -118,7 +112,7 @@ def test_empty_node_gets_everything_in_make_before_break_order() -> None:
         "AddRoute",
         "AddRoute",
         "AddRoute",
-        "WriteChain",
+        "WriteMasquerade",
         "WriteConflist",
     ]
     assert plan.changes[-1] == WriteConflist(PATH, render_conflist(desired), None)
@@ -218,19 +212,20 @@ def test_missing_veth_is_a_warning_not_a_change() -> None:
 def test_chains_nothing_wants_are_removed_from_any_backend_and_family() -> None:
     """A node that switched backends, a cluster that lost IPv6: what kindplan left goes."""
     desired = desired_state()
-    rules = masq_rules(desired.masq[0])
+    masq = desired.masq[0]
     node = converged(desired)
+    alone = Masquerade(6, (MasqRule(MASQUERADE),))
     left = (
-        MasqObserved(4, rules, 1, backend="legacy"),  # the backend the node used before
-        MasqObserved(6, None, 1, backend="legacy"),  # a jump alone
-        MasqObserved(6, ("-A KIND-MASQ-AGENT -j MASQUERADE",), 1, backend="nft"),  # a lost family
-        MasqObserved(6, None, 0, backend="nft"),
+        MasqObserved(4, masq, 1, variant="legacy"),  # the backend the node used before
+        MasqObserved(6, None, 1, variant="legacy"),  # a jump alone
+        MasqObserved(6, alone, 1, variant="nft"),  # a lost family
+        MasqObserved(6, None, 0, variant="nft"),
     )
     plan = diff(desired, replace(node, masq=(*node.masq, *left[:3])), conflist_path=PATH)
     assert plan.changes == (
-        RemoveChain(4, rules, 1, "legacy"),
-        RemoveChain(6, (), 1, "legacy"),
-        RemoveChain(6, ("-A KIND-MASQ-AGENT -j MASQUERADE",), 1, "nft"),
+        RemoveMasquerade(4, masq, 1, variant="legacy"),
+        RemoveMasquerade(6, Masquerade(6, ()), 1, variant="legacy"),
+        RemoveMasquerade(6, alone, 1, variant="nft"),
     )
     assert "- iptables-legacy nat: chain KIND-MASQ-AGENT and 1 jump(s)" in format_plan(plan)
     assert diff(desired, replace(node, masq=(*node.masq, left[3])), conflist_path=PATH).empty
@@ -238,19 +233,21 @@ def test_chains_nothing_wants_are_removed_from_any_backend_and_family() -> None:
 
 def test_chain_and_jump_fixes() -> None:
     desired = desired_state()
-    rules = masq_rules(desired.masq[0])
+    masq = desired.masq[0]
+    rules = rule_lines(masq)
     node = converged(desired)
+    turned = Masquerade(4, masq.rules[::-1])
     for observed, expected in [
-        (MasqObserved(4, rules, 2), WriteChain(4, None, rules, 2, backend="nft")),
-        (MasqObserved(4, rules[::-1], 1), WriteChain(4, rules, rules[::-1], 1, backend="nft")),
-        (MasqObserved(4, None, 0), WriteChain(4, rules, None, 0, backend="nft")),
+        (MasqObserved(4, masq, 2), WriteMasquerade(4, None, masq, 2, variant="nft")),
+        (MasqObserved(4, turned, 1), WriteMasquerade(4, masq, turned, 1, variant="nft")),
+        (MasqObserved(4, None, 0), WriteMasquerade(4, masq, None, 0, variant="nft")),
     ]:
         assert diff(desired, replace(node, masq=(observed,)), conflist_path=PATH).changes == (
             expected,
         )
-    payload = render_fix_payload(None, 3)
+    payload = fix_payload(None, 3)
     assert payload.count("-D POSTROUTING") == 2 and ":KIND-MASQ-AGENT" not in payload
-    assert render_fix_payload(rules, 0).splitlines() == [
+    assert fix_payload(masq, 0).splitlines() == [
         "*nat",
         ":KIND-MASQ-AGENT - [0:0]",
         *rules,
@@ -260,7 +257,8 @@ def test_chain_and_jump_fixes() -> None:
 
 
 def test_parse_nat_reads_only_the_nat_table() -> None:
-    rules = masq_rules(desired_state().masq[0])
+    masq = desired_state().masq[0]
+    rules = rule_lines(masq)
     saved = "\n".join(
         [
             "*filter",
@@ -276,26 +274,25 @@ def test_parse_nat_reads_only_the_nat_table() -> None:
             "COMMIT",
         ]
     )
-    assert parse_nat(4, saved) == MasqObserved(4, rules, 1, (1,))
+    assert parse_nat(4, saved) == MasqObserved(4, masq, 1, (1,))
     assert parse_nat(4, "*nat\nCOMMIT\n") == MasqObserved(4, None, 0)
 
 
 def test_duplicate_jumps_keep_the_first_and_rollback_puts_them_back_where_they_were() -> None:
     desired = desired_state()
-    rules = masq_rules(desired.masq[0])
-    observed = replace(converged(desired), masq=(MasqObserved(4, rules, 3, (2, 4, 5)),))
+    observed = replace(converged(desired), masq=(MasqObserved(4, desired.masq[0], 3, (2, 4, 5)),))
     (write,) = diff(desired, observed, conflist_path=PATH).changes
-    assert isinstance(write, WriteChain)
-    assert (write.jumps, write.want_jumps, write.want_at) == (3, 1, (2,))
+    assert isinstance(write, WriteMasquerade)
+    assert (write.hooks, write.want_hooks, write.want_at) == (3, 1, (2,))
     spec = jump_rule().removeprefix("-A POSTROUTING ")
     delete_all = [f"-D POSTROUTING {spec}"] * 3
-    assert render_fix_payload(None, 3, 1, (2,)).splitlines()[1:-1] == [
+    assert fix_payload(None, 3, 1, (2,)).splitlines()[1:-1] == [
         *delete_all,
         f"-I POSTROUTING 2 {spec}",
     ]
     undo = write.undo()
-    assert isinstance(undo, WriteChain) and (undo.jumps, undo.want_jumps) == (1, 3)
-    payload = render_fix_payload(undo.rules, undo.jumps, undo.want_jumps, undo.want_at)
+    assert isinstance(undo, WriteMasquerade) and (undo.hooks, undo.want_hooks) == (1, 3)
+    payload = fix_payload(undo.masq, undo.hooks, undo.want_hooks, undo.want_at)
     assert payload.splitlines()[1:-1] == [
         f"-D POSTROUTING {spec}",
         *(f"-I POSTROUTING {at} {spec}" for at in (2, 4, 5)),
@@ -419,7 +416,7 @@ def test_a_joining_node_routes_its_peers_and_waits_with_its_conflist() -> None:
         ("10.244.1.0/24", "198.18.0.11"),
     ]
     plan = diff(desired, empty_node(desired), conflist_path=PATH)
-    assert [type(c) for c in plan.changes] == [SetSysctl, AddRoute, AddRoute, WriteChain]
+    assert [type(c) for c in plan.changes] == [SetSysctl, AddRoute, AddRoute, WriteMasquerade]
     assert plan.warnings == (
         f"node joining has no PodCIDR yet: {PATH} waits for one (its peers are routed meanwhile)",
     )

@@ -13,24 +13,15 @@ import pytest
 from fakes import FakeNode, seed_worker2
 
 from kindplan.agent.sources import load_snapshot
-from kindplan.core.model import (
-    AddRoute,
-    Change,
-    DelRoute,
-    MasqChain,
-    Options,
-    Plan,
-    RemoveChain,
-    Route,
-    Snapshot,
-    WriteConflist,
-)
+from kindplan.core.changes import AddRoute, Change, DelRoute, Plan, RemoveMasquerade, WriteConflist
+from kindplan.core.masq.iptables import parse_nat, restore_payload
+from kindplan.core.masq.value import wanted
+from kindplan.core.model import Options, Snapshot
 from kindplan.core.planview import describe, plan_to_json
-from kindplan.core.render import masq_rules, render_masq_payload
+from kindplan.core.routes import Route
 from kindplan.errors import Interrupted, RuntimeFailure
 from kindplan.node.apply import BATCH, apply_plan
 from kindplan.node.engine import apply_opened, apply_planned, make_plan, rollback_opened
-from kindplan.node.iptables import parse_nat
 from kindplan.node.journal import Journal
 from kindplan.node.kernel import KernelError
 from kindplan.node.ports import NodeHandles
@@ -83,7 +74,7 @@ def test_a_bare_node_is_converged_and_verified_then_left_alone(
     assert node.kernel.sysctls["net.ipv4.ip_forward"] == "1"
     assert node.kernel.links["vetha1079faf"].addresses == ((ip_address("10.244.2.1"), 32),)
     saved = parse_nat(4, node.iptables.save_nat(4))
-    assert saved.rules is not None and saved.jumps == 1
+    assert saved.masq is not None and saved.hooks == 1
     assert conflist(options).is_file()
     assert len(report.applied) == len(planned.plan.changes)
     writes, restores = len(node.kernel.writes), len(node.iptables.netfilter.restores)
@@ -104,7 +95,7 @@ def test_rollback_puts_the_node_back_and_empties_the_journal(
     assert ours(node) == set()
     assert node.kernel.sysctls["net.ipv4.ip_forward"] == "0"
     assert node.kernel.links["vetha1079faf"].addresses == ()
-    assert parse_nat(4, node.iptables.save_nat(4)).rules is None
+    assert parse_nat(4, node.iptables.save_nat(4)).masq is None
     assert not conflist(options).exists()
     assert journal.load() == []
     assert rollback_opened(handles(node), journal) is None, "nothing left to roll back"
@@ -246,15 +237,15 @@ def test_a_refusal_inside_a_batch_does_not_stop_the_others(node: FakeNode) -> No
 
 
 def test_a_chain_in_the_backend_no_longer_used_is_removed_there_only(node: FakeNode) -> None:
-    chain = MasqChain(4, (ip_network("10.244.0.0/16"),))
+    chain = wanted(4, (ip_network("10.244.0.0/16"),))
     legacy = node.iptables.for_backend("legacy")
     for tool in (legacy, node.iptables):
-        tool.restore(4, render_masq_payload(chain, with_jump=True))
-    remove = RemoveChain(4, masq_rules(chain), 1, backend="legacy")
+        tool.restore(4, restore_payload(chain))
+    remove = RemoveMasquerade(4, chain, 1, variant="legacy")
     report = apply_plan(Plan("n", (remove,)), node.kernel, node.iptables)
     assert report.failures == []
-    assert parse_nat(4, legacy.save_nat(4)).rules is None
-    assert parse_nat(4, node.iptables.save_nat(4)).rules == masq_rules(chain)
+    assert parse_nat(4, legacy.save_nat(4)).masq is None
+    assert parse_nat(4, node.iptables.save_nat(4)).masq == chain
 
 
 def test_a_conflist_someone_edited_since_the_plan_is_left_alone(

@@ -14,17 +14,19 @@ import pytest
 from fakes import FakeIptables, FakeKernel, FakeNode, Netfilter
 from shell import sh
 
-from kindplan.core.model import Address, Link, MasqChain, Route
-from kindplan.core.render import jump_rule, masq_rules, render_masq_payload
+from kindplan.core.masq.iptables import (
+    fix_payload,
+    jump_rule,
+    parse_nat,
+    remove_payload,
+    restore_payload,
+)
+from kindplan.core.masq.value import Masquerade, wanted
+from kindplan.core.model import Address, Link
+from kindplan.core.routes import Route
 from kindplan.errors import RuntimeFailure
 from kindplan.node import iptables as iptables_module
-from kindplan.node.iptables import (
-    Iptables,
-    parse_nat,
-    read_masq,
-    render_fix_payload,
-    render_remove_payload,
-)
+from kindplan.node.iptables import Iptables, read_masq
 from kindplan.node.kernel import Kernel, KernelError
 from kindplan.node.locking import LOCK_DIR, apply_lock
 from kindplan.node.netns import enter_netns
@@ -184,37 +186,38 @@ def test_sysctls_are_read_and_written(kernel: KernelPort) -> None:
         kernel.set_sysctl("net.ipv4.no_such_knob", "1")
 
 
-CHAIN = MasqChain(4, (ip_network("10.244.0.0/16"),))
-WIDER = MasqChain(4, (ip_network("10.244.0.0/16"), ip_network("192.0.2.0/24")))
+CHAIN = wanted(4, (ip_network("10.244.0.0/16"),))
+WIDER = wanted(4, (ip_network("10.244.0.0/16"), ip_network("192.0.2.0/24")))
 
 
-def nat(iptables: IptablesPort) -> tuple[tuple[str, ...] | None, tuple[int, ...]]:
+def nat(iptables: IptablesPort) -> tuple[Masquerade | None, tuple[int, ...]]:
     observed = parse_nat(4, iptables.save_nat(4), iptables.backend)
-    return observed.rules, observed.jumps_at
+    assert observed.unread == ()
+    return observed.masq, observed.hooks_at
 
 
 def test_the_chain_is_written_fixed_and_removed_in_one_commit_each(iptables: IptablesPort) -> None:
-    iptables.restore(4, render_masq_payload(CHAIN, with_jump=True))
+    iptables.restore(4, restore_payload(CHAIN))
     assert 4 in iptables.nat_families()
-    assert nat(iptables) == (masq_rules(CHAIN), (1,))
-    iptables.restore(4, render_fix_payload(masq_rules(WIDER), jumps=1))
-    assert nat(iptables) == (masq_rules(WIDER), (1,))
+    assert nat(iptables) == (CHAIN, (1,))
+    iptables.restore(4, fix_payload(WIDER, jumps=1))
+    assert nat(iptables) == (WIDER, (1,))
     # a foreign rule, then duplicate jumps around it: the fix keeps the one asked for, in place
     foreign = "-A POSTROUTING -s 198.51.100.0/24 -j MASQUERADE"
     iptables.restore(4, f"*nat\n{foreign}\n{jump_rule()}\nCOMMIT\n")
     assert nat(iptables)[1] == (1, 3)
-    iptables.restore(4, render_fix_payload(None, jumps=2, want_jumps=1, want_at=(2,)))
-    assert nat(iptables) == (masq_rules(WIDER), (2,))
-    iptables.restore(4, render_remove_payload(jumps=1))
+    iptables.restore(4, fix_payload(None, jumps=2, want_jumps=1, want_at=(2,)))
+    assert nat(iptables) == (WIDER, (2,))
+    iptables.restore(4, remove_payload(jumps=1))
     assert nat(iptables) == (None, ())
     assert foreign in iptables.save_nat(4).splitlines()
 
 
 def test_a_payload_iptables_refuses_changes_nothing(iptables: IptablesPort) -> None:
-    iptables.restore(4, render_masq_payload(CHAIN, with_jump=True))
+    iptables.restore(4, restore_payload(CHAIN))
     before = nat(iptables)
     in_use = "*nat\n:KIND-MASQ-AGENT - [0:0]\n-X KIND-MASQ-AGENT\nCOMMIT\n"  # still jumped to
-    no_such_rule = render_fix_payload(masq_rules(WIDER), jumps=2, want_jumps=0)
+    no_such_rule = fix_payload(WIDER, jumps=2, want_jumps=0)
     for payload in (in_use, no_such_rule):
         with pytest.raises(RuntimeFailure, match="exited"):
             iptables.restore(4, payload)
@@ -222,16 +225,16 @@ def test_a_payload_iptables_refuses_changes_nothing(iptables: IptablesPort) -> N
 
 
 def test_read_masq_sees_every_backend_and_family(iptables: IptablesPort) -> None:
-    iptables.restore(4, render_masq_payload(CHAIN, with_jump=True))
+    iptables.restore(4, restore_payload(CHAIN))
     other = "legacy" if iptables.backend == "nft" else "nft"
     assert other in iptables.others()
     assert iptables.for_backend(other).backend == other
     assert iptables.for_backend(iptables.backend).backend == iptables.backend
-    found = {(m.backend, m.version): m for m in read_masq(iptables)}
+    found = {(m.variant, m.version): m for m in read_masq(iptables)}
     assert set(found) >= {(iptables.backend, 4), (iptables.backend, 6), (other, 4), (other, 6)}
-    assert found[(iptables.backend, 4)].rules == masq_rules(CHAIN)
-    assert found[(iptables.backend, 6)].rules is None
-    assert found[(other, 4)].rules is None
+    assert found[(iptables.backend, 4)].masq == CHAIN
+    assert found[(iptables.backend, 6)].masq is None
+    assert found[(other, 4)].masq is None
 
 
 @pytest.mark.parametrize("kind", ["fake", REAL])
@@ -241,7 +244,7 @@ def test_the_xtables_lock_held_fails_a_legacy_restore_not_an_nft_one(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    payload = render_masq_payload(CHAIN, with_jump=True)
+    payload = restore_payload(CHAIN)
     if kind == "fake":
         legacy = FakeIptables("legacy", Netfilter(lock_held=True))
         nft = legacy.for_backend("nft")
@@ -262,7 +265,7 @@ def _check_lock_held(legacy: IptablesPort, nft: IptablesPort, payload: str) -> N
     ):
         legacy.restore(4, payload)
     nft.restore(4, payload)
-    assert nat(nft) == (masq_rules(CHAIN), (1,))
+    assert nat(nft) == (CHAIN, (1,))
 
 
 @pytest.mark.parametrize("kind", ["fake", REAL])

@@ -10,24 +10,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kindplan.core.model import (
+from kindplan.core.changes import (
     AddAddress,
-    Address,
     AddRoute,
     Change,
     DelAddress,
     DeleteConflist,
     DelRoute,
-    NextHop,
-    RemoveChain,
+    RemoveMasquerade,
     ReplaceRoute,
-    Route,
-    RouteSpecial,
     SetSysctl,
-    WriteChain,
     WriteConflist,
+    WriteMasquerade,
     decode_change,
 )
+from kindplan.core.masq.value import EXEMPT, MASQUERADE, MasqRule, Masquerade
+from kindplan.core.model import Address
+from kindplan.core.routes import NextHop, Route, RouteSpecial
 from kindplan.errors import RuntimeFailure
 from kindplan.node.journal import MAX_GENERATIONS, Journal, _encode_undo, undo_all
 
@@ -35,7 +34,8 @@ ROUTE = Route(ip_network("10.244.1.0/24"), "eth0", ip_address("192.0.2.11"), pee
 FOREIGN = ROUTE._replace(gateway=ip_address("192.0.2.77"), proto=3, peer="")
 V6 = Route(ip_network("fd00:10:244:1::5/128"), "veth1", None, metric=1024, peer="default/web")
 ADDRESS = Address("veth1", ip_address("10.244.1.1"), pod="default/web")
-RULES = ("-A KIND-MASQ-AGENT -j MASQUERADE",)
+RULES = Masquerade(4, (MasqRule(EXEMPT, ip_network("10.244.0.0/16")), MasqRule(MASQUERADE)))
+RULES6 = Masquerade(6, (MasqRule(MASQUERADE),))
 # Foreign routes of every kind that kindplan may replace with --adopt: restored exactly.
 MULTIPATH = FOREIGN._replace(
     ifname="",
@@ -60,12 +60,13 @@ CHANGES = [
     AddRoute(V6),
     ReplaceRoute(ROUTE, FOREIGN),
     DelRoute(ROUTE),
-    WriteChain(4, RULES, None, 0),
-    WriteChain(4, RULES, ("-A KIND-MASQ-AGENT -j RETURN",), 2),
-    WriteChain(6, None, RULES, 0),
-    RemoveChain(6, RULES, 1),
-    WriteChain(4, RULES, None, 0, backend="legacy"),
-    RemoveChain(6, RULES, 1, "nft"),
+    WriteMasquerade(4, RULES, None, 0),
+    WriteMasquerade(4, RULES, Masquerade(4, (MasqRule(EXEMPT, None),)), 2),
+    WriteMasquerade(6, None, RULES6, 0),
+    RemoveMasquerade(6, RULES6, 1),
+    WriteMasquerade(4, RULES, None, 0, variant="legacy"),
+    RemoveMasquerade(6, RULES6, 1, variant="nft"),
+    WriteMasquerade(4, RULES, RULES, 3, 1, (1, 3, 4), (1,), variant=""),
     *(ReplaceRoute(ROUTE, old) for old in (MULTIPATH, BLACKHOLE, NEXTHOP, TOS)),
     WriteConflist("/etc/cni/net.d/10-kindnet.conflist", "{}", None),
     WriteConflist("/etc/cni/net.d/10-kindnet.conflist", "{}", '{"old": 1}'),
@@ -82,7 +83,7 @@ def test_undo_of_undo_is_the_change(change: Change) -> None:
 
 def test_undo_examples() -> None:
     assert ReplaceRoute(ROUTE, FOREIGN).undo() == ReplaceRoute(FOREIGN, ROUTE)
-    assert WriteChain(4, RULES, None, 0).undo() == RemoveChain(4, RULES, 1)
+    assert WriteMasquerade(4, RULES, None, 0).undo() == RemoveMasquerade(4, RULES, 1)
     assert SetSysctl("net.ipv4.ip_forward", "1", None).undo() is None
     order = [
         type(c).__name__
@@ -190,7 +191,8 @@ UNUSABLE = {
     "families holds a 5": _HEADER.replace("[4]", "[5]"),
     "families a number": _HEADER.replace("[4]", "4"),
     "an unknown change": _HEADER + _line(undo=[{"type": "Reboot"}]),
-    "a chain of IPv5": _HEADER + _line(undo=[{**RemoveChain(4, RULES, 1).encode(), "version": 5}]),
+    "a chain of IPv5": _HEADER
+    + _line(undo=[{**RemoveMasquerade(4, RULES, 1).encode(), "version": 5}]),
     "undo before any generation": _line(undo=[]),
     "not JSON": "{nope\n",
 }

@@ -7,7 +7,7 @@ import struct
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 
-from kindplan.core.model import NextHop, Route
+from kindplan.core.routes import NextHop, Route
 from kindplan.node import netlink
 
 DUMP = json.loads((Path(__file__).parent / "data" / "netlink-dump.json").read_text())

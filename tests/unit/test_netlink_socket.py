@@ -12,7 +12,7 @@ from ipaddress import ip_address, ip_network
 
 import pytest
 
-from kindplan.core.model import Route
+from kindplan.core.routes import Route
 from kindplan.node import netlink
 from kindplan.node.kernel import Kernel, KernelError
 

@@ -16,15 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from kindplan.core.model import (
-    Link,
-    MasqObserved,
-    ObservedState,
-    Pod,
-    Route,
-    RouteSpecial,
-    Sysctl,
-)
+from kindplan.core.masq.value import MasqObserved, MasqRule, Masquerade
+from kindplan.core.model import Link, ObservedState, Pod, Sysctl
+from kindplan.core.routes import Route, RouteSpecial
 from kindplan.node.observe import Where, digest, fingerprint, observed_digest, read_observed
 
 NODE = ObservedState(
@@ -34,7 +28,7 @@ NODE = ObservedState(
     ),
     routes=(Route(ip_network("10.244.1.0/24"), "eth0", ip_address("198.18.0.11"), proto=75),),
     sysctls=(Sysctl("net.ipv4.ip_forward", "1"),),
-    masq=(MasqObserved(4, ("-A KIND-MASQ-AGENT -j MASQUERADE",), 2, (1, 2)),),
+    masq=(MasqObserved(4, Masquerade(4, (MasqRule("masquerade"),)), 2, (1, 2)),),
     conflist="{}\n",
 )
 POD = Pod("shop", "cart-1", "node-2", (ip_address("10.244.2.30"),), "veth1")
@@ -44,7 +38,7 @@ OTHER = {
     "links": (replace(NODE.links[0], kind="dummy"), NODE.links[1]),  # the same index, another kind
     "routes": (NODE.routes[0]._replace(metric=100),),
     "sysctls": (Sysctl("net.ipv4.ip_forward", "0"),),
-    "masq": (replace(NODE.masq[0], jumps_at=(1, 3)),),  # as many jumps, another position
+    "masq": (replace(NODE.masq[0], hooks_at=(1, 3)),),  # as many hooks, another position
     "conflist": "{ }\n",
     "iptables_backend": "legacy",
     "conflist_error": "/etc/cni/net.d/10-kindnet.conflist: cannot read: not a regular file",

@@ -17,29 +17,13 @@ import pytest
 import yaml
 
 from kindplan.core.compiler import compile_desired
-from kindplan.core.model import (
-    HostFacts,
-    HostPort,
-    Link,
-    MasqObserved,
-    ObservedState,
-    Route,
-    Sysctl,
-)
+from kindplan.core.model import HostFacts, HostPort, Link, ObservedState, Sysctl
+from kindplan.core.routes import Route
 from kindplan.core.snapshot import parse_snapshot
-from kindplan.core.trace import (
-    Namespace,
-    TableRoute,
-    Trace,
-    Uplink,
-    World,
-    build_world,
-    lookup,
-    resolve,
-    trace_packet,
-)
+from kindplan.core.trace import Trace, lookup, trace_packet
 from kindplan.core.tracesvg import render_svg
 from kindplan.core.traceview import format_trace, trace_to_json
+from kindplan.core.traceworld import Namespace, TableRoute, Uplink, World, build_world, resolve
 from kindplan.errors import InvalidInputError
 from kindplan.node.cnicache import parse_cache_entry
 
@@ -280,7 +264,7 @@ def observed_worker2(drop_peer: bool) -> ObservedState:
         links,
         routes,
         (Sysctl("net.ipv4.ip_forward", "1"),),
-        (MasqObserved(4, chain.rules, 1),),
+        (replace(chain, variant="nft"),),  # the namespace's own: the value, hooked once
         None,
     )
 
@@ -314,7 +298,7 @@ def test_observed_node_that_does_not_forward_drops() -> None:
 
 def test_observed_node_without_masquerade_jump_keeps_the_source() -> None:
     state = observed_worker2(False)
-    state = replace(state, masq=(replace(state.masq[0], jumps=0),))
+    state = replace(state, masq=(replace(state.masq[0], hooks=0),))
     world = build_world(load(SEED), SEED_UPLINK, {"k8s-guide-worker2": state})
     trace = walk(target="203.0.113.10", world=world)
     assert str(trace.end.src) == "10.244.2.8"

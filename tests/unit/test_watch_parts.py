@@ -23,25 +23,23 @@ from kindplan.agent.metrics import Health, Metrics, parse_listen_address
 from kindplan.agent.sources import FileSource, StdinSource, combine_directory
 from kindplan.agent.watch import LoopSettings, change_kind, next_delay
 from kindplan.cli.watch import duration
-from kindplan.core.compiler import compile_desired
-from kindplan.core.diff import diff
-from kindplan.core.document import MAX_INPUT_BYTES
-from kindplan.core.guard import DeletionGuard, split_deletions
-from kindplan.core.model import (
-    Address,
+from kindplan.core.changes import (
     AddRoute,
     Change,
     DelAddress,
     DeleteConflist,
     DelRoute,
-    DesiredState,
-    HostFacts,
-    ObservedState,
     Plan,
-    RemoveChain,
-    WriteChain,
+    RemoveMasquerade,
     WriteConflist,
+    WriteMasquerade,
 )
+from kindplan.core.compiler import compile_desired
+from kindplan.core.diff import diff
+from kindplan.core.document import MAX_INPUT_BYTES
+from kindplan.core.guard import DeletionGuard, split_deletions
+from kindplan.core.masq.value import Masquerade
+from kindplan.core.model import Address, DesiredState, HostFacts, ObservedState
 from kindplan.errors import InvalidInputError, SourceError, UsageError
 
 PATH = "/etc/cni/net.d/10-kindnet.conflist"
@@ -422,14 +420,19 @@ def test_guard_holds_back_a_snapshot_cut_before_its_pods() -> None:
     assert guarded.plan.empty
 
 
+def _last_rule(masq: Masquerade | None) -> Masquerade:
+    assert masq is not None
+    return Masquerade(masq.version, masq.rules[-1:])
+
+
 @pytest.mark.parametrize(
     ("change", "kind"),
     [
         (lambda o: DelAddress(Address("veth1", ip_address("10.244.0.1"))), "veth address(es)"),
         (lambda o: DeleteConflist(PATH, o.conflist), "conflist(s)"),
-        (lambda o: RemoveChain(4, o.masq[0].rules, 1), "SNAT chain(s)"),
+        (lambda o: RemoveMasquerade(4, o.masq[0].masq, 1), "SNAT chain(s)"),
         (  # the nonMasqueradeCIDRs and the pod subnet's RETURN gone: only MASQUERADE left
-            lambda o: WriteChain(4, o.masq[0].rules[-1:], o.masq[0].rules, 1),
+            lambda o: WriteMasquerade(4, _last_rule(o.masq[0].masq), o.masq[0].masq, 1),
             "SNAT rule(s)",
         ),
         (  # the node's pod range gone from the conflist (a PodCIDR list cut short)
@@ -459,7 +462,8 @@ def test_guard_lets_a_small_share_of_snat_rules_go() -> None:
         HostFacts(),
     )
     observed = converged(desired)
-    rules = observed.masq[0].rules
-    assert rules is not None and len(rules) == 4
-    one_less = WriteChain(4, tuple(r for r in rules if "198.51.100.0/24" not in r), rules, 1)
+    masq = observed.masq[0].masq
+    assert masq is not None and len(masq.rules) == 4
+    kept = tuple(r for r in masq.rules if str(r.dst) != "198.51.100.0/24")
+    one_less = WriteMasquerade(4, Masquerade(4, kept), masq, 1)
     assert split_deletions(Plan("node-0000", (one_less,)), observed, 75, 0.5).held == ()

@@ -1,0 +1,251 @@
+"""Routes as the kernel keys them, and how one reads: ip(8)'s words, and the journal's JSON."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, NamedTuple
+
+from kindplan.core.addresses import (
+    IPAddress,
+    IPNetwork,
+    format_ip,
+    format_net,
+    parse_cidr,
+    parse_ip,
+)
+
+DEFAULT_ROUTE_PROTO = 75  # kindplan's own route protocol number: how it recognises its routes
+# Protocol numbers the kernel and other routing software write (linux/rtnetlink.h, rt_protos):
+# kindplan deletes every stale route with its number, so it must never take one of these.
+RESERVED_ROUTE_PROTOS = frozenset(
+    {0, 1, 2, 3, 4, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 42, 99, 186, 187, 188, 189, 192}
+)
+MAIN_TABLE = 254
+RTPROT_KERNEL = 2  # routes the kernel derives from addresses: never anyone's to delete
+IPV6_DEFAULT_METRIC = 1024  # the kernel stores metric 0 on an IPv6 route as 1024
+
+
+# Route types (rtm_type) kindplan observes in the main table: a blackhole, unreachable, prohibit
+# or throw route at a destination decides where its traffic goes as much as a unicast one does.
+ROUTE_KINDS = ("unicast", "blackhole", "unreachable", "prohibit", "throw")
+UNICAST = "unicast"
+
+
+class NextHop(NamedTuple):
+    """One path of a multipath route (RTA_MULTIPATH)."""
+
+    gateway: IPAddress | None  # of the route's family, or of the other one (RTA_VIA)
+    ifname: str
+    weight: int = 1
+
+
+class RouteSpecial(NamedTuple):
+    """What sets apart a route that kindplan observes but never writes itself."""
+
+    kind: str = UNICAST  # one of ROUTE_KINDS; only a unicast route has a gateway or paths
+    tos: int = 0
+    nexthops: tuple[NextHop, ...] = ()  # a multipath route's paths (then no gateway or ifname)
+    nh_id: int = 0  # a route through a nexthop object (RTA_NH_ID); its path is in nexthops
+
+
+_ORDINARY = RouteSpecial()
+
+
+class _RouteFields(NamedTuple):
+    dst: IPNetwork
+    ifname: str
+    gateway: IPAddress | None  # of the route's family; of the other one: RTA_VIA (IPv4 via IPv6)
+    scope: str  # "universe" or "host" (IPv4 pod routes, as ptp makes them)
+    metric: int
+    proto: int
+    table: int
+    peer: str  # the node (peer route) or pod (host route) this route serves; not identity
+    special: RouteSpecial | None  # None: a unicast route through a gateway or a device
+    # The kernel's identity of the route, (table, dst, TOS, metric), derived from the fields
+    # above as (table, family, address, prefix length, TOS << 32 | metric) (a metric is a u32):
+    # sorting and diffing 10,000 routes ask for it several times each, and hash it each time.
+    key: tuple[int, int, int, int, int]
+
+
+class Route(_RouteFields):
+    """A route as the kernel keys it: (table, dst, TOS, metric); the rest is what it points at.
+
+    An immutable named tuple rather than a frozen dataclass: a full apply at 5,000 dual-stack
+    nodes makes some 30,000 of them, and a frozen dataclass takes three times the instructions
+    to build (an object.__setattr__ per field). The rare kinds of route (another type, TOS,
+    multipath, a nexthop object) keep their fields in one `special`, so that the routes
+    kindplan makes and compares by the thousand carry one field more, not four.
+    """
+
+    __slots__ = ()
+
+    # The kernel's fields of a route, positional as in a tuple: the compiler and the netlink
+    # parser build tens of thousands this way, so the size rules' limits do not fit here.
+    def __new__(  # noqa: PLR0913, PLR0917
+        cls,
+        dst: IPNetwork,
+        ifname: str,
+        gateway: IPAddress | None = None,
+        scope: str = "universe",
+        metric: int = 0,
+        proto: int = DEFAULT_ROUTE_PROTO,
+        table: int = MAIN_TABLE,
+        peer: str = "",
+        special: RouteSpecial | None = None,
+    ) -> Route:
+        key = (table, dst.version, int(dst.network_address), dst.prefixlen, metric)
+        if special is not None:
+            if special == _ORDINARY:
+                special = None
+            elif special.tos:
+                key = (*key[:4], special.tos << 32 | metric)
+        return tuple.__new__(
+            cls, (dst, ifname, gateway, scope, metric, proto, table, peer, special, key)
+        )
+
+    def _replace(self, **changes: Any) -> Route:
+        """A copy with `changes`, its key derived again."""
+        fields = dict(zip(self._fields[:-1], self[:-1], strict=True))  # all but the key
+        return Route(**(fields | changes))
+
+    @property
+    def kind(self) -> str:
+        return self.special.kind if self.special is not None else UNICAST
+
+    @property
+    def tos(self) -> int:
+        return self.special.tos if self.special is not None else 0
+
+    @property
+    def nexthops(self) -> tuple[NextHop, ...]:
+        return self.special.nexthops if self.special is not None else ()
+
+    @property
+    def nh_id(self) -> int:
+        return self.special.nh_id if self.special is not None else 0
+
+    @property
+    def plain(self) -> bool:
+        """A unicast route through one gateway of its own family or one device: the only kind
+        kindplan itself writes."""
+        gateway = self.gateway
+        return self.special is None and (gateway is None or gateway.version == self.dst.version)
+
+
+# Sorts routes by their key, read in C (a lambda costs a Python call for each of 10,000).
+ROUTE_ORDER = operator.attrgetter("key")
+
+
+def route_for(route: Route) -> str:
+    """Whom a route serves: `peer NODE`, `pod NAMESPACE/NAME`, or "" (an observed route)."""
+    if not route.peer:
+        return ""
+    return f"peer {route.peer}" if route.gateway is not None else f"pod {route.peer}"
+
+
+# -- how a route reads: ip(8)'s words, and the journal's JSON -----------------------------------
+
+
+def route_command(route: Route) -> str:
+    """`route replace ...` as ip(8) takes it, with every field that is part of the desired state."""
+    kind = [] if route.kind == UNICAST else [route.kind]
+    return " ".join(["route", "replace", *kind, format_net(route.dst), *_target(route)])
+
+
+def route_text(route: Route) -> str:
+    """A route in ip(8)'s words: its destination and what it points at."""
+    return route_command(route).removeprefix("route replace ")
+
+
+def route_target(route: Route) -> str:
+    """What a route points at, its destination left out: `blackhole proto 3`, `via ... dev ...`."""
+    kind = [] if route.kind == UNICAST else [route.kind]
+    return " ".join([*kind, *_target(route)])
+
+
+def route_was(old: Route) -> str:
+    """What an observed route points at (its destination aside), as ip(8) would say it."""
+    if not old.plain:  # blackhole, multipath, a nexthop object...: ip's words, with their paths
+        return route_target(old)
+    via = f"via {old.gateway} " if old.gateway else ""
+    return f"{via}dev {old.ifname or '?'} proto {old.proto}".strip()
+
+
+def _target(route: Route) -> list[str]:
+    words = []
+    if route.tos:
+        words += ["tos", f"0x{route.tos:02x}"]
+    if route.nh_id:
+        words += ["nhid", str(route.nh_id)]
+    if route.gateway is not None:
+        words += ["via", *_via(route.dst.version, route.gateway)]
+    if route.ifname:
+        words += ["dev", route.ifname]
+    if route.scope != "universe":
+        words += ["scope", route.scope]
+    words += ["proto", str(route.proto)]
+    if route.metric:
+        words += ["metric", str(route.metric)]
+    for hop in route.nexthops:
+        words.append("nexthop")
+        if hop.gateway is not None:
+            words += ["via", *_via(route.dst.version, hop.gateway)]
+        words += ["dev", hop.ifname or "?", "weight", str(hop.weight)]
+    return words
+
+
+def _via(version: int, gateway: IPAddress) -> list[str]:
+    """A gateway as ip(8) takes it: one of the other family is named by its family (RTA_VIA)."""
+    family = [] if gateway.version == version else ["inet6" if gateway.version == 6 else "inet"]
+    return [*family, format_ip(gateway)]
+
+
+def encode_route(r: Route) -> dict[str, Any]:
+    """A route as the journal writes it (schemas/journal.schema.json)."""
+    d: dict[str, Any] = {
+        "dst": format_net(r.dst),  # inet_ntop: str() of 10,000 IPv6 networks takes 0.1 s
+        "ifname": r.ifname,
+        "gateway": format_ip(r.gateway) if r.gateway else None,
+        "scope": r.scope,
+        "metric": r.metric,
+        "proto": r.proto,
+        "table": r.table,
+        "peer": r.peer,
+    }
+    if r.special is not None:  # a route observed, to be restored exactly as it was
+        d |= {
+            "kind": r.kind,
+            "tos": r.tos,
+            "nexthops": [
+                [format_ip(h.gateway) if h.gateway else None, h.ifname, h.weight]
+                for h in r.nexthops
+            ],
+            "nhId": r.nh_id,
+        }
+    return d
+
+
+def decode_route(d: dict[str, Any]) -> Route:
+    """The route `encode_route` wrote as `d`."""
+    kind = str(d.get("kind", UNICAST))
+    if kind not in ROUTE_KINDS:
+        raise ValueError(f"unknown route kind {kind!r}")
+    return Route(
+        parse_cidr(d["dst"]),
+        str(d["ifname"]),
+        parse_ip(d["gateway"]) if d["gateway"] else None,
+        str(d["scope"]),
+        int(d["metric"]),
+        int(d["proto"]),
+        int(d["table"]),
+        str(d["peer"]),
+        RouteSpecial(
+            kind,
+            int(d.get("tos", 0)),
+            tuple(
+                NextHop(parse_ip(gateway) if gateway else None, str(ifname), int(weight))
+                for gateway, ifname, weight in d.get("nexthops", ())
+            ),
+            int(d.get("nhId", 0)),
+        ),
+    )

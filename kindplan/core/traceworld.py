@@ -1,0 +1,329 @@
+"""The cluster as trace walks it: each network namespace on a packet's path, modelled by what
+decides a packet's fate there, and the endpoints a walk starts and ends at. Pure.
+
+- a pod: what ptp gives its eth0 (measured with containernetworking-plugins 1.1.1): IPv4
+  `default via GW`, `PODCIDR via GW src POD`, `GW dev eth0 scope link src POD`; IPv6 `GW dev eth0
+  metric 1024`, `PODCIDR via GW metric 1024`, `default via GW metric 1024` (GW: the PodCIDR's
+  first address, which the host side of every pod veth holds). A pod does not forward.
+- a node: its local addresses (InternalIPs, the gateway on each pod veth), its main table
+  (kindplan's desired routes, or for a node given with its observed state the routes it has),
+  the uplink's connected prefix and default route (not kindplan's: from flags, else assumed),
+  portmap's hostPort DNAT, and its masquerade (the value, core/masq) behind its hook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from typing import TypeVar
+
+from kindplan.core.addresses import IPAddress, IPNetwork, format_ip, format_net, parse_ip
+from kindplan.core.compiler import FORWARDING_SYSCTLS, compile_desired
+from kindplan.core.masq.value import MasqObserved
+from kindplan.core.model import HostFacts, Node, ObservedState, Pod, Snapshot
+from kindplan.core.routes import IPV6_DEFAULT_METRIC, Route
+from kindplan.errors import InvalidInputError
+
+PROTO_KERNEL, PROTO_BOOT = 2, 3  # connected routes; routes added by ip(8) (a node's default)
+POD_IF = "eth0"
+
+
+@dataclass(frozen=True, slots=True)
+class Uplink:
+    """What the snapshot does not say about the nodes' own network: flags, else assumptions."""
+
+    name: str = "eth0"
+    networks: tuple[IPNetwork, ...] = ()  # the node network per family; else assumed on-link
+    gateways: tuple[IPAddress, ...] = ()  # the nodes' default gateway per family; else unknown
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    kind: str  # "pod", "node" or "outside"
+    name: str  # namespace/name, node name, or the address
+    ips: tuple[IPAddress, ...]
+    node: str | None = None  # a pod's node; a node itself
+
+    def ip(self, version: int) -> IPAddress | None:
+        return next((ip for ip in self.ips if ip.version == version), None)
+
+    @property
+    def label(self) -> str:
+        return self.name if self.kind == "outside" else f"{self.kind} {self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class TableRoute:
+    """A route of a namespace's table, with where it comes from (for the reader)."""
+
+    route: Route
+    origin: str  # kindplan, ptp, kernel (connected), node (its default), assumed, observed
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    kind: str  # "pod" or "node"
+    name: str
+    node: str
+    local: tuple[tuple[IPAddress, str], ...]  # (address, device), in the device's order
+    routes: tuple[TableRoute, ...]
+    masq: tuple[MasqObserved, ...] = ()  # per family: the first of its family decides
+    forwarding: tuple[int, ...] = ()  # families this namespace forwards
+    observed: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.name}"
+
+
+# -- the cluster as namespaces -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class World:
+    snapshot: Snapshot
+    uplink: Uplink
+    namespaces: Mapping[tuple[str, str], Namespace]  # (kind, name) -> namespace
+    desired_nodes: Mapping[str, Namespace]  # every node's desired namespace, to tell drift
+
+    def pod(self, name: str) -> Pod:
+        return next(p for p in self.snapshot.pods if pod_name(p) == name)
+
+
+K = TypeVar("K")
+
+
+class _Lazy(Mapping[K, Namespace]):
+    """Namespaces made when first asked for: a walk visits a handful of a cluster's nodes, and
+    compiling one node is a pass over all its peers (every node of 1,000 took seconds)."""
+
+    def __init__(self, keys: Iterable[K], make: Callable[[K], Namespace]) -> None:
+        self._keys = dict.fromkeys(keys)
+        self._make = make
+        self._made: dict[K, Namespace] = {}
+
+    def __getitem__(self, key: K) -> Namespace:
+        made = self._made.get(key)
+        if made is None:
+            if key not in self._keys:
+                raise KeyError(key)
+            made = self._made[key] = self._make(key)
+        return made
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def pod_name(pod: Pod) -> str:
+    return f"{pod.namespace}/{pod.name}"
+
+
+def build_world(
+    snapshot: Snapshot, uplink: Uplink, observed: Mapping[str, ObservedState] | None = None
+) -> World:
+    """Every pod and node as a namespace; nodes in `observed` as they are, not as desired."""
+    nodes = {node.name: node for node in snapshot.nodes}
+    pods = {pod_name(pod): pod for pod in snapshot.pods if pod.node in nodes}
+    desired = _Lazy(nodes, lambda name: _desired_node(snapshot, nodes[name], uplink))
+
+    def make(key: tuple[str, str]) -> Namespace:
+        kind, name = key
+        if kind == "pod":
+            return _pod_namespace(nodes[pods[name].node], pods[name])
+        state = (observed or {}).get(name)
+        return desired[name] if state is None else _observed_node(snapshot, nodes[name], state)
+
+    keys = [("node", name) for name in nodes] + [("pod", name) for name in pods]
+    return World(snapshot, uplink, _Lazy(keys, make), desired)
+
+
+def _pod_namespace(node: Node, pod: Pod) -> Namespace:
+    routes = []
+    for ip in pod.ips:
+        cidr = node.pod_cidr(ip.version)
+        if cidr is None:
+            continue
+        gw = cidr.network_address + 1
+        if ip.version == 4:
+            routes += [
+                Route(_any(4), POD_IF, gw, proto=PROTO_BOOT),
+                Route(cidr, POD_IF, gw, proto=PROTO_BOOT),
+                Route(ip_network(gw), POD_IF, None, "link", proto=PROTO_BOOT),
+            ]
+        else:
+            metric = IPV6_DEFAULT_METRIC
+            routes += [
+                Route(_any(6), POD_IF, gw, metric=metric, proto=PROTO_BOOT),
+                Route(cidr, POD_IF, gw, metric=metric, proto=PROTO_BOOT),
+                Route(ip_network(gw), POD_IF, None, metric=metric, proto=PROTO_BOOT),
+            ]
+    return Namespace(
+        "pod",
+        pod_name(pod),
+        pod.node,
+        tuple((ip, POD_IF) for ip in pod.ips),
+        tuple(TableRoute(r, "ptp") for r in routes),
+    )
+
+
+def _any(version: int) -> IPNetwork:
+    return ip_network("0.0.0.0/0" if version == 4 else "::/0")
+
+
+def _desired_node(snapshot: Snapshot, node: Node, uplink: Uplink) -> Namespace:
+    desired = compile_desired(snapshot, node.name, HostFacts(uplink.name))
+    routes = [TableRoute(r, "kindplan") for r in desired.routes]
+    for ip in node.internal_ips:
+        v = ip.version
+        net = next((n for n in uplink.networks if ip in n), None)
+        assumed = _assumed_network(snapshot, v, uplink.gateways)
+        if any(n.version == v for n in uplink.networks):
+            assumed = ip_network(ip)  # outside the node network given: on-link with no one
+        routes.append(
+            TableRoute(
+                Route(
+                    net or assumed,
+                    uplink.name,
+                    None,
+                    "link",
+                    metric=256 if v == 6 else 0,
+                    proto=PROTO_KERNEL,
+                ),
+                "kernel" if net else "assumed",
+            )
+        )
+        gateway = next((g for g in uplink.gateways if g.version == v), None)
+        metric = IPV6_DEFAULT_METRIC if v == 6 else 0
+        routes.append(
+            TableRoute(
+                Route(_any(v), uplink.name, gateway, metric=metric, proto=PROTO_BOOT),
+                "node" if gateway else "assumed",
+            )
+        )
+    local = [(ip, uplink.name) for ip in node.internal_ips]
+    local += [(a.address, a.ifname) for a in desired.addresses]
+    return Namespace(
+        "node",
+        node.name,
+        node.name,
+        tuple(local),
+        tuple(routes),
+        tuple(
+            MasqObserved(m.version, m, 1, backend=desired.masq_backend, variant="")
+            for m in desired.masq
+        ),
+        snapshot.families,
+    )
+
+
+def _assumed_network(
+    snapshot: Snapshot, version: int, gateways: tuple[IPAddress, ...]
+) -> IPNetwork:
+    """The smallest prefix that holds every node's InternalIP of a family and the default gateway:
+    kindnet needs all nodes on one link, and without --node-network that is all that is known."""
+    ips = [int(ip) for n in snapshot.nodes for ip in n.internal_ips if ip.version == version]
+    ips += [int(ip) for ip in gateways if ip.version == version]
+    bits = 32 if version == 4 else 128
+    length = bits - (min(ips) ^ max(ips)).bit_length()
+    base = min(ips) >> (bits - length) << (bits - length) if length else 0
+    return IPv4Network((base, length)) if version == 4 else IPv6Network((base, length))
+
+
+def _observed_node(snapshot: Snapshot, node: Node, state: ObservedState) -> Namespace:
+    forwarding = tuple(
+        v
+        for v, name in FORWARDING_SYSCTLS.items()
+        if any(s.name == name and s.value == "1" for s in state.sysctls)
+    )
+    return Namespace(
+        "node",
+        node.name,
+        node.name,
+        tuple((addr, link.name) for link in state.links for addr, _ in link.addresses),
+        tuple(TableRoute(r, "observed") for r in state.routes),
+        state.masq,
+        forwarding,
+        observed=True,
+    )
+
+
+# -- endpoints ---------------------------------------------------------------------------------
+
+
+def resolve(snapshot: Snapshot, text: str, where: str) -> Endpoint:
+    """A pod (namespace/name, or a name that only one pod has), a node, or an address."""
+    try:
+        address = parse_ip(text)
+    except ValueError:
+        address = None
+    if address is not None:
+        return _resolve_address(snapshot, address, where)
+    named = snapshot.node(text)
+    if named is not None:
+        return Endpoint("node", named.name, named.internal_ips, named.name)
+    pods = [p for p in snapshot.pods if text in (pod_name(p), p.name)]
+    if len(pods) == 1:
+        return Endpoint("pod", pod_name(pods[0]), pods[0].ips, pods[0].node)
+    if pods:
+        names = ", ".join(pod_name(p) for p in pods)
+        raise InvalidInputError.one(where, f"{text!r} names several pods ({names}): say which")
+    raise InvalidInputError.one(where, f"{text!r} is no pod, node or IP address of the snapshot")
+
+
+def _resolve_address(snapshot: Snapshot, address: IPAddress, where: str) -> Endpoint:
+    """The pod or node that holds `address`, else a host outside the cluster."""
+    for pod in snapshot.pods:
+        if address in pod.ips:
+            return Endpoint("pod", pod_name(pod), (address,), pod.node)
+    for node in snapshot.nodes:
+        gateways = [c.network_address + 1 for c in node.pod_cidrs]
+        if address in node.internal_ips or address in gateways:  # its pod veths hold those
+            return Endpoint("node", node.name, (address,), node.name)
+    owner = next((n for n in snapshot.nodes for c in n.pod_cidrs if address in c), None)
+    if owner is not None and where == "--from":
+        # A packet has to start somewhere: in a pod the snapshot does not list, it cannot.
+        cidr = next(c for c in owner.pod_cidrs if address in c)
+        raise InvalidInputError.one(
+            where,
+            f"{format_ip(address)} is in node {owner.name}'s PodCIDR {cidr} but no pod of the "
+            "snapshot has it: name a pod, or list the node's pods (pods:, or --cni-cache-dir)",
+        )
+    return Endpoint("outside", format_ip(address), (address,))
+
+
+def families(source: Endpoint, target: Endpoint, only: int | None = None) -> tuple[int, ...]:
+    """The IP families both ends have (the one asked for, if any), IPv4 first."""
+    found = tuple(
+        v for v in (4, 6) if source.ip(v) and target.ip(v) and (only is None or v == only)
+    )
+    if not found:
+        raise InvalidInputError.one(
+            "--to",
+            f"{source.label} and {target.label} share no IP family"
+            + (f" (asked for IPv{only})" if only else ""),
+        )
+    return found
+
+
+def route_listing(route: Route) -> str:
+    """A route as `ip route show` lists it (`default`, `proto kernel`; trace's tables), where
+    routes.route_text gives it in the words `ip route replace` takes (the plan's)."""
+    words = ["default" if route.dst.prefixlen == 0 else _dst_text(route.dst)]
+    if route.gateway is not None:
+        words += ["via", format_ip(route.gateway)]
+    words += ["dev", route.ifname]
+    if route.scope not in ("universe",):
+        words += ["scope", route.scope]
+    if route.proto not in (PROTO_BOOT,):
+        words += ["proto", {PROTO_KERNEL: "kernel"}.get(route.proto, str(route.proto))]
+    if route.metric:
+        words += ["metric", str(route.metric)]
+    return " ".join(words)
+
+
+def _dst_text(net: IPNetwork) -> str:
+    return format_ip(net.network_address) if net.prefixlen == net.max_prefixlen else format_net(net)
