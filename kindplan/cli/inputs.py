@@ -11,7 +11,7 @@ import typer
 
 from kindplan.cli.options import PodSubnetOpt, RenderArgs, RouteProtoOpt, SnapshotArg, split
 from kindplan.core.model import DEFAULT_MTU, DEFAULT_ROUTE_PROTO, HostFacts, Snapshot
-from kindplan.errors import Problem, UsageError
+from kindplan.errors import InvalidInputError, Problem, UsageError
 from kindplan.status import ExitStatus
 
 
@@ -61,11 +61,9 @@ def validate(
 
     Example: kindplan validate fixtures/seed-lab/snapshot.yaml
     """
-    from kindplan.core.compiler import find_node
-
     snap = load(snapshot, split(pod_subnet), strict=strict)
     if node is not None:
-        find_node(snap, node)
+        known_node(snap, node)
     from kindplan.core.planview import plural
 
     families = "dual-stack" if len(snap.families) == 2 else f"IPv{snap.families[0]}"
@@ -168,9 +166,22 @@ def _rendered(args: RenderArgs) -> dict[str, str]:
     names = [n.name for n in snap.nodes if n.pod_cidrs] if args.all_nodes else [str(args.node)]
     if not names:  # a live cluster's node list may have no node with a PodCIDR yet
         typer.echo("warning: --all-nodes: no node has a PodCIDR yet: nothing to render", err=True)
+    if not args.all_nodes:
+        known_node(snap, names[0])
     files: dict[str, str] = {}
     for name in names:
         desired = compile_desired(snap, name, facts, route_proto=args.route_proto)
         prefix = f"{name}/" if args.all_nodes else ""
         files.update({prefix + f: text for f, text in render_files(desired).items()})
     return files
+
+
+def known_node(snap: Snapshot, name: str, *, host_name: bool = False) -> None:
+    """A node named on the command line (or the host name standing in for it) that the snapshot
+    has not got is the command line's mistake, a usage error (README: "Exit statuses")."""
+    from kindplan.core.compiler import find_node
+
+    try:
+        find_node(snap, name, host_name=host_name)
+    except InvalidInputError as e:
+        raise UsageError(str(e)) from None

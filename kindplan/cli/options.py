@@ -92,7 +92,8 @@ PodSubnetOpt = Annotated[
 NodeOpt = Annotated[
     str | None,
     typer.Option(
-        help="The node to plan for. Default: this machine's host name.", show_default=False
+        help="This node's name in the snapshot. Default: this machine's host name.",
+        show_default=False,
     ),
 ]
 NetnsOpt = Annotated[

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kindplan.cli.inputs import parse, read, warnings_text
+from kindplan.cli.inputs import known_node, parse, read, warnings_text
 from kindplan.cli.options import (
     DEFAULT_STATE_DIR,
     LOCK_TIMEOUT_SECONDS,
@@ -118,8 +118,7 @@ def _plan(args: PlanArgs) -> int:
     data, source = read(args.snapshot)
     snap = parse(data, source, args.pod_subnets)
     options, netns = args.target.options(), args.target.netns
-    if args.target.node is None:
-        host_node(snap, options.node)
+    known_node(snap, options.node, host_name=args.target.node is None)
     from kindplan.node.engine import conflist_left_alone, plan_node
 
     planned = plan_node(snap, options, netns)
@@ -273,8 +272,7 @@ def _apply_once(args: ApplyArgs, stop: Callable[[], bool]) -> int:
             sys.stdout.write(known)
             return ExitStatus.OK
         snap, remember = known
-        if args.target.node is None:
-            host_node(snap, options.node)
+        known_node(snap, options.node, host_name=args.target.node is None)
     # Imported only now: a converged node's apply (above) needs none of it.
     from kindplan.core.planview import format_plan, summary
     from kindplan.node.engine import apply_node
@@ -329,13 +327,6 @@ def _lock(netns: str | None, timeout: float) -> None:
     from kindplan.node.locking import apply_lock
 
     say_if_locked(apply_lock(netns), timeout)
-
-
-def host_node(snap: Snapshot, name: str) -> None:
-    """Without --node the host name is the node: say so when the snapshot has no such node."""
-    from kindplan.core.compiler import find_node
-
-    find_node(snap, name, host_name=True)
 
 
 def say_if_locked(lock: Path, timeout: float) -> None:

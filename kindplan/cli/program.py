@@ -10,11 +10,15 @@ import typer
 
 # typer carries its own copy of click since 0.26 (pyproject asks for it) and no longer installs
 # click: its parse errors are these classes, not click's.
-from typer._click.exceptions import ClickException
+from typer._click.exceptions import (
+    ClickException,
+    NoArgsIsHelpError,
+)
 from typer._click.exceptions import UsageError as ClickUsageError
 
 from kindplan import __version__
 from kindplan.cli import inputs, inspect, lab, planning, trace
+from kindplan.cli.usage import Command, usage_lines
 from kindplan.errors import Interrupted, InvalidInputError, KindplanError, UsageError, one_line
 from kindplan.status import ExitStatus
 
@@ -58,7 +62,7 @@ for _command in (
     inspect.show,
     trace.trace,
 ):
-    app.command()(_command)
+    app.command(cls=Command)(_command)
 app.add_typer(lab.lab_app, name="lab")
 
 
@@ -80,8 +84,12 @@ def main(argv: list[str] | None = None) -> int:
 def _run(argv: list[str] | None) -> int:
     try:
         result = app(args=argv, prog_name="kindplan", standalone_mode=False)
-    except ClickException as e:
+    except NoArgsIsHelpError as e:  # the help is the hint
         e.show()
+        return ExitStatus.USAGE
+    except ClickException as e:
+        for line in usage_lines(e):
+            typer.echo(line, err=True)
         return ExitStatus.USAGE if isinstance(e, ClickUsageError) else ExitStatus.FAILURE
     except typer.Abort:
         typer.echo("aborted", err=True)

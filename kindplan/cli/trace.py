@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kindplan.cli.inputs import load
+from kindplan.cli.inputs import known_node, load
 from kindplan.cli.options import NetnsOpt, PodSubnetOpt, SnapshotArg, TraceArgs, split
-from kindplan.errors import InvalidInputError, UsageError
+from kindplan.errors import UsageError
 from kindplan.status import ExitStatus
 
 if TYPE_CHECKING:
@@ -155,27 +155,31 @@ def _trace(args: TraceArgs) -> int:
 def _trace_uplink(args: TraceArgs) -> Uplink:
     """The nodes' uplink as --uplink, --node-network and --default-via describe it."""
     from kindplan.core.model import parse_cidr, parse_ip
+    from kindplan.core.snapshot import why_not_cidr
     from kindplan.core.trace import Uplink
 
-    try:
-        nets = tuple(parse_cidr(text) for text in args.node_networks)
-    except ValueError as e:
-        raise InvalidInputError.one("--node-network", f"not a network: {e}") from None
+    nets = []
+    for text in args.node_networks:
+        try:
+            nets.append(parse_cidr(text))
+        except ValueError:
+            raise UsageError(
+                f"--node-network: {text!r} is no network ({why_not_cidr(text)})"
+            ) from None
     try:
         via = tuple(parse_ip(text) for text in args.default_via)
     except ValueError as e:
-        raise InvalidInputError.one("--default-via", f"not an address: {e}") from None
-    return Uplink(args.uplink, nets, via)
+        raise UsageError(f"--default-via: not an address: {e}") from None
+    return Uplink(args.uplink, tuple(nets), via)
 
 
 def _trace_observed(
     snap: Snapshot, node: str, netns: str | None, cni_cache_dir: str | None
 ) -> tuple[Snapshot, dict[str, ObservedState]]:
-    from kindplan.core.compiler import find_node
     from kindplan.node.observe import read_routing
     from kindplan.node.ports import open_node
 
-    find_node(snap, node)
+    known_node(snap, node)
     if cni_cache_dir is not None:
         from kindplan.node.cnicache import read_cni_cache, with_local_pods
 

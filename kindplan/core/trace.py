@@ -40,7 +40,7 @@ from kindplan.core.model import (
     parse_ip,
 )
 from kindplan.core.render import MASQ_CHAIN, masq_rules
-from kindplan.errors import InvalidInputError
+from kindplan.errors import UsageError
 
 MAX_HOPS = 32  # a routing loop ends the walk here
 PROTO_KERNEL, PROTO_BOOT = 2, 3  # connected routes; routes added by ip(8) (a node's default)
@@ -344,10 +344,10 @@ def resolve(snapshot: Snapshot, text: str, where: str) -> Endpoint:
         if owner is not None and where == "--from":
             # A packet has to start somewhere: in a pod the snapshot does not list, it cannot.
             cidr = next(c for c in owner.pod_cidrs if address in c)
-            raise InvalidInputError.one(
-                where,
-                f"{format_ip(address)} is in node {owner.name}'s PodCIDR {cidr} but no pod of the "
-                "snapshot has it: name a pod, or list the node's pods (pods:, or --cni-cache-dir)",
+            raise UsageError(
+                f"{where}: {format_ip(address)} is in node {owner.name}'s PodCIDR {cidr} but no "
+                "pod of the snapshot has it: name a pod, or list the node's pods (pods:, or "
+                "--cni-cache-dir)",
             )
         return Endpoint("outside", format_ip(address), (address,))
     named = snapshot.node(text)
@@ -358,8 +358,8 @@ def resolve(snapshot: Snapshot, text: str, where: str) -> Endpoint:
         return Endpoint("pod", _pod_name(pods[0]), pods[0].ips, pods[0].node)
     if pods:
         names = ", ".join(_pod_name(p) for p in pods)
-        raise InvalidInputError.one(where, f"{text!r} names several pods ({names}): say which")
-    raise InvalidInputError.one(where, f"{text!r} is no pod, node or IP address of the snapshot")
+        raise UsageError(f"{where}: {text!r} names several pods ({names}): say which")
+    raise UsageError(f"{where}: {text!r} is no pod, node or IP address of the snapshot")
 
 
 def families(source: Endpoint, target: Endpoint, only: int | None = None) -> tuple[int, ...]:
@@ -368,9 +368,8 @@ def families(source: Endpoint, target: Endpoint, only: int | None = None) -> tup
         v for v in (4, 6) if source.ip(v) and target.ip(v) and (only is None or v == only)
     )
     if not found:
-        raise InvalidInputError.one(
-            "--to",
-            f"{source.label} and {target.label} share no IP family"
+        raise UsageError(
+            f"--to: {source.label} and {target.label} share no IP family"
             + (f" (asked for IPv{only})" if only else ""),
         )
     return found
@@ -393,7 +392,7 @@ def trace_packet(
     assert first_src is not None and first_dst is not None
     src, dst = first_src, first_dst
     if source.kind == "outside" and target.kind == "outside":
-        raise InvalidInputError.one("--to", "neither end is in the cluster")
+        raise UsageError("--to: neither end is in the cluster")
     hops: list[Hop] = []
 
     asked_port = port  # the port asked for; a hostPort's DNAT changes `port` on the way
