@@ -151,6 +151,22 @@ def lab_apply(
     return ExitStatus.OK if report.ok else ExitStatus.FAILURE
 
 
+@lab_app.command("snapshot", cls=Command)
+def lab_snapshot(name: LabNameOpt = "kp", state_dir: LabStateOpt = DEFAULT_LAB_STATE) -> int:
+    """Print the lab's snapshot with every pod and hostPort (from the nodes' CNI caches), as
+    JSON: a file kindplan trace walks as lab trace does.
+
+    Example: kindplan lab snapshot > lab-with-pods.json
+    """
+    import json
+
+    from kindplan.lab.run import snapshot_with_pods
+    from kindplan.lab.topology import load
+
+    typer.echo(json.dumps(snapshot_with_pods(load(name, state_dir)), indent=2))
+    return ExitStatus.OK
+
+
 @lab_app.command(
     "exec",
     cls=ExecCommand,

@@ -263,3 +263,4 @@ class TraceArgs(NamedTuple):
     cni_cache_dir: str | None
     json_out: bool
     svg: Path | None
+    detailed_exitcode: bool = False

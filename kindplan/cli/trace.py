@@ -16,7 +16,7 @@ from kindplan.status import ExitStatus
 
 if TYPE_CHECKING:
     from kindplan.core.model import ObservedState, Snapshot
-    from kindplan.core.trace import Uplink
+    from kindplan.core.trace import Trace, Uplink
 
 
 def trace(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
@@ -90,6 +90,14 @@ def trace(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
             help="Also draw nodes, pods and the path as SVG in this file.", show_default=False
         ),
     ] = None,
+    detailed_exitcode: Annotated[
+        bool,
+        typer.Option(
+            "--detailed-exitcode",
+            help="Exit 0 delivered (or leaves the cluster), 2 dropped, 3 drift (a node with "
+            "--node/--netns chose otherwise than desired).",
+        ),
+    ] = False,
 ) -> int:
     """Walk a packet through the cluster hop by hop: routes, SNAT, hostPort DNAT, its end.
 
@@ -113,6 +121,7 @@ def trace(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
         cni_cache_dir=cni_cache_dir,
         json_out=json_out,
         svg=svg,
+        detailed_exitcode=detailed_exitcode,
     )
     return _trace(args)
 
@@ -149,6 +158,15 @@ def _trace(args: TraceArgs) -> int:
         from kindplan.node.files import write_atomic
 
         write_atomic(args.svg, render_svg(snap, traces))
+    return outcome(traces) if args.detailed_exitcode else ExitStatus.OK
+
+
+def outcome(traces: list[Trace]) -> ExitStatus:
+    """trace --detailed-exitcode: drift (3) before a drop (2), as the drift may be its cause."""
+    if any(hop.drift for t in traces for hop in t.hops):
+        return ExitStatus.DRIFT
+    if any(t.end.kind == "dropped" for t in traces):
+        return ExitStatus.DROPPED
     return ExitStatus.OK
 
 

@@ -92,23 +92,13 @@ def test_a_removed_peer_route_shows_the_hop_where_plan_and_kernel_part(
         assert diffs[0].endswith("plan dev eth0 via 172.18.0.10; kernel dev eth0 via 172.18.0.1")
         # The node's observed state: the walk leaves by the default route where it broke.
         snapshot = seed.snapshot_with_pods(tmp_path / "snapshot.json")
-        observed = seed.run(
-            "trace",
-            str(snapshot),
-            "--from",
-            "web-2-0",
-            "--to",
-            "web-0-0",
-            "--node",
-            "k8s-guide-worker2",
-            "--netns",
-            worker2,
-            "--node-network",
-            "172.18.0.0/16",
-            "--default-via",
-            "172.18.0.1",
-        )
-        assert observed.returncode == 0, observed.stderr
+        walk = ("trace", str(snapshot), "--from", "web-2-0", "--to", "web-0-0")
+        walk += ("--node", "k8s-guide-worker2", "--netns", worker2)
+        walk += ("--node-network", "172.18.0.0/16", "--default-via", "172.18.0.1")
+        observed = seed.run(*walk)
+        assert observed.returncode == 0, observed.stderr  # without --detailed-exitcode
+        detailed = seed.run(*walk, "--detailed-exitcode")
+        assert (detailed.returncode, detailed.stdout) == (3, observed.stdout), "3: drift"
         text = observed.stdout
         assert " 2  node k8s-guide-worker2 [observed], in on veth" in text
         assert (

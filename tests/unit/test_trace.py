@@ -369,6 +369,37 @@ def test_cli_prints_the_walk_and_json_and_svg(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("ends", "status"),
+    [
+        (["--from", "web-1", "--to", "web-0"], 0),  # delivered
+        (["--from", "web-1", "--to", "203.0.113.10"], 0),  # leaves the cluster: as it should
+        (["--from", "203.0.113.10", "--to", "web-1"], 2),  # dropped outside
+    ],
+)
+def test_detailed_exitcode_says_how_the_walk_ended(ends: list[str], status: int) -> None:
+    plain = run(str(SEED), *ends)
+    detailed = run(str(SEED), *ends, "--detailed-exitcode")
+    assert plain.returncode == 0, plain.stderr  # without the flag: 0 whatever the end
+    assert (detailed.returncode, detailed.stdout) == (status, plain.stdout)
+
+
+def test_drift_outranks_a_drop_in_the_detailed_exitcode() -> None:
+    """3 (drift) before 2 (dropped): the drift may be why it dropped. The kernel test
+    (test_trace_seed) runs it on a real node's observed state."""
+    from kindplan.cli.trace import outcome
+
+    delivered, dropped = walk(), walk(source="203.0.113.10", target="web-1")
+    drifted_hop = replace(delivered.hops[1], drift="desired: ...; observed: ...")
+    drifted = replace(delivered, hops=(delivered.hops[0], drifted_hop, *delivered.hops[2:]))
+    assert [outcome(t) for t in ([delivered], [dropped], [drifted], [dropped, drifted])] == [
+        0,
+        2,
+        3,
+        3,
+    ]
+
+
+@pytest.mark.parametrize(
     ("args", "status", "message"),
     [
         (["--from", "nope", "--to", "web-0"], 64, "error: --from: 'nope' is no pod, node or IP"),
