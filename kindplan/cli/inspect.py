@@ -86,8 +86,7 @@ def history(netns: NetnsOpt = None, state_dir: StateDirOpt = DEFAULT_STATE_DIR) 
 
     Example: kindplan history --netns kp-worker2 --state-dir /tmp/state
     """
-    from collections import Counter
-
+    from kindplan.core.planview import undo_summary
     from kindplan.node.journal import Journal
 
     journal = Journal(state_dir, netns)
@@ -95,8 +94,7 @@ def history(netns: NetnsOpt = None, state_dir: StateDirOpt = DEFAULT_STATE_DIR) 
     if not generations:
         typer.echo(f"no generations in {journal.path}")
     for g in generations:
-        kinds = Counter(type(c).__name__ for c in g.undo)
-        what = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+        what = undo_summary(g.undo)
         state = "" if g.complete else " (apply did not finish)"
         typer.echo(f"{g.number:>4}  {g.time}  node {g.node}  undo: {what}{state}")
     return ExitStatus.OK
@@ -113,7 +111,7 @@ def show(
 
     Example: kindplan show --netns kp-worker2
     """
-    from kindplan.core.planview import route_text
+    from kindplan.core.planview import plural, route_text
     from kindplan.node.iptables import read_masq
     from kindplan.node.ports import open_node
 
@@ -132,10 +130,11 @@ def show(
     for chain in chains:
         table = "ip6tables" if chain.version == 6 else "iptables"
         if chain.rules is None:
-            typer.echo(f"{table} nat: no KIND-MASQ-AGENT chain; {chain.jumps} jump(s)")
+            typer.echo(f"{table} nat: no KIND-MASQ-AGENT chain; {plural(chain.jumps, 'jump')}")
             continue
         typer.echo(
-            f"{table} nat: KIND-MASQ-AGENT ({len(chain.rules)} rules), {chain.jumps} jump(s) "
+            f"{table} nat: KIND-MASQ-AGENT ({plural(len(chain.rules), 'rule')}), "
+            f"{plural(chain.jumps, 'jump')} "
             f"[{chain.backend or 'default'} backend"
             + ("]" if chain.backend == in_use else ", not in use]")
         )

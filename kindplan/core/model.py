@@ -660,6 +660,10 @@ class DeleteConflist:
 @dataclass(frozen=True, slots=True)
 class DelRoute:
     route: Route
+    # Why a foreign route goes (--adopt: kindnetd's leftover, a route shadowing kindplan's); ""
+    # for one of kindplan's. Words only: not compared, not journaled (an undo that deletes a
+    # route deletes one of ours).
+    why: str = field(default="", compare=False)
 
     kind: ClassVar[str] = "route"
     action: ClassVar[str] = "-"
@@ -668,7 +672,7 @@ class DelRoute:
 
     def describe(self) -> str:
         # Observed routes carry no peer: one of ours that nothing wants any more is stale.
-        stale = "stale: no longer in the snapshot"
+        stale = self.why or "stale: no longer in the snapshot"
         return f"route {route_text(self.route)}{_why(route_for(self.route) or stale)}"
 
     def undo(self) -> Change:

@@ -162,7 +162,8 @@ def test_deletion_guard_holds_back_a_shrunken_cluster(
         replace_file(snapshot_file, shrunken)
         for streak in (1, 2, 3):
             line = loop.wait_for(
-                rf"deletion guard: holding back 2 of 2 {kind} route\(s\) .*round {streak}\)",
+                rf"deletion guard: holding back the removal of 2 of 2 {kind} route\(s\) "
+                rf".*\(asked {streak} times? so far\)",
                 after=line,
             )
             assert all(has_route(ns, dst) for dst in gone), f"deleted at round {streak}"
