@@ -16,6 +16,7 @@ from kindplan.cli.options import (
     NetnsOpt,
     RouteProtoOpt,
     StateDirOpt,
+    needs_root_here,
 )
 from kindplan.cli.planning import say_if_locked
 from kindplan.core.model import DEFAULT_ROUTE_PROTO
@@ -115,6 +116,7 @@ def show(
     from kindplan.node.iptables import read_masq
     from kindplan.node.ports import open_node
 
+    needs_root_here("show", netns, "to read the node's iptables rules (iptables-save)")
     with open_node(netns, None) as node:  # a read: no lock
         node.kernel.read_links()
         routes = [r for r in node.kernel.read_routes() if r.proto == route_proto]

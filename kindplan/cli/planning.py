@@ -31,6 +31,7 @@ from kindplan.cli.options import (
     StateDirOpt,
     Target,
     UplinkOpt,
+    needs_root_here,
     split,
 )
 from kindplan.core.model import DEFAULT_ROUTE_PROTO, Snapshot
@@ -119,6 +120,7 @@ def _plan(args: PlanArgs) -> int:
     snap = parse(data, source, args.pod_subnets)
     options, netns = args.target.options(), args.target.netns
     known_node(snap, options.node, host_name=args.target.node is None)
+    needs_root_here("plan", netns, "to read the node's iptables rules (iptables-save)")
     from kindplan.node.engine import conflist_left_alone, plan_node
 
     planned = plan_node(snap, options, netns)
