@@ -146,6 +146,7 @@ def _render(args: RenderArgs) -> int:
         if diff:
             sys.stdout.write(diff)
             typer.echo(f"render: {args.check} differs from the rendered files", err=True)
+            typer.echo(f"hint: to render them again: {_render_again(args)}", err=True)
             return ExitStatus.FAILURE
         typer.echo(f"render: {args.check} is up to date ({plural(len(files), 'file')})")
         return ExitStatus.OK
@@ -153,6 +154,22 @@ def _render(args: RenderArgs) -> int:
     changed = write_tree(args.out, files)
     typer.echo(f"render: wrote {plural(len(files), 'file')} to {args.out} ({len(changed)} changed)")
     return ExitStatus.OK
+
+
+def _render_again(args: RenderArgs) -> str:
+    """The command that writes what --check expected (a pre-commit hook's refusal says it)."""
+    import shlex
+
+    words = ["kindplan", "render", args.snapshot]
+    words += ["--all-nodes"] if args.all_nodes else ["--node", str(args.node)]
+    words += [w for subnet in args.pod_subnets for w in ("--pod-subnet", subnet)]
+    if args.uplink != "eth0":
+        words += ["--uplink", args.uplink]
+    if args.mtu is not None:
+        words += ["--mtu", str(args.mtu)]
+    if args.route_proto != DEFAULT_ROUTE_PROTO:
+        words += ["--route-proto", str(args.route_proto)]
+    return shlex.join([*words, "--out", str(args.check)])
 
 
 def _rendered(args: RenderArgs) -> dict[str, str]:
