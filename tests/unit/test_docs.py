@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,3 +68,29 @@ def test_the_migration_step_says_the_image_is_a_placeholder() -> None:
     step = next(s for s in steps if "kubectl apply -f deploy/kindplan.yaml" in s)
     assert "kubectl apply -f deploy/kindplan.yaml" in step
     assert image in step and "placeholder" in step
+
+
+def console_examples(text: str) -> list[tuple[list[str], str]]:
+    """The `$ kindplan ...` commands of a text's console blocks, each with what it prints."""
+    examples: list[tuple[list[str], str]] = []
+    for block in re.findall(r"```console\n(.*?)```", text, flags=re.S):
+        for chunk in re.split(r"^\$ ", block, flags=re.M)[1:]:
+            command, _, output = chunk.partition("\n")
+            examples.append((command.split(), output))
+    return examples
+
+
+def test_the_exit_status_examples_print_what_they_show(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kindplan.cli import main
+
+    monkeypatch.chdir(ROOT)
+    examples = console_examples(section("## Exit statuses"))
+    assert examples
+    for argv, shown in examples:
+        assert argv[0] == "kindplan"
+        capsys.readouterr()
+        main(argv[1:])
+        out, err = capsys.readouterr()
+        assert out + err == shown, " ".join(argv)
