@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from ipaddress import ip_address, ip_network
+from pathlib import Path
 
 from test_diff import PATH, converged, desired_state
 
@@ -89,3 +90,13 @@ def test_history_says_what_a_rollback_would_do_in_words() -> None:
         SetSysctl("net.ipv4.ip_forward", "0", "1"),
     ]
     assert undo_summary(undo) == ("remove 1 address, 1 chain, 2 routes; restore 1 route, 1 sysctl")
+
+
+def test_the_lab_writes_its_ipv6_pod_cidrs_canonically(tmp_path: Path) -> None:
+    """lab up's summary and snapshot: fd00:10:244::/64, not fd00:10:244:0::/64."""
+    from kindplan.lab.topology import design
+
+    lab = design("kp", tmp_path, 3, 1, dual_stack=True)
+    cidrs = [c for node in lab.nodes for c in node.pod_cidrs]
+    assert cidrs == [str(ip_network(c)) for c in cidrs]
+    assert "fd00:10:244::/64" in cidrs
