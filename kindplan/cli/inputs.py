@@ -83,7 +83,9 @@ def render(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Write the files to this folder (created if missing).", show_default=False
+            help="Write the files to this folder (created if missing).",
+            show_default=False,
+            metavar="DIR",
         ),
     ] = None,
     check: Annotated[

@@ -84,6 +84,7 @@ def plan(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
         Path | None,
         typer.Option(
             help="Save the plan (with a fingerprint of the node) for apply --plan.",
+            metavar="FILE",
             show_default=False,
         ),
     ] = None,

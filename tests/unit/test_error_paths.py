@@ -195,3 +195,32 @@ def test_the_readme_table_is_the_status_table() -> None:
     listed = {int(m) for m in re.findall(r"^\| (\d+) \|", section, flags=re.M)}
     assert listed == {int(s) for s in ExitStatus}
     assert "a name on the command line" in section
+
+
+COMMANDS = [
+    ["validate"],
+    ["render"],
+    ["plan"],
+    ["apply"],
+    ["rollback"],
+    ["history"],
+    ["show"],
+    ["trace"],
+    *(["lab", c] for c in ("up", "check", "down", "plan", "apply", "snapshot", "exec", "trace")),
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_usage_lines_name_every_value(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--node NAME`, `SNAPSHOT`: not typer's `<str>` or `{snapshot}`."""
+    assert main([*command, "--help"]) == 0
+    text = capsys.readouterr().out
+    usage = text.splitlines()[0]
+    assert usage.startswith(f"Usage: kindplan {' '.join(command)} [OPTIONS]"), usage
+    assert not re.search(r"<[a-z ]+>|\{|\}", text), text
+    if command == ["lab", "exec"]:
+        assert usage.endswith(" NODE -- CMD..."), usage
+    if command == ["apply"]:
+        assert "The node to plan for" not in text
