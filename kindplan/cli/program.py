@@ -26,7 +26,7 @@ app = typer.Typer(
     name="kindplan",
     help="Compile a cluster snapshot into one node's kindnet pod networking: routes, veth "
     "addresses, CNI conflist and SNAT rules. Exit status: 0 ok, 1 failure, 2 changes pending "
-    "(--detailed-exitcode), 64 usage error, 65 invalid input.",
+    "or a walk dropped, 3 drift (--detailed-exitcode), 64 usage error, 65 invalid input.",
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
