@@ -77,5 +77,19 @@ def test_hook_passes_a_matching_commit_and_refuses_a_stale_one(tmp_path: Path) -
     assert "-route replace 10.244.1.0/24 via 172.18.0.11 dev eth0 proto 75" in out
     assert "+route replace 10.244.1.0/24 via 172.18.0.21 dev eth0 proto 75" in out
     assert "render: golden differs from the rendered files" in out
+    # the refusal names the command that renders them again, and it does
+    hint = next(line for line in out.splitlines() if line.startswith("hint: "))
+    again = "kindplan render cluster.yaml --all-nodes --out golden"
+    assert hint == f"hint: to render them again: {again}"
+    fixed = subprocess.run(
+        [sys.executable, "-m", "kindplan.cli", *again.split()[1:]],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert fixed.returncode == 0, fixed.stderr
+    assert git(repo, "add", "-A").returncode == 0
+    assert commit("rendered again").returncode == 0
     log = git(repo, "log", "--format=%s").stdout
-    assert log == "snapshot and its golden files\n", "the stale commit was refused"
+    assert log == "rendered again\nsnapshot and its golden files\n", "the stale one was refused"

@@ -28,7 +28,7 @@ from kindplan.agent.sources import Source
 from kindplan.core.changes import Change
 from kindplan.core.guard import DeletionGuard, Guarded, owned_routes_delta
 from kindplan.core.model import Options
-from kindplan.core.planview import describe, route_text
+from kindplan.core.planview import action_word, applied_text, describe, route_text
 from kindplan.core.snapshot import Loaded, freeze_heap
 from kindplan.errors import InvalidInputError, KindplanError, SourceError
 from kindplan.node.engine import Memo, apply_planned, conflist_left_alone, make_plan
@@ -270,7 +270,7 @@ class Loop:
             kinds = Counter(change_kind(c) for c in outcome.applied)
             for kind, n in kinds.items():
                 m.changes.labels(kind).inc(n)
-            shown = [describe(c) for c in outcome.applied[:SHOWN_CHANGES]]
+            shown = [applied_text(c) for c in outcome.applied[:SHOWN_CHANGES]]
             more = len(outcome.applied) - len(shown)
             self.log.info(
                 f"round {self.rounds}: applied {len(outcome.applied)} change(s): "
@@ -278,6 +278,7 @@ class Loop:
                 + (f"; and {more} more" if more > 0 else ""),
                 round=self.rounds,
                 changes=dict(sorted(kinds.items())),
+                actions=dict(sorted(Counter(map(action_word, outcome.applied)).items())),
                 held_back=outcome.held,
                 duration_ms=round(elapsed * 1000, 1),
             )
@@ -406,11 +407,12 @@ class Loop:
             return
         self._said["held"] = True
         self.log.warning(
-            "deletion guard: holding back "
+            "deletion guard: holding back the removal of "
             + ", ".join(f"{held} of {owned} {kind}" for kind, held, owned in guarded.kinds)
-            + f" (more than {self.settings.max_delete_fraction:g} of them); applied if asked "
-            f"for {self.settings.hold_rounds} rounds in a row (this is round "
-            f"{self.guard.streak}), or allow it with --max-delete-fraction",
+            + f" (more than {self.settings.max_delete_fraction:g} of them); removed if asked "
+            f"for {self.settings.hold_rounds} rounds in a row (asked {self.guard.streak} "
+            f"{'time' if self.guard.streak == 1 else 'times'} so far), or allow it with "
+            "--max-delete-fraction",
             held=len(guarded.held),
             owned=guarded.owned,
         )

@@ -12,7 +12,7 @@ import typer
 from kindplan.cli.options import PodSubnetOpt, RenderArgs, RouteProtoOpt, SnapshotArg, split
 from kindplan.core.model import DEFAULT_MTU, HostFacts, Snapshot
 from kindplan.core.routes import DEFAULT_ROUTE_PROTO
-from kindplan.errors import Problem, UsageError
+from kindplan.errors import InvalidInputError, Problem, UsageError
 from kindplan.status import ExitStatus
 
 
@@ -62,11 +62,9 @@ def validate(
 
     Example: kindplan validate fixtures/seed-lab/snapshot.yaml
     """
-    from kindplan.core.compiler import find_node
-
     snap = load(snapshot, split(pod_subnet), strict=strict)
     if node is not None:
-        find_node(snap, node)
+        known_node(snap, node)
     from kindplan.core.planview import plural
 
     families = "dual-stack" if len(snap.families) == 2 else f"IPv{snap.families[0]}"
@@ -86,7 +84,9 @@ def render(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Write the files to this folder (created if missing).", show_default=False
+            help="Write the files to this folder (created if missing).",
+            show_default=False,
+            metavar="DIR",
         ),
     ] = None,
     check: Annotated[
@@ -149,6 +149,7 @@ def _render(args: RenderArgs) -> int:
         if diff:
             sys.stdout.write(diff)
             typer.echo(f"render: {args.check} differs from the rendered files", err=True)
+            typer.echo(f"hint: to render them again: {_render_again(args)}", err=True)
             return ExitStatus.FAILURE
         typer.echo(f"render: {args.check} is up to date ({plural(len(files), 'file')})")
         return ExitStatus.OK
@@ -156,6 +157,22 @@ def _render(args: RenderArgs) -> int:
     changed = write_tree(args.out, files, "--out")
     typer.echo(f"render: wrote {plural(len(files), 'file')} to {args.out} ({len(changed)} changed)")
     return ExitStatus.OK
+
+
+def _render_again(args: RenderArgs) -> str:
+    """The command that writes what --check expected (a pre-commit hook's refusal says it)."""
+    import shlex
+
+    words = ["kindplan", "render", args.snapshot]
+    words += ["--all-nodes"] if args.all_nodes else ["--node", str(args.node)]
+    words += [w for subnet in args.pod_subnets for w in ("--pod-subnet", subnet)]
+    if args.uplink != "eth0":
+        words += ["--uplink", args.uplink]
+    if args.mtu is not None:
+        words += ["--mtu", str(args.mtu)]
+    if args.route_proto != DEFAULT_ROUTE_PROTO:
+        words += ["--route-proto", str(args.route_proto)]
+    return shlex.join([*words, "--out", str(args.check)])
 
 
 def _rendered(args: RenderArgs) -> dict[str, str]:
@@ -169,9 +186,22 @@ def _rendered(args: RenderArgs) -> dict[str, str]:
     names = [n.name for n in snap.nodes if n.pod_cidrs] if args.all_nodes else [str(args.node)]
     if not names:  # a live cluster's node list may have no node with a PodCIDR yet
         typer.echo("warning: --all-nodes: no node has a PodCIDR yet: nothing to render", err=True)
+    if not args.all_nodes:
+        known_node(snap, names[0])
     files: dict[str, str] = {}
     for name in names:
         desired = compile_desired(snap, name, facts, route_proto=args.route_proto)
         prefix = f"{name}/" if args.all_nodes else ""
         files.update({prefix + f: text for f, text in render_files(desired).items()})
     return files
+
+
+def known_node(snap: Snapshot, name: str, *, host_name: bool = False) -> None:
+    """A node named on the command line (or the host name standing in for it) that the snapshot
+    has not got is the command line's mistake, a usage error (README: "Exit statuses")."""
+    from kindplan.core.compiler import find_node
+
+    try:
+        find_node(snap, name, host_name=host_name)
+    except InvalidInputError as e:
+        raise UsageError(str(e)) from None

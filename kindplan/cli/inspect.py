@@ -16,6 +16,7 @@ from kindplan.cli.options import (
     NetnsOpt,
     RouteProtoOpt,
     StateDirOpt,
+    needs_root_here,
 )
 from kindplan.cli.planning import say_if_locked
 from kindplan.core.routes import DEFAULT_ROUTE_PROTO
@@ -87,8 +88,7 @@ def history(netns: NetnsOpt = None, state_dir: StateDirOpt = DEFAULT_STATE_DIR) 
 
     Example: kindplan history --netns kp-worker2 --state-dir /tmp/state
     """
-    from collections import Counter
-
+    from kindplan.core.planview import undo_summary
     from kindplan.node.journal import Journal
 
     journal = Journal(state_dir, netns)
@@ -96,8 +96,7 @@ def history(netns: NetnsOpt = None, state_dir: StateDirOpt = DEFAULT_STATE_DIR) 
     if not generations:
         typer.echo(f"no generations in {journal.path}")
     for g in generations:
-        kinds = Counter(type(c).__name__ for c in g.undo)
-        what = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+        what = undo_summary(g.undo)
         state = "" if g.complete else " (apply did not finish)"
         typer.echo(f"{g.number:>4}  {g.time}  node {g.node}  undo: {what}{state}")
     return ExitStatus.OK
@@ -115,10 +114,11 @@ def show(
     Example: kindplan show --netns kp-worker2
     """
     from kindplan.core.masq.dialects import dialect
-    from kindplan.core.planview import route_text
+    from kindplan.core.planview import plural, route_text
     from kindplan.node.iptables import read_masq
     from kindplan.node.ports import open_node
 
+    needs_root_here("show", netns, "to read the node's iptables rules (iptables-save)")
     with open_node(netns, None) as node:  # a read: no lock
         node.kernel.read_links()
         routes = [r for r in node.kernel.read_routes() if r.proto == route_proto]
@@ -134,12 +134,13 @@ def show(
     for chain in chains:
         table = "ip6tables" if chain.version == 6 else "iptables"
         if chain.masq is None:
-            typer.echo(f"{table} nat: no KIND-MASQ-AGENT chain; {chain.hooks} jump(s)")
+            typer.echo(f"{table} nat: no KIND-MASQ-AGENT chain; {plural(chain.hooks, 'jump')}")
             continue
         # the rules as the backend holds them: the value in its dialect's words, then the rest
         rules = [*map(dialect(chain.backend).rule_text, chain.masq.rules), *chain.unread]
         typer.echo(
-            f"{table} nat: KIND-MASQ-AGENT ({len(rules)} rules), {chain.hooks} jump(s) "
+            f"{table} nat: KIND-MASQ-AGENT ({plural(len(rules), 'rule')}), "
+            f"{plural(chain.hooks, 'jump')} "
             f"[{chain.variant or 'default'} backend"
             + ("]" if chain.variant == in_use else ", not in use]")
         )

@@ -11,6 +11,7 @@ import typer
 
 from kindplan.cli.options import AdoptOpt
 from kindplan.cli.planning import say_each
+from kindplan.cli.usage import Command, ExecCommand
 from kindplan.errors import UsageError
 from kindplan.status import ExitStatus
 
@@ -35,7 +36,7 @@ def _lab_needs_root(command: str, what: str) -> None:
     require_caps(command, needs)
 
 
-@lab_app.command("up")
+@lab_app.command("up", cls=Command)
 def lab_up(  # noqa: PLR0917 - typer: a parameter per option
     name: LabNameOpt = "kp",
     nodes: Annotated[int, typer.Option(min=1, max=200, help="Number of nodes.")] = 3,
@@ -77,7 +78,7 @@ def lab_up(  # noqa: PLR0917 - typer: a parameter per option
     return ExitStatus.OK
 
 
-@lab_app.command("check")
+@lab_app.command("check", cls=Command)
 def lab_check(name: LabNameOpt = "kp", state_dir: LabStateOpt = DEFAULT_LAB_STATE) -> int:
     """Prove it works: pod to pod, the hops between, SNAT to the outside host, hostPorts."""
     _lab_needs_root("lab check", "enter the lab's network namespaces")
@@ -92,7 +93,7 @@ def lab_check(name: LabNameOpt = "kp", state_dir: LabStateOpt = DEFAULT_LAB_STAT
     return ExitStatus.FAILURE if failed else ExitStatus.OK
 
 
-@lab_app.command("down")
+@lab_app.command("down", cls=Command)
 def lab_down(name: LabNameOpt = "kp", state_dir: LabStateOpt = DEFAULT_LAB_STATE) -> int:
     """Remove every namespace and file of the lab."""
     _lab_needs_root("lab down", "delete the lab's network namespaces")
@@ -104,7 +105,7 @@ def lab_down(name: LabNameOpt = "kp", state_dir: LabStateOpt = DEFAULT_LAB_STATE
     return ExitStatus.OK
 
 
-@lab_app.command("plan")
+@lab_app.command("plan", cls=Command)
 def lab_plan(
     node: Annotated[str, typer.Argument(help="A lab node, e.g. k8s-guide-worker2.")],
     name: LabNameOpt = "kp",
@@ -126,7 +127,7 @@ def lab_plan(
     return ExitStatus.CHANGES_PENDING if detailed_exitcode and pending else ExitStatus.OK
 
 
-@lab_app.command("apply")
+@lab_app.command("apply", cls=Command)
 def lab_apply(
     node: Annotated[str, typer.Argument(help="A lab node.")],
     name: LabNameOpt = "kp",
@@ -150,8 +151,26 @@ def lab_apply(
     return ExitStatus.OK if report.ok else ExitStatus.FAILURE
 
 
+@lab_app.command("snapshot", cls=Command)
+def lab_snapshot(name: LabNameOpt = "kp", state_dir: LabStateOpt = DEFAULT_LAB_STATE) -> int:
+    """Print the lab's snapshot with every pod and hostPort (from the nodes' CNI caches), as
+    JSON: a file kindplan trace walks as lab trace does.
+
+    Example: kindplan lab snapshot > lab-with-pods.json
+    """
+    import json
+
+    from kindplan.lab.run import snapshot_with_pods
+    from kindplan.lab.topology import load
+
+    typer.echo(json.dumps(snapshot_with_pods(load(name, state_dir)), indent=2))
+    return ExitStatus.OK
+
+
 @lab_app.command(
-    "exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+    "exec",
+    cls=ExecCommand,
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
 )
 def lab_exec(
     ctx: typer.Context,
@@ -179,7 +198,7 @@ def lab_exec(
     ).returncode
 
 
-@lab_app.command("trace")
+@lab_app.command("trace", cls=Command)
 def lab_trace(  # noqa: PLR0917 - typer: a parameter per option
     source: Annotated[str, typer.Argument(help="A lab pod (web-I-K) or node, or an IP.")],
     target: Annotated[

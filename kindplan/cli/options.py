@@ -74,6 +74,16 @@ def _route_proto(value: int) -> int:
     return value
 
 
+def needs_root_here(command: str, netns: str | None, what: str) -> None:
+    """Without --netns a command reads this machine's own node, whose iptables rules only root
+    can read: say so up front, as for every root-only path (iptables-save's own answer is a
+    bare exit status 4). With --netns, entering the namespace says it (CAP_SYS_ADMIN)."""
+    if netns is None:
+        from kindplan.node.netns import CAP_NET_ADMIN, require_caps
+
+        require_caps(command, {CAP_NET_ADMIN: what})
+
+
 SnapshotArg = Annotated[
     str,
     typer.Argument(
@@ -100,7 +110,8 @@ PodSubnetOpt = Annotated[
 NodeOpt = Annotated[
     str | None,
     typer.Option(
-        help="The node to plan for. Default: this machine's host name.", show_default=False
+        help="This node's name in the snapshot. Default: this machine's host name.",
+        show_default=False,
     ),
 ]
 NetnsOpt = Annotated[
@@ -271,3 +282,4 @@ class TraceArgs(NamedTuple):
     cni_cache_dir: str | None
     json_out: bool
     svg: Path | None
+    detailed_exitcode: bool = False

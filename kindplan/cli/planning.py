@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kindplan.cli.inputs import parse, read, warnings_text
+from kindplan.cli.inputs import known_node, parse, read, warnings_text
 from kindplan.cli.options import (
     DEFAULT_STATE_DIR,
     LOCK_TIMEOUT_SECONDS,
@@ -32,6 +32,7 @@ from kindplan.cli.options import (
     Target,
     UplinkOpt,
     finite,
+    needs_root_here,
     split,
 )
 from kindplan.core.model import Snapshot
@@ -86,6 +87,7 @@ def plan(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
         Path | None,
         typer.Option(
             help="Save the plan (with a fingerprint of the node) for apply --plan.",
+            metavar="FILE",
             show_default=False,
         ),
     ] = None,
@@ -121,8 +123,8 @@ def _plan(args: PlanArgs) -> int:
     data, source = read(args.snapshot)
     snap = parse(data, source, args.pod_subnets)
     options, netns = args.target.options(), args.target.netns
-    if args.target.node is None:
-        host_node(snap, options.node)
+    known_node(snap, options.node, host_name=args.target.node is None)
+    needs_root_here("plan", netns, "to read the node's iptables rules (iptables-save)")
     from kindplan.node.engine import conflist_left_alone, plan_node
 
     planned = plan_node(snap, options, netns)
@@ -277,8 +279,7 @@ def _apply_once(args: ApplyArgs, stop: Callable[[], bool]) -> int:
             sys.stdout.write(known)
             return ExitStatus.OK
         snap, remember = known
-        if args.target.node is None:
-            host_node(snap, options.node)
+        known_node(snap, options.node, host_name=args.target.node is None)
     # Imported only now: a converged node's apply (above) needs none of it.
     from kindplan.core.planview import format_plan, summary
     from kindplan.node.engine import apply_node
@@ -335,13 +336,6 @@ def _lock(netns: str | None, timeout: float) -> None:
     say_if_locked(apply_lock(netns), timeout)
 
 
-def host_node(snap: Snapshot, name: str) -> None:
-    """Without --node the host name is the node: say so when the snapshot has no such node."""
-    from kindplan.core.compiler import find_node
-
-    find_node(snap, name, host_name=True)
-
-
 def say_if_locked(lock: Path, timeout: float) -> None:
     """Before waiting for another applier: whose lock, and for how long."""
     from kindplan.node.locking import lock_holder
@@ -375,9 +369,9 @@ def _sigint_deferred() -> Iterator[Callable[[], bool]]:
 def say_each(verb: str, changes: Sequence[Change]) -> None:
     """One stdout line per change, written at once (typer.echo per line took ~0.1 s for the
     10,000 routes of a full apply)."""
-    from kindplan.core.planview import describe
+    from kindplan.core.planview import applied_text
 
-    sys.stdout.write("".join(f"{verb}: {describe(change)}\n" for change in changes))
+    sys.stdout.write("".join(f"{verb}: {applied_text(change)}\n" for change in changes))
     sys.stdout.flush()
 
 

@@ -12,11 +12,15 @@ import typer
 
 # typer carries its own copy of click since 0.26 (pyproject asks for it) and no longer installs
 # click: its parse errors are these classes, not click's.
-from typer._click.exceptions import ClickException
+from typer._click.exceptions import (
+    ClickException,
+    NoArgsIsHelpError,
+)
 from typer._click.exceptions import UsageError as ClickUsageError
 
 from kindplan import __version__
 from kindplan.cli import inputs, inspect, lab, planning, trace
+from kindplan.cli.usage import Command, usage_lines
 from kindplan.errors import Interrupted, InvalidInputError, KindplanError, UsageError, one_line
 from kindplan.status import ExitStatus
 
@@ -24,7 +28,7 @@ app = typer.Typer(
     name="kindplan",
     help="Compile a cluster snapshot into one node's kindnet pod networking: routes, veth "
     "addresses, CNI conflist and SNAT rules. Exit status: 0 ok, 1 failure, 2 changes pending "
-    "(--detailed-exitcode), 64 usage error, 65 invalid input.",
+    "or a walk dropped, 3 drift (--detailed-exitcode), 64 usage error, 65 invalid input.",
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -60,7 +64,7 @@ for _command in (
     inspect.show,
     trace.trace,
 ):
-    app.command()(_command)
+    app.command(cls=Command)(_command)
 app.add_typer(lab.lab_app, name="lab")
 
 
@@ -104,8 +108,12 @@ def main(argv: list[str] | None = None) -> int:
 def _run(argv: list[str] | None) -> int:
     try:
         result = app(args=argv, prog_name="kindplan", standalone_mode=False)
-    except ClickException as e:
+    except NoArgsIsHelpError as e:  # the help is the hint
         e.show()
+        return ExitStatus.USAGE
+    except ClickException as e:
+        for line in usage_lines(e):
+            typer.echo(line, err=True)
         return ExitStatus.USAGE if isinstance(e, ClickUsageError) else ExitStatus.FAILURE
     except typer.Abort:
         typer.echo("aborted", err=True)

@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kindplan.cli.inputs import load
+from kindplan.cli.inputs import known_node, load
 from kindplan.cli.options import NetnsOpt, PodSubnetOpt, SnapshotArg, TraceArgs, split
-from kindplan.errors import InvalidInputError, UsageError
+from kindplan.errors import UsageError
 from kindplan.status import ExitStatus
 
 if TYPE_CHECKING:
     from kindplan.core.model import ObservedState, Snapshot
+    from kindplan.core.trace import Trace
     from kindplan.core.traceworld import Uplink
 
 
@@ -90,6 +91,14 @@ def trace(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
             help="Also draw nodes, pods and the path as SVG in this file.", show_default=False
         ),
     ] = None,
+    detailed_exitcode: Annotated[
+        bool,
+        typer.Option(
+            "--detailed-exitcode",
+            help="Exit 0 delivered (or leaves the cluster), 2 dropped, 3 drift (a node with "
+            "--node/--netns chose otherwise than desired).",
+        ),
+    ] = False,
 ) -> int:
     """Walk a packet through the cluster hop by hop: routes, SNAT, hostPort DNAT, its end.
 
@@ -113,6 +122,7 @@ def trace(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
         cni_cache_dir=cni_cache_dir,
         json_out=json_out,
         svg=svg,
+        detailed_exitcode=detailed_exitcode,
     )
     return _trace(args)
 
@@ -150,33 +160,46 @@ def _trace(args: TraceArgs) -> int:
         from kindplan.node.files import write_output
 
         write_output(args.svg, render_svg(snap, traces), "--svg")
+    return outcome(traces) if args.detailed_exitcode else ExitStatus.OK
+
+
+def outcome(traces: list[Trace]) -> ExitStatus:
+    """trace --detailed-exitcode: drift (3) before a drop (2), as the drift may be its cause."""
+    if any(hop.drift for t in traces for hop in t.hops):
+        return ExitStatus.DRIFT
+    if any(t.end.kind == "dropped" for t in traces):
+        return ExitStatus.DROPPED
     return ExitStatus.OK
 
 
 def _trace_uplink(args: TraceArgs) -> Uplink:
     """The nodes' uplink as --uplink, --node-network and --default-via describe it."""
     from kindplan.core.addresses import parse_cidr, parse_ip
+    from kindplan.core.snapshot import why_not_cidr
     from kindplan.core.traceworld import Uplink
 
-    try:
-        nets = tuple(parse_cidr(text) for text in args.node_networks)
-    except ValueError as e:
-        raise InvalidInputError.one("--node-network", f"not a network: {e}") from None
+    nets = []
+    for text in args.node_networks:
+        try:
+            nets.append(parse_cidr(text))
+        except ValueError:
+            raise UsageError(
+                f"--node-network: {text!r} is no network ({why_not_cidr(text)})"
+            ) from None
     try:
         via = tuple(parse_ip(text) for text in args.default_via)
     except ValueError as e:
-        raise InvalidInputError.one("--default-via", f"not an address: {e}") from None
-    return Uplink(args.uplink, nets, via)
+        raise UsageError(f"--default-via: not an address: {e}") from None
+    return Uplink(args.uplink, tuple(nets), via)
 
 
 def _trace_observed(
     snap: Snapshot, node: str, netns: str | None, cni_cache_dir: str | None
 ) -> tuple[Snapshot, dict[str, ObservedState]]:
-    from kindplan.core.compiler import find_node
     from kindplan.node.observe import read_routing
     from kindplan.node.ports import open_node
 
-    find_node(snap, node)
+    known_node(snap, node)
     if cni_cache_dir is not None:
         from kindplan.node.cnicache import read_cni_cache, with_local_pods
 

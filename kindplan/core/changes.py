@@ -4,7 +4,7 @@ class (plan text, undo, journal form); the Plan that holds them, and the journal
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, get_args
 
 from kindplan.core.addresses import parse_ip
@@ -321,6 +321,10 @@ class DeleteConflist:
 @dataclass(frozen=True, slots=True)
 class DelRoute:
     route: Route
+    # Why a foreign route goes (--adopt: kindnetd's leftover, a route shadowing kindplan's); ""
+    # for one of kindplan's. Words only: not compared, not journaled (an undo that deletes a
+    # route deletes one of ours).
+    why: str = field(default="", compare=False)
 
     kind: ClassVar[str] = "route"
     action: ClassVar[str] = "-"
@@ -329,7 +333,7 @@ class DelRoute:
 
     def describe(self) -> str:
         # Observed routes carry no peer: one of ours that nothing wants any more is stale.
-        stale = "stale: no longer in the snapshot"
+        stale = self.why or "stale: no longer in the snapshot"
         return f"route {route_text(self.route)}{_why(route_for(self.route) or stale)}"
 
     def undo(self) -> Change:

@@ -37,6 +37,7 @@ from kindplan.core.routes import (
     ROUTE_ORDER,
     RTPROT_KERNEL,
     Route,
+    route_for,
 )
 
 _PROTO = operator.itemgetter(Route._fields.index("proto"))  # a Route's protocol, read in C
@@ -96,13 +97,17 @@ def diff(
         verb = "removed" if adopt else "--adopt removes them"
         warnings.append(f"stale foreign routes in the pod subnets, of no node ({verb}): {shown}")
         if adopt:
-            routes.deletions += [DelRoute(r) for r in stale]
+            routes.deletions += [DelRoute(r, "foreign, stale: of no node") for r in stale]
     if routes.foreign_ok:
         # A node that ran classic kindnetd: its routes work, but kindplan would not delete them
-        # when a peer leaves unless it adopts them.
+        # when a peer leaves unless it adopts them. --adopt takes the pods' host routes that
+        # ptp made too (named here, not on their own: ptp makes every pod's, kindplan or not).
         warnings.append(
             "correct but not owned by kindplan, --adopt takes them over: "
-            + ", ".join(routes.foreign_ok)
+            + ", ".join(
+                routes.foreign_ok
+                + [_taken_over(r, was, route_proto) for r, was in routes.foreign_pods]
+            )
         )
     changes += routes.changes
     changes += _diff_masq(desired, observed)
@@ -129,6 +134,8 @@ class _RouteDiff:
     deletions: list[Change] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)
     foreign_ok: list[str] = field(default_factory=list)  # right, but not kindplan's
+    # Pods' host routes of that kind, as (route, observed protocol): formatted only if shown.
+    foreign_pods: list[tuple[Route, int]] = field(default_factory=list)
 
 
 def _diff_routes(
@@ -164,7 +171,9 @@ def _diff_routes(
             continue
         if right and not adopt:  # right already (a ptp pod route counts, whatever its protocol)
             if route.gateway is not None:
-                out.foreign_ok.append(f"{route.dst} (peer {route.peer}, proto {right[0].proto})")
+                out.foreign_ok.append(_taken_over(route, right[0].proto, proto))
+            else:
+                out.foreign_pods.append((route, right[0].proto))
             continue
         old = next((r for r in present if r.proto == proto), seen)
         if old.proto == proto or adopt:
@@ -178,6 +187,11 @@ def _diff_routes(
         else:
             _shadowing(route, desired, wanted, adopt, out)
     return out
+
+
+def _taken_over(route: Route, was: int, proto: int) -> str:
+    """`10.244.2.0/24 (peer NODE, proto 3 -> 75)`: a route --adopt takes over."""
+    return f"{route.dst} ({route_for(route)}, proto {was} -> {proto})"
 
 
 def _stale_foreign(desired: DesiredState, observed: tuple[Route, ...], proto: int) -> list[Route]:
@@ -226,7 +240,7 @@ def _shadowing(
         if _same_target(shadowed, route):
             continue
         if adopt:
-            out.deletions.append(DelRoute(route))
+            out.deletions.append(DelRoute(route, "foreign: shadows kindplan's"))
         else:
             out.conflicts.append(Conflict(shadowed, route, shadows=True))
         return

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any, assert_never
 
 from kindplan.core.changes import (
@@ -44,6 +46,49 @@ def plural(count: int, noun: str) -> str:
 def describe(change: Change) -> str:
     """One line naming the change and what it is for (each change type says it itself)."""
     return change.describe()
+
+
+def action_word(change: Change) -> str:
+    """What applying the change did, in a word: added, changed, removed, or adopted (a foreign
+    route replaced by kindplan's own: --adopt taking over kindnetd's)."""
+    if isinstance(change, ReplaceRoute) and change.old.proto != change.route.proto:
+        return "adopted"
+    return _ACTION_WORDS[change.action]
+
+
+_ACTION_WORDS = {"+": "added", "~": "changed", "-": "removed"}
+
+
+def applied_text(change: Change) -> str:
+    """`added route 10.244.0.0/24 via ...`: a change made, as the applied lines and the loop's
+    log say it (the sign of the plan, in a word)."""
+    return f"{action_word(change)} {change.describe()}"
+
+
+def undo_summary(undo: Iterable[Change]) -> str:
+    """What rolling a generation back does, in words (history's line).
+
+    >>> from kindplan.core.model import SetSysctl
+    >>> undo_summary([SetSysctl("net.ipv4.ip_forward", "0", "1")] * 2)
+    'restore 2 sysctls'
+    """
+    found = Counter((_UNDO_VERBS[c.action], c.kind) for c in undo)
+    groups: dict[str, list[str]] = {}
+    for (verb, kind), n in sorted(found.items()):
+        one, many = _NOUNS[kind]
+        groups.setdefault(verb, []).append(f"{n} {one if n == 1 else many}")
+    return "; ".join(f"{verb} {', '.join(nouns)}" for verb, nouns in groups.items())
+
+
+# An undo's action as history says it (rollback says what it did: removed, re-added, restored).
+_UNDO_VERBS = {"-": "remove", "+": "re-add", "~": "restore"}
+_NOUNS = {
+    "address": ("address", "addresses"),
+    "conflist": ("conflist", "conflists"),
+    "iptables": ("chain", "chains"),
+    "route": ("route", "routes"),
+    "sysctl": ("sysctl", "sysctls"),
+}
 
 
 def conflict_text(conflict: Conflict) -> str:

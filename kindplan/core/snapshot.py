@@ -270,11 +270,11 @@ class _Checker:
             return None
         try:
             return parse_cidr(text)
-        except ValueError as e:
+        except ValueError:
             try:
                 fixed = ip_network(text, strict=False)
             except ValueError:
-                self.problem(path, f"{text!r} is not a CIDR ({e})")
+                self.problem(path, f"{text!r} is not a CIDR ({why_not_cidr(text)})")
                 return None
             self.problem(path, f"{text} has host bits set (the network is {fixed})")
             return None
@@ -556,3 +556,23 @@ class _Checker:
                 seen[ip] = label
                 ips.append(ip)
         return ips
+
+
+def why_not_cidr(text: str) -> str:
+    """Why `text` is no network, without repeating it (the message names it once already).
+
+    >>> why_not_cidr("10.244.0.300/24"), why_not_cidr("fd00::/129")
+    ('its address is not an IPv4 or IPv6 address', 'a prefix length is 0 to 128 for IPv6')
+    """
+    address, _, prefix = text.partition("/")
+    try:
+        version = parse_ip(address).version
+    except ValueError:
+        return "its address is not an IPv4 or IPv6 address"
+    bits = 32 if version == 4 else 128
+    if not (prefix.isascii() and prefix.isdigit()) or int(prefix) > bits:
+        return f"a prefix length is 0 to {bits} for IPv{version}"
+    try:
+        return f"host bits set; the network is {ip_network(text, strict=False)}"
+    except ValueError:
+        return "not address/prefix-length"

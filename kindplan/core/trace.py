@@ -24,7 +24,7 @@ from kindplan.core.traceworld import (
     pod_name,
     route_listing,
 )
-from kindplan.errors import InvalidInputError
+from kindplan.errors import UsageError
 
 MAX_HOPS = 32  # a routing loop ends the walk here
 
@@ -94,7 +94,7 @@ def trace_packet(
     assert first_src is not None and first_dst is not None
     src, dst = first_src, first_dst
     if source.kind == "outside" and target.kind == "outside":
-        raise InvalidInputError.one("--to", "neither end is in the cluster")
+        raise UsageError("--to: neither end is in the cluster")
     hops: list[Hop] = []
 
     asked_port = port  # the port asked for; a hostPort's DNAT changes `port` on the way

@@ -23,7 +23,7 @@ from kindplan.core.compiler import FORWARDING_SYSCTLS, compile_desired
 from kindplan.core.masq.value import MasqObserved
 from kindplan.core.model import HostFacts, Node, ObservedState, Pod, Snapshot
 from kindplan.core.routes import IPV6_DEFAULT_METRIC, Route
-from kindplan.errors import InvalidInputError
+from kindplan.errors import UsageError
 
 PROTO_KERNEL, PROTO_BOOT = 2, 3  # connected routes; routes added by ip(8) (a node's default)
 POD_IF = "eth0"
@@ -270,8 +270,8 @@ def resolve(snapshot: Snapshot, text: str, where: str) -> Endpoint:
         return Endpoint("pod", pod_name(pods[0]), pods[0].ips, pods[0].node)
     if pods:
         names = ", ".join(pod_name(p) for p in pods)
-        raise InvalidInputError.one(where, f"{text!r} names several pods ({names}): say which")
-    raise InvalidInputError.one(where, f"{text!r} is no pod, node or IP address of the snapshot")
+        raise UsageError(f"{where}: {text!r} names several pods ({names}): say which")
+    raise UsageError(f"{where}: {text!r} is no pod, node or IP address of the snapshot")
 
 
 def _resolve_address(snapshot: Snapshot, address: IPAddress, where: str) -> Endpoint:
@@ -287,10 +287,10 @@ def _resolve_address(snapshot: Snapshot, address: IPAddress, where: str) -> Endp
     if owner is not None and where == "--from":
         # A packet has to start somewhere: in a pod the snapshot does not list, it cannot.
         cidr = next(c for c in owner.pod_cidrs if address in c)
-        raise InvalidInputError.one(
-            where,
-            f"{format_ip(address)} is in node {owner.name}'s PodCIDR {cidr} but no pod of the "
-            "snapshot has it: name a pod, or list the node's pods (pods:, or --cni-cache-dir)",
+        raise UsageError(
+            f"{where}: {format_ip(address)} is in node {owner.name}'s PodCIDR {cidr} but no "
+            "pod of the snapshot has it: name a pod, or list the node's pods (pods:, or "
+            "--cni-cache-dir)",
         )
     return Endpoint("outside", format_ip(address), (address,))
 
@@ -301,9 +301,8 @@ def families(source: Endpoint, target: Endpoint, only: int | None = None) -> tup
         v for v in (4, 6) if source.ip(v) and target.ip(v) and (only is None or v == only)
     )
     if not found:
-        raise InvalidInputError.one(
-            "--to",
-            f"{source.label} and {target.label} share no IP family"
+        raise UsageError(
+            f"--to: {source.label} and {target.label} share no IP family"
             + (f" (asked for IPv{only})" if only else ""),
         )
     return found

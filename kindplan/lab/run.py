@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from kindplan.core.model import Options, Snapshot
+from kindplan.core.model import HostPort, Options, Snapshot
 from kindplan.core.planview import plural
 from kindplan.errors import RuntimeFailure, UsageError
 from kindplan.lab import topology
@@ -145,3 +145,43 @@ def create_pod(lab: Lab, pod: topology.LabPod) -> None:
 
 def down(name: str, state_dir: Path) -> list[str]:
     return topology.remove(name, state_dir)
+
+
+def snapshot_with_pods(lab: Lab) -> dict[str, object]:
+    """The lab's snapshot with every node's pods and their hostPorts (from the nodes' CNI
+    caches, as lab trace reads them): a file kindplan trace can walk (`kindplan lab snapshot`)."""
+    import json
+
+    from kindplan.core.addresses import format_ip
+    from kindplan.node.cnicache import read_cni_cache
+
+    doc: dict[str, object] = json.loads(lab.snapshot_path.read_text())
+    pods: list[dict[str, object]] = []
+    for node in lab.nodes:
+        found, _ = read_cni_cache(lab.node_dir(node, "cache"), node.name, "kindnet")
+        pods += [
+            {
+                "namespace": p.namespace,
+                "name": p.name,
+                "node": p.node,
+                "ips": [format_ip(ip) for ip in p.ips],
+                "hostInterface": p.host_interface,
+                "hostPorts": [_host_port(h) for h in p.host_ports],
+            }
+            for p in found
+        ]
+    doc["pods"] = pods
+    return doc
+
+
+def _host_port(port: HostPort) -> dict[str, object]:
+    from kindplan.core.addresses import format_ip
+
+    doc: dict[str, object] = {
+        "hostPort": port.host_port,
+        "containerPort": port.container_port,
+        "protocol": port.protocol,
+    }
+    if port.host_ip is not None:
+        doc["hostIP"] = format_ip(port.host_ip)
+    return doc

@@ -118,7 +118,7 @@ def design(name: str, state_dir: Path, nodes: int, pods_per_node: int, dual_stac
         cidrs = [f"10.244.{i}.0/24"]
         if dual_stack:
             ips.append(f"{V6_PREFIX}{10 + i:x}")
-            cidrs.append(f"fd00:10:244:{i:x}::/64")
+            cidrs.append(f"fd00:10:244:{i:x}::/64" if i else "fd00:10:244::/64")  # canonical
         lab_nodes.append(LabNode(node_name, i, f"{name}-n{i}", tuple(ips), tuple(cidrs)))
     pods = [
         LabPod(

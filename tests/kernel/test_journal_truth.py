@@ -78,7 +78,7 @@ def test_sigint_mid_apply_finishes_the_batch_records_it_and_rollback_goes_back_o
     back_to_a = len(set(mid) - set(routes_b))
     assert back_to_a == BATCH, "the batch in flight was finished, and no other begun"
     history = kindplan("history", *state_args(node)).stdout.splitlines()
-    assert history[-1].endswith("(apply did not finish)") and "1000 ReplaceRoute" in history[-1]
+    assert history[-1].endswith("(apply did not finish)") and "restore 1000 routes" in history[-1]
     back = kindplan("rollback", *state_args(node))
     assert back.returncode == 0, back.stderr
     assert our_routes(netns) == routes_b, "exactly one step back: to B"

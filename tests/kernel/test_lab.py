@@ -235,11 +235,28 @@ def test_take_over_from_kindnetd(lab: Lab, up_args: tuple[str, ...]) -> None:
     assert "10.244.0.0/23 via 172.18.0.10 proto 3" in plan
     assert "10.244.200.0/24 via 172.18.0.250 proto 3" in plan
     assert "correct but not owned by kindplan, --adopt takes them over" in plan
+    assert "10.244.0.0/24 (peer k8s-guide-control-plane, proto 3 -> 75)" in plan
+    # the pods' host routes that ptp made: --adopt takes them too, and the plan says so first
+    assert "10.244.1.2/32 (pod default/web-1-0, proto 3 -> 75)" in plan
     assert "~ file " in plan  # kindnetd's layout of the same conflist: rewritten in kindplan's
 
     for node in NODES:
         applied = lab.run("apply", node, "--adopt")
         assert applied.returncode == 0, applied.stderr
+        said = applied.stdout.splitlines()
+        if node == "k8s-guide-worker":  # each line says what it did; a leftover is no deletion
+            assert (
+                "applied: adopted route 10.244.0.0/24 via 172.18.0.10 dev eth0 proto 75 "
+                "(peer k8s-guide-control-plane; was via 172.18.0.10 dev eth0 proto 3)"
+            ) in said
+            assert any(
+                line.startswith("applied: adopted route 10.244.1.2/32 dev veth") for line in said
+            ), said
+            assert (
+                "applied: removed route 10.244.200.0/24 via 172.18.0.250 dev eth0 proto 3 "
+                "(foreign, stale: of no node)"
+            ) in said
+            assert not any("no longer in the snapshot" in line for line in said), said
     check = lab.run("check")
     failed = [line for line in check.stdout.splitlines() if not line.startswith("pass")]
     assert check.returncode == 0, "\n".join(failed)

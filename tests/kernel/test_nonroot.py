@@ -125,3 +125,21 @@ def test_lab_without_root(as_nobody: Nobody, tmp_path: Path, command: str, what:
     )
     assert not state.exists()
     assert not [n for n in sh("ip", "netns", "list").split() if n.startswith(name)]
+
+
+@pytest.mark.parametrize("command", ["plan", "show"])
+def test_the_hosts_own_node_without_root(as_nobody: Nobody, command: str) -> None:
+    """The migration guide's first step (plan on the node itself, no --netns) as a normal user:
+    the same refusal as every root-only path, not iptables-save's bare exit status."""
+    args = [command, SEED, "--node", "k8s-guide-worker2"] if command == "plan" else [command]
+    line = refused(as_nobody(*args), "needs root")
+    assert line == (
+        f"error: {command} needs root: CAP_NET_ADMIN to read the node's iptables rules "
+        "(iptables-save); run it with sudo"
+    )
+
+
+def test_bad_input_is_said_before_root_is_asked_for(as_nobody: Nobody) -> None:
+    """A node the snapshot has not got is the command line's mistake, whoever runs it."""
+    result = as_nobody("plan", SEED, "--node", "ghost")
+    assert result.returncode == 64 and result.stderr.startswith("error: --node: no node named")

@@ -98,6 +98,11 @@ def test_drift_is_repaired_exactly_and_foreign_state_survives(seed_worker2: Node
     applied = node.apply()
     assert applied.returncode == 0, applied.stderr
     assert applied.stdout.count("applied: ") == 4
+    assert (  # a deletion says so: it must not read like an addition
+        "applied: removed route 10.244.9.0/24 via 172.18.0.99 dev eth0 proto 75 "
+        "(stale: no longer in the snapshot)\n"
+    ) in applied.stdout
+    assert "applied: added route 10.244.0.0/24 via 172.18.0.10" in applied.stdout
     assert "198.51.100.0/24 via 172.18.0.98 dev eth0 proto static " in node.routes()
     assert all("10.244.9.0" not in line for line in node.routes())
     assert [

@@ -92,23 +92,13 @@ def test_a_removed_peer_route_shows_the_hop_where_plan_and_kernel_part(
         assert diffs[0].endswith("plan dev eth0 via 172.18.0.10; kernel dev eth0 via 172.18.0.1")
         # The node's observed state: the walk leaves by the default route where it broke.
         snapshot = seed.snapshot_with_pods(tmp_path / "snapshot.json")
-        observed = seed.run(
-            "trace",
-            str(snapshot),
-            "--from",
-            "web-2-0",
-            "--to",
-            "web-0-0",
-            "--node",
-            "k8s-guide-worker2",
-            "--netns",
-            worker2,
-            "--node-network",
-            "172.18.0.0/16",
-            "--default-via",
-            "172.18.0.1",
-        )
-        assert observed.returncode == 0, observed.stderr
+        walk = ("trace", str(snapshot), "--from", "web-2-0", "--to", "web-0-0")
+        walk += ("--node", "k8s-guide-worker2", "--netns", worker2)
+        walk += ("--node-network", "172.18.0.0/16", "--default-via", "172.18.0.1")
+        observed = seed.run(*walk)
+        assert observed.returncode == 0, observed.stderr  # without --detailed-exitcode
+        detailed = seed.run(*walk, "--detailed-exitcode")
+        assert (detailed.returncode, detailed.stdout) == (3, observed.stdout), "3: drift"
         text = observed.stdout
         assert " 2  node k8s-guide-worker2 [observed], in on veth" in text
         assert (
@@ -120,3 +110,22 @@ def test_a_removed_peer_route_shows_the_hop_where_plan_and_kernel_part(
         repaired = seed.run("lab", "apply", "k8s-guide-worker2")
         assert repaired.returncode == 0, repaired.stderr
     assert seed.run("lab", "trace", "web-2-0", "web-0-0").returncode == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("lab", "plan", "ghost"),
+        ("lab", "apply", "ghost"),
+        ("lab", "exec", "ghost", "--", "true"),
+        ("lab", "trace", "ghost", "web-0-0"),
+        ("lab", "trace", "web-2-0", "ghost"),
+    ],
+)
+def test_a_name_the_lab_has_not_got_is_a_usage_error(seed: TraceLab, args: tuple[str, ...]) -> None:
+    """The rule of README "Exit statuses": a name on the command line that the lab (or the
+    snapshot) has not got is the command line's mistake, 64, in one line."""
+    out = seed.run(*args)
+    assert (out.returncode, out.stdout) == (64, ""), out.stderr
+    assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1, out.stderr
+    assert "ghost" in out.stderr

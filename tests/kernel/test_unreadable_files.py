@@ -138,7 +138,7 @@ def test_the_loop_names_an_unreadable_conflist_once_and_applies_the_rest(
         seed_worker2.conflist.unlink()
         wait_until(seed_worker2.conflist.is_file)
         line = loop.wait_for(
-            r"applied 1 change\(s\): file .*10-kindnet.conflist \(new\)", after=line
+            r"applied 1 change\(s\): added file .*10-kindnet.conflist \(new\)", after=line
         )
         said = [entry for entry in loop.lines if "kindplan leaves it alone" in entry]
         assert len(said) == 1 and first < line, loop.lines

@@ -92,11 +92,17 @@ def test_file_events_drive_the_loop_and_bad_input_changes_nothing(
         doc = seed()
         replace_file(snapshot_file, with_nodes(doc, [*doc["nodes"], EXTRA]))
         added = wait_until(lambda: has_route(ns, "10.244.9.0/24"))
-        line = loop.wait_for(r"round 2: applied 1 change\(s\): route 10\.244\.9\.0/24", after=first)
+        line = loop.wait_for(
+            r"round 2: applied 1 change\(s\): added route 10\.244\.9\.0/24", after=first
+        )
 
         snapshot_file.write_text(SEED.read_text())  # edited in place this time
         removed = wait_until(lambda: not has_route(ns, "10.244.9.0/24"))
-        line = loop.wait_for(r"round 3: applied 1 change\(s\): route 10\.244\.9\.0/24", after=line)
+        line = loop.wait_for(  # a deletion says so: it must not read like an addition
+            r"round 3: applied 1 change\(s\): removed route 10\.244\.9\.0/24 .*"
+            r"\(stale: no longer in the snapshot\) .*actions=removed:1",
+            after=line,
+        )
         print(f"\nfile event -> route added in {added:.3f} s, removed in {removed:.3f} s")
 
         before = sh("ip", "-n", ns, "route")
@@ -162,7 +168,8 @@ def test_deletion_guard_holds_back_a_shrunken_cluster(
         replace_file(snapshot_file, shrunken)
         for streak in (1, 2, 3):
             line = loop.wait_for(
-                rf"deletion guard: holding back 2 of 2 {kind} route\(s\) .*round {streak}\)",
+                rf"deletion guard: holding back the removal of 2 of 2 {kind} route\(s\) "
+                rf".*\(asked {streak} times? so far\)",
                 after=line,
             )
             assert all(has_route(ns, dst) for dst in gone), f"deleted at round {streak}"

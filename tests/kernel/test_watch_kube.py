@@ -80,7 +80,7 @@ def test_watch_follows_the_api_server(netns: str, api: FakeKubeAPI, tmp_path: Pa
             "nodes", node_event("ADDED", "kind-worker3", "172.18.0.5", "10.244.3.0/24", "2001")
         )
         added = wait_until(lambda: has_route(netns, "10.244.3.0/24"))
-        line = loop.wait_for(r"applied 1 change\(s\): route 10\.244\.3\.0/24", after=line)
+        line = loop.wait_for(r"applied 1 change\(s\): added route 10\.244\.3\.0/24", after=line)
 
         api.send(
             "nodes", node_event("DELETED", "kind-worker3", "172.18.0.5", "10.244.3.0/24", "2002")

@@ -7,7 +7,6 @@ test namespace; the module fixture removes the lab also when a test fails.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import subprocess
 import sys
@@ -17,10 +16,8 @@ from pathlib import Path
 
 from shell import NETNS_PREFIX
 
-from kindplan.core.addresses import format_ip
 from kindplan.lab.topology import Lab, load
 from kindplan.lab.trace import compare, lab_traces
-from kindplan.node.cnicache import read_cni_cache
 
 _counter = itertools.count()
 
@@ -73,27 +70,11 @@ class TraceLab:
         return parted, compared
 
     def snapshot_with_pods(self, path: Path) -> Path:
-        """The lab's snapshot with every pod (from the nodes' CNI caches), for kindplan trace."""
-        lab = self.lab
-        doc = json.loads(lab.snapshot_path.read_text())
-        doc["pods"] = []
-        for node in lab.nodes:
-            pods, _ = read_cni_cache(lab.node_dir(node, "cache"), node.name, "kindnet")
-            doc["pods"] += [
-                {
-                    "namespace": p.namespace,
-                    "name": p.name,
-                    "node": p.node,
-                    "ips": [format_ip(ip) for ip in p.ips],
-                    "hostInterface": p.host_interface,
-                    "hostPorts": [
-                        {"hostPort": h.host_port, "containerPort": h.container_port}
-                        for h in p.host_ports
-                    ],
-                }
-                for p in pods
-            ]
-        path.write_text(json.dumps(doc))
+        """The lab's snapshot with every pod (from the nodes' CNI caches), for kindplan trace:
+        what `kindplan lab snapshot` prints (README, "The lab")."""
+        out = self.run("lab", "snapshot")
+        assert out.returncode == 0, out.stderr
+        path.write_text(out.stdout)
         return path
 
 

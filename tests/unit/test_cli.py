@@ -99,7 +99,7 @@ def test_invalid_input_exits_65_with_one_line_per_problem(
 @pytest.mark.parametrize(
     ("args", "stdin", "status", "stderr"),
     [
-        (["render", "--bogus"], b"", 64, "No such option: --bogus"),
+        (["render", "--bogus"], b"", 64, "error: kindplan render: no such option: --bogus"),
         (
             ["render", SEED, "--node", "x", "--all-nodes", "--out", "o"],
             b"",
@@ -107,7 +107,7 @@ def test_invalid_input_exits_65_with_one_line_per_problem(
             "exactly one of --node",
         ),
         (["render", SEED, "--node", "x"], b"", 64, "exactly one of --out DIR and --check DIR"),
-        (["validate", SEED, "--node", "ghost"], b"", 65, "error: --node: no node named 'ghost'"),
+        (["validate", SEED, "--node", "ghost"], b"", 64, "error: --node: no node named 'ghost'"),
         (
             ["validate", "/nonexistent.yaml"],
             b"",

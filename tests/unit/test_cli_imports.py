@@ -26,6 +26,7 @@ COMMAND_LINE = {
     "kindplan.cli.planning",
     "kindplan.cli.program",
     "kindplan.cli.trace",
+    "kindplan.cli.usage",
     "kindplan.errors",
     "kindplan.status",
 }

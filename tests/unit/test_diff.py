@@ -382,7 +382,7 @@ def test_correct_foreign_peer_route_is_left_but_named() -> None:
     assert plan.empty
     assert plan.warnings == (
         "correct but not owned by kindplan, --adopt takes them over: "
-        f"{peer.dst} (peer node-0001, proto 3)",
+        f"{peer.dst} (peer node-0001, proto 3 -> 75)",
     )
     assert diff(desired, node, conflist_path=PATH, adopt=True).changes == (
         ReplaceRoute(peer, kindnetd),

@@ -79,7 +79,11 @@ def agent(tmp_path: Path) -> Iterator[Agent]:
 def test_a_converged_round_makes_no_write(agent: Agent) -> None:
     first = agent.loop.round()
     assert first.ok and first.applied
-    assert "round 1: applied" in agent.log.getvalue()
+    said = agent.log.getvalue()
+    assert "round 1: applied" in said
+    # each change with its action, and the actions counted (a JSON log's field)
+    assert "applied 9 change(s): changed sysctl net.ipv4.ip_forward = 1 (was 0); added " in said
+    assert " actions=added:" in said
     writes = agent.writes()
     for _ in range(3):
         outcome = agent.loop.round()
@@ -150,6 +154,9 @@ def test_the_deletion_guard_waits_for_rounds_and_for_time(tmp_path: Path) -> Non
         for _ in range(5):  # five quick rounds: asked for long enough in rounds, not in time
             outcome = agent.loop.round()
             assert outcome.held == 2 and agent.ours() >= PEERS
+        held = [line for line in agent.log.getvalue().splitlines() if "holding back" in line]
+        assert "holding back the removal of 2 of 2 peer route(s)" in held[0]
+        assert "(asked 1 time so far)" in held[0], "the guard's count, not the loop's round"
         agent.clock.advance(20)  # (hold_rounds - 1) * interval
         outcome = agent.loop.round()
         assert outcome.held == 0 and agent.ours() == {"10.244.2.8/32", "10.244.2.9/32"}

@@ -24,7 +24,7 @@ from kindplan.core.trace import Trace, lookup, trace_packet
 from kindplan.core.tracesvg import render_svg
 from kindplan.core.traceview import format_trace, trace_to_json
 from kindplan.core.traceworld import Namespace, TableRoute, Uplink, World, build_world, resolve
-from kindplan.errors import InvalidInputError
+from kindplan.errors import InvalidInputError, UsageError
 from kindplan.node.cnicache import parse_cache_entry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -353,15 +353,46 @@ def test_cli_prints_the_walk_and_json_and_svg(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("ends", "status"),
+    [
+        (["--from", "web-1", "--to", "web-0"], 0),  # delivered
+        (["--from", "web-1", "--to", "203.0.113.10"], 0),  # leaves the cluster: as it should
+        (["--from", "203.0.113.10", "--to", "web-1"], 2),  # dropped outside
+    ],
+)
+def test_detailed_exitcode_says_how_the_walk_ended(ends: list[str], status: int) -> None:
+    plain = run(str(SEED), *ends)
+    detailed = run(str(SEED), *ends, "--detailed-exitcode")
+    assert plain.returncode == 0, plain.stderr  # without the flag: 0 whatever the end
+    assert (detailed.returncode, detailed.stdout) == (status, plain.stdout)
+
+
+def test_drift_outranks_a_drop_in_the_detailed_exitcode() -> None:
+    """3 (drift) before 2 (dropped): the drift may be why it dropped. The kernel test
+    (test_trace_seed) runs it on a real node's observed state."""
+    from kindplan.cli.trace import outcome
+
+    delivered, dropped = walk(), walk(source="203.0.113.10", target="web-1")
+    drifted_hop = replace(delivered.hops[1], drift="desired: ...; observed: ...")
+    drifted = replace(delivered, hops=(delivered.hops[0], drifted_hop, *delivered.hops[2:]))
+    assert [outcome(t) for t in ([delivered], [dropped], [drifted], [dropped, drifted])] == [
+        0,
+        2,
+        3,
+        3,
+    ]
+
+
+@pytest.mark.parametrize(
     ("args", "status", "message"),
     [
-        (["--from", "nope", "--to", "web-0"], 65, "error: --from: 'nope' is no pod, node or IP"),
-        (["--from", "web-1", "--to", "2001:db8::1"], 65, "share no IP family"),
+        (["--from", "nope", "--to", "web-0"], 64, "error: --from: 'nope' is no pod, node or IP"),
+        (["--from", "web-1", "--to", "2001:db8::1"], 64, "share no IP family"),
         (["--from", "web-1", "--to", "web-0", "--proto", "icmp"], 64, "--proto"),
         (["--from", "web-1", "--to", "web-0", "--node", "k8s-guide-worker"], 64, "--netns"),
         (
             ["--from", "web-1", "--to", "web-0", "--node-network", "10.0.0.1/8"],
-            65,
+            64,
             "--node-network",
         ),
     ],
@@ -453,9 +484,9 @@ def test_an_unlisted_pod_address_is_no_source() -> None:
     """An address in a node's PodCIDR that no listed pod has cannot start a walk (it would read
     as a host outside the cluster); as a destination it is walked as the nodes would route it."""
     snap = load(SEED)
-    with pytest.raises(InvalidInputError) as e:
+    with pytest.raises(UsageError) as e:  # a name on the command line: exit 64
         resolve(snap, "10.244.1.5", "--from")
-    assert str(e.value.problems[0]) == (
+    assert str(e.value) == (
         "--from: 10.244.1.5 is in node k8s-guide-worker's PodCIDR 10.244.1.0/24 but no pod of "
         "the snapshot has it: name a pod, or list the node's pods (pods:, or --cni-cache-dir)"
     )
