@@ -39,11 +39,10 @@ def rollback(
     from kindplan.core.planview import describe, plural
     from kindplan.node.engine import rollback_node
     from kindplan.node.journal import Journal
-    from kindplan.node.locking import apply_lock
 
     journal = Journal(state_dir, netns)
     journal.check()
-    say_if_locked(apply_lock(netns), lock_timeout)
+    say_if_locked(netns, lock_timeout)
     done = rollback_node(netns, journal, lock_timeout=lock_timeout)
     if done is None:
         typer.echo(f"Nothing to roll back: {journal.path} holds no generation.")

@@ -331,15 +331,19 @@ def _saved_plan(plan_file: Path, target: Target) -> SavedPlan:
 
 
 def _lock(netns: str | None, timeout: float) -> None:
-    from kindplan.node.locking import apply_lock
-
-    say_if_locked(apply_lock(netns), timeout)
+    say_if_locked(netns, timeout)
 
 
-def say_if_locked(lock: Path, timeout: float) -> None:
-    """Before waiting for another applier: whose lock, and for how long."""
-    from kindplan.node.locking import lock_holder
+def say_if_locked(netns: str | None, timeout: float) -> None:
+    """Before waiting for another applier: whose lock, and for how long (a namespace that is
+    not there has no lock: the apply says so when it opens the node)."""
+    from kindplan.errors import RuntimeFailure
+    from kindplan.node.locking import apply_lock, lock_holder
 
+    try:
+        lock = apply_lock(netns)
+    except RuntimeFailure:
+        return
     holder = lock_holder(lock)
     if holder is not None and timeout > 0:
         typer.echo(

@@ -68,7 +68,7 @@ def applied_text(change: Change) -> str:
 def undo_summary(undo: Iterable[Change]) -> str:
     """What rolling a generation back does, in words (history's line).
 
-    >>> from kindplan.core.model import SetSysctl
+    >>> from kindplan.core.changes import SetSysctl
     >>> undo_summary([SetSysctl("net.ipv4.ip_forward", "0", "1")] * 2)
     'restore 2 sysctls'
     """

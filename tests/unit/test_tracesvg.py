@@ -15,8 +15,9 @@ import pytest
 import yaml
 
 from kindplan.core.snapshot import parse_snapshot
-from kindplan.core.trace import Uplink, build_world, families, resolve, trace_packet
+from kindplan.core.trace import trace_packet
 from kindplan.core.tracesvg import render_svg
+from kindplan.core.traceworld import Uplink, build_world, families, resolve
 
 ROOT = Path(__file__).resolve().parents[2]
 SVG = "{http://www.w3.org/2000/svg}"

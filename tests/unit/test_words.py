@@ -10,17 +10,18 @@ from pathlib import Path
 
 from test_diff import PATH, converged, desired_state
 
-from kindplan.core.diff import diff
-from kindplan.core.model import (
+from kindplan.core.changes import (
     AddAddress,
     AddRoute,
     DelRoute,
-    RemoveChain,
+    RemoveMasquerade,
     ReplaceRoute,
-    Route,
     SetSysctl,
 )
+from kindplan.core.diff import diff
+from kindplan.core.masq.value import Masquerade
 from kindplan.core.planview import action_word, applied_text, undo_summary
+from kindplan.core.routes import Route
 
 
 def test_applied_lines_say_what_was_done() -> None:
@@ -40,7 +41,7 @@ def test_applied_lines_say_what_was_done() -> None:
         "(stale: no longer in the snapshot)"
     )
     assert action_word(SetSysctl("net.ipv4.ip_forward", "1", "0")) == "changed"
-    assert action_word(RemoveChain(4, (), 1)) == "removed"
+    assert action_word(RemoveMasquerade(4, Masquerade(4, ()), 1)) == "removed"
 
 
 def test_adopt_says_a_foreign_leftover_was_never_in_the_snapshot() -> None:
@@ -85,7 +86,7 @@ def test_history_says_what_a_rollback_would_do_in_words() -> None:
         DelRoute(peer),
         DelRoute(pod),
         ReplaceRoute(peer, peer),
-        RemoveChain(4, (), 1),
+        RemoveMasquerade(4, Masquerade(4, ()), 1),
         AddAddress(address).undo(),
         SetSysctl("net.ipv4.ip_forward", "0", "1"),
     ]
