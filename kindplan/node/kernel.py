@@ -14,7 +14,9 @@ from pathlib import Path
 
 from kindplan.core.model import MAIN_TABLE, ROUTE_ORDER, Address, Link, Route, Sysctl
 from kindplan.errors import RuntimeFailure
-from kindplan.node.netlink import Netlink, NetlinkError, RouteWrite
+from kindplan.node.netlink import Netlink
+from kindplan.node.netlink_codec import NetlinkError
+from kindplan.node.netlink_routes import RouteWrite
 
 
 class KernelError(RuntimeFailure):
