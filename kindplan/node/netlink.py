@@ -311,12 +311,13 @@ def _read_acks(
     """Put the acknowledgements in `data` of requests still waiting (sequence numbers `first`
     to `first + count`) into `results` from `at`: how many there were."""
     acknowledged = 0
+    size, code_at, pending = HEADER.size, I32.unpack_from, _PENDING  # the loop's, per write
     for offset, length, kind, flags, seq in messages(data):
         k = seq - first
-        if kind == NLMSG_ERROR and 0 <= k < count and results[at + k] is _PENDING:
-            if length < HEADER.size + 4:  # no room for the error code
+        if kind == NLMSG_ERROR and 0 <= k < count and results[at + k] is pending:
+            if length < size + 4:  # no room for the error code
                 raise malformed(data, offset, length)
-            ok = not I32.unpack_from(data, offset + HEADER.size)[0]
+            ok = not code_at(data, offset + size)[0]
             results[at + k] = None if ok else error(data, offset, length, kind, flags)
             acknowledged += 1
     return acknowledged

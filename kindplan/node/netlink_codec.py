@@ -88,10 +88,10 @@ def ip_address(raw: bytes) -> IPAddress:
 def messages(data: bytes) -> Iterator[tuple[int, int, int, int, int]]:
     """(offset, length, type, flags, seq) of each message in a received buffer; EBADMSG for one
     whose length does not fit, or for bytes left over after the last."""
-    size, end = HEADER.size, len(data)
+    header, size, end = HEADER.unpack_from, HEADER.size, len(data)
     offset = 0
     while offset + size <= end:
-        length, kind, flags, seq, _ = HEADER.unpack_from(data, offset)
+        length, kind, flags, seq, _ = header(data, offset)
         if not size <= length <= end - offset:
             raise malformed(data, offset, length)
         yield offset, length, kind, flags, seq
