@@ -245,7 +245,11 @@ def main() -> int:
             parser.error(f"{name}: {tree} has no bench/run.py")
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
-    record = take_turns(trees, args)
+    return report(take_turns(trees, args), trees, args)
+
+
+def report(record: dict[str, Any], trees: dict[str, Path], args: argparse.Namespace) -> int:
+    """Print the table of both trees' figures: 1 if a figure is flagged or a run failed."""
     rows, flagged = table(record)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print(f"before: {trees['before']}\nafter:  {trees['after']}")

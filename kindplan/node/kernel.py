@@ -15,7 +15,9 @@ from pathlib import Path
 from kindplan.core.model import Address, Link, Sysctl
 from kindplan.core.routes import MAIN_TABLE, ROUTE_ORDER, Route
 from kindplan.errors import RuntimeFailure
-from kindplan.node.netlink import Netlink, NetlinkError, RouteWrite
+from kindplan.node.netlink import Netlink
+from kindplan.node.netlink_codec import NetlinkError
+from kindplan.node.netlink_routes import RouteWrite
 
 
 class KernelError(RuntimeFailure):

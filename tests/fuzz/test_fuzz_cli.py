@@ -1087,6 +1087,14 @@ def _mutate_saved(draw: st.DrawFn, doc: Any, snapshots: list[bytes]) -> Any:
         )
     )
     event(f"saved plan mutation: {what}")
+    if what in {"kind", "fingerprint", "inputs", "plan", "extra key", "top level"}:
+        return _mutate_saved_top(draw, doc, what)
+    _mutate_saved_inputs(draw, inputs, what, snapshots)
+    return doc
+
+
+def _mutate_saved_top(draw: st.DrawFn, doc: dict[str, Any], what: str) -> Any:
+    """A mutation of the saved plan's top level (`what`: kind, a key, an extra key)."""
     wrong = st.sampled_from(WRONG_TYPES)
     if what == "kind":
         value = draw(st.sampled_from(["kindplan/Plan", "ClusterSnapshot", SAVED_KIND + "\n", None]))
@@ -1096,7 +1104,20 @@ def _mutate_saved(draw: st.DrawFn, doc: Any, snapshots: list[bytes]) -> Any:
             doc.pop(what, None)
         else:
             doc[what] = draw(wrong)
-    elif what.startswith("option"):
+    elif what == "extra key":
+        target = draw(st.sampled_from([doc, doc["inputs"]]))
+        target[draw(st.sampled_from(["x", "plan2", "inputs2", "\u00e9"]))] = draw(wrong)
+    elif what == "top level":
+        return draw(st.sampled_from([[doc], "x", 5, None]))
+    return doc
+
+
+def _mutate_saved_inputs(
+    draw: st.DrawFn, inputs: dict[str, Any], what: str, snapshots: list[bytes]
+) -> None:
+    """A mutation of the saved plan's inputs (`what`: an option, netns, source, ...)."""
+    wrong = st.sampled_from(WRONG_TYPES)
+    if what.startswith("option"):
         _mutate_options(draw, inputs, what)
     elif what == "netns":
         inputs["netns"] = draw(st.sampled_from(NETNS_NAMES))
@@ -1110,12 +1131,6 @@ def _mutate_saved(draw: st.DrawFn, doc: Any, snapshots: list[bytes]) -> Any:
         inputs["snapshot"] = draw(st.sampled_from(BAD_BASE64) | wrong)
     elif what == "snapshot inside":
         inputs["snapshot"] = base64.b64encode(draw(st.sampled_from(snapshots))).decode()
-    elif what == "extra key":
-        target = draw(st.sampled_from([doc, inputs]))
-        target[draw(st.sampled_from(["x", "plan2", "inputs2", "\u00e9"]))] = draw(wrong)
-    elif what == "top level":
-        return draw(st.sampled_from([[doc], "x", 5, None]))
-    return doc
 
 
 def _mutate_options(draw: st.DrawFn, inputs: dict[str, Any], what: str) -> None:

@@ -116,3 +116,12 @@ def test_wheel_carries_templates_and_schemas_and_works_elsewhere(tmp_path: Path)
     assert result.returncode == 0, result.stderr
     assert "kindplan/templates" not in result.stderr
     assert (tmp_path / "out" / "10-kindnet.conflist").read_text().startswith("{")
+
+
+def test_no_module_is_over_600_lines() -> None:
+    """The size limit the README states (Development): small modules, split by meaning."""
+    sizes = {
+        str(path.relative_to(PACKAGE)): len(path.read_text().splitlines())
+        for path in PACKAGE.rglob("*.py")
+    }
+    assert {name: lines for name, lines in sizes.items() if lines > 600} == {}

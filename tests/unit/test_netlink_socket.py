@@ -14,6 +14,9 @@ import pytest
 
 from kindplan.core.routes import Route
 from kindplan.node import netlink
+from kindplan.node import netlink_codec as codec
+from kindplan.node import netlink_links as linkmsg
+from kindplan.node import netlink_routes as routemsg
 from kindplan.node.kernel import Kernel, KernelError
 
 STOCK_GRANTED = 425_984  # SO_RCVBUF read back on a node with net.core.rmem_max 212992
@@ -53,33 +56,33 @@ class FakeSocket:
 
 
 def message(kind: int, seq: int, body: bytes = b"", flags: int = 0) -> bytes:
-    return netlink._NLMSG.pack(netlink._NLMSG.size + len(body), kind, flags, seq, 0) + body
+    return codec.HEADER.pack(codec.HEADER.size + len(body), kind, flags, seq, 0) + body
 
 
-def link(seq: int, index: int, name: str, flags: int = netlink.F_MULTI) -> bytes:
-    body = netlink._IFINFO.pack(socket.AF_UNSPEC, 1, index, netlink.IFF_UP, 0)
-    body += netlink._attr(netlink.IFLA_IFNAME, name.encode() + b"\0")
-    body += netlink._attr(netlink.IFLA_MTU, struct.pack("=I", 1500))
-    return message(netlink.RTM_NEWLINK, seq, body, flags)
+def link(seq: int, index: int, name: str, flags: int = codec.F_MULTI) -> bytes:
+    body = linkmsg._IFINFO.pack(socket.AF_UNSPEC, 1, index, linkmsg.IFF_UP, 0)
+    body += codec.attr(linkmsg.IFLA_IFNAME, name.encode() + b"\0")
+    body += codec.attr(linkmsg.IFLA_MTU, struct.pack("=I", 1500))
+    return message(linkmsg.RTM_NEWLINK, seq, body, flags)
 
 
 def done(seq: int, error: int = 0, text: str = "") -> bytes:
     body = struct.pack("=i", -error)
-    flags = netlink.F_MULTI
+    flags = codec.F_MULTI
     if text:
-        body += netlink._attr(netlink.NLMSGERR_ATTR_MSG, text.encode() + b"\0")
-        flags |= netlink.F_ACK_TLVS
-    return message(netlink.NLMSG_DONE, seq, body, flags)
+        body += codec.attr(codec.NLMSGERR_ATTR_MSG, text.encode() + b"\0")
+        flags |= codec.F_ACK_TLVS
+    return message(codec.NLMSG_DONE, seq, body, flags)
 
 
 def ack(seq: int, error: int = 0, text: str = "") -> bytes:
     """An acknowledgement as the kernel sends it with NETLINK_CAP_ACK and NETLINK_EXT_ACK."""
-    body = struct.pack("=i", -error) + netlink._NLMSG.pack(60, netlink.RTM_NEWROUTE, 0, seq, 0)
-    flags = netlink.F_CAPPED
+    body = struct.pack("=i", -error) + codec.HEADER.pack(60, routemsg.RTM_NEWROUTE, 0, seq, 0)
+    flags = codec.F_CAPPED
     if text:
-        body += netlink._attr(netlink.NLMSGERR_ATTR_MSG, text.encode() + b"\0")
-        flags |= netlink.F_ACK_TLVS
-    return message(netlink.NLMSG_ERROR, seq, body, flags)
+        body += codec.attr(codec.NLMSGERR_ATTR_MSG, text.encode() + b"\0")
+        flags |= codec.F_ACK_TLVS
+    return message(codec.NLMSG_ERROR, seq, body, flags)
 
 
 def names(nl: netlink.Netlink) -> list[str]:
@@ -89,7 +92,7 @@ def names(nl: netlink.Netlink) -> list[str]:
 def test_an_interrupted_dump_is_done_again() -> None:
     sock = FakeSocket(
         [
-            link(1, 1, "lo") + link(1, 2, "eth0", netlink.F_MULTI | netlink.F_DUMP_INTR),
+            link(1, 1, "lo") + link(1, 2, "eth0", codec.F_MULTI | codec.F_DUMP_INTR),
             done(1),
             link(2, 1, "lo") + link(2, 2, "eth0") + link(2, 3, "veth1") + done(2),
         ]
@@ -108,7 +111,7 @@ def test_a_dump_that_lost_messages_to_enobufs_is_done_again() -> None:
 
 def test_a_dump_interrupted_every_time_fails_after_a_bounded_number_of_attempts() -> None:
     script: list[bytes | OSError] = [
-        link(seq, 1, "lo", netlink.F_MULTI | netlink.F_DUMP_INTR) + done(seq)
+        link(seq, 1, "lo", codec.F_MULTI | codec.F_DUMP_INTR) + done(seq)
         for seq in range(1, netlink.DUMP_ATTEMPTS + 1)
     ]
     sock = FakeSocket(script)
@@ -136,8 +139,8 @@ def test_answers_of_another_request_are_not_part_of_the_dump() -> None:
     "data",
     [
         pytest.param(b"\x10\x00\x00", id="shorter than a header"),
-        pytest.param(netlink._NLMSG.pack(0, netlink.RTM_NEWLINK, 2, 1, 0), id="length 0"),
-        pytest.param(netlink._NLMSG.pack(12, netlink.RTM_NEWLINK, 2, 1, 0), id="length < header"),
+        pytest.param(codec.HEADER.pack(0, linkmsg.RTM_NEWLINK, 2, 1, 0), id="length 0"),
+        pytest.param(codec.HEADER.pack(12, linkmsg.RTM_NEWLINK, 2, 1, 0), id="length < header"),
         pytest.param(link(1, 1, "lo")[:-4], id="longer than what was read"),
         pytest.param(link(1, 1, "lo") + b"\x01\x02", id="trailing bytes"),
     ],
@@ -166,9 +169,9 @@ def test_a_socket_that_does_not_answer_fails_in_bounded_time() -> None:
         theirs.close()
 
 
-def writes(count: int) -> list[netlink.RouteWrite]:
+def writes(count: int) -> list[routemsg.RouteWrite]:
     return [
-        netlink.RouteWrite(
+        routemsg.RouteWrite(
             "add", Route(ip_network(f"10.{i // 256}.{i % 256}.0/24"), "eth0", None), 2
         )
         for i in range(count)
@@ -180,7 +183,7 @@ def sent_seqs(sock: FakeSocket) -> Iterator[list[int]]:
     for data in sock.sent:
         seqs, offset = [], 0
         while offset < len(data):
-            length, _, _, seq, _ = netlink._NLMSG.unpack_from(data, offset)
+            length, _, _, seq, _ = codec.HEADER.unpack_from(data, offset)
             seqs.append(seq)
             offset += length
         yield seqs

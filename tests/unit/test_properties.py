@@ -378,6 +378,11 @@ def _mutate_once(draw: st.DrawFn, doc: Any) -> Any:
         st.sampled_from(leaves) | st.sampled_from(paths) if leaves else st.sampled_from(paths)
     )
     target = _get(doc, path)
+    return _mutate_at(draw, doc, path, target, draw(st.sampled_from(_ops(path, target))))
+
+
+def _ops(path: tuple[Any, ...], target: Any) -> list[str]:
+    """The ways to break what is at `path`: replace it, and those that fit its type."""
     ops = ["replace"]
     if isinstance(target, dict):
         ops += ["add"] + (["drop"] if target else [])
@@ -387,7 +392,11 @@ def _mutate_once(draw: st.DrawFn, doc: Any) -> Any:
         ops += ["edit", "edit"]
     if path and isinstance(path[-1], str):
         ops += ["edit every"]
-    op = draw(st.sampled_from(ops))
+    return ops
+
+
+def _mutate_at(draw: st.DrawFn, doc: Any, path: tuple[Any, ...], target: Any, op: str) -> Any:
+    """`doc` with what is at `path` (`target`) broken by `op`."""
     if op == "drop":
         del target[draw(st.sampled_from(sorted(target)))]
     elif op == "add":
