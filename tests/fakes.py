@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from ipaddress import ip_address, ip_interface
+from typing import TYPE_CHECKING
 
 from kindplan.core.model import (
     IPV6_DEFAULT_METRIC,
@@ -43,7 +44,7 @@ from kindplan.errors import RuntimeFailure
 from kindplan.node import iptables
 from kindplan.node.kernel import KernelError
 from kindplan.node.locking import apply_lock
-from kindplan.node.ports import IptablesPort, KeptHandles, NodeHandles
+from kindplan.node.ports import HandleKeeper, IptablesPort, KernelPort, NodeHandles, NodeOpener
 
 RouteKey = tuple[int, int, int, int, int]
 
@@ -340,7 +341,7 @@ class FakeNode:
         lock_timeout: float | None,
         *,
         cancelled: Callable[[], bool] | None = None,
-        kept: KeptHandles | None = None,
+        kept: HandleKeeper | None = None,
     ) -> Iterator[NodeHandles]:
         if self.lock_held and lock_timeout is not None:
             raise RuntimeFailure(
@@ -375,3 +376,9 @@ def seed_worker2(backend: str = "nft") -> FakeNode:
     ]
     kernel = FakeKernel(links, sysctls={"net.ipv4.ip_forward": "0"})
     return FakeNode(kernel, FakeIptables(backend))
+
+
+if TYPE_CHECKING:  # mypy checks this file ([tool.mypy] files): a fake that drifts fails it
+    _KERNEL: KernelPort = FakeKernel()
+    _IPTABLES: IptablesPort = FakeIptables()
+    _OPENER: NodeOpener = FakeNode(FakeKernel(), FakeIptables())

@@ -32,7 +32,8 @@ from kindplan.core.snapshot import Loaded, freeze_heap
 from kindplan.errors import InvalidInputError, KindplanError, SourceError
 from kindplan.node.engine import Memo, apply_planned, conflist_left_alone, make_plan
 from kindplan.node.journal import Journal
-from kindplan.node.ports import KeptHandles, NodeOpener, open_node
+from kindplan.node.opener import KeptHandles, open_node
+from kindplan.node.ports import NodeOpener
 
 DEBOUNCE_SECONDS = 0.02  # a burst of file events (write, rename) makes one round
 MIN_EVENT_GAP_SECONDS = 0.25

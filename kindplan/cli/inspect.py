@@ -115,7 +115,7 @@ def show(
     """
     from kindplan.core.planview import route_text
     from kindplan.node.iptables import read_masq
-    from kindplan.node.ports import open_node
+    from kindplan.node.opener import open_node
 
     with open_node(netns, None) as node:  # a read: no lock
         node.kernel.read_links()

@@ -173,7 +173,7 @@ def _trace_observed(
 ) -> tuple[Snapshot, dict[str, ObservedState]]:
     from kindplan.core.compiler import find_node
     from kindplan.node.observe import read_routing
-    from kindplan.node.ports import open_node
+    from kindplan.node.opener import open_node
 
     find_node(snap, node)
     if cni_cache_dir is not None:

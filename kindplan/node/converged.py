@@ -25,7 +25,7 @@ import kindplan
 from kindplan.core.schemacheck import compile_schema
 from kindplan.node.files import write_atomic
 from kindplan.node.observe import Where, observed_digest
-from kindplan.node.ports import open_node
+from kindplan.node.opener import open_node
 from kindplan.resources import load_schema, resource_dir
 
 if TYPE_CHECKING:

@@ -46,7 +46,8 @@ from kindplan.node.observe import (
     read_local_pods,
     read_observed,
 )
-from kindplan.node.ports import IptablesPort, KernelPort, NodeHandles, open_node
+from kindplan.node.opener import open_node
+from kindplan.node.ports import IptablesPort, KernelPort, NodeHandles
 from kindplan.node.saved import SavedPlan
 
 T = TypeVar("T")
