@@ -29,7 +29,7 @@ from kindplan.node.opener import open_node
 from kindplan.resources import load_schema, resource_dir
 
 if TYPE_CHECKING:
-    from kindplan.core.model import Options
+    from kindplan.core.model import Options, Plan
 
 # What the plan is made with besides kindplan itself: a new version of one may render differently.
 _LIBRARIES = ("jinja2", "yaml")
@@ -48,11 +48,13 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class Remember:
-    """What apply needs to record a converged node: where, its inputs, the snapshot's warnings."""
+    """What apply needs to record a converged node: where, its inputs, the snapshot's warnings,
+    and how the command line prints the converged node's plan (recorded, then printed as it is)."""
 
     path: Path
     inputs: str
     warnings: str
+    output: Callable[[Plan], str]
 
 
 def inputs_digest(
