@@ -26,7 +26,7 @@ from kindplan.agent.logs import Log
 from kindplan.agent.metrics import Health, Metrics
 from kindplan.agent.sources import Source
 from kindplan.core.guard import DeletionGuard, Guarded, owned_routes_delta
-from kindplan.core.model import Change, Options, Plan
+from kindplan.core.model import Change, Options, Plan, owned_routes
 from kindplan.core.planview import describe, route_text
 from kindplan.core.snapshot import Loaded, freeze_heap
 from kindplan.errors import InvalidInputError, KindplanError, SourceError
@@ -358,7 +358,7 @@ class Loop:
         applied = report.applied if report else []
         proto = self.options.route_proto
         self.guard.applied(applied, proto)
-        owned = sum(1 for r in planned.observed.routes if r.proto == proto)
+        owned = len(owned_routes(planned.observed.routes, proto))
         self.metrics.owned_routes.set(owned + owned_routes_delta(applied, proto))
         pending = held + len(planned.plan.conflicts)
         if report is None or report.ok:

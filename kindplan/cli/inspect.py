@@ -113,13 +113,14 @@ def show(
 
     Example: kindplan show --netns kp-worker2
     """
+    from kindplan.core.model import owned_routes
     from kindplan.core.planview import route_text
     from kindplan.node.iptables import read_masq
     from kindplan.node.opener import open_node
 
     with open_node(netns, None) as node:  # a read: no lock
         node.kernel.read_links()
-        routes = [r for r in node.kernel.read_routes() if r.proto == route_proto]
+        routes = owned_routes(node.kernel.read_routes(), route_proto)
         chains = [
             c
             for c in read_masq(node.iptables)

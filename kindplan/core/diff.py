@@ -7,10 +7,8 @@ once routes and SNAT are in place.
 
 from __future__ import annotations
 
-import operator
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from itertools import compress
 from typing import assert_never
 
 from kindplan.core.model import (
@@ -35,10 +33,9 @@ from kindplan.core.model import (
     SetSysctl,
     WriteChain,
     WriteConflist,
+    foreign_routes,
 )
 from kindplan.core.render import masq_rules, render_conflist
-
-_PROTO = operator.itemgetter(Route._fields.index("proto"))  # a Route's protocol, read in C
 
 
 def diff(
@@ -155,24 +152,24 @@ def _diff_routes(
         if seen is None:
             out.changes.append(AddRoute(route))
             continue
-        if seen.proto == proto and (not others or key not in others) and _same_target(route, seen):
+        if seen.owned_by(proto) and (not others or key not in others) and _same_target(route, seen):
             continue  # ours and right: the common case on a converged node, checked first
         present = [seen, *others.get(key, ())]
         right = [r for r in present if _same_target(route, r)]
-        if any(r.proto == proto for r in right):
+        if any(r.owned_by(proto) for r in right):
             continue
         if right and not adopt:  # right already (a ptp pod route counts, whatever its protocol)
             if route.gateway is not None:
                 out.foreign_ok.append(f"{route.dst} (peer {route.peer}, proto {right[0].proto})")
             continue
-        old = next((r for r in present if r.proto == proto), seen)
-        if old.proto == proto or adopt:
+        old = next((r for r in present if r.owned_by(proto)), seen)
+        if old.owned_by(proto) or adopt:
             out.changes.append(ReplaceRoute(route, old))
         else:
             out.conflicts.append(Conflict(route, old))
     # A few: kindplan's stale routes, and foreign ones (the kernel's own, the default route).
-    for route in [r for r in observed if r.proto != proto or r.key not in wanted]:
-        if route.proto == proto:
+    for route in [r for r in observed if not r.owned_by(proto) or r.key not in wanted]:
+        if route.owned_by(proto):
             out.deletions.append(DelRoute(route))
         else:
             _shadowing(route, desired, wanted, adopt, out)
@@ -189,13 +186,12 @@ def _stale_foreign(desired: DesiredState, observed: tuple[Route, ...], proto: in
     subnets = desired.pod_subnets
     if not subnets:
         return []
-    # Not ours first, in C: on a converged node nearly every route is kindplan's.
-    foreign = compress(observed, map(proto.__ne__, map(_PROTO, observed)))
+    # Not ours first (in C): on a converged node nearly every route is kindplan's.
     candidates = [
         r
-        for r in foreign
+        for r in foreign_routes(observed, proto)
         if r.gateway is not None
-        and r.proto != RTPROT_KERNEL
+        and not r.owned_by(RTPROT_KERNEL)
         and any(r.dst.prefixlen > s.prefixlen and r.dst.network_address in s for s in subnets)
     ]
     if not candidates:
@@ -291,11 +287,11 @@ def _in_effect(change: Change, observed: ObservedState, routes: dict[object, lis
             return present == isinstance(change, AddAddress)
         case AddRoute(route=route) | ReplaceRoute(route=route):
             return any(
-                r.proto == route.proto and _same_target(route, r) and route.special == r.special
+                r.owned_by(route.proto) and _same_target(route, r) and route.special == r.special
                 for r in routes.get(route.key, ())
             )  # a route restored by a rollback: the same type and paths too
         case DelRoute(route=route):
-            return not any(r.proto == route.proto for r in routes.get(route.key, ()))
+            return not any(r.owned_by(route.proto) for r in routes.get(route.key, ()))
         case WriteChain(version=version, rules=rules, want_jumps=want_jumps, backend=backend):
             masq = _masq(observed, version, backend)
             return (
