@@ -174,7 +174,7 @@ class MetricsServer:
             except OSError:  # nothing to do but try again: the agent must not lose its endpoint
                 time.sleep(0.1)
                 continue
-            for key, mask in events:
+            for key, _ in events:
                 try:
                     if key.fileobj is self.listener:
                         self._accept()
@@ -182,7 +182,7 @@ class MetricsServer:
                         with contextlib.suppress(OSError):
                             self._wake_r.recv(64)
                     else:
-                        self._service(key.fileobj, mask)  # type: ignore[arg-type]
+                        self._service(key.fileobj)  # type: ignore[arg-type]
                 except Exception:  # one bad connection must not end the endpoint
                     if isinstance(key.fileobj, socket.socket) and key.fileobj in self._connections:
                         self._drop(key.fileobj)
@@ -214,7 +214,7 @@ class MetricsServer:
                 break  # in accept order, so in deadline order
             self._drop(sock)
 
-    def _service(self, sock: socket.socket, mask: int) -> None:
+    def _service(self, sock: socket.socket) -> None:
         connection = self._connections[sock]
         if connection.unsent is None:
             try:
