@@ -157,7 +157,7 @@ def apply_planned(
     With a journal, the undo of each batch is recorded before the batch is sent, and the
     generation is marked complete once every change was made (dropped if none was); if anything
     stops the apply half way (`stop()` between batches, an error), it stays "did not finish".
-    `held` are changes deliberately left out (the loop's deletion guard): not a residue.
+    `held` are changes a step of reconcile left out (the loop's deletion guard): not a residue.
     """
 
     def verify() -> Plan:  # the memo spares compiling the same snapshot again
