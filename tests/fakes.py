@@ -128,7 +128,7 @@ class FakeKernel:
             # The delete names kindplan's protocol: someone else's route at the key stays
             # (ESRCH, which the real Kernel answers with None: nothing of ours to delete).
             seen = self.routes.get(route.key)
-            if seen is not None and seen.proto == route.proto:
+            if seen is not None and seen.owned_by(route.proto):
                 del self.routes[route.key]
             return None
         if route.ifname and route.ifname not in self.links:  # the real Kernel's own check
