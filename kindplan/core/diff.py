@@ -152,7 +152,9 @@ def _diff_routes(
         if seen is None:
             out.changes.append(AddRoute(route))
             continue
-        if seen.owned_by(proto) and (not others or key not in others) and _same_target(route, seen):
+        # seen.owned_by(proto), inlined here and below: the two checks made for every route
+        # (a Python call each cost one added node 0.56 % more instructions, bench/ab.py)
+        if seen.proto == proto and (not others or key not in others) and _same_target(route, seen):
             continue  # ours and right: the common case on a converged node, checked first
         present = [seen, *others.get(key, ())]
         right = [r for r in present if _same_target(route, r)]
@@ -168,7 +170,7 @@ def _diff_routes(
         else:
             out.conflicts.append(Conflict(route, old))
     # A few: kindplan's stale routes, and foreign ones (the kernel's own, the default route).
-    for route in [r for r in observed if not r.owned_by(proto) or r.key not in wanted]:
+    for route in [r for r in observed if r.proto != proto or r.key not in wanted]:
         if route.owned_by(proto):
             out.deletions.append(DelRoute(route))
         else:
