@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from ipaddress import ip_address, ip_interface
+from typing import TYPE_CHECKING
 
 from kindplan.core.addresses import IPAddress
 from kindplan.core.model import Address, Link, Sysctl
@@ -38,7 +39,7 @@ from kindplan.errors import RuntimeFailure
 from kindplan.node import iptables
 from kindplan.node.kernel import KernelError
 from kindplan.node.locking import LOCK_DIR
-from kindplan.node.ports import IptablesPort, KeptHandles, NodeHandles
+from kindplan.node.ports import HandleKeeper, IptablesPort, KernelPort, NodeHandles, NodeOpener
 
 RouteKey = tuple[int, int, int, int, int]
 
@@ -122,7 +123,7 @@ class FakeKernel:
             # The delete names kindplan's protocol: someone else's route at the key stays
             # (ESRCH, which the real Kernel answers with None: nothing of ours to delete).
             seen = self.routes.get(route.key)
-            if seen is not None and seen.proto == route.proto:
+            if seen is not None and seen.owned_by(route.proto):
                 del self.routes[route.key]
             return None
         if route.ifname and route.ifname not in self.links:  # the real Kernel's own check
@@ -335,7 +336,7 @@ class FakeNode:
         lock_timeout: float | None,
         *,
         cancelled: Callable[[], bool] | None = None,
-        kept: KeptHandles | None = None,
+        kept: HandleKeeper | None = None,
     ) -> Iterator[NodeHandles]:
         if self.lock_held and lock_timeout is not None:
             raise RuntimeFailure(
@@ -370,3 +371,9 @@ def seed_worker2(backend: str = "nft") -> FakeNode:
     ]
     kernel = FakeKernel(links, sysctls={"net.ipv4.ip_forward": "0"})
     return FakeNode(kernel, FakeIptables(backend))
+
+
+if TYPE_CHECKING:  # mypy checks this file ([tool.mypy] files): a fake that drifts fails it
+    _KERNEL: KernelPort = FakeKernel()
+    _IPTABLES: IptablesPort = FakeIptables()
+    _OPENER: NodeOpener = FakeNode(FakeKernel(), FakeIptables())

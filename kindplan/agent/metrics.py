@@ -179,7 +179,7 @@ class MetricsServer:
             # Connections first, the listener last: a request already read is answered before
             # new connections can push its sender out.
             events.sort(key=lambda event: event[0].fileobj is self.listener)
-            for key, mask in events:
+            for key, _ in events:
                 try:
                     if key.fileobj is self.listener:
                         self._accept()
@@ -187,7 +187,7 @@ class MetricsServer:
                         with contextlib.suppress(OSError):
                             self._wake_r.recv(64)
                     else:
-                        self._service(key.fileobj, mask)  # type: ignore[arg-type]
+                        self._service(key.fileobj)  # type: ignore[arg-type]
                 except Exception:  # one bad connection must not end the endpoint
                     if isinstance(key.fileobj, socket.socket) and key.fileobj in self._connections:
                         self._drop(key.fileobj)
@@ -222,7 +222,7 @@ class MetricsServer:
             connection = self._connections.get(sock)
             if connection is None or connection.unsent is not None:
                 continue
-            self._service(sock, selectors.EVENT_READ)
+            self._service(sock)
             if len(self._connections) < self._cap:
                 return  # answered (or the client left): room made
             if not connection.received:
@@ -239,7 +239,7 @@ class MetricsServer:
                 break  # in accept order, so in deadline order
             self._drop(sock)
 
-    def _service(self, sock: socket.socket, mask: int) -> None:
+    def _service(self, sock: socket.socket) -> None:
         connection = self._connections[sock]
         if connection.unsent is None:
             try:

@@ -1,12 +1,12 @@
 """The reconcile loop (`apply --watch`): keep one node converged on what its source says.
 
 Each round reads the source, observes the node, diffs and applies only the difference, through
-the same engine functions as a one-shot apply. Between rounds it sleeps for the interval (with
-jitter, so a DaemonSet's pods do not hit the API server in step), wakes at once when the source
-changes, and backs off exponentially while rounds fail. What it never does: act on a snapshot that
-failed its checks (the last good one stays in force), or obey a source that suddenly drops most of
-the routes kindplan owns (guard.py). SIGTERM and SIGINT end it after the round in progress, SIGHUP
-re-reads the source.
+the same engine.reconcile as a one-shot apply (given the deletion guard as a step). Between rounds
+it sleeps for the interval (with jitter, so a DaemonSet's pods do not hit the API server in step),
+wakes at once when the source changes, and backs off exponentially while rounds fail. What it
+never does: act on a snapshot that failed its checks (the last good one stays in force), or obey a
+source that suddenly drops most of the routes kindplan owns (guard.py). SIGTERM and SIGINT end it
+after the round in progress, SIGHUP re-reads the source.
 """
 
 from __future__ import annotations
@@ -18,22 +18,24 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
 from kindplan.agent.logs import Log
 from kindplan.agent.metrics import Health, Metrics
 from kindplan.agent.sources import Source
-from kindplan.core.changes import Change
+from kindplan.core.changes import Change, Plan
 from kindplan.core.guard import DeletionGuard, Guarded, owned_routes_delta
 from kindplan.core.model import Options
 from kindplan.core.planview import action_word, applied_text, describe, route_text
+from kindplan.core.routes import owned_routes
 from kindplan.core.snapshot import Loaded, freeze_heap
 from kindplan.errors import InvalidInputError, KindplanError, SourceError
-from kindplan.node.engine import Memo, apply_planned, conflist_left_alone, make_plan
+from kindplan.node.engine import Memo, Planned, conflist_left_alone, reconcile
 from kindplan.node.journal import Journal
-from kindplan.node.ports import KeptHandles, NodeOpener, open_node
+from kindplan.node.opener import KeptHandles, open_node
+from kindplan.node.ports import NodeOpener
 
 DEBOUNCE_SECONDS = 0.02  # a burst of file events (write, rename) makes one round
 MIN_EVENT_GAP_SECONDS = 0.25
@@ -77,6 +79,20 @@ def next_delay(
         first = min(FIRST_BACKOFF_SECONDS, settings.interval)
         base = min(settings.backoff_max, first * 2.0 ** min(failures - 1, 30))
     return base * uniform(1 - settings.jitter, 1 + settings.jitter)
+
+
+class HoldBack:
+    """The deletion guard (core/guard.py) as a step of engine.reconcile: the plan without the
+    removals it holds back this round. Its verdict is kept for the round's log line and gauge."""
+
+    def __init__(self, guard: DeletionGuard, route_proto: int) -> None:
+        self.guard = guard
+        self.route_proto = route_proto
+        self.guarded = Guarded(Plan("", ()), (), 0)
+
+    def __call__(self, planned: Planned) -> Plan:
+        self.guarded = self.guard.check(planned.plan, planned.observed, self.route_proto)
+        return self.guarded.plan
 
 
 def change_kind(change: Change) -> str:
@@ -157,6 +173,7 @@ class Loop:
             clock,
             min_seconds=(settings.hold_rounds - 1) * settings.interval,
         )
+        self.hold_back = HoldBack(self.guard, options.route_proto)
         self.journal = Journal(state_dir, netns)
         self.opener = opener
         self.loaded: Loaded | None = None  # the last good snapshot
@@ -327,46 +344,29 @@ class Loop:
                 cancelled=lambda: signals is not None and signals.stop is not None,
                 kept=self._handles,
             ) as node:
-                planned = make_plan(snapshot, self.options, node.kernel, node.iptables, self.memo)
-                self._left_alone = conflist_left_alone(planned.observed)
-                guarded = self.guard.check(planned.plan, planned.observed, self.options.route_proto)
-                self._say_once("warnings", planned.plan.warnings, self.log.warning)
-                self._say_once(
-                    "conflicts",
-                    tuple(
-                        f"conflict: route {route_text(c.observed)} is foreign and stands where "
-                        f"{route_text(c.desired)} should be; left alone (--adopt takes it over)"
-                        for c in planned.plan.conflicts
-                    ),
-                    self.log.warning,
+                done = reconcile(
+                    snapshot,
+                    self.options,
+                    node,
+                    steps=(self.hold_back, self._say_planned),
+                    memo=self.memo,
+                    journal=self.journal,
                 )
-                self._say_held(guarded)
-                self.metrics.held.set(len(guarded.held))
-                report = None
-                if not guarded.plan.empty:
-                    report = apply_planned(
-                        snapshot,
-                        self.options,
-                        replace(planned, plan=guarded.plan),
-                        node,
-                        self.journal,
-                        held=frozenset(guarded.held),
-                        memo=self.memo,
-                    )
         except KindplanError as e:
             self.metrics.errors.labels("node").inc()
             self.log.error(f"round {self.rounds}: {e}", kind="node")
             self._handles.drop()
             return RoundOutcome(ok=False)
+        planned, report, held = done.planned, done.report, len(done.held)
         applied = report.applied if report else []
         proto = self.options.route_proto
         self.guard.applied(applied, proto)
-        owned = sum(1 for r in planned.observed.routes if r.proto == proto)
+        owned = len(owned_routes(planned.observed.routes, proto))
         self.metrics.owned_routes.set(owned + owned_routes_delta(applied, proto))
-        pending = len(guarded.held) + len(planned.plan.conflicts)
+        pending = held + len(planned.plan.conflicts)
         if report is None or report.ok:
             self.metrics.pending.set(pending)
-            return RoundOutcome(True, applied, len(guarded.held))
+            return RoundOutcome(True, applied, held)
         residue = report.residue.changes if report.residue is not None else ()
         refused = report.refused_peers
         self.metrics.pending.set(pending + (len(residue) if residue else len(report.failures)))
@@ -376,7 +376,7 @@ class Loop:
             self._say_once(
                 "refused", tuple(report.failures), lambda line: self.log.warning(f"refused: {line}")
             )
-            return RoundOutcome(True, applied, len(guarded.held))
+            return RoundOutcome(True, applied, held)
         self.metrics.errors.labels("apply").inc()
         for failure in report.failures:
             self.log.error(f"round {self.rounds}: {failure}", kind="apply")
@@ -387,7 +387,26 @@ class Loop:
                 kind="verify",
             )
         self._handles.drop()
-        return RoundOutcome(False, applied, len(guarded.held))
+        return RoundOutcome(False, applied, held)
+
+    def _say_planned(self, planned: Planned) -> Plan:
+        """The round's last step before it applies: what it found is said first (so an apply that
+        stops half way has said it); the plan goes on as it is."""
+        self._left_alone = conflist_left_alone(planned.observed)
+        guarded = self.hold_back.guarded
+        self._say_once("warnings", planned.plan.warnings, self.log.warning)
+        self._say_once(
+            "conflicts",
+            tuple(
+                f"conflict: route {route_text(c.observed)} is foreign and stands where "
+                f"{route_text(c.desired)} should be; left alone (--adopt takes it over)"
+                for c in planned.plan.conflicts
+            ),
+            self.log.warning,
+        )
+        self._say_held(guarded)
+        self.metrics.held.set(len(guarded.held))
+        return planned.plan
 
     def _say_once(self, topic: str, lines: tuple[str, ...], say: Callable[[str], None]) -> None:
         if self._said.get(topic) != lines:

@@ -114,13 +114,14 @@ def show(
     """
     from kindplan.core.masq.dialects import dialect
     from kindplan.core.planview import plural, route_text
+    from kindplan.core.routes import owned_routes
     from kindplan.node.iptables import read_masq
-    from kindplan.node.ports import open_node
+    from kindplan.node.opener import open_node
 
     needs_root_here("show", netns, "to read the node's iptables rules (iptables-save)")
     with open_node(netns, None) as node:  # a read: no lock
         node.kernel.read_links()
-        routes = [r for r in node.kernel.read_routes() if r.proto == route_proto]
+        routes = owned_routes(node.kernel.read_routes(), route_proto)
         chains = [
             c
             for c in read_masq(node.iptables)

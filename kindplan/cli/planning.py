@@ -43,7 +43,7 @@ from kindplan.status import ExitStatus
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from kindplan.core.changes import Change
+    from kindplan.core.changes import Change, Plan
     from kindplan.core.model import Options
     from kindplan.node.converged import Remember
     from kindplan.node.saved import SavedPlan
@@ -290,7 +290,7 @@ def _apply_once(args: ApplyArgs, stop: Callable[[], bool]) -> int:
         options,
         netns,
         lock_timeout=args.lock_timeout,
-        saved=saved,
+        steps=() if saved is None else (saved.check,),
         journal=Journal(args.state_dir, netns),
         remember=remember,
         stop=stop,
@@ -390,9 +390,8 @@ def _known_converged(args: ApplyArgs, options: Options) -> str | tuple[Snapshot,
     data, source = read(args.snapshot)
     inputs = inputs_digest(data, args.pod_subnets, options, netns)
     path = target_dir(args.state_dir, netns) / "converged.json"
-    record = converged_record(
-        netns, options, Remember(path, inputs, ""), lock_timeout=args.lock_timeout
-    )
+    remember = Remember(path, inputs, "", _converged_output)
+    record = converged_record(netns, options, remember, lock_timeout=args.lock_timeout)
     if record is not None:
         sys.stderr.write(record.warnings)
         return record.output
@@ -402,4 +401,11 @@ def _known_converged(args: ApplyArgs, options: Options) -> str | tuple[Snapshot,
     freeze_heap()
     warnings = warnings_text(loaded.warnings)
     sys.stderr.write(warnings)
-    return loaded.snapshot, Remember(path, inputs, warnings)
+    return loaded.snapshot, Remember(path, inputs, warnings, _converged_output)
+
+
+def _converged_output(plan: Plan) -> str:
+    """What apply prints for a converged node (recorded: the fast path prints it again)."""
+    from kindplan.core.planview import format_plan
+
+    return format_plan(plan)

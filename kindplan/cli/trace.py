@@ -197,7 +197,7 @@ def _trace_observed(
     snap: Snapshot, node: str, netns: str | None, cni_cache_dir: str | None
 ) -> tuple[Snapshot, dict[str, ObservedState]]:
     from kindplan.node.observe import read_routing
-    from kindplan.node.ports import open_node
+    from kindplan.node.opener import open_node
 
     known_node(snap, node)
     if cni_cache_dir is not None:

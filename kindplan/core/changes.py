@@ -423,7 +423,7 @@ class Plan:
 # The type of every change by its name, as the journal writes it.
 _CHANGE_TYPES: dict[str, type[Change]] = {cls.__name__: cls for cls in get_args(Change)}
 # The names journals written before the masquerade value gave their iptables chain changes: still
-# read (core/masq/iptables.py decode_legacy), never written.
+# read (_decode_legacy), never written.
 _LEGACY = ("WriteChain", "RemoveChain")
 
 
@@ -432,9 +432,7 @@ def decode_change(d: dict[str, Any]) -> Change:
     one."""
     name = d["type"]
     if name in _LEGACY:  # a journal from before the masquerade value: its chains as rule text
-        from kindplan.core.masq.iptables import decode_legacy
-
-        return decode_legacy(d)
+        return _decode_legacy(d)
     cls = _CHANGE_TYPES.get(name) if isinstance(name, str) else None
     if cls is None:
         raise ValueError(f"unknown change type {name!r}")
@@ -474,3 +472,35 @@ def _decode_backend(d: dict[str, Any]) -> tuple[str, str | None]:
     if variant is not None and variant not in dialect(backend).variants:
         raise ValueError(f"unknown {backend} variant {variant!r}")
     return backend, variant
+
+
+# -- journals written before the value: their chain changes as rule text ------------------------
+
+
+def _decode_legacy(d: dict[str, Any]) -> WriteMasquerade | RemoveMasquerade:
+    """A WriteChain or RemoveChain line of a journal from before the value: its rules read as
+    values (a line kindplan cannot read is not written back; see MasqObserved.unread)."""
+    from kindplan.core.masq.iptables import VARIANTS, read_rules
+
+    version = decode_version(d)
+    variant = d.get("backend")
+    if variant is not None and variant not in VARIANTS:
+        raise ValueError(f"unknown iptables backend {variant!r}")
+
+    def value(lines: Any) -> Masquerade | None:
+        return None if lines is None else read_rules(version, [str(r) for r in lines])[0]
+
+    if d["type"] == "RemoveChain":
+        old = value(d["oldRules"])
+        assert old is not None
+        return RemoveMasquerade(version, old, int(d["jumps"]), variant=variant)
+    return WriteMasquerade(
+        version,
+        masq=value(d["rules"]),
+        old=value(d["oldRules"]),
+        hooks=int(d["jumps"]),
+        want_hooks=int(d["wantJumps"]),
+        hooks_at=tuple(d.get("jumpsAt", ())),  # a journal of kindplan 1 has no positions
+        want_at=tuple(d.get("wantAt", ())),
+        variant=variant,
+    )

@@ -35,6 +35,7 @@ from kindplan.core.changes import (
     WriteMasquerade,
 )
 from kindplan.core.model import ObservedState
+from kindplan.core.routes import owned_routes
 
 RECENT_SECONDS = 60.0  # removals applied this recently count with the round's own
 
@@ -63,12 +64,11 @@ class Guarded:
 def owned_state(observed: ObservedState, route_proto: int) -> Counter[str]:
     """How much of each kind of state the node holds that a plan could remove."""
     peers = pods = 0
-    for route in observed.routes:  # 10,000 of them: a plain loop, plain counters
-        if route.proto == route_proto:
-            if route.gateway is None:
-                pods += 1
-            else:
-                peers += 1
+    for route in owned_routes(observed.routes, route_proto):  # 10,000: a plain loop, plain counters
+        if route.gateway is None:
+            pods += 1
+        else:
+            peers += 1
     owned = Counter({PEER_ROUTES: peers, POD_ROUTES: pods})
     for link in observed.links:  # a pod veth's gateway address is a host address (/32, /128)
         owned[ADDRESSES] += sum(1 for a, length in link.addresses if length == a.max_prefixlen)
@@ -85,7 +85,7 @@ def owned_state(observed: ObservedState, route_proto: int) -> Counter[str]:
 def removed_state(change: Change, route_proto: int) -> Counter[str]:
     """What of the node's owned state `change` takes away, by kind (empty for additions)."""
     match change:
-        case DelRoute(route=route) if route.proto == route_proto:
+        case DelRoute(route=route) if route.owned_by(route_proto):
             return Counter({PEER_ROUTES if route.gateway is not None else POD_ROUTES: 1})
         case DelAddress():
             return Counter({ADDRESSES: 1})
@@ -120,11 +120,13 @@ def owned_routes_delta(applied: Iterable[Change], route_proto: int) -> int:
     delta = 0
     for change in applied:
         match change:
-            case AddRoute(route=route) if route.proto == route_proto:
+            case AddRoute(route=route) if route.owned_by(route_proto):
                 delta += 1
-            case DelRoute(route=route) if route.proto == route_proto:
+            case DelRoute(route=route) if route.owned_by(route_proto):
                 delta -= 1
-            case ReplaceRoute(route=route, old=old) if old.proto != route_proto == route.proto:
+            case ReplaceRoute(route=route, old=old) if route.owned_by(
+                route_proto
+            ) and not old.owned_by(route_proto):
                 delta += 1  # a foreign route adopted
             case (
                 SetSysctl()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
+from itertools import compress
 from typing import Any, NamedTuple
 
 from kindplan.core.addresses import (
@@ -131,9 +133,27 @@ class Route(_RouteFields):
         gateway = self.gateway
         return self.special is None and (gateway is None or gateway.version == self.dst.version)
 
+    def owned_by(self, proto: int) -> bool:
+        """Is this route the one of whoever writes route protocol number `proto`? A route is
+        kindplan's when owned_by(Options.route_proto): the only routes it deletes, replaces or
+        counts as its own (owned_routes() and foreign_routes() sort many at once)."""
+        return self.proto == proto
+
 
 # Sorts routes by their key, read in C (a lambda costs a Python call for each of 10,000).
 ROUTE_ORDER = operator.attrgetter("key")
+_PROTO = operator.itemgetter(Route._fields.index("proto"))  # a Route's protocol, read in C
+
+
+def owned_routes(routes: Sequence[Route], proto: int) -> list[Route]:
+    """The routes that are owned_by(proto), in their order; filtered in C, not with a Python
+    call per route (a watch round counts kindplan's among 10,000 every time)."""
+    return list(compress(routes, map(proto.__eq__, map(_PROTO, routes))))
+
+
+def foreign_routes(routes: Sequence[Route], proto: int) -> list[Route]:
+    """The routes that are not owned_by(proto), in their order; filtered in C as owned_routes()."""
+    return list(compress(routes, map(proto.__ne__, map(_PROTO, routes))))
 
 
 def route_for(route: Route) -> str:

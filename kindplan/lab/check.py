@@ -82,7 +82,7 @@ def check(lab: Lab) -> list[Result]:
     ]
     results += [Result(False, reason) for reason in unable]
     results += [judge(e, seen) for e in expects]
-    results += hops(lab, pods, pod_ns, families)
+    results += hops(pods, pod_ns, families)
     return results
 
 
@@ -189,7 +189,6 @@ def route_get(ns: str, address: str) -> dict[str, str]:
 
 
 def hops(
-    lab: Lab,
     pods: dict[str, tuple[LabNode, Pod]],
     pod_ns: dict[str, str],
     families: tuple[int, ...],

@@ -29,7 +29,7 @@ def lab_snapshot(lab: Lab) -> Snapshot:
     return parse_snapshot(lab.snapshot_path.read_bytes(), source=str(lab.snapshot_path)).snapshot
 
 
-def node_options(lab: Lab, node: LabNode, snapshot: Snapshot, *, adopt: bool = False) -> Options:
+def node_options(lab: Lab, node: LabNode, *, adopt: bool = False) -> Options:
     return Options(
         node=node.name,
         conf_dir=str(lab.node_dir(node, "conf")),
@@ -40,7 +40,7 @@ def node_options(lab: Lab, node: LabNode, snapshot: Snapshot, *, adopt: bool = F
 
 def plan_lab_node(lab: Lab, node: LabNode) -> Planned:
     snapshot = lab_snapshot(lab)
-    return plan_node(snapshot, node_options(lab, node, snapshot), node.ns)
+    return plan_node(snapshot, node_options(lab, node), node.ns)
 
 
 def apply_lab_node(
@@ -49,7 +49,7 @@ def apply_lab_node(
     snapshot = lab_snapshot(lab)
     return apply_node(
         snapshot,
-        node_options(lab, node, snapshot, adopt=adopt),
+        node_options(lab, node, adopt=adopt),
         node.ns,
         lock_timeout=30,  # the same lock and journal as kindplan apply --netns NS
         journal=Journal(lab.state, node.ns),  # --state-dir <lab>/state

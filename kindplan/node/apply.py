@@ -1,4 +1,5 @@
-"""apply_plan: carry out a plan's changes in order through the collaborators, then verify.
+"""apply_plan: carry out a plan's changes in order through the collaborators; settle, the retry of
+the verification that follows (engine.py).
 
 A change the kernel refuses (a peer's gateway not on-link, say) is reported with what it was for
 and does not stop the others; the conflist is written only if the node-local plumbing before it
@@ -8,10 +9,10 @@ and does not stop the others; the conflist is written only if the node-local plu
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, assert_never
+from typing import TYPE_CHECKING, TypeVar, assert_never
 
 from kindplan.core.changes import (
     AddAddress,
@@ -36,6 +37,8 @@ from kindplan.node.observe import read_conflist
 
 if TYPE_CHECKING:
     from kindplan.node.ports import IptablesPort, KernelPort
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -126,75 +129,101 @@ def route_write(change: Change) -> tuple[str, Route] | None:
 BATCH = 1000
 
 
-def apply_plan(  # noqa: C901  # fixed on another branch
+def apply_plan(  # fixed on another branch
     plan: Plan,
     kernel: KernelPort,
     iptables: IptablesPort,
     *,
-    verify: Callable[[], Plan] | None = None,
-    attempts: int = 3,
     report: ApplyReport | None = None,
     record: Callable[[Sequence[Change]], None] | None = None,
     stop: Callable[[], bool] | None = None,
 ) -> ApplyReport:
-    """Apply every change of `plan` in order; then, if given, `verify()` (observe + diff) until
-    it is empty. Consecutive route changes go to the kernel in batches; `record(batch)` runs
-    before each batch (or other change) is made, and `stop()` is asked between them: if it
-    says so, Interrupted is raised with what was applied in `report`."""
+    """Apply every change of `plan` in order. Consecutive route changes go to the kernel in
+    batches; `record(batch)` runs before each batch (or other change) is made, and `stop()` is
+    asked between them: if it says so, Interrupted is raised with what was applied in `report`."""
     report = report if report is not None else ApplyReport()  # the caller's survives an error
     plumbing_failed = False
-    changes = list(plan.changes)
-    i = 0
-    while i < len(changes):
+    done = 0
+    for batch in _batches(plan.changes):
         if stop is not None and stop():
-            raise Interrupted(f"stopped after {i} of {len(changes)} changes")
-        if route_write(changes[i]) is not None:
-            j = i
-            while j < len(changes) and j - i < BATCH and route_write(changes[j]) is not None:
-                j += 1
-            group = changes[i:j]
-            if record is not None:
-                record(group)
-            writes = [w for w in map(route_write, group) if w is not None]
-            for change, error in zip(group, kernel.write_routes(writes), strict=True):
-                if error is None:
-                    report.applied.append(change)
-                    continue
-                report.failures.append(f"{describe(change)}: {error}")
-                if error.maybe_applied:
-                    report.maybe_applied.append(change)
-                # A peer the kernel refuses (not on-link) is the cluster's problem; a pod's host
-                # route is this node's plumbing, which kubelet must not see as ready without.
-                route = _route_of(change)
-                plumbing_failed |= route is None or route.gateway is None
-                if route is not None and route.gateway is not None:
-                    report.refused_peers.append(change)
-            i = j
-            continue
-        change = changes[i]
-        i += 1
-        if isinstance(change, WriteConflist) and plumbing_failed:
-            report.failures.append(f"{describe(change)}: not written, the changes before it failed")
+            raise Interrupted(f"stopped after {done} of {len(plan.changes)} changes")
+        done += len(batch)
+        if plumbing_failed and isinstance(batch[0], WriteConflist):
+            report.failures.append(
+                f"{describe(batch[0])}: not written, the changes before it failed"
+            )
             continue
         if record is not None:
-            record((change,))
-        try:
-            apply_change(change, kernel, iptables)
-        except RuntimeFailure as e:
-            report.failures.append(f"{describe(change)}: {e}")
-            plumbing_failed = True
-            continue
-        report.applied.append(change)
-    if verify is not None:
-        verify_report(report, verify, attempts)
+            record(batch)
+        if route_write(batch[0]) is not None:
+            plumbing_failed |= _write_routes(batch, kernel, report)
+        else:
+            plumbing_failed |= not _make(batch[0], kernel, iptables, report)
     return report
 
 
-def verify_report(report: ApplyReport, verify: Callable[[], Plan], attempts: int = 3) -> None:
-    """Observe again (`verify()`) until nothing is left; the residue goes into the report."""
-    # The kernel and iptables can lag a moment; retry briefly before calling it a residue.
-    for attempt in range(attempts):
-        report.residue = verify()
-        if report.residue.empty or report.failures:
-            break
-        time.sleep(0.1 * (attempt + 1))
+def _batches(changes: Sequence[Change]) -> Iterator[Sequence[Change]]:
+    """The changes in the order given: up to BATCH consecutive route changes at a time, every
+    other change alone."""
+    i = 0
+    while i < len(changes):
+        j = i + 1
+        if route_write(changes[i]) is not None:
+            while j < len(changes) and j - i < BATCH and route_write(changes[j]) is not None:
+                j += 1
+        yield changes[i:j]
+        i = j
+
+
+def _write_routes(batch: Sequence[Change], kernel: KernelPort, report: ApplyReport) -> bool:
+    """Send a batch of route changes in one go; True if the node's own plumbing failed in it."""
+    writes = [w for w in map(route_write, batch) if w is not None]
+    plumbing_failed = False
+    for change, error in zip(batch, kernel.write_routes(writes), strict=True):
+        if error is None:
+            report.applied.append(change)
+            continue
+        report.failures.append(f"{describe(change)}: {error}")
+        if error.maybe_applied:
+            report.maybe_applied.append(change)
+        # A peer the kernel refuses (not on-link) is the cluster's problem; a pod's host route
+        # is this node's plumbing, which kubelet must not see as ready without.
+        route = _route_of(change)
+        if route is not None and route.gateway is not None:
+            report.refused_peers.append(change)
+        else:
+            plumbing_failed = True
+    return plumbing_failed
+
+
+def _make(change: Change, kernel: KernelPort, iptables: IptablesPort, report: ApplyReport) -> bool:
+    """Make one change that is not a route; False if it was refused (said in the report)."""
+    try:
+        apply_change(change, kernel, iptables)
+    except RuntimeFailure as e:
+        report.failures.append(f"{describe(change)}: {e}")
+        return False
+    report.applied.append(change)
+    return True
+
+
+def settle(observe: Callable[[], T], done: Callable[[T], bool], attempts: int = 3) -> T:
+    """`observe()` until `done` says its result is final, at most `attempts` times: the last one.
+
+    The one retry of kindplan's verifications (after an apply, after a rollback): the kernel and
+    iptables can lag a moment behind a write they acknowledged (an nft commit not yet in the
+    next iptables-save, a route dump racing the write), so what is still different is called a
+    residue only after a brief wait, 0.1 s then 0.2 s.
+    """
+    for attempt in range(1, attempts):
+        result = observe()
+        if done(result):
+            return result
+        time.sleep(0.1 * attempt)
+    return observe()
+
+
+def verify_report(report: ApplyReport, verify: Callable[[], Plan]) -> None:
+    """Observe again (`verify()`) until nothing is left; the residue goes into the report (at
+    once if the apply had failures: then waiting changes nothing)."""
+    report.residue = settle(verify, lambda residue: residue.empty or bool(report.failures))

@@ -25,11 +25,12 @@ import kindplan
 from kindplan.core.schemacheck import compile_schema
 from kindplan.node.files import read_regular, write_atomic
 from kindplan.node.observe import Where, observed_digest
-from kindplan.node.ports import open_node
+from kindplan.node.opener import open_node
 from kindplan.node.trust import check_existing, ensure_trusted
 from kindplan.resources import load_schema, resource_dir
 
 if TYPE_CHECKING:
+    from kindplan.core.changes import Plan
     from kindplan.core.model import Options
 
 # What the plan is made with besides kindplan itself: a new version of one may render differently.
@@ -49,11 +50,13 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class Remember:
-    """What apply needs to record a converged node: where, its inputs, the snapshot's warnings."""
+    """What apply needs to record a converged node: where, its inputs, the snapshot's warnings,
+    and how the command line prints the converged node's plan (recorded, then printed as it is)."""
 
     path: Path
     inputs: str
     warnings: str
+    output: Callable[[Plan], str]
 
 
 def inputs_digest(

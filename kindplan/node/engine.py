@@ -1,17 +1,18 @@
 """The imperative shell around the pure core: observe a node, compile, diff, apply, verify.
 
-Everything here works through the handles it is given (ports.py): *_node opens them with
-ports.open_node (lock, namespace, kernel, iptables), the rest takes them from its caller (the loop,
-a test's fakes). The CLI, the lab and the reconcile loop all go through these functions, so they
-behave the same.
+reconcile() is the one story of an apply, for a one-shot `apply` and for every round of the watch
+loop alike: observe and plan, the steps it is given (the loop's deletion guard, a saved plan's
+check), apply with the undo recorded first, verify, remember a converged node. It returns values;
+the command line prints them and the loop logs them. Everything here works through the handles it
+is given (ports.py): *_node opens them with opener.open_node (lock, namespace, kernel, iptables),
+the rest takes them from its caller (the loop, a test's fakes).
 """
 
 from __future__ import annotations
 
 import contextlib
 import shlex
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -20,9 +21,8 @@ from kindplan.core.changes import Change, DeleteConflist, Plan, WriteConflist
 from kindplan.core.compiler import compile_desired, find_node
 from kindplan.core.diff import diff, not_in_effect
 from kindplan.core.model import DesiredState, ObservedState, Options, Snapshot
-from kindplan.core.planview import format_plan, plan_to_json
 from kindplan.errors import Interrupted, KindplanError, RuntimeFailure
-from kindplan.node.apply import ApplyReport, apply_plan, verify_report
+from kindplan.node.apply import ApplyReport, apply_plan, settle, verify_report
 from kindplan.node.cnicache import with_local_pods, without_uplink
 from kindplan.node.converged import Record, Remember, save_record
 from kindplan.node.files import write_atomic
@@ -38,8 +38,8 @@ from kindplan.node.observe import (
     read_local_pods,
     read_observed,
 )
-from kindplan.node.ports import IptablesPort, KernelPort, NodeHandles, open_node
-from kindplan.node.saved import SavedPlan
+from kindplan.node.opener import open_node
+from kindplan.node.ports import IptablesPort, KernelPort, NodeHandles
 
 T = TypeVar("T")
 
@@ -152,7 +152,7 @@ def apply_planned(
     With a journal, the undo of each batch is recorded before the batch is sent, and the
     generation is marked complete once every change was made (dropped if none was); if anything
     stops the apply half way (`stop()` between batches, an error), it stays "did not finish".
-    `held` are changes deliberately left out (the loop's deletion guard): not a residue.
+    `held` are changes a step of reconcile left out (the loop's deletion guard): not a residue.
     """
 
     def verify() -> Plan:  # the memo spares compiling the same snapshot again
@@ -220,7 +220,7 @@ def _remember(remember: Remember, where: Where, plan: Plan, node: NodeHandles) -
         str(where.conflist),
         where.families,
         where.network,
-        format_plan(plan),
+        remember.output(plan),
         remember.warnings,
     )
     with contextlib.suppress(OSError, RuntimeFailure):  # a speed-up, never a reason to fail
@@ -233,13 +233,76 @@ def plan_node(snapshot: Snapshot, options: Options, netns: str | None) -> Planne
         return make_plan(snapshot, options, node.kernel, node.iptables)
 
 
+# A step between planning and applying: given what was planned (with the plan as the steps
+# before it left it), the plan to go on with: the same, or without some of its changes (held
+# back: not applied, and no residue when verifying), or an exception before anything is written.
+Step = Callable[[Planned], Plan]
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciled:
+    """What one reconcile did."""
+
+    planned: Planned  # the node as observed, and the whole plan before the steps
+    held: tuple[Change, ...]  # the changes a step left out, in the plan's order
+    report: ApplyReport | None  # None: nothing to apply once the steps had run
+    left_alone: str | None  # a conflist that could not be read (conflist_left_alone), if any
+
+    @property
+    def converged(self) -> bool:
+        """Did it leave the node as the snapshot says, nothing held back, nothing in conflict?"""
+        if self.left_alone is not None or self.held:
+            return False
+        if self.report is None:
+            return not self.planned.plan.conflicts
+        residue = self.report.residue
+        return self.report.ok and residue is not None and not residue.conflicts
+
+
+def reconcile(
+    snapshot: Snapshot,
+    options: Options,
+    node: NodeHandles,
+    *,
+    steps: Sequence[Step] = (),
+    memo: Memo | None = None,
+    journal: Journal | None = None,
+    remember: Remember | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> Reconciled:
+    """Bring a node opened already to what `snapshot` says: observe and plan, run `steps` in
+    order, apply what they let through (apply_planned: undo in `journal` first, then verify),
+    and record a converged node in `remember`. A one-shot apply and each watch round call this.
+    """
+    memo = memo if memo is not None else Memo()
+    planned = make_plan(snapshot, options, node.kernel, node.iptables, memo)
+    plan = planned.plan
+    for step in steps:
+        plan = step(planned if plan is planned.plan else replace(planned, plan=plan))
+    held: tuple[Change, ...] = ()
+    if plan is not planned.plan:  # a set: 5,000 changes at once, checked by hash
+        kept = set(plan.changes)
+        held = tuple(c for c in planned.plan.changes if c not in kept)
+    report = None
+    if not plan.empty:
+        to_apply = replace(planned, plan=plan)
+        report = apply_planned(
+            snapshot, options, to_apply, node, journal, held=frozenset(held), memo=memo, stop=stop
+        )
+    done = Reconciled(planned, held, report, conflist_left_alone(planned.observed))
+    left = planned.plan if report is None else report.residue  # what a converged apply shows
+    if remember is not None and done.converged and left is not None:
+        _remember(remember, planned.where, left, node)
+    return done
+
+
 def apply_node(
     snapshot: Snapshot,
     options: Options,
     netns: str | None,
     *,
     lock_timeout: float,
-    saved: SavedPlan | None = None,
+    steps: Sequence[Step] = (),
     journal: Journal | None = None,
     remember: Remember | None = None,
     stop: Callable[[], bool] | None = None,
@@ -247,7 +310,7 @@ def apply_node(
     """apply_opened under the node lock, inside network namespace `netns` (None: here)."""
     with open_node(netns, lock_timeout) as node:
         return apply_opened(
-            snapshot, options, node, saved=saved, journal=journal, remember=remember, stop=stop
+            snapshot, options, node, steps=steps, journal=journal, remember=remember, stop=stop
         )
 
 
@@ -256,36 +319,21 @@ def apply_opened(
     options: Options,
     node: NodeHandles,
     *,
-    saved: SavedPlan | None = None,
+    steps: Sequence[Step] = (),
     journal: Journal | None = None,
     remember: Remember | None = None,
     stop: Callable[[], bool] | None = None,
 ) -> tuple[Planned, ApplyReport | None]:
-    """Plan and apply on a node opened already; None for the report when there was nothing to do.
-
-    With a saved plan, refuse if the node changed since it was made, or if the plan now made
-    differs from the one saved (and reviewed).
-    """
-    memo = Memo()
-    planned = make_plan(snapshot, options, node.kernel, node.iptables, memo)
-    if saved is not None and planned.fingerprint != saved.fingerprint:
-        raise RuntimeFailure(f"node {options.node} changed since the plan was made; plan again")
-    if saved is not None and plan_to_json(planned.plan) != saved.plan:
-        raise RuntimeFailure(f"the plan for node {options.node} is not the one saved; plan again")
-    left_alone = conflist_left_alone(planned.observed)
-    if planned.plan.empty:
-        if left_alone is not None:
-            return planned, ApplyReport(failures=[left_alone])
-        if remember is not None and not planned.plan.conflicts:
-            _remember(remember, planned.where, planned.plan, node)
-        return planned, None
-    report = apply_planned(snapshot, options, planned, node, journal, memo=memo, stop=stop)
-    if left_alone is not None:
-        report.failures.append(left_alone)
-    residue = report.residue
-    if remember is not None and report.ok and residue is not None and not residue.conflicts:
-        _remember(remember, planned.where, residue, node)
-    return planned, report
+    """reconcile once, as a one-shot apply reports it: a conflist it had to leave alone is one
+    of the report's failures; None for the report when there was nothing to do."""
+    done = reconcile(
+        snapshot, options, node, steps=steps, journal=journal, remember=remember, stop=stop
+    )
+    report = done.report
+    if done.left_alone is not None:
+        report = report if report is not None else ApplyReport()
+        report.failures.append(done.left_alone)
+    return done.planned, report
 
 
 @dataclass(frozen=True)
@@ -296,15 +344,13 @@ class RolledBack:
     left_alone: tuple[tuple[Change, str], ...]  # conflist undos someone overtook; how to finish
 
 
-def rollback_node(
-    netns: str | None, journal: Journal, *, lock_timeout: float, attempts: int = 3
-) -> RolledBack | None:
+def rollback_node(netns: str | None, journal: Journal, *, lock_timeout: float) -> RolledBack | None:
     """rollback_opened under the node lock, inside network namespace `netns` (None: here)."""
     with open_node(netns, lock_timeout) as node:
-        return rollback_opened(node, journal, attempts=attempts)
+        return rollback_opened(node, journal)
 
 
-def rollback_opened(node: NodeHandles, journal: Journal, *, attempts: int = 3) -> RolledBack | None:
+def rollback_opened(node: NodeHandles, journal: Journal) -> RolledBack | None:
     """Undo the newest generation of the journal, verify it, and drop it from the journal
     (None: there is none). A conflist changed by someone since the apply wrote it is left alone
     and said so, with how to finish by hand: the rest is rolled back all the same."""
@@ -323,12 +369,11 @@ def rollback_opened(node: NodeHandles, journal: Journal, *, attempts: int = 3) -
     skip = {c for c, _ in left_alone}
     todo = tuple(c for c in todo if c not in skip)
     report = apply_plan(Plan(generation.node, todo), kernel, iptables)
-    residue: tuple[Change, ...] = ()
-    for attempt in range(attempts):
-        residue = tuple(c for c in not_in_effect(generation.undo, observe()) if c not in skip)
-        if not residue or report.failures:
-            break
-        time.sleep(0.1 * (attempt + 1))
+
+    def left() -> tuple[Change, ...]:
+        return tuple(c for c in not_in_effect(generation.undo, observe()) if c not in skip)
+
+    residue = settle(left, lambda residue: not residue or bool(report.failures))
     if not residue and not report.failures:
         journal.drop_last()
     return RolledBack(generation, report, residue, left_alone)

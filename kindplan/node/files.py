@@ -27,7 +27,7 @@ _KINDS = (
 )
 
 
-def read_regular(path: Path, *, follow: bool = True, limit: int = -1) -> bytes:
+def read_regular(path: Path, *, follow: bool = True) -> bytes:
     """The bytes of `path` if it is a regular file; NotRegularFile (an OSError) if it is not.
 
     Opened with O_NONBLOCK and checked with fstat before reading: opening or reading a FIFO
@@ -51,7 +51,7 @@ def read_regular(path: Path, *, follow: bool = True, limit: int = -1) -> bytes:
         kind = next((name for test, name in _KINDS if test(mode)), "an unknown kind")
         raise NotRegularFile(errno.EINVAL, f"not a regular file ({kind})")
     with os.fdopen(fd, "rb") as f:
-        return f.read(limit)
+        return f.read()
 
 
 def write_output(path: Path, content: str, flag: str, mode: int = 0o644) -> bool:

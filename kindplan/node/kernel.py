@@ -146,7 +146,7 @@ class Kernel:
         for write in writes:
             seen = table.get(write.route.key)
             if write.verb == "del":  # done once no route of ours is at the key
-                pending.append(seen is not None and seen.proto == write.route.proto)
+                pending.append(seen is not None and seen.owned_by(write.route.proto))
             else:  # all but the peer label, which a dump cannot show
                 pending.append(seen is None or seen[:7] != write.route[:7])
         return pending

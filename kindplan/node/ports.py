@@ -1,25 +1,23 @@
 """The seams of the node-facing shell: what the engine, apply, observe and the loop ask of the
-kernel and of iptables, and open_node, the one way in to a node (its lock, its namespace, handles).
+kernel and of iptables, and of whatever opens a node for them. Protocols only: nothing here
+opens anything, so every module may import it without importing the real node.
 
-kernel.Kernel and iptables.Iptables are the real ports; tests/fakes.py holds in-memory ones with
-fault flags, so that the engine and the loop are tested without root (the kernel tests, against
-the real ones in namespaces, stay the truth).
+kernel.Kernel, iptables.Iptables and opener.open_node are the real ones; tests/fakes.py holds
+in-memory ones with fault flags (mypy holds them to these protocols), so that the engine and the
+loop are tested without root (the kernel tests, against the real ones in namespaces, stay the
+truth).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from kindplan.core.model import Address, Link, Sysctl
-from kindplan.core.routes import Route
-from kindplan.node.iptables import Iptables, detect_backend
-from kindplan.node.kernel import Kernel, KernelError
-from kindplan.node.locking import apply_lock, node_lock
-from kindplan.node.netns import enter_netns
+if TYPE_CHECKING:
+    from kindplan.core.model import Address, Link, Sysctl
+    from kindplan.core.routes import Route
+    from kindplan.node.kernel import KernelError
 
 
 class KernelPort(Protocol):
@@ -85,7 +83,7 @@ class IptablesPort(Protocol):
 
 
 class NodeHandles(NamedTuple):
-    """What the engine reaches a node through, once open_node has opened it (or a test, fakes).
+    """What the engine reaches a node through, once a NodeOpener has opened it.
 
     A named tuple, as observe.Where: a converged one-shot apply imports this module, and a
     dataclass is made at import by generating and compiling its methods."""
@@ -97,66 +95,23 @@ class NodeHandles(NamedTuple):
         self.kernel.close()
 
 
-def open_handles() -> NodeHandles:
-    """The real kernel and iptables of the thread's network namespace."""
-    backend = detect_backend()  # first: runs iptables-save, which may fail or be interrupted
-    return NodeHandles(Kernel(), Iptables(backend))
-
-
-class KeptHandles:
-    """Handles kept open across calls of open_node (the loop's rounds: its sockets, the backend
-    found once), opened again when the thread is in another namespace than they were opened in
-    (one deleted and made again under its name), and after drop() (any failure)."""
-
-    def __init__(self) -> None:
-        self._handles: NodeHandles | None = None
-        self._netns = 0  # inode of the namespace they were opened in
+class HandleKeeper(Protocol):
+    """Handles kept open across openings of a node (opener.KeptHandles: the loop's rounds)."""
 
     def get(self) -> NodeHandles:
-        """The handles of the namespace the thread is in now."""
-        here = os.stat("/proc/thread-self/ns/net").st_ino
-        if self._handles is None or here != self._netns:
-            self.drop()
-            self._handles, self._netns = open_handles(), here
-        return self._handles
+        """The handles of the namespace the thread is in now (opened again if need be)."""
+        ...
 
     def drop(self) -> None:
-        if self._handles is not None:
-            self._handles.close()
-        self._handles = None
-
-
-@contextlib.contextmanager
-def open_node(
-    netns: str | None,
-    lock_timeout: float | None,
-    *,
-    cancelled: Callable[[], bool] | None = None,
-    kept: KeptHandles | None = None,
-) -> Iterator[NodeHandles]:
-    """The node of namespace `netns` (None: the one kindplan runs in): its lock held (waited for
-    up to `lock_timeout` seconds; None: no lock, for a read), the thread in its namespace, and
-    handles on its kernel and iptables (from `kept` if given, else opened and closed here)."""
-    lock: AbstractContextManager[None] = (
-        contextlib.nullcontext()
-        if lock_timeout is None
-        else node_lock(apply_lock(netns), lock_timeout, cancelled)
-    )
-    # The namespace first: entering it says what a user without root lacks, and the lock's
-    # folder is the same in every network namespace (it is a path, in the mount namespace).
-    with enter_netns(netns), lock:
-        if kept is not None:
-            yield kept.get()
-            return
-        handles = open_handles()
-        try:
-            yield handles
-        finally:
-            handles.close()
+        """Close them: the next get() opens new ones."""
+        ...
 
 
 class NodeOpener(Protocol):
-    """open_node's shape: what the engine and the loop are given to reach a node (tests: a fake)."""
+    """opener.open_node's shape: what the engine and the loop are given to reach a node (tests:
+    fakes.FakeNode). The node of namespace `netns` (None: the one kindplan runs in), its lock held
+    for up to `lock_timeout` seconds (None: no lock, for a read) unless `cancelled()`, its handles
+    taken from `kept` if given."""
 
     def __call__(
         self,
@@ -164,5 +119,5 @@ class NodeOpener(Protocol):
         lock_timeout: float | None,
         *,
         cancelled: Callable[[], bool] | None = None,
-        kept: KeptHandles | None = None,
+        kept: HandleKeeper | None = None,
     ) -> AbstractContextManager[NodeHandles]: ...

@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from kindplan.core.model import path_problem
 from kindplan.core.routes import RESERVED_ROUTE_PROTOS
-from kindplan.errors import InvalidInputError
+from kindplan.errors import InvalidInputError, RuntimeFailure
 from kindplan.node.files import write_output
 
 if TYPE_CHECKING:
+    from kindplan.core.changes import Plan
     from kindplan.core.model import Options
+    from kindplan.node.engine import Planned
 
 SAVED_KIND = "kindplan/SavedPlan"
 
@@ -30,6 +32,18 @@ class SavedPlan:
     source: str
     pod_subnets: list[str]
     plan: dict[str, Any]  # as plan_to_json made it: apply refuses to do anything else
+
+    def check(self, planned: Planned) -> Plan:
+        """apply --plan's step of reconcile: the plan, if the node and the plan made from it are
+        still those saved (and reviewed); else RuntimeFailure, before anything is written."""
+        from kindplan.core.planview import plan_to_json
+
+        node = self.options.node
+        if planned.fingerprint != self.fingerprint:
+            raise RuntimeFailure(f"node {node} changed since the plan was made; plan again")
+        if plan_to_json(planned.plan) != self.plan:
+            raise RuntimeFailure(f"the plan for node {node} is not the one saved; plan again")
+        return planned.plan
 
 
 def save_plan(path: Path, saved: SavedPlan) -> None:

@@ -79,7 +79,7 @@ from shell import host_network_state
 import kindplan.cli
 import kindplan.core.routes
 import kindplan.node.netns
-import kindplan.node.ports
+import kindplan.node.opener
 from kindplan.agent.sources import read_source
 from kindplan.cli import main
 from kindplan.core.changes import Plan
@@ -194,8 +194,8 @@ def campaign_guard(request: pytest.FixtureRequest) -> Iterator[None]:
             typer.main, "get_command", lambda app: built if app is kindplan.cli.app else build(app)
         )
         mp.setattr(kindplan.node.netns, "_setns", _tripwire("setns"))
-        mp.setattr(kindplan.node.ports, "Kernel", _tripwire("netlink (Kernel)"))
-        mp.setattr(kindplan.node.ports, "detect_backend", _tripwire("iptables"))
+        mp.setattr(kindplan.node.opener, "Kernel", _tripwire("netlink (Kernel)"))
+        mp.setattr(kindplan.node.opener, "detect_backend", _tripwire("iptables"))
         yield
     kinds = ", ".join(
         f"{k.removeprefix('inputs: ')} {v}" for k, v in sorted(STATS.items()) if k.startswith("in")

@@ -14,6 +14,7 @@ from nodes import SEED, Node
 from shell import sh
 
 from kindplan.core.model import Options
+from kindplan.core.planview import format_plan
 from kindplan.node.converged import Remember, converged_record, inputs_digest
 from kindplan.node.statedir import target_dir
 
@@ -28,7 +29,8 @@ def fast_path_taken(node: Node, snapshot: Path | None = None) -> bool:
     """Would `node.apply()` answer from the record? (the options the CLI builds for it)"""
     options = Options(node=node.name, conf_dir=str(node.tmp / "cni"))
     data = (snapshot or node.snapshot).read_bytes()
-    remember = Remember(record_path(node), inputs_digest(data, (), options, node.ns), "")
+    inputs = inputs_digest(data, (), options, node.ns)
+    remember = Remember(record_path(node), inputs, "", format_plan)
     return converged_record(node.ns, options, remember, lock_timeout=5) is not None
 
 
@@ -93,9 +95,8 @@ def test_other_inputs_turn_it_off(seed_worker2: Node) -> None:
     # other options: an MTU given
     options = Options(node=seed_worker2.name, conf_dir=str(seed_worker2.tmp / "cni"), mtu=1400)
     data = seed_worker2.snapshot.read_bytes()
-    remember = Remember(
-        record_path(seed_worker2), inputs_digest(data, (), options, seed_worker2.ns), ""
-    )
+    inputs = inputs_digest(data, (), options, seed_worker2.ns)
+    remember = Remember(record_path(seed_worker2), inputs, "", format_plan)
     assert converged_record(seed_worker2.ns, options, remember, lock_timeout=5) is None
 
 

@@ -21,7 +21,7 @@ from kindplan.core.model import Options
 from kindplan.core.snapshot import parse_snapshot
 from kindplan.node.engine import conflist_left_alone, observe_where, plan_node
 from kindplan.node.observe import observed_digest
-from kindplan.node.ports import open_node
+from kindplan.node.opener import open_node
 
 pytestmark = pytest.mark.root
 

@@ -421,3 +421,13 @@ def test_a_joining_node_routes_its_peers_and_waits_with_its_conflist() -> None:
         f"node joining has no PodCIDR yet: {PATH} waits for one (its peers are routed meanwhile)",
     )
     assert "10-kindnet.conflist" not in render_files(desired)
+
+
+@given(st.lists(st.sampled_from([75, 2, 4, 186]), max_size=12))
+def test_owned_and_foreign_routes_split_routes_by_owned_by_in_order(protos: list[int]) -> None:
+    from kindplan.core.model import Route, foreign_routes, owned_routes
+
+    routes = [Route(ip_network(f"10.9.{i}.0/24"), "eth0", proto=p) for i, p in enumerate(protos)]
+    assert owned_routes(routes, 75) == [r for r in routes if r.owned_by(75)]
+    assert foreign_routes(routes, 75) == [r for r in routes if not r.owned_by(75)]
+    assert all(r.owned_by(75) == (r.proto == 75) for r in routes)

@@ -199,7 +199,7 @@ def test_a_saved_plan_is_refused_once_the_node_changed(
     saved = SavedPlan(planned.fingerprint, options, None, b"", "", [], plan_to_json(planned.plan))
     node.kernel.sysctls["net.ipv4.ip_forward"] = "1"  # someone changed the node since
     with pytest.raises(RuntimeFailure, match="changed since the plan was made"):
-        apply_opened(snapshot, options, handles(node), saved=saved)
+        apply_opened(snapshot, options, handles(node), steps=(saved.check,))
     assert node.kernel.writes == []
 
 

@@ -30,7 +30,8 @@ from kindplan.node.iptables import Iptables, read_masq
 from kindplan.node.kernel import Kernel, KernelError
 from kindplan.node.locking import LOCK_DIR, apply_lock
 from kindplan.node.netns import enter_netns
-from kindplan.node.ports import IptablesPort, KernelPort, NodeHandles, NodeOpener, open_node
+from kindplan.node.opener import open_node
+from kindplan.node.ports import IptablesPort, KernelPort, NodeHandles, NodeOpener
 
 UPLINK_V4, UPLINK_V6 = "172.18.0.12/16", "2001:db8:18::12/64"
 POD_VETH = "vetha1079faf"

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:
     from typing import Protocol
 
-    from kindplan.core.changes import RemoveMasquerade, WriteMasquerade
     from kindplan.core.masq.value import MasqObserved, MasqRule, Masquerade
 
 # Backend name -> the module whose DIALECT speaks it.
@@ -35,6 +34,39 @@ class MasqWords(NamedTuple):
 # For mypy alone: a Protocol class costs its typing machinery at import, and every command that
 # reads a plan or a journal imports this module (a dialect says `DIALECT: MasqDialect`).
 if TYPE_CHECKING:
+
+    class MasqRemove(Protocol):
+        """What a dialect reads of a RemoveMasquerade (core/changes.py), named here so that
+        this package never imports the change types, which import it."""
+
+        @property
+        def version(self) -> int: ...
+        @property
+        def old(self) -> Masquerade: ...
+        @property
+        def hooks(self) -> int: ...
+        @property
+        def variant(self) -> str | None: ...
+
+    class MasqWrite(Protocol):
+        """What a dialect reads of a WriteMasquerade, as MasqRemove."""
+
+        @property
+        def version(self) -> int: ...
+        @property
+        def masq(self) -> Masquerade | None: ...
+        @property
+        def old(self) -> Masquerade | None: ...
+        @property
+        def hooks(self) -> int: ...
+        @property
+        def want_hooks(self) -> int: ...
+        @property
+        def hooks_at(self) -> tuple[int, ...]: ...
+        @property
+        def want_at(self) -> tuple[int, ...]: ...
+        @property
+        def variant(self) -> str | None: ...
 
     class MasqDialect(Protocol):
         """One backend's text for the masquerade value, both ways."""
@@ -63,19 +95,19 @@ if TYPE_CHECKING:
             it."""
             ...
 
-        def write_payload(self, change: WriteMasquerade) -> str:
+        def write_payload(self, change: MasqWrite) -> str:
             """The one-commit payload that makes `change` on the backend."""
             ...
 
-        def remove_payload(self, change: RemoveMasquerade) -> str:
+        def remove_payload(self, change: MasqRemove) -> str:
             """The one-commit payload that takes kindplan's masquerade and its hooks away."""
             ...
 
-        def describe_write(self, change: WriteMasquerade) -> str:
+        def describe_write(self, change: MasqWrite) -> str:
             """The plan's line for `change`: what of the backend's it writes."""
             ...
 
-        def describe_remove(self, change: RemoveMasquerade) -> str: ...
+        def describe_remove(self, change: MasqRemove) -> str: ...
 
 
 @cache

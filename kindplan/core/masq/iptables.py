@@ -13,15 +13,14 @@ or flush that chain alone, so the chain is replaced in one atomic commit.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kindplan.core.addresses import format_net, parse_cidr
 from kindplan.core.masq.dialects import MasqWords
 from kindplan.core.masq.value import EXEMPT, MASQUERADE, MasqObserved, MasqRule, Masquerade
 
 if TYPE_CHECKING:
-    from kindplan.core.changes import RemoveMasquerade, WriteMasquerade
-    from kindplan.core.masq.dialects import MasqDialect
+    from kindplan.core.masq.dialects import MasqDialect, MasqRemove, MasqWrite
 
 MASQ_CHAIN = "KIND-MASQ-AGENT"
 # The comments kindnet's masq agent uses, so a node taken over from kindnetd reads the same.
@@ -183,13 +182,13 @@ class _Iptables:
         )
         return RULES_FILES[masq.version], header + restore_payload(masq)
 
-    def write_payload(self, change: WriteMasquerade) -> str:
+    def write_payload(self, change: MasqWrite) -> str:
         return fix_payload(change.masq, change.hooks, change.want_hooks, change.want_at)
 
-    def remove_payload(self, change: RemoveMasquerade) -> str:
+    def remove_payload(self, change: MasqRemove) -> str:
         return remove_payload(change.hooks)
 
-    def describe_write(self, change: WriteMasquerade) -> str:
+    def describe_write(self, change: MasqWrite) -> str:
         parts = []
         if change.masq is not None:
             parts.append(f"chain {MASQ_CHAIN}" + (" (new)" if change.old is None else ""))
@@ -197,41 +196,9 @@ class _Iptables:
             parts.append(f"POSTROUTING jump ({change.hooks} present, {change.want_hooks} wanted)")
         return f"{_tables(change.version)} nat: {', '.join(parts)}"
 
-    def describe_remove(self, change: RemoveMasquerade) -> str:
+    def describe_remove(self, change: MasqRemove) -> str:
         table = _tables(change.version, change.variant)
         return f"{table} nat: chain {MASQ_CHAIN} and {change.hooks} jump(s)"
 
 
 DIALECT: MasqDialect = _Iptables()
-
-
-# -- journals written before the value: their chain changes as rule text ------------------------
-
-
-def decode_legacy(d: dict[str, Any]) -> WriteMasquerade | RemoveMasquerade:
-    """A WriteChain or RemoveChain line of a journal from before the value: its rules read as
-    values (a line kindplan cannot read is not written back; see MasqObserved.unread)."""
-    from kindplan.core.changes import RemoveMasquerade, WriteMasquerade, decode_version
-
-    version = decode_version(d)
-    variant = d.get("backend")
-    if variant is not None and variant not in VARIANTS:
-        raise ValueError(f"unknown iptables backend {variant!r}")
-
-    def value(lines: Any) -> Masquerade | None:
-        return None if lines is None else read_rules(version, [str(r) for r in lines])[0]
-
-    if d["type"] == "RemoveChain":
-        old = value(d["oldRules"])
-        assert old is not None
-        return RemoveMasquerade(version, old, int(d["jumps"]), variant=variant)
-    return WriteMasquerade(
-        version,
-        masq=value(d["rules"]),
-        old=value(d["oldRules"]),
-        hooks=int(d["jumps"]),
-        want_hooks=int(d["wantJumps"]),
-        hooks_at=tuple(d.get("jumpsAt", ())),  # a journal of kindplan 1 has no positions
-        want_at=tuple(d.get("wantAt", ())),
-        variant=variant,
-    )
