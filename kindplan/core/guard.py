@@ -179,7 +179,8 @@ def split_deletions(
     """Hold back the round's removals of each kind of owned state of which, with the
     `recently_removed` ones, more than `max_fraction` of what was owned before them would go.
 
-    >>> from kindplan.core.model import ObservedState, Plan
+    >>> from kindplan.core.changes import Plan
+    >>> from kindplan.core.model import ObservedState
     >>> split_deletions(Plan("n", ()), ObservedState((), (), (), (), None), 75, 0.5).held
     ()
     """

@@ -425,7 +425,7 @@ def test_a_joining_node_routes_its_peers_and_waits_with_its_conflist() -> None:
 
 @given(st.lists(st.sampled_from([75, 2, 4, 186]), max_size=12))
 def test_owned_and_foreign_routes_split_routes_by_owned_by_in_order(protos: list[int]) -> None:
-    from kindplan.core.model import Route, foreign_routes, owned_routes
+    from kindplan.core.routes import Route, foreign_routes, owned_routes
 
     routes = [Route(ip_network(f"10.9.{i}.0/24"), "eth0", proto=p) for i, p in enumerate(protos)]
     assert owned_routes(routes, 75) == [r for r in routes if r.owned_by(75)]

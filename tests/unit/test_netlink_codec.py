@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kindplan.core.model import Route
+from kindplan.core.routes import Route
 from kindplan.node import netlink_codec as codec
 from kindplan.node import netlink_links as linkmsg
 from kindplan.node import netlink_routes as routemsg

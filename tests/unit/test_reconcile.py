@@ -19,8 +19,9 @@ from kindplan.agent import watch
 from kindplan.agent.logs import Log
 from kindplan.agent.metrics import Health, Metrics
 from kindplan.agent.sources import FileSource, load_snapshot
+from kindplan.core.changes import DelRoute, Plan
 from kindplan.core.guard import DeletionGuard
-from kindplan.core.model import DelRoute, Options, Plan, Snapshot
+from kindplan.core.model import Options, Snapshot
 from kindplan.core.planview import plan_to_json
 from kindplan.errors import RuntimeFailure
 from kindplan.node import engine
@@ -124,7 +125,7 @@ def test_a_guard_step_holds_back_the_same_in_the_one_shot_and_the_loop(tmp_path:
         outcome = agent.round()
         assert outcome.ok and outcome.applied == [] and outcome.held == 2
         assert agent.hold_back.guarded.held == step.guarded.held
-        assert "deletion guard: holding back 2 of 2 peer route(s)" in log.getvalue()
+        assert "deletion guard: holding back the removal of 2 of 2 peer route(s)" in log.getvalue()
     assert {str(c.route.dst) for c in step.guarded.held if isinstance(c, DelRoute)} == PEERS
     assert ours(once) == ours(looped) >= PEERS, "held back in both"
     assert (len(once.kernel.writes), len(looped.kernel.writes)) == writes
