@@ -24,12 +24,12 @@ from types import FrameType
 
 from kindplan.agent.logs import Log
 from kindplan.agent.metrics import Health, Metrics
-from kindplan.agent.sources import Source
 from kindplan.core.guard import DeletionGuard, Guarded, owned_routes_delta
 from kindplan.core.model import Change, Options
 from kindplan.core.planview import describe, route_text
-from kindplan.core.snapshot import Loaded, freeze_heap
+from kindplan.core.snapshot import Loaded
 from kindplan.errors import InvalidInputError, KindplanError, SourceError
+from kindplan.inputs.sources import Source, freeze_heap
 from kindplan.node.engine import Memo, apply_planned, conflist_left_alone, make_plan
 from kindplan.node.journal import Journal
 from kindplan.node.ports import KeptHandles, NodeOpener, open_node

@@ -20,9 +20,9 @@ from builders import cluster_doc
 from nodes import SEED, Node, build_node, edit_snapshot, kindplan, settle
 from shell import sh
 
-from kindplan.agent.sources import load_snapshot
 from kindplan.core.model import Options, Route
 from kindplan.core.render import masq_rules, render_conflist
+from kindplan.inputs.files import load_snapshot
 from kindplan.node.engine import apply_planned, make_plan
 from kindplan.node.iptables import Iptables, detect_backend
 from kindplan.node.journal import Journal

@@ -10,7 +10,7 @@ from nodes import Node
 from shell import sh
 
 from kindplan.core.model import MAIN_TABLE, Options
-from kindplan.core.snapshot import parse_snapshot
+from kindplan.inputs.kinds import parse_snapshot
 from kindplan.node.engine import Memo, make_plan
 from kindplan.node.iptables import Iptables, detect_backend
 from kindplan.node.kernel import Kernel

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from fakes import FakeNode, seed_worker2
 
-from kindplan.agent.sources import load_snapshot
 from kindplan.core.model import (
     AddRoute,
     Change,
@@ -28,6 +27,7 @@ from kindplan.core.model import (
 from kindplan.core.planview import describe, plan_to_json
 from kindplan.core.render import masq_rules, render_masq_payload
 from kindplan.errors import Interrupted, RuntimeFailure
+from kindplan.inputs.files import load_snapshot
 from kindplan.node.apply import BATCH, apply_plan
 from kindplan.node.engine import apply_opened, apply_planned, make_plan, rollback_opened
 from kindplan.node.iptables import parse_nat

@@ -26,7 +26,6 @@ from kindplan.core.model import (
     Route,
     Sysctl,
 )
-from kindplan.core.snapshot import parse_snapshot
 from kindplan.core.trace import (
     Namespace,
     TableRoute,
@@ -41,6 +40,7 @@ from kindplan.core.trace import (
 from kindplan.core.tracesvg import render_svg
 from kindplan.core.traceview import format_trace, trace_to_json
 from kindplan.errors import InvalidInputError
+from kindplan.inputs.kinds import parse_snapshot
 from kindplan.node.cnicache import parse_cache_entry
 
 ROOT = Path(__file__).resolve().parents[2]
