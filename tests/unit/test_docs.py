@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,3 +68,16 @@ def test_the_migration_step_says_the_image_is_a_placeholder() -> None:
     step = next(s for s in steps if "kubectl apply -f deploy/kindplan.yaml" in s)
     assert "kubectl apply -f deploy/kindplan.yaml" in step
     assert image in step and "placeholder" in step
+
+
+def test_the_library_example_reads_through_the_inputs_and_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    code = section("## Library").split("```python\n", 1)[1].split("```", 1)[0]
+    assert "from kindplan.inputs." in code and "kindplan.agent" not in code
+    monkeypatch.chdir(ROOT)  # the example names the fixture from the top of the checkout
+    scope: dict[str, object] = {}
+    exec(compile(code, "README.md (Library)", "exec"), scope)
+    files = scope["files"]
+    assert isinstance(files, dict)
+    assert sorted(files) == ["10-kindnet.conflist", "iptables.rules", "routes.batch"]
