@@ -90,8 +90,9 @@ def configuration(kubernetes: Any, kubeconfig: str | None) -> Any:
     except Exception as e:  # the loaders raise YAML, key, type and their own errors alike
         text = " ".join(str(e).split()) or type(e).__name__
         raise UsageError(one_line(f"{what}: {text}{hint}")) from e
-    # The threads retry with their own backoff; urllib3's immediate retries would only log
-    # warnings to stderr. Keep-alive finds a watch that a proxy dropped without a word.
+    # The watch threads retry with their own backoff (a one-shot list fails in one line);
+    # urllib3's immediate retries would only log warnings to stderr. Keep-alive finds a watch
+    # that a proxy dropped without a word.
     configuration.retries = 0
     configuration.keep_alive = True
     return configuration
@@ -120,6 +121,7 @@ def list_nodes(kubeconfig: str | None) -> tuple[str, list[Any]]:
             try:
                 body = response.data  # raw JSON: models for 5,000 nodes would take seconds
             finally:
+                response.close()
                 response.release_conn()
         except Exception as e:  # the client raises its own, urllib3's and the socket's errors
             raise SourceError(f"{SOURCE} ({settings.host}): {describe_error(e)}") from e

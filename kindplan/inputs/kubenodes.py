@@ -19,7 +19,7 @@ SOURCE = "kubernetes API"
 
 
 def trim_node(obj: Any) -> Any:
-    """The parts of a v1 Node that a node list is read for (nodelist.py); the rest is dropped.
+    """The parts of a v1 Node that a node list is read for (nodes.py); the rest is dropped.
 
     5,000 whole nodes would hold hundreds of MB (status.images alone is kilobytes per node), and
     comparing trimmed nodes tells a change that matters from a status heartbeat.
