@@ -3,17 +3,27 @@ checked, with a map back to the places in the input that its values came from.""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from kindplan.errors import Problem
 
 
-@dataclass
 class Converted:
-    """A ClusterSnapshot document made from the input, and what was found wrong on the way."""
+    """A ClusterSnapshot document made from the input, and what was found wrong on the way.
 
-    document: dict[str, Any]
-    where: dict[str, str] = field(default_factory=dict)  # snapshot path -> input path
-    warnings: list[Problem] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
+    A plain class: a dataclass would compile its methods at import, a cost every command pays.
+    """
+
+    __slots__ = ("document", "problems", "warnings", "where")
+
+    def __init__(
+        self,
+        document: dict[str, Any],
+        where: dict[str, str] | None = None,
+        warnings: list[Problem] | None = None,
+        problems: list[Problem] | None = None,
+    ) -> None:
+        self.document = document
+        self.where = where if where is not None else {}  # snapshot path -> input path
+        self.warnings = warnings if warnings is not None else []
+        self.problems = problems if problems is not None else []

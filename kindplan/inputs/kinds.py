@@ -14,7 +14,7 @@ document already parsed (the API's).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from kindplan.core.document import parse_document
 from kindplan.core.snapshot import SNAPSHOT_KIND, Loaded, check_snapshot
@@ -29,11 +29,25 @@ Converter = Callable[[dict[str, Any], Sequence[str], bool], Converted]
 ItemConverter = Callable[[dict[str, Any], str, Converted, bool], None]
 
 
-class Kind(NamedTuple):
-    convert: Converter
-    live: bool  # describes a live cluster: a node usable in part is a warning unless strict
-    objects: Callable[[dict[str, Any]], list[Any] | None] | None  # as items of one list; None:
-    # it cannot be combined with other files of a folder (combine_directory)
+class Kind:
+    """A row of the table. A plain class, not a NamedTuple: every command imports the table, and
+    a NamedTuple compiles its methods at import."""
+
+    __slots__ = ("convert", "live", "objects")
+
+    def __init__(
+        self,
+        convert: Converter,
+        *,
+        live: bool,
+        objects: Callable[[dict[str, Any]], list[Any] | None] | None,
+    ) -> None:
+        self.convert = convert
+        # Describes a live cluster: a node usable only in part is a warning, unless strict.
+        self.live = live
+        # Its objects as items of one list, for a folder of several files (combine_directory);
+        # None: it cannot be combined with other files.
+        self.objects = objects
 
 
 def parse_snapshot(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Sequence
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from kindplan.core.snapshot import Loaded
 from kindplan.errors import Problem, UsageError
@@ -39,14 +39,24 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
-class Input(NamedTuple):
+class Input:
     """A snapshot as read once: its bytes, the name to cite it by, the pod subnets it is read
-    with, and what was said while reading it (before its own warnings)."""
+    with, and what was said while reading it (before its own warnings). A plain class: a
+    NamedTuple would compile its methods at import, a cost every command pays."""
 
-    data: bytes
-    source: str
-    pod_subnets: tuple[str, ...]
-    warnings: tuple[Problem, ...] = ()
+    __slots__ = ("data", "pod_subnets", "source", "warnings")
+
+    def __init__(
+        self,
+        data: bytes,
+        source: str,
+        pod_subnets: tuple[str, ...],
+        warnings: tuple[Problem, ...] = (),
+    ) -> None:
+        self.data = data
+        self.source = source
+        self.pod_subnets = pod_subnets
+        self.warnings = warnings
 
 
 def check_choice(snapshot: str | None, kube: bool, kubeconfig: str | None) -> None:
