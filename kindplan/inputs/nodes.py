@@ -26,9 +26,10 @@ def add_node(item: dict[str, Any], at: str, out: Converted, strict: bool) -> Non
     if not isinstance(name, str) or not name:
         out.problems.append(Problem(f"{at}.metadata.name", "a node needs a name"))
         return
-    cidrs = _pod_cidrs(spec, at, out)
-    if cidrs is None:
+    found = _pod_cidrs(spec, at, out)
+    if found is None:
         return
+    cidrs, places = found
     if not cidrs:
         out.warnings.append(Problem(f"{at} (node {name})", _missing("PodCIDR", strict)))
         if strict:
@@ -38,38 +39,44 @@ def add_node(item: dict[str, Any], at: str, out: Converted, strict: bool) -> Non
         out.warnings.append(Problem(f"{at} (node {name})", _missing("InternalIP", strict)))
         if strict:
             return
-    _append(out, at, name, cidrs, ips)
+    _append(out, at, name, (cidrs, places), ips)
 
 
-def _pod_cidrs(spec: dict[str, Any], at: str, out: Converted) -> list[tuple[Any, str]] | None:
-    """The node's PodCIDRs, each with its place: spec.podCIDRs, else the older spec.podCIDR
-    (None: they are not a list, a problem said)."""
+def _pod_cidrs(spec: dict[str, Any], at: str, out: Converted) -> tuple[list[Any], list[str]] | None:
+    """The node's PodCIDRs and their places: spec.podCIDRs, else the older spec.podCIDR (None:
+    they are not a list, a problem said)."""
     cidrs = spec.get("podCIDRs")
     if cidrs is not None and not isinstance(cidrs, list):
         out.problems.append(Problem(f"{at}.spec.podCIDRs", "not a list"))
         return None
     if cidrs:
-        return [(cidr, f"{at}.spec.podCIDRs[{j}]") for j, cidr in enumerate(cidrs)]
+        return cidrs, [f"{at}.spec.podCIDRs[{j}]" for j in range(len(cidrs))]
     if spec.get("podCIDR"):
-        return [(spec["podCIDR"], f"{at}.spec.podCIDR")]
-    return []
+        return [spec["podCIDR"]], [f"{at}.spec.podCIDR"]
+    return [], []
 
 
 def _append(
-    out: Converted, at: str, name: str, cidrs: list[tuple[Any, str]], ips: list[tuple[str, str]]
+    out: Converted,
+    at: str,
+    name: str,
+    cidrs: tuple[list[Any], list[str]],
+    ips: list[tuple[str, str]],
 ) -> None:
     """The node as an entry of the snapshot's nodes, and where each of its values came from."""
     base = f"nodes[{len(out.document['nodes'])}]"
+    values, places = cidrs
     out.document["nodes"].append(
-        {"name": name, "internalIPs": [ip for ip, _ in ips], "podCIDRs": [c for c, _ in cidrs]}
+        {"name": name, "internalIPs": [ip for ip, _ in ips], "podCIDRs": values}
     )
-    out.where[base] = at
-    out.where[f"{base}.name"] = f"{at}.metadata.name"
-    out.where[f"{base}.podCIDRs"] = f"{at}.spec.podCIDRs"
-    for j, (_, cidr_at) in enumerate(cidrs):
-        out.where[f"{base}.podCIDRs[{j}]"] = cidr_at
+    where = out.where
+    where[base] = at
+    where[f"{base}.name"] = f"{at}.metadata.name"
+    where[f"{base}.podCIDRs"] = f"{at}.spec.podCIDRs"
+    for j, cidr_at in enumerate(places):
+        where[f"{base}.podCIDRs[{j}]"] = cidr_at
     for j, (_, ip_at) in enumerate(ips):
-        out.where[f"{base}.internalIPs[{j}]"] = ip_at
+        where[f"{base}.internalIPs[{j}]"] = ip_at
 
 
 def _missing(what: str, strict: bool) -> str:
