@@ -34,7 +34,7 @@ from kindplan.core.diff import diff  # noqa: E402
 from kindplan.core.masq.value import MasqObserved  # noqa: E402
 from kindplan.core.model import HostFacts, Link, ObservedState, Sysctl  # noqa: E402
 from kindplan.core.render import render_conflist, render_route_batch  # noqa: E402
-from kindplan.core.snapshot import freeze_heap  # noqa: E402
+from kindplan.inputs.sources import freeze_heap  # noqa: E402
 
 KINDPLAN = [sys.executable, "-m", "kindplan.cli"]
 UPLINK_V4, UPLINK_V6 = "198.18.0.10/15", "2001:db8:ffff::a/64"  # node-0000 of builders.cluster_doc
@@ -214,9 +214,9 @@ def bench_round(ns: str, snapshot: Path, state: Path, runs: int, dual: bool) -> 
 
     from kindplan.agent.logs import Log
     from kindplan.agent.metrics import Health, Metrics
-    from kindplan.agent.sources import FileSource
     from kindplan.agent.watch import Loop, LoopSettings, Telemetry
     from kindplan.core.model import Options
+    from kindplan.inputs.files import FileSource
     from kindplan.node.kernel import Kernel
     from kindplan.node.netns import enter_netns
 

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from kindplan.core.model import Snapshot
-from kindplan.core.snapshot import parse_snapshot
+from kindplan.inputs.kinds import parse_snapshot
 
 # RFC 5737 and RFC 3849 ranges for node addresses; pod subnets as kind uses them.
 V4_NODES = ipaddress.ip_network("198.18.0.0/15")  # benchmarking range (RFC 2544): room for 5,000

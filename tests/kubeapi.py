@@ -1,4 +1,4 @@
-"""A small fake kube-apiserver for the tests of kindplan/agent/kube.py, on loopback.
+"""A small fake kube-apiserver for the tests of kindplan/inputs/kubewatch.py, on loopback.
 
 No real API server can run where these tests run, so this one serves the hand-assembled responses
 in tests/data/kube (see the README there) in kube-apiserver's wire format: compact JSON bodies,

@@ -24,14 +24,14 @@ from types import FrameType
 
 from kindplan.agent.logs import Log
 from kindplan.agent.metrics import Health, Metrics
-from kindplan.agent.sources import Source
 from kindplan.core.changes import Change, Plan
 from kindplan.core.guard import DeletionGuard, Guarded, owned_routes_delta
 from kindplan.core.model import Options
 from kindplan.core.planview import action_word, applied_text, describe, route_text
 from kindplan.core.routes import owned_routes
-from kindplan.core.snapshot import Loaded, freeze_heap
+from kindplan.core.snapshot import Loaded
 from kindplan.errors import InvalidInputError, KindplanError, SourceError
+from kindplan.inputs.sources import Source, freeze_heap
 from kindplan.node.engine import Memo, Planned, conflist_left_alone, reconcile
 from kindplan.node.journal import Journal
 from kindplan.node.opener import KeptHandles, open_node

@@ -4,8 +4,9 @@ nothing else (validate, render)."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -15,32 +16,38 @@ from kindplan.core.routes import DEFAULT_ROUTE_PROTO
 from kindplan.errors import InvalidInputError, Problem, UsageError
 from kindplan.status import ExitStatus
 
+if TYPE_CHECKING:
+    from kindplan.inputs.sources import Input
+
 
 def warnings_text(problems: tuple[Problem, ...] | list[Problem]) -> str:
     return "".join(f"warning: {problem}\n" for problem in problems)
 
 
-def read(path: str) -> tuple[bytes, str]:
-    """The bytes of a snapshot argument (a file or '-'), and the name to cite it by."""
-    from kindplan.agent.sources import read_source
+def read(
+    snapshot: str | None,
+    pod_subnets: Sequence[str] = (),
+    *,
+    kube: bool = False,
+    kubeconfig: str | None = None,
+) -> Input:
+    """The snapshot a command names: a file, a folder, stdin (-) or the API's nodes (--kube)."""
+    from kindplan.inputs.sources import read_input
 
-    return read_source(path)
+    return read_input(snapshot, pod_subnets, kube=kube, kubeconfig=kubeconfig)
 
 
-def parse(
-    data: bytes, source: str, pod_subnets: tuple[str, ...], *, strict: bool = False
-) -> Snapshot:
-    """The snapshot in `data`; its warnings go to stderr."""
-    from kindplan.core.snapshot import freeze_heap, parse_snapshot
+def parse(given: Input, *, strict: bool = False) -> Snapshot:
+    """The snapshot read; its warnings go to stderr."""
+    from kindplan.inputs.sources import load as load_input
 
-    loaded = parse_snapshot(data, source=source, pod_subnets=pod_subnets, strict=strict)
+    loaded = load_input(given, strict=strict)
     sys.stderr.write(warnings_text(loaded.warnings))
-    freeze_heap()
     return loaded.snapshot
 
 
 def load(path: str, pod_subnets: tuple[str, ...], *, strict: bool = False) -> Snapshot:
-    return parse(*read(path), pod_subnets, strict=strict)
+    return parse(read(path, pod_subnets), strict=strict)
 
 
 def validate(

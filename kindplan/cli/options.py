@@ -95,7 +95,8 @@ SnapshotArg = Annotated[
 SnapshotOptionalArg = Annotated[
     str | None,
     typer.Argument(
-        help="ClusterSnapshot or node list ('-': stdin). Not with --plan.", show_default=False
+        help="ClusterSnapshot or node list ('-': stdin). Not with --plan or --kube.",
+        show_default=False,
     ),
 ]
 PodSubnetOpt = Annotated[
@@ -245,12 +246,14 @@ class RenderArgs(NamedTuple):
 class PlanArgs(NamedTuple):
     """plan's parameters (its --state-dir and --lock-timeout are only accepted, as apply's)."""
 
-    snapshot: str
+    snapshot: str | None
     pod_subnets: tuple[str, ...]
     target: Target
     json_out: bool
     out: Path | None
     detailed_exitcode: bool
+    kube: bool = False
+    kubeconfig: str | None = None
 
 
 class ApplyArgs(NamedTuple):
@@ -262,6 +265,8 @@ class ApplyArgs(NamedTuple):
     target: Target
     state_dir: Path
     lock_timeout: float
+    kube: bool = False  # the nodes from the Kubernetes API instead of SNAPSHOT
+    kubeconfig: str | None = None
 
 
 class TraceArgs(NamedTuple):

@@ -26,7 +26,6 @@ from kindplan.cli.options import (
     PlanArgs,
     PodSubnetOpt,
     RouteProtoOpt,
-    SnapshotArg,
     SnapshotOptionalArg,
     StateDirOpt,
     Target,
@@ -55,7 +54,8 @@ KubeOpt = Annotated[
     bool,
     typer.Option(
         "--kube",
-        help="Read nodes from the Kubernetes API (in-cluster config or --kubeconfig); "
+        help="Read the nodes from the Kubernetes API (in-cluster config or --kubeconfig) instead "
+        "of SNAPSHOT: a list once, or a list and watch with --watch; "
         "needs the kubernetes client: pip install -e '.[kube]' in a checkout (setup.sh's .venv "
         "has it).",
     ),
@@ -66,7 +66,14 @@ KubeconfigOpt = Annotated[
 
 
 def plan(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
-    snapshot: SnapshotArg,
+    snapshot: Annotated[
+        str | None,
+        typer.Argument(
+            help="ClusterSnapshot or Kubernetes node list (kubectl get nodes -o json|yaml), JSON "
+            "or YAML; '-' reads stdin. Not with --kube.",
+            show_default=False,
+        ),
+    ] = None,
     node: NodeOpt = None,
     netns: NetnsOpt = None,
     conf_dir: ConfDirOpt = None,
@@ -95,10 +102,14 @@ def plan(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
         bool,
         typer.Option("--detailed-exitcode", help="Exit 2 when there are changes, 0 when none."),
     ] = False,
+    kube: KubeOpt = False,
+    kubeconfig: KubeconfigOpt = None,
 ) -> int:
     """Show what apply would change on this node: + add, ~ change, - delete. Changes nothing.
 
     Example: kindplan plan cluster.yaml --node worker2 --netns kp-worker2 --conf-dir /tmp/cni
+
+    From the Kubernetes API: kindplan plan --kube --pod-subnet 10.244.0.0/16
     """
     del state_dir, lock_timeout  # taken so that an apply's command line plans as it is
     # Positional: each name is the field's, in the field's order.
@@ -110,6 +121,8 @@ def plan(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
         json_out=json_out,
         out=out,
         detailed_exitcode=detailed_exitcode,
+        kube=kube,
+        kubeconfig=kubeconfig,
     )
     return _plan(args)
 
@@ -120,8 +133,8 @@ def _plan(args: PlanArgs) -> int:
     from kindplan.core.planview import format_plan, plan_to_json
     from kindplan.node.saved import SavedPlan, save_plan
 
-    data, source = read(args.snapshot)
-    snap = parse(data, source, args.pod_subnets)
+    given = read(args.snapshot, args.pod_subnets, kube=args.kube, kubeconfig=args.kubeconfig)
+    snap = parse(given)
     options, netns = args.target.options(), args.target.netns
     known_node(snap, options.node, host_name=args.target.node is None)
     needs_root_here("plan", netns, "to read the node's iptables rules (iptables-save)")
@@ -133,9 +146,9 @@ def _plan(args: PlanArgs) -> int:
             fingerprint=planned.fingerprint,
             options=options,
             netns=netns,
-            snapshot=data,
-            source=source,
-            pod_subnets=list(args.pod_subnets),
+            snapshot=given.data,
+            source=given.source,
+            pod_subnets=list(given.pod_subnets),
             plan=plan_to_json(planned.plan),
         )
         save_plan(args.out, saved)
@@ -228,6 +241,8 @@ def apply(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
     """Make the node match the snapshot, changing only what differs; then verify.
 
     Example: kindplan apply cluster.yaml --node worker2 --netns kp-worker2 --conf-dir /tmp/cni
+
+    From the Kubernetes API: kindplan apply --kube --pod-subnet 10.244.0.0/16
     """
     # Positional: each name is the field's, in the field's order.
     target = Target(node, netns, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir)
@@ -238,14 +253,14 @@ def apply(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
         target=target,
         state_dir=state_dir,
         lock_timeout=lock_timeout,
+        kube=kube,
+        kubeconfig=kubeconfig,
     )
     if watch:
         from kindplan.cli.watch import WatchArgs, watch_node
 
         flags = WatchArgs(
             interval=interval,
-            kube=kube,
-            kubeconfig=kubeconfig,
             metrics_addr=metrics_addr,
             log_format=log_format,
             max_delete_fraction=max_delete_fraction,
@@ -254,10 +269,14 @@ def apply(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
             healthz_max_age=healthz_max_age,
         )
         return watch_node(args, flags)
-    if kube:
-        raise UsageError("--kube needs --watch (or use kubectl get nodes -o json | kindplan ...)")
-    if (snapshot is None) == (plan_file is None):
+    if plan_file is not None and kube:
+        raise UsageError("--plan FILE applies a saved plan: not with --kube")
+    if not kube and (snapshot is None) == (plan_file is None):
         raise UsageError("give exactly one of SNAPSHOT and --plan FILE")
+    if plan_file is None:
+        from kindplan.inputs.sources import check_choice
+
+        check_choice(snapshot, kube, kubeconfig)  # before the node is locked
     with _sigint_deferred() as stop:
         return _apply_once(args, stop)
 
@@ -267,11 +286,12 @@ def _apply_once(args: ApplyArgs, stop: Callable[[], bool]) -> int:
     remember = None
     if args.plan_file is not None:
         saved = _saved_plan(args.plan_file, args.target)
-        snap = parse(saved.snapshot, saved.source, split(saved.pod_subnets))
+        from kindplan.inputs.sources import Input
+
+        snap = parse(Input(saved.snapshot, saved.source, split(saved.pod_subnets)))
         options, netns = saved.options, saved.netns
         _lock(netns, args.lock_timeout)
     else:
-        assert args.snapshot is not None
         options, netns = args.target.options(), args.target.netns
         _lock(netns, args.lock_timeout)
         known = _known_converged(args, options)
@@ -314,7 +334,7 @@ def _apply_once(args: ApplyArgs, stop: Callable[[], bool]) -> int:
 
 def _saved_plan(plan_file: Path, target: Target) -> SavedPlan:
     """The plan saved in `plan_file`, if it was made for the node and namespace given (if any)."""
-    from kindplan.agent.sources import read_source
+    from kindplan.inputs.files import read_source
     from kindplan.node.saved import parse_plan
 
     saved = parse_plan(*read_source(str(plan_file)))  # bounded like a snapshot
@@ -385,20 +405,18 @@ def _known_converged(args: ApplyArgs, options: Options) -> str | tuple[Snapshot,
     from kindplan.node.converged import Remember, converged_record, inputs_digest
     from kindplan.node.statedir import target_dir
 
-    assert args.snapshot is not None
     netns = args.target.netns
-    data, source = read(args.snapshot)
-    inputs = inputs_digest(data, args.pod_subnets, options, netns)
+    given = read(args.snapshot, args.pod_subnets, kube=args.kube, kubeconfig=args.kubeconfig)
+    inputs = inputs_digest(given.data, given.pod_subnets, options, netns)
     path = target_dir(args.state_dir, netns) / "converged.json"
     remember = Remember(path, inputs, "", _converged_output)
     record = converged_record(netns, options, remember, lock_timeout=args.lock_timeout)
     if record is not None:
         sys.stderr.write(record.warnings)
         return record.output
-    from kindplan.core.snapshot import freeze_heap, parse_snapshot
+    from kindplan.inputs.sources import load
 
-    loaded = parse_snapshot(data, source=source, pod_subnets=args.pod_subnets)
-    freeze_heap()
+    loaded = load(given)
     warnings = warnings_text(loaded.warnings)
     sys.stderr.write(warnings)
     return loaded.snapshot, Remember(path, inputs, warnings, _converged_output)

@@ -11,19 +11,13 @@ from kindplan.errors import UsageError
 from kindplan.status import ExitStatus
 
 if TYPE_CHECKING:
-    from kindplan.agent.logs import Log
-    from kindplan.agent.sources import Source
     from kindplan.core.model import Options
-
-KUBE_FIRST_LIST_SECONDS = 5.0
 
 
 class WatchArgs(NamedTuple):
     """apply's parameters for --watch alone, as given (durations still text)."""
 
     interval: str
-    kube: bool
-    kubeconfig: str | None
     metrics_addr: str | None
     log_format: str
     max_delete_fraction: float
@@ -69,25 +63,6 @@ def duration(flag: str, text: str) -> float:
     return seconds
 
 
-def _source(args: ApplyArgs, flags: WatchArgs, node: str, log: Log) -> Source:
-    if flags.kube == (args.snapshot is not None):
-        raise UsageError("give exactly one of SNAPSHOT (a file, a directory or -) and --kube")
-    if flags.kube:
-        from kindplan.agent.kube import KubeSource
-
-        source = KubeSource(node, args.pod_subnets, flags.kubeconfig, log=log.warning)
-        source.wait_listed(KUBE_FIRST_LIST_SECONDS)  # else the first round has nothing yet
-        return source
-    if flags.kubeconfig is not None:
-        raise UsageError("--kubeconfig goes with --kube")
-    assert args.snapshot is not None
-    from kindplan.agent.sources import FileSource, StdinSource
-
-    if args.snapshot == "-":
-        return StdinSource(args.pod_subnets)
-    return FileSource(args.snapshot, args.pod_subnets, log=log.warning)
-
-
 def _run_loop(
     args: ApplyArgs,
     flags: WatchArgs,
@@ -101,12 +76,20 @@ def _run_loop(
     from kindplan.agent.logs import Log
     from kindplan.agent.metrics import Health, Metrics, serve
     from kindplan.agent.watch import Loop, LoopSettings, Signals, Telemetry
+    from kindplan.inputs.sources import open_source
 
     gc.enable()  # a process that lives on must collect (see main)
     signals = Signals()  # from the start: a SIGTERM while connecting still ends with 0
     log = Log(flags.log_format)
     try:  # before the loop enters --netns: the API is reached from here
-        source = _source(args, flags, options.node, log)
+        source = open_source(
+            args.snapshot,
+            args.pod_subnets,
+            node=options.node,
+            kube=args.kube,
+            kubeconfig=args.kubeconfig,
+            log=log.warning,
+        )
     except BaseException:
         signals.restore()
         raise

@@ -72,10 +72,9 @@ def undo_summary(undo: Iterable[Change]) -> str:
     >>> undo_summary([SetSysctl("net.ipv4.ip_forward", "0", "1")] * 2)
     'restore 2 sysctls'
     """
-    found = Counter((_UNDO_VERBS[c.action], c.kind) for c in undo)
+    found = Counter((_UNDO_VERBS[c.action], _NOUNS[c.kind]) for c in undo)
     groups: dict[str, list[str]] = {}
-    for (verb, kind), n in sorted(found.items()):
-        one, many = _NOUNS[kind]
+    for (verb, (one, many)), n in sorted(found.items()):  # by verb, then by noun
         groups.setdefault(verb, []).append(f"{n} {one if n == 1 else many}")
     return "; ".join(f"{verb} {', '.join(nouns)}" for verb, nouns in groups.items())
 

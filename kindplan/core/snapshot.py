@@ -1,14 +1,13 @@
-"""Load a cluster snapshot: parse, validate against the schema, then check that it makes sense.
+"""Check a ClusterSnapshot document: validate it against the schema, then check that it makes sense.
 
-`parse_snapshot` is pure (bytes in, Snapshot out); sources.load_snapshot reads the bytes.
-Every problem is collected before anything is raised, so a user sees them all at once.
+Pure: a document in (kindplan/inputs turns bytes and every kind of input into one), a Snapshot
+out. Every problem is collected before anything is raised, so a user sees them all at once.
 """
 
 from __future__ import annotations
 
-import gc
 import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from ipaddress import IPv6Address, ip_network
@@ -22,9 +21,7 @@ from kindplan.core.addresses import (
     parse_cidr,
     parse_ip,
 )
-from kindplan.core.document import parse_document
 from kindplan.core.model import Cluster, CniSettings, HostPort, Node, Pod, Snapshot
-from kindplan.core.nodelist import NODE_LIST_KINDS, convert_node_list
 from kindplan.core.schemacheck import Check, compile_schema
 from kindplan.errors import InvalidInputError, Problem
 from kindplan.resources import load_schema
@@ -42,58 +39,23 @@ class Loaded:
     warnings: tuple[Problem, ...] = ()
 
 
-def parse_snapshot(
-    data: bytes, *, source: str = "<input>", pod_subnets: Sequence[str] = (), strict: bool = False
+def check_snapshot(
+    doc: dict[str, Any],
+    *,
+    where: Mapping[str, str] | None = None,
+    tolerant: bool = False,
+    warnings: Sequence[Problem] = (),
 ) -> Loaded:
-    """Turn snapshot bytes (ClusterSnapshot, List or NodeList; JSON or YAML) into a Snapshot."""
-    return check_document(
-        parse_document(data, source), source=source, pod_subnets=pod_subnets, strict=strict
-    )
+    """Check a ClusterSnapshot document for meaning (schema first), as converted from the input.
 
-
-def freeze_heap() -> None:
-    """Have the cyclic collector leave alone every object alive now (call it once a snapshot is
-    loaded; the command line and the loop do, the parser does not).
-
-    A 5,000-node snapshot is some 100,000 long-lived objects that every full collection during
-    compile and diff would walk again: measured, that made compile + diff grow 137x for 100x the
-    nodes, and 79x once frozen. Frozen objects are still freed by reference counting, which is
-    all a snapshot (no reference cycles) needs.
+    `where` maps snapshot paths back to the input's places (a node list's), so that a problem
+    names what the user wrote. Tolerant (a node list, which describes a live cluster that is never
+    quite clean), a node that can be used only in part (no PodCIDR or no InternalIP yet, a family
+    the cluster does not have, a PodCIDR without an InternalIP of its family) is used as far as it
+    can be and warned about, never a reason to reject the snapshot. `warnings` (the converter's)
+    come first in the result's.
     """
-    gc.freeze()
-
-
-def check_document(
-    doc: Any, *, source: str = "<input>", pod_subnets: Sequence[str] = (), strict: bool = False
-) -> Loaded:
-    """Check a parsed document (a ClusterSnapshot or a node list, e.g. from the API) for meaning.
-
-    A ClusterSnapshot, written by a person, is always checked strictly, and so is anything with
-    `strict` (validate --strict, for CI). A node list describes a live cluster, which is never
-    quite clean: a node that can be used only in part (no PodCIDR or no InternalIP yet, a family
-    the cluster does not have, a PodCIDR without an InternalIP of its family) is used as far as
-    it can be and warned about, never a reason to reject the list.
-    """
-    if not isinstance(doc, dict):
-        raise InvalidInputError.one(source, "expected an object (a ClusterSnapshot or a node list)")
-    kind = doc.get("kind")
-    where: dict[str, str] = {}
-    warnings: list[Problem] = []
-    tolerant = (kind in NODE_LIST_KINDS or kind == "Node") and not strict
-    if kind in NODE_LIST_KINDS or kind == "Node":
-        converted = convert_node_list(doc, pod_subnets, strict=strict)
-        if converted.problems:
-            raise InvalidInputError(converted.problems)
-        doc, where, warnings = converted.document, converted.where, converted.warnings
-    elif kind != SNAPSHOT_KIND:
-        raise InvalidInputError.one(
-            "kind", f"{kind!r} is not one of {SNAPSHOT_KIND}, {', '.join(NODE_LIST_KINDS)}, Node"
-        )
-    elif pod_subnets:
-        raise InvalidInputError.one(
-            "--pod-subnet", "applies to node lists only; a ClusterSnapshot sets cluster.podSubnets"
-        )
-    locate = _Locator(where)
+    locate = _Locator(dict(where or {}))
     problems = [Problem(locate(p.where), p.what) for p in _schema_problems(doc)]
     if problems:
         raise InvalidInputError(problems)
@@ -224,6 +186,10 @@ class _Checker:
         self.doubtful_nodes: set[str] = set()
         self.subnets_doubtful = False  # a pod subnet is wrong: PodCIDRs are not checked against it
         self.subnet_paths: dict[IPNetwork, str] = {}
+        self.subnet_of: dict[int, IPNetwork] = {}  # the cluster's pod subnet of each family
+        self.owner_of_ip: dict[IPAddress, str] = {}  # InternalIP -> node name
+        # (family, first address, cidr, node, path) of every PodCIDR, for the overlap check
+        self.cidr_owners: list[tuple[int, int, IPNetwork, str, str]] = []
 
     def problem(self, path: str, what: str) -> None:
         self.problems.append(Problem(self.locate(path), what))
@@ -343,12 +309,9 @@ class _Checker:
         parsed = [(i, self.cidr(f"{path}[{i}]", t)) for i, t in enumerate(texts)]
         return [(i, n) for i, n in parsed if n is not None]
 
-    def _nodes(self, raw_nodes: list[dict[str, Any]], cluster: Cluster) -> list[Node]:  # noqa: C901  # fixed on another branch
-        subnet_of: dict[int, IPNetwork] = {n.version: n for n in cluster.pod_subnets}
+    def _nodes(self, raw_nodes: list[dict[str, Any]], cluster: Cluster) -> list[Node]:
+        self.subnet_of = {n.version: n for n in cluster.pod_subnets}
         names: dict[str, int] = {}
-        owner_of_ip: dict[IPAddress, str] = {}
-        # (family, first address, cidr, node, path) of every PodCIDR, for the overlap check
-        cidr_owners: list[tuple[int, int, IPNetwork, str, str]] = []
         nodes = []
         for i, raw in enumerate(raw_nodes):
             at, name = f"nodes[{i}]", raw["name"]
@@ -358,48 +321,61 @@ class _Checker:
                 )
                 continue
             names[name] = i
-            before = len(self.problems)
-            ips = self._node_ips(at, name, raw["internalIPs"], owner_of_ip, subnet_of)
-            ips_parsed = len(self.problems) == before  # else "no InternalIP" would only be noise
-            cidrs = self._cidrs(f"{at}.podCIDRs", raw["podCIDRs"])
-            if not self.one_per_family(f"{at}.podCIDRs", cidrs, "PodCIDR"):
-                self.doubtful_nodes.add(name)
-                continue
-            if not self.tolerant:  # a node list says so as a warning (nodelist.py)
-                for key, what in (("internalIPs", "InternalIP"), ("podCIDRs", "PodCIDR")):
-                    if not raw[key]:
-                        self.problem(f"{at}.{key}", f"node {name} has no {what}")
-            usable = []
-            for j, cidr in cidrs:
-                path = f"{at}.podCIDRs[{j}]"
-                subnet = subnet_of.get(cidr.version)
-                family = _family(cidr.version)
-                if subnet is None and self.tolerant:
-                    # kindnetd reads only spec.podCIDR in a single-stack cluster: the same.
-                    self.warning(
-                        path,
-                        f"{cidr} is {family} but the cluster has no {family} pod subnet; unused",
-                    )
-                    continue
-                usable.append((j, cidr))
-                self._check_pod_cidr(path, cidr, subnet)
-                # With no InternalIP at all, that was said already (above, or in nodelist.py).
-                if ips_parsed and ips and not any(ip.version == cidr.version for ip in ips):
-                    what = f"node {name} has an {family} PodCIDR but no {family} InternalIP"
-                    if self.tolerant:
-                        self.warning(at, f"{what}; no {family} route to its pods")
-                    else:
-                        self.problem(at, what)
-                cidr_owners.append((cidr.version, int(cidr.network_address), cidr, name, path))
-            if len(self.problems) != before:
-                self.doubtful_nodes.add(name)  # its pods' checks would only repeat the problem
-            # At most one of each family (checked above). The PodCIDRs keep the node's order:
-            # host-local hands out a pod's addresses in the order of its ranges, so the first
-            # listed family is the pod's first IP (as with kindnetd).
-            nodes.append(Node(name, _by_family(ips), tuple(c for _, c in usable)))
-        self._check_overlaps(cidr_owners)
+            node = self._node(at, raw)
+            if node is not None:
+                nodes.append(node)
+        self._check_overlaps(self.cidr_owners)
         self._warn_unused_subnets(nodes, cluster)
         return nodes
+
+    def _node(self, at: str, raw: dict[str, Any]) -> Node | None:
+        """One node, its addresses and PodCIDRs checked; None when its PodCIDRs are unusable."""
+        name = raw["name"]
+        before = len(self.problems)
+        ips = self._node_ips(at, name, raw["internalIPs"], self.owner_of_ip, self.subnet_of)
+        ips_parsed = len(self.problems) == before  # else "no InternalIP" would only be noise
+        cidrs = self._cidrs(f"{at}.podCIDRs", raw["podCIDRs"])
+        if not self.one_per_family(f"{at}.podCIDRs", cidrs, "PodCIDR"):
+            self.doubtful_nodes.add(name)
+            return None
+        if not self.tolerant:  # a node list says so as a warning (inputs/nodes.py)
+            for key, what in (("internalIPs", "InternalIP"), ("podCIDRs", "PodCIDR")):
+                if not raw[key]:
+                    self.problem(f"{at}.{key}", f"node {name} has no {what}")
+        routed_ips = ips if ips_parsed else []
+        usable = []  # a loop, not a comprehension: this runs for each of 5,000 nodes
+        for j, cidr in cidrs:
+            if self._pod_cidr(at, j, cidr, name, routed_ips):
+                usable.append(cidr)
+        if len(self.problems) != before:
+            self.doubtful_nodes.add(name)  # its pods' checks would only repeat the problem
+        # At most one of each family (checked above). The PodCIDRs keep the node's order:
+        # host-local hands out a pod's addresses in the order of its ranges, so the first
+        # listed family is the pod's first IP (as with kindnetd).
+        return Node(name, _by_family(ips), tuple(usable))
+
+    def _pod_cidr(self, at: str, j: int, cidr: IPNetwork, name: str, ips: list[IPAddress]) -> bool:
+        """Check PodCIDR `j` of node `name` against the cluster and the node's InternalIPs;
+        False when it goes unused (tolerant: a family the cluster has no pod subnet of)."""
+        path = f"{at}.podCIDRs[{j}]"
+        subnet = self.subnet_of.get(cidr.version)
+        family = _family(cidr.version)
+        if subnet is None and self.tolerant:
+            # kindnetd reads only spec.podCIDR in a single-stack cluster: the same.
+            self.warning(
+                path, f"{cidr} is {family} but the cluster has no {family} pod subnet; unused"
+            )
+            return False
+        self._check_pod_cidr(path, cidr, subnet)
+        # With no InternalIP at all, that was said already (above, or in inputs/nodes.py).
+        if ips and not any(ip.version == cidr.version for ip in ips):
+            what = f"node {name} has an {family} PodCIDR but no {family} InternalIP"
+            if self.tolerant:
+                self.warning(at, f"{what}; no {family} route to its pods")
+            else:
+                self.problem(at, what)
+        self.cidr_owners.append((cidr.version, int(cidr.network_address), cidr, name, path))
+        return True
 
     def _warn_unused_subnets(self, nodes: list[Node], cluster: Cluster) -> None:
         used = {cidr.version for node in nodes for cidr in node.pod_cidrs}

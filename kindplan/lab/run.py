@@ -24,7 +24,7 @@ Say = Callable[[str], None]
 
 
 def lab_snapshot(lab: Lab) -> Snapshot:
-    from kindplan.core.snapshot import parse_snapshot
+    from kindplan.inputs.kinds import parse_snapshot
 
     return parse_snapshot(lab.snapshot_path.read_bytes(), source=str(lab.snapshot_path)).snapshot
 

@@ -80,13 +80,13 @@ import kindplan.cli
 import kindplan.core.routes
 import kindplan.node.netns
 import kindplan.node.opener
-from kindplan.agent.sources import read_source
 from kindplan.cli import main
 from kindplan.core.changes import Plan
 from kindplan.core.model import Options
 from kindplan.core.planview import plan_to_json
-from kindplan.core.snapshot import parse_snapshot
 from kindplan.errors import InvalidInputError
+from kindplan.inputs.files import read_source
+from kindplan.inputs.kinds import parse_snapshot
 from kindplan.node.saved import SAVED_KIND, SavedPlan, parse_plan
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,11 +20,11 @@ from builders import cluster_doc
 from nodes import SEED, Node, build_node, edit_snapshot, kindplan, settle
 from shell import sh
 
-from kindplan.agent.sources import load_snapshot
 from kindplan.core.masq.iptables import rule_lines
 from kindplan.core.model import Options
 from kindplan.core.render import render_conflist
 from kindplan.core.routes import Route
+from kindplan.inputs.files import load_snapshot
 from kindplan.node.engine import apply_planned, make_plan
 from kindplan.node.iptables import Iptables, detect_backend
 from kindplan.node.journal import Journal

@@ -19,12 +19,12 @@ import pytest
 from nodes import KINDPLAN, Node, big_node, kindplan, our_routes
 from shell import sh
 
-from kindplan.agent.sources import load_snapshot
 from kindplan.cli import main
 from kindplan.core.changes import Change, SetSysctl
 from kindplan.core.model import Options
 from kindplan.core.routes import Route
 from kindplan.errors import RuntimeFailure
+from kindplan.inputs.files import load_snapshot
 from kindplan.node.apply import BATCH
 from kindplan.node.engine import apply_planned, make_plan
 from kindplan.node.iptables import Iptables, detect_backend

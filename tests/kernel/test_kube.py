@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 from kubeapi import DATA, TOKEN, FakeKubeAPI, events, load, write_kubeconfig
 
-from kindplan.agent.kube import KubeSource
-from kindplan.agent.sources import load_snapshot
 from kindplan.core.snapshot import Loaded
 from kindplan.errors import InvalidInputError, SourceError
+from kindplan.inputs.files import load_snapshot
+from kindplan.inputs.kubewatch import KubeSource
 from kindplan.node.netns import NETNS_RUN_DIR, enter_netns
 
 pytestmark = pytest.mark.root

@@ -26,8 +26,8 @@ from shell import CNI_BIN, sh
 from kindplan.core.compiler import compile_desired
 from kindplan.core.model import HostFacts
 from kindplan.core.render import render_conflist
-from kindplan.core.snapshot import parse_snapshot
 from kindplan.errors import RuntimeFailure
+from kindplan.inputs.kinds import parse_snapshot
 from kindplan.lab.cni import Attachment, CniRuntime
 from kindplan.node.cnicache import read_cni_cache
 from kindplan.node.netns import enter_netns

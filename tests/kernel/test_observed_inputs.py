@@ -18,7 +18,7 @@ from shell import sh
 
 from kindplan.core.masq.iptables import jump_rule
 from kindplan.core.model import Options
-from kindplan.core.snapshot import parse_snapshot
+from kindplan.inputs.kinds import parse_snapshot
 from kindplan.node.engine import conflist_left_alone, observe_where, plan_node
 from kindplan.node.observe import observed_digest
 from kindplan.node.opener import open_node

@@ -11,7 +11,7 @@ from shell import sh
 
 from kindplan.core.model import Options
 from kindplan.core.routes import MAIN_TABLE
-from kindplan.core.snapshot import parse_snapshot
+from kindplan.inputs.kinds import parse_snapshot
 from kindplan.node.engine import Memo, make_plan
 from kindplan.node.iptables import Iptables, detect_backend
 from kindplan.node.kernel import Kernel

@@ -12,10 +12,10 @@ from typing import Any, cast
 import pytest
 from fakes import seed_worker2
 
-from kindplan.agent.sources import load_snapshot
 from kindplan.core.changes import AddRoute, Change, Plan
 from kindplan.core.model import Options
 from kindplan.core.routes import Route
+from kindplan.inputs.files import load_snapshot
 from kindplan.node import apply, engine
 from kindplan.node.apply import apply_plan
 from kindplan.node.journal import Journal

@@ -391,7 +391,7 @@ def test_correct_foreign_peer_route_is_left_but_named() -> None:
 
 def test_a_joining_node_routes_its_peers_and_waits_with_its_conflist() -> None:
     from kindplan.core.render import render_files
-    from kindplan.core.snapshot import parse_snapshot
+    from kindplan.inputs.kinds import parse_snapshot
 
     def item(name: str, cidrs: list[str], ip: str) -> dict[str, object]:
         addresses = [{"type": "InternalIP", "address": ip}]

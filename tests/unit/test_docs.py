@@ -173,6 +173,7 @@ def test_the_examples_are_compared_line_by_line() -> None:
 def test_the_library_example_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     """The README's Python example (its imports are the library's public face) runs as written."""
     (code,) = re.findall(r"```python\n(.*?)```", section("## Library"), re.DOTALL)
+    assert "from kindplan.inputs." in code and "kindplan.agent" not in code
     monkeypatch.chdir(ROOT)
     names: dict[str, object] = {}
     exec(compile(code, "README.md (Library)", "exec"), names)

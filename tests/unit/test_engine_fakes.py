@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from fakes import FakeNode, seed_worker2
 
-from kindplan.agent.sources import load_snapshot
 from kindplan.core.changes import AddRoute, Change, DelRoute, Plan, RemoveMasquerade, WriteConflist
 from kindplan.core.masq.iptables import parse_nat, restore_payload
 from kindplan.core.masq.value import wanted
@@ -20,6 +19,7 @@ from kindplan.core.model import Options, Snapshot
 from kindplan.core.planview import describe, plan_to_json
 from kindplan.core.routes import Route
 from kindplan.errors import Interrupted, RuntimeFailure
+from kindplan.inputs.files import load_snapshot
 from kindplan.node.apply import BATCH, apply_plan
 from kindplan.node.engine import apply_opened, apply_planned, make_plan, rollback_opened
 from kindplan.node.journal import Journal

@@ -19,18 +19,12 @@ from typing import Any
 import pytest
 from kubeapi import DATA, events, load
 
-from kindplan.agent import kube
-from kindplan.agent.kube import (
-    MISSING_CLIENT,
-    KubeSource,
-    covering_network,
-    describe_error,
-    infer_pod_subnets,
-    load_nodes,
-    trim_node,
-)
-from kindplan.core.snapshot import parse_snapshot
 from kindplan.errors import InvalidInputError, UsageError
+from kindplan.inputs import kubenodes
+from kindplan.inputs.kinds import parse_snapshot
+from kindplan.inputs.kubeclient import MISSING_CLIENT, describe_error
+from kindplan.inputs.kubenodes import covering_network, infer_pod_subnets, load_nodes, trim_node
+from kindplan.inputs.kubewatch import KubeSource
 
 SUBNETS = ["10.244.0.0/16"]
 
@@ -160,7 +154,7 @@ def test_covering_network_of_far_apart_networks() -> None:
         "0.0.0.0/0"
     )
     assert str(covering_network([ip_network("2001:db8::/128")])) == "2001:db8::/128"
-    assert doctest.testmod(kube).failed == 0
+    assert doctest.testmod(kubenodes).failed == 0
 
 
 def test_inferred_subnets_are_used_and_warned_about() -> None:

@@ -18,9 +18,9 @@ from fakes import FakeClock, FakeNode, seed_worker2
 
 from kindplan.agent.logs import Log
 from kindplan.agent.metrics import Health, Metrics
-from kindplan.agent.sources import FileSource
 from kindplan.agent.watch import Loop, LoopSettings, Telemetry
 from kindplan.core.model import Options
+from kindplan.inputs.files import FileSource
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT / "fixtures" / "seed-lab" / "snapshot.yaml"

@@ -27,8 +27,9 @@ from kindplan.core.compiler import compile_desired
 from kindplan.core.model import DesiredState, HostFacts, Snapshot
 from kindplan.core.render import render_files
 from kindplan.core.schemacheck import compile_schema
-from kindplan.core.snapshot import SCHEMA_FILE, Loaded, parse_snapshot
+from kindplan.core.snapshot import SCHEMA_FILE, Loaded
 from kindplan.errors import InvalidInputError
+from kindplan.inputs.kinds import parse_snapshot
 from kindplan.resources import load_schema
 
 # When a property fails, hypothesis's pytest plugin imports its patch writer, which imports libcst,

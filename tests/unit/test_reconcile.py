@@ -18,12 +18,12 @@ from fakes import FakeClock, FakeNode, seed_worker2
 from kindplan.agent import watch
 from kindplan.agent.logs import Log
 from kindplan.agent.metrics import Health, Metrics
-from kindplan.agent.sources import FileSource, load_snapshot
 from kindplan.core.changes import DelRoute, Plan
 from kindplan.core.guard import DeletionGuard
 from kindplan.core.model import Options, Snapshot
 from kindplan.core.planview import plan_to_json
 from kindplan.errors import RuntimeFailure
+from kindplan.inputs.files import FileSource, load_snapshot
 from kindplan.node import engine
 from kindplan.node.converged import Remember, load_record
 from kindplan.node.engine import Reconciled, apply_opened, make_plan, reconcile

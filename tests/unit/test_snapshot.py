@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from kindplan.core.snapshot import parse_snapshot
 from kindplan.errors import InvalidInputError
+from kindplan.inputs.kinds import parse_snapshot
 
 Doc = dict[str, Any]
 

@@ -19,12 +19,12 @@ import yaml
 from kindplan.core.compiler import compile_desired
 from kindplan.core.model import HostFacts, HostPort, Link, ObservedState, Sysctl
 from kindplan.core.routes import Route
-from kindplan.core.snapshot import parse_snapshot
 from kindplan.core.trace import Trace, lookup, trace_packet
 from kindplan.core.tracesvg import render_svg
 from kindplan.core.traceview import format_trace, trace_to_json
 from kindplan.core.traceworld import Namespace, TableRoute, Uplink, World, build_world, resolve
 from kindplan.errors import InvalidInputError, UsageError
+from kindplan.inputs.kinds import parse_snapshot
 from kindplan.node.cnicache import parse_cache_entry
 
 ROOT = Path(__file__).resolve().parents[2]

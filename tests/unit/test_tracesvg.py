@@ -14,10 +14,10 @@ from xml.etree import ElementTree
 import pytest
 import yaml
 
-from kindplan.core.snapshot import parse_snapshot
 from kindplan.core.trace import trace_packet
 from kindplan.core.tracesvg import render_svg
 from kindplan.core.traceworld import Uplink, build_world, families, resolve
+from kindplan.inputs.kinds import parse_snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 SVG = "{http://www.w3.org/2000/svg}"

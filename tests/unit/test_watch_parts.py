@@ -20,7 +20,6 @@ from test_diff import converged, desired_state, simulate
 
 from kindplan.agent.logs import Log
 from kindplan.agent.metrics import Health, Metrics, parse_listen_address
-from kindplan.agent.sources import FileSource, StdinSource, combine_directory
 from kindplan.agent.watch import LoopSettings, change_kind, next_delay
 from kindplan.cli.watch import duration
 from kindplan.core.changes import (
@@ -41,6 +40,8 @@ from kindplan.core.guard import DeletionGuard, split_deletions
 from kindplan.core.masq.value import Masquerade
 from kindplan.core.model import Address, DesiredState, HostFacts, ObservedState
 from kindplan.errors import InvalidInputError, SourceError, UsageError
+from kindplan.inputs.files import FileSource, combine_directory
+from kindplan.inputs.stdin import StdinSource
 
 PATH = "/etc/cni/net.d/10-kindnet.conflist"
 
@@ -305,12 +306,12 @@ def test_file_source_watches_a_folder_again_once_it_is_back(tmp_path: Path) -> N
 def test_file_source_without_inotify_still_reads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import kindplan.agent.inotify
+    import kindplan.inputs.inotify
 
     def refuse(self: object, directory: str) -> None:
         raise OSError(24, "Too many open files")
 
-    monkeypatch.setattr(kindplan.agent.inotify.DirectoryWatch, "__init__", refuse)
+    monkeypatch.setattr(kindplan.inputs.inotify.DirectoryWatch, "__init__", refuse)
     path = tmp_path / "cluster.json"
     path.write_text(json.dumps(cluster_doc(3)))
     said: list[str] = []
