@@ -9,6 +9,7 @@ several times a named tuple's share of the start-up.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NamedTuple
@@ -56,6 +57,13 @@ def finite(value: float) -> float:
     if not math.isfinite(value):
         raise typer.BadParameter(f"{value} is not a finite number")
     return value
+
+
+def _conf_dir(value: str | None) -> str | None:
+    """--conf-dir as an absolute path: the journal records where the conflist is, and a rollback
+    run from another folder must find the same file (a relative path would name another)."""
+    _path_value(value)
+    return None if value is None else os.path.abspath(value)
 
 
 def _state_dir(value: Path) -> Path:
@@ -129,7 +137,7 @@ ConfDirOpt = Annotated[
         help="Folder of the conflist. Default: the snapshot's cluster.cni.confDir; with --netns "
         "NAME, /etc/netns/NAME/cni/net.d (what ip netns exec NAME shows as /etc/cni/net.d).",
         show_default=False,
-        callback=_path_value,
+        callback=_conf_dir,
     ),
 ]
 UplinkOpt = Annotated[

@@ -13,6 +13,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import posixpath
+import re
 import stat
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +23,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from kindplan.core.changes import Change, decode_change
+from kindplan.core.changes import Change, DeleteConflist, WriteConflist, decode_change
 from kindplan.core.schemacheck import compile_schema
 from kindplan.errors import RuntimeFailure, one_line
 from kindplan.node.files import NotRegularFile, read_regular, write_atomic
@@ -353,7 +355,14 @@ def _decode_generation(number: int, records: list[dict[str, Any]]) -> Generation
     families = tuple(header["families"])
     if not set(families) <= {4, 6}:
         raise ValueError(f"families {list(families)}: not IP versions 4 and 6")
+    conflist = header["conflistPath"]
+    if not _conflist_path(conflist):
+        raise ValueError(f"conflistPath {conflist!r}: not an absolute path to a .conflist file")
     changes = [decode_change(c) for r in records[1:] if "undo" in r for c in r["undo"]]
+    for change in changes:
+        # A rollback writes or removes only the conflist of the generation's own target.
+        if isinstance(change, (WriteConflist, DeleteConflist)) and change.path != conflist:
+            raise ValueError(f"a conflist change at {change.path!r}, not at {conflist!r}")
     return Generation(
         number,
         header["time"],
@@ -362,4 +371,18 @@ def _decode_generation(number: int, records: list[dict[str, Any]]) -> Generation
         header["conflistPath"],
         tuple(sorted(changes, key=_undo_order)),  # stable: batches in order
         any("complete" in r for r in records),
+    )
+
+
+_CONFLIST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.conflist")
+
+
+def _conflist_path(path: str) -> bool:
+    """Is `path` one kindplan writes: absolute, normal (no `..`), printable, and a file name as
+    the snapshot schema allows for cni.confFile? A journal is read as untrusted (DESIGN)."""
+    return (
+        path.startswith("/")
+        and path.isprintable()
+        and posixpath.normpath(path) == path
+        and _CONFLIST_NAME.fullmatch(posixpath.basename(path)) is not None
     )

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from nodes import Node, cni_cache_entry, kindplan
+from nodes import KINDPLAN, Node, cni_cache_entry, kindplan
 
 from kindplan.node.locking import LOCK_DIR, apply_lock
 
@@ -177,3 +177,30 @@ def test_a_cni_cache_entry_naming_the_uplink_is_skipped(seed_worker2: Node) -> N
     assert "10.244.2.30 dev veth4b2c9d10 proto 75 scope host " in routes
     assert not any(line.startswith("10.244.2.31") for line in routes)
     assert any("10.244.1.0/24 via 172.18.0.11" in line for line in routes), "peers still routed"
+
+
+def test_a_relative_conf_dir_is_journaled_absolute(seed_worker2: Node) -> None:
+    """Rollback run from another folder removes the conflist the apply wrote, not another."""
+    node = seed_worker2
+    state = str(node.tmp / "state")
+    args = [str(node.snapshot), "--node", node.name, "--netns", node.ns, "--state-dir", state]
+    applied = subprocess.run(
+        [*KINDPLAN, "apply", *args, "--conf-dir", "cni-rel"],
+        cwd=node.tmp,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert applied.returncode == 0, applied.stderr
+    conflist = node.tmp / "cni-rel" / "10-kindnet.conflist"
+    assert f"file {conflist} (new)" in applied.stdout
+    back = subprocess.run(
+        [*KINDPLAN, "rollback", "--netns", node.ns, "--state-dir", state],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert back.returncode == 0, back.stderr
+    assert f"removed: file {conflist}" in back.stdout
+    assert not conflist.exists()

@@ -30,6 +30,8 @@ from kindplan.core.routes import NextHop, Route, RouteSpecial
 from kindplan.errors import RuntimeFailure
 from kindplan.node.journal import MAX_GENERATIONS, Journal, _encode_undo, undo_all
 
+CONF = "/etc/cni/net.d/10-kindnet.conflist"  # a generation's conflist, as kindplan journals it
+
 ROUTE = Route(ip_network("10.244.1.0/24"), "eth0", ip_address("192.0.2.11"), peer="b")
 FOREIGN = ROUTE._replace(gateway=ip_address("192.0.2.77"), proto=3, peer="")
 V6 = Route(ip_network("fd00:10:244:1::5/128"), "veth1", None, metric=1024, peer="default/web")
@@ -68,9 +70,9 @@ CHANGES = [
     RemoveMasquerade(6, RULES6, 1, variant="nft"),
     WriteMasquerade(4, RULES, RULES, 3, 1, (1, 3, 4), (1,), variant=""),
     *(ReplaceRoute(ROUTE, old) for old in (MULTIPATH, BLACKHOLE, NEXTHOP, TOS)),
-    WriteConflist("/etc/cni/net.d/10-kindnet.conflist", "{}", None),
-    WriteConflist("/etc/cni/net.d/10-kindnet.conflist", "{}", '{"old": 1}'),
-    DeleteConflist("/etc/cni/net.d/10-kindnet.conflist", "{}"),
+    WriteConflist(CONF, "{}", None),
+    WriteConflist(CONF, "{}", '{"old": 1}'),
+    DeleteConflist(CONF, "{}"),
 ]
 
 
@@ -96,7 +98,7 @@ def test_journal_round_trip_and_bound(tmp_path: Path) -> None:
     journal = Journal(tmp_path, "kp-n1")
     assert journal.path == tmp_path / "netns-kp-n1" / "journal.json"
     assert journal.load() == []
-    first = journal.begin("b", (4, 6), "/x/10-kindnet.conflist")
+    first = journal.begin("b", (4, 6), CONF)
     first.record(CHANGES[:3])
     assert [g.complete for g in journal.load()] == [False], "written before the batch is sent"
     assert journal.load()[0].undo == undo_all(CHANGES[:3])
@@ -107,7 +109,7 @@ def test_journal_round_trip_and_bound(tmp_path: Path) -> None:
     assert loaded.complete and loaded.undo == undo_all(CHANGES), "batches join, as a teardown"
     assert (loaded.number, loaded.node, loaded.families) == (1, "b", (4, 6))
     for _ in range(2 * MAX_GENERATIONS + 3):
-        recording = journal.begin("b", (4,), "/x")
+        recording = journal.begin("b", (4,), CONF)
         recording.record([AddRoute(ROUTE)])
         recording.complete()
         recording.close()
@@ -122,21 +124,21 @@ def test_appends_and_drops_never_rewrite_what_is_there(tmp_path: Path) -> None:
     """An apply appends its lines; one that applied nothing (or a rollback) truncates them
     away: the generations before are never written again (a 10,000-route journal is MBs)."""
     journal = Journal(tmp_path, None)
-    done = journal.begin("b", (4,), "/x")
+    done = journal.begin("b", (4,), CONF)
     done.record(CHANGES)
     done.complete()
     done.close()
     before = journal.path.read_bytes()
     inode = journal.path.stat().st_ino
-    nothing = journal.begin("b", (4,), "/x")  # a round whose plan the kernel refuses
+    nothing = journal.begin("b", (4,), CONF)  # a round whose plan the kernel refuses
     nothing.record([AddRoute(ROUTE)])
     assert journal.path.read_bytes().startswith(before) and journal.path.stat().st_ino == inode
     nothing.drop()
     assert journal.path.read_bytes() == before and journal.path.stat().st_ino == inode
-    unsent = journal.begin("b", (4,), "/x")  # planned, but stopped before the first batch
+    unsent = journal.begin("b", (4,), CONF)  # planned, but stopped before the first batch
     unsent.drop()
     assert journal.path.read_bytes() == before
-    second = journal.begin("b", (4,), "/x")
+    second = journal.begin("b", (4,), CONF)
     second.record([AddRoute(V6)])
     second.close()  # stopped half way: not complete, its undo kept
     assert [(g.number, g.complete) for g in journal.load()] == [(1, True), (2, False)]
@@ -147,14 +149,14 @@ def test_appends_and_drops_never_rewrite_what_is_there(tmp_path: Path) -> None:
 def test_a_torn_last_line_is_ignored_and_cut_off(tmp_path: Path) -> None:
     """A process killed while appending a batch's undo never sent that batch."""
     journal = Journal(tmp_path, None)
-    recording = journal.begin("b", (4,), "/x")
+    recording = journal.begin("b", (4,), CONF)
     recording.record([AddRoute(ROUTE)])
     recording.close()
     whole = journal.path.read_bytes()
     with journal.path.open("ab") as f:
         f.write(b'{"undo":[{"type":"AddRo')
     assert journal.load()[0].undo == (DelRoute(ROUTE),)
-    journal.begin("b", (4,), "/x").drop()
+    journal.begin("b", (4,), CONF).drop()
     assert journal.path.read_bytes() == whole
 
 
@@ -166,14 +168,14 @@ def test_a_journal_of_the_first_format_is_read_and_converted(tmp_path: Path) -> 
         "time": "2026-11-27T20:32:55Z",
         "node": "b",
         "families": [4],
-        "conflistPath": "/x",
+        "conflistPath": CONF,
         "complete": True,
         "undo": [DelRoute(ROUTE).encode()],
     }
     journal.path.write_text(json.dumps({"generations": [old]}))
     (loaded,) = journal.load()
     assert (loaded.number, loaded.complete, loaded.undo) == (4, True, (DelRoute(ROUTE),))
-    journal.begin("b", (4,), "/x").record([AddRoute(V6)])
+    journal.begin("b", (4,), CONF).record([AddRoute(V6)])
     assert [g.number for g in journal.load()] == [4, 5]
 
 
@@ -181,7 +183,13 @@ def _line(**record: object) -> str:
     return json.dumps(record) + "\n"
 
 
-_HEADER = _line(generation=1, time="t", node="b", families=[4], conflistPath="/x")
+_HEADER = _line(
+    generation=1,
+    time="t",
+    node="b",
+    families=[4],
+    conflistPath=CONF,
+)
 _ROUTE = {**AddRoute(ROUTE).encode()}
 UNUSABLE = {
     "nested 100,000 deep": "[" * 100_000 + "]" * 100_000 + "\n",
@@ -195,6 +203,29 @@ UNUSABLE = {
     + _line(undo=[{**RemoveMasquerade(4, RULES, 1).encode(), "version": 5}]),
     "undo before any generation": _line(undo=[]),
     "not JSON": "{nope\n",
+    # A journal is read as untrusted even in a trusted folder (#21): only what kindplan writes.
+    "a sysctl kindplan never sets": _HEADER
+    + _line(undo=[{"type": "SetSysctl", "name": "kernel.core_pattern", "value": "1", "old": "0"}]),
+    "a sysctl name as a path": _HEADER
+    + _line(undo=[{"type": "SetSysctl", "name": ".etc.shadow", "value": "1", "old": "0"}]),
+    "a sysctl value that is no number": _HEADER
+    + _line(
+        undo=[{"type": "SetSysctl", "name": "net.ipv4.ip_forward", "value": "|sh", "old": "0"}]
+    ),
+    "100,000 jumps": _HEADER
+    + _line(undo=[{**RemoveMasquerade(4, Masquerade(4, ()), 1).encode(), "hooks": 100_000}]),
+    "a conflist elsewhere": _HEADER
+    + _line(undo=[WriteConflist("/etc/shadow", "x", None).encode()]),
+    "a relative conflist path": _line(
+        generation=1, time="t", node="b", families=[4], conflistPath="net.d/10-kindnet.conflist"
+    ),
+    "a conflist path with ..": _line(
+        generation=1,
+        time="t",
+        node="b",
+        families=[4],
+        conflistPath="/etc/cni/../../root/10-kindnet.conflist",
+    ),
 }
 
 
@@ -214,7 +245,7 @@ def test_a_journal_that_is_a_directory_is_named_with_what_to_do(tmp_path: Path) 
     with pytest.raises(RuntimeFailure, match=r"a directory.*move it aside"):
         journal.load()
     with pytest.raises(RuntimeFailure, match=r"a directory.*move it aside"):
-        journal.begin("b", (4,), "/x")
+        journal.begin("b", (4,), CONF)
 
 
 def test_an_apply_refuses_a_journal_it_cannot_append_to(tmp_path: Path) -> None:
@@ -222,7 +253,7 @@ def test_an_apply_refuses_a_journal_it_cannot_append_to(tmp_path: Path) -> None:
     journal.path.parent.mkdir(parents=True)
     journal.path.write_text("garbage\n")
     with pytest.raises(RuntimeFailure, match="unusable journal"):
-        journal.begin("b", (4,), "/x")
+        journal.begin("b", (4,), CONF)
     assert journal.path.read_text() == "garbage\n", "left as it was, for the operator"
 
 
@@ -260,7 +291,7 @@ def test_a_last_line_kindplan_never_writes_is_named_not_cut(tmp_path: Path, cont
     journal.path.parent.mkdir(parents=True)
     journal.path.write_text(content)
     with pytest.raises(RuntimeFailure, match=r"not a journal line .*move it aside"):
-        journal.begin("b", (4,), "/x")
+        journal.begin("b", (4,), CONF)
     with pytest.raises(RuntimeFailure, match=r"not a journal line .*move it aside"):
         journal.load()
     assert journal.path.read_text() == content
@@ -271,7 +302,7 @@ def test_a_torn_first_line_is_still_cut(tmp_path: Path, torn: bytes) -> None:
     journal = Journal(tmp_path, None)
     journal.path.parent.mkdir(parents=True)
     journal.path.write_bytes(torn)
-    journal.begin("b", (4,), "/x").drop()
+    journal.begin("b", (4,), CONF).drop()
     assert journal.path.read_bytes() == b""
 
 
@@ -281,7 +312,11 @@ def test_a_journal_link_is_never_followed(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "state", None)
     journal.path.parent.mkdir(parents=True)
     journal.path.symlink_to(foreign)
-    for call in (journal.load, lambda: journal.begin("b", (4,), "/x"), journal.drop_last):
+    for call in (
+        journal.load,
+        lambda: journal.begin("b", (4,), CONF),
+        journal.drop_last,
+    ):
         with pytest.raises(RuntimeFailure, match=r"not a regular file \(a symbolic link\)"):
             call()
     assert foreign.read_text() == '{"generation": 1}\n'
