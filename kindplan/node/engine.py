@@ -27,6 +27,7 @@ from kindplan.node.cnicache import with_local_pods, without_uplink
 from kindplan.node.converged import Record, Remember, save_record
 from kindplan.node.files import write_atomic
 from kindplan.node.journal import Generation, Journal, Recording
+from kindplan.node.netns import namespace_identity
 from kindplan.node.observe import (
     Where,
     find_uplink,
@@ -164,7 +165,10 @@ def apply_planned(
     recording = None
     if journal is not None:
         recording = journal.begin(
-            planned.desired.node, snapshot.families, str(planned.where.conflist)
+            planned.desired.node,
+            snapshot.families,
+            str(planned.where.conflist),
+            namespace_identity(),
         )
     report = ApplyReport()
     try:
@@ -357,6 +361,13 @@ def rollback_opened(node: NodeHandles, journal: Journal) -> RolledBack | None:
     generation = journal.last()
     if generation is None:
         return None
+    here = namespace_identity()
+    if generation.netns is not None and generation.netns != here:
+        raise RuntimeFailure(
+            f"{journal.path}: generation {generation.number} changed another network namespace "
+            f"(nsfs {generation.netns}; this one is {here}): rollback acts only where the apply "
+            "did (run it with the --netns, or in the namespace, of that apply)"
+        )
     kernel, iptables = node.kernel, node.iptables
 
     where = Where(Path(generation.conflist_path), generation.families)

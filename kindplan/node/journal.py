@@ -53,6 +53,7 @@ class Generation:
     conflist_path: str
     undo: tuple[Change, ...]
     complete: bool  # False: the apply that made it did not finish (it was killed, say)
+    netns: str | None = None  # the namespace it changed, `dev:inode`; None: a journal before it
 
 
 def undo_all(changes: Sequence[Change]) -> tuple[Change, ...]:
@@ -108,8 +109,11 @@ class Journal:
         except (ValueError, KeyError, TypeError, RecursionError) as e:
             raise self._unusable(f"generation {number}: {e}") from e
 
-    def begin(self, node: str, families: tuple[int, ...], conflist_path: str) -> Recording:
-        """A new generation, written to the file with the undo of its first batch."""
+    def begin(
+        self, node: str, families: tuple[int, ...], conflist_path: str, netns: str | None = None
+    ) -> Recording:
+        """A new generation, written to the file with the undo of its first batch; `netns` is
+        the identity of the network namespace it changes (netns.namespace_identity)."""
         data = self._read(convert=True)
         spans = _spans(data, self._unusable)
         if len(spans) >= 2 * MAX_GENERATIONS:  # keep the newest, in one rewrite now and then
@@ -128,6 +132,7 @@ class Journal:
             "node": node,
             "families": list(families),
             "conflistPath": conflist_path,
+            **({"netns": netns} if netns is not None else {}),
         }
         return Recording(self.path, number, _line(header), end)
 
@@ -371,6 +376,7 @@ def _decode_generation(number: int, records: list[dict[str, Any]]) -> Generation
         header["conflistPath"],
         tuple(sorted(changes, key=_undo_order)),  # stable: batches in order
         any("complete" in r for r in records),
+        header.get("netns"),
     )
 
 

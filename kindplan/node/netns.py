@@ -67,6 +67,13 @@ def namespace_file(name: str | None) -> Path:
     return Path("/proc/thread-self/ns/net") if name is None else Path(NETNS_RUN_DIR, name)
 
 
+def namespace_identity() -> str:
+    """The calling thread's network namespace as `dev:inode` of its nsfs file: the same kernel
+    object by every path to it (a journal records it; rollback acts only where it matches)."""
+    st = os.stat("/proc/thread-self/ns/net")
+    return f"{st.st_dev}:{st.st_ino}"
+
+
 @contextmanager
 def enter_netns(name: str | None) -> Iterator[None]:
     """Run the body inside network namespace `name` (None: stay), and come back afterwards."""

@@ -14,10 +14,12 @@ import os
 import stat
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from nodes import KINDPLAN, Node, cni_cache_entry, kindplan
+from nodes import KINDPLAN, Node, build_node, cni_cache_entry, kindplan
+from shell import sh
 
 from kindplan.node.locking import LOCK_DIR, apply_lock
 
@@ -204,3 +206,41 @@ def test_a_relative_conf_dir_is_journaled_absolute(seed_worker2: Node) -> None:
     assert back.returncode == 0, back.stderr
     assert f"removed: file {conflist}" in back.stdout
     assert not conflist.exists()
+
+
+def test_rollback_acts_only_in_the_namespace_the_apply_changed(
+    seed_worker2: Node, make_netns: Callable[[], str]
+) -> None:
+    """Applied through `ip netns exec A` and rolled back through `ip netns exec B` (both without
+    --netns: the journal's target is `host` either way), the rollback refuses and B is untouched."""
+    node, other = seed_worker2, make_netns()
+    build_node(other, ["172.18.0.12/16"], ["vetha1079faf", "veth4b2c9d10"])
+    sh("ip", "-n", other, "route", "add", "10.244.1.0/24", "via", "172.18.0.11", "proto", "75")
+    state = str(node.tmp / "state")
+    conf = ["--conf-dir", str(node.tmp / "cni")]
+    args = [str(node.snapshot), "--node", node.name, *conf, "--state-dir", state]
+    inside = ["ip", "netns", "exec"]
+    applied = subprocess.run(
+        [*inside, node.ns, *KINDPLAN, "apply", *args], capture_output=True, text=True, check=False
+    )
+    assert applied.returncode == 0, applied.stderr
+    before = sh("ip", "-n", other, "route", "show")
+    refused = subprocess.run(
+        [*inside, other, *KINDPLAN, "rollback", "--state-dir", state],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    line = one_error(refused)
+    assert "changed another network namespace" in line and "rollback acts only where" in line
+    assert sh("ip", "-n", other, "route", "show") == before
+    assert node.conflist.exists(), "A's conflist stays"
+    back = subprocess.run(
+        [*inside, node.ns, *KINDPLAN, "rollback", "--state-dir", state],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert back.returncode == 0, back.stderr
+    assert not node.conflist.exists()
+    assert all("proto 75" not in r for r in node.routes())
