@@ -77,6 +77,7 @@ def compile_desired(
         cni=CniConfig(snapshot.cluster.cni, facts.mtu, node.pod_cidrs),
         masq=tuple(_masquerade(snapshot, v) for v in families),
         pod_subnets=snapshot.cluster.pod_subnets,
+        node_cidrs=frozenset(c for n in snapshot.nodes for c in n.pod_cidrs),
     )
 
 

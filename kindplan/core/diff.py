@@ -215,7 +215,9 @@ def _taken_over(route: Route, was: int, proto: int) -> str:
 
 def _stale_foreign(desired: DesiredState, observed: tuple[Route, ...], proto: int) -> list[Route]:
     """Routes that look like kindnetd's leftovers: through a gateway, inside the cluster's pod
-    subnets (not the whole subnet), not kindplan's nor the kernel's, to where no node's route goes.
+    subnets (not the whole subnet), not kindplan's nor the kernel's, to where no node's route goes,
+    and to no listed node's PodCIDR (the node's own, a peer off-link or without an InternalIP:
+    a foreign route there may be the only way to it, and --adopt must not take it away).
 
     A pod's host route has no gateway and a route outside the pod subnets is not kindnet's
     business: neither is ever one of these.
@@ -230,6 +232,7 @@ def _stale_foreign(desired: DesiredState, observed: tuple[Route, ...], proto: in
         if r.gateway is not None
         and not r.owned_by(RTPROT_KERNEL)
         and any(r.dst.prefixlen > s.prefixlen and r.dst.network_address in s for s in subnets)
+        and r.dst not in desired.node_cidrs
     ]
     if not candidates:
         return []

@@ -85,7 +85,7 @@ def owned_state(observed: ObservedState, route_proto: int) -> Counter[str]:
 def removed_state(change: Change, route_proto: int) -> Counter[str]:
     """What of the node's owned state `change` takes away, by kind (empty for additions)."""
     match change:
-        case DelRoute(route=route) if route.owned_by(route_proto):
+        case DelRoute(route=route):  # --adopt's removals of foreign routes count as well
             return Counter({PEER_ROUTES if route.gateway is not None else POD_ROUTES: 1})
         case DelAddress():
             return Counter({ADDRESSES: 1})
@@ -105,7 +105,6 @@ def removed_state(change: Change, route_proto: int) -> Counter[str]:
             | AddAddress()
             | AddRoute()
             | ReplaceRoute()
-            | DelRoute()  # a foreign route (--adopt): not owned
             | WriteMasquerade()  # a new masquerade, or its hooks only
             | WriteConflist()  # a new conflist
         ):

@@ -140,6 +140,9 @@ class DesiredState:
     masq: tuple[Masquerade, ...]  # one per family of the cluster, IPv4 first
     # The cluster's pod subnets: the space where a foreign route matching no node is stale.
     pod_subnets: tuple[IPNetwork, ...] = ()
+    # Every listed node's PodCIDRs, its own and those kindplan does not route (a peer off-link,
+    # a node without an InternalIP yet): a foreign route to one of them is never stale.
+    node_cidrs: frozenset[IPNetwork] = frozenset()
     masq_backend: str = "iptables"  # the backend that holds `masq` (core/masq/dialects.py)
 
 

@@ -431,3 +431,22 @@ def test_owned_and_foreign_routes_split_routes_by_owned_by_in_order(protos: list
     assert owned_routes(routes, 75) == [r for r in routes if r.owned_by(75)]
     assert foreign_routes(routes, 75) == [r for r in routes if not r.owned_by(75)]
     assert all(r.owned_by(75) == (r.proto == 75) for r in routes)
+
+
+def test_adopt_never_removes_a_foreign_route_to_a_listed_nodes_podcidr() -> None:
+    """#21: the node's own PodCIDR, and a peer kindplan does not route (off-link, or without an
+    InternalIP yet): a foreign route there may be the only way to it, not a leftover."""
+    desired = desired_state()
+    own, unrouted = ip_network("10.244.0.0/24"), ip_network("10.244.2.0/24")
+    desired = replace(desired, routes=tuple(r for r in desired.routes if r.dst != unrouted))
+    gateway = ip_address("198.18.0.99")
+    kept = (
+        Route(own, "eth0", gateway, proto=3),
+        Route(unrouted, "eth0", gateway, proto=3),
+    )
+    departed = Route(ip_network("10.244.99.0/24"), "eth0", gateway, proto=3)
+    node = converged(desired)
+    node = replace(node, routes=(*node.routes, *kept, departed))
+    adopted = diff(desired, node, conflist_path=PATH, adopt=True)
+    assert [c for c in adopted.changes if isinstance(c, DelRoute)] == [DelRoute(departed)]
+    assert all(str(r.dst) not in " ".join(adopted.warnings) for r in kept)

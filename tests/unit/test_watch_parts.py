@@ -10,7 +10,8 @@ import os
 import select
 import time
 from collections.abc import Callable
-from ipaddress import ip_address
+from dataclasses import replace
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,7 @@ from kindplan.core.document import MAX_INPUT_BYTES
 from kindplan.core.guard import DeletionGuard, split_deletions
 from kindplan.core.masq.value import Masquerade
 from kindplan.core.model import Address, DesiredState, HostFacts, ObservedState
+from kindplan.core.routes import Route
 from kindplan.errors import InvalidInputError, SourceError, UsageError
 from kindplan.inputs.files import FileSource, combine_directory
 from kindplan.inputs.stdin import StdinSource
@@ -468,3 +470,22 @@ def test_guard_lets_a_small_share_of_snat_rules_go() -> None:
     kept = tuple(r for r in masq.rules if str(r.dst) != "198.51.100.0/24")
     one_less = WriteMasquerade(4, Masquerade(4, kept), masq, 1)
     assert split_deletions(Plan("node-0000", (one_less,)), observed, 75, 0.5).held == ()
+
+
+def test_guard_counts_the_foreign_routes_adopt_removes() -> None:
+    """#21: a two-node list taking over a node of kindnetd's must not remove 19 of its 20 routes
+    in the first round; --adopt's removals are held back like kindplan's own."""
+    desired = desired_state(2, pods=False)
+    node = converged(desired)
+    gateway = ip_address("198.18.0.99")
+    leftovers = tuple(
+        Route(ip_network(f"10.244.{i}.0/24"), "eth0", gateway, proto=3) for i in range(50, 69)
+    )
+    node = replace(node, routes=(*node.routes, *leftovers))
+    plan = diff(desired, node, conflist_path=PATH, adopt=True)
+    assert sum(isinstance(c, DelRoute) for c in plan.changes) == 19
+    guarded = split_deletions(plan, node, 75, 0.5)
+    assert len(guarded.held) == 19 and not any(
+        isinstance(c, DelRoute) for c in guarded.plan.changes
+    )
+    assert guarded.kinds == (("peer route(s)", 19, 1),)
