@@ -8,8 +8,10 @@ it parsed, so a round whose input did not change costs a read, not a parse.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,7 +39,19 @@ def read_source(path: str) -> tuple[bytes, str]:
 def _read_path(path: str) -> bytes:
     if os.path.isdir(path):
         return combine_directory(path)
-    with open(path, "rb") as f:
+    return _read_file(path)
+
+
+def _read_file(path: str) -> bytes:
+    """A regular file's bytes, up to one past the limit. Opened without waiting and checked
+    before it is read: a FIFO swapped in at a watched path would hold the loop in open() or
+    read() for good, where not even SIGTERM reaches it (stdin is `-`)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "not a file or folder"
+            raise OSError(errno.EINVAL, f"not a regular file ({kind}); for a pipe, use - (stdin)")
         return f.read(MAX_INPUT_BYTES + 1)
 
 
@@ -69,15 +83,13 @@ def combine_directory(directory: str) -> bytes:
             directory, f"no snapshot file ({', '.join(SNAPSHOT_SUFFIXES)}) in the directory"
         )
     if len(names) == 1:
-        with open(os.path.join(directory, names[0]), "rb") as f:
-            return f.read(MAX_INPUT_BYTES + 1)
+        return _read_file(os.path.join(directory, names[0]))
     items: list[Any] = []
     problems: list[Problem] = []
     total = 0
     for name in names:
         path = os.path.join(directory, name)
-        with open(path, "rb") as f:
-            data = f.read(MAX_INPUT_BYTES + 1)
+        data = _read_file(path)
         total += len(data)
         if total > MAX_INPUT_BYTES:
             raise InvalidInputError.one(directory, "the files together are over the size limit")

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -52,3 +54,33 @@ def test_kube_once_without_the_client_is_a_usage_error(
     monkeypatch.setitem(sys.modules, "kubernetes", None)
     assert main(["plan", "--kube", "--node", "kind-worker", "--netns", "kp-never-made"]) == 64
     assert capsys.readouterr().err == f"error: {MISSING_CLIENT}\n"
+
+
+def test_a_fifo_at_the_source_path_is_refused_at_once(tmp_path: Path) -> None:
+    """#21: a FIFO swapped in at a watched path held the loop in open() for good (not even
+    SIGTERM reached it); it is a source error now, in one line, without waiting for a writer."""
+    from kindplan.errors import SourceError
+    from kindplan.inputs.files import FileSource
+
+    path = tmp_path / "cluster.yaml"
+    path.write_bytes((ROOT / "fixtures" / "seed-lab" / "snapshot.yaml").read_bytes())
+    source = FileSource(str(path))
+    try:
+        assert source.read().snapshot.nodes
+        path.unlink()
+        os.mkfifo(path)
+        with pytest.raises(SourceError, match=r"cannot read: not a regular file \(a FIFO\)"):
+            source.read()
+    finally:
+        source.close()
+    one_shot = subprocess.run(
+        [sys.executable, "-m", "kindplan.cli", "validate", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert one_shot.returncode == 65
+    assert one_shot.stderr == (
+        f"error: {path}: cannot read: not a regular file (a FIFO); for a pipe, use - (stdin)\n"
+    )
