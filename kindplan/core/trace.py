@@ -220,7 +220,9 @@ def _stop(
 
 def lookup(ns: Namespace, dst: IPAddress) -> tuple[str, TableRoute | None, list[str]]:
     """The kernel's choice: local table, then longest prefix and lowest metric of the main one."""
-    if any(addr == dst for addr, _ in ns.local):
+    # The local table: the namespace's own addresses, and loopback (127.0.0.0/8 on lo, ::1), which
+    # every namespace, a pod's too, holds and never sends anywhere.
+    if dst.is_loopback or any(addr == dst for addr, _ in ns.local):
         return "local", None, []
     candidates = sorted(
         (r for r in ns.routes if r.route.dst.version == dst.version and dst in r.route.dst),

@@ -114,6 +114,14 @@ def test_pod_to_outside_is_masqueraded_to_the_nodes_ip() -> None:
     assert (trace.end.kind, str(trace.end.src)) == ("leaves", "172.18.0.12")
 
 
+@pytest.mark.parametrize("target", ["127.0.0.1", "127.9.9.9"])
+def test_loopback_from_a_pod_stays_in_the_pod(target: str) -> None:
+    """#21: 127.0.0.0/8 is in every namespace's local table (a pod's too): nothing leaves."""
+    trace = walk(target=target)
+    assert len(trace.hops) == 1 and trace.hops[0].type == "local"
+    assert (trace.end.kind, trace.end.at) == ("delivered", "pod default/web-1")
+
+
 def test_an_unrouted_pod_subnet_address_leaves_unmasqueraded() -> None:
     """10.244.9.9 has no node: the default route takes it, and the chain's RETURN matches."""
     trace = walk(target="10.244.9.9")
