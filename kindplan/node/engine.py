@@ -17,10 +17,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from kindplan.core.changes import Change, DeleteConflist, Plan, WriteConflist
+from kindplan.core.changes import (
+    AddRoute,
+    Change,
+    DeleteConflist,
+    Plan,
+    ReplaceRoute,
+    WriteConflist,
+)
 from kindplan.core.compiler import compile_desired, find_node
 from kindplan.core.diff import diff, not_in_effect
 from kindplan.core.model import DesiredState, ObservedState, Options, Snapshot
+from kindplan.core.routes import Route, route_command
 from kindplan.errors import Interrupted, KindplanError, RuntimeFailure
 from kindplan.node.apply import ApplyReport, apply_plan, settle, verify_report
 from kindplan.node.cnicache import with_local_pods, without_uplink
@@ -375,8 +383,14 @@ def rollback_opened(node: NodeHandles, journal: Journal) -> RolledBack | None:
     def observe() -> ObservedState:
         return read_observed(kernel, iptables, where)
 
-    todo = not_in_effect(generation.undo, observe())
-    left_alone = tuple((c, _finish_by_hand(c, journal, generation)) for c in todo if _overtaken(c))
+    observed = observe()
+    todo = not_in_effect(generation.undo, observed)
+    held = _routes_by_key(observed.routes)
+    left_alone = tuple(
+        (c, _finish_by_hand(c, journal, generation))
+        for c in todo
+        if _overtaken(c) or _route_overtaken(c, held)
+    )
     skip = {c for c, _ in left_alone}
     todo = tuple(c for c in todo if c not in skip)
     report = apply_plan(Plan(generation.node, todo), kernel, iptables)
@@ -397,8 +411,33 @@ def _overtaken(undo: Change) -> bool:
     return False
 
 
+def _routes_by_key(routes: Sequence[Route]) -> dict[object, list[Route]]:
+    held: dict[object, list[Route]] = {}
+    for route in routes:
+        held.setdefault(route.key, []).append(route)
+    return held
+
+
+def _route_overtaken(undo: Change, held: dict[object, list[Route]]) -> bool:
+    """Compare-and-swap for routes: an undo puts the old route back only where the kernel still
+    holds what the apply left there. A routing daemon (or an operator) that has since put its own
+    route at the destination keeps it: the undo would overwrite it."""
+    match undo:
+        case ReplaceRoute(route=_, old=ours):  # the apply replaced a route with `ours`
+            return not any(
+                r.proto == ours.proto and r.gateway == ours.gateway and r.ifname == ours.ifname
+                for r in held.get(ours.key, ())
+            )
+        case AddRoute(route=gone):  # the apply deleted `gone`: nothing may be there now
+            return bool(held.get(gone.key))
+        case _:
+            return False
+
+
 def _finish_by_hand(undo: Change, journal: Journal, generation: Generation) -> str:
-    """How an operator finishes the rollback of a conflist left alone."""
+    """How an operator finishes the rollback of a route or a conflist left alone."""
+    if isinstance(undo, ReplaceRoute | AddRoute):
+        return f"if the old route should come back: ip {route_command(undo.route)}"
     assert isinstance(undo, WriteConflist | DeleteConflist)
     if isinstance(undo, DeleteConflist):
         return f"the apply created it; if it should go: rm {shlex.quote(undo.path)}"

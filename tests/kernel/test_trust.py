@@ -244,3 +244,31 @@ def test_rollback_acts_only_in_the_namespace_the_apply_changed(
     assert back.returncode == 0, back.stderr
     assert not node.conflist.exists()
     assert all("proto 75" not in r for r in node.routes())
+
+
+def test_rollback_leaves_alone_a_route_someone_put_there_since(seed_worker2: Node) -> None:
+    """Compare-and-swap: the apply replaced a foreign route (--adopt) and deleted a stale one of
+    its own; a routing daemon has since put its routes at both destinations. Rollback restores
+    neither over the daemon's, says so with the command that would, and rolls back the rest."""
+    node = seed_worker2
+    state = ["--netns", node.ns, "--state-dir", str(node.tmp / "state")]
+    sh("ip", "-n", node.ns, "route", "add", "10.244.1.0/24", "via", "172.18.0.77", "proto", "3")
+    sh("ip", "-n", node.ns, "route", "add", "10.244.9.0/24", "via", "172.18.0.19", "proto", "75")
+    assert node.apply("--adopt").returncode == 0
+    for dst, gateway in (("10.244.1.0/24", "172.18.0.99"), ("10.244.9.0/24", "172.18.0.98")):
+        sh("ip", "-n", node.ns, "route", "replace", dst, "via", gateway, "proto", "186")
+    back = kindplan("rollback", *state)
+    assert back.returncode == 0, back.stderr
+    left = [line for line in back.stderr.splitlines() if line.startswith("left alone: route ")]
+    assert len(left) == 2, back.stderr
+    assert any(
+        "10.244.1.0/24 via 172.18.0.77" in line
+        and "ip route replace 10.244.1.0/24 via 172.18.0.77 dev eth0 proto 3" in line
+        for line in left
+    )
+    assert any("10.244.9.0/24 via 172.18.0.19" in line for line in left)
+    routes = node.routes()
+    assert "10.244.1.0/24 via 172.18.0.99 dev eth0 proto bgp " in routes
+    assert "10.244.9.0/24 via 172.18.0.98 dev eth0 proto bgp " in routes
+    assert not any("proto 75" in r for r in routes), "the rest is rolled back"
+    assert "2 left alone" in back.stdout
