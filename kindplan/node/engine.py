@@ -407,7 +407,10 @@ def rollback_opened(node: NodeHandles, journal: Journal) -> RolledBack | None:
 def _overtaken(undo: Change) -> bool:
     """A conflist that no longer holds what the apply wrote: someone else's now."""
     if isinstance(undo, WriteConflist | DeleteConflist):
-        return read_conflist(Path(undo.path)) != undo.old
+        try:
+            return read_conflist(Path(undo.path)) != undo.old
+        except RuntimeFailure:  # no longer a regular file (a link, a folder): not ours now
+            return True
     return False
 
 

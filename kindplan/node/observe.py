@@ -143,9 +143,11 @@ def digest(observed: ObservedState, routes: bytes) -> str:
 
 def read_conflist(path: Path) -> str | None:
     """The conflist's text, None if there is none; RuntimeFailure if it is not a regular file
-    of UTF-8 text (never waits: a FIFO there is refused, not opened for a writer)."""
+    of UTF-8 text (never waits: a FIFO there is refused, not opened for a writer). A symbolic
+    link is not followed: it is someone's (an operator's, a config manager's), and its target's
+    bytes must not land in the journal, nor be replaced by a regular file."""
     try:
-        return read_regular(path).decode("utf-8")
+        return read_regular(path, follow=False).decode("utf-8")
     except FileNotFoundError:
         return None
     except OSError as e:

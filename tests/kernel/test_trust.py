@@ -272,3 +272,21 @@ def test_rollback_leaves_alone_a_route_someone_put_there_since(seed_worker2: Nod
     assert "10.244.9.0/24 via 172.18.0.98 dev eth0 proto bgp " in routes
     assert not any("proto 75" in r for r in routes), "the rest is rolled back"
     assert "2 left alone" in back.stdout
+
+
+def test_a_conflist_that_is_a_link_is_left_alone_and_never_read(seed_worker2: Node) -> None:
+    """A link at the conflist path is someone's: kindplan neither follows it (a root-only
+    file's bytes would land in the journal) nor replaces it with a regular file."""
+    node = seed_worker2
+    secret = node.tmp / "secret"
+    secret.write_text("SECRET\n")
+    secret.chmod(0o600)
+    node.conflist.parent.mkdir(parents=True)
+    node.conflist.symlink_to(secret)
+    result = node.apply()
+    assert "not a regular file (a symbolic link)" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert node.conflist.is_symlink() and secret.read_text() == "SECRET\n"
+    assert any("proto 75" in r for r in node.routes()), "the rest of the node is routed"
+    journal = node.tmp / "state" / f"netns-{node.ns}" / "journal.json"
+    assert "SECRET" not in journal.read_text()
