@@ -10,15 +10,18 @@ machine's own network. Whole-process figures include Python's start-up, as a use
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import timeit
 from collections.abc import Callable, Iterator
@@ -48,12 +51,38 @@ def sh(*cmd: str, stdin: str | None = None) -> str:
     return subprocess.run(cmd, input=stdin, capture_output=True, text=True, check=True).stdout
 
 
+NETNS_PREFIX = "kpb-"
+
+
+@contextmanager
+def bench_ns() -> Iterator[str]:
+    """A fresh namespace kpb-<pid>-<n>, deleted however the body ends. The first one of a
+    process also removes what a killed bench left (its pid gone), and lets SIGTERM (a timeout,
+    a helper stopped) unwind through the `finally` that deletes it, as Ctrl-C does."""
+    _sweep_once()
+    ns = f"{NETNS_PREFIX}{os.getpid()}-{next(_names)}"
+    sh("ip", "netns", "add", ns)
+    try:
+        yield ns
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+@functools.cache
+def _sweep_once() -> None:
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    for name in sh("ip", "netns", "list").split():
+        pid = name.removeprefix(NETNS_PREFIX).split("-")[0]
+        if name.startswith(NETNS_PREFIX) and pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            subprocess.run(["ip", "netns", "del", name], check=False)
+
+
 @contextmanager
 def node_ns(dual: bool) -> Iterator[str]:
     """A node namespace whose uplink eth0 makes every peer of cluster_doc on-link."""
-    ns = f"kpb-{os.getpid()}-{next(_names)}"
-    sh("ip", "netns", "add", ns)
-    try:
+    with bench_ns() as ns:
         sh("ip", "-n", ns, "link", "set", "lo", "up")
         sh("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
         sh("ip", "-n", ns, "addr", "add", UPLINK_V4, "dev", "eth0")
@@ -63,8 +92,6 @@ def node_ns(dual: bool) -> Iterator[str]:
         sh("ip", "-n", ns, "link", "set", "eth0", "up")
         settle(ns)
         yield ns
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
 def settle(ns: str, timeout: float = 10.0) -> None:
@@ -404,9 +431,7 @@ def bench_startup(work: Path, runs: int) -> dict[str, float]:
         str(work / "r"),
     ]
     out["render_s"] = median(lambda: run_timed(render)[0], runs)
-    ns = f"kpb-{os.getpid()}-{next(_names)}"
-    sh("ip", "netns", "add", ns)
-    try:
+    with bench_ns() as ns:
         sh("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
         sh("ip", "-n", ns, "addr", "add", "172.18.0.12/16", "dev", "eth0")
         for veth in ("vetha1079faf", "veth4b2c9d10"):
@@ -424,8 +449,6 @@ def bench_startup(work: Path, runs: int) -> dict[str, float]:
         ]
         run_timed([*KINDPLAN, "apply", *base, "--state-dir", str(work / "s")])
         out["plan_s"] = median(lambda: run_timed([*KINDPLAN, "plan", *base])[0], runs)
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
     return out
 
 

@@ -5,6 +5,9 @@ ends) are not."""
 from __future__ import annotations
 
 import importlib.util
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,3 +51,29 @@ def test_the_kernels_own_events_are_not_kindplans(
     fresh_links(counted_all)
     monkeypatch.setattr(run, "could_be_kindplans", lambda event: True)
     assert run.route_events(counted_all, lambda: run.settle(counted_all)) > 0
+
+
+def test_a_killed_bench_leaves_no_namespace() -> None:
+    """SIGTERM (a timeout, a stopped run) unwinds through the namespace's deletion, and a bench
+    sweeps what one killed outright (SIGKILL: its pid gone) left."""
+    script = (
+        "import importlib.util, sys, time\n"
+        f"spec = importlib.util.spec_from_file_location('b', {str(ROOT / 'bench' / 'run.py')!r})\n"
+        "run = importlib.util.module_from_spec(spec); spec.loader.exec_module(run)\n"
+        "with run.bench_ns() as ns:\n"
+        "    print(ns, flush=True); time.sleep(60)\n"
+    )
+    for signal_name in ("SIGTERM", "SIGKILL"):
+        with subprocess.Popen(
+            [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+        ) as proc:
+            assert proc.stdout is not None
+            ns = proc.stdout.readline().strip()
+            assert ns.startswith(f"kpb-{proc.pid}-") and ns in sh("ip", "netns", "list")
+            proc.send_signal(getattr(signal, signal_name))
+            proc.wait(timeout=30)
+        if signal_name == "SIGKILL":  # nothing ran in the killed process: the next bench sweeps
+            assert ns in sh("ip", "netns", "list")
+            with bench().bench_ns():
+                pass
+        assert ns not in sh("ip", "netns", "list").split(), signal_name
