@@ -360,7 +360,7 @@ class Loop:
         planned, report, held = done.planned, done.report, len(done.held)
         applied = report.applied if report else []
         proto = self.options.route_proto
-        self.guard.applied(applied, proto)
+        self.guard.applied(applied)
         owned = len(owned_routes(planned.observed.routes, proto))
         self.metrics.owned_routes.set(owned + owned_routes_delta(applied, proto))
         pending = held + len(planned.plan.conflicts)

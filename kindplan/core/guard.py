@@ -82,8 +82,9 @@ def owned_state(observed: ObservedState, route_proto: int) -> Counter[str]:
     return owned
 
 
-def removed_state(change: Change, route_proto: int) -> Counter[str]:
-    """What of the node's owned state `change` takes away, by kind (empty for additions)."""
+def removed_state(change: Change) -> Counter[str]:
+    """What of the node's state `change` takes away, by kind (empty for additions): kindplan's own,
+    or a foreign route --adopt removes."""
     match change:
         case DelRoute(route=route):  # --adopt's removals of foreign routes count as well
             return Counter({PEER_ROUTES if route.gateway is not None else POD_ROUTES: 1})
@@ -159,12 +160,12 @@ def conflist_subnets(text: str) -> frozenset[str]:
         return frozenset()
 
 
-def removals(changes: Iterable[Change], route_proto: int) -> Counter[str]:
+def removals(changes: Iterable[Change]) -> Counter[str]:
     """The owned state `changes` remove, by kind."""
     total: Counter[str] = Counter()
     for change in changes:
         if not isinstance(change, _ADDITIONS):
-            total.update(removed_state(change, route_proto))
+            total.update(removed_state(change))
     return total
 
 
@@ -185,7 +186,7 @@ def split_deletions(
     """
     recent = recently_removed or Counter()
     by_change = [
-        (c, removed_state(c, route_proto)) for c in plan.changes if not isinstance(c, _ADDITIONS)
+        (c, removed_state(c)) for c in plan.changes if not isinstance(c, _ADDITIONS)
     ]
     removing = Counter[str]()
     for _, removed in by_change:
@@ -253,9 +254,9 @@ class DeletionGuard:
             return Guarded(plan, (), guarded.owned)
         return guarded
 
-    def applied(self, changes: Iterable[Change], route_proto: int) -> None:
+    def applied(self, changes: Iterable[Change]) -> None:
         """The changes of the round just applied: what they removed counts against the next
         rounds for a minute."""
-        removed = removals(changes, route_proto)
+        removed = removals(changes)
         if removed:
             self._recent.append((self._clock(), removed))

@@ -9,33 +9,17 @@ from __future__ import annotations
 
 import copy
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubeapi import FakeKubeAPI, load
-from nodes import build_node
 from watcher import Watcher, has_route, wait_until
-
-from kindplan.node.netns import enter_netns
 
 pytestmark = pytest.mark.root
 
 NODE = "kind-worker"  # 172.18.0.2, PodCIDR 10.244.2.0/24 in tests/data/kube/nodelist.json
 PEERS = {"10.244.0.0/24": "172.18.0.3", "10.244.1.0/24": "172.18.0.4"}
-
-
-@pytest.fixture
-def api(netns: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKubeAPI]:
-    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)  # the loop would send loopback HTTP to a proxy
-        monkeypatch.delenv(name.upper(), raising=False)
-    build_node(netns, ["172.18.0.2/16"], [])
-    with enter_netns(netns):
-        server = FakeKubeAPI().start()  # its threads live in the namespace
-    yield server
-    server.stop()
 
 
 def kube_loop(api: FakeKubeAPI, netns: str, tmp_path: Path) -> Watcher:

@@ -94,10 +94,10 @@ def test_guard_counts_deletions_of_the_last_minute_with_the_rounds_own() -> None
     guard = DeletionGuard(0.5, rounds=3, clock=lambda: now[0])
     observed, plan = shrink(9, 7)  # 2 of 8 peer routes
     assert guard.check(plan, observed, 75).held == ()
-    guard.applied(plan.changes, 75)
+    guard.applied(plan.changes)
     observed, plan = shrink(7, 5)  # 2 more of the 6 left: 4 of the 8 of a moment ago
     assert guard.check(plan, observed, 75).held == ()
-    guard.applied(plan.changes, 75)
+    guard.applied(plan.changes)
     observed, plan = shrink(5, 4)  # 1 more: 5 of 8 within a minute
     assert len(guard.check(plan, observed, 75).held) == 1
     now[0] = 61.0  # a minute later the earlier deletions no longer count
