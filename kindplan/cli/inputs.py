@@ -4,7 +4,6 @@ nothing else (validate, render)."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -24,19 +23,6 @@ def warnings_text(problems: tuple[Problem, ...] | list[Problem]) -> str:
     return "".join(f"warning: {problem}\n" for problem in problems)
 
 
-def read(
-    snapshot: str | None,
-    pod_subnets: Sequence[str] = (),
-    *,
-    kube: bool = False,
-    kubeconfig: str | None = None,
-) -> Input:
-    """The snapshot a command names: a file, a folder, stdin (-) or the API's nodes (--kube)."""
-    from kindplan.inputs.sources import read_input
-
-    return read_input(snapshot, pod_subnets, kube=kube, kubeconfig=kubeconfig)
-
-
 def parse(given: Input, *, strict: bool = False) -> Snapshot:
     """The snapshot read; its warnings go to stderr."""
     from kindplan.inputs.sources import load as load_input
@@ -47,7 +33,9 @@ def parse(given: Input, *, strict: bool = False) -> Snapshot:
 
 
 def load(path: str, pod_subnets: tuple[str, ...], *, strict: bool = False) -> Snapshot:
-    return parse(read(path, pod_subnets), strict=strict)
+    from kindplan.inputs.sources import read_input
+
+    return parse(read_input(path, pod_subnets), strict=strict)
 
 
 def validate(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kindplan.cli.inputs import known_node, parse, read, warnings_text
+from kindplan.cli.inputs import known_node, parse, warnings_text
 from kindplan.cli.options import (
     DEFAULT_STATE_DIR,
     LOCK_TIMEOUT_SECONDS,
@@ -131,9 +131,10 @@ def _plan(args: PlanArgs) -> int:
     import json
 
     from kindplan.core.planview import format_plan, plan_to_json
+    from kindplan.inputs.sources import read_input
     from kindplan.node.saved import SavedPlan, save_plan
 
-    given = read(args.snapshot, args.pod_subnets, kube=args.kube, kubeconfig=args.kubeconfig)
+    given = read_input(args.snapshot, args.pod_subnets, kube=args.kube, kubeconfig=args.kubeconfig)
     snap = parse(given)
     options, netns = args.target.options(), args.target.netns
     known_node(snap, options.node, host_name=args.target.node is None)
@@ -406,7 +407,9 @@ def _known_converged(args: ApplyArgs, options: Options) -> str | tuple[Snapshot,
     from kindplan.node.statedir import target_dir
 
     netns = args.target.netns
-    given = read(args.snapshot, args.pod_subnets, kube=args.kube, kubeconfig=args.kubeconfig)
+    from kindplan.inputs.sources import read_input
+
+    given = read_input(args.snapshot, args.pod_subnets, kube=args.kube, kubeconfig=args.kubeconfig)
     inputs = inputs_digest(given.data, given.pod_subnets, options, netns)
     path = target_dir(args.state_dir, netns) / "converged.json"
     remember = Remember(path, inputs, "", _converged_output)

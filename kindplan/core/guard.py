@@ -185,9 +185,7 @@ def split_deletions(
     ()
     """
     recent = recently_removed or Counter()
-    by_change = [
-        (c, removed_state(c)) for c in plan.changes if not isinstance(c, _ADDITIONS)
-    ]
+    by_change = [(c, removed_state(c)) for c in plan.changes if not isinstance(c, _ADDITIONS)]
     removing = Counter[str]()
     for _, removed in by_change:
         removing.update(removed)

@@ -130,6 +130,8 @@ def test_a_flock_on_the_namespace_file_by_anyone_stops_nothing(seed_worker2: Nod
     )
     try:
         time.sleep(0.3)
+        held = subprocess.run(["flock", "-n", f"/run/netns/{node.ns}", "true"], check=False)
+        assert holder.poll() is None and held.returncode == 1, "nobody holds the flock"
         result = node.apply("--lock-timeout", "0")
         assert result.returncode == 0, result.stderr
     finally:
