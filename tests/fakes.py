@@ -235,6 +235,14 @@ class FakeIptables:
     def for_backend(self, backend: str) -> IptablesPort:
         return self if backend == self._backend else FakeIptables(backend, self.netfilter)
 
+    @property
+    def present(self) -> bool:
+        return True
+
+    @property
+    def nftables(self) -> None:
+        return None  # the nftables backend is tested against real nft (tests/kernel)
+
     def save_nat(self, version: int) -> str:
         table = self.netfilter.tables.get((self._backend, version))
         if table is None:

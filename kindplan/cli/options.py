@@ -82,6 +82,28 @@ def _route_proto(value: int) -> int:
     return value
 
 
+MASQ_BACKENDS = ("auto", "iptables", "nftables")
+
+
+def _masq_backend(value: str | None) -> str | None:
+    if value is not None and value not in MASQ_BACKENDS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(MASQ_BACKENDS)}")
+    return value
+
+
+def _no_masquerade(values: list[str] | None) -> list[str] | None:
+    """Each CIDR of --no-masquerade-cidr, in its canonical form (host bits refused)."""
+    from kindplan.core.addresses import format_net, parse_cidr
+
+    out = []
+    for text in split(values):
+        try:
+            out.append(format_net(parse_cidr(text)))
+        except ValueError:
+            raise typer.BadParameter(f"{text!r} is not a network in CIDR form") from None
+    return out
+
+
 def needs_root_here(command: str, netns: str | None, what: str) -> None:
     """Without --netns a command reads this machine's own node, whose iptables rules only root
     can read: say so up front, as for every root-only path (iptables-save's own answer is a
@@ -172,6 +194,28 @@ AdoptOpt = Annotated[
         "(taking a node over from classic kindnetd).",
     ),
 ]
+MasqBackendOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="What holds the masquerade: iptables (chain KIND-MASQ-AGENT), nftables (table "
+        "kindplan-masq), or auto (nftables where kindplan's or kindnet's table is, or the node "
+        "has no iptables; else iptables). Default: the snapshot's cluster.masqBackend, else auto.",
+        show_default=False,
+        metavar="auto|iptables|nftables",
+        callback=_masq_backend,
+    ),
+]
+NoMasqueradeOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--no-masquerade-cidr",
+        help="Destinations never masqueraded besides the pod subnets and the snapshot's "
+        "cluster.nonMasqueradeCIDRs; repeat it or separate with commas.",
+        show_default=False,
+        metavar="CIDR[,CIDR...]",
+        callback=_no_masquerade,
+    ),
+]
 StateDirOpt = Annotated[
     Path,
     typer.Option(
@@ -210,6 +254,8 @@ class Target(NamedTuple):
     route_proto: int
     adopt: bool
     cni_cache_dir: str | None
+    masq_backend: str | None = None
+    no_masquerade: tuple[str, ...] = ()
 
     def options(self) -> Options:
         """The Options these flags mean on this machine, with their defaults filled in."""
@@ -234,6 +280,8 @@ class Target(NamedTuple):
             self.route_proto,
             self.adopt,
             cni_cache_dir,
+            self.masq_backend,
+            self.no_masquerade,
         )
 
 
@@ -249,6 +297,8 @@ class RenderArgs(NamedTuple):
     uplink: str
     mtu: int | None
     route_proto: int
+    masq_backend: str | None = None
+    no_masquerade: tuple[str, ...] = ()
 
 
 class PlanArgs(NamedTuple):

@@ -20,9 +20,11 @@ from kindplan.cli.options import (
     CniCacheOpt,
     ConfDirOpt,
     LockTimeoutOpt,
+    MasqBackendOpt,
     MtuOpt,
     NetnsOpt,
     NodeOpt,
+    NoMasqueradeOpt,
     PlanArgs,
     PodSubnetOpt,
     RouteProtoOpt,
@@ -83,6 +85,8 @@ def plan(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
     adopt: AdoptOpt = False,
     cni_cache_dir: CniCacheOpt = None,
     pod_subnet: PodSubnetOpt = None,
+    masq_backend: MasqBackendOpt = None,
+    no_masquerade_cidr: NoMasqueradeOpt = None,
     state_dir: Annotated[
         Path, typer.Option(help="As apply takes it; plan neither locks nor writes state there.")
     ] = DEFAULT_STATE_DIR,
@@ -114,6 +118,7 @@ def plan(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
     del state_dir, lock_timeout  # taken so that an apply's command line plans as it is
     # Positional: each name is the field's, in the field's order.
     target = Target(node, netns, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir)
+    target = target._replace(masq_backend=masq_backend, no_masquerade=split(no_masquerade_cidr))
     args = PlanArgs(
         snapshot=snapshot,
         pod_subnets=split(pod_subnet),
@@ -187,6 +192,8 @@ def apply(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
     adopt: AdoptOpt = False,
     cni_cache_dir: CniCacheOpt = None,
     pod_subnet: PodSubnetOpt = None,
+    masq_backend: MasqBackendOpt = None,
+    no_masquerade_cidr: NoMasqueradeOpt = None,
     lock_timeout: LockTimeoutOpt = LOCK_TIMEOUT_SECONDS,
     watch: Annotated[
         bool,
@@ -247,6 +254,7 @@ def apply(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
     """
     # Positional: each name is the field's, in the field's order.
     target = Target(node, netns, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir)
+    target = target._replace(masq_backend=masq_backend, no_masquerade=split(no_masquerade_cidr))
     args = ApplyArgs(
         snapshot=snapshot,
         plan_file=plan_file,

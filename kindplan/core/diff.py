@@ -107,7 +107,7 @@ def diff(
             )
         )
     changes += routes.changes
-    changes += _diff_masq(desired, observed)
+    changes += _diff_masq(desired, observed, adopt, warnings)
     changes += routes.deletions
 
     if not desired.cni.subnets:
@@ -279,8 +279,12 @@ def _same_target(desired: Route, observed: Route) -> bool:
     # with no device of its own (netlink._parse_route), and desired routes always have one
 
 
-def _diff_masq(desired: DesiredState, observed: ObservedState) -> list[Change]:
-    backend, variant = desired.masq_backend, observed.iptables_backend
+def _diff_masq(
+    desired: DesiredState, observed: ObservedState, adopt: bool, warnings: list[str]
+) -> list[Change]:
+    backend = desired.masq_backend
+    # iptables writes with the variant in use; nftables' own variant is "" (kindplan's tables)
+    variant = observed.iptables_backend if backend == "iptables" else ""
     seen = {(m.backend, m.variant, m.version): m for m in observed.masq}
     changes: list[Change] = []
     for want in desired.masq:
@@ -302,8 +306,17 @@ def _diff_masq(desired: DesiredState, observed: ObservedState) -> list[Change]:
             changes.append(write)
     # What is left is kindplan's masquerade where nothing wants it: a backend (or variant) the
     # node no longer uses, a family the cluster lost. Both still hook netfilter: removed, hooks
-    # and all.
+    # and all. kindnet's table is not kindplan's: removed with --adopt only, named until then.
+    taken = [m for m in seen.values() if m.variant == _KINDNET and m.masq is not None]
+    if taken and not adopt:
+        families = " and ".join(f"IPv{m.version}" for m in sorted(taken, key=lambda m: m.version))
+        warnings.append(
+            f"kindnet's table inet kindnet-ipmasq masquerades {families} too: two masquerade "
+            "paths are live (--adopt takes it over: removed, journaled)"
+        )
     for (other, other_variant, version), masq in sorted(seen.items()):
+        if other_variant == _KINDNET and not adopt:
+            continue
         if masq.masq is not None or masq.hooks:
             changes.append(
                 RemoveMasquerade(
@@ -316,6 +329,9 @@ def _diff_masq(desired: DesiredState, observed: ObservedState) -> list[Change]:
                 )
             )
     return changes
+
+
+_KINDNET = "kindnet"  # the nftables variant that names kindnet's table (core/masq/nftables.py)
 
 
 def not_in_effect(changes: tuple[Change, ...], observed: ObservedState) -> tuple[Change, ...]:

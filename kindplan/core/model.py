@@ -32,6 +32,7 @@ class Cluster:
     non_masquerade_cidrs: tuple[IPNetwork, ...] = ()
     mtu: int | None = None
     cni: CniSettings = field(default_factory=CniSettings)
+    masq_backend: str = "auto"  # cluster.masqBackend: iptables, nftables or auto
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +170,8 @@ class ObservedState:
     masq: tuple[MasqObserved, ...]
     conflist: str | None  # None: no file
     iptables_backend: str = "nft"  # the one in use
+    # The masquerade backends whose tools the node has (an nftables-only host: no iptables).
+    masq_tools: tuple[str, ...] = ("iptables",)
     conflist_error: str | None = None  # the conflist could not be read: why (it is left alone)
     # libcni's result cache, when one is read (--cni-cache-dir): the node's pods in it, which
     # the plan routes as the snapshot's own, and why any entry of it was skipped.
@@ -190,6 +193,9 @@ class Options:
     route_proto: int = DEFAULT_ROUTE_PROTO
     adopt: bool = False
     cni_cache_dir: str | None = None  # read local pods from libcni's cache here (if it exists)
+    # iptables, nftables, auto (compiler.masq_backend's rule); None: the snapshot's choice
+    masq_backend: str | None = None
+    no_masquerade: tuple[str, ...] = ()  # --no-masquerade-cidr: exempt besides the snapshot's
 
 
 NAME_MAX, PATH_MAX = 255, 4096  # Linux's limits on a path component and a path, in bytes

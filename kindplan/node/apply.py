@@ -65,12 +65,10 @@ def apply_change(change: Change, kernel: KernelPort, iptables: IptablesPort) -> 
             kernel.add_address(address)
         case DelAddress(address=address):
             kernel.del_address(address)
-        case WriteMasquerade(version=version, variant=variant):
-            payload = dialect(change.backend).write_payload(change)
-            _variant(iptables, variant).restore(version, payload)
-        case RemoveMasquerade(version=version, variant=variant):
-            payload = dialect(change.backend).remove_payload(change)
-            _variant(iptables, variant).restore(version, payload)
+        case WriteMasquerade():
+            _masquerade(iptables, change, dialect(change.backend).write_payload(change))
+        case RemoveMasquerade():
+            _masquerade(iptables, change, dialect(change.backend).remove_payload(change))
         case WriteConflist(path=path, content=content, old=old):
             _expect_conflist(Path(path), old)
             write_atomic(Path(path), content)
@@ -83,10 +81,19 @@ def apply_change(change: Change, kernel: KernelPort, iptables: IptablesPort) -> 
             assert_never(change)
 
 
-def _variant(iptables: IptablesPort, variant: str | None) -> IptablesPort:
-    """The iptables of the variant a change names (None: the one in use). The iptables dialect
-    is the only one yet: a backend of another runner (nft) would choose its runner here."""
-    return iptables if variant is None else iptables.for_backend(variant)
+def _masquerade(
+    iptables: IptablesPort, change: WriteMasquerade | RemoveMasquerade, payload: str
+) -> None:
+    """Run a masquerade change's payload with its backend's runner: nft for nftables (one
+    transaction), else iptables-restore of the variant the change names (None: the one in use)."""
+    if change.backend == "nftables":
+        nft = iptables.nftables
+        if nft is None:
+            raise RuntimeFailure("nft: not found on this node (Debian's package nftables)")
+        nft.run(payload)
+        return
+    runner = iptables if change.variant is None else iptables.for_backend(change.variant)
+    runner.restore(change.version, payload)
 
 
 def _expect_conflist(path: Path, seen: str | None) -> None:

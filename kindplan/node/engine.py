@@ -25,7 +25,7 @@ from kindplan.core.changes import (
     ReplaceRoute,
     WriteConflist,
 )
-from kindplan.core.compiler import compile_desired, find_node
+from kindplan.core.compiler import compile_desired, find_node, masq_backend, no_masquerade
 from kindplan.core.diff import diff, not_in_effect
 from kindplan.core.model import DesiredState, ObservedState, Options, Snapshot
 from kindplan.core.routes import Route, route_command
@@ -126,7 +126,15 @@ def make_plan(
         snapshot, skipped = without_uplink(snapshot, local_pods[0], uplink.name)
         warnings += skipped
     facts = host_facts(snapshot, uplink, options.mtu)
-    desired = call(compile_desired, snapshot, node.name, facts, route_proto=options.route_proto)
+    desired = call(
+        compile_desired,
+        snapshot,
+        node.name,
+        facts,
+        route_proto=options.route_proto,
+        masq_backend=masq_backend(options.masq_backend or snapshot.cluster.masq_backend, observed),
+        no_masquerade=no_masquerade(options),
+    )
     plan = call(
         diff,
         desired,

@@ -95,10 +95,17 @@ def _read(
         masq=read_masq(iptables),
         conflist=conflist,
         iptables_backend=iptables.backend,
+        masq_tools=masq_tools(iptables),
         conflist_error=conflist_error,
         local_pods=pods,
         cache_warnings=cache_warnings,
     )
+
+
+def masq_tools(iptables: IptablesPort) -> tuple[str, ...]:
+    """The masquerade backends the node has tools for."""
+    have = (("iptables", iptables.present), ("nftables", iptables.nftables is not None))
+    return tuple(name for name, present in have if present)
 
 
 def read_local_pods(where: Where) -> tuple[tuple[Pod, ...], tuple[str, ...]]:

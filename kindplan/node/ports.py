@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
+    from kindplan.core.masq.value import MasqObserved
     from kindplan.core.model import Address, Link, Sysctl
     from kindplan.core.routes import Route
     from kindplan.node.kernel import KernelError
@@ -79,6 +80,28 @@ class IptablesPort(Protocol):
 
     def for_backend(self, backend: str) -> IptablesPort:
         """The same namespace through the tools of `backend`."""
+        ...
+
+    @property
+    def present(self) -> bool:
+        """Does the node have these tools? (no: an nftables-only host, nothing to read here)"""
+        ...
+
+    @property
+    def nftables(self) -> NftablesPort | None:
+        """The same namespace's netfilter through `nft` (None: the node has no nft)."""
+        ...
+
+
+class NftablesPort(Protocol):
+    """kindplan's nftables tables (and the one it may take over) in one namespace."""
+
+    def read_masq(self) -> tuple[MasqObserved, ...]:
+        """Both families of each table the nftables dialect reads, as values (None: absent)."""
+        ...
+
+    def run(self, payload: str) -> None:
+        """nft -f -: all of `payload` in one transaction, or RuntimeFailure."""
         ...
 
 
