@@ -175,7 +175,18 @@ def _run(cmd: list[str], stdin: str | None) -> str:
     except OSError as e:
         raise RuntimeFailure(f"{cmd[0]}: cannot run: {e.strerror}") from e
     if proc.returncode != 0:
-        detail = [line for line in proc.stderr.strip().splitlines() if line.startswith("Error")]
-        last = detail[0] if detail else (proc.stderr.strip().splitlines() or [""])[-1]
-        raise RuntimeFailure(f"{' '.join(cmd[:2])} exited {proc.returncode}: {last}")
+        raise RuntimeFailure(f"{' '.join(cmd[:2])} exited {proc.returncode}: {_error(proc.stderr)}")
     return proc.stdout
+
+
+def _error(stderr: str) -> str:
+    """nft's first error as one line: `/dev/stdin:2:26-32: Error: ...` -> `line 2: Error: ...`
+    (nft goes on with the offending line and a caret line under it, which say no more)."""
+    lines = stderr.strip().splitlines()
+    for line in lines:
+        where, found, what = line.partition("Error:")
+        if found:
+            parts = where.strip(": ").split(":")
+            at = f"line {parts[1]}: " if len(parts) > 1 and parts[1].isdigit() else ""
+            return f"{at}Error:{what}"
+    return lines[-1] if lines else ""

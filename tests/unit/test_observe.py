@@ -41,6 +41,7 @@ OTHER = {
     "masq": (replace(NODE.masq[0], hooks_at=(1, 3)),),  # as many hooks, another position
     "conflist": "{ }\n",
     "iptables_backend": "legacy",
+    "masq_tools": ("nftables",),  # the iptables tools gone: auto's choice may change
     "conflist_error": "/etc/cni/net.d/10-kindnet.conflist: cannot read: not a regular file",
     "local_pods": (POD,),
     "cache_warnings": ("/cache/kindnet-bad-eth0: unreadable CNI cache entry; skipped",),
