@@ -346,3 +346,4 @@ class TraceArgs(NamedTuple):
     json_out: bool
     svg: Path | None
     detailed_exitcode: bool = False
+    masq_backend: str | None = None

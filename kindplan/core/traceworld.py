@@ -19,7 +19,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import TypeVar
 
 from kindplan.core.addresses import IPAddress, IPNetwork, format_ip, format_net, parse_ip
-from kindplan.core.compiler import FORWARDING_SYSCTLS, compile_desired
+from kindplan.core.compiler import FORWARDING_SYSCTLS, compile_desired, masq_backend
 from kindplan.core.masq.value import MasqObserved
 from kindplan.core.model import HostFacts, Node, ObservedState, Pod, Snapshot
 from kindplan.core.routes import IPV6_DEFAULT_METRIC, Route
@@ -175,7 +175,8 @@ def _any(version: int) -> IPNetwork:
 
 
 def _desired_node(snapshot: Snapshot, node: Node, uplink: Uplink) -> Namespace:
-    desired = compile_desired(snapshot, node.name, HostFacts(uplink.name))
+    backend = masq_backend(snapshot.cluster.masq_backend, None)  # auto, unobserved: iptables
+    desired = compile_desired(snapshot, node.name, HostFacts(uplink.name), masq_backend=backend)
     routes = [TableRoute(r, "kindplan") for r in desired.routes]
     for ip in node.internal_ips:
         v = ip.version

@@ -65,6 +65,7 @@ def up(
     *,
     say: Say,
     kindnetd: bool = False,
+    masq_backend: str | None = None,
 ) -> Lab:
     """Build the lab, apply kindplan on every node, create the pods; clean up if anything fails.
 
@@ -76,7 +77,7 @@ def up(
     lab = topology.design(name, state_dir, nodes, pods_per_node, dual_stack)
     try:
         topology.save(lab)
-        lab.snapshot_path.write_text(topology.snapshot_text(lab))
+        lab.snapshot_path.write_text(topology.snapshot_text(lab, masq_backend))
         topology.build_network(lab)
         count = plural(len(lab.nodes), "node")
         say(f"lab {name}: {count} on {topology.V4_SUBNET}, outside host {OUTSIDE_V4}")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from kindplan.core.addresses import IPAddress, IPNetwork
 from kindplan.core.compiler import FORWARDING_SYSCTLS
-from kindplan.core.masq.iptables import parse_nat
+from kindplan.core.masq.value import MasqObserved
 from kindplan.core.model import (
     DEFAULT_MTU,
     HostFacts,
@@ -246,6 +246,18 @@ def off_link_peers(snapshot: Snapshot, node: Node, uplink: Link) -> list[str]:
     return off
 
 
+def _live_masq(iptables: IptablesPort, families: tuple[int, ...]) -> tuple[MasqObserved, ...]:
+    """Per family, what masquerades on the node: kindplan's masquerade in whichever backend
+    holds it (nftables' table or iptables' chain), else the iptables chain's absence."""
+    found = [m for m in read_masq(iptables) if m.masq is not None and m.variant != "kindnet"]
+    found.sort(key=lambda m: m.hooks == 0)  # a hooked one decides first
+    out = []
+    for v in families:
+        mine = [m for m in found if m.version == v]
+        out.append(mine[0] if mine else MasqObserved(v, None, variant=iptables.backend))
+    return tuple(out)
+
+
 def read_routing(
     kernel: KernelPort, iptables: IptablesPort, families: tuple[int, ...]
 ) -> ObservedState:
@@ -255,7 +267,7 @@ def read_routing(
         links=links,
         routes=kernel.read_routes(),
         sysctls=kernel.read_sysctls(tuple(FORWARDING_SYSCTLS[v] for v in families)),
-        masq=tuple(parse_nat(v, iptables.save_nat(v), iptables.backend) for v in families),
+        masq=_live_masq(iptables, families),
         conflist=None,
         iptables_backend=iptables.backend,
     )

@@ -273,3 +273,41 @@ def test_take_over_from_kindnetd(lab: Lab, up_args: tuple[str, ...]) -> None:
         assert gateway_routes and all(" proto 75 " in line for line in gateway_routes), (
             gateway_routes
         )
+
+
+def test_nftables_lab_masquerades_from_kindplans_table(lab: Lab) -> None:
+    """lab up --masq-backend nftables: every check passes (pods reach the outside host with
+    their node's address, pod to pod keeps pod addresses), no KIND-MASQ-AGENT anywhere, and
+    trace names the nftables rule that decided."""
+    assert_up_and_clean(lab, "--dual-stack", "--masq-backend", "nftables")
+    worker = lab.ns("k8s-guide-worker")
+    assert {"table ip kindplan-masq", "table ip6 kindplan-masq"} <= set(
+        sh("nft", "list", "tables", ns=worker).splitlines()
+    )
+    for tool in ("iptables-save", "ip6tables-save"):
+        assert "KIND-MASQ-AGENT" not in sh(tool, "-t", "nat", ns=worker)
+    check = lab.run("check").stdout
+    assert "pass  SNAT k8s-guide-worker pods -> outside 203.0.113.10, from 172.18.0.11" in check
+    assert "pass  pod-to-pod IPv6 k8s-guide-control-plane -> k8s-guide-worker " in check
+
+    snapshot = lab.state / "with-pods.json"
+    snapshot.write_text(lab.run("snapshot").stdout)
+    walk = subprocess.run(
+        [sys.executable, "-m", "kindplan.cli", "trace", str(snapshot), "--from", "web-1-0",
+         "--to", "203.0.113.10", "--node", "k8s-guide-worker", "--netns", worker],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert walk.returncode == 0, walk.stderr
+    assert (
+        "SNAT   kindplan-masq postrouting (destination not local) -> masquerade: "
+        "10.244.1.2 -> 172.18.0.11"
+    ) in walk.stdout
+
+    # taken away, the check fails where it should, and an apply puts the table back
+    sh("nft", "delete", "table", "ip", "kindplan-masq", ns=worker)
+    failed = lab.run("check")
+    assert failed.returncode == 1
+    assert "FAIL  SNAT k8s-guide-worker pods -> outside 203.0.113.10" in failed.stdout
+    assert "+ nftables: table ip kindplan-masq (new)" in lab.run("plan", "k8s-guide-worker").stdout
+    assert lab.run("apply", "k8s-guide-worker").returncode == 0
+    assert lab.run("check").returncode == 0
