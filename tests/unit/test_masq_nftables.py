@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from kindplan.core.changes import RemoveMasquerade, WriteMasquerade
 from kindplan.core.masq import nftables
 from kindplan.core.masq.dialects import dialect
-from kindplan.core.masq.value import EXEMPT, MASQUERADE, MasqRule, Masquerade, wanted
+from kindplan.core.masq.value import EXEMPT, MASQUERADE, MasqObserved, MasqRule, Masquerade, wanted
+from kindplan.core.model import DesiredState, ObservedState
 
 DATA = json.loads((Path(__file__).parent / "data" / "nftables-masq.json").read_text())
 N = ip_network
@@ -170,3 +171,105 @@ def test_render_file_is_the_table_for_nft_f() -> None:
     assert name == "ip-kindplan-masq.nft"
     assert text.startswith("# kindplan: SNAT of node w2;")
     assert "add table ip kindplan-masq" in text
+
+
+# -- auto's rule, the diff between backends, kindnet's table, the journal ----------------------
+
+
+def observed_with(
+    *masq: MasqObserved, tools: tuple[str, ...] = ("iptables", "nftables")
+) -> ObservedState:
+    return ObservedState((), (), (), masq, None, masq_tools=tools)
+
+
+def desired_for(backend: str) -> DesiredState:
+    from builders import cluster_doc, load
+
+    from kindplan.core.compiler import compile_desired
+    from kindplan.core.model import HostFacts
+
+    return compile_desired(load(cluster_doc(2)), "node-0000", HostFacts(), masq_backend=backend)
+
+
+KINDPLANS = MasqObserved(4, wanted(4, [N("10.244.0.0/16")]), 1, backend="nftables", variant="")
+KINDNETS = MasqObserved(
+    4, wanted(4, [N("10.244.0.0/16")]), 1, backend="nftables", variant="kindnet"
+)
+CHAIN = MasqObserved(4, wanted(4, [N("10.244.0.0/16")]), 1, (3,), variant="nft")
+
+
+@pytest.mark.parametrize(
+    ("asked", "masq", "tools", "chosen"),
+    [
+        ("iptables", (KINDPLANS,), ("iptables", "nftables"), "iptables"),
+        ("nftables", (CHAIN,), ("iptables", "nftables"), "nftables"),
+        ("auto", (), ("iptables", "nftables"), "iptables"),  # a fresh node: as before auto
+        ("auto", (CHAIN,), ("iptables", "nftables"), "iptables"),  # keeps its chain
+        ("auto", (CHAIN, KINDPLANS), ("iptables", "nftables"), "nftables"),  # half switched
+        ("auto", (KINDNETS,), ("iptables", "nftables"), "nftables"),  # kindnet >= 1.5's node
+        ("auto", (), ("nftables",), "nftables"),  # no iptables binaries
+    ],
+)
+def test_autos_one_rule(
+    asked: str, masq: tuple[MasqObserved, ...], tools: tuple[str, ...], chosen: str
+) -> None:
+    from kindplan.core.compiler import masq_backend
+
+    assert masq_backend(asked, observed_with(*masq, tools=tools)) == chosen
+    assert masq_backend("auto", None) == "iptables"  # render: no node observed
+
+
+def test_switching_to_nftables_removes_the_chain_in_the_same_plan() -> None:
+    from kindplan.core.diff import diff
+
+    plan = diff(desired_for("nftables"), observed_with(CHAIN), conflist_path="/x")
+    masq = [c for c in plan.changes if c.kind in ("iptables", "nftables")]
+    assert [(type(c).__name__, c.kind, c.variant) for c in masq] == [
+        ("WriteMasquerade", "nftables", ""),
+        ("RemoveMasquerade", "iptables", "nft"),
+    ]
+
+
+def test_a_right_table_is_no_change_and_the_set_order_does_not_matter() -> None:
+    from kindplan.core.diff import diff
+
+    desired = desired_for("nftables")
+    held_there = MasqObserved(4, desired.masq[0], 1, backend="nftables", variant="")
+    plan = diff(desired, observed_with(held_there), conflist_path="/x")
+    assert [c for c in plan.changes if c.kind == "nftables"] == []
+
+
+def test_kindnets_table_is_named_without_adopt_and_removed_with_it() -> None:
+    from kindplan.core.diff import diff
+
+    desired = desired_for("nftables")
+    mine = MasqObserved(4, desired.masq[0], 1, backend="nftables", variant="")
+    v6 = MasqObserved(6, wanted(6, []), 1, backend="nftables", variant="kindnet")
+    observed = observed_with(mine, KINDNETS, v6)
+    plan = diff(desired, observed, conflist_path="/x")
+    assert [c for c in plan.changes if c.kind == "nftables"] == []
+    assert (
+        "kindnet's table inet kindnet-ipmasq masquerades IPv4 and IPv6 too: two masquerade paths "
+        "are live (--adopt takes it over: removed, journaled)"
+    ) in plan.warnings
+    adopted = diff(desired, observed, conflist_path="/x", adopt=True)
+    removals = [c for c in adopted.changes if isinstance(c, RemoveMasquerade)]
+    assert [(c.version, c.variant) for c in removals] == [(4, "kindnet"), (6, "kindnet")]
+    assert not any("kindnet" in w for w in adopted.warnings)
+
+
+@given(st.sampled_from([None, "", "kindnet"]), st.integers(0, 1))
+def test_nftables_changes_go_through_the_journal_unchanged(variant: str | None, hooks: int) -> None:
+    from kindplan.core.changes import decode_change
+    from kindplan.core.schemacheck import compile_schema
+    from kindplan.resources import load_schema
+
+    check = compile_schema(load_schema("journal.schema.json"))
+    masq = wanted(6, [N("fd00::/8")])
+    for change in (
+        WriteMasquerade(6, masq, None, hooks, 1, backend="nftables", variant=variant),
+        RemoveMasquerade(6, masq, hooks, backend="nftables", variant=variant),
+    ):
+        encoded = json.loads(json.dumps(change.encode()))
+        assert check({"undo": [encoded]})
+        assert decode_change(encoded) == change
