@@ -145,3 +145,9 @@ def test_taking_over_from_kindnetd(tmp_path: Path) -> None:
         names = Names(tmp_path, {}, made)
         for step in example("kindplan lab plan k8s-guide-worker").steps:
             names.check(step)
+
+
+def test_the_nftables_backend_and_the_switch_back(seed_worker2: Node) -> None:
+    names = on_node(seed_worker2)
+    for step in example("kindplan apply --masq-backend nftables cluster.yaml").steps:
+        names.check(step)

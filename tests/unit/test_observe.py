@@ -124,6 +124,8 @@ class StandInIptables:
         default_factory=lambda: dict.fromkeys((4, 6), "*nat\n:KIND-MASQ-AGENT - [0:0]\nCOMMIT\n")
     )
     backend: str = ""
+    present: bool = True
+    nftables: None = None  # no nft: nothing on the host is read
 
     def save_nat(self, version: int) -> str:
         return self.saved[version]
