@@ -333,6 +333,80 @@ def bench_writes(nodes: int, runs: int, dual: bool) -> dict[str, float]:
     return {"routes": len(writes), "seconds": seconds, "routes_per_s": len(writes) / seconds}
 
 
+def bench_backends(work: Path, nodes: int, runs: int) -> dict[str, dict[str, float]]:
+    """7: the two masquerade backends side by side (IPv4, `nodes` nodes, the same run): first
+    apply, converged apply (whole processes), a converged watch round in-process, and how many
+    processes that round spawns (iptables-save for iptables; none for nftables: the ruleset's
+    generation says nothing changed)."""
+    snapshot = work / f"cluster-backends-{nodes}.json"
+    snapshot.write_text(json.dumps(cluster_doc(nodes)))
+    return {b: backend_figures(work, snapshot, b, runs) for b in ("iptables", "nftables")}
+
+
+def backend_figures(work: Path, snapshot: Path, backend: str, runs: int) -> dict[str, float]:
+    """bench_backends' figures of one backend."""
+    flags = ["--masq-backend", backend]
+    full = []
+    for _ in range(runs):
+        with node_ns(False) as ns:
+            full.append(run_timed([*apply_cmd(snapshot, ns, work / f"b-{ns}"), *flags])[0])
+    with node_ns(False) as ns:
+        cmd = [*apply_cmd(snapshot, ns, work / f"b-{ns}"), *flags]
+        run_timed(cmd)
+        converged = median(lambda: run_timed(cmd)[0], runs)
+        round_s, spawned = masq_round(ns, snapshot, work / f"b-{ns}", runs, backend)
+    return {
+        "first_apply_s": statistics.median(full),
+        "converged_apply_s": converged,
+        "round_s": round_s,
+        "round_processes": spawned,
+    }
+
+
+def masq_round(ns: str, snapshot: Path, state: Path, runs: int, backend: str) -> tuple[float, int]:
+    """A converged watch round's median time with `backend`, and the processes one spawns."""
+    import io
+
+    from kindplan.agent.logs import Log
+    from kindplan.agent.metrics import Health, Metrics
+    from kindplan.agent.watch import Loop, LoopSettings, Telemetry
+    from kindplan.core.model import Options
+    from kindplan.inputs.files import FileSource
+    from kindplan.node.netns import enter_netns
+
+    options = Options(node="node-0000", conf_dir=str(state / "cni"), masq_backend=backend)
+    source = FileSource(str(snapshot))
+    telemetry = Telemetry(Log("text", io.StringIO()), Metrics(), Health(60))
+    loop = Loop(source, options, ns, state / "state", settings=LoopSettings(), telemetry=telemetry)
+    spawned = [0]
+    real_popen = subprocess.Popen
+
+    class Counted(real_popen):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            spawned[0] += 1
+            super().__init__(*args, **kwargs)
+
+    with enter_netns(ns):
+        loop.round()
+        loop.round()  # the first rounds read what the round after reads from its memos
+
+        def round_() -> float:
+            started = time.perf_counter()
+            outcome = loop.round()
+            assert outcome.ok and not outcome.applied
+            return time.perf_counter() - started
+
+        seconds = median(round_, max(runs, 9))
+        subprocess.Popen = Counted  # type: ignore[misc]
+        try:
+            round_()
+        finally:
+            subprocess.Popen = real_popen  # type: ignore[misc]
+        loop._handles.drop()
+    source.close()
+    return seconds, spawned[0]
+
+
 def observed_like(desired) -> ObservedState:  # type: ignore[no-untyped-def]
     """A converged node as kindplan would observe it, for the pure compile+diff benchmark."""
     return ObservedState(
@@ -504,7 +578,7 @@ def report(results: dict) -> list[tuple[str, str, str, str]]:  # type: ignore[ty
             ),
             (f"peak RSS, full apply {tag}", f"{r['peak_rss_mib']:.0f} MiB", "", ""),
         ]
-    for tag, w in results["writes"].items():
+    for tag, w in results.get("writes", {}).items():
         batch = results["apply"][tag]
         ip_rate = batch["routes"] / batch["ip_batch_s"]
         rows.append(
@@ -515,12 +589,25 @@ def report(results: dict) -> list[tuple[str, str, str, str]]:  # type: ignore[ty
                 f"{w['routes_per_s'] / ip_rate:.2f}x",
             )
         )
-    s = results["startup"]
+    for backend, b in results.get("backends", {}).items():
+        rows += [
+            (f"{backend}: first apply {results['nodes']}", f"{b['first_apply_s']:.3f} s", "", ""),
+            (f"{backend}: converged apply", f"{b['converged_apply_s']:.3f} s", "", ""),
+            (
+                f"{backend}: watch round (converged)",
+                f"{b['round_s'] * 1000:.1f} ms",
+                f"{b['round_processes']} processes spawned",
+                "",
+            ),
+        ]
+    s = results.get("startup") or {}
     for key, label in (
         ("help_s", "--help"),
         ("render_s", "render seed lab"),
         ("plan_s", "plan seed lab"),
     ):
+        if key not in s:
+            continue
         rows.append(
             (
                 f"start-up: kindplan {label}",
@@ -529,7 +616,9 @@ def report(results: dict) -> list[tuple[str, str, str, str]]:  # type: ignore[ty
                 f"{s[key] / s['python_pass_s']:.1f}x",
             )
         )
-    sc = results["scaling"]
+    sc = results.get("scaling")
+    if not sc:
+        return rows
     first, last = min(sc, key=int), max(sc, key=int)
     rows.append(
         (
@@ -580,6 +669,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--quick", action="store_true", help="1,000 nodes and fewer runs")
+    parser.add_argument(
+        "--backends-only",
+        action="store_true",
+        help="only the masquerade backends side by side (iptables, nftables)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/run.py needs root (network namespaces)", file=sys.stderr)
@@ -588,6 +682,9 @@ def main() -> int:
     results: dict = {"nodes": nodes, "runs": runs, "machine": os.uname().release, "apply": {}}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        results["backends"] = bench_backends(work, nodes, runs)
+        if args.backends_only:
+            return _print(results, args.out)
         for dual in (False, True):
             results["apply"]["dual-stack" if dual else "IPv4"] = bench_apply(
                 work, nodes, dual, runs
@@ -599,22 +696,23 @@ def main() -> int:
         results["scaling"] = bench_scaling([50, 500, 1000, 2000, 5000], max(runs, 15))
         results["scaling_instructions"] = bench_instructions([50, nodes])
         results["startup"] = bench_startup(work, max(runs, 10))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return _print(results, args.out)
+
+
+def _print(results: dict, out: Path) -> int:  # type: ignore[type-arg]
+    """The table, results.json and the plot (none for --backends-only)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     rows = report(results)
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
-    plotted = plot(results, args.out / "scaling.png")
+    plotted = "scaling" in results and plot(results, out / "scaling.png")
     print(
-        f"\nwrote {args.out / 'results.json'}"
-        + (
-            f" and {args.out / 'scaling.png'}"
-            if plotted
-            else " (pip install matplotlib for the plot)"
-        )
+        f"\nwrote {out / 'results.json'}"
+        + (f" and {out / 'scaling.png'}" if plotted else " (pip install matplotlib for the plot)")
     )
     return 0
 
