@@ -5,12 +5,14 @@ mount namespace)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
+from jsonschema import Draft202012Validator
 from nodes import KINDPLAN, Node, kindplan
 from shell import sh
 
@@ -19,6 +21,7 @@ from kindplan.core.masq.value import wanted
 from kindplan.errors import RuntimeFailure
 from kindplan.node.netns import enter_netns
 from kindplan.node.nftables import Nftables, ruleset_generation
+from kindplan.resources import load_schema
 
 pytestmark = pytest.mark.root
 
@@ -70,6 +73,9 @@ def test_ipv4_converges_and_plans_no_changes(seed_worker2: Node) -> None:
     planned = ok(node.plan("--masq-backend", "nftables"))
     assert "+ nftables: table ip kindplan-masq (new)" in planned.stdout
     assert "+ ip daddr @no-masquerade accept (10.244.0.0/16)" in planned.stdout
+    as_json = json.loads(ok(node.plan("--masq-backend", "nftables", "--json")).stdout)
+    Draft202012Validator(load_schema("plan.schema.json")).validate(as_json)
+    assert "nftables" in {c["kind"] for c in as_json["changes"]}
     ok(node.apply("--masq-backend", "nftables"))
     assert tables(node) == ["table ip kindplan-masq"]  # no iptables nat table made
     listed = nft(node, "list", "table", "ip", "kindplan-masq")
@@ -254,3 +260,48 @@ def test_render_writes_the_nftables_table_that_nft_takes(
     assert tables(node) == ["table ip kindplan-masq"]
     ok(node.apply("--masq-backend", "nftables"))
     assert "nftables" not in node.apply("--masq-backend", "nftables").stdout  # nothing to redo
+
+
+def test_a_converged_watch_round_spawns_no_process(seed_worker2: Node) -> None:
+    """The loop's round on a converged nftables node: no nft, no iptables-save (the node has no
+    iptables nat table; the generation says kindplan's tables are as last listed)."""
+    import io
+
+    from kindplan.agent.logs import Log
+    from kindplan.agent.metrics import Health, Metrics
+    from kindplan.agent.watch import Loop, LoopSettings, Telemetry
+    from kindplan.core.model import Options
+    from kindplan.inputs.files import FileSource
+
+    node = seed_worker2
+    ok(node.apply("--masq-backend", "nftables"))
+    options = Options(node=node.name, conf_dir=str(node.tmp / "cni"), masq_backend="nftables")
+    source = FileSource(str(node.snapshot))
+    telemetry = Telemetry(Log("text", io.StringIO()), Metrics(), Health(60))
+    loop = Loop(source, options, node.ns, node.tmp / "state", settings=LoopSettings(),
+                telemetry=telemetry)  # fmt: skip
+    spawned: list[object] = []
+    real = subprocess.Popen
+
+    class Counted(real):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            spawned.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    try:
+        with enter_netns(node.ns):
+            assert loop.round().ok  # lists the tables once
+            subprocess.Popen = Counted  # type: ignore[misc]
+            try:
+                outcome = loop.round()
+                assert outcome.ok and not outcome.applied
+                assert spawned == []
+                sh("nft", "add", "table", "ip", "someone-else")  # the generation moves
+                spawned.clear()
+                assert loop.round().ok
+            finally:
+                subprocess.Popen = real  # type: ignore[misc]
+        assert [cmd[:3] for cmd in spawned] == [["nft", "-j", "list"]]  # type: ignore[index]
+    finally:
+        loop._handles.drop()
+        source.close()
