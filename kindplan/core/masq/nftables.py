@@ -238,7 +238,7 @@ def _sort(where: Shape, listed: str) -> _Table:
 
 def _set_elements(version: int, body: dict[str, Any]) -> list[IPNetwork] | None:
     """A set's elements as networks (merged), None if it is not a set of the shape written."""
-    if body.get("type") != _addr_type(version) or "interval" not in body.get("flags", ()):
+    if body.get("type") != _addr_type(version) or "interval" not in _listed(body.get("flags")):
         return None
     nets: list[IPNetwork] = []
     try:
@@ -322,12 +322,15 @@ def _rule_kind(expr: Any) -> str:
     if not isinstance(match, dict) or match.get("op") not in ("==", "in"):
         return ""
     left, right = match.get("left"), match.get("right")
-    if left == {"fib": {"result": "type", "flags": ["daddr"]}} and right == "local":
-        return "local"
-    if left == {"ct": {"key": "state"}} and right in (
-        ["established", "related"],
-        ["related", "established"],
+    fib = left.get("fib") if isinstance(left, dict) else None
+    if (
+        isinstance(fib, dict)
+        and fib.get("result") == "type"
+        and _listed(fib.get("flags")) == ["daddr"]
+        and right == "local"
     ):
+        return "local"
+    if left == {"ct": {"key": "state"}} and sorted(_listed(right)) == ["established", "related"]:
         return "ct"
     payload = left.get("payload") if isinstance(left, dict) else None
     if (
@@ -339,6 +342,14 @@ def _rule_kind(expr: Any) -> str:
     ):
         return f"exempt {payload['protocol']} {right}"
     return ""
+
+
+def _listed(value: Any) -> list[Any]:
+    """A JSON field that holds one value or a list of them (nft prints a single flag either way,
+    as versions differ), as a list."""
+    if isinstance(value, list):
+        return value
+    return [] if value is None else [value]
 
 
 def _short(value: Any) -> str:
