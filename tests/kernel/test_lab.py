@@ -311,3 +311,39 @@ def test_nftables_lab_masquerades_from_kindplans_table(lab: Lab) -> None:
     assert "+ nftables: table ip kindplan-masq (new)" in lab.run("plan", "k8s-guide-worker").stdout
     assert lab.run("apply", "k8s-guide-worker").returncode == 0
     assert lab.run("check").returncode == 0
+
+
+def test_take_over_from_kindnets_nftables_table(lab: Lab) -> None:
+    """Nodes as kindnet >= 1.5 leaves them (its routes, its table inet kindnet-ipmasq, no
+    iptables chain): the plan names the table, lab apply --adopt replaces it with kindplan's,
+    every check passes, and rollback puts kindnet's table back."""
+    up = lab.run("up", "--kindnetd", "--masq-backend", "nftables")
+    assert up.returncode == 0, up.stderr
+    worker = lab.ns("k8s-guide-worker")
+    tables = sh("nft", "list", "tables", ns=worker).splitlines()
+    assert "table inet kindnet-ipmasq" in tables and "table ip kindplan-masq" not in tables
+    assert "KIND-MASQ-AGENT" not in sh("iptables-save", "-t", "nat", ns=worker)  # portmap's only
+    kindnets = sh("nft", "list", "table", "inet", "kindnet-ipmasq", ns=worker)
+    assert lab.run("check").returncode == 0  # kindnet's table masquerades as it should
+    plan = lab.run("plan", "k8s-guide-worker").stdout
+    assert "+ nftables: table ip kindplan-masq (new)" in plan
+    assert "kindnet's table inet kindnet-ipmasq masquerades IPv4 and IPv6 too" in plan
+    for node in NODES:
+        applied = lab.run("apply", node, "--adopt")
+        assert applied.returncode == 0, applied.stderr
+    assert "applied: removed nftables: table inet kindnet-ipmasq (kindnet's, taken over), IPv4" in (
+        applied.stdout
+    )
+    tables = sh("nft", "list", "tables", ns=worker).splitlines()
+    assert "table ip kindplan-masq" in tables and "table inet kindnet-ipmasq" not in tables
+    check = lab.run("check")
+    assert check.returncode == 0, check.stdout
+    for node in NODES:
+        assert lab.run("plan", node, "--detailed-exitcode").returncode == 0
+    back = subprocess.run(
+        [sys.executable, "-m", "kindplan.cli", "rollback", "--netns", worker,
+         "--state-dir", str(lab.state / lab.name / "state")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert sh("nft", "list", "table", "inet", "kindnet-ipmasq", ns=worker) == kindnets
