@@ -334,32 +334,40 @@ def bench_writes(nodes: int, runs: int, dual: bool) -> dict[str, float]:
 
 
 def bench_backends(work: Path, nodes: int, runs: int) -> dict[str, dict[str, float]]:
-    """7: the two masquerade backends side by side (IPv4, `nodes` nodes, the same run): first
-    apply, converged apply (whole processes), a converged watch round in-process, and how many
-    processes that round spawns (iptables-save for iptables; none for nftables: the ruleset's
-    generation says nothing changed)."""
+    """7: the two masquerade backends side by side (IPv4, `nodes` nodes, the same run, the two
+    taking turns): first apply, converged apply (whole processes), a converged watch round
+    in-process, and how many processes that round spawns (iptables-save for iptables; none for
+    nftables: the ruleset's generation says nothing changed)."""
     snapshot = work / f"cluster-backends-{nodes}.json"
     snapshot.write_text(json.dumps(cluster_doc(nodes)))
-    return {b: backend_figures(work, snapshot, b, runs) for b in ("iptables", "nftables")}
-
-
-def backend_figures(work: Path, snapshot: Path, backend: str, runs: int) -> dict[str, float]:
-    """bench_backends' figures of one backend."""
-    flags = ["--masq-backend", backend]
-    full = []
+    backends = ("iptables", "nftables")
+    full: dict[str, list[float]] = {b: [] for b in backends}
+    converged: dict[str, list[float]] = {b: [] for b in backends}
     for _ in range(runs):
-        with node_ns(False) as ns:
-            full.append(run_timed([*apply_cmd(snapshot, ns, work / f"b-{ns}"), *flags])[0])
-    with node_ns(False) as ns:
-        cmd = [*apply_cmd(snapshot, ns, work / f"b-{ns}"), *flags]
-        run_timed(cmd)
-        converged = median(lambda: run_timed(cmd)[0], runs)
-        round_s, spawned = masq_round(ns, snapshot, work / f"b-{ns}", runs, backend)
+        for backend in backends:
+            with node_ns(False) as ns:
+                cmd = [*apply_cmd(snapshot, ns, work / f"b-{ns}"), "--masq-backend", backend]
+                full[backend].append(run_timed(cmd)[0])
+    with node_ns(False) as ns_a, node_ns(False) as ns_b:
+        nss = dict(zip(backends, (ns_a, ns_b), strict=True))
+        cmds = {
+            b: [*apply_cmd(snapshot, ns, work / f"b-{ns}"), "--masq-backend", b]
+            for b, ns in nss.items()
+        }
+        for cmd in cmds.values():
+            run_timed(cmd)
+        for _ in range(runs):
+            for backend, cmd in cmds.items():
+                converged[backend].append(run_timed(cmd)[0])
+        rounds = {b: masq_round(ns, snapshot, work / f"b-{ns}", runs, b) for b, ns in nss.items()}
     return {
-        "first_apply_s": statistics.median(full),
-        "converged_apply_s": converged,
-        "round_s": round_s,
-        "round_processes": spawned,
+        b: {
+            "first_apply_s": statistics.median(full[b]),
+            "converged_apply_s": statistics.median(converged[b]),
+            "round_s": rounds[b][0],
+            "round_processes": rounds[b][1],
+        }
+        for b in backends
     }
 
 
