@@ -75,7 +75,8 @@ class Iptables:
 
 
 def read_masq(iptables: IptablesPort) -> tuple[MasqObserved, ...]:
-    """kindplan's chain and jumps, both families, in the backend in use and in the other one.
+    """kindplan's chain and jumps, both families, in the backend in use and in the other one;
+    then what nftables holds (kindplan's tables, kindnet's), through nft if the node has it.
 
     Both hook netfilter at once: a chain left in the backend a node switched away from still
     masquerades (or fails to), and a family the cluster lost keeps its chain until removed.
