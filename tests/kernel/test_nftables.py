@@ -305,3 +305,27 @@ def test_a_converged_watch_round_spawns_no_process(seed_worker2: Node) -> None:
     finally:
         loop._handles.drop()
         source.close()
+
+
+GOLDEN_TABLES = sorted((Path(__file__).parents[2] / "fixtures").glob("*/expected/*/*.nft"))
+
+
+@pytest.mark.parametrize(
+    "path", GOLDEN_TABLES, ids=lambda p: f"{p.parts[-4]}/{p.parts[-2]}/{p.name}"
+)
+def test_nft_takes_every_golden_table_and_reads_it_back_as_written(netns: str, path: Path) -> None:
+    from kindplan.core.masq.nftables import parse_table
+
+    sh("nft", "-c", "-f", str(path), ns=netns)  # check mode: parsed and validated, nothing made
+    assert sh("nft", "list", "tables", ns=netns) == ""
+    sh("nft", "-f", str(path), ns=netns)
+    family = path.name.split("-", 1)[0]
+    version = 6 if family == "ip6" else 4
+    read = parse_table(version, sh("nft", "-j", "list", "table", family, "kindplan-masq", ns=netns))
+    assert read.right and read.hooks == 1
+    elements = path.read_text().split("elements = { ", 1)[1].split(" }", 1)[0].split(", ")
+    assert [str(n) for n in read.masq.exempt] == elements  # type: ignore[union-attr]
+
+
+def test_there_are_golden_tables() -> None:
+    assert len(GOLDEN_TABLES) >= 6
