@@ -73,6 +73,12 @@ def _state_dir(value: Path) -> Path:
     return value
 
 
+def _cross_subnet(value: str | None) -> str | None:
+    if value is not None and value not in ("none", "vxlan"):
+        raise typer.BadParameter(f"{value!r} is not one of 'none', 'vxlan'")
+    return value
+
+
 def _route_proto(value: int) -> int:
     if value in RESERVED_ROUTE_PROTOS:
         raise typer.BadParameter(
@@ -172,6 +178,17 @@ AdoptOpt = Annotated[
         "(taking a node over from classic kindnetd).",
     ),
 ]
+CrossSubnetOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Peers off the node's L2: 'none' (not routed, named in a warning) or 'vxlan' "
+        "(through kindplan's VXLAN devices). Default: the snapshot's cluster.crossSubnet, "
+        "else none.",
+        metavar="none|vxlan",
+        show_default=False,
+        callback=_cross_subnet,
+    ),
+]
 StateDirOpt = Annotated[
     Path,
     typer.Option(
@@ -210,6 +227,7 @@ class Target(NamedTuple):
     route_proto: int
     adopt: bool
     cni_cache_dir: str | None
+    cross_subnet: str | None = None
 
     def options(self) -> Options:
         """The Options these flags mean on this machine, with their defaults filled in."""
@@ -234,6 +252,7 @@ class Target(NamedTuple):
             self.route_proto,
             self.adopt,
             cni_cache_dir,
+            self.cross_subnet,
         )
 
 
@@ -249,6 +268,8 @@ class RenderArgs(NamedTuple):
     uplink: str
     mtu: int | None
     route_proto: int
+    cross_subnet: str | None = None
+    node_networks: tuple[str, ...] = ()  # where each node's uplink is: which peers are off-link
 
 
 class PlanArgs(NamedTuple):

@@ -126,7 +126,14 @@ def make_plan(
         snapshot, skipped = without_uplink(snapshot, local_pods[0], uplink.name)
         warnings += skipped
     facts = host_facts(snapshot, uplink, options.mtu)
-    desired = call(compile_desired, snapshot, node.name, facts, route_proto=options.route_proto)
+    desired = call(
+        compile_desired,
+        snapshot,
+        node.name,
+        facts,
+        route_proto=options.route_proto,
+        cross_subnet=options.cross_subnet,
+    )
     plan = call(
         diff,
         desired,
@@ -135,11 +142,13 @@ def make_plan(
         route_proto=options.route_proto,
         adopt=options.adopt,
     )
-    off_link = call(off_link_peers, snapshot, node, uplink)
+    tunneled = frozenset((n.peer, n.address.version) for n in desired.neighbours)
+    off_link = call(off_link_peers, snapshot, node, uplink, tunneled)
     if off_link:
         warnings.append(
             f"not on-link from {uplink.name}, the kernel will refuse their routes: "
             + ", ".join(off_link)
+            + " (--cross-subnet vxlan reaches them through a tunnel)"
         )
     plan = replace(plan, warnings=(*warnings, *plan.warnings))
     return Planned(desired, observed, plan, where)

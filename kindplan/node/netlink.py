@@ -238,6 +238,28 @@ class Netlink:
             start += len(chunk)
         return results
 
+    def write_requests(
+        self, requests: Sequence[tuple[int, int, bytes]]
+    ) -> list[NetlinkError | None]:
+        """Send (type, flags beyond F_REQUEST | F_ACK, body) requests in order and in batches;
+        the error of each (None: done). The tunnel's writes (tunnels.py) go this way."""
+        results: list[NetlinkError | None] = [None] * len(requests)
+        start = 0
+        while start < len(requests):
+            chunk = requests[start : start + self.batch]
+            first = self._seq + 1
+            self._seq += len(chunk)
+            payload = b"".join(
+                [
+                    request(kind, F_REQUEST | F_ACK | flags, seq, body)
+                    for seq, (kind, flags, body) in enumerate(chunk, first)
+                ]
+            )
+            if not self._request(payload, first, results, start, len(chunk)):
+                return results
+            start += len(chunk)
+        return results
+
     def write_address(self, verb: str, index: int, address: IPAddress, prefixlen: int) -> None:
         """Add ("add": fails if it exists) or delete ("del") an address on link `index`."""
         kind, flags, body = address_request(verb, index, address, prefixlen)
