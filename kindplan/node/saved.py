@@ -100,12 +100,19 @@ _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _OPTIONAL_STR = ("conf_dir", "uplink", "cni_cache_dir")
 
 
+def _keys(raw: dict[str, Any]) -> None:
+    keys = {"node", "conf_dir", "uplink", "mtu", "route_proto", "adopt", "cni_cache_dir"}
+    if set(raw) - {"cross_subnet"} != keys:  # a plan saved before --cross-subnet has none
+        raise ValueError("inputs.options: unexpected or missing keys")
+    if raw.get("cross_subnet") not in (None, "none", "vxlan"):
+        raise ValueError("inputs.options.cross_subnet: not none or vxlan")
+
+
 def _options(raw: dict[str, Any]) -> Options:
     """The saved options, each checked as the command line checks it: a saved plan is input."""
     from kindplan.core.model import Options
 
-    if set(raw) != {"node", "conf_dir", "uplink", "mtu", "route_proto", "adopt", "cni_cache_dir"}:
-        raise ValueError("inputs.options: unexpected or missing keys")
+    _keys(raw)
     for key in _OPTIONAL_STR:
         if raw[key] is not None and not (isinstance(raw[key], str) and raw[key].isprintable()):
             raise ValueError(f"inputs.options.{key}: not a string")
