@@ -21,6 +21,7 @@ from kindplan.core.tunnel import (
     Neighbour,
     Vxlan,
     tunnel_address,
+    tunnel_gateway,
     tunnel_mac,
 )
 from kindplan.errors import InvalidInputError
@@ -86,7 +87,7 @@ def compile_tunnels(
                     f"nodes {macs[mac]} and {peer.name}",
                     f"their IPv{version} InternalIPs give the same tunnel MAC {mac}",
                 )
-            gateway = tunnel_address(cidr)
+            gateway = tunnel_gateway(cidr, mac)
             neighbours.append(Neighbour(name, gateway, mac, peer.name))
             fdb.append(FdbEntry(name, mac, ip, peer.name))
             routes.append(

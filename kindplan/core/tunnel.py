@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from ipaddress import IPv6Address
 from typing import Any
 
 from kindplan.core.addresses import IPAddress, IPNetwork, addr_order, format_ip, parse_ip
@@ -47,8 +48,28 @@ def tunnel_mac(internal_ip: IPAddress) -> str:
 
 def tunnel_address(pod_cidr: IPNetwork) -> IPAddress:
     """A node's tunnel address in a family: its PodCIDR's network address (flannel's choice),
-    which host-local never hands to a pod and which every peer routes already with the PodCIDR."""
+    which host-local never hands to a pod and which every peer routes already with the PodCIDR.
+    It is the source of what the node itself sends through its device."""
     return pod_cidr.network_address
+
+
+def tunnel_gateway(pod_cidr: IPNetwork, mac: str) -> IPAddress:
+    """Where a node's peers route its PodCIDR through their device: IPv4, its tunnel address
+    (written `onlink`: no prefix of the device holds it); IPv6, the link-local address of its
+    tunnel MAC (EUI-64), on-link on any device: the kernel refuses an IPv6 `onlink` gateway
+    that a route of another device covers, as the PodCIDR's direct route does while a peer
+    moves off-link ("Nexthop has invalid gateway or device mismatch")."""
+    if pod_cidr.version == 4:
+        return pod_cidr.network_address
+    raw = bytearray(bytes.fromhex(mac.replace(":", "")))
+    raw[0] ^= 0x02  # EUI-64: the universal/local bit inverted, ff:fe in the middle
+    eui = bytes(raw[:3]) + b"\xff\xfe" + bytes(raw[3:])
+    return IPv6Address(b"\xfe\x80" + bytes(6) + eui)
+
+
+def onlink(ifname: str, gateway: IPAddress | None) -> bool:
+    """Is a route through `ifname` via `gateway` written onlink (an IPv4 tunnel gateway)?"""
+    return gateway is not None and gateway.version == 4 and ifname == DEVICES[4]
 
 
 @dataclass(frozen=True, slots=True)

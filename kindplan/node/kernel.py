@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from kindplan.core.model import Address, Link, Sysctl
 from kindplan.core.routes import MAIN_TABLE, ROUTE_ORDER, Route
-from kindplan.core.tunnel import DEVICE_NAMES
+from kindplan.core.tunnel import DEVICE_NAMES, onlink
 from kindplan.errors import RuntimeFailure
 from kindplan.node.netlink import Netlink
 from kindplan.node.netlink_codec import NetlinkError
@@ -128,8 +128,8 @@ class Kernel:
                 )
                 results[i] = KernelError(f"interface {missing} does not exist", 19)  # ENODEV
                 continue
-            onlink = route.ifname in DEVICE_NAMES and route.gateway is not None
-            batch.append(RouteWrite(verb, route, index, hops, onlink))
+            tunnel = route.ifname in DEVICE_NAMES and onlink(route.ifname, route.gateway)
+            batch.append(RouteWrite(verb, route, index, hops, tunnel))
             positions.append(i)
         outcome = self._netlink.write_routes(batch)
         unanswered = [k for k, error in enumerate(outcome) if error and _overrun(error)]

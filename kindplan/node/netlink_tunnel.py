@@ -76,14 +76,17 @@ def link_create(v: Vxlan) -> Request:
     return RTM_NEWLINK, F_CREATE | F_EXCL, body
 
 
-def link_change(index: int, v: Vxlan) -> Request:
-    """Set what may differ on the device at `index`: up, MAC, MTU, alias, local, learning."""
+def link_change(index: int, v: Vxlan) -> list[Request]:
+    """Set what may differ on the device at `index`: up, MAC, MTU and alias (the generic link
+    attributes), then local and learning (the VXLAN ones: a request that carries the VXLAN
+    attributes may not carry IFLA_MTU, "Cannot change mtu")."""
     flags = IFF_UP if v.up else 0
     body = _IFINFO.pack(socket.AF_UNSPEC, 0, index, flags, IFF_UP)
     body += attr(IFLA_ADDRESS, mac_bytes(v.mac)) + attr(IFLA_MTU, U32.pack(v.mtu))
     body += attr(IFLA_IFALIAS, v.alias.encode() + b"\0")
-    body += attr(IFLA_LINKINFO, _info_data(v, create=False))
-    return RTM_NEWLINK, 0, body
+    info = _IFINFO.pack(socket.AF_UNSPEC, 0, index, 0, 0)
+    info += attr(IFLA_LINKINFO, _info_data(v, create=False))
+    return [(RTM_NEWLINK, 0, body), (RTM_NEWLINK, 0, info)]
 
 
 def link_delete(index: int) -> Request:

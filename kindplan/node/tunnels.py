@@ -190,7 +190,7 @@ def _device_change(
     elif seen is None or not seen[1].owned:
         return NetlinkError(errno.ENODEV, f"{name} is gone or not kindplan's now; left alone")
     at, now = seen
-    requests = [link_change(at, want)]
+    requests = link_change(at, want)
     requests += [address_request("del", at, a) for a in now.addresses if a not in want.addresses]
     requests += [address_request("add", at, a) for a in want.addresses if a not in now.addresses]
     return next((e for e in netlink.write_requests(requests) if e is not None), None)
