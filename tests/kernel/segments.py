@@ -131,7 +131,7 @@ def build(
         sh("ip", "-n", router, "link", "set", f"br-{seg}", "up")
     sh("sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", ns=router)
     nodes = []
-    hosts = {seg: 1 for seg in SEGMENTS}
+    hosts = dict.fromkeys(SEGMENTS, 1)
     for index, (name, seg) in enumerate(layout, 1):
         hosts[seg] += 1
         node = SegNode(name, make_netns(), make_netns(), seg, hosts[seg], index)

@@ -50,25 +50,24 @@ def test_pods_reach_each_other_across_segments(
     snapshot = world.snapshot(tmp_path / "snap.json")
     _apply_all(world, snapshot, tmp_path, "--cross-subnet", "vxlan")
     a1, a2, b1 = (world.node(n) for n in ("a1", "a2", "b1"))
-    for v, (a1_pod, a2_pod, b1_pod) in zip(
-        families, zip(a1.pod_ips(families), a2.pod_ips(families), b1.pod_ips(families)), strict=True
-    ):
+    for i, v in enumerate(families):
+        a1_pod, a2_pod, b1_pod = (n.pod_ips(families)[i] for n in (a1, a2, b1))
         family = ["-6"] if v == 6 else []
         routes = sh("ip", "-n", a1.ns, *family, "route", "show", "proto", "75")
         tunnel = f"kindplan.vxlan{v}"
         # b1 is off a1's segment: through the tunnel; a2 is on it: the direct route, as ever
-        assert f"{b1.cidrs(families)[families.index(v)]} via " in routes
+        assert f"{b1.cidrs(families)[i]} via " in routes
         # IPv4: via b1's tunnel address, onlink; IPv6: via the link-local address of its MAC
         via = "via 10.244.3.0 " if v == 4 else "via fe80::"
         assert any(
-            line.startswith(b1.cidrs(families)[families.index(v)])
+            line.startswith(b1.cidrs(families)[i])
             and tunnel in line
             and via in line
             and ("onlink" in line) == (v == 4)
             for line in routes.splitlines()
         ), routes
         assert any(
-            line.startswith(a2.cidrs(families)[families.index(v)]) and "dev eth0" in line
+            line.startswith(a2.cidrs(families)[i]) and "dev eth0" in line
             for line in routes.splitlines()
         ), routes
         # the listener sees the pod's own address: no SNAT inside the cluster
@@ -77,7 +76,7 @@ def test_pods_reach_each_other_across_segments(
         assert seen(a1.pod_ns, a2.pod_ns, a2_pod) == a1_pod, "pod a1 -> pod a2, on-link"
         # a node's own traffic through the tunnel leaves from its tunnel address, which the
         # peer routes back through its own
-        tunnel_address = a1.cidrs(families)[families.index(v)].split("/")[0]
+        tunnel_address = a1.cidrs(families)[i].split("/")[0]
         assert seen(a1.ns, b1.pod_ns, b1_pod) == tunnel_address, "node a1 -> pod b1"
         assert seen(b1.ns, a2.pod_ns, a2_pod) is not None, "node b1 -> pod a2"
     # the pods' MTU leaves room for the encapsulation: 50 bytes of IPv4, 70 of IPv6
