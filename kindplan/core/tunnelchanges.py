@@ -3,8 +3,8 @@ and FDB entries on it. Members of changes.Change, each with all it means in one 
 others there (changes.py says what each method is for).
 
 undo_rank places them in a teardown among the others: a device comes back before its entries
-and the routes through it (1), entries with the routes (2); entries go with the routes (4), the
-device after them (5), which takes whatever is left on it.
+and the routes through it (1), entries with the routes (2); entries go after the routes through
+the device (5, with the veths' addresses), the device last (6, with the sysctls).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class DelVxlan:
 
     kind: ClassVar[str] = "vxlan"
     action: ClassVar[str] = "-"
-    undo_rank: ClassVar[int] = 5
+    undo_rank: ClassVar[int] = 6
     on_disk: ClassVar[bool] = False
 
     def describe(self) -> str:
@@ -132,7 +132,7 @@ class DelNeighbour:
 
     kind: ClassVar[str] = "neighbour"
     action: ClassVar[str] = "-"
-    undo_rank: ClassVar[int] = 4
+    undo_rank: ClassVar[int] = 5
     on_disk: ClassVar[bool] = False
 
     def describe(self) -> str:
@@ -191,7 +191,7 @@ class DelFdb:
 
     kind: ClassVar[str] = "fdb"
     action: ClassVar[str] = "-"
-    undo_rank: ClassVar[int] = 4
+    undo_rank: ClassVar[int] = 5
     on_disk: ClassVar[bool] = False
 
     def describe(self) -> str:
