@@ -177,3 +177,29 @@ def test_a_device_of_that_name_without_the_marker_is_left_alone(
     assert sh("ip", "-n", a1.ns, "-d", "link", "show", "kindplan.vxlan4") == before
     assert "kindplan.vxlan4" not in sh("ip", "-n", a1.ns, "route")
     assert sh("ip", "-n", a1.ns, "neigh", "show", "dev", "kindplan.vxlan4") == ""
+
+
+def test_the_rendered_batches_make_what_apply_would(netns: str, tmp_path: Path) -> None:
+    """render's routes.batch (ip -batch) and fdb.batch (bridge -batch) of the cross-subnet
+    fixture, run by the real tools, leave nothing of the tunnel or the routes for plan to do."""
+    fixture = Path(__file__).resolve().parents[2] / "fixtures" / "cross-subnet"
+    expected = fixture / "expected" / "seg-a-1"
+    sh("ip", "-n", netns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
+    sh("ip", "-n", netns, "link", "add", "veth0a1b2c3d", "type", "veth", "peer", "name", "pod")
+    for link in ("eth0", "eth0p", "veth0a1b2c3d", "pod"):
+        sh("ip", "-n", netns, "link", "set", link, "up")
+    sh("ip", "-n", netns, "addr", "add", "172.18.0.2/24", "dev", "eth0")
+    sh("ip", "-n", netns, "addr", "add", "fc00:18::2/64", "dev", "eth0", "nodad")
+    sh("ip", "-n", netns, "-batch", str(expected / "routes.batch"))
+    sh("bridge", "-batch", str(expected / "fdb.batch"), ns=netns)
+    plan = kindplan(
+        "plan", str(fixture / "snapshot.yaml"), "--node", "seg-a-1", "--netns", netns,
+        "--conf-dir", str(tmp_path), "--json",
+    )  # fmt: skip
+    assert plan.returncode == 0, plan.stderr
+    left = [
+        c
+        for c in json.loads(plan.stdout)["changes"]
+        if c["kind"] not in ("sysctl", "iptables", "conflist")
+    ]
+    assert left == []
