@@ -159,6 +159,13 @@ def test_two_segments_through_the_tunnel(lab: Lab, dual: bool) -> None:
     if dual:
         assert "pass  pod-to-pod IPv6 k8s-guide-worker -> k8s-guide-worker2 (source" in check
         assert "dev kindplan.vxlan6" in check
+    # lab trace: the walk through the tunnel agrees with the kernel at every hop
+    trace = lab.run("trace", "web-0-0", "web-1-0")
+    assert trace.returncode == 0, trace.stdout + trace.stderr
+    assert "same  hop 2 node k8s-guide-control-plane (in on veth" in trace.stdout
+    assert "dev kindplan.vxlan4 via 10.244.1.0" in trace.stdout
+    assert "same  hop 3 node k8s-guide-worker (in on kindplan.vxlan4)" in trace.stdout
+    assert "plan and kernel agree at every hop" in trace.stdout
 
 
 def test_failed_up_cleans_up_after_itself(lab: Lab) -> None:

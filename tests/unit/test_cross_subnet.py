@@ -272,3 +272,27 @@ def test_apply_through_the_fakes_converges_and_verifies(tmp_path: Path) -> None:
     again = make_plan(_snapshot(), options, node.kernel, node.iptables)
     assert again.plan.empty
     assert not not_in_effect(planned.plan.changes, again.observed)
+
+
+def test_trace_shows_the_encapsulation_and_the_decapsulation() -> None:
+    from kindplan.core.trace import trace_packet
+    from kindplan.core.traceworld import Uplink, build_world, resolve
+    from kindplan.inputs.files import load_snapshot
+
+    snapshot = load_snapshot(str(ROOT / "fixtures" / "cross-subnet" / "snapshot.yaml")).snapshot
+    networks = (ip_network("172.18.0.0/24"), ip_network("172.19.0.0/24"))
+    world = build_world(snapshot, Uplink("eth0", networks))
+    source = resolve(snapshot, "default/web-1", "--from")
+    target = resolve(snapshot, "default/web-2", "--to")
+    trace = trace_packet(world, source, target, 4)
+    assert trace.end.kind == "delivered"
+    out, into = trace.hops[1], trace.hops[2]
+    assert (out.dev, out.gateway) == ("kindplan.vxlan4", ip_address("10.244.3.0"))
+    assert (
+        "encapsulated: VXLAN VNI 75, outer 172.18.0.2 -> 172.19.0.2 UDP port 4789, out through eth0"
+    ) in out.notes
+    assert into.namespace.name == "seg-b-1" and into.iif == "kindplan.vxlan4"
+    assert any(n.startswith("decapsulated: VXLAN VNI 75") for n in into.notes)
+    # the same segment: no tunnel, as ever
+    same = trace_packet(world, source, resolve(snapshot, "seg-a-2", "--to"), 4)
+    assert all(h.dev != "kindplan.vxlan4" for h in same.hops)
