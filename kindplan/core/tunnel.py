@@ -43,7 +43,7 @@ def tunnel_mac(internal_ip: IPAddress) -> str:
         raw = b"\x0a\x58" + internal_ip.packed
     else:
         raw = b"\x0a" + hashlib.sha256(internal_ip.packed).digest()[:5]
-    return ":".join(f"{b:02x}" for b in raw)
+    return raw.hex(":")
 
 
 def tunnel_address(pod_cidr: IPNetwork) -> IPAddress:
