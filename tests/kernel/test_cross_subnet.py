@@ -203,3 +203,36 @@ def test_the_rendered_batches_make_what_apply_would(netns: str, tmp_path: Path) 
         if c["kind"] not in ("sysctl", "iptables", "conflist")
     ]
     assert left == []
+
+
+def test_quiet_writes_map_each_refusal_to_its_request(netns: str) -> None:
+    """write_requests asks only the last request of a batch for an answer: a refusal anywhere
+    still comes back as that request's error, and the others are done."""
+    from ipaddress import ip_address
+
+    from kindplan.core.tunnel import Neighbour
+    from kindplan.node.netlink import Netlink
+    from kindplan.node.netlink_tunnel import neighbour_request
+    from kindplan.node.netns import enter_netns
+
+    sh("ip", "-n", netns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
+    index = int(sh("cat", "/sys/class/net/eth0/ifindex", ns=netns))
+
+    def entry(last: int) -> Neighbour:
+        return Neighbour("eth0", ip_address(f"192.0.2.{last}"), "0a:58:c0:00:02:01")
+
+    for refused_at in (0, 1, 2):
+        with enter_netns(netns):
+            netlink = Netlink()
+        writes = [
+            neighbour_request(
+                "write", 9999 if i == refused_at else index, entry(10 * refused_at + i)
+            )
+            for i in range(3)
+        ]
+        results = netlink.write_requests(writes)
+        netlink.close()
+        assert [r is not None for r in results] == [i == refused_at for i in range(3)]
+        assert results[refused_at] is not None and results[refused_at].errno == 19  # ENODEV
+    neigh = sh("ip", "-n", netns, "neigh", "show", "dev", "eth0")
+    assert len(neigh.splitlines()) == 6 and "192.0.2.1 " in neigh
