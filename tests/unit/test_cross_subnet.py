@@ -1,7 +1,7 @@
 """--cross-subnet vxlan in the pure core and against the fakes: which peers are tunneled, what the
 tunnel is made of (all derived from the snapshot), the plan's order, a peer moving in and out of
 the node's subnet in one plan, ownership of a device by its marker, the journal form of every
-tunnel change, and the undo order. tests/kernel/test_cross_subnet.py sends real packets."""
+tunnel change, and the undo order. tests/kernel/test_vxlan_segments.py sends real packets."""
 
 from __future__ import annotations
 
