@@ -30,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))  # crosssubnet.py beside it, however run.py is loaded
 from builders import cluster_doc, load  # noqa: E402
 from crosssubnet import Harness, bench_cross_subnet  # noqa: E402
 from crosssubnet import report_rows as cross_subnet_rows  # noqa: E402
