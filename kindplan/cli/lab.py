@@ -57,6 +57,7 @@ def lab_up(  # noqa: PLR0917 - typer: a parameter per option
             min=1,
             max=2,
             help="L2 segments (subnets) joined by a router; nodes spread over them.",
+            metavar="N",
         ),
     ] = 1,
     cross_subnet: CrossSubnetOpt = None,
