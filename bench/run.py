@@ -30,7 +30,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))  # crosssubnet.py beside it, however run.py is loaded
 from builders import cluster_doc, load  # noqa: E402
+from crosssubnet import Harness, bench_cross_subnet  # noqa: E402
+from crosssubnet import report_rows as cross_subnet_rows  # noqa: E402
 
 from kindplan.core.compiler import compile_desired  # noqa: E402
 from kindplan.core.diff import diff  # noqa: E402
@@ -624,6 +627,8 @@ def report(results: dict) -> list[tuple[str, str, str, str]]:  # type: ignore[ty
                 f"{s[key] / s['python_pass_s']:.1f}x",
             )
         )
+    if "cross_subnet" in results:
+        rows += cross_subnet_rows(results["cross_subnet"])
     sc = results.get("scaling")
     if not sc:
         return rows
@@ -704,6 +709,8 @@ def main() -> int:
         results["scaling"] = bench_scaling([50, 500, 1000, 2000, 5000], max(runs, 15))
         results["scaling_instructions"] = bench_instructions([50, nodes])
         results["startup"] = bench_startup(work, max(runs, 10))
+        harness = Harness(bench_ns, sh, apply_cmd, run_timed, route_events)
+        results["cross_subnet"] = bench_cross_subnet(work, cluster_doc(nodes), runs, harness)
     return _print(results, args.out)
 
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from kindplan.cli.options import AdoptOpt, MasqBackendOpt
+from kindplan.cli.options import AdoptOpt, CrossSubnetOpt, MasqBackendOpt
 from kindplan.cli.planning import say_each
 from kindplan.cli.usage import Command, ExecCommand
 from kindplan.errors import UsageError
@@ -37,7 +37,7 @@ def _lab_needs_root(command: str, what: str) -> None:
 
 
 @lab_app.command("up", cls=Command)
-def lab_up(  # noqa: PLR0917 - typer: a parameter per option
+def lab_up(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
     name: LabNameOpt = "kp",
     nodes: Annotated[int, typer.Option(min=1, max=200, help="Number of nodes.")] = 3,
     pods_per_node: Annotated[int, typer.Option(min=0, max=50, help="Pods per node.")] = 2,
@@ -52,6 +52,16 @@ def lab_up(  # noqa: PLR0917 - typer: a parameter per option
     ] = False,
     state_dir: LabStateOpt = DEFAULT_LAB_STATE,
     masq_backend: MasqBackendOpt = None,
+    segments: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=2,
+            help="L2 segments (subnets) joined by a router; nodes spread over them.",
+            metavar="N",
+        ),
+    ] = 1,
+    cross_subnet: CrossSubnetOpt = None,
 ) -> int:
     """Build the lab, apply kindplan on every node, create pods with ptp + portmap.
 
@@ -62,6 +72,7 @@ def lab_up(  # noqa: PLR0917 - typer: a parameter per option
 
     from kindplan.core.planview import plural
     from kindplan.lab.run import up
+    from kindplan.lab.topology import Dataplane
 
     started = time.monotonic()
     lab = up(
@@ -72,7 +83,7 @@ def lab_up(  # noqa: PLR0917 - typer: a parameter per option
         dual_stack,
         say=typer.echo,
         kindnetd=kindnetd,
-        masq_backend=masq_backend,
+        segments=Dataplane(segments, cross_subnet or "none", masq_backend),
     )
     typer.echo(
         f"lab {lab.name} is up in {time.monotonic() - started:.1f} s: "

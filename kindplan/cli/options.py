@@ -73,6 +73,12 @@ def _state_dir(value: Path) -> Path:
     return value
 
 
+def _cross_subnet(value: str | None) -> str | None:
+    if value is not None and value not in ("none", "vxlan"):
+        raise typer.BadParameter(f"{value!r} is not one of 'none', 'vxlan'")
+    return value
+
+
 def _route_proto(value: int) -> int:
     if value in RESERVED_ROUTE_PROTOS:
         raise typer.BadParameter(
@@ -216,6 +222,17 @@ NoMasqueradeOpt = Annotated[
         callback=_no_masquerade,
     ),
 ]
+CrossSubnetOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Peers off the node's L2: 'none' (not routed, named in a warning) or 'vxlan' "
+        "(through kindplan's VXLAN devices). Default: the snapshot's cluster.crossSubnet, "
+        "else none.",
+        metavar="none|vxlan",
+        show_default=False,
+        callback=_cross_subnet,
+    ),
+]
 StateDirOpt = Annotated[
     Path,
     typer.Option(
@@ -256,6 +273,7 @@ class Target(NamedTuple):
     cni_cache_dir: str | None
     masq_backend: str | None = None
     no_masquerade: tuple[str, ...] = ()
+    cross_subnet: str | None = None
 
     def options(self) -> Options:
         """The Options these flags mean on this machine, with their defaults filled in."""
@@ -282,6 +300,7 @@ class Target(NamedTuple):
             cni_cache_dir,
             self.masq_backend,
             self.no_masquerade,
+            self.cross_subnet,
         )
 
 
@@ -299,6 +318,8 @@ class RenderArgs(NamedTuple):
     route_proto: int
     masq_backend: str | None = None
     no_masquerade: tuple[str, ...] = ()
+    cross_subnet: str | None = None
+    node_networks: tuple[str, ...] = ()  # where each node's uplink is: which peers are off-link
 
 
 class PlanArgs(NamedTuple):

@@ -19,6 +19,7 @@ from kindplan.cli.options import (
     ApplyArgs,
     CniCacheOpt,
     ConfDirOpt,
+    CrossSubnetOpt,
     LockTimeoutOpt,
     MasqBackendOpt,
     MtuOpt,
@@ -84,6 +85,7 @@ def plan(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
     route_proto: RouteProtoOpt = DEFAULT_ROUTE_PROTO,
     adopt: AdoptOpt = False,
     cni_cache_dir: CniCacheOpt = None,
+    cross_subnet: CrossSubnetOpt = None,
     pod_subnet: PodSubnetOpt = None,
     masq_backend: MasqBackendOpt = None,
     no_masquerade_cidr: NoMasqueradeOpt = None,
@@ -118,7 +120,11 @@ def plan(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
     del state_dir, lock_timeout  # taken so that an apply's command line plans as it is
     # Positional: each name is the field's, in the field's order.
     target = Target(node, netns, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir)
-    target = target._replace(masq_backend=masq_backend, no_masquerade=split(no_masquerade_cidr))
+    target = target._replace(
+        masq_backend=masq_backend,
+        no_masquerade=split(no_masquerade_cidr),
+        cross_subnet=cross_subnet,
+    )
     args = PlanArgs(
         snapshot=snapshot,
         pod_subnets=split(pod_subnet),
@@ -191,6 +197,7 @@ def apply(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
     route_proto: RouteProtoOpt = DEFAULT_ROUTE_PROTO,
     adopt: AdoptOpt = False,
     cni_cache_dir: CniCacheOpt = None,
+    cross_subnet: CrossSubnetOpt = None,
     pod_subnet: PodSubnetOpt = None,
     masq_backend: MasqBackendOpt = None,
     no_masquerade_cidr: NoMasqueradeOpt = None,
@@ -254,7 +261,11 @@ def apply(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
     """
     # Positional: each name is the field's, in the field's order.
     target = Target(node, netns, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir)
-    target = target._replace(masq_backend=masq_backend, no_masquerade=split(no_masquerade_cidr))
+    target = target._replace(
+        masq_backend=masq_backend,
+        no_masquerade=split(no_masquerade_cidr),
+        cross_subnet=cross_subnet,
+    )
     args = ApplyArgs(
         snapshot=snapshot,
         plan_file=plan_file,

@@ -38,6 +38,8 @@ from kindplan.core.routes import (
     foreign_routes,
     route_for,
 )
+from kindplan.core.tunnelchanges import TUNNEL_CHANGES
+from kindplan.core.tunneldiff import diff_tunnels, tunnel_in_effect
 
 
 def diff(
@@ -57,6 +59,10 @@ def diff(
         for s in desired.sysctls
         if sysctls.get(s.name) != s.value
     ]
+    # The tunnel's devices and entries before the routes through them, their removal after.
+    tunnels = diff_tunnels(desired, observed)
+    changes += tunnels.writes
+    warnings += tunnels.warnings
 
     # A pod's gateway address goes on its host veth only: on any other link (the uplink, a
     # bridge) it would answer for the pod's gateway where no pod is.
@@ -84,7 +90,7 @@ def diff(
         ):
             changes.append(AddAddress(address))
 
-    skipped = {*missing_veths, *not_veths}
+    skipped = {*missing_veths, *not_veths, *tunnels.skipped}
     routes = _diff_routes(desired.routes, observed.routes, skipped, route_proto, adopt)
     stale = _stale_foreign(desired, observed.routes, route_proto)
     if stale:
@@ -109,6 +115,7 @@ def diff(
     changes += routes.changes
     changes += _diff_masq(desired, observed, adopt, warnings)
     changes += routes.deletions
+    changes += tunnels.removals
 
     if not desired.cni.subnets:
         # A joining node: its routes and SNAT are made now, the conflist once it has a PodCIDR
@@ -344,6 +351,8 @@ def not_in_effect(changes: tuple[Change, ...], observed: ObservedState) -> tuple
 
 
 def _in_effect(change: Change, observed: ObservedState, routes: dict[object, list[Route]]) -> bool:
+    if isinstance(change, TUNNEL_CHANGES):
+        return tunnel_in_effect(change, observed)
     match change:
         case SetSysctl(name=name, value=value):
             return any(s.name == name and s.value == value for s in observed.sysctls)
@@ -368,10 +377,9 @@ def _in_effect(change: Change, observed: ObservedState, routes: dict[object, lis
         case RemoveMasquerade():
             now = _masq(observed, change)
             return now is None or (now.masq is None and now.hooks == 0)
-        case WriteConflist(content=content):
-            return observed.conflist == content
-        case DeleteConflist():
-            return observed.conflist is None
+        case WriteConflist() | DeleteConflist():  # the content written, or no file
+            want = change.content if isinstance(change, WriteConflist) else None
+            return observed.conflist == want
         case _:
             assert_never(change)
 

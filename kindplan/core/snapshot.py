@@ -304,6 +304,7 @@ class _Checker:
             mtu=mtu,
             cni=settings,
             masq_backend=raw.get("masqBackend", "auto"),
+            cross_subnet=raw.get("crossSubnet", "none"),
         )
 
     def _cidrs(self, path: str, texts: list[str]) -> list[tuple[int, IPNetwork]]:

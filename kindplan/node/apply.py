@@ -31,6 +31,15 @@ from kindplan.core.changes import (
 from kindplan.core.masq.dialects import dialect
 from kindplan.core.planview import describe
 from kindplan.core.routes import Route
+from kindplan.core.tunnelchanges import (
+    TUNNEL_CHANGES,
+    DelFdb,
+    DelNeighbour,
+    DelVxlan,
+    WriteFdb,
+    WriteNeighbour,
+    WriteVxlan,
+)
 from kindplan.errors import Interrupted, RuntimeFailure
 from kindplan.node.files import remove_file, write_atomic
 from kindplan.node.observe import read_conflist
@@ -77,6 +86,8 @@ def apply_change(change: Change, kernel: KernelPort, iptables: IptablesPort) -> 
             remove_file(Path(path))
         case AddRoute() | ReplaceRoute() | DelRoute():
             raise TypeError(f"not a single change: {change}")
+        case WriteVxlan() | DelVxlan() | WriteNeighbour() | DelNeighbour() | WriteFdb() | DelFdb():
+            raise TypeError(f"a tunnel change goes with its batch: {change}")
         case _:
             assert_never(change)
 
@@ -125,6 +136,12 @@ def route_write(change: Change) -> tuple[str, Route] | None:
             | RemoveMasquerade()
             | WriteConflist()
             | DeleteConflist()
+            | WriteVxlan()
+            | DelVxlan()
+            | WriteNeighbour()
+            | DelNeighbour()
+            | WriteFdb()
+            | DelFdb()
         ):
             return None
         case _:
@@ -164,19 +181,24 @@ def apply_plan(  # fixed on another branch
             record(batch)
         if route_write(batch[0]) is not None:
             plumbing_failed |= _write_routes(batch, kernel, report)
+        elif isinstance(batch[0], TUNNEL_CHANGES):
+            _write_tunnel(batch, kernel, report)  # the peers' path: not the node's own plumbing
         else:
             plumbing_failed |= not _make(batch[0], kernel, iptables, report)
     return report
 
 
 def _batches(changes: Sequence[Change]) -> Iterator[Sequence[Change]]:
-    """The changes in the order given: up to BATCH consecutive route changes at a time, every
-    other change alone."""
+    """The changes in the order given: up to BATCH consecutive route changes at a time, or
+    tunnel changes, every other change alone."""
     i = 0
     while i < len(changes):
         j = i + 1
         if route_write(changes[i]) is not None:
             while j < len(changes) and j - i < BATCH and route_write(changes[j]) is not None:
+                j += 1
+        elif isinstance(changes[i], TUNNEL_CHANGES):
+            while j < len(changes) and j - i < BATCH and isinstance(changes[j], TUNNEL_CHANGES):
                 j += 1
         yield changes[i:j]
         i = j
@@ -201,6 +223,18 @@ def _write_routes(batch: Sequence[Change], kernel: KernelPort, report: ApplyRepo
         else:
             plumbing_failed = True
     return plumbing_failed
+
+
+def _write_tunnel(batch: Sequence[Change], kernel: KernelPort, report: ApplyReport) -> None:
+    """Send a batch of tunnel changes (devices one by one, entries in one go)."""
+    tunnel = [c for c in batch if isinstance(c, TUNNEL_CHANGES)]
+    for change, error in zip(tunnel, kernel.write_tunnel(tunnel), strict=True):
+        if error is None:
+            report.applied.append(change)
+            continue
+        report.failures.append(f"{describe(change)}: {error}")
+        if error.maybe_applied:
+            report.maybe_applied.append(change)
 
 
 def _make(change: Change, kernel: KernelPort, iptables: IptablesPort, report: ApplyReport) -> bool:

@@ -134,6 +134,7 @@ def make_plan(
         route_proto=options.route_proto,
         masq_backend=masq_backend(options.masq_backend or snapshot.cluster.masq_backend, observed),
         no_masquerade=no_masquerade(options),
+        cross_subnet=options.cross_subnet,
     )
     plan = call(
         diff,
@@ -143,11 +144,13 @@ def make_plan(
         route_proto=options.route_proto,
         adopt=options.adopt,
     )
-    off_link = call(off_link_peers, snapshot, node, uplink)
+    tunneled = frozenset((n.peer, n.address.version) for n in desired.neighbours)
+    off_link = call(off_link_peers, snapshot, node, uplink, tunneled)
     if off_link:
         warnings.append(
             f"not on-link from {uplink.name}, the kernel will refuse their routes: "
             + ", ".join(off_link)
+            + " (--cross-subnet vxlan reaches them through a tunnel)"
         )
     plan = replace(plan, warnings=(*warnings, *plan.warnings))
     return Planned(desired, observed, plan, where)

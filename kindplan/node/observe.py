@@ -88,6 +88,7 @@ def _read(
     except RuntimeFailure as e:
         conflist_error = str(e)
     pods, cache_warnings = read_local_pods(where) if local_pods is None else local_pods
+    tunnels, neighbours, fdb = kernel.read_tunnels()  # after the links: it names them
     return ObservedState(
         links=links,
         routes=read_routes(),
@@ -99,6 +100,9 @@ def _read(
         conflist_error=conflist_error,
         local_pods=pods,
         cache_warnings=cache_warnings,
+        tunnels=tunnels,
+        neighbours=neighbours,
+        fdb=fdb,
     )
 
 
@@ -220,12 +224,24 @@ def _uplink_of_peers(links: tuple[Link, ...], snapshot: Snapshot, node: Node) ->
 
 
 def host_facts(snapshot: Snapshot, uplink: Link, mtu: int | None) -> HostFacts:
-    """--mtu, else the snapshot's cluster.mtu, else the uplink's MTU."""
-    return HostFacts(uplink.name, mtu or snapshot.cluster.mtu or uplink.mtu or DEFAULT_MTU)
+    """--mtu, else the snapshot's cluster.mtu, else the uplink's MTU; the uplink's networks."""
+    from ipaddress import ip_interface
+
+    networks = tuple(
+        ip_interface(f"{a}/{n}").network for a, n in uplink.addresses if not a.is_link_local
+    )
+    mtu = mtu or snapshot.cluster.mtu or uplink.mtu or DEFAULT_MTU
+    return HostFacts(uplink.name, mtu, networks)
 
 
-def off_link_peers(snapshot: Snapshot, node: Node, uplink: Link) -> list[str]:
-    """Peers on none of the uplink's prefixes: the kernel will refuse their routes."""
+def off_link_peers(
+    snapshot: Snapshot,
+    node: Node,
+    uplink: Link,
+    tunneled: frozenset[tuple[str, int]] = frozenset(),
+) -> list[str]:
+    """Peers on none of the uplink's prefixes: the kernel will refuse their routes (but for
+    the `tunneled` (peer, family) pairs, which --cross-subnet vxlan reaches)."""
     from ipaddress import ip_interface
 
     prefixes: dict[int, list[IPNetwork]] = {4: [], 6: []}
@@ -237,6 +253,8 @@ def off_link_peers(snapshot: Snapshot, node: Node, uplink: Link) -> list[str]:
             continue
         for ip in peer.internal_ips:
             if peer.pod_cidr(ip.version) is None:
+                continue
+            if tunneled and (peer.name, ip.version) in tunneled:
                 continue
             for net in prefixes[ip.version]:
                 if ip in net:

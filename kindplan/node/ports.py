@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from kindplan.core.masq.value import MasqObserved
     from kindplan.core.model import Address, Link, Sysctl
     from kindplan.core.routes import Route
+    from kindplan.core.tunnelchanges import TunnelChange
     from kindplan.node.kernel import KernelError
+    from kindplan.node.tunnels import TunnelsSeen
 
 
 class KernelPort(Protocol):
@@ -34,6 +36,16 @@ class KernelPort(Protocol):
 
     def route_digest(self) -> bytes:
         """A digest of the main table: equal while the table is, different once it is not."""
+        ...
+
+    def read_tunnels(self) -> TunnelsSeen:
+        """kindplan's VXLAN devices (and others' of its names, not owned), and the permanent
+        neighbour and FDB entries on those that are kindplan's (after read_links)."""
+        ...
+
+    def write_tunnel(self, changes: Sequence[TunnelChange]) -> list[KernelError | None]:
+        """The tunnel's changes in order; the error of each (None: done). A delete of an entry
+        that is not there is None."""
         ...
 
     def read_sysctls(self, names: tuple[str, ...]) -> tuple[Sysctl, ...]: ...

@@ -104,10 +104,11 @@ def _options(raw: dict[str, Any]) -> Options:
     """The saved options, each checked as the command line checks it: a saved plan is input."""
     from kindplan.core.model import Options
 
-    raw = {"masq_backend": None, "no_masquerade": [], **raw}  # a plan saved before #23
-    if set(raw) != {*_KEYS, "masq_backend", "no_masquerade"}:
+    # A plan saved before --masq-backend, --no-masquerade-cidr or --cross-subnet has no such key.
+    raw = {"masq_backend": None, "no_masquerade": [], "cross_subnet": None, **raw}
+    if set(raw) != {*_KEYS, "masq_backend", "no_masquerade", "cross_subnet"}:
         raise ValueError("inputs.options: unexpected or missing keys")
-    _masq_options(raw)
+    _later_options(raw)
     for key in _OPTIONAL_STR:
         if raw[key] is not None and not (isinstance(raw[key], str) and raw[key].isprintable()):
             raise ValueError(f"inputs.options.{key}: not a string")
@@ -130,10 +131,13 @@ def _options(raw: dict[str, Any]) -> Options:
 _KEYS = ("node", "conf_dir", "uplink", "mtu", "route_proto", "adopt", "cni_cache_dir")
 
 
-def _masq_options(raw: dict[str, Any]) -> None:
-    """--masq-backend and --no-masquerade-cidr as saved: checked, made a tuple in place."""
+def _later_options(raw: dict[str, Any]) -> None:
+    """--masq-backend, --no-masquerade-cidr and --cross-subnet as saved: checked, the CIDRs
+    made a tuple in place."""
     from kindplan.core.addresses import parse_cidr
 
+    if raw["cross_subnet"] not in (None, "none", "vxlan"):
+        raise ValueError("inputs.options.cross_subnet: not none or vxlan")
     if raw["masq_backend"] not in (None, "auto", "iptables", "nftables"):
         raise ValueError("inputs.options.masq_backend: not a masquerade backend")
     cidrs = raw["no_masquerade"]

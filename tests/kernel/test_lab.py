@@ -142,6 +142,32 @@ def test_dual_stack_lab(lab: Lab) -> None:
     assert "pass  hops IPv6 web-0-0 -> web-1-0" in check
 
 
+@pytest.mark.parametrize("dual", [False, True], ids=["ipv4", "dual-stack"])
+def test_two_segments_through_the_tunnel(lab: Lab, dual: bool) -> None:
+    """3 + 3 nodes on two subnets joined by a router: every check passes across them, the hops
+    to the other segment going through kindplan's VXLAN device, those on the same one direct."""
+    up = assert_up_and_clean(
+        lab, "--nodes", "6", "--segments", "2", "--cross-subnet", "vxlan",
+        *(["--dual-stack"] if dual else []),
+    )  # fmt: skip
+    assert "on 172.18.0.0/24 and 172.18.1.0/24" in up
+    check = lab.run("check").stdout
+    assert "node k8s-guide-control-plane via 10.244.1.0 dev kindplan.vxlan4," in check
+    assert "node k8s-guide-control-plane via 172.18.0.12," in check
+    assert "pass  pod-to-pod IPv4 k8s-guide-control-plane -> k8s-guide-worker (source" in check
+    assert "pass  SNAT k8s-guide-worker pods -> outside 203.0.113.10" in check
+    if dual:
+        assert "pass  pod-to-pod IPv6 k8s-guide-worker -> k8s-guide-worker2 (source" in check
+        assert "dev kindplan.vxlan6" in check
+    # lab trace: the walk through the tunnel agrees with the kernel at every hop
+    trace = lab.run("trace", "web-0-0", "web-1-0")
+    assert trace.returncode == 0, trace.stdout + trace.stderr
+    assert "same  hop 2 node k8s-guide-control-plane (in on veth" in trace.stdout
+    assert "dev kindplan.vxlan4 via 10.244.1.0" in trace.stdout
+    assert "same  hop 3 node k8s-guide-worker (in on kindplan.vxlan4)" in trace.stdout
+    assert "plan and kernel agree at every hop" in trace.stdout
+
+
 def test_failed_up_cleans_up_after_itself(lab: Lab) -> None:
     # host-local cannot create its data dir where a file stands: the second node's pods fail.
     blocker = lab.state / lab.name / "nodes" / "k8s-guide-worker" / "ipam"
