@@ -172,7 +172,7 @@ def _render_again(args: RenderArgs) -> str:
 
 def _rendered(args: RenderArgs) -> dict[str, str]:
     """The files of the node, or of every node (one folder each), by their relative paths."""
-    from kindplan.core.compiler import compile_desired
+    from kindplan.core.compiler import compile_desired, find_node, route_style_families
     from kindplan.core.render import render_files
 
     snap = load(args.snapshot, args.pod_subnets)
@@ -185,7 +185,11 @@ def _rendered(args: RenderArgs) -> dict[str, str]:
         known_node(snap, names[0])
     files: dict[str, str] = {}
     for name in names:
-        desired = compile_desired(snap, name, facts, route_proto=args.route_proto)
+        # A node's kernel is not asked: nexthop objects are taken to be there (Linux 5.3+).
+        families = route_style_families(snap, find_node(snap, name), None, True)
+        desired = compile_desired(
+            snap, name, facts, route_proto=args.route_proto, nexthop_families=families
+        )
         prefix = f"{name}/" if args.all_nodes else ""
         files.update({prefix + f: text for f, text in render_files(desired).items()})
     return files

@@ -26,6 +26,7 @@ from kindplan.cli.options import (
     PlanArgs,
     PodSubnetOpt,
     RouteProtoOpt,
+    RouteStyleOpt,
     SnapshotOptionalArg,
     StateDirOpt,
     Target,
@@ -82,6 +83,7 @@ def plan(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
     route_proto: RouteProtoOpt = DEFAULT_ROUTE_PROTO,
     adopt: AdoptOpt = False,
     cni_cache_dir: CniCacheOpt = None,
+    route_style: RouteStyleOpt = None,
     pod_subnet: PodSubnetOpt = None,
     state_dir: Annotated[
         Path, typer.Option(help="As apply takes it; plan neither locks nor writes state there.")
@@ -113,7 +115,9 @@ def plan(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
     """
     del state_dir, lock_timeout  # taken so that an apply's command line plans as it is
     # Positional: each name is the field's, in the field's order.
-    target = Target(node, netns, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir)
+    target = Target(
+        node, netns, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir, route_style
+    )
     args = PlanArgs(
         snapshot=snapshot,
         pod_subnets=split(pod_subnet),
@@ -186,6 +190,7 @@ def apply(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
     route_proto: RouteProtoOpt = DEFAULT_ROUTE_PROTO,
     adopt: AdoptOpt = False,
     cni_cache_dir: CniCacheOpt = None,
+    route_style: RouteStyleOpt = None,
     pod_subnet: PodSubnetOpt = None,
     lock_timeout: LockTimeoutOpt = LOCK_TIMEOUT_SECONDS,
     watch: Annotated[
@@ -246,7 +251,9 @@ def apply(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
     From the Kubernetes API: kindplan apply --kube --pod-subnet 10.244.0.0/16
     """
     # Positional: each name is the field's, in the field's order.
-    target = Target(node, netns, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir)
+    target = Target(
+        node, netns, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir, route_style
+    )
     args = ApplyArgs(
         snapshot=snapshot,
         plan_file=plan_file,

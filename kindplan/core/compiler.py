@@ -16,12 +16,20 @@ from kindplan.core.model import (
     Snapshot,
     Sysctl,
 )
+from kindplan.core.nexthops import (
+    DEFAULT_ROUTE_STYLE,
+    Nexthop,
+    cidr_index,
+    nexthop_families,
+    nexthop_id,
+)
 from kindplan.core.routes import (
     DEFAULT_ROUTE_PROTO,
     IPV6_DEFAULT_METRIC,
     MAIN_TABLE,
     ROUTE_ORDER,
     Route,
+    RouteSpecial,
 )
 from kindplan.errors import InvalidInputError
 
@@ -51,11 +59,16 @@ def compile_desired(
     facts: HostFacts,
     *,
     route_proto: int = DEFAULT_ROUTE_PROTO,
+    nexthop_families: tuple[int, ...] = (),
 ) -> DesiredState:
-    """Everything node `node_name` needs: peer routes, pod veth plumbing, conflist, SNAT chains."""
+    """Everything node `node_name` needs: peer routes (those of `nexthop_families` through
+    nexthop objects), pod veth plumbing, conflist, SNAT chains."""
     node = find_node(snapshot, node_name)
     local_pods = [pod for pod in snapshot.pods if pod.node == node.name]
     routes = [*_peer_routes(snapshot, node, facts, route_proto)]
+    nexthops: list[Nexthop] = []
+    if nexthop_families:
+        routes = _through_nexthops(routes, snapshot, nexthop_families, nexthops)
     addresses: list[Address] = []
     for pod in local_pods:
         if pod.host_interface in (facts.uplink, "lo"):
@@ -78,7 +91,46 @@ def compile_desired(
         masq=tuple(_masquerade(snapshot, v) for v in families),
         pod_subnets=snapshot.cluster.pod_subnets,
         node_cidrs=frozenset(c for n in snapshot.nodes for c in n.pod_cidrs),
+        nexthops=tuple(sorted(nexthops)),
     )
+
+
+def route_style_families(
+    snapshot: Snapshot, node: Node, style: str | None, supported: bool
+) -> tuple[int, ...]:
+    """The families whose peer routes go through nexthop objects on `node`: the route style
+    (`style`, else the snapshot's, else auto) given its peers and whether the kernel has
+    nexthop objects (core/nexthops.py, nexthop_families)."""
+    style = style or snapshot.cluster.route_style or DEFAULT_ROUTE_STYLE
+    peers = {4: 0, 6: 0}
+    for peer in snapshot.nodes:
+        if peer.name != node.name:
+            for cidr in peer.pod_cidrs:
+                peers[cidr.version] += peer.internal_ip(cidr.version) is not None
+    return nexthop_families(style, peers, supported)
+
+
+def _through_nexthops(
+    routes: list[Route], snapshot: Snapshot, families: tuple[int, ...], nexthops: list[Nexthop]
+) -> list[Route]:
+    """The peer routes of `families` as `PodCIDR nhid N` (their gateway and device kept: what
+    the kernel dumps for such a route), each object added to `nexthops` (core/nexthops.py: the
+    id; a PodCIDR without one keeps its plain route)."""
+    subnets = snapshot.cluster.pod_subnets
+    out = []
+    for route in routes:
+        index = cidr_index(route.dst, subnets) if route.dst.version in families else None
+        if index is None or route.gateway is None:
+            out.append(route)
+            continue
+        ident = nexthop_id(route.proto, route.dst.version, index)
+        nexthops.append(
+            Nexthop(ident, route.dst.version, route.gateway, route.ifname, route.proto, route.peer)
+        )
+        dst, ifname, gateway, scope, metric, proto, table, peer = route[:8]
+        special = RouteSpecial(nh_id=ident)
+        out.append(Route(dst, ifname, gateway, scope, metric, proto, table, peer, special))
+    return out
 
 
 def _peer_routes(snapshot: Snapshot, node: Node, facts: HostFacts, proto: int) -> list[Route]:

@@ -35,6 +35,7 @@ from kindplan.core.changes import (
     WriteMasquerade,
 )
 from kindplan.core.model import ObservedState
+from kindplan.core.nexthop_changes import AddNexthop, DelNexthop, ReplaceNexthop
 from kindplan.core.routes import owned_routes
 
 RECENT_SECONDS = 60.0  # removals applied this recently count with the round's own
@@ -47,10 +48,14 @@ SNAT_RULES = "SNAT rule(s)"
 SNAT_CHAINS = "SNAT chain(s)"
 CONFLIST_RANGES = "conflist pod range(s)"
 CONFLISTS = "conflist(s)"
-KINDS = (PEER_ROUTES, POD_ROUTES, ADDRESSES, SNAT_RULES, SNAT_CHAINS, CONFLIST_RANGES, CONFLISTS)
+NEXTHOPS = "nexthop object(s)"
+KINDS = (
+    *(PEER_ROUTES, POD_ROUTES, ADDRESSES, SNAT_RULES, SNAT_CHAINS, CONFLIST_RANGES, CONFLISTS),
+    NEXTHOPS,
+)
 # The changes that take nothing away, not even looked at (5,000 additions at once); every other
 # type goes through removed_state, whose match must handle it (so a new type is never skipped).
-_ADDITIONS = (SetSysctl, AddAddress, AddRoute, ReplaceRoute)
+_ADDITIONS = (SetSysctl, AddAddress, AddRoute, ReplaceRoute, AddNexthop, ReplaceNexthop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,7 @@ def owned_state(observed: ObservedState, route_proto: int) -> Counter[str]:
         else:
             peers += 1
     owned = Counter({PEER_ROUTES: peers, POD_ROUTES: pods})
+    owned[NEXTHOPS] = sum(1 for n in observed.nexthops or () if n.owned_by(route_proto))
     for link in observed.links:  # a pod veth's gateway address is a host address (/32, /128)
         owned[ADDRESSES] += sum(1 for a, length in link.addresses if length == a.max_prefixlen)
     for masq in observed.masq:
@@ -101,8 +107,12 @@ def removed_state(change: Change) -> Counter[str]:
             return Counter({CONFLIST_RANGES: len(gone)})
         case DeleteConflist(old=old):
             return Counter({CONFLISTS: 1, CONFLIST_RANGES: len(conflist_subnets(old))})
+        case DelNexthop():
+            return Counter({NEXTHOPS: 1})
         case (
-            SetSysctl()
+            AddNexthop()
+            | ReplaceNexthop()
+            | SetSysctl()
             | AddAddress()
             | AddRoute()
             | ReplaceRoute()
@@ -139,6 +149,9 @@ def owned_routes_delta(applied: Iterable[Change], route_proto: int) -> int:
                 | RemoveMasquerade()
                 | WriteConflist()
                 | DeleteConflist()
+                | AddNexthop()
+                | ReplaceNexthop()
+                | DelNexthop()
             ):
                 pass  # no route of kindplan's more or less
             case _:
@@ -177,12 +190,13 @@ def split_deletions(
     recently_removed: Counter[str] | None = None,
 ) -> Guarded:
     """Hold back the round's removals of each kind of owned state of which, with the
-    `recently_removed` ones, more than `max_fraction` of what was owned before them would go.
+        `recently_removed` ones, more than `max_fraction` of what was owned before them would go.
 
-    >>> from kindplan.core.changes import Plan
-    >>> from kindplan.core.model import ObservedState
-    >>> split_deletions(Plan("n", ()), ObservedState((), (), (), (), None), 75, 0.5).held
-    ()
+        >>> from kindplan.core.changes import Plan
+        >>> from kindplan.core.model import ObservedState
+    from kindplan.core.nexthop_changes import AddNexthop, DelNexthop, ReplaceNexthop
+        >>> split_deletions(Plan("n", ()), ObservedState((), (), (), (), None), 75, 0.5).held
+        ()
     """
     recent = recently_removed or Counter()
     by_change = [(c, removed_state(c)) for c in plan.changes if not isinstance(c, _ADDITIONS)]
@@ -199,6 +213,9 @@ def split_deletions(
         and max_fraction < 1  # 1: the operator allows anything
         and n + recent[kind] > max_fraction * (owned[kind] + recent[kind])
     }
+    if PEER_ROUTES in tripped and removing[NEXTHOPS]:
+        # The kernel deletes the routes through an object with it: held with the routes.
+        tripped[NEXTHOPS] = removing[NEXTHOPS]
     if not tripped:
         return Guarded(plan, (), owned[PEER_ROUTES])
     held = tuple(c for c, removed in by_change if any(removed[k] for k in tripped))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from kindplan.core.addresses import IPAddress, IPNetwork, addr_order
 from kindplan.core.masq.value import MasqObserved, Masquerade
+from kindplan.core.nexthops import Nexthop
 from kindplan.core.routes import DEFAULT_ROUTE_PROTO, Route
 
 DEFAULT_MTU = 1500
@@ -32,6 +33,7 @@ class Cluster:
     non_masquerade_cidrs: tuple[IPNetwork, ...] = ()
     mtu: int | None = None
     cni: CniSettings = field(default_factory=CniSettings)
+    route_style: str | None = None  # plain, nexthop, auto; None: not said (--route-style, auto)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +146,8 @@ class DesiredState:
     # a node without an InternalIP yet): a foreign route to one of them is never stale.
     node_cidrs: frozenset[IPNetwork] = frozenset()
     masq_backend: str = "iptables"  # the backend that holds `masq` (core/masq/dialects.py)
+    # The nexthop objects of the peer routes that use one (core/nexthops.py), sorted by id.
+    nexthops: tuple[Nexthop, ...] = ()
 
 
 # -- what a node holds, as observed ------------------------------------------------------------
@@ -174,6 +178,8 @@ class ObservedState:
     # the plan routes as the snapshot's own, and why any entry of it was skipped.
     local_pods: tuple[Pod, ...] = ()
     cache_warnings: tuple[str, ...] = ()
+    # Every nexthop object, sorted by id; None: the kernel has none (before Linux 5.3).
+    nexthops: tuple[Nexthop, ...] | None = ()
 
     def link(self, name: str) -> Link | None:
         return next((link for link in self.links if link.name == name), None)
@@ -190,6 +196,7 @@ class Options:
     route_proto: int = DEFAULT_ROUTE_PROTO
     adopt: bool = False
     cni_cache_dir: str | None = None  # read local pods from libcni's cache here (if it exists)
+    route_style: str | None = None  # plain, nexthop, auto; default: the snapshot's, else auto
 
 
 NAME_MAX, PATH_MAX = 255, 4096  # Linux's limits on a path component and a path, in bytes

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 from kindplan.core.addresses import format_ip
 from kindplan.core.masq.dialects import dialect
 from kindplan.core.model import Address, DesiredState
-from kindplan.core.routes import route_command
+from kindplan.core.nexthops import nexthop_command
+from kindplan.core.routes import Route, route_command
 
 if TYPE_CHECKING:
     import jinja2
@@ -47,11 +48,22 @@ def address_command(address: Address) -> str:
 
 
 def render_route_batch(desired: DesiredState) -> str:
-    """The node's veth addresses and routes as `ip -batch` lines; addresses first."""
+    """The node's veth addresses and routes as `ip -batch` lines; addresses first, then the
+    nexthop objects before the routes through them."""
     lines = [f"# kindplan: routes and pod veth addresses of node {desired.node}; ip -batch FILE"]
     lines += [address_command(a) for a in desired.addresses]
-    lines += [route_command(r) for r in desired.routes]
+    lines += [nexthop_command(n) for n in desired.nexthops]
+    lines += [_route_line(r) for r in desired.routes]
     return "\n".join(lines) + "\n"
+
+
+def _route_line(route: Route) -> str:
+    """A route as `ip -batch` takes it: one through a nexthop object names only the object
+    (ip refuses a gateway or device beside `nhid`)."""
+    if not route.nh_id:
+        return route_command(route)
+    metric = f" metric {route.metric}" if route.metric else ""
+    return f"route replace {route.dst} nhid {route.nh_id} proto {route.proto}{metric}"
 
 
 def render_files(desired: DesiredState) -> dict[str, str]:

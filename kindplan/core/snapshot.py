@@ -303,6 +303,7 @@ class _Checker:
             non_masquerade_cidrs=tuple(n for _, n in extra),
             mtu=mtu,
             cni=settings,
+            route_style=raw.get("routeStyle"),
         )
 
     def _cidrs(self, path: str, texts: list[str]) -> list[tuple[int, IPNetwork]]:

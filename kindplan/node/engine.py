@@ -25,7 +25,7 @@ from kindplan.core.changes import (
     ReplaceRoute,
     WriteConflist,
 )
-from kindplan.core.compiler import compile_desired, find_node
+from kindplan.core.compiler import compile_desired, find_node, route_style_families
 from kindplan.core.diff import diff, not_in_effect
 from kindplan.core.model import DesiredState, ObservedState, Options, Snapshot
 from kindplan.core.routes import Route, route_command
@@ -126,7 +126,18 @@ def make_plan(
         snapshot, skipped = without_uplink(snapshot, local_pods[0], uplink.name)
         warnings += skipped
     facts = host_facts(snapshot, uplink, options.mtu)
-    desired = call(compile_desired, snapshot, node.name, facts, route_proto=options.route_proto)
+    supported, style = observed.nexthops is not None, options.route_style
+    if (style or snapshot.cluster.route_style) == "nexthop" and not supported:
+        raise RuntimeFailure("route style nexthop: this kernel has no nexthop objects (5.3+)")
+    families = route_style_families(snapshot, node, style, supported)
+    desired = call(
+        compile_desired,
+        snapshot,
+        node.name,
+        facts,
+        route_proto=options.route_proto,
+        nexthop_families=families,
+    )
     plan = call(
         diff,
         desired,
