@@ -169,12 +169,13 @@ def _diff_routes(
         # Ours and right is the common case on a converged node, checked first (in the loop;
         # seen.owned_by(proto) inlined: a Python call per route cost one added node 0.56 % more
         # instructions, bench/ab.py). `special`: None for both plain routes; the nexthop
-        # object (nhid) of a route of the nexthop style.
+        # object (nhid) of a route of the nexthop style, whose gateway is the object's (a
+        # changed one is the object's change, not the route's).
         elif (
             seen.proto != proto
             or (others and key in others)
-            or not _same_target(route, seen)
             or (route.special is not seen.special and route.special != seen.special)
+            or (route.special is None and not _same_target(route, seen))
         ):
             _diff_present(route, [seen, *others.get(key, ())], proto, adopt, out)
     _diff_unwanted(observed, desired, wanted, out, proto=proto, adopt=adopt)
@@ -188,6 +189,8 @@ def _diff_present(
     not just the one kindplan wants: right already, to replace, or in conflict."""
     if any(r.owned_by(proto) and _same_route(route, r) for r in present):
         return
+    if route.nh_id and any(r.owned_by(proto) and r.special == route.special for r in present):
+        return  # through kindplan's object: the object's diff sets where it leads
     # Right already where traffic goes: the same gateway and device, through a nexthop object
     # or not (kindnetd's plain route where kindplan's goes through one, or the reverse).
     right = [r for r in present if _same_target(route, r) and not r.owned_by(proto)]

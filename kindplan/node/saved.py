@@ -103,9 +103,13 @@ _OPTIONAL_STR = ("conf_dir", "uplink", "cni_cache_dir")
 def _options(raw: dict[str, Any]) -> Options:
     """The saved options, each checked as the command line checks it: a saved plan is input."""
     from kindplan.core.model import Options
+    from kindplan.core.nexthops import ROUTE_STYLES
 
-    if set(raw) != {"node", "conf_dir", "uplink", "mtu", "route_proto", "adopt", "cni_cache_dir"}:
+    keys = {"node", "conf_dir", "uplink", "mtu", "route_proto", "adopt", "cni_cache_dir"}
+    if set(raw) - {"route_style"} != keys:  # a plan saved before route styles has none
         raise ValueError("inputs.options: unexpected or missing keys")
+    if raw.get("route_style") not in (None, *ROUTE_STYLES):
+        raise ValueError("inputs.options.route_style: not plain, nexthop or auto")
     for key in _OPTIONAL_STR:
         if raw[key] is not None and not (isinstance(raw[key], str) and raw[key].isprintable()):
             raise ValueError(f"inputs.options.{key}: not a string")

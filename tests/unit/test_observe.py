@@ -18,6 +18,7 @@ import pytest
 
 from kindplan.core.masq.value import MasqObserved, MasqRule, Masquerade
 from kindplan.core.model import Link, ObservedState, Pod, Sysctl
+from kindplan.core.nexthops import Nexthop
 from kindplan.core.routes import Route, RouteSpecial
 from kindplan.node.observe import Where, digest, fingerprint, observed_digest, read_observed
 
@@ -44,6 +45,7 @@ OTHER = {
     "conflist_error": "/etc/cni/net.d/10-kindnet.conflist: cannot read: not a regular file",
     "local_pods": (POD,),
     "cache_warnings": ("/cache/kindnet-bad-eth0: unreadable CNI cache entry; skipped",),
+    "nexthops": (Nexthop(1, 4, ip_address("198.18.0.11"), "eth0", 75),),
 }
 
 
@@ -57,8 +59,9 @@ def test_any_field_changed_changes_the_fingerprint_and_the_converged_digest(name
     assert changed != NODE
     assert fingerprint(changed) != fingerprint(NODE)
     dumped = hashlib.sha256(b"the route table as dumped").digest()
-    if name == "routes":  # the converged digest takes the routes as dumped (their bytes' hash),
-        # not as parsed; that a changed dump changes it: the "a route's metric" row below
+    if name in ("routes", "nexthops"):  # the converged digest takes the routes (and nexthop
+        # objects) as dumped (their bytes' hash), not as parsed; that a changed dump changes
+        # it: the "a route's metric" and "a nexthop object" rows below
         assert digest(changed, dumped) == digest(NODE, dumped)
     else:
         assert digest(changed, dumped) != digest(NODE, dumped)
@@ -100,6 +103,7 @@ class StandInKernel:
     links: tuple[Link, ...] = NODE.links
     routes: tuple[Route, ...] = NODE.routes
     sysctls: dict[str, str] = field(default_factory=lambda: {"net.ipv4.ip_forward": "1"})
+    nexthops: tuple[Nexthop, ...] = ()
 
     def read_links(self) -> tuple[Link, ...]:
         return self.links
@@ -108,7 +112,10 @@ class StandInKernel:
         return self.routes
 
     def route_digest(self) -> bytes:
-        return hashlib.sha256(repr(self.routes).encode()).digest()
+        return hashlib.sha256(repr((self.routes, self.nexthops)).encode()).digest()
+
+    def read_nexthops(self) -> tuple[Nexthop, ...]:
+        return self.nexthops
 
     def read_sysctls(self, names: tuple[str, ...]) -> tuple[Sysctl, ...]:
         return tuple(Sysctl(name, self.sysctls[name]) for name in names)
@@ -152,6 +159,10 @@ Change = Callable[[StandInKernel, StandInIptables, Where], object]
 CHANGES: dict[str, tuple[tuple[str, ...], Change]] = {
     "an address removed": (("links",), lambda k, i, w: setattr(k, "links", NODE.links[:1])),
     "a route's metric": (("routes",), lambda k, i, w: setattr(k, "routes", OTHER["routes"])),
+    "a nexthop object": (
+        ("nexthops",),
+        lambda k, i, w: setattr(k, "nexthops", OTHER["nexthops"]),
+    ),
     "forwarding off": (
         ("sysctls",),
         lambda k, i, w: k.sysctls.update({"net.ipv4.ip_forward": "0"}),
