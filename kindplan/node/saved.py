@@ -100,16 +100,22 @@ _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _OPTIONAL_STR = ("conf_dir", "uplink", "cni_cache_dir")
 
 
-def _options(raw: dict[str, Any]) -> Options:
-    """The saved options, each checked as the command line checks it: a saved plan is input."""
-    from kindplan.core.model import Options
+def _keys(raw: dict[str, Any]) -> None:
+    """The saved options' keys, and the route style (a plan saved before route styles has none)."""
     from kindplan.core.nexthops import ROUTE_STYLES
 
     keys = {"node", "conf_dir", "uplink", "mtu", "route_proto", "adopt", "cni_cache_dir"}
-    if set(raw) - {"route_style"} != keys:  # a plan saved before route styles has none
+    if set(raw) - {"route_style"} != keys:
         raise ValueError("inputs.options: unexpected or missing keys")
     if raw.get("route_style") not in (None, *ROUTE_STYLES):
         raise ValueError("inputs.options.route_style: not plain, nexthop or auto")
+
+
+def _options(raw: dict[str, Any]) -> Options:
+    """The saved options, each checked as the command line checks it: a saved plan is input."""
+    from kindplan.core.model import Options
+
+    _keys(raw)
     for key in _OPTIONAL_STR:
         if raw[key] is not None and not (isinstance(raw[key], str) and raw[key].isprintable()):
             raise ValueError(f"inputs.options.{key}: not a string")

@@ -6,8 +6,11 @@ route lookup.
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
-from nodes import Node, kernel_events
+from nodes import Node, kernel_events, kindplan
 from shell import sh
 
 pytestmark = pytest.mark.root
@@ -15,7 +18,8 @@ pytestmark = pytest.mark.root
 # Seen from dual-worker (fixtures/dual-stack): dual-control-plane's and dual-worker2's PodCIDRs.
 # Ids (core/nexthops.py): protocol 75 << 24, the IPv6 bit 1 << 23, the PodCIDR's index.
 V4_IDS = {"10.244.0.0/24": 75 << 24, "10.244.2.0/24": (75 << 24) + 2}
-V6_IDS = {"fd00:10:244::/64": (75 << 24) + (1 << 23), "fd00:10:244:2::/64": (75 << 24) + (1 << 23) + 2}  # fmt: skip
+V6_BASE = (75 << 24) + (1 << 23)
+V6_IDS = {"fd00:10:244::/64": V6_BASE, "fd00:10:244:2::/64": V6_BASE + 2}
 GATEWAYS = {
     "10.244.0.0/24": "172.18.0.2",
     "10.244.2.0/24": "172.18.0.4",
@@ -37,8 +41,8 @@ def peer_routes(node: Node, *family: str) -> list[str]:
     ]
 
 
-def ok(result: object) -> None:
-    assert getattr(result, "returncode") == 0, getattr(result, "stdout") + getattr(result, "stderr")  # noqa: B009
+def ok(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_the_nexthop_style_routes_each_peer_through_its_object(dual_worker: Node) -> None:
@@ -93,9 +97,7 @@ def test_a_switch_between_styles_is_one_apply_and_rolls_back_exactly(dual_worker
     assert nexthops(node) == []
 
 
-def node_rollback(node: Node, state: str) -> object:
-    from nodes import kindplan
-
+def node_rollback(node: Node, state: str) -> subprocess.CompletedProcess[str]:
     return kindplan("rollback", "--netns", node.ns, "--state-dir", state)
 
 
@@ -158,7 +160,7 @@ def test_a_stale_object_goes_unless_a_foreign_route_uses_it(dual_worker: Node) -
     assert "192.0.2.0/24 nhid" in sh("ip", "-n", node.ns, "route", "show", "192.0.2.0/24")
 
 
-def test_a_peers_new_internal_ip_is_one_object_write(dual_worker: Node, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_peers_new_internal_ip_is_one_object_write(dual_worker: Node, tmp_path: Path) -> None:
     node = dual_worker
     ok(node.apply("--route-style", "nexthop"))
     moved = tmp_path / "moved.yaml"
