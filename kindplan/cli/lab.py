@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from kindplan.cli.options import AdoptOpt
+from kindplan.cli.options import AdoptOpt, RouteStyleOpt
 from kindplan.cli.planning import say_each
 from kindplan.cli.usage import Command, ExecCommand
 from kindplan.errors import UsageError
@@ -51,6 +51,7 @@ def lab_up(  # noqa: PLR0917 - typer: a parameter per option
         ),
     ] = False,
     state_dir: LabStateOpt = DEFAULT_LAB_STATE,
+    route_style: RouteStyleOpt = None,
 ) -> int:
     """Build the lab, apply kindplan on every node, create pods with ptp + portmap.
 
@@ -63,7 +64,12 @@ def lab_up(  # noqa: PLR0917 - typer: a parameter per option
     from kindplan.lab.run import up
 
     started = time.monotonic()
-    lab = up(name, state_dir, nodes, pods_per_node, dual_stack, say=typer.echo, kindnetd=kindnetd)
+    lab = up(
+        *(name, state_dir, nodes, pods_per_node, dual_stack),
+        say=typer.echo,
+        kindnetd=kindnetd,
+        route_style=route_style,
+    )
     typer.echo(
         f"lab {lab.name} is up in {time.monotonic() - started:.1f} s: "
         f"{plural(len(lab.nodes), 'node')}, {plural(len(lab.pods), 'pod')}"

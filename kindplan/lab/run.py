@@ -65,18 +65,20 @@ def up(
     *,
     say: Say,
     kindnetd: bool = False,
+    route_style: str | None = None,
 ) -> Lab:
     """Build the lab, apply kindplan on every node, create the pods; clean up if anything fails.
 
     With `kindnetd`, the nodes are left as classic kindnetd leaves them instead (lab/kindnetd.py),
-    stale routes included, for `lab apply NODE --adopt` to take over.
+    stale routes included, for `lab apply NODE --adopt` to take over. `route_style` goes into
+    the lab's snapshot (cluster.routeStyle): every later lab command follows it.
     """
     if any(ns.startswith(f"{name}-") for ns in topology.existing_namespaces()):
         raise UsageError(f"lab {name!r} already exists; run kindplan lab down --name {name} first")
     lab = topology.design(name, state_dir, nodes, pods_per_node, dual_stack)
     try:
         topology.save(lab)
-        lab.snapshot_path.write_text(topology.snapshot_text(lab))
+        lab.snapshot_path.write_text(topology.snapshot_text(lab, route_style))
         topology.build_network(lab)
         count = plural(len(lab.nodes), "node")
         say(f"lab {name}: {count} on {topology.V4_SUBNET}, outside host {OUTSIDE_V4}")

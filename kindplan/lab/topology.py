@@ -134,13 +134,17 @@ def design(name: str, state_dir: Path, nodes: int, pods_per_node: int, dual_stac
     return Lab(name, state_dir, tuple(lab_nodes), tuple(pods), dual_stack)
 
 
-def snapshot_text(lab: Lab) -> str:
-    """The lab cluster as a kindplan ClusterSnapshot (pods come from each node's CNI cache)."""
+def snapshot_text(lab: Lab, route_style: str | None = None) -> str:
+    """The lab cluster as a kindplan ClusterSnapshot (pods come from each node's CNI cache),
+    with `route_style` as its cluster.routeStyle if given."""
     families = (4, 6) if lab.dual_stack else (4,)
+    cluster: dict[str, object] = {"podSubnets": [POD_SUBNETS[v] for v in families]}
+    if route_style is not None:
+        cluster["routeStyle"] = route_style
     doc = {
         "apiVersion": "kindplan/v1",
         "kind": "ClusterSnapshot",
-        "cluster": {"podSubnets": [POD_SUBNETS[v] for v in families]},
+        "cluster": cluster,
         "nodes": [
             {"name": n.name, "internalIPs": list(n.ips), "podCIDRs": list(n.pod_cidrs)}
             for n in lab.nodes
