@@ -10,8 +10,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from nodes import Node, kernel_events, kindplan
+from nodes import SEED, Node, kernel_events, kindplan
 from shell import sh
+from test_watch import PEERS, seed, watch_args, with_nodes
+from watcher import Watcher, has_route, replace_file, wait_until
 
 pytestmark = pytest.mark.root
 
@@ -170,3 +172,29 @@ def test_a_peers_new_internal_ip_is_one_object_write(dual_worker: Node, tmp_path
     assert f"~ nexthop id {V4_IDS[PEER]} via 172.18.0.44 dev eth0 proto 75" in plan.stdout
     ok(node.apply("--route-style", "nexthop", snapshot=moved))
     assert f"{PEER} nhid {V4_IDS[PEER]} via 172.18.0.44 dev eth0" in peer_routes(node)
+
+
+def test_the_deletion_guard_holds_objects_back_with_their_routes(seed_worker2: Node) -> None:
+    """A node list that lost every peer: the loop holds back the peer routes and their objects
+    (deleting an object deletes the routes through it) until the rounds agree."""
+    node, ns = seed_worker2, seed_worker2.ns
+    snapshot = node.tmp / "snapshot.yaml"
+    snapshot.write_text(SEED.read_text())
+    args = watch_args(node, snapshot, "--interval", "300ms", "--hold-rounds", "3")
+    loop = Watcher([*args, "--route-style", "nexthop"])
+    try:
+        line = loop.wait_for(r"round 1: applied")
+        assert len(nexthops(node)) == 2
+        own = [n for n in seed()["nodes"] if n["name"] == node.name]
+        replace_file(snapshot, with_nodes(seed(), own))
+        for streak in (1, 2):
+            line = loop.wait_for(
+                r"deletion guard: holding back the removal of 2 of 2 peer route\(s\), 2 of 2 "
+                rf"nexthop object\(s\) .*\(asked {streak} times? so far\)",
+                after=line,
+            )
+            assert all(has_route(ns, dst) for dst in PEERS) and len(nexthops(node)) == 2
+        loop.wait_for(r"asked for 3 rounds in a row; applying the deletions", after=line)
+        wait_until(lambda: not any(has_route(ns, dst) for dst in PEERS) and not nexthops(node))
+    finally:
+        loop.kill()
