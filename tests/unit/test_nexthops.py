@@ -222,3 +222,33 @@ def test_the_nexthop_style_on_a_kernel_without_objects_is_an_error(
         make_plan(snapshot, options, node.kernel, node.iptables)
     auto = replace(options, route_style="auto")
     assert not make_plan(snapshot, auto, node.kernel, node.iptables).desired.nexthops
+
+
+@pytest.mark.parametrize("gateway", ["198.18.0.11", "2001:db8::b"])
+def test_the_packed_messages_say_what_the_attribute_by_attribute_ones_say(gateway: str) -> None:
+    """One struct per message (the hot path) against attr() one attribute at a time."""
+    from kindplan.node.netlink_codec import HEADER, attr, attrs
+    from kindplan.node.netlink_nexthops import (
+        NHA_GATEWAY,
+        NHA_ID,
+        NHA_OIF,
+        NexthopWrite,
+        nexthop_message,
+        write_message,
+    )
+    from kindplan.node.netlink_routes import RouteWrite, _general_route_message
+
+    gw = ip_address(gateway)
+    one = Nexthop(nexthop_id(75, gw.version, 3), gw.version, gw, "eth0", 75)
+    packed = nexthop_message(NexthopWrite("replace", one, 2), 9)
+    body = packed[HEADER.size + 8 :]
+    assert body == attr(NHA_ID, one.id.to_bytes(4, "little")) + attr(
+        NHA_OIF, (2).to_bytes(4, "little")
+    ) + attr(NHA_GATEWAY, gw.packed)
+    assert len(packed) == int.from_bytes(packed[:4], "little")
+    dst = ip_network("10.244.3.0/24" if gw.version == 4 else "fd00:10:244:3::/64")
+    route = Route(dst, "eth0", gw, proto=75, special=RouteSpecial(nh_id=one.id))
+    write = RouteWrite("replace", route, 2)
+    fast, general = write_message(write, 9), _general_route_message(write, 9)
+    assert fast[: HEADER.size + 12] == general[: HEADER.size + 12]  # header and rtmsg
+    assert dict(attrs(fast, HEADER.size + 12)) == dict(attrs(general, HEADER.size + 12))
