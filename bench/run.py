@@ -122,7 +122,9 @@ def median(fn: Callable[[], float], runs: int) -> float:
     return statistics.median(fn() for _ in range(runs))
 
 
-def apply_cmd(snapshot: Path, ns: str, work: Path) -> list[str]:
+def apply_cmd(snapshot: Path, ns: str, work: Path, style: str = "plain") -> list[str]:
+    """kindplan apply of `snapshot` on `ns`, peer routes in `style` (plain unless told: the
+    figures before route styles were plain ones; auto takes objects at 5,000 nodes)."""
     return [
         *KINDPLAN,
         "apply",
@@ -135,6 +137,8 @@ def apply_cmd(snapshot: Path, ns: str, work: Path) -> list[str]:
         str(work / "cni"),
         "--state-dir",
         str(work / "state"),
+        "--route-style",
+        style,
     ]
 
 
@@ -153,7 +157,9 @@ def dump_cmd(ns: str, dual: bool) -> list[str]:
 def route_events(ns: str, action: Callable[[], object]) -> int:
     """How many route/address/link changes kindplan could have made while `action` ran."""
     monitor = subprocess.Popen(
-        ["ip", "-n", ns, "monitor", "route", "address", "link"], stdout=subprocess.PIPE, text=True
+        ["ip", "-n", ns, "monitor", "route", "address", "link", "nexthop"],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     time.sleep(0.3)
     try:
@@ -231,7 +237,26 @@ def bench_apply(work: Path, nodes: int, dual: bool, runs: int) -> dict[str, floa
         result["one_added_s"] = timing[0]
         result |= bench_round(ns, bigger, state, runs, dual)
         result |= bench_idle(ns, bigger, state)
-    return result
+    return result | bench_nexthop_style(work, snapshot, dual, runs)
+
+
+def bench_nexthop_style(work: Path, snapshot: Path, dual: bool, runs: int) -> dict[str, float]:
+    """1-2 with --route-style nexthop: a full apply (objects, then the routes through them) and
+    a converged one, with its kernel writes (ip -batch of plain routes is the baseline)."""
+    full = []
+    for _ in range(runs):
+        with node_ns(dual) as ns:
+            full.append(run_timed(apply_cmd(snapshot, ns, work / f"w-{ns}", "nexthop"))[0])
+    with node_ns(dual) as ns:
+        state = work / f"w-{ns}"
+        run_timed(apply_cmd(snapshot, ns, state, "nexthop"))
+        converged = median(lambda: run_timed(apply_cmd(snapshot, ns, state, "nexthop"))[0], runs)
+        writes = route_events(ns, lambda: run_timed(apply_cmd(snapshot, ns, state, "nexthop")))
+    return {
+        "full_apply_nexthop_s": statistics.median(full),
+        "converged_apply_nexthop_s": converged,
+        "converged_writes_nexthop": writes,
+    }
 
 
 def bench_round(ns: str, snapshot: Path, state: Path, runs: int, dual: bool) -> dict[str, float]:
@@ -247,7 +272,9 @@ def bench_round(ns: str, snapshot: Path, state: Path, runs: int, dual: bool) -> 
     from kindplan.node.kernel import Kernel
     from kindplan.node.netns import enter_netns
 
-    options = Options(node="node-0000", conf_dir=str(state / "cni"), cni_cache_dir=None)
+    options = Options(
+        node="node-0000", conf_dir=str(state / "cni"), cni_cache_dir=None, route_style="plain"
+    )
     source = FileSource(str(snapshot))
     log = io.StringIO()
     telemetry = Telemetry(Log("text", log), Metrics(), Health(60))
@@ -472,6 +499,24 @@ def report(results: dict) -> list[tuple[str, str, str, str]]:  # type: ignore[ty
                 f"{r['converged_apply_s'] / r['ip_j_dump_s']:.1f}x",
             ),
             (f"converged apply {tag}: kernel writes", str(r["converged_writes"]), "0", ""),
+            (
+                f"full apply {tag}, nexthop style",
+                f"{r['full_apply_nexthop_s']:.3f} s",
+                f"ip -batch (plain) {r['ip_batch_s']:.3f} s",
+                f"{r['full_apply_nexthop_s'] / r['ip_batch_s']:.2f}x",
+            ),
+            (
+                f"converged apply {tag}, nexthop style",
+                f"{r['converged_apply_nexthop_s']:.3f} s",
+                f"ip -j dump {r['ip_j_dump_s']:.3f} s",
+                f"{r['converged_apply_nexthop_s'] / r['ip_j_dump_s']:.1f}x",
+            ),
+            (
+                f"converged apply {tag}, nexthop style: kernel writes",
+                str(r["converged_writes_nexthop"]),
+                "0",
+                "",
+            ),
             (
                 f"one node added {tag}: kernel writes",
                 str(r["one_added_writes"]),

@@ -108,11 +108,13 @@ def show(
         Path | None, typer.Option(help="Also show this conflist.", show_default=False)
     ] = None,
 ) -> int:
-    """Print what kindplan owns on this node: its routes, SNAT chains and jumps.
+    """Print what kindplan owns on this node: its routes and nexthop objects, SNAT chains and
+    jumps.
 
     Example: kindplan show --netns kp-worker2
     """
     from kindplan.core.masq.dialects import dialect
+    from kindplan.core.nexthops import nexthop_text
     from kindplan.core.planview import plural, route_text
     from kindplan.core.routes import owned_routes
     from kindplan.node.iptables import read_masq
@@ -122,6 +124,7 @@ def show(
     with open_node(netns, None) as node:  # a read: no lock
         node.kernel.read_links()
         routes = owned_routes(node.kernel.read_routes(), route_proto)
+        objects = [n for n in node.kernel.read_nexthops() or () if n.owned_by(route_proto)]
         chains = [
             c
             for c in read_masq(node.iptables)
@@ -131,6 +134,10 @@ def show(
     typer.echo(f"routes with protocol {route_proto}: {len(routes)}")
     for route in routes:
         typer.echo(f"  {route_text(route)}")
+    if objects:  # the nexthop style's (--route-style): said only where there are any
+        typer.echo(f"nexthop objects with protocol {route_proto}: {len(objects)}")
+        for nexthop in objects:
+            typer.echo(f"  {nexthop_text(nexthop)}")
     for chain in chains:
         table = "ip6tables" if chain.version == 6 else "iptables"
         if chain.masq is None:
