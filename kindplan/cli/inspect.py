@@ -25,6 +25,7 @@ from kindplan.status import ExitStatus
 
 if TYPE_CHECKING:
     from kindplan.core.changes import Change
+    from kindplan.core.nexthops import Nexthop
 
 
 def rollback(
@@ -101,6 +102,16 @@ def history(netns: NetnsOpt = None, state_dir: StateDirOpt = DEFAULT_STATE_DIR) 
     return ExitStatus.OK
 
 
+def _say_nexthops(objects: list[Nexthop], route_proto: int) -> None:
+    """kindplan's nexthop objects (the nexthop style's): said only where there are any."""
+    from kindplan.core.nexthops import nexthop_text
+
+    if objects:
+        typer.echo(f"nexthop objects with protocol {route_proto}: {len(objects)}")
+    for nexthop in objects:
+        typer.echo(f"  {nexthop_text(nexthop)}")
+
+
 def show(
     netns: NetnsOpt = None,
     route_proto: RouteProtoOpt = DEFAULT_ROUTE_PROTO,
@@ -114,7 +125,6 @@ def show(
     Example: kindplan show --netns kp-worker2
     """
     from kindplan.core.masq.dialects import dialect
-    from kindplan.core.nexthops import nexthop_text
     from kindplan.core.planview import plural, route_text
     from kindplan.core.routes import owned_routes
     from kindplan.node.iptables import read_masq
@@ -134,10 +144,7 @@ def show(
     typer.echo(f"routes with protocol {route_proto}: {len(routes)}")
     for route in routes:
         typer.echo(f"  {route_text(route)}")
-    if objects:  # the nexthop style's (--route-style): said only where there are any
-        typer.echo(f"nexthop objects with protocol {route_proto}: {len(objects)}")
-        for nexthop in objects:
-            typer.echo(f"  {nexthop_text(nexthop)}")
+    _say_nexthops(objects, route_proto)
     for chain in chains:
         table = "ip6tables" if chain.version == 6 else "iptables"
         if chain.masq is None:
