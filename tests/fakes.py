@@ -75,7 +75,14 @@ class FakeKernel:
 
     def read_routes(self) -> tuple[Route, ...]:
         self._dump("routes")
-        return tuple(self.routes[key] for key in sorted(self.routes))
+        return tuple(self._path(self.routes[key]) for key in sorted(self.routes))
+
+    def _path(self, route: Route) -> Route:
+        """As the kernel dumps a route through an object: with the object's gateway and device."""
+        held = (self.nexthops or {}).get(route.nh_id) if route.nh_id else None
+        if held is None:
+            return route
+        return route._replace(gateway=held.gateway, ifname=held.ifname)
 
     def route_digest(self) -> bytes:
         held = (sorted(self.routes.items()), sorted((self.nexthops or {}).items()))

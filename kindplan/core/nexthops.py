@@ -28,6 +28,7 @@ DEFAULT_ROUTE_STYLE = "auto"
 # plain (no scan: 5,000 routes 99 ms plain, more through objects, which double the messages).
 AUTO_MIN_PEERS = 1000
 _INDEX_BITS = 23  # per family: the index of a PodCIDR in its pod subnet
+ID_SPAN = 1 << _INDEX_BITS  # the ids of one family
 
 
 class Nexthop(NamedTuple):
@@ -67,7 +68,7 @@ def cidr_index(cidr: IPNetwork, subnets: tuple[IPNetwork, ...]) -> int | None:
         return None
     shift = cidr.max_prefixlen - cidr.prefixlen
     index = (int(cidr.network_address) - int(subnet.network_address)) >> shift
-    return index if index < 1 << _INDEX_BITS else None
+    return index if index < ID_SPAN else None
 
 
 def nexthop_families(style: str, peers: dict[int, int], supported: bool) -> tuple[int, ...]:
