@@ -236,3 +236,32 @@ def test_an_object_changed_under_a_converged_node_is_seen_and_repaired(dual_work
     applied = node.apply("--route-style", "nexthop")
     ok(applied)
     assert f"removed nexthop id {stray} via 172.18.0.9 dev eth0 proto 75" in applied.stdout
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_one_family_apply_switch_and_rollback(family: str, netns: str, tmp_path: Path) -> None:
+    """The IPv4 seed node and an IPv6-only node: objects and nhid routes, nothing written when
+    converged, plain and back, and each generation rolled back exactly."""
+    from nodes import build_node
+
+    if family == "ipv4":
+        build_node(netns, ["172.18.0.12/16"], [])
+        node, flag = Node(netns, tmp_path, SEED, "k8s-guide-worker2"), "-4"
+    else:
+        build_node(netns, ["fc00:f853:ccd:e793::3/64"], [])
+        v6 = SEED.parents[1] / "ipv6-only" / "snapshot.yaml"
+        node, flag = Node(netns, tmp_path, v6, "v6-worker"), "-6"
+    ok(node.apply("--route-style", "nexthop"))
+    via, objects = peer_routes(node, flag), nexthops(node)
+    assert len(via) == len(objects) == 2 and all(" nhid " in r for r in via)
+    with kernel_events(node.ns) as events:
+        ok(node.apply("--route-style", "nexthop"))
+    assert events == []
+    ok(node.apply("--route-style", "plain"))
+    plain = peer_routes(node, flag)
+    assert nexthops(node) == [] and not any(" nhid " in r for r in plain)
+    state = str(node.tmp / "state")
+    ok(node_rollback(node, state))
+    assert (peer_routes(node, flag), nexthops(node)) == (via, objects)
+    ok(node_rollback(node, state))
+    assert peer_routes(node, flag) == [] and nexthops(node) == []
