@@ -252,3 +252,15 @@ def test_the_packed_messages_say_what_the_attribute_by_attribute_ones_say(gatewa
     fast, general = write_message(write, 9), _general_route_message(write, 9)
     assert fast[: HEADER.size + 12] == general[: HEADER.size + 12]  # header and rtmsg
     assert dict(attrs(fast, HEADER.size + 12)) == dict(attrs(general, HEADER.size + 12))
+
+
+def test_a_plan_with_objects_is_valid_plan_json() -> None:
+    from jsonschema import Draft202012Validator
+
+    from kindplan.core.planview import plan_to_json
+    from kindplan.resources import load_schema
+
+    plan = diff(nexthop_desired(), empty(), conflist_path=PATH)
+    doc = plan_to_json(plan)
+    Draft202012Validator(load_schema("plan.schema.json")).validate(doc)
+    assert {c["kind"] for c in doc["changes"]} >= {"nexthop", "route"}
