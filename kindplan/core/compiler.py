@@ -18,6 +18,7 @@ from kindplan.core.model import (
     Sysctl,
 )
 from kindplan.core.nexthops import (
+    AUTO_MIN_PEERS,
     DEFAULT_ROUTE_STYLE,
     ID_SPAN,
     Nexthop,
@@ -101,14 +102,18 @@ def route_style_families(
 ) -> tuple[int, ...]:
     """The families whose peer routes go through nexthop objects on `node`: the route style
     (`style`, else the snapshot's, else auto) given its peers and whether the kernel has
-    nexthop objects (core/nexthops.py, nexthop_families)."""
+    nexthop objects (core/nexthops.py, nexthop_families). auto counts IPv4 peers only as far
+    as its threshold: a first apply at 5,000 nodes does not walk them all once more."""
     style = style or snapshot.cluster.route_style or DEFAULT_ROUTE_STYLE
-    peers = {4: 0, 6: 0}
+    if style != "auto" or not supported or len(snapshot.nodes) <= AUTO_MIN_PEERS:
+        return nexthop_families(style, {}, supported)
+    peers = 0
     for peer in snapshot.nodes:
-        if peer.name != node.name:
-            for cidr in peer.pod_cidrs:
-                peers[cidr.version] += peer.internal_ip(cidr.version) is not None
-    return nexthop_families(style, peers, supported)
+        if peer.name != node.name and any(ip.version == 4 for ip in peer.internal_ips):
+            peers += any(cidr.version == 4 for cidr in peer.pod_cidrs)
+            if peers >= AUTO_MIN_PEERS:
+                break
+    return nexthop_families(style, {4: peers}, supported)
 
 
 def _through_nexthops(

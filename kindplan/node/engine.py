@@ -129,7 +129,7 @@ def make_plan(
     supported, style = observed.nexthops is not None, options.route_style
     if (style or snapshot.cluster.route_style) == "nexthop" and not supported:
         raise RuntimeFailure("route style nexthop: this kernel has no nexthop objects (5.3+)")
-    families = route_style_families(snapshot, node, style, supported)
+    families = call(route_style_families, snapshot, node, style, supported)
     desired = call(
         compile_desired,
         snapshot,
