@@ -61,9 +61,9 @@ from kindplan.node.netlink_nexthops import (
     NEXTHOP_DUMP,
     RTM_GETNEXTHOP,
     RTM_NEWNEXTHOP,
+    NexthopMemo,
     NexthopWrite,
     nexthop_digest,
-    parse_nexthop,
     write_message,
 )
 from kindplan.node.netlink_routes import (
@@ -134,6 +134,7 @@ class Netlink:
         self.batch = max(1, min(BATCH_MAX, granted // ACK_COST))
         self._seq = 0
         self._routes = RouteMemo()
+        self._nexthops = NexthopMemo()
 
     def close(self) -> None:
         self._sock.close()
@@ -233,9 +234,7 @@ class Netlink:
 
     def nexthops(self, names: dict[int, str]) -> list[Nexthop]:
         """Every nexthop object (NetlinkError EOPNOTSUPP or EINVAL: a kernel before 5.3)."""
-        answers = self.dump(RTM_GETNEXTHOP, NEXTHOP_DUMP)
-        found = (parse_nexthop(m, names) for kind, m in answers if kind == RTM_NEWNEXTHOP)
-        return [n for n in found if n is not None]
+        return self._nexthops.nexthops(self.dump(RTM_GETNEXTHOP, NEXTHOP_DUMP), names)
 
     def nexthop_digest(self) -> bytes:
         """A digest of every nexthop object as dumped (the converged fast path)."""
