@@ -40,6 +40,7 @@ from kindplan.core.render import render_conflist, render_route_batch  # noqa: E4
 from kindplan.inputs.sources import freeze_heap  # noqa: E402
 
 KINDPLAN = [sys.executable, "-m", "kindplan.cli"]
+PLAIN = "plain"  # the route style of the figures from before route styles (--route-style)
 UPLINK_V4, UPLINK_V6 = "198.18.0.10/15", "2001:db8:ffff::a/64"  # node-0000 of builders.cluster_doc
 _names = itertools.count()
 
@@ -122,9 +123,10 @@ def median(fn: Callable[[], float], runs: int) -> float:
     return statistics.median(fn() for _ in range(runs))
 
 
-def apply_cmd(snapshot: Path, ns: str, work: Path, style: str = "plain") -> list[str]:
-    """kindplan apply of `snapshot` on `ns`, peer routes in `style` (plain unless told: the
-    figures before route styles were plain ones; auto takes objects at 5,000 nodes)."""
+def apply_cmd(snapshot: Path, ns: str, work: Path, style: str | None = None) -> list[str]:
+    """kindplan apply of `snapshot` on `ns`, peer routes in `style` (--route-style; None: the
+    tree's default, for ab.py's trees from before route styles). run.py's own figures name the
+    style: plain ones as before route styles, and the nexthop style's beside them."""
     return [
         *KINDPLAN,
         "apply",
@@ -137,8 +139,7 @@ def apply_cmd(snapshot: Path, ns: str, work: Path, style: str = "plain") -> list
         str(work / "cni"),
         "--state-dir",
         str(work / "state"),
-        "--route-style",
-        style,
+        *(["--route-style", style] if style is not None else []),
     ]
 
 
@@ -206,7 +207,7 @@ def bench_apply(work: Path, nodes: int, dual: bool, runs: int) -> dict[str, floa
     full, ipb, rss = [], [], 0
     for _ in range(runs):
         with node_ns(dual) as ns:
-            seconds, peak = run_timed(apply_cmd(snapshot, ns, work / f"w-{ns}"))
+            seconds, peak = run_timed(apply_cmd(snapshot, ns, work / f"w-{ns}", PLAIN))
             full.append(seconds)
             rss = max(rss, peak)
         with node_ns(dual) as ns:
@@ -219,24 +220,24 @@ def bench_apply(work: Path, nodes: int, dual: bool, runs: int) -> dict[str, floa
 
     with node_ns(dual) as ns:
         state = work / f"w-{ns}"
-        run_timed(apply_cmd(snapshot, ns, state))
+        run_timed(apply_cmd(snapshot, ns, state, PLAIN))
         result["converged_apply_s"] = median(
-            lambda: run_timed(apply_cmd(snapshot, ns, state))[0], runs
+            lambda: run_timed(apply_cmd(snapshot, ns, state, PLAIN))[0], runs
         )
         result["ip_j_dump_s"] = median(lambda: run_timed(dump_cmd(ns, dual))[0], runs)
         result["converged_writes"] = route_events(
-            ns, lambda: run_timed(apply_cmd(snapshot, ns, state))
+            ns, lambda: run_timed(apply_cmd(snapshot, ns, state, PLAIN))
         )
         bigger = work / f"cluster-{tag}-plus1.json"
         bigger_doc = cluster_doc(nodes + 1, v6=dual)
         bigger.write_text(json.dumps(bigger_doc))
         timing: list[float] = []
         result["one_added_writes"] = route_events(
-            ns, lambda: timing.append(run_timed(apply_cmd(bigger, ns, state))[0])
+            ns, lambda: timing.append(run_timed(apply_cmd(bigger, ns, state, PLAIN))[0])
         )
         result["one_added_s"] = timing[0]
-        result |= bench_round(ns, bigger, state, runs, dual)
-        result |= bench_idle(ns, bigger, state)
+        result |= bench_round(ns, bigger, state, runs, dual, style=PLAIN)
+        result |= bench_idle(ns, bigger, state, style=PLAIN)
     return result | bench_nexthop_style(work, snapshot, dual, runs)
 
 
@@ -259,7 +260,9 @@ def bench_nexthop_style(work: Path, snapshot: Path, dual: bool, runs: int) -> di
     }
 
 
-def bench_round(ns: str, snapshot: Path, state: Path, runs: int, dual: bool) -> dict[str, float]:
+def bench_round(
+    ns: str, snapshot: Path, state: Path, runs: int, dual: bool, *, style: str | None = None
+) -> dict[str, float]:
     """6: one round of the watch loop (Loop.round: read the source, observe, diff, guard, metrics)
     on a converged node, in-process, vs the raw dump-and-parse of links and routes."""
     import io
@@ -272,9 +275,8 @@ def bench_round(ns: str, snapshot: Path, state: Path, runs: int, dual: bool) -> 
     from kindplan.node.kernel import Kernel
     from kindplan.node.netns import enter_netns
 
-    options = Options(
-        node="node-0000", conf_dir=str(state / "cni"), cni_cache_dir=None, route_style="plain"
-    )
+    styled = {"route_style": style} if style is not None else {}  # None: an older tree's too
+    options = Options(node="node-0000", conf_dir=str(state / "cni"), cni_cache_dir=None, **styled)
     source = FileSource(str(snapshot))
     log = io.StringIO()
     telemetry = Telemetry(Log("text", log), Metrics(), Health(60))
@@ -314,9 +316,11 @@ def bench_round(ns: str, snapshot: Path, state: Path, runs: int, dual: bool) -> 
     return out
 
 
-def bench_idle(ns: str, snapshot: Path, state: Path, seconds: float = 60.0) -> dict[str, float]:
+def bench_idle(
+    ns: str, snapshot: Path, state: Path, seconds: float = 60.0, style: str | None = None
+) -> dict[str, float]:
     """The watch loop idle on a converged node for a minute at its default 10 s interval: CPU."""
-    cmd = [*apply_cmd(snapshot, ns, state), "--watch", "--interval", "10s"]
+    cmd = [*apply_cmd(snapshot, ns, state, style), "--watch", "--interval", "10s"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     try:
