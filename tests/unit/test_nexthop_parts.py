@@ -4,6 +4,7 @@ diff's order and ownership, the journal form, the deletion guard, and the engine
 
 from __future__ import annotations
 
+import errno
 from dataclasses import replace
 from ipaddress import ip_address, ip_network
 from pathlib import Path
@@ -264,3 +265,23 @@ def test_a_plan_with_objects_is_valid_plan_json() -> None:
     doc = plan_to_json(plan)
     Draft202012Validator(load_schema("plan.schema.json")).validate(doc)
     assert {c["kind"] for c in doc["changes"]} >= {"nexthop", "route"}
+
+
+def test_a_kernel_without_nexthop_objects_is_probed_once() -> None:
+    """Before Linux 5.3 the dump is refused (EOPNOTSUPP): no objects, asked no more; the
+    converged record's digest is then the route table's alone."""
+    import struct
+
+    from test_netlink_socket import FakeSocket, ack
+
+    from kindplan.node import netlink
+    from kindplan.node.kernel import Kernel
+
+    refused = ack(1, errno.EOPNOTSUPP)
+    sock = FakeSocket([refused])
+    kernel = Kernel(netlink.Netlink(sock))
+    assert kernel.read_nexthops() is None
+    assert kernel.read_nexthops() is None
+    assert len(sock.sent) == 1  # probed once
+    kind = struct.unpack_from("=H", sock.sent[0], 4)[0]
+    assert kind == 106  # RTM_GETNEXTHOP
