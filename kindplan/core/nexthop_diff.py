@@ -81,3 +81,15 @@ def nexthop_in_effect(
     if isinstance(change, DelNexthop):
         return seen is None or seen.proto != change.nexthop.proto
     return seen is not None and change.nexthop.same(seen)
+
+
+def nexthop_overtaken(undo: Change, held: dict[int, Nexthop]) -> bool:
+    """Compare-and-swap for objects, as for routes: the undo of a ReplaceNexthop puts the old
+    object back only where the kernel still holds the one the apply wrote (someone who has
+    since pointed it elsewhere keeps it), and a re-add only where the id is free."""
+    if isinstance(undo, ReplaceNexthop):
+        seen = held.get(undo.old.id)
+        return seen is None or not undo.old.same(seen)
+    if isinstance(undo, AddNexthop):
+        return undo.nexthop.id in held
+    return False

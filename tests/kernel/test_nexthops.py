@@ -265,3 +265,20 @@ def test_one_family_apply_switch_and_rollback(family: str, netns: str, tmp_path:
     assert (peer_routes(node, flag), nexthops(node)) == (via, objects)
     ok(node_rollback(node, state))
     assert peer_routes(node, flag) == [] and nexthops(node) == []
+
+
+def test_rollback_leaves_an_object_someone_changed_since(dual_worker: Node, tmp_path: Path) -> None:
+    """Compare-and-swap: the apply moved a peer's object; someone pointed it elsewhere since;
+    rollback leaves it, says how to finish by hand, and undoes the rest."""
+    node = dual_worker
+    ok(node.apply("--route-style", "nexthop"))
+    moved = tmp_path / "moved.yaml"
+    moved.write_text(node.snapshot.read_text().replace("172.18.0.4", "172.18.0.44"))
+    ok(node.apply("--route-style", "nexthop", snapshot=moved))
+    ident = str(V4_IDS[PEER])
+    sh("ip", "-n", node.ns, "nexthop", "replace", "id", ident, "via", "172.18.0.9", "dev", "eth0",
+       "proto", "75")  # fmt: skip
+    back = node_rollback(node, str(node.tmp / "state"))
+    said = back.stdout + back.stderr
+    assert "if the old object should come back: ip nexthop replace id " + ident in said
+    assert f"id {ident} via 172.18.0.9 dev eth0 scope link proto 75" in nexthops(node)
