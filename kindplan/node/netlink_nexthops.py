@@ -109,8 +109,45 @@ def _nhid_route_message(write: RouteWrite, seq: int) -> bytes:
     )
 
 
+# The layout the kernel dumps a gateway object in (nh_fill_node: NHA_ID, NHA_OIF, NHA_GATEWAY),
+# by message length: taken apart by one unpack, its attribute headers checked, as route messages
+# are (netlink_routes._route_fields); any other layout is walked attribute by attribute.
+_GATEWAY_OBJECT = {  # message length -> (its struct past the header, the family it needs)
+    HEADER.size + _NHMSG.size + 8 + 8 + 4 + size: (
+        struct.Struct(f"=BBBBI HHI HHI HH{size}s".replace(" ", "")),
+        socket.AF_INET if size == 4 else socket.AF_INET6,
+    )
+    for size in (4, 16)
+}
+
+
 def parse_nexthop(message: bytes, names: dict[int, str]) -> Nexthop | None:
     """The object of one dumped RTM_NEWNEXTHOP (None for a message that has no id)."""
+    layout = _GATEWAY_OBJECT.get(len(message))
+    if layout is not None:
+        fields = layout[0].unpack_from(message, HEADER.size)
+        family, _, proto, _, _, id_head, ident, oif_head, oif, gateway_head, gateway = (
+            *fields[:5],
+            fields[5:7],
+            fields[7],
+            fields[8:10],
+            fields[10],
+            fields[11:13],
+            fields[13],
+        )
+        if (family, id_head, oif_head, gateway_head) == (
+            layout[1],
+            (8, NHA_ID),
+            (8, NHA_OIF),
+            (len(message) - 40, NHA_GATEWAY),
+        ):
+            version = _VERSION[family]
+            return Nexthop(ident, version, ip_address(gateway), names.get(oif, ""), proto)
+    return _walk_nexthop(message, names)
+
+
+def _walk_nexthop(message: bytes, names: dict[int, str]) -> Nexthop | None:
+    """parse_nexthop for any layout: attribute by attribute."""
     family, _, proto, _, _ = _NHMSG.unpack_from(message, HEADER.size)
     found = dict(attrs(message, HEADER.size + _NHMSG.size))
     if NHA_ID not in found:

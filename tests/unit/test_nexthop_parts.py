@@ -285,3 +285,48 @@ def test_a_kernel_without_nexthop_objects_is_probed_once() -> None:
     assert len(sock.sent) == 1  # probed once
     kind = struct.unpack_from("=H", sock.sent[0], 4)[0]
     assert kind == 106  # RTM_GETNEXTHOP
+
+
+@pytest.mark.parametrize("gateway", ["198.18.0.11", "2001:db8::b", None])
+def test_a_dumped_object_reads_the_same_by_its_layout_and_by_its_attributes(
+    gateway: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel's layout of a gateway object (NHA_ID, NHA_OIF, NHA_GATEWAY) is read by one
+    unpack; a message of another layout (here: a group) by the walk; both agree."""
+    import socket
+    import struct
+
+    from kindplan.node.netlink_codec import HEADER, attr
+    from kindplan.node.netlink_nexthops import (
+        NHA_GATEWAY,
+        NHA_GROUP,
+        NHA_ID,
+        NHA_OIF,
+        RTM_NEWNEXTHOP,
+        _walk_nexthop,
+        parse_nexthop,
+    )
+
+    gw = ip_address(gateway) if gateway else None
+    family = socket.AF_INET6 if gw is not None and gw.version == 6 else socket.AF_INET
+    body = struct.pack("=BBBBI", family, 253, 75, 0, 0) + attr(NHA_ID, struct.pack("=I", 7))
+    if gw is None:
+        body += attr(NHA_GROUP, struct.pack("=IBBH", 1, 0, 0, 0) + struct.pack("=IBBH", 2, 0, 0, 0))
+    else:
+        body += attr(NHA_OIF, struct.pack("=I", 2)) + attr(NHA_GATEWAY, gw.packed)
+    message = HEADER.pack(HEADER.size + len(body), RTM_NEWNEXTHOP, 2, 1, 0) + body
+    names = {2: "eth0"}
+    assert parse_nexthop(message, names) == _walk_nexthop(message, names)
+    read = parse_nexthop(message, names)
+    assert read is not None and read.id == 7 and read.proto == 75
+    if gw is None:
+        assert read.other == "group 1/2" and not read.owned_by(75)
+    else:
+        assert (read.gateway, read.ifname, read.other) == (gw, "eth0", "")
+        from kindplan.node import netlink_nexthops
+
+        def walked(*_: object) -> None:
+            raise AssertionError("walked: the layout was not recognised")
+
+        monkeypatch.setattr(netlink_nexthops, "_walk_nexthop", walked)
+        assert parse_nexthop(message, names) == read  # by the layout alone
