@@ -43,6 +43,7 @@ from kindplan.core.render import render_conflist, render_route_batch  # noqa: E4
 from kindplan.inputs.sources import freeze_heap  # noqa: E402
 
 KINDPLAN = [sys.executable, "-m", "kindplan.cli"]
+PLAIN = "plain"  # the route style of the figures from before route styles (--route-style)
 UPLINK_V4, UPLINK_V6 = "198.18.0.10/15", "2001:db8:ffff::a/64"  # node-0000 of builders.cluster_doc
 _names = itertools.count()
 
@@ -125,7 +126,10 @@ def median(fn: Callable[[], float], runs: int) -> float:
     return statistics.median(fn() for _ in range(runs))
 
 
-def apply_cmd(snapshot: Path, ns: str, work: Path) -> list[str]:
+def apply_cmd(snapshot: Path, ns: str, work: Path, style: str | None = None) -> list[str]:
+    """kindplan apply of `snapshot` on `ns`, peer routes in `style` (--route-style; None: the
+    tree's default, for ab.py's trees from before route styles). run.py's own figures name the
+    style: plain ones as before route styles, and the nexthop style's beside them."""
     return [
         *KINDPLAN,
         "apply",
@@ -138,6 +142,7 @@ def apply_cmd(snapshot: Path, ns: str, work: Path) -> list[str]:
         str(work / "cni"),
         "--state-dir",
         str(work / "state"),
+        *(["--route-style", style] if style is not None else []),
     ]
 
 
@@ -156,7 +161,9 @@ def dump_cmd(ns: str, dual: bool) -> list[str]:
 def route_events(ns: str, action: Callable[[], object]) -> int:
     """How many route/address/link changes kindplan could have made while `action` ran."""
     monitor = subprocess.Popen(
-        ["ip", "-n", ns, "monitor", "route", "address", "link"], stdout=subprocess.PIPE, text=True
+        ["ip", "-n", ns, "monitor", "route", "address", "link", "nexthop"],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     time.sleep(0.3)
     try:
@@ -203,7 +210,7 @@ def bench_apply(work: Path, nodes: int, dual: bool, runs: int) -> dict[str, floa
     full, ipb, rss = [], [], 0
     for _ in range(runs):
         with node_ns(dual) as ns:
-            seconds, peak = run_timed(apply_cmd(snapshot, ns, work / f"w-{ns}"))
+            seconds, peak = run_timed(apply_cmd(snapshot, ns, work / f"w-{ns}", PLAIN))
             full.append(seconds)
             rss = max(rss, peak)
         with node_ns(dual) as ns:
@@ -216,28 +223,49 @@ def bench_apply(work: Path, nodes: int, dual: bool, runs: int) -> dict[str, floa
 
     with node_ns(dual) as ns:
         state = work / f"w-{ns}"
-        run_timed(apply_cmd(snapshot, ns, state))
+        run_timed(apply_cmd(snapshot, ns, state, PLAIN))
         result["converged_apply_s"] = median(
-            lambda: run_timed(apply_cmd(snapshot, ns, state))[0], runs
+            lambda: run_timed(apply_cmd(snapshot, ns, state, PLAIN))[0], runs
         )
         result["ip_j_dump_s"] = median(lambda: run_timed(dump_cmd(ns, dual))[0], runs)
         result["converged_writes"] = route_events(
-            ns, lambda: run_timed(apply_cmd(snapshot, ns, state))
+            ns, lambda: run_timed(apply_cmd(snapshot, ns, state, PLAIN))
         )
         bigger = work / f"cluster-{tag}-plus1.json"
         bigger_doc = cluster_doc(nodes + 1, v6=dual)
         bigger.write_text(json.dumps(bigger_doc))
         timing: list[float] = []
         result["one_added_writes"] = route_events(
-            ns, lambda: timing.append(run_timed(apply_cmd(bigger, ns, state))[0])
+            ns, lambda: timing.append(run_timed(apply_cmd(bigger, ns, state, PLAIN))[0])
         )
         result["one_added_s"] = timing[0]
-        result |= bench_round(ns, bigger, state, runs, dual)
-        result |= bench_idle(ns, bigger, state)
-    return result
+        result |= bench_round(ns, bigger, state, runs, dual, style=PLAIN)
+        result |= bench_idle(ns, bigger, state, style=PLAIN)
+    return result | bench_nexthop_style(work, snapshot, dual, runs)
 
 
-def bench_round(ns: str, snapshot: Path, state: Path, runs: int, dual: bool) -> dict[str, float]:
+def bench_nexthop_style(work: Path, snapshot: Path, dual: bool, runs: int) -> dict[str, float]:
+    """1-2 with --route-style nexthop: a full apply (objects, then the routes through them) and
+    a converged one, with its kernel writes (ip -batch of plain routes is the baseline)."""
+    full = []
+    for _ in range(runs):
+        with node_ns(dual) as ns:
+            full.append(run_timed(apply_cmd(snapshot, ns, work / f"w-{ns}", "nexthop"))[0])
+    with node_ns(dual) as ns:
+        state = work / f"w-{ns}"
+        run_timed(apply_cmd(snapshot, ns, state, "nexthop"))
+        converged = median(lambda: run_timed(apply_cmd(snapshot, ns, state, "nexthop"))[0], runs)
+        writes = route_events(ns, lambda: run_timed(apply_cmd(snapshot, ns, state, "nexthop")))
+    return {
+        "full_apply_nexthop_s": statistics.median(full),
+        "converged_apply_nexthop_s": converged,
+        "converged_writes_nexthop": writes,
+    }
+
+
+def bench_round(
+    ns: str, snapshot: Path, state: Path, runs: int, dual: bool, *, style: str | None = None
+) -> dict[str, float]:
     """6: one round of the watch loop (Loop.round: read the source, observe, diff, guard, metrics)
     on a converged node, in-process, vs the raw dump-and-parse of links and routes."""
     import io
@@ -250,7 +278,8 @@ def bench_round(ns: str, snapshot: Path, state: Path, runs: int, dual: bool) -> 
     from kindplan.node.kernel import Kernel
     from kindplan.node.netns import enter_netns
 
-    options = Options(node="node-0000", conf_dir=str(state / "cni"), cni_cache_dir=None)
+    styled = {"route_style": style} if style is not None else {}  # None: an older tree's too
+    options = Options(node="node-0000", conf_dir=str(state / "cni"), cni_cache_dir=None, **styled)
     source = FileSource(str(snapshot))
     log = io.StringIO()
     telemetry = Telemetry(Log("text", log), Metrics(), Health(60))
@@ -290,9 +319,11 @@ def bench_round(ns: str, snapshot: Path, state: Path, runs: int, dual: bool) -> 
     return out
 
 
-def bench_idle(ns: str, snapshot: Path, state: Path, seconds: float = 60.0) -> dict[str, float]:
+def bench_idle(
+    ns: str, snapshot: Path, state: Path, seconds: float = 60.0, style: str | None = None
+) -> dict[str, float]:
     """The watch loop idle on a converged node for a minute at its default 10 s interval: CPU."""
-    cmd = [*apply_cmd(snapshot, ns, state), "--watch", "--interval", "10s"]
+    cmd = [*apply_cmd(snapshot, ns, state, style), "--watch", "--interval", "10s"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     try:
@@ -557,6 +588,24 @@ def report(results: dict) -> list[tuple[str, str, str, str]]:  # type: ignore[ty
                 f"{r['converged_apply_s'] / r['ip_j_dump_s']:.1f}x",
             ),
             (f"converged apply {tag}: kernel writes", str(r["converged_writes"]), "0", ""),
+            (
+                f"full apply {tag}, nexthop style",
+                f"{r['full_apply_nexthop_s']:.3f} s",
+                f"ip -batch (plain) {r['ip_batch_s']:.3f} s",
+                f"{r['full_apply_nexthop_s'] / r['ip_batch_s']:.2f}x",
+            ),
+            (
+                f"converged apply {tag}, nexthop style",
+                f"{r['converged_apply_nexthop_s']:.3f} s",
+                f"ip -j dump {r['ip_j_dump_s']:.3f} s",
+                f"{r['converged_apply_nexthop_s'] / r['ip_j_dump_s']:.1f}x",
+            ),
+            (
+                f"converged apply {tag}, nexthop style: kernel writes",
+                str(r["converged_writes_nexthop"]),
+                "0",
+                "",
+            ),
             (
                 f"one node added {tag}: kernel writes",
                 str(r["one_added_writes"]),

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from kindplan.core.addresses import IPAddress
 from kindplan.core.model import Address, Link, Sysctl
+from kindplan.core.nexthops import Nexthop
 from kindplan.core.routes import IPV6_DEFAULT_METRIC, Route
 from kindplan.core.tunnel import DEVICE_NAMES, FdbEntry, Neighbour, Vxlan
 from kindplan.core.tunnelchanges import (
@@ -68,6 +69,7 @@ class FakeKernel:
         self.routes: dict[RouteKey, Route] = {}
         for route in map(_as_stored, routes):
             self.routes[route.key] = route
+        self.nexthops: dict[int, Nexthop] | None = {}  # None: a kernel without them
         self.sysctls = dict(sysctls or {})
         self.refuse: dict[str, int] = {}  # route dst, address or sysctl name -> errno
         self.overrun_batches = 0
@@ -88,10 +90,23 @@ class FakeKernel:
 
     def read_routes(self) -> tuple[Route, ...]:
         self._dump("routes")
-        return tuple(self.routes[key] for key in sorted(self.routes))
+        return tuple(self._path(self.routes[key]) for key in sorted(self.routes))
+
+    def _path(self, route: Route) -> Route:
+        """As the kernel dumps a route through an object: with the object's gateway and device."""
+        held = (self.nexthops or {}).get(route.nh_id) if route.nh_id else None
+        if held is None:
+            return route
+        return route._replace(gateway=held.gateway, ifname=held.ifname)
 
     def route_digest(self) -> bytes:
-        return hashlib.sha256(repr(sorted(self.routes.items())).encode()).digest()
+        held = (sorted(self.routes.items()), sorted((self.nexthops or {}).items()))
+        return hashlib.sha256(repr(held).encode()).digest()
+
+    def read_nexthops(self) -> tuple[Nexthop, ...] | None:
+        if self.nexthops is None:
+            return None
+        return tuple(self.nexthops[ident] for ident in sorted(self.nexthops))
 
     def read_tunnels(self) -> TunnelsSeen:
         self._dump("tunnel")
@@ -125,14 +140,19 @@ class FakeKernel:
             raise KernelError(f"sysctl {name}={value}: {os.strerror(code)}", code)
         self.sysctls[name] = value
 
-    def write_routes(self, writes: Sequence[tuple[str, Route]]) -> list[KernelError | None]:
+    def write_routes(
+        self, writes: Sequence[tuple[str, Route | Nexthop]]
+    ) -> list[KernelError | None]:
         self.batches.append(len(writes))
         overrun = self.overrun_batches > 0
         self.overrun_batches -= overrun
         results: list[KernelError | None] = []
         for verb, route in writes:
             self.writes.append((verb, route))
-            error = self._write_route(verb, _as_stored(route))
+            if isinstance(route, Nexthop):
+                error = self._write_nexthop(verb, route)
+            else:
+                error = self._write_route(verb, _as_stored(route))
             if overrun and (error is None or error.errno != errno.ENODEV):  # ENODEV: never sent
                 error = KernelError(
                     f"{os.strerror(errno.ENOBUFS)} (the receive buffer overran)",
@@ -141,6 +161,21 @@ class FakeKernel:
                 )
             results.append(error)
         return results
+
+    def _write_nexthop(self, verb: str, nexthop: Nexthop) -> KernelError | None:
+        """As the kernel: an id is one object; deleting it deletes the routes through it."""
+        if self.nexthops is None:
+            return KernelError(os.strerror(errno.EOPNOTSUPP), errno.EOPNOTSUPP)
+        if verb == "del":
+            self.nexthops.pop(nexthop.id, None)
+            self.routes = {k: r for k, r in self.routes.items() if r.nh_id != nexthop.id}
+            return None
+        if nexthop.ifname not in self.links:
+            return KernelError(f"interface {nexthop.ifname} does not exist", errno.ENODEV)
+        if verb == "add" and nexthop.id in self.nexthops:
+            return KernelError(os.strerror(errno.EEXIST), errno.EEXIST)
+        self.nexthops[nexthop.id] = nexthop._replace(peer="")
+        return None
 
     def _write_route(self, verb: str, route: Route) -> KernelError | None:
         if verb == "del":
@@ -155,6 +190,8 @@ class FakeKernel:
         code = self.refuse.get(str(route.dst), 0)
         if not code and verb == "add" and route.key in self.routes:
             code = errno.EEXIST
+        if not code and route.nh_id and route.nh_id not in (self.nexthops or {}):
+            code = errno.EINVAL  # the kernel: "Nexthop id does not exist"
         if not code and route.gateway is not None and not self._on_link(route):
             code = errno.ENETUNREACH
         if code:

@@ -206,7 +206,12 @@ def _render_again(args: RenderArgs) -> str:
 def _rendered(args: RenderArgs) -> dict[str, str]:
     """The files of the node, or of every node (one folder each), by their relative paths."""
     from kindplan.core.addresses import parse_cidr
-    from kindplan.core.compiler import compile_desired, masq_backend
+    from kindplan.core.compiler import (
+        compile_desired,
+        find_node,
+        masq_backend,
+        route_style_families,
+    )
     from kindplan.core.render import render_files
 
     snap = load(args.snapshot, args.pod_subnets)
@@ -222,6 +227,8 @@ def _rendered(args: RenderArgs) -> dict[str, str]:
     extra = tuple(map(parse_cidr, args.no_masquerade))
     networks = _node_networks(args.node_networks)
     for name in names:
+        # A node's kernel is not asked: nexthop objects are taken to be there (Linux 5.3+).
+        families = route_style_families(snap, find_node(snap, name), None, True)
         desired = compile_desired(
             snap,
             name,
@@ -230,6 +237,7 @@ def _rendered(args: RenderArgs) -> dict[str, str]:
             masq_backend=backend,
             no_masquerade=extra,
             cross_subnet=args.cross_subnet,
+            nexthop_families=families,
         )
         prefix = f"{name}/" if args.all_nodes else ""
         files.update({prefix + f: text for f, text in render_files(desired).items()})

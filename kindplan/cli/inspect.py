@@ -26,6 +26,7 @@ from kindplan.status import ExitStatus
 if TYPE_CHECKING:
     from kindplan.core.changes import Change
     from kindplan.core.masq.value import MasqObserved
+    from kindplan.core.nexthops import Nexthop
 
 
 def rollback(
@@ -102,6 +103,16 @@ def history(netns: NetnsOpt = None, state_dir: StateDirOpt = DEFAULT_STATE_DIR) 
     return ExitStatus.OK
 
 
+def _say_nexthops(objects: list[Nexthop], route_proto: int) -> None:
+    """kindplan's nexthop objects (the nexthop style's): said only where there are any."""
+    from kindplan.core.nexthops import nexthop_text
+
+    if objects:
+        typer.echo(f"nexthop objects with protocol {route_proto}: {len(objects)}")
+    for nexthop in objects:
+        typer.echo(f"  {nexthop_text(nexthop)}")
+
+
 def show(
     netns: NetnsOpt = None,
     route_proto: RouteProtoOpt = DEFAULT_ROUTE_PROTO,
@@ -109,7 +120,8 @@ def show(
         Path | None, typer.Option(help="Also show this conflist.", show_default=False)
     ] = None,
 ) -> int:
-    """Print what kindplan owns on this node: its routes, SNAT chains and jumps.
+    """Print what kindplan owns on this node: its routes and nexthop objects, SNAT chains and
+    jumps.
 
     Example: kindplan show --netns kp-worker2
     """
@@ -123,6 +135,7 @@ def show(
     with open_node(netns, None) as node:  # a read: no lock
         node.kernel.read_links()
         routes = owned_routes(node.kernel.read_routes(), route_proto)
+        objects = [n for n in node.kernel.read_nexthops() or () if n.owned_by(route_proto)]
         chains = [
             c
             for c in read_masq(node.iptables)
@@ -132,6 +145,7 @@ def show(
     typer.echo(f"routes with protocol {route_proto}: {len(routes)}")
     for route in routes:
         typer.echo(f"  {route_text(route)}")
+    _say_nexthops(objects, route_proto)
     for chain in chains:
         if chain.backend != "iptables":
             _show_table(chain)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from kindplan.cli.options import AdoptOpt, CrossSubnetOpt, MasqBackendOpt
+from kindplan.cli.options import AdoptOpt, CrossSubnetOpt, MasqBackendOpt, RouteStyleOpt
 from kindplan.cli.planning import say_each
 from kindplan.cli.usage import Command, ExecCommand
 from kindplan.errors import UsageError
@@ -62,6 +62,7 @@ def lab_up(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
         ),
     ] = 1,
     cross_subnet: CrossSubnetOpt = None,
+    route_style: RouteStyleOpt = None,
 ) -> int:
     """Build the lab, apply kindplan on every node, create pods with ptp + portmap.
 
@@ -83,7 +84,7 @@ def lab_up(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
         dual_stack,
         say=typer.echo,
         kindnetd=kindnetd,
-        segments=Dataplane(segments, cross_subnet or "none", masq_backend),
+        segments=Dataplane(segments, cross_subnet or "none", masq_backend, route_style),
     )
     typer.echo(
         f"lab {lab.name} is up in {time.monotonic() - started:.1f} s: "

@@ -192,6 +192,26 @@ RouteProtoOpt = Annotated[
         help="Route protocol number that marks kindplan's routes.",
     ),
 ]
+
+
+def _route_style(value: str | None) -> str | None:
+    from kindplan.core.nexthops import ROUTE_STYLES
+
+    if value is not None and value not in ROUTE_STYLES:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(ROUTE_STYLES)}")
+    return value
+
+
+RouteStyleOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Peer routes plain (PodCIDR via IP), through nexthop objects (PodCIDR nhid N), or "
+        "auto: IPv4 ones through objects from 1,000 IPv4 peers on, if the kernel has them. "
+        "Default: the snapshot's cluster.routeStyle, else auto.",
+        show_default=False,
+        callback=_route_style,
+    ),
+]
 AdoptOpt = Annotated[
     bool,
     typer.Option(
@@ -274,6 +294,7 @@ class Target(NamedTuple):
     masq_backend: str | None = None
     no_masquerade: tuple[str, ...] = ()
     cross_subnet: str | None = None
+    route_style: str | None = None
 
     def options(self) -> Options:
         """The Options these flags mean on this machine, with their defaults filled in."""
@@ -301,6 +322,7 @@ class Target(NamedTuple):
             self.masq_backend,
             self.no_masquerade,
             self.cross_subnet,
+            self.route_style,
         )
 
 

@@ -29,6 +29,7 @@ from kindplan.cli.options import (
     PlanArgs,
     PodSubnetOpt,
     RouteProtoOpt,
+    RouteStyleOpt,
     SnapshotOptionalArg,
     StateDirOpt,
     Target,
@@ -86,6 +87,7 @@ def plan(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
     adopt: AdoptOpt = False,
     cni_cache_dir: CniCacheOpt = None,
     cross_subnet: CrossSubnetOpt = None,
+    route_style: RouteStyleOpt = None,
     pod_subnet: PodSubnetOpt = None,
     masq_backend: MasqBackendOpt = None,
     no_masquerade_cidr: NoMasqueradeOpt = None,
@@ -124,6 +126,7 @@ def plan(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
         masq_backend=masq_backend,
         no_masquerade=split(no_masquerade_cidr),
         cross_subnet=cross_subnet,
+        route_style=route_style,
     )
     args = PlanArgs(
         snapshot=snapshot,
@@ -198,6 +201,7 @@ def apply(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
     adopt: AdoptOpt = False,
     cni_cache_dir: CniCacheOpt = None,
     cross_subnet: CrossSubnetOpt = None,
+    route_style: RouteStyleOpt = None,
     pod_subnet: PodSubnetOpt = None,
     masq_backend: MasqBackendOpt = None,
     no_masquerade_cidr: NoMasqueradeOpt = None,
@@ -265,6 +269,7 @@ def apply(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
         masq_backend=masq_backend,
         no_masquerade=split(no_masquerade_cidr),
         cross_subnet=cross_subnet,
+        route_style=route_style,
     )
     args = ApplyArgs(
         snapshot=snapshot,

@@ -42,6 +42,7 @@ METAVARS = {
     "port": "N",
     "proto": "tcp|udp",
     "route_proto": "N",
+    "route_style": "plain|nexthop|auto",
     "state_dir": "DIR",
     "svg": "FILE",
     "to": "POD|NODE|IP",

@@ -11,6 +11,7 @@ from kindplan.core.addresses import parse_ip
 from kindplan.core.masq.dialects import DIALECTS, dialect
 from kindplan.core.masq.value import Masquerade, decode_masq, encode_masq
 from kindplan.core.model import Address
+from kindplan.core.nexthop_changes import AddNexthop, DelNexthop, ReplaceNexthop
 from kindplan.core.routes import (
     Route,
     decode_route,
@@ -408,6 +409,9 @@ Change = (
     | DelNeighbour
     | WriteFdb
     | DelFdb
+    | AddNexthop
+    | ReplaceNexthop
+    | DelNexthop
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ipaddress import ip_network
+from operator import itemgetter
 
 from kindplan.core.addresses import IPNetwork, parse_cidr
 from kindplan.core.crosssubnet import compile_tunnels
@@ -20,12 +21,21 @@ from kindplan.core.model import (
     Snapshot,
     Sysctl,
 )
+from kindplan.core.nexthops import (
+    AUTO_MIN_PEERS,
+    DEFAULT_ROUTE_STYLE,
+    ID_SPAN,
+    Nexthop,
+    nexthop_families,
+    nexthop_id,
+)
 from kindplan.core.routes import (
     DEFAULT_ROUTE_PROTO,
     IPV6_DEFAULT_METRIC,
     MAIN_TABLE,
     ROUTE_ORDER,
     Route,
+    RouteSpecial,
 )
 from kindplan.errors import InvalidInputError
 
@@ -58,15 +68,21 @@ def compile_desired(
     masq_backend: str = "iptables",
     no_masquerade: tuple[IPNetwork, ...] = (),
     cross_subnet: str | None = None,
+    nexthop_families: tuple[int, ...] = (),
 ) -> DesiredState:
-    """Everything node `node_name` needs: peer routes, pod veth plumbing, conflist, SNAT chains
-    (held by `masq_backend`: a backend, never "auto", which masq_backend() settles first), and
-    with `cross_subnet` "vxlan" (None: the snapshot's) the tunnel to off-link peers."""
+    """Everything node `node_name` needs: peer routes (those of `nexthop_families` through
+    nexthop objects), pod veth plumbing, conflist, SNAT chains (held by `masq_backend`: a
+    backend, never "auto", which masq_backend() settles first), and with `cross_subnet` "vxlan"
+    (None: the snapshot's) the tunnel to off-link peers (its routes stay plain: onlink through
+    the VXLAN device)."""
     node = find_node(snapshot, node_name)
     local_pods = [pod for pod in snapshot.pods if pod.node == node.name]
     mode = cross_subnet if cross_subnet is not None else snapshot.cluster.cross_subnet
     tunnels = compile_tunnels(snapshot, node, facts, route_proto, mode)
     routes = [*_peer_routes(snapshot, node, facts, route_proto, tunnels.tunneled)]
+    nexthops: list[Nexthop] = []
+    if nexthop_families:
+        routes = _through_nexthops(routes, snapshot, nexthop_families, nexthops)
     routes += tunnels.routes
     addresses: list[Address] = []
     for pod in local_pods:
@@ -96,7 +112,74 @@ def compile_desired(
         tunnels=tunnels.devices,
         neighbours=tunnels.neighbours,
         fdb=tunnels.fdb,
+        nexthops=tuple(sorted(nexthops, key=itemgetter(0))),  # by id
     )
+
+
+def route_style_families(
+    snapshot: Snapshot, node: Node, style: str | None, supported: bool
+) -> tuple[int, ...]:
+    """The families whose peer routes go through nexthop objects on `node`: the route style
+    (`style`, else the snapshot's, else auto) given its peers and whether the kernel has
+    nexthop objects (core/nexthops.py, nexthop_families). auto counts IPv4 peers only as far
+    as its threshold: a first apply at 5,000 nodes does not walk them all once more."""
+    style = style or snapshot.cluster.route_style or DEFAULT_ROUTE_STYLE
+    if style != "auto" or not supported or len(snapshot.nodes) <= AUTO_MIN_PEERS:
+        return nexthop_families(style, {}, supported)
+    peers = 0
+    for peer in snapshot.nodes:
+        if peer.name != node.name and any(ip.version == 4 for ip in peer.internal_ips):
+            peers += any(cidr.version == 4 for cidr in peer.pod_cidrs)
+            if peers >= AUTO_MIN_PEERS:
+                break
+    return nexthop_families(style, {4: peers}, supported)
+
+
+def _through_nexthops(
+    routes: list[Route], snapshot: Snapshot, families: tuple[int, ...], nexthops: list[Nexthop]
+) -> list[Route]:
+    """The peer routes of `families` as `PodCIDR nhid N` (their gateway and device kept: what
+    the kernel dumps for such a route), each object added to `nexthops` (core/nexthops.py: the
+    id; a PodCIDR without one keeps its plain route).
+
+    5,000 of them in a first apply: the PodCIDR's index comes from the ints of the route's key,
+    and a route and an object are made as the tuples they are (the key does not change: an
+    object's route has no TOS), not through Route.__new__ and ipaddress's Python properties.
+    """
+    spaces: dict[int, tuple[int, int, int]] = {
+        v: (int(s.network_address), s.prefixlen, s.max_prefixlen)
+        for s in snapshot.cluster.pod_subnets
+        if (v := s.version) in families
+    }
+    new_route, new_nexthop, out = tuple.__new__, tuple.__new__, []
+    for route in routes:
+        _, version, address, prefixlen, _ = key = route.key
+        space = spaces.get(version)
+        if space is None or route.gateway is None:
+            out.append(route)
+            continue
+        base, subnet_len, bits = space
+        index = (address - base) >> (bits - prefixlen)
+        if prefixlen < subnet_len or (address ^ base) >> (bits - subnet_len) or index >= ID_SPAN:
+            out.append(route)  # outside the pod subnet, or past the ids: plain
+            continue
+        ident = nexthop_id(route.proto, version, index)
+        dst, ifname, gateway, scope, metric, proto, table, peer = route[:8]
+        object_ = (ident, version, gateway, ifname, proto, peer, "")
+        nexthops.append(new_nexthop(Nexthop, object_))
+        fields = (
+            dst,
+            ifname,
+            gateway,
+            scope,
+            metric,
+            proto,
+            table,
+            peer,
+            RouteSpecial(nh_id=ident),
+        )
+        out.append(new_route(Route, (*fields, key)))
+    return out
 
 
 def _peer_routes(

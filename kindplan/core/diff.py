@@ -28,6 +28,9 @@ from kindplan.core.changes import (
 )
 from kindplan.core.masq.value import MasqObserved, Masquerade
 from kindplan.core.model import DesiredState, ObservedState
+from kindplan.core.nexthop_changes import AddNexthop, DelNexthop, ReplaceNexthop
+from kindplan.core.nexthop_diff import diff_nexthops, nexthop_in_effect, nexthops_by_id
+from kindplan.core.nexthops import Nexthop
 from kindplan.core.render import render_conflist
 from kindplan.core.routes import (
     DEFAULT_ROUTE_PROTO,
@@ -91,7 +94,9 @@ def diff(
             changes.append(AddAddress(address))
 
     skipped = {*missing_veths, *not_veths, *tunnels.skipped}
-    routes = _diff_routes(desired.routes, observed.routes, skipped, route_proto, adopt)
+    nexthops = diff_nexthops(desired, observed, route_proto)
+    warnings += nexthops.warnings
+    routes = _diff_routes(nexthops.routes, observed.routes, skipped, route_proto, adopt)
     stale = _stale_foreign(desired, observed.routes, route_proto)
     if stale:
         # kindnetd never deletes a route: a departed node's and an old PodCIDR's stay, and one
@@ -112,9 +117,11 @@ def diff(
                 + [_taken_over(r, was, route_proto) for r, was in routes.foreign_pods]
             )
         )
+    changes += nexthops.changes  # an object before the routes through it
     changes += routes.changes
     changes += _diff_masq(desired, observed, adopt, warnings)
     changes += routes.deletions
+    changes += nexthops.deletions  # and out after them
     changes += tunnels.removals
 
     if not desired.cni.subnets:
@@ -168,8 +175,15 @@ def _diff_routes(
             out.changes.append(AddRoute(route))
         # Ours and right is the common case on a converged node, checked first (in the loop;
         # seen.owned_by(proto) inlined: a Python call per route cost one added node 0.56 % more
-        # instructions, bench/ab.py).
-        elif seen.proto != proto or (others and key in others) or not _same_target(route, seen):
+        # instructions, bench/ab.py). `special`: None for both plain routes; the nexthop
+        # object (nhid) of a route of the nexthop style, whose gateway is the object's (a
+        # changed one is the object's change, not the route's).
+        elif (
+            seen.proto != proto
+            or (others and key in others)
+            or (route.special is not seen.special and route.special != seen.special)
+            or (route.special is None and not _same_target(route, seen))
+        ):
             _diff_present(route, [seen, *others.get(key, ())], proto, adopt, out)
     _diff_unwanted(observed, desired, wanted, out, proto=proto, adopt=adopt)
     return out
@@ -180,9 +194,13 @@ def _diff_present(
 ) -> None:
     """A desired route whose key holds routes (`present`, the first one dumped first) that are
     not just the one kindplan wants: right already, to replace, or in conflict."""
-    right = [r for r in present if _same_target(route, r)]
-    if any(r.owned_by(proto) for r in right):
+    if any(r.owned_by(proto) and _same_route(route, r) for r in present):
         return
+    if route.nh_id and any(r.owned_by(proto) and r.special == route.special for r in present):
+        return  # through kindplan's object: the object's diff sets where it leads
+    # Right already where traffic goes: the same gateway and device, through a nexthop object
+    # or not (kindnetd's plain route where kindplan's goes through one, or the reverse).
+    right = [r for r in present if _same_target(route, r) and not r.owned_by(proto)]
     if right and not adopt:  # right already (a ptp pod route counts, whatever its protocol)
         if route.gateway is not None:
             out.foreign_ok.append(_taken_over(route, right[0].proto, proto))
@@ -274,6 +292,11 @@ def _shadowing(
         return
 
 
+def _same_route(desired: Route, observed: Route) -> bool:
+    """The same target, and the same form: a plain route, or through the same nexthop object."""
+    return _same_target(desired, observed) and desired.special == observed.special
+
+
 def _same_target(desired: Route, observed: Route) -> bool:
     """Does the observed route send traffic where the desired one would?"""
     # The cheap comparisons first: gateways are often the very same object (the snapshot's, in
@@ -282,8 +305,9 @@ def _same_target(desired: Route, observed: Route) -> bool:
         (desired.gateway is observed.gateway or desired.gateway == observed.gateway)
         and desired.ifname == observed.ifname
         and (desired.scope == observed.scope or desired.dst.version == 6)
-    )  # no more: a route of another type, multipath or through a nexthop object is observed
-    # with no device of its own (netlink._parse_route), and desired routes always have one
+    )  # no more: a route of another type or multipath is observed with no device of its own
+    # (netlink._parse_route), and desired routes always have one; a route through a single
+    # nexthop object has its gateway and device (its nhid is in `special`)
 
 
 def _diff_masq(
@@ -347,10 +371,16 @@ def not_in_effect(changes: tuple[Change, ...], observed: ObservedState) -> tuple
     routes: dict[object, list[Route]] = defaultdict(list)
     for route in observed.routes:
         routes[route.key].append(route)
-    return tuple(c for c in changes if not _in_effect(c, observed, routes))
+    held = nexthops_by_id(observed)
+    return tuple(c for c in changes if not _in_effect(c, observed, routes, held))
 
 
-def _in_effect(change: Change, observed: ObservedState, routes: dict[object, list[Route]]) -> bool:
+def _in_effect(
+    change: Change,
+    observed: ObservedState,
+    routes: dict[object, list[Route]],
+    held: dict[int, Nexthop],
+) -> bool:
     if isinstance(change, TUNNEL_CHANGES):
         return tunnel_in_effect(change, observed)
     match change:
@@ -367,21 +397,27 @@ def _in_effect(change: Change, observed: ObservedState, routes: dict[object, lis
             )  # a route restored by a rollback: the same type and paths too
         case DelRoute(route=route):
             return not any(r.owned_by(route.proto) for r in routes.get(route.key, ()))
-        case WriteMasquerade(masq=masq, want_hooks=want_hooks):
-            now = _masq(observed, change)
-            return (
-                now is not None
-                and (masq is None or (now.right and now.masq == masq))
-                and now.hooks == want_hooks
-            )
-        case RemoveMasquerade():
-            now = _masq(observed, change)
-            return now is None or (now.masq is None and now.hooks == 0)
-        case WriteConflist() | DeleteConflist():  # the content written, or no file
-            want = change.content if isinstance(change, WriteConflist) else None
-            return observed.conflist == want
+        case WriteMasquerade() | RemoveMasquerade():
+            return _masq_in_effect(change, observed)
+        case WriteConflist() | DeleteConflist():
+            content = change.content if isinstance(change, WriteConflist) else None
+            return observed.conflist == content
+        case AddNexthop() | ReplaceNexthop() | DelNexthop():
+            return nexthop_in_effect(change, held)
         case _:
             assert_never(change)
+
+
+def _masq_in_effect(change: WriteMasquerade | RemoveMasquerade, observed: ObservedState) -> bool:
+    now = _masq(observed, change)
+    if isinstance(change, RemoveMasquerade):
+        return now is None or (now.masq is None and now.hooks == 0)
+    masq = change.masq
+    return (
+        now is not None
+        and (masq is None or (now.right and now.masq == masq))
+        and now.hooks == change.want_hooks
+    )
 
 
 def _masq(

@@ -35,6 +35,7 @@ from kindplan.core.changes import (
     WriteMasquerade,
 )
 from kindplan.core.model import ObservedState
+from kindplan.core.nexthop_changes import AddNexthop, DelNexthop, ReplaceNexthop
 from kindplan.core.routes import owned_routes
 from kindplan.core.tunnelchanges import (
     DelFdb,
@@ -57,13 +58,14 @@ CONFLIST_RANGES = "conflist pod range(s)"
 CONFLISTS = "conflist(s)"
 TUNNEL_PEERS = "tunnel peer(s)"  # a neighbour entry counts a peer (its FDB entry goes with it)
 TUNNEL_DEVICES = "tunnel device(s)"
+NEXTHOPS = "nexthop object(s)"
 KINDS = (
     *(PEER_ROUTES, POD_ROUTES, ADDRESSES, SNAT_RULES, SNAT_CHAINS, CONFLIST_RANGES, CONFLISTS),
-    *(TUNNEL_PEERS, TUNNEL_DEVICES),
+    *(TUNNEL_PEERS, TUNNEL_DEVICES, NEXTHOPS),
 )
 # The changes that take nothing away, not even looked at (5,000 additions at once); every other
 # type goes through removed_state, whose match must handle it (so a new type is never skipped).
-_ADDITIONS = (SetSysctl, AddAddress, AddRoute, ReplaceRoute)
+_ADDITIONS = (SetSysctl, AddAddress, AddRoute, ReplaceRoute, AddNexthop, ReplaceNexthop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,7 @@ def owned_state(observed: ObservedState, route_proto: int) -> Counter[str]:
         else:
             peers += 1
     owned = Counter({PEER_ROUTES: peers, POD_ROUTES: pods})
+    owned[NEXTHOPS] = sum(1 for n in observed.nexthops or () if n.owned_by(route_proto))
     for link in observed.links:  # a pod veth's gateway address is a host address (/32, /128)
         owned[ADDRESSES] += sum(1 for a, length in link.addresses if length == a.max_prefixlen)
     for masq in observed.masq:
@@ -96,6 +99,11 @@ def owned_state(observed: ObservedState, route_proto: int) -> Counter[str]:
         owned[CONFLISTS] += 1
         owned[CONFLIST_RANGES] += len(conflist_subnets(observed.conflist))
     return owned
+
+
+# An entry removed, by its change type: a peer's neighbour entry (its FDB entry goes with it),
+# a tunnel device, a nexthop object.
+_ENTRIES = {DelNeighbour: TUNNEL_PEERS, DelVxlan: TUNNEL_DEVICES, DelNexthop: NEXTHOPS}
 
 
 def removed_state(change: Change) -> Counter[str]:
@@ -117,15 +125,15 @@ def removed_state(change: Change) -> Counter[str]:
             return Counter({CONFLIST_RANGES: len(gone)})
         case DeleteConflist(old=old):
             return Counter({CONFLISTS: 1, CONFLIST_RANGES: len(conflist_subnets(old))})
-        case DelNeighbour() | DelVxlan():
-            return Counter(
-                {TUNNEL_PEERS if isinstance(change, DelNeighbour) else TUNNEL_DEVICES: 1}
-            )
+        case DelNeighbour() | DelVxlan() | DelNexthop():
+            return Counter({_ENTRIES[type(change)]: 1})
         case (
             WriteVxlan()  # a device's attributes replaced, or a new one
             | WriteNeighbour()
             | WriteFdb()
             | DelFdb()  # counted with its peer's neighbour entry
+            | AddNexthop()
+            | ReplaceNexthop()
             | SetSysctl()
             | AddAddress()
             | AddRoute()
@@ -169,6 +177,9 @@ def owned_routes_delta(applied: Iterable[Change], route_proto: int) -> int:
                 | DelNeighbour()
                 | WriteFdb()
                 | DelFdb()
+                | AddNexthop()
+                | ReplaceNexthop()
+                | DelNexthop()
             ):
                 pass  # no route of kindplan's more or less
             case _:
@@ -207,12 +218,13 @@ def split_deletions(
     recently_removed: Counter[str] | None = None,
 ) -> Guarded:
     """Hold back the round's removals of each kind of owned state of which, with the
-    `recently_removed` ones, more than `max_fraction` of what was owned before them would go.
+        `recently_removed` ones, more than `max_fraction` of what was owned before them would go.
 
-    >>> from kindplan.core.changes import Plan
-    >>> from kindplan.core.model import ObservedState
-    >>> split_deletions(Plan("n", ()), ObservedState((), (), (), (), None), 75, 0.5).held
-    ()
+        >>> from kindplan.core.changes import Plan
+        >>> from kindplan.core.model import ObservedState
+    from kindplan.core.nexthop_changes import AddNexthop, DelNexthop, ReplaceNexthop
+        >>> split_deletions(Plan("n", ()), ObservedState((), (), (), (), None), 75, 0.5).held
+        ()
     """
     recent = recently_removed or Counter()
     by_change = [(c, removed_state(c)) for c in plan.changes if not isinstance(c, _ADDITIONS)]
@@ -229,6 +241,9 @@ def split_deletions(
         and max_fraction < 1  # 1: the operator allows anything
         and n + recent[kind] > max_fraction * (owned[kind] + recent[kind])
     }
+    if PEER_ROUTES in tripped and removing[NEXTHOPS]:
+        # The kernel deletes the routes through an object with it: held with the routes.
+        tripped[NEXTHOPS] = removing[NEXTHOPS]
     if not tripped:
         return Guarded(plan, (), owned[PEER_ROUTES])
     held = tuple(c for c, removed in by_change if any(removed[k] for k in tripped))

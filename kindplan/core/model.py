@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from kindplan.core.addresses import IPAddress, IPNetwork, addr_order
 from kindplan.core.masq.value import MasqObserved, Masquerade
+from kindplan.core.nexthops import Nexthop
 from kindplan.core.routes import DEFAULT_ROUTE_PROTO, Route
 from kindplan.core.tunnel import FdbEntry, Neighbour, Vxlan
 
@@ -35,6 +36,7 @@ class Cluster:
     cni: CniSettings = field(default_factory=CniSettings)
     masq_backend: str = "auto"  # cluster.masqBackend: iptables, nftables or auto
     cross_subnet: str = "none"  # "vxlan": off-link peers through kindplan's VXLAN devices
+    route_style: str | None = None  # plain, nexthop, auto; None: not said (--route-style, auto)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +157,8 @@ class DesiredState:
     tunnels: tuple[Vxlan, ...] = ()
     neighbours: tuple[Neighbour, ...] = ()
     fdb: tuple[FdbEntry, ...] = ()
+    # The nexthop objects of the peer routes that use one (core/nexthops.py), sorted by id.
+    nexthops: tuple[Nexthop, ...] = ()
 
 
 # -- what a node holds, as observed ------------------------------------------------------------
@@ -192,6 +196,8 @@ class ObservedState:
     tunnels: tuple[Vxlan, ...] = ()
     neighbours: tuple[Neighbour, ...] = ()
     fdb: tuple[FdbEntry, ...] = ()
+    # Every nexthop object, sorted by id; None: the kernel has none (before Linux 5.3).
+    nexthops: tuple[Nexthop, ...] | None = ()
 
     def link(self, name: str) -> Link | None:
         return next((link for link in self.links if link.name == name), None)
@@ -212,6 +218,7 @@ class Options:
     masq_backend: str | None = None
     no_masquerade: tuple[str, ...] = ()  # --no-masquerade-cidr: exempt besides the snapshot's
     cross_subnet: str | None = None  # default: the snapshot's cluster.crossSubnet
+    route_style: str | None = None  # plain, nexthop, auto; default: the snapshot's, else auto
 
 
 NAME_MAX, PATH_MAX = 255, 4096  # Linux's limits on a path component and a path, in bytes

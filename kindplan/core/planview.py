@@ -24,6 +24,7 @@ from kindplan.core.changes import (
     WriteMasquerade,
 )
 from kindplan.core.masq.dialects import dialect
+from kindplan.core.nexthop_changes import AddNexthop, DelNexthop, ReplaceNexthop
 from kindplan.core.routes import route_for, route_was
 
 # Re-exported: the plan's readers (the CLI, the loop's log) take a route's words from here.
@@ -93,6 +94,7 @@ _NOUNS = {
     "address": ("address", "addresses"),
     "conflist": ("conflist", "conflists"),
     "iptables": ("chain", "chains"),
+    "nexthop": ("nexthop object", "nexthop objects"),
     "route": ("route", "routes"),
     "sysctl": ("sysctl", "sysctls"),
 }
@@ -181,6 +183,9 @@ def details(change: Change) -> list[str]:
             | DelNeighbour()
             | WriteFdb()
             | DelFdb()
+            | AddNexthop()
+            | ReplaceNexthop()
+            | DelNexthop()
         ):
             return []  # a one-line change, or a new chain or conflist (its lines are its own)
         case _:

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 from kindplan.core.addresses import format_ip
 from kindplan.core.masq.dialects import dialect
 from kindplan.core.model import Address, DesiredState
-from kindplan.core.routes import route_command
+from kindplan.core.nexthops import nexthop_command
+from kindplan.core.routes import Route, route_command
 from kindplan.core.tunnel import fdb_command, neighbour_command, vxlan_commands
 
 if TYPE_CHECKING:
@@ -50,15 +51,26 @@ def address_command(address: Address) -> str:
 
 def render_route_batch(desired: DesiredState) -> str:
     """The node's veth addresses and routes as `ip -batch` lines; addresses first (with
-    --cross-subnet vxlan: the tunnel's devices, then addresses, neighbour entries, routes)."""
+    --cross-subnet vxlan: the tunnel's devices, then addresses, neighbour entries), then the
+    nexthop objects before the routes through them."""
     lines = [f"# kindplan: routes and pod veth addresses of node {desired.node}; ip -batch FILE"]
     if desired.tunnels:
         lines[0] += f" (its tunnel devices first); then bridge -batch {FDB_FILE}"
     lines += [line for v in desired.tunnels for line in vxlan_commands(v)]
     lines += [address_command(a) for a in desired.addresses]
     lines += [neighbour_command(n) for n in desired.neighbours]
-    lines += [route_command(r) for r in desired.routes]
+    lines += [nexthop_command(n) for n in desired.nexthops]
+    lines += [_route_line(r) for r in desired.routes]
     return "\n".join(lines) + "\n"
+
+
+def _route_line(route: Route) -> str:
+    """A route as `ip -batch` takes it: one through a nexthop object names only the object
+    (ip refuses a gateway or device beside `nhid`)."""
+    if not route.nh_id:
+        return route_command(route)
+    metric = f" metric {route.metric}" if route.metric else ""
+    return f"route replace {route.dst} nhid {route.nh_id} proto {route.proto}{metric}"
 
 
 def render_files(desired: DesiredState) -> dict[str, str]:

@@ -305,6 +305,7 @@ class _Checker:
             cni=settings,
             masq_backend=raw.get("masqBackend", "auto"),
             cross_subnet=raw.get("crossSubnet", "none"),
+            route_style=raw.get("routeStyle"),
         )
 
     def _cidrs(self, path: str, texts: list[str]) -> list[tuple[int, IPNetwork]]:

@@ -19,7 +19,12 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import TypeVar
 
 from kindplan.core.addresses import IPAddress, IPNetwork, format_ip, format_net, parse_ip
-from kindplan.core.compiler import FORWARDING_SYSCTLS, compile_desired, masq_backend
+from kindplan.core.compiler import (
+    FORWARDING_SYSCTLS,
+    compile_desired,
+    masq_backend,
+    route_style_families,
+)
 from kindplan.core.masq.value import MasqObserved
 from kindplan.core.model import HostFacts, Node, ObservedState, Pod, Snapshot
 from kindplan.core.routes import IPV6_DEFAULT_METRIC, Route
@@ -180,7 +185,12 @@ def _desired_node(snapshot: Snapshot, node: Node, uplink: Uplink) -> Namespace:
     # vxlan, a peer on none of them is reached through the tunnel.
     own = tuple(n for n in uplink.networks if any(ip in n for ip in node.internal_ips))
     facts = HostFacts(uplink.name, networks=own)
-    desired = compile_desired(snapshot, node.name, facts, masq_backend=backend)
+    # The route style of the snapshot (cluster.routeStyle; the kernel taken to have nexthop
+    # objects): the tables then list each peer route with its nhid, as ip route does.
+    families = route_style_families(snapshot, node, None, True)
+    desired = compile_desired(
+        snapshot, node.name, facts, masq_backend=backend, nexthop_families=families
+    )
     routes = [TableRoute(r, "kindplan") for r in desired.routes]
     for ip in node.internal_ips:
         v = ip.version
@@ -322,6 +332,8 @@ def route_listing(route: Route) -> str:
     """A route as `ip route show` lists it (`default`, `proto kernel`; trace's tables), where
     routes.route_text gives it in the words `ip route replace` takes (the plan's)."""
     words = ["default" if route.dst.prefixlen == 0 else _dst_text(route.dst)]
+    if route.nh_id:
+        words += ["nhid", str(route.nh_id)]
     if route.gateway is not None:
         words += ["via", format_ip(route.gateway)]
     words += ["dev", route.ifname]

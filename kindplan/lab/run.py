@@ -70,14 +70,15 @@ def up(
     """Build the lab, apply kindplan on every node, create the pods; clean up if anything fails.
 
     With `kindnetd`, the nodes are left as classic kindnetd leaves them instead (lab/kindnetd.py),
-    stale routes included, for `lab apply NODE --adopt` to take over.
+    stale routes included, for `lab apply NODE --adopt` to take over. `route_style` goes into
+    the lab's snapshot (cluster.routeStyle): every later lab command follows it.
     """
     if any(ns.startswith(f"{name}-") for ns in topology.existing_namespaces()):
         raise UsageError(f"lab {name!r} already exists; run kindplan lab down --name {name} first")
     lab = topology.design(name, state_dir, nodes, pods_per_node, dual_stack, segments=segments)
     try:
         topology.save(lab)
-        lab.snapshot_path.write_text(topology.snapshot_text(lab, segments.masq_backend))
+        lab.snapshot_path.write_text(topology.snapshot_text(lab, segments))
         topology.build_network(lab)
         count = plural(len(lab.nodes), "node")
         where = topology.V4_SUBNET if segments.segments == 1 else "172.18.0.0/24 and 172.18.1.0/24"

@@ -115,11 +115,13 @@ def check_name(name: str) -> str:
 
 class Dataplane(NamedTuple):
     """How the nodes' L2 is cut (`segments` joined by the bridge namespace as a router), and
-    the snapshot's cluster.crossSubnet and cluster.masqBackend (None: not written)."""
+    the snapshot's cluster.crossSubnet, cluster.masqBackend and cluster.routeStyle (None: not
+    written)."""
 
     segments: int = 1
     cross_subnet: str = "none"
     masq_backend: str | None = None
+    route_style: str | None = None
 
 
 ONE_SEGMENT = Dataplane()
@@ -188,15 +190,17 @@ def segment_gateways(lab: Lab, segment: int) -> tuple[str, str, int]:
     return f"172.18.{segment}.1", f"{segment_v6(segment)}1", 24
 
 
-def snapshot_text(lab: Lab, masq_backend: str | None = None) -> str:
-    """The lab cluster as a kindplan ClusterSnapshot (pods come from each node's CNI cache);
-    `masq_backend`, if given, as its cluster.masqBackend: every apply on the lab follows it."""
+def snapshot_text(lab: Lab, dataplane: Dataplane = ONE_SEGMENT) -> str:
+    """The lab cluster as a kindplan ClusterSnapshot (pods come from each node's CNI cache),
+    with the `dataplane`'s choices in its cluster (every apply on the lab follows them)."""
     families = (4, 6) if lab.dual_stack else (4,)
     cluster: dict[str, object] = {"podSubnets": [POD_SUBNETS[v] for v in families]}
-    if masq_backend is not None:
-        cluster["masqBackend"] = masq_backend
+    if dataplane.masq_backend is not None:
+        cluster["masqBackend"] = dataplane.masq_backend
     if lab.cross_subnet != "none":
         cluster["crossSubnet"] = lab.cross_subnet
+    if dataplane.route_style is not None:
+        cluster["routeStyle"] = dataplane.route_style
     doc = {
         "apiVersion": "kindplan/v1",
         "kind": "ClusterSnapshot",

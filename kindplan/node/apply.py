@@ -29,6 +29,8 @@ from kindplan.core.changes import (
     WriteMasquerade,
 )
 from kindplan.core.masq.dialects import dialect
+from kindplan.core.nexthop_changes import AddNexthop, DelNexthop, ReplaceNexthop
+from kindplan.core.nexthops import Nexthop
 from kindplan.core.planview import describe
 from kindplan.core.routes import Route
 from kindplan.core.tunnelchanges import (
@@ -84,7 +86,14 @@ def apply_change(change: Change, kernel: KernelPort, iptables: IptablesPort) -> 
         case DeleteConflist(path=path, old=old):
             _expect_conflist(Path(path), old)
             remove_file(Path(path))
-        case AddRoute() | ReplaceRoute() | DelRoute():
+        case (
+            AddRoute()
+            | ReplaceRoute()
+            | DelRoute()
+            | AddNexthop()
+            | ReplaceNexthop()
+            | DelNexthop()
+        ):
             raise TypeError(f"not a single change: {change}")
         case WriteVxlan() | DelVxlan() | WriteNeighbour() | DelNeighbour() | WriteFdb() | DelFdb():
             raise TypeError(f"a tunnel change goes with its batch: {change}")
@@ -114,13 +123,14 @@ def _expect_conflist(path: Path, seen: str | None) -> None:
         raise RuntimeFailure(f"{path}: changed since it was observed; left alone, plan again")
 
 
-def _route_of(change: Change) -> Route | None:
+def _route_of(change: Change) -> Route | Nexthop | None:
     write = route_write(change)
     return write[1] if write else None
 
 
-def route_write(change: Change) -> tuple[str, Route] | None:
-    """The netlink write a route change needs, or None if it is not a route change."""
+def route_write(change: Change) -> tuple[str, Route | Nexthop] | None:
+    """The netlink write a route change needs, or None if it is not a route change. A nexthop
+    object's changes go with the routes: in the same batches, in the plan's order."""
     match change:
         case AddRoute(route=route):
             return ("add", route)
@@ -128,6 +138,12 @@ def route_write(change: Change) -> tuple[str, Route] | None:
             return ("replace", route)
         case DelRoute(route=route):
             return ("del", route)
+        case AddNexthop(nexthop=nexthop):
+            return ("add", nexthop)
+        case ReplaceNexthop(nexthop=nexthop):
+            return ("replace", nexthop)
+        case DelNexthop(nexthop=nexthop):
+            return ("del", nexthop)
         case (
             SetSysctl()
             | AddAddress()

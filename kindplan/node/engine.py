@@ -25,9 +25,18 @@ from kindplan.core.changes import (
     ReplaceRoute,
     WriteConflist,
 )
-from kindplan.core.compiler import compile_desired, find_node, masq_backend, no_masquerade
+from kindplan.core.compiler import (
+    compile_desired,
+    find_node,
+    masq_backend,
+    no_masquerade,
+    route_style_families,
+)
 from kindplan.core.diff import diff, not_in_effect
 from kindplan.core.model import DesiredState, ObservedState, Options, Snapshot
+from kindplan.core.nexthop_changes import AddNexthop, ReplaceNexthop
+from kindplan.core.nexthop_diff import nexthop_overtaken, nexthops_by_id
+from kindplan.core.nexthops import nexthop_command
 from kindplan.core.routes import Route, route_command
 from kindplan.errors import Interrupted, KindplanError, RuntimeFailure
 from kindplan.node.apply import ApplyReport, apply_plan, settle, verify_report
@@ -126,6 +135,10 @@ def make_plan(
         snapshot, skipped = without_uplink(snapshot, local_pods[0], uplink.name)
         warnings += skipped
     facts = host_facts(snapshot, uplink, options.mtu)
+    supported, style = observed.nexthops is not None, options.route_style
+    if (style or snapshot.cluster.route_style) == "nexthop" and not supported:
+        raise RuntimeFailure("route style nexthop: this kernel has no nexthop objects (5.3+)")
+    families = call(route_style_families, snapshot, node, style, supported)
     desired = call(
         compile_desired,
         snapshot,
@@ -135,6 +148,7 @@ def make_plan(
         masq_backend=masq_backend(options.masq_backend or snapshot.cluster.masq_backend, observed),
         no_masquerade=no_masquerade(options),
         cross_subnet=options.cross_subnet,
+        nexthop_families=families,
     )
     plan = call(
         diff,
@@ -396,11 +410,11 @@ def rollback_opened(node: NodeHandles, journal: Journal) -> RolledBack | None:
 
     observed = observe()
     todo = not_in_effect(generation.undo, observed)
-    held = _routes_by_key(observed.routes)
+    held, objects = _routes_by_key(observed.routes), nexthops_by_id(observed)
     left_alone = tuple(
         (c, _finish_by_hand(c, journal, generation))
         for c in todo
-        if _overtaken(c) or _route_overtaken(c, held)
+        if _overtaken(c) or _route_overtaken(c, held) or nexthop_overtaken(c, objects)
     )
     skip = {c for c, _ in left_alone}
     todo = tuple(c for c in todo if c not in skip)
@@ -452,6 +466,8 @@ def _finish_by_hand(undo: Change, journal: Journal, generation: Generation) -> s
     """How an operator finishes the rollback of a route or a conflist left alone."""
     if isinstance(undo, ReplaceRoute | AddRoute):
         return f"if the old route should come back: ip {route_command(undo.route)}"
+    if isinstance(undo, ReplaceNexthop | AddNexthop):
+        return f"if the old object should come back: ip {nexthop_command(undo.nexthop)}"
     assert isinstance(undo, WriteConflist | DeleteConflist)
     if isinstance(undo, DeleteConflist):
         return f"the apply created it; if it should go: rm {shlex.quote(undo.path)}"

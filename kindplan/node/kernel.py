@@ -14,16 +14,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kindplan.core.model import Address, Link, Sysctl
+from kindplan.core.nexthops import Nexthop
 from kindplan.core.routes import MAIN_TABLE, ROUTE_ORDER, Route
 from kindplan.core.tunnel import DEVICE_NAMES, onlink
 from kindplan.errors import RuntimeFailure
 from kindplan.node.netlink import Netlink
 from kindplan.node.netlink_codec import NetlinkError
+from kindplan.node.netlink_nexthops import NexthopWrite
 from kindplan.node.netlink_routes import RouteWrite
 from kindplan.node.tunnels import TunnelsSeen, read_tunnels, write_tunnel
 
 if TYPE_CHECKING:
     from kindplan.core.tunnelchanges import TunnelChange
+
+# What a kernel without nexthop objects (before Linux 5.3) answers their dump with.
+_NO_NEXTHOPS = (errno.EOPNOTSUPP, errno.EINVAL, errno.EAFNOSUPPORT)
 
 
 class KernelError(RuntimeFailure):
@@ -53,6 +58,7 @@ class Kernel:
         except OSError as e:
             raise _kernel_error("cannot open a netlink socket", e) from e
         self._index: dict[str, int] = {}
+        self._nexthops_supported: bool | None = None  # None: not asked yet
 
     def close(self) -> None:
         self._netlink.close()
@@ -77,11 +83,36 @@ class Kernel:
         return tuple(sorted(routes, key=ROUTE_ORDER))
 
     def route_digest(self) -> bytes:
-        """A digest of the main table as dumped (links must have been read for the names)."""
+        """A digest of the main table and the nexthop objects its routes may use, as dumped
+        (links must have been read for the names)."""
         try:
-            return self._netlink.route_digest(MAIN_TABLE)
+            routes = self._netlink.route_digest(MAIN_TABLE)
         except OSError as e:
             raise _kernel_error("netlink dump of routes failed", e) from e
+        if self._nexthops_supported is False:
+            return routes
+        try:
+            return routes + self._netlink.nexthop_digest()
+        except OSError as e:
+            if e.errno in _NO_NEXTHOPS:
+                self._nexthops_supported = False
+                return routes
+            raise _kernel_error("netlink dump of nexthop objects failed", e) from e
+
+    def read_nexthops(self) -> tuple[Nexthop, ...] | None:
+        """Every nexthop object, sorted by id; None if the kernel has none (probed once)."""
+        if self._nexthops_supported is False:
+            return None
+        names = {index: name for name, index in self._index.items()}
+        try:
+            found = self._netlink.nexthops(names)
+        except OSError as e:
+            if e.errno in _NO_NEXTHOPS:
+                self._nexthops_supported = False
+                return None
+            raise _kernel_error("netlink dump of nexthop objects failed", e) from e
+        self._nexthops_supported = True
+        return tuple(sorted(found))
 
     def read_tunnels(self) -> TunnelsSeen:
         """kindplan's VXLAN devices and the entries on them (links must have been read first)."""
@@ -104,8 +135,11 @@ class Kernel:
         except OSError as e:
             raise KernelError(f"sysctl {name}={value}: {e.strerror}", e.errno or 0) from e
 
-    def write_routes(self, writes: Sequence[tuple[str, Route]]) -> list[KernelError | None]:
-        """Add ("add": fails if the key exists), replace or delete routes, in order, in batches.
+    def write_routes(
+        self, writes: Sequence[tuple[str, Route | Nexthop]]
+    ) -> list[KernelError | None]:
+        """Add ("add": fails if the key exists), replace or delete routes and nexthop objects,
+        in order, in batches.
 
         A delete names kindplan's protocol, so the kernel refuses (ESRCH) to delete a route that
         someone replaced since it was observed. A write whose acknowledgement the kernel dropped
@@ -113,23 +147,14 @@ class Kernel:
         one still unanswered after that is an error with `maybe_applied`.
         """
         results: list[KernelError | None] = [None] * len(writes)
-        batch, positions = [], []
+        batch: list[RouteWrite | NexthopWrite] = []
+        positions = []
         for i, (verb, route) in enumerate(writes):
-            index = self._index.get(route.ifname, 0)
-            # A multipath, nexthop-object or blackhole-like route has no device of its own.
-            hops = (
-                tuple(self._index.get(h.ifname, 0) for h in route.nexthops)
-                if route.special is not None and route.special.nexthops and not route.nh_id
-                else ()
-            )
-            if verb != "del" and ((route.ifname and not index) or 0 in hops):
-                missing = route.ifname or next(
-                    h.ifname for h in route.nexthops if h.ifname not in self._index
-                )
-                results[i] = KernelError(f"interface {missing} does not exist", 19)  # ENODEV
+            write = self._write(verb, route)
+            if isinstance(write, KernelError):
+                results[i] = write
                 continue
-            tunnel = route.ifname in DEVICE_NAMES and onlink(route.ifname, route.gateway)
-            batch.append(RouteWrite(verb, route, index, hops, tunnel))
+            batch.append(write)
             positions.append(i)
         outcome = self._netlink.write_routes(batch)
         unanswered = [k for k, error in enumerate(outcome) if error and _overrun(error)]
@@ -149,20 +174,57 @@ class Kernel:
             error = outcome[k]
             # ESRCH on a delete: the route is gone already (its veth went with its pod) or is no
             # longer kindplan's: either way there is nothing of ours left to delete.
-            if error is not None and not (error.errno == errno.ESRCH and batch[k].verb == "del"):
+            if error is not None and not _gone(error, batch[k]):
                 results[i] = _kernel_error("", error)
         return results
 
-    def _not_in_effect(self, writes: list[RouteWrite]) -> list[bool]:
+    def _write(self, verb: str, route: Route | Nexthop) -> RouteWrite | NexthopWrite | KernelError:
+        """The write of one route or object, with its interfaces' indexes; ENODEV if one of
+        them does not exist."""
+        index = self._index.get(route.ifname, 0)
+        if isinstance(route, Nexthop):
+            if verb != "del" and not index:
+                return KernelError(f"interface {route.ifname} does not exist", errno.ENODEV)
+            return NexthopWrite(verb, route, index)
+        # A multipath or blackhole-like route has no device of its own (one through a single
+        # nexthop object has its object's, not written: the object says it).
+        hops = (
+            tuple(self._index.get(h.ifname, 0) for h in route.nexthops)
+            if route.special is not None and route.special.nexthops and not route.nh_id
+            else ()
+        )
+        if verb != "del" and ((route.ifname and not index) or 0 in hops):
+            missing = route.ifname or next(
+                h.ifname for h in route.nexthops if h.ifname not in self._index
+            )
+            return KernelError(f"interface {missing} does not exist", errno.ENODEV)
+        tunnel = route.ifname in DEVICE_NAMES and onlink(route.ifname, route.gateway)
+        return RouteWrite(verb, route, index, hops, tunnel)
+
+    def _not_in_effect(self, writes: list[RouteWrite | NexthopWrite]) -> list[bool]:
         """For each write, whether the table does not show it done (observed again)."""
         table = {route.key: route for route in self.read_routes()}
+        objects = (
+            {n.id: n for n in self.read_nexthops() or ()}
+            if any(isinstance(w, NexthopWrite) for w in writes)
+            else {}
+        )
         pending = []
         for write in writes:
+            if isinstance(write, NexthopWrite):
+                held = objects.get(write.nexthop.id)
+                if write.verb == "del":
+                    pending.append(held is not None and held.proto == write.nexthop.proto)
+                else:
+                    pending.append(held is None or not write.nexthop.same(held))
+                continue
             seen = table.get(write.route.key)
             if write.verb == "del":  # done once no route of ours is at the key
                 pending.append(seen is not None and seen.owned_by(write.route.proto))
             else:  # all but the peer label, which a dump cannot show
-                pending.append(seen is None or seen[:7] != write.route[:7])
+                pending.append(
+                    seen is None or seen[:7] != write.route[:7] or seen[8] != write.route[8]
+                )
         return pending
 
     def write_tunnel(self, changes: Sequence[TunnelChange]) -> list[KernelError | None]:
@@ -188,6 +250,13 @@ class Kernel:
             self._netlink.write_address(verb, index, address.address, address.prefixlen)
         except OSError as e:
             raise _kernel_error(where, e) from e
+
+
+def _gone(error: NetlinkError, write: RouteWrite | NexthopWrite) -> bool:
+    """A delete whose route (ESRCH) or object (ENOENT) is not there: nothing left to do."""
+    if write.verb != "del":
+        return False
+    return error.errno == (errno.ENOENT if isinstance(write, NexthopWrite) else errno.ESRCH)
 
 
 def _overrun(error: NetlinkError | None) -> bool:

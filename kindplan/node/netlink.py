@@ -28,6 +28,7 @@ from typing import Protocol
 
 from kindplan.core.addresses import IPAddress
 from kindplan.core.model import Link
+from kindplan.core.nexthops import Nexthop
 from kindplan.core.routes import Route
 from kindplan.node.netlink_codec import (
     F_ACK,
@@ -56,13 +57,21 @@ from kindplan.node.netlink_links import (
     parse_address,
     parse_link,
 )
+from kindplan.node.netlink_nexthops import (
+    NEXTHOP_DUMP,
+    RTM_GETNEXTHOP,
+    RTM_NEWNEXTHOP,
+    NexthopMemo,
+    NexthopWrite,
+    nexthop_digest,
+    write_message,
+)
 from kindplan.node.netlink_routes import (
     RTM_GETROUTE,
     RouteMemo,
     RouteWrite,
     dump_request,
     route_digest,
-    route_message,
 )
 
 NETLINK_ROUTE = 0
@@ -125,6 +134,7 @@ class Netlink:
         self.batch = max(1, min(BATCH_MAX, granted // ACK_COST))
         self._seq = 0
         self._routes = RouteMemo()
+        self._nexthops = NexthopMemo()
 
     def close(self) -> None:
         self._sock.close()
@@ -222,17 +232,29 @@ class Netlink:
         path: equal bytes parse to equal routes for equal link names)."""
         return route_digest(self._route_dumps(table))
 
+    def nexthops(self, names: dict[int, str]) -> list[Nexthop]:
+        """Every nexthop object (NetlinkError EOPNOTSUPP or EINVAL: a kernel before 5.3)."""
+        return self._nexthops.nexthops(self.dump(RTM_GETNEXTHOP, NEXTHOP_DUMP), names)
+
+    def nexthop_digest(self) -> bytes:
+        """A digest of every nexthop object as dumped (the converged fast path)."""
+        answers = self.dump(RTM_GETNEXTHOP, NEXTHOP_DUMP)
+        return nexthop_digest([(k, m) for k, m in answers if k == RTM_NEWNEXTHOP])
+
     # -- writes --------------------------------------------------------------------------------
 
-    def write_routes(self, writes: Sequence[RouteWrite]) -> list[NetlinkError | None]:
-        """Send every write, in order and in batches; the error of each (None: done)."""
+    def write_routes(
+        self, writes: Sequence[RouteWrite | NexthopWrite]
+    ) -> list[NetlinkError | None]:
+        """Send every write (of a route or a nexthop object), in order and in batches; the error
+        of each (None: done)."""
         results: list[NetlinkError | None] = [None] * len(writes)
         start = 0
         while start < len(writes):
             chunk = writes[start : start + self.batch]
             first = self._seq + 1
             self._seq += len(chunk)
-            payload = b"".join([route_message(w, seq) for seq, w in enumerate(chunk, first)])
+            payload = b"".join([write_message(w, seq) for seq, w in enumerate(chunk, first)])
             if not self._request(payload, first, results, start, len(chunk)):
                 return results  # the socket failed: the rest was not sent
             start += len(chunk)

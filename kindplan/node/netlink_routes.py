@@ -344,9 +344,10 @@ def _parse_route(
         return route
     tos, multipath, via, nh_id = fields[10:]
     address = _via(via) if via else route.gateway
+    # A route through one nexthop object keeps the object's gateway and device, as ip(8)
+    # shows it (`nhid 7 via 172.18.0.11 dev eth0`): where its traffic goes, compared as a
+    # plain route's; a group's are its paths.
     hops = _nexthops(multipath, names) if multipath else ()
-    if nh_id and not hops and (address or ifname):
-        hops = (NextHop(address, ifname),)  # the nexthop object's path, shown with it
     if hops or route_kind != "unicast":
         # No device or gateway of its own (an IPv6 blackhole's "dev lo" is the kernel's):
         # diff.py's comparison of targets relies on it.

@@ -25,6 +25,7 @@ from kindplan.core.model import (
     Pod,
     Snapshot,
 )
+from kindplan.core.nexthops import Nexthop
 from kindplan.core.routes import Route
 from kindplan.errors import RuntimeFailure
 from kindplan.node.cnicache import read_cni_cache
@@ -71,7 +72,9 @@ def read_observed(
     it already (make_plan compiles the cache's pods into the snapshot first: one read of the
     cache serves both); else it is read here.
     """
-    return _read(kernel, iptables, where, kernel.read_routes, local_pods)
+    return _read(
+        kernel, iptables, where, kernel.read_routes, local_pods, read_nexthops=kernel.read_nexthops
+    )
 
 
 def _read(
@@ -80,6 +83,8 @@ def _read(
     where: Where,
     read_routes: Callable[[], tuple[Route, ...]],
     local_pods: tuple[tuple[Pod, ...], tuple[str, ...]] | None,
+    *,
+    read_nexthops: Callable[[], tuple[Nexthop, ...] | None],
 ) -> ObservedState:
     links = kernel.read_links()  # first: the routes name their links by index
     conflist, conflist_error = None, None
@@ -103,6 +108,7 @@ def _read(
         tunnels=tunnels,
         neighbours=neighbours,
         fdb=fdb,
+        nexthops=read_nexthops(),
     )
 
 
@@ -128,7 +134,8 @@ def fingerprint(observed: ObservedState) -> str:
     routes = repr(
         [(r.key, r.ifname, _int(r.gateway), r.scope, r.proto, r.special) for r in observed.routes]
     )
-    return digest(observed, hashlib.sha256(routes.encode()).digest())
+    objects = repr([(*n[:2], _int(n.gateway), *n[3:]) for n in observed.nexthops or ()])
+    return digest(observed, hashlib.sha256(f"{routes}{objects}".encode()).digest())
 
 
 def _int(ip: IPAddress | None) -> tuple[int, int] | None:
@@ -138,16 +145,18 @@ def _int(ip: IPAddress | None) -> tuple[int, int] | None:
 def observed_digest(kernel: KernelPort, iptables: IptablesPort, where: Where) -> str:
     """The converged record's digest of the node: what read_observed reads, the routes hashed
     as the kernel dumps them instead of parsed (equal bytes parse to equal routes)."""
-    observed = _read(kernel, iptables, where, lambda: (), None)  # the routes: hashed below
+    # The routes and the nexthop objects: hashed below, as dumped.
+    observed = _read(kernel, iptables, where, lambda: (), None, read_nexthops=lambda: ())
     return digest(observed, kernel.route_digest())
 
 
 def digest(observed: ObservedState, routes: bytes) -> str:
-    """A digest of every field of `observed` but its routes, which the digest `routes` stands for
-    (every field: an input added to read_observed is in the fingerprint and the record too)."""
+    """A digest of every field of `observed` but its routes and nexthop objects, which the digest
+    `routes` stands for (every field: an input added to read_observed is in the fingerprint and
+    the record too)."""
     h = hashlib.sha256(routes)
     for field in fields(observed):
-        if field.name != "routes":
+        if field.name not in ("routes", "nexthops"):
             h.update(f"{field.name}={getattr(observed, field.name)!r}\n".encode())
     return h.hexdigest()
 
@@ -284,6 +293,7 @@ def read_routing(
     return ObservedState(
         links=links,
         routes=kernel.read_routes(),
+        nexthops=kernel.read_nexthops(),
         sysctls=kernel.read_sysctls(tuple(FORWARDING_SYSCTLS[v] for v in families)),
         masq=_live_masq(iptables, families),
         conflist=None,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 if TYPE_CHECKING:
     from kindplan.core.masq.value import MasqObserved
     from kindplan.core.model import Address, Link, Sysctl
+    from kindplan.core.nexthops import Nexthop
     from kindplan.core.routes import Route
     from kindplan.core.tunnelchanges import TunnelChange
     from kindplan.node.kernel import KernelError
@@ -35,7 +36,8 @@ class KernelPort(Protocol):
         ...
 
     def route_digest(self) -> bytes:
-        """A digest of the main table: equal while the table is, different once it is not."""
+        """A digest of the main table and the nexthop objects: equal while they are, different
+        once they are not."""
         ...
 
     def read_tunnels(self) -> TunnelsSeen:
@@ -54,9 +56,16 @@ class KernelPort(Protocol):
         """KernelError if refused."""
         ...
 
-    def write_routes(self, writes: Sequence[tuple[str, Route]]) -> list[KernelError | None]:
-        """("add" | "replace" | "del", route) in order; each write's error or None. A delete of
-        a route that is not there (or not of the route's protocol) is None: nothing to do."""
+    def read_nexthops(self) -> tuple[Nexthop, ...] | None:
+        """Every nexthop object, sorted by id; None if the kernel has none (before Linux 5.3)."""
+        ...
+
+    def write_routes(
+        self, writes: Sequence[tuple[str, Route | Nexthop]]
+    ) -> list[KernelError | None]:
+        """("add" | "replace" | "del", route or nexthop object) in order; each write's error or
+        None. A delete of a route that is not there (or not of the route's protocol), or of an
+        object that is not there, is None: nothing to do."""
         ...
 
     def add_address(self, address: Address) -> None:

@@ -104,9 +104,16 @@ def _options(raw: dict[str, Any]) -> Options:
     """The saved options, each checked as the command line checks it: a saved plan is input."""
     from kindplan.core.model import Options
 
-    # A plan saved before --masq-backend, --no-masquerade-cidr or --cross-subnet has no such key.
-    raw = {"masq_backend": None, "no_masquerade": [], "cross_subnet": None, **raw}
-    if set(raw) != {*_KEYS, "masq_backend", "no_masquerade", "cross_subnet"}:
+    # A plan saved before --masq-backend, --no-masquerade-cidr, --cross-subnet or --route-style
+    # has no such key.
+    later: dict[str, Any] = {
+        "masq_backend": None,
+        "no_masquerade": [],
+        "cross_subnet": None,
+        "route_style": None,
+    }
+    raw = {**later, **raw}
+    if set(raw) != {*_KEYS, *later}:
         raise ValueError("inputs.options: unexpected or missing keys")
     _later_options(raw)
     for key in _OPTIONAL_STR:
@@ -132,12 +139,15 @@ _KEYS = ("node", "conf_dir", "uplink", "mtu", "route_proto", "adopt", "cni_cache
 
 
 def _later_options(raw: dict[str, Any]) -> None:
-    """--masq-backend, --no-masquerade-cidr and --cross-subnet as saved: checked, the CIDRs
-    made a tuple in place."""
+    """--masq-backend, --no-masquerade-cidr, --cross-subnet and --route-style as saved:
+    checked, the CIDRs made a tuple in place."""
     from kindplan.core.addresses import parse_cidr
+    from kindplan.core.nexthops import ROUTE_STYLES
 
     if raw["cross_subnet"] not in (None, "none", "vxlan"):
         raise ValueError("inputs.options.cross_subnet: not none or vxlan")
+    if raw["route_style"] not in (None, *ROUTE_STYLES):
+        raise ValueError("inputs.options.route_style: not plain, nexthop or auto")
     if raw["masq_backend"] not in (None, "auto", "iptables", "nftables"):
         raise ValueError("inputs.options.masq_backend: not a masquerade backend")
     cidrs = raw["no_masquerade"]

@@ -136,11 +136,14 @@ def edit_snapshot(source: Path, target: Path, edit: Callable[[str], str]) -> Pat
     return target
 
 
-def big_node(netns: str, tmp_path: Path, count: int = 4000) -> tuple[Node, Path, Path]:
+def big_node(
+    netns: str, tmp_path: Path, count: int = 4000, route_style: str = "plain"
+) -> tuple[Node, Path, Path]:
     """A node of a `count`-node cluster, and two snapshots: A, and B where half of the peers
-    moved to new gateways (new InternalIPs, still on-link)."""
+    moved to new gateways (new InternalIPs, still on-link). The snapshots name the route style:
+    plain unless told (auto would take nexthop objects at this size)."""
     build_node(netns, ["198.18.0.10/15"], [])
-    first = cluster_doc(count)
+    first = cluster_doc(count, routeStyle=route_style)
     moved = json.loads(json.dumps(first))
     for i, peer in enumerate(moved["nodes"][1 : count // 2 + 1], 1):
         peer["internalIPs"] = [str(V4_NODES.network_address + 60000 + i)]

@@ -77,6 +77,12 @@ def test_apply_show_and_a_drifted_plan(seed_worker2: Node) -> None:
     names.check(plan)
 
 
+def test_peer_routes_through_nexthop_objects_and_back(seed_worker2: Node) -> None:
+    names = on_node(seed_worker2)
+    for step in example("kindplan apply --route-style nexthop").steps:
+        names.check(step)
+
+
 def test_history_and_rollback_after_an_adopting_apply(seed_worker2: Node) -> None:
     node, names = seed_worker2, on_node(seed_worker2)
     sh("ip", "-n", node.ns, "route", "add", "10.244.1.0/24", "via", "172.18.0.77")  # kindnetd's

@@ -22,6 +22,7 @@ from shell import sh
 from kindplan.cli import main
 from kindplan.core.changes import Change, SetSysctl
 from kindplan.core.model import Options
+from kindplan.core.nexthops import Nexthop
 from kindplan.core.routes import Route
 from kindplan.errors import RuntimeFailure
 from kindplan.inputs.files import load_snapshot
@@ -162,18 +163,31 @@ def test_the_cli_says_one_line_for_an_error_mid_apply(
     assert "generation 1 did not finish" in err
 
 
-def expected_undo(verb: str, route: Route, replaced: dict[Route, Route]) -> Change:
+def expected_undo(
+    verb: str, route: Route | Nexthop, replaced: dict[Route | Nexthop, Route | Nexthop]
+) -> Change:
     from kindplan.core.changes import AddRoute, DelRoute, ReplaceRoute
+    from kindplan.core.nexthop_changes import AddNexthop, DelNexthop, ReplaceNexthop
 
+    if isinstance(route, Nexthop):
+        if verb == "replace":
+            old = replaced[route]
+            assert isinstance(old, Nexthop)
+            return ReplaceNexthop(old, route)
+        return DelNexthop(route) if verb == "add" else AddNexthop(route)
     if verb == "replace":
-        return ReplaceRoute(replaced[route], route)
+        old_route = replaced[route]
+        assert isinstance(old_route, Route)
+        return ReplaceRoute(old_route, route)
     return DelRoute(route) if verb == "add" else AddRoute(route)
 
 
 class Watching(Kernel):
     """Checks, as each batch is sent, that the journal on disk holds the undo of all of it."""
 
-    def __init__(self, journal: Journal, number: int, replaced: dict[Route, Route]) -> None:
+    def __init__(
+        self, journal: Journal, number: int, replaced: dict[Route | Nexthop, Route | Nexthop]
+    ) -> None:
         super().__init__()
         self.journal, self.number, self.replaced = journal, number, replaced
         self.checked = 0
@@ -184,7 +198,9 @@ class Watching(Kernel):
         assert undo <= set(generation.undo)
         self.checked += 1
 
-    def write_routes(self, writes: Sequence[tuple[str, Route]]) -> list[KernelError | None]:
+    def write_routes(
+        self, writes: Sequence[tuple[str, Route | Nexthop]]
+    ) -> list[KernelError | None]:
         self.on_disk({expected_undo(v, r, self.replaced) for v, r in writes})
         return super().write_routes(writes)
 
@@ -194,10 +210,16 @@ class Watching(Kernel):
         super().set_sysctl(name, value)
 
 
-def test_the_undo_of_each_batch_is_on_disk_before_it_is_sent(netns: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("style", ["plain", "nexthop"])
+def test_the_undo_of_each_batch_is_on_disk_before_it_is_sent(
+    netns: str, tmp_path: Path, style: str
+) -> None:
+    """Routes, and with the nexthop style objects (B moves half of the peers: their objects
+    are replaced in place), in the same batches, each batch's undo on disk before it is sent."""
     from kindplan.core.changes import ReplaceRoute
+    from kindplan.core.nexthop_changes import ReplaceNexthop
 
-    node, a, b = big_node(netns, tmp_path, count=2500)
+    node, a, b = big_node(netns, tmp_path, count=2500, route_style=style)
     journal = Journal(tmp_path / "state", netns)
     options = Options(node=node.name, conf_dir=str(tmp_path / "cni"))
     for number, path in enumerate((a, b), 1):
@@ -207,8 +229,15 @@ def test_the_undo_of_each_batch_is_on_disk_before_it_is_sent(netns: str, tmp_pat
             try:
                 planned = make_plan(snapshot, options, kernel, kernel_iptables())
                 kernel.replaced = {
-                    c.route: c.old for c in planned.plan.changes if isinstance(c, ReplaceRoute)
+                    **{c.route: c.old for c in planned.plan.changes if isinstance(c, ReplaceRoute)},
+                    **{
+                        c.nexthop: c.old
+                        for c in planned.plan.changes
+                        if isinstance(c, ReplaceNexthop)
+                    },
                 }
+                if style == "nexthop" and number == 2:
+                    assert len(kernel.replaced) == 1250  # the moved peers' objects only
                 report = apply_planned(
                     snapshot, options, planned, NodeHandles(kernel, kernel_iptables()), journal
                 )

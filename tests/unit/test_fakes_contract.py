@@ -23,7 +23,8 @@ from kindplan.core.masq.iptables import (
 )
 from kindplan.core.masq.value import Masquerade, wanted
 from kindplan.core.model import Address, Link
-from kindplan.core.routes import Route
+from kindplan.core.nexthops import Nexthop
+from kindplan.core.routes import Route, RouteSpecial
 from kindplan.errors import RuntimeFailure
 from kindplan.node import iptables as iptables_module
 from kindplan.node.iptables import Iptables, read_masq
@@ -148,6 +149,34 @@ def test_the_route_digest_follows_the_table(kernel: KernelPort) -> None:
     after = kernel.route_digest()
     assert after != before
     kernel.write_routes([("del", PEER)])
+    assert kernel.route_digest() == before
+
+
+def test_nexthop_objects_and_the_routes_through_them(kernel: KernelPort) -> None:
+    kernel.read_links()
+    gateway = ip_address("172.18.0.11")
+    one = Nexthop(7, 4, gateway, "eth0", 75)
+    through = PEER._replace(special=RouteSpecial(nh_id=7))
+    before = kernel.route_digest()
+    # the route before its object: refused; the object, then the route: both made
+    assert errnos(kernel.write_routes([("add", through)])) == [errno.EINVAL]
+    assert errnos(kernel.write_routes([("add", one), ("add", through)])) == [None, None]
+    assert kernel.read_nexthops() == (one,)
+    assert ours(kernel) == {through[:7]}  # its gateway and device: the object's
+    (seen,) = [r for r in kernel.read_routes() if r.proto == 75]
+    assert seen.nh_id == 7
+    assert kernel.route_digest() != before
+    gone = Nexthop(8, 4, gateway, "vethgone", 75)
+    assert errnos(kernel.write_routes([("add", gone), ("add", one)])) == [
+        errno.ENODEV,
+        errno.EEXIST,
+    ]
+    moved = one._replace(gateway=ip_address("172.18.0.13"))
+    assert errnos(kernel.write_routes([("replace", moved)])) == [None]
+    assert {r.gateway for r in kernel.read_routes() if r.proto == 75} == {moved.gateway}
+    # deleting the object takes the route through it; a second delete finds nothing to do
+    assert errnos(kernel.write_routes([("del", one), ("del", one)])) == [None, None]
+    assert kernel.read_nexthops() == () and ours(kernel) == set()
     assert kernel.route_digest() == before
 
 

@@ -22,10 +22,10 @@ DRIFTS = (
     (
         "    def read_routes(self) -> tuple[Route, ...]:\n"
         '        self._dump("routes")\n'
-        "        return tuple(self.routes[key] for key in sorted(self.routes))\n",
+        "        return tuple(self._path(self.routes[key]) for key in sorted(self.routes))\n",
         "    def read_routes(self) -> list[Route]:\n"
         '        self._dump("routes")\n'
-        "        return [self.routes[key] for key in sorted(self.routes)]\n",
+        "        return [self._path(self.routes[key]) for key in sorted(self.routes)]\n",
         "KernelPort",
     ),
     (

@@ -18,6 +18,7 @@ import pytest
 
 from kindplan.core.masq.value import MasqObserved, MasqRule, Masquerade
 from kindplan.core.model import Link, ObservedState, Pod, Sysctl
+from kindplan.core.nexthops import Nexthop
 from kindplan.core.routes import Route, RouteSpecial
 from kindplan.core.tunnel import FdbEntry, Neighbour, Vxlan
 from kindplan.node.observe import Where, digest, fingerprint, observed_digest, read_observed
@@ -50,6 +51,7 @@ OTHER = {
     "tunnels": (Vxlan("kindplan.vxlan4", 4, ip_address("198.18.0.10"), "0a:58:c6:12:00:0a", 1450),),
     "neighbours": (Neighbour("kindplan.vxlan4", ip_address("10.244.1.0"), "0a:58:c6:12:00:0b"),),
     "fdb": (FdbEntry("kindplan.vxlan4", "0a:58:c6:12:00:0b", ip_address("198.19.0.11")),),
+    "nexthops": (Nexthop(1, 4, ip_address("198.18.0.11"), "eth0", 75),),
 }
 
 
@@ -63,8 +65,9 @@ def test_any_field_changed_changes_the_fingerprint_and_the_converged_digest(name
     assert changed != NODE
     assert fingerprint(changed) != fingerprint(NODE)
     dumped = hashlib.sha256(b"the route table as dumped").digest()
-    if name == "routes":  # the converged digest takes the routes as dumped (their bytes' hash),
-        # not as parsed; that a changed dump changes it: the "a route's metric" row below
+    if name in ("routes", "nexthops"):  # the converged digest takes the routes (and nexthop
+        # objects) as dumped (their bytes' hash), not as parsed; that a changed dump changes
+        # it: the "a route's metric" and "a nexthop object" rows below
         assert digest(changed, dumped) == digest(NODE, dumped)
     else:
         assert digest(changed, dumped) != digest(NODE, dumped)
@@ -106,6 +109,7 @@ class StandInKernel:
     links: tuple[Link, ...] = NODE.links
     routes: tuple[Route, ...] = NODE.routes
     sysctls: dict[str, str] = field(default_factory=lambda: {"net.ipv4.ip_forward": "1"})
+    nexthops: tuple[Nexthop, ...] = ()
 
     def read_links(self) -> tuple[Link, ...]:
         return self.links
@@ -114,7 +118,10 @@ class StandInKernel:
         return self.routes
 
     def route_digest(self) -> bytes:
-        return hashlib.sha256(repr(self.routes).encode()).digest()
+        return hashlib.sha256(repr((self.routes, self.nexthops)).encode()).digest()
+
+    def read_nexthops(self) -> tuple[Nexthop, ...]:
+        return self.nexthops
 
     def read_sysctls(self, names: tuple[str, ...]) -> tuple[Sysctl, ...]:
         return tuple(Sysctl(name, self.sysctls[name]) for name in names)
@@ -163,6 +170,10 @@ Change = Callable[[StandInKernel, StandInIptables, Where], object]
 CHANGES: dict[str, tuple[tuple[str, ...], Change]] = {
     "an address removed": (("links",), lambda k, i, w: setattr(k, "links", NODE.links[:1])),
     "a route's metric": (("routes",), lambda k, i, w: setattr(k, "routes", OTHER["routes"])),
+    "a nexthop object": (
+        ("nexthops",),
+        lambda k, i, w: setattr(k, "nexthops", OTHER["nexthops"]),
+    ),
     "forwarding off": (
         ("sysctls",),
         lambda k, i, w: k.sysctls.update({"net.ipv4.ip_forward": "0"}),
