@@ -8,6 +8,7 @@ and does not stop the others; the conflist is written only if the node-local plu
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from kindplan.node.files import remove_file, write_atomic
 from kindplan.node.observe import read_conflist
 
 if TYPE_CHECKING:
+    from kindplan.node.kernel import KernelError
     from kindplan.node.ports import IptablesPort, KernelPort
 
 T = TypeVar("T")
@@ -140,26 +142,98 @@ def apply_plan(  # fixed on another branch
 ) -> ApplyReport:
     """Apply every change of `plan` in order. Consecutive route changes go to the kernel in
     batches; `record(batch)` runs before each batch (or other change) is made, and `stop()` is
-    asked between them: if it says so, Interrupted is raised with what was applied in `report`."""
+    asked between them: if it says so, Interrupted is raised with what was applied in `report`.
+
+    A batch of routes is sent by a worker thread (RouteWrites) while this one records the next
+    batch's undo; every other change waits for the batch in flight, and so does the return."""
     report = report if report is not None else ApplyReport()  # the caller's survives an error
+    writes = RouteWrites(kernel, report)
     plumbing_failed = False
     done = 0
-    for batch in _batches(plan.changes):
-        if stop is not None and stop():
-            raise Interrupted(f"stopped after {done} of {len(plan.changes)} changes")
-        done += len(batch)
-        if plumbing_failed and isinstance(batch[0], WriteConflist):
-            report.failures.append(
-                f"{describe(batch[0])}: not written, the changes before it failed"
-            )
-            continue
-        if record is not None:
-            record(batch)
-        if route_write(batch[0]) is not None:
-            plumbing_failed |= _write_routes(batch, kernel, report)
-        else:
-            plumbing_failed |= not _make(batch[0], kernel, iptables, report)
+    try:
+        for batch in _batches(plan.changes):
+            if stop is not None and stop():
+                writes.wait()  # what the batch in flight did is in the report
+                raise Interrupted(f"stopped after {done} of {len(plan.changes)} changes")
+            done += len(batch)
+            routes = route_write(batch[0]) is not None
+            if not routes:
+                plumbing_failed |= writes.wait()
+            if plumbing_failed and isinstance(batch[0], WriteConflist):
+                report.failures.append(
+                    f"{describe(batch[0])}: not written, the changes before it failed"
+                )
+                continue
+            if record is not None:
+                record(batch)
+            if routes:
+                plumbing_failed |= writes.send(batch)
+            else:
+                plumbing_failed |= not _make(batch[0], kernel, iptables, report)
+    finally:
+        writes.close()  # the batch in flight finishes whatever stops the apply
     return report
+
+
+class RouteWrites:
+    """Batches of route changes, each sent by a worker thread, one batch in flight at a time.
+
+    The kernel does a batch's work inside the send system call (~0.15 s for 1,000 IPv4 routes),
+    during which Python's interpreter lock is free: apply_plan records the next batch's undo
+    meanwhile. Nothing is sent before its undo is recorded, the batches keep their order, and
+    each one's outcome is in the report once it has been waited for (send, wait, close)."""
+
+    def __init__(self, kernel: KernelPort, report: ApplyReport) -> None:
+        self._kernel, self._report = kernel, report
+        self._in_flight: tuple[Sequence[Change], _Sending] | None = None
+
+    def send(self, batch: Sequence[Change]) -> bool:
+        """Wait for the batch in flight, then send `batch`; True if the node's own plumbing
+        failed in the batch waited for."""
+        failed = self.wait()
+        writes = [w for w in map(route_write, batch) if w is not None]
+        sending = _Sending(self._kernel, writes)
+        sending.start()
+        self._in_flight = (batch, sending)
+        return failed
+
+    def wait(self) -> bool:
+        """Wait for the batch in flight (if any) and put its outcome in the report; True if the
+        node's own plumbing failed in it."""
+        if self._in_flight is None:
+            return False
+        batch, sending = self._in_flight
+        errors = sending.outcome()
+        self._in_flight = None
+        return _account(batch, errors, self._report)
+
+    def close(self) -> None:
+        """Wait for the batch in flight, whatever stops the apply (an exception from it too)."""
+        if self._in_flight is not None:
+            self._in_flight[1].join()
+        self.wait()
+
+
+class _Sending(threading.Thread):
+    """One batch's kernel.write_routes, in a thread of its own."""
+
+    def __init__(self, kernel: KernelPort, writes: list[tuple[str, Route]]) -> None:
+        super().__init__(name="kindplan-routes")
+        self._kernel, self._writes = kernel, writes
+        self._errors: list[KernelError | None] = []
+        self._raised: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._errors = self._kernel.write_routes(self._writes)
+        except BaseException as e:  # raised again in the thread that waits for it
+            self._raised = e
+
+    def outcome(self) -> list[KernelError | None]:
+        self.join()
+        if self._raised is not None:
+            raise self._raised
+        return self._errors
 
 
 def _batches(changes: Sequence[Change]) -> Iterator[Sequence[Change]]:
@@ -175,11 +249,12 @@ def _batches(changes: Sequence[Change]) -> Iterator[Sequence[Change]]:
         i = j
 
 
-def _write_routes(batch: Sequence[Change], kernel: KernelPort, report: ApplyReport) -> bool:
-    """Send a batch of route changes in one go; True if the node's own plumbing failed in it."""
-    writes = [w for w in map(route_write, batch) if w is not None]
+def _account(
+    batch: Sequence[Change], errors: Sequence[KernelError | None], report: ApplyReport
+) -> bool:
+    """Put a sent batch's outcome in the report; True if the node's own plumbing failed in it."""
     plumbing_failed = False
-    for change, error in zip(batch, kernel.write_routes(writes), strict=True):
+    for change, error in zip(batch, errors, strict=True):
         if error is None:
             report.applied.append(change)
             continue
