@@ -78,6 +78,10 @@ class FakeKernel:
     def route_digest(self) -> bytes:
         return hashlib.sha256(repr(sorted(self.routes.items())).encode()).digest()
 
+    def dumped_digest(self, routes: tuple[Route, ...]) -> bytes | None:
+        current = tuple(self.routes[key] for key in sorted(self.routes))
+        return self.route_digest() if routes == current else None
+
     def read_sysctls(self, names: tuple[str, ...]) -> tuple[Sysctl, ...]:
         missing = [name for name in names if name not in self.sysctls]
         if missing:

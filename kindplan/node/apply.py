@@ -37,6 +37,7 @@ from kindplan.node.files import remove_file, write_atomic
 from kindplan.node.observe import read_conflist
 
 if TYPE_CHECKING:
+    from kindplan.core.model import ObservedState
     from kindplan.node.kernel import KernelError
     from kindplan.node.ports import IptablesPort, KernelPort
 
@@ -51,6 +52,7 @@ class ApplyReport:
     # sent but never acknowledged (the socket failed): in effect or not, their undo must be kept
     maybe_applied: list[Change] = field(default_factory=list)
     residue: Plan | None = None  # what observing again still found different
+    verified: ObservedState | None = None  # the node as that last observation saw it
 
     @property
     def ok(self) -> bool:

@@ -17,7 +17,7 @@ from kindplan.core.routes import MAIN_TABLE, ROUTE_ORDER, Route
 from kindplan.errors import RuntimeFailure
 from kindplan.node.netlink import Netlink
 from kindplan.node.netlink_codec import NetlinkError
-from kindplan.node.netlink_routes import RouteWrite
+from kindplan.node.netlink_routes import RouteWrite, route_digest
 
 
 class KernelError(RuntimeFailure):
@@ -47,6 +47,7 @@ class Kernel:
         except OSError as e:
             raise _kernel_error("cannot open a netlink socket", e) from e
         self._index: dict[str, int] = {}
+        self._last_read: tuple[tuple[Route, ...], list[tuple[int, bytes]]] | None = None
 
     def close(self) -> None:
         self._netlink.close()
@@ -65,10 +66,12 @@ class Kernel:
         """Unicast routes of the main table, both families (links must have been read first)."""
         names = {index: name for name, index in self._index.items()}
         try:
-            routes = self._netlink.routes(MAIN_TABLE, names)
+            routes, dumped = self._netlink.routes(MAIN_TABLE, names)
         except OSError as e:
             raise _kernel_error("netlink dump of routes failed", e) from e
-        return tuple(sorted(routes, key=ROUTE_ORDER))
+        read = tuple(sorted(routes, key=ROUTE_ORDER))
+        self._last_read = (read, dumped)
+        return read
 
     def route_digest(self) -> bytes:
         """A digest of the main table as dumped (links must have been read for the names)."""
@@ -76,6 +79,13 @@ class Kernel:
             return self._netlink.route_digest(MAIN_TABLE)
         except OSError as e:
             raise _kernel_error("netlink dump of routes failed", e) from e
+
+    def dumped_digest(self, routes: tuple[Route, ...]) -> bytes | None:
+        """The digest route_digest would give for the dump `routes` came from (the same tuple
+        read_routes returned last), hashed only now: None for any other."""
+        if self._last_read is None or self._last_read[0] is not routes:
+            return None
+        return route_digest(self._last_read[1])
 
     def read_sysctls(self, names: tuple[str, ...]) -> tuple[Sysctl, ...]:
         try:

@@ -221,9 +221,13 @@ class Netlink:
         v4, v6 = (self.dump(RTM_GETROUTE, dump_request(family, table)) for family in _FAMILIES)
         return v4 + v6
 
-    def routes(self, table: int, names: dict[int, str]) -> list[Route]:
-        """Unicast routes of `table`, both families; the kernel filters by table."""
-        return self._routes.routes(self._route_dumps(table), table, names)
+    def routes(
+        self, table: int, names: dict[int, str]
+    ) -> tuple[list[Route], list[tuple[int, bytes]]]:
+        """Unicast routes of `table`, both families (the kernel filters by table), and the
+        dump's answers they were parsed from (route_digest makes the same digest of them)."""
+        dumped = self._route_dumps(table)
+        return self._routes.routes(dumped, table, names), dumped
 
     def route_digest(self, table: int) -> bytes:
         """A digest of the table's routes as the kernel dumps them (no parse; the converged fast
