@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, assert_never
@@ -30,7 +30,7 @@ from kindplan.core.changes import (
     WriteMasquerade,
 )
 from kindplan.core.masq.dialects import dialect
-from kindplan.core.planview import describe
+from kindplan.core.planview import applied_text, describe
 from kindplan.core.routes import Route
 from kindplan.errors import Interrupted, RuntimeFailure
 from kindplan.node.files import remove_file, write_atomic
@@ -47,6 +47,7 @@ T = TypeVar("T")
 @dataclass
 class ApplyReport:
     applied: list[Change] = field(default_factory=list)
+    applied_texts: list[str] = field(default_factory=list)  # applied_text of each, in order
     failures: list[str] = field(default_factory=list)
     refused_peers: list[Change] = field(default_factory=list)  # peer routes the kernel refused
     # sent but never acknowledged (the socket failed): in effect or not, their undo must be kept
@@ -187,7 +188,7 @@ class RouteWrites:
 
     def __init__(self, kernel: KernelPort, report: ApplyReport) -> None:
         self._kernel, self._report = kernel, report
-        self._in_flight: tuple[Sequence[Change], _Sending] | None = None
+        self._in_flight: tuple[Sequence[Change], _Sending, list[str]] | None = None
 
     def send(self, batch: Sequence[Change]) -> bool:
         """Wait for the batch in flight, then send `batch`; True if the node's own plumbing
@@ -196,7 +197,8 @@ class RouteWrites:
         writes = [w for w in map(route_write, batch) if w is not None]
         sending = _Sending(self._kernel, writes)
         sending.start()
-        self._in_flight = (batch, sending)
+        # The lines that will say what was applied, written while the kernel does the batch.
+        self._in_flight = (batch, sending, [applied_text(change) for change in batch])
         return failed
 
     def wait(self) -> bool:
@@ -204,10 +206,10 @@ class RouteWrites:
         node's own plumbing failed in it."""
         if self._in_flight is None:
             return False
-        batch, sending = self._in_flight
+        batch, sending, texts = self._in_flight
         errors = sending.outcome()
         self._in_flight = None
-        return _account(batch, errors, self._report)
+        return _account(zip(batch, texts, strict=True), errors, self._report)
 
     def close(self) -> None:
         """Wait for the batch in flight, whatever stops the apply (an exception from it too)."""
@@ -252,13 +254,15 @@ def _batches(changes: Sequence[Change]) -> Iterator[Sequence[Change]]:
 
 
 def _account(
-    batch: Sequence[Change], errors: Sequence[KernelError | None], report: ApplyReport
+    batch: Iterable[tuple[Change, str]], errors: Sequence[KernelError | None], report: ApplyReport
 ) -> bool:
-    """Put a sent batch's outcome in the report; True if the node's own plumbing failed in it."""
+    """Put a sent batch's outcome in the report (each change with its applied_text); True if the
+    node's own plumbing failed in it."""
     plumbing_failed = False
-    for change, error in zip(batch, errors, strict=True):
+    for (change, text), error in zip(batch, errors, strict=True):
         if error is None:
             report.applied.append(change)
+            report.applied_texts.append(text)
             continue
         report.failures.append(f"{describe(change)}: {error}")
         if error.maybe_applied:
@@ -281,6 +285,7 @@ def _make(change: Change, kernel: KernelPort, iptables: IptablesPort, report: Ap
         report.failures.append(f"{describe(change)}: {e}")
         return False
     report.applied.append(change)
+    report.applied_texts.append(applied_text(change))
     return True
 
 

@@ -18,7 +18,7 @@ from kindplan.core.changes import AddRoute, Change, DelRoute, Plan, RemoveMasque
 from kindplan.core.masq.iptables import parse_nat, restore_payload
 from kindplan.core.masq.value import wanted
 from kindplan.core.model import Options, Snapshot
-from kindplan.core.planview import describe, plan_to_json
+from kindplan.core.planview import applied_text, describe, plan_to_json
 from kindplan.core.routes import Route
 from kindplan.errors import Interrupted, RuntimeFailure
 from kindplan.inputs.files import load_snapshot
@@ -283,6 +283,8 @@ def test_a_refusal_inside_a_batch_does_not_stop_the_others(node: FakeNode) -> No
     assert report.applied == changes[:2] + changes[3:]
     assert report.refused_peers == [changes[2]]
     assert report.failures == [f"{describe(changes[2])}: File exists"]
+    # the applied lines, written while the batch was in flight: those of the changes made
+    assert report.applied_texts == [applied_text(c) for c in report.applied]
 
 
 def test_a_chain_in_the_backend_no_longer_used_is_removed_there_only(node: FakeNode) -> None:
@@ -293,6 +295,7 @@ def test_a_chain_in_the_backend_no_longer_used_is_removed_there_only(node: FakeN
     remove = RemoveMasquerade(4, chain, 1, variant="legacy")
     report = apply_plan(Plan("n", (remove,)), node.kernel, node.iptables)
     assert report.failures == []
+    assert report.applied_texts == [applied_text(remove)]
     assert parse_nat(4, legacy.save_nat(4)).masq is None
     assert parse_nat(4, node.iptables.save_nat(4)).masq == chain
 
