@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from kindplan.cli.options import PodSubnetOpt, RenderArgs, RouteProtoOpt, SnapshotArg, split
-from kindplan.core.model import DEFAULT_MTU, HostFacts, Snapshot
-from kindplan.core.routes import DEFAULT_ROUTE_PROTO
+from kindplan.core.routes import DEFAULT_MTU, DEFAULT_ROUTE_PROTO
 from kindplan.errors import InvalidInputError, Problem, UsageError
 from kindplan.status import ExitStatus
 
 if TYPE_CHECKING:
+    from kindplan.core.model import Snapshot
     from kindplan.inputs.sources import Input
 
 
@@ -173,6 +173,7 @@ def _render_again(args: RenderArgs) -> str:
 def _rendered(args: RenderArgs) -> dict[str, str]:
     """The files of the node, or of every node (one folder each), by their relative paths."""
     from kindplan.core.compiler import compile_desired
+    from kindplan.core.model import HostFacts
     from kindplan.core.render import render_files
 
     snap = load(args.snapshot, args.pod_subnets)

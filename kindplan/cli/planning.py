@@ -34,7 +34,6 @@ from kindplan.cli.options import (
     needs_root_here,
     split,
 )
-from kindplan.core.model import Snapshot
 from kindplan.core.routes import DEFAULT_ROUTE_PROTO
 from kindplan.errors import UsageError, one_line
 from kindplan.status import ExitStatus
@@ -43,7 +42,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from kindplan.core.changes import Plan
-    from kindplan.core.model import Options
+    from kindplan.core.model import Options, Snapshot
     from kindplan.node.converged import Remember
     from kindplan.node.saved import SavedPlan
 

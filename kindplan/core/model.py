@@ -12,9 +12,7 @@ from dataclasses import dataclass, field
 
 from kindplan.core.addresses import IPAddress, IPNetwork, addr_order
 from kindplan.core.masq.value import MasqObserved, Masquerade
-from kindplan.core.routes import DEFAULT_ROUTE_PROTO, Route
-
-DEFAULT_MTU = 1500
+from kindplan.core.routes import DEFAULT_MTU, DEFAULT_ROUTE_PROTO, Route
 
 
 @dataclass(frozen=True, slots=True)
