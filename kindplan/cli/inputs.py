@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kindplan.cli.options import PodSubnetOpt, RenderArgs, RouteProtoOpt, SnapshotArg, split
+from kindplan.cli.options import PodSubnetOpt, RenderArgs, RouteProtoOpt, SnapshotArg
+from kindplan.cli.target import split
 from kindplan.core.routes import DEFAULT_MTU, DEFAULT_ROUTE_PROTO
 from kindplan.errors import InvalidInputError, Problem, UsageError
 from kindplan.status import ExitStatus

@@ -13,8 +13,6 @@ import typer
 
 from kindplan.cli.inputs import known_node, parse, warnings_text
 from kindplan.cli.options import (
-    DEFAULT_STATE_DIR,
-    LOCK_TIMEOUT_SECONDS,
     AdoptOpt,
     ApplyArgs,
     CniCacheOpt,
@@ -28,12 +26,11 @@ from kindplan.cli.options import (
     RouteProtoOpt,
     SnapshotOptionalArg,
     StateDirOpt,
-    Target,
     UplinkOpt,
     finite,
     needs_root_here,
-    split,
 )
+from kindplan.cli.target import DEFAULT_STATE_DIR, LOCK_TIMEOUT_SECONDS, Target, split
 from kindplan.core.routes import DEFAULT_ROUTE_PROTO
 from kindplan.errors import UsageError, one_line
 from kindplan.status import ExitStatus

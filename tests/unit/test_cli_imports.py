@@ -25,6 +25,8 @@ COMMAND_LINE = {
     "kindplan.cli.options",
     "kindplan.cli.planning",
     "kindplan.cli.program",
+    "kindplan.cli.quick",
+    "kindplan.cli.target",
     "kindplan.cli.trace",
     "kindplan.cli.usage",
     "kindplan.errors",
