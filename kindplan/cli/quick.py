@@ -108,7 +108,7 @@ def _answer(flags: dict[str, list[object]]) -> int | None:
     """What the record says for these flags: printed, and OK; None if there is no such record."""
     from kindplan.core.routes import DEFAULT_ROUTE_PROTO
     from kindplan.inputs.sources import read_input
-    from kindplan.node.converged import Remember, converged_record, inputs_digest
+    from kindplan.node.converged import Remember, converged_record, inputs_digest, load_record
     from kindplan.node.locking import apply_lock, lock_holder
     from kindplan.node.netns import check_name
     from kindplan.node.statedir import target_dir
@@ -133,11 +133,13 @@ def _answer(flags: dict[str, list[object]]) -> int | None:
         adopt="--adopt" in flags,
         cni_cache_dir=text("--cni-cache-dir"),
     )
+    path = target_dir(Path(text("--state-dir") or DEFAULT_STATE_DIR), netns) / "converged.json"
+    if load_record(path) is None:  # a first apply: nothing read twice
+        return None
     if lock_holder(apply_lock(netns)) is not None:  # the usual way says whose, and waits
         return None
     given = read_input(str(flags[""][0]), split(map(str, flags.get("--pod-subnet", []))))
     options = target.options()
-    path = target_dir(Path(text("--state-dir") or DEFAULT_STATE_DIR), netns) / "converged.json"
     remember = Remember(path, inputs_digest(given.data, given.pod_subnets, options, netns), "", str)
     timeout = flags["--lock-timeout"][-1] if "--lock-timeout" in flags else LOCK_TIMEOUT_SECONDS
     record = converged_record(netns, options, remember, lock_timeout=float(str(timeout)))
