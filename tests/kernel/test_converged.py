@@ -171,6 +171,7 @@ def test_a_converged_apply_is_answered_before_typer_is_loaded(
     typer_program = _run("from kindplan.cli.program import main", *argv)
     assert quick[:3] == typer_program[:3] == (0, "No changes.\n", "")
     assert "typer" not in quick[3] and "kindplan.cli.program" not in quick[3]
+    assert "jinja2" not in quick[3]  # rendering the conflist is for an apply that changes it
     assert "typer" in typer_program[3]
 
 
