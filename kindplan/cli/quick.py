@@ -47,7 +47,7 @@ def converged_apply(argv: list[str]) -> int | None:
     """The exit status of `argv` if it is an apply that the converged record answers (what it
     printed then printed again); None if the command line must run it."""
     flags = _apply_flags(argv)
-    if flags is None:
+    if flags is None or os.environ.get("_KINDPLAN_COMPLETE"):  # shell completion: typer's
         return None
     with _sigint_deferred():
         try:

@@ -207,14 +207,13 @@ class RouteWrites:
         if self._in_flight is None:
             return False
         batch, sending, texts = self._in_flight
-        errors = sending.outcome()
+        sending.join()  # a Ctrl-C here leaves it in flight: close() waits for it again
         self._in_flight = None
+        errors = sending.outcome()  # the thread's exception, raised once
         return _account(zip(batch, texts, strict=True), errors, self._report)
 
     def close(self) -> None:
         """Wait for the batch in flight, whatever stops the apply (an exception from it too)."""
-        if self._in_flight is not None:
-            self._in_flight[1].join()
         self.wait()
 
 

@@ -123,3 +123,9 @@ def test_flags_are_typed_as_typer_types_them() -> None:
         "--lock-timeout": [2.0],
         "--pod-subnet": ["a,b"],
     }
+
+
+def test_shell_completion_of_an_apply_is_typers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("_KINDPLAN_COMPLETE", "bash_complete")
+    monkeypatch.setattr(quick, "_answer", lambda flags: pytest.fail("answered"))
+    assert quick.converged_apply(["apply", "s.yaml"]) is None
