@@ -11,7 +11,8 @@ Fault flags (set them on the fake, they hold until cleared unless counted):
   (EEXIST, ENETUNREACH, EPERM...), as the real Kernel reports it.
 - FakeKernel.overrun_batches = n: the next n route batches are carried out but every write of
   them goes unacknowledged (ENOBUFS, maybe_applied), as the real Kernel reports a write it could
-  not confirm after an overrun.
+  not confirm after an overrun (the kernel answers only refusals: any write of an overrun batch
+  may have had its refusal dropped, so none is known done until the table says so).
 - FakeKernel.busy_dumps = n: the next n dumps (links, routes) fail with EBUSY.
 - Netfilter.refuse = "message": every iptables-restore fails with it (exit status 1). A payload
   iptables would refuse (a rule to delete that is not there, a chain still in use) fails anyway,
@@ -116,6 +117,10 @@ class FakeKernel:
             tuple(n for _, n in sorted(self.neighbours.items()) if n.ifname in owned),
             tuple(f for _, f in sorted(self.fdb.items()) if f.ifname in owned),
         )
+
+    def dumped_digest(self, routes: tuple[Route, ...]) -> bytes | None:
+        current = tuple(self.routes[key] for key in sorted(self.routes))
+        return self.route_digest() if routes == current else None
 
     def read_sysctls(self, names: tuple[str, ...]) -> tuple[Sysctl, ...]:
         missing = [name for name in names if name not in self.sysctls]

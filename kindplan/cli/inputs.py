@@ -17,15 +17,15 @@ from kindplan.cli.options import (
     RenderArgs,
     RouteProtoOpt,
     SnapshotArg,
-    split,
 )
-from kindplan.core.model import DEFAULT_MTU, HostFacts, Snapshot
-from kindplan.core.routes import DEFAULT_ROUTE_PROTO
+from kindplan.cli.target import split
+from kindplan.core.routes import DEFAULT_MTU, DEFAULT_ROUTE_PROTO
 from kindplan.errors import InvalidInputError, Problem, UsageError
 from kindplan.status import ExitStatus
 
 if TYPE_CHECKING:
     from kindplan.core.addresses import IPNetwork
+    from kindplan.core.model import HostFacts, Snapshot
     from kindplan.inputs.sources import Input
 
 
@@ -212,6 +212,7 @@ def _rendered(args: RenderArgs) -> dict[str, str]:
         masq_backend,
         route_style_families,
     )
+    from kindplan.core.model import HostFacts
     from kindplan.core.render import render_files
 
     snap = load(args.snapshot, args.pod_subnets)

@@ -10,8 +10,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from kindplan.cli.options import (
-    DEFAULT_STATE_DIR,
-    LOCK_TIMEOUT_SECONDS,
     LockTimeoutOpt,
     NetnsOpt,
     RouteProtoOpt,
@@ -19,6 +17,7 @@ from kindplan.cli.options import (
     needs_root_here,
 )
 from kindplan.cli.planning import say_if_locked
+from kindplan.cli.target import DEFAULT_STATE_DIR, LOCK_TIMEOUT_SECONDS
 from kindplan.core.routes import DEFAULT_ROUTE_PROTO
 from kindplan.errors import RuntimeFailure
 from kindplan.status import ExitStatus

@@ -167,7 +167,7 @@ def lab_apply(
     if report is None:
         sys.stdout.write(format_plan(planned.plan))
         return ExitStatus.OK
-    say_each("applied", report.applied)
+    say_each("applied", report.applied_texts)
     for failure in report.failures:
         typer.echo(f"error: {failure}", err=True)
     return ExitStatus.OK if report.ok else ExitStatus.FAILURE

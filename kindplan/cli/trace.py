@@ -10,14 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from kindplan.cli.inputs import known_node, load
-from kindplan.cli.options import (
-    MasqBackendOpt,
-    NetnsOpt,
-    PodSubnetOpt,
-    SnapshotArg,
-    TraceArgs,
-    split,
-)
+from kindplan.cli.options import MasqBackendOpt, NetnsOpt, PodSubnetOpt, SnapshotArg, TraceArgs
+from kindplan.cli.target import split
 from kindplan.errors import UsageError
 from kindplan.status import ExitStatus
 

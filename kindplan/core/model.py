@@ -13,10 +13,8 @@ from dataclasses import dataclass, field
 from kindplan.core.addresses import IPAddress, IPNetwork, addr_order
 from kindplan.core.masq.value import MasqObserved, Masquerade
 from kindplan.core.nexthops import Nexthop
-from kindplan.core.routes import DEFAULT_ROUTE_PROTO, Route
+from kindplan.core.routes import DEFAULT_MTU, DEFAULT_ROUTE_PROTO, Route
 from kindplan.core.tunnel import FdbEntry, Neighbour, Vxlan
-
-DEFAULT_MTU = 1500
 
 
 @dataclass(frozen=True, slots=True)

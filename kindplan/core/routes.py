@@ -18,6 +18,10 @@ from kindplan.core.addresses import (
 from kindplan.core.tunnel import DEVICE_NAMES, onlink
 
 DEFAULT_ROUTE_PROTO = 75  # kindplan's own route protocol number: how it recognises its routes
+# The pods' MTU when neither the snapshot nor the command line says (model.py's default too);
+# here, beside the route protocol's, since the command line's help names both without the
+# model's 16 dataclasses (a third of `kindplan --help`'s instructions).
+DEFAULT_MTU = 1500
 # Protocol numbers the kernel and other routing software write (linux/rtnetlink.h, rt_protos):
 # kindplan deletes every stale route with its number, so it must never take one of these.
 RESERVED_ROUTE_PROTOS = frozenset(

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from ipaddress import IPv6Address, ip_network
-from typing import Any, TypeVar
+from typing import Any
 
 from kindplan.core.addresses import (
     IPAddress,
@@ -22,11 +22,10 @@ from kindplan.core.addresses import (
     parse_ip,
 )
 from kindplan.core.model import Cluster, CniSettings, HostPort, Node, Pod, Snapshot
+from kindplan.core.plainnode import by_family, not_a_gateway, plain_node, within
 from kindplan.core.schemacheck import Check, compile_schema
 from kindplan.errors import InvalidInputError, Problem
 from kindplan.resources import load_schema
-
-T = TypeVar("T", bound="IPAddress | IPNetwork")
 
 SCHEMA_FILE = "snapshot.schema.json"
 SNAPSHOT_KIND = "ClusterSnapshot"
@@ -123,49 +122,12 @@ def _all_printable(value: Any) -> bool:
     return True
 
 
-def _within(inner: IPNetwork, outer: IPNetwork) -> bool:
-    """inner is a subnet of outer (same family); cheaper than ipaddress's subnet_of."""
-    return inner.prefixlen >= outer.prefixlen and inner.network_address in outer
-
-
-def _not_a_gateway(ip: IPAddress) -> str:
-    """Why a node's InternalIP cannot be a route's gateway; "" if it can be one.
-
-    By prefix on the integer: ipaddress's is_* properties cost microseconds each, and a
-    snapshot holds 10,000 InternalIPs.
-    """
-    n = int(ip)
-    if n == 0:
-        return "unspecified"
-    # Link-local: a gateway on one link only, and kindplan's routes name no link for it.
-    if ip.version == 4:
-        if n == 0xFFFFFFFF:
-            return "the broadcast address"
-        return "link-local" if n >> 16 == 0xA9FE else _WRONG_V4.get(n >> 24, "")
-    if n >> 120 == 0xFF:
-        return "a multicast address"
-    if n >> 118 == 0x3FA:  # fe80::/10
-        return "link-local"
-    return "a loopback address" if n == 1 else ""
-
-
-# By first octet: IPv4 addresses no route goes through.
-_WRONG_V4 = {127: "a loopback address", **dict.fromkeys(range(224, 240), "a multicast address")}
-
-
 def _reserved(cidr: IPNetwork) -> tuple[IPAddress, ...]:
     """Addresses host-local never hands out: the network, its gateway and (IPv4) broadcast."""
     network = cidr.network_address
     if cidr.version == 4:
         return (network, network + 1, cidr.broadcast_address)
     return (network, network + 1)
-
-
-def _by_family(values: Sequence[T]) -> tuple[T, ...]:
-    """Addresses or networks, at most one per family, IPv4 first."""
-    if len(values) == 2 and values[0].version > values[1].version:
-        return (values[1], values[0])
-    return tuple(values)
 
 
 _start = operator.itemgetter(0, 1)  # (family, first address) of an overlap-check entry
@@ -188,8 +150,9 @@ class _Checker:
         self.subnet_paths: dict[IPNetwork, str] = {}
         self.subnet_of: dict[int, IPNetwork] = {}  # the cluster's pod subnet of each family
         self.owner_of_ip: dict[IPAddress, str] = {}  # InternalIP -> node name
-        # (family, first address, cidr, node, path) of every PodCIDR, for the overlap check
-        self.cidr_owners: list[tuple[int, int, IPNetwork, str, str]] = []
+        # (family, first address, cidr, node, the node's path, index) of every PodCIDR, for the
+        # overlap check (the PodCIDR's path is made only for a problem)
+        self.cidr_owners: list[tuple[int, int, IPNetwork, str, str, int]] = []
 
     def problem(self, path: str, what: str) -> None:
         self.problems.append(Problem(self.locate(path), what))
@@ -324,12 +287,27 @@ class _Checker:
                 )
                 continue
             names[name] = i
-            node = self._node(at, raw)
+            node = self._plain_node(at, raw)
+            if node is None:  # something to say about it: checked again, naming every place
+                node = self._node(at, raw)
             if node is not None:
                 nodes.append(node)
         self._check_overlaps(self.cidr_owners)
         self._warn_unused_subnets(nodes, cluster)
         return nodes
+
+    def _plain_node(self, at: str, raw: dict[str, Any]) -> Node | None:
+        """A node about which there is nothing to say (plainnode.py), checked without naming
+        any place; None if there is something: _node then checks it again, naming each place."""
+        plain = plain_node(raw, self.owner_of_ip, self.subnet_of, tolerant=self.tolerant)
+        if plain is None or self.subnets_doubtful:
+            return None
+        name, (ips, cidrs) = raw["name"], plain
+        for ip in ips:
+            self.owner_of_ip[ip] = name
+        for j, cidr in enumerate(cidrs):
+            self.cidr_owners.append((cidr.version, int(cidr.network_address), cidr, name, at, j))
+        return Node(name, by_family(ips), tuple(cidrs))
 
     def _node(self, at: str, raw: dict[str, Any]) -> Node | None:
         """One node, its addresses and PodCIDRs checked; None when its PodCIDRs are unusable."""
@@ -355,7 +333,7 @@ class _Checker:
         # At most one of each family (checked above). The PodCIDRs keep the node's order:
         # host-local hands out a pod's addresses in the order of its ranges, so the first
         # listed family is the pod's first IP (as with kindnetd).
-        return Node(name, _by_family(ips), tuple(usable))
+        return Node(name, by_family(ips), tuple(usable))
 
     def _pod_cidr(self, at: str, j: int, cidr: IPNetwork, name: str, ips: list[IPAddress]) -> bool:
         """Check PodCIDR `j` of node `name` against the cluster and the node's InternalIPs;
@@ -377,7 +355,7 @@ class _Checker:
                 self.warning(at, f"{what}; no {family} route to its pods")
             else:
                 self.problem(at, what)
-        self.cidr_owners.append((cidr.version, int(cidr.network_address), cidr, name, path))
+        self.cidr_owners.append((cidr.version, int(cidr.network_address), cidr, name, at, j))
         return True
 
     def _warn_unused_subnets(self, nodes: list[Node], cluster: Cluster) -> None:
@@ -407,7 +385,7 @@ class _Checker:
             ip = self.ip(path, text)
             if ip is None:
                 continue
-            unusable = _not_a_gateway(ip)
+            unusable = not_a_gateway(ip)
             if unusable:
                 self.problem(path, f"{ip} is {unusable}: no route can go through it")
                 continue
@@ -439,7 +417,7 @@ class _Checker:
             pass
         elif subnet is None:
             self.problem(path, f"{cidr} is {family} but the cluster has no {family} pod subnet")
-        elif not _within(cidr, subnet):
+        elif not within(cidr, subnet):
             self.problem(path, f"{cidr} is outside the cluster's pod subnet {subnet}")
         if cidr.prefixlen > cidr.max_prefixlen - 2:
             self.problem(
@@ -447,15 +425,15 @@ class _Checker:
                 f"{cidr} is too small for pods (it needs a gateway and at least one pod address)",
             )
 
-    def _check_overlaps(self, owners: list[tuple[int, int, IPNetwork, str, str]]) -> None:
+    def _check_overlaps(self, owners: list[tuple[int, int, IPNetwork, str, str, int]]) -> None:
         # Sorted by start address, a network overlaps an earlier one exactly when it starts
         # before the furthest end seen so far: O(n log n) for 5,000 nodes.
         owners.sort(key=_start)
         reach: tuple[int, int, IPNetwork, str] | None = None  # (version, last address, net, node)
-        for _, first, net, node, path in owners:
+        for _, first, net, node, at, j in owners:
             last = first + (1 << (net.max_prefixlen - net.prefixlen)) - 1
             if reach and reach[0] == net.version and first <= reach[1]:
-                self.problem(path, f"{net} overlaps {reach[2]} of node {reach[3]}")
+                self.problem(f"{at}.podCIDRs[{j}]", f"{net} overlaps {reach[2]} of node {reach[3]}")
             if not reach or reach[0] != net.version or last > reach[1]:
                 reach = (net.version, last, net, node)
 

@@ -8,8 +8,9 @@ and does not stop the others; the conflist is written only if the node-local plu
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, assert_never
@@ -31,7 +32,7 @@ from kindplan.core.changes import (
 from kindplan.core.masq.dialects import dialect
 from kindplan.core.nexthop_changes import AddNexthop, DelNexthop, ReplaceNexthop
 from kindplan.core.nexthops import Nexthop
-from kindplan.core.planview import describe
+from kindplan.core.planview import applied_text, describe
 from kindplan.core.routes import Route
 from kindplan.core.tunnelchanges import (
     TUNNEL_CHANGES,
@@ -47,6 +48,8 @@ from kindplan.node.files import remove_file, write_atomic
 from kindplan.node.observe import read_conflist
 
 if TYPE_CHECKING:
+    from kindplan.core.model import ObservedState
+    from kindplan.node.kernel import KernelError
     from kindplan.node.ports import IptablesPort, KernelPort
 
 T = TypeVar("T")
@@ -55,11 +58,13 @@ T = TypeVar("T")
 @dataclass
 class ApplyReport:
     applied: list[Change] = field(default_factory=list)
+    applied_texts: list[str] = field(default_factory=list)  # applied_text of each, in order
     failures: list[str] = field(default_factory=list)
     refused_peers: list[Change] = field(default_factory=list)  # peer routes the kernel refused
     # sent but never acknowledged (the socket failed): in effect or not, their undo must be kept
     maybe_applied: list[Change] = field(default_factory=list)
     residue: Plan | None = None  # what observing again still found different
+    verified: ObservedState | None = None  # the node as that last observation saw it
 
     @property
     def ok(self) -> bool:
@@ -169,7 +174,7 @@ def route_write(change: Change) -> tuple[str, Route | Nexthop] | None:
 BATCH = 1000
 
 
-def apply_plan(  # fixed on another branch
+def apply_plan(
     plan: Plan,
     kernel: KernelPort,
     iptables: IptablesPort,
@@ -180,28 +185,100 @@ def apply_plan(  # fixed on another branch
 ) -> ApplyReport:
     """Apply every change of `plan` in order. Consecutive route changes go to the kernel in
     batches; `record(batch)` runs before each batch (or other change) is made, and `stop()` is
-    asked between them: if it says so, Interrupted is raised with what was applied in `report`."""
+    asked between them: if it says so, Interrupted is raised with what was applied in `report`.
+
+    A batch of routes is sent by a worker thread (RouteWrites) while this one records the next
+    batch's undo; every other change waits for the batch in flight, and so does the return."""
     report = report if report is not None else ApplyReport()  # the caller's survives an error
+    writes = RouteWrites(kernel, report)
     plumbing_failed = False
     done = 0
-    for batch in _batches(plan.changes):
-        if stop is not None and stop():
-            raise Interrupted(f"stopped after {done} of {len(plan.changes)} changes")
-        done += len(batch)
-        if plumbing_failed and isinstance(batch[0], WriteConflist):
-            report.failures.append(
-                f"{describe(batch[0])}: not written, the changes before it failed"
-            )
-            continue
-        if record is not None:
-            record(batch)
-        if route_write(batch[0]) is not None:
-            plumbing_failed |= _write_routes(batch, kernel, report)
-        elif isinstance(batch[0], TUNNEL_CHANGES):
-            _write_tunnel(batch, kernel, report)  # the peers' path: not the node's own plumbing
-        else:
-            plumbing_failed |= not _make(batch[0], kernel, iptables, report)
+    try:
+        for batch in _batches(plan.changes):
+            if stop is not None and stop():
+                writes.wait()  # what the batch in flight did is in the report
+                raise Interrupted(f"stopped after {done} of {len(plan.changes)} changes")
+            done += len(batch)
+            routes = route_write(batch[0]) is not None
+            if not routes:
+                plumbing_failed |= writes.wait()
+            if plumbing_failed and isinstance(batch[0], WriteConflist):
+                report.failures.append(
+                    f"{describe(batch[0])}: not written, the changes before it failed"
+                )
+                continue
+            if record is not None:
+                record(batch)
+            if routes:
+                plumbing_failed |= writes.send(batch)
+            elif isinstance(batch[0], TUNNEL_CHANGES):  # the peers' path, not the node's plumbing
+                _write_tunnel(batch, kernel, report)
+            else:
+                plumbing_failed |= not _make(batch[0], kernel, iptables, report)
+    finally:
+        writes.close()  # the batch in flight finishes whatever stops the apply
     return report
+
+
+class RouteWrites:
+    """Batches of route changes, each sent by a worker thread, one batch in flight at a time.
+
+    The kernel does a batch's work inside the send system call (~0.15 s for 1,000 IPv4 routes),
+    during which Python's interpreter lock is free: apply_plan records the next batch's undo
+    meanwhile. Nothing is sent before its undo is recorded, the batches keep their order, and
+    each one's outcome is in the report once it has been waited for (send, wait, close)."""
+
+    def __init__(self, kernel: KernelPort, report: ApplyReport) -> None:
+        self._kernel, self._report = kernel, report
+        self._in_flight: tuple[Sequence[Change], _Sending, list[str]] | None = None
+
+    def send(self, batch: Sequence[Change]) -> bool:
+        """Wait for the batch in flight, then send `batch`; True if the node's own plumbing
+        failed in the batch waited for."""
+        failed = self.wait()
+        writes = [w for w in map(route_write, batch) if w is not None]
+        sending = _Sending(self._kernel, writes)
+        sending.start()
+        # The lines that will say what was applied, written while the kernel does the batch.
+        self._in_flight = (batch, sending, [applied_text(change) for change in batch])
+        return failed
+
+    def wait(self) -> bool:
+        """Wait for the batch in flight (if any) and put its outcome in the report; True if the
+        node's own plumbing failed in it."""
+        if self._in_flight is None:
+            return False
+        batch, sending, texts = self._in_flight
+        sending.join()  # a Ctrl-C here leaves it in flight: close() waits for it again
+        self._in_flight = None
+        errors = sending.outcome()  # the thread's exception, raised once
+        return _account(zip(batch, texts, strict=True), errors, self._report)
+
+    def close(self) -> None:
+        """Wait for the batch in flight, whatever stops the apply (an exception from it too)."""
+        self.wait()
+
+
+class _Sending(threading.Thread):
+    """One batch's kernel.write_routes, in a thread of its own."""
+
+    def __init__(self, kernel: KernelPort, writes: list[tuple[str, Route | Nexthop]]) -> None:
+        super().__init__(name="kindplan-routes")
+        self._kernel, self._writes = kernel, writes
+        self._errors: list[KernelError | None] = []
+        self._raised: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._errors = self._kernel.write_routes(self._writes)
+        except BaseException as e:  # raised again in the thread that waits for it
+            self._raised = e
+
+    def outcome(self) -> list[KernelError | None]:
+        self.join()
+        if self._raised is not None:
+            raise self._raised
+        return self._errors
 
 
 def _batches(changes: Sequence[Change]) -> Iterator[Sequence[Change]]:
@@ -220,13 +297,16 @@ def _batches(changes: Sequence[Change]) -> Iterator[Sequence[Change]]:
         i = j
 
 
-def _write_routes(batch: Sequence[Change], kernel: KernelPort, report: ApplyReport) -> bool:
-    """Send a batch of route changes in one go; True if the node's own plumbing failed in it."""
-    writes = [w for w in map(route_write, batch) if w is not None]
+def _account(
+    batch: Iterable[tuple[Change, str]], errors: Sequence[KernelError | None], report: ApplyReport
+) -> bool:
+    """Put a sent batch's outcome in the report (each change with its applied_text); True if the
+    node's own plumbing failed in it."""
     plumbing_failed = False
-    for change, error in zip(batch, kernel.write_routes(writes), strict=True):
+    for (change, text), error in zip(batch, errors, strict=True):
         if error is None:
             report.applied.append(change)
+            report.applied_texts.append(text)
             continue
         report.failures.append(f"{describe(change)}: {error}")
         if error.maybe_applied:
@@ -261,6 +341,7 @@ def _make(change: Change, kernel: KernelPort, iptables: IptablesPort, report: Ap
         report.failures.append(f"{describe(change)}: {e}")
         return False
     report.applied.append(change)
+    report.applied_texts.append(applied_text(change))
     return True
 
 

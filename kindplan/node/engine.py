@@ -47,6 +47,7 @@ from kindplan.node.journal import Generation, Journal, Recording
 from kindplan.node.netns import namespace_identity
 from kindplan.node.observe import (
     Where,
+    digest,
     find_uplink,
     fingerprint,
     host_facts,
@@ -190,7 +191,8 @@ def apply_planned(
     """
 
     def verify() -> Plan:  # the memo spares compiling the same snapshot again
-        plan = make_plan(snapshot, options, node.kernel, node.iptables, memo).plan
+        again = make_plan(snapshot, options, node.kernel, node.iptables, memo)
+        plan, report.verified = again.plan, again.observed
         if not held:
             return plan
         return replace(plan, changes=tuple(c for c in plan.changes if c not in held))
@@ -249,11 +251,20 @@ def conflist_left_alone(observed: ObservedState) -> str | None:
     )
 
 
-def _remember(remember: Remember, where: Where, plan: Plan, node: NodeHandles) -> None:
-    """Record a converged node (after observing it: nothing may change in between but us)."""
+def _remember(
+    remember: Remember, where: Where, plan: Plan, node: NodeHandles, seen: ObservedState | None
+) -> None:
+    """Record a converged node (after observing it: nothing may change in between but us).
+    `seen`: the observation that found it converged; its route dump is hashed now, and the node
+    is not read a second time (unless that dump is no longer the kernel's last)."""
+    routes = node.kernel.dumped_digest(seen.routes) if seen is not None else None
     record = Record(
         remember.inputs,
-        observed_digest(node.kernel, node.iptables, where),
+        (
+            observed_digest(node.kernel, node.iptables, where)
+            if seen is None or routes is None
+            else digest(seen, routes)
+        ),
         str(where.conflist),
         where.families,
         where.network,
@@ -329,7 +340,8 @@ def reconcile(
     done = Reconciled(planned, held, report, conflist_left_alone(planned.observed))
     left = planned.plan if report is None else report.residue  # what a converged apply shows
     if remember is not None and done.converged and left is not None:
-        _remember(remember, planned.where, left, node)
+        seen = planned.observed if report is None else report.verified
+        _remember(remember, planned.where, left, node, seen)
     return done
 
 

@@ -21,7 +21,7 @@ from kindplan.errors import RuntimeFailure
 from kindplan.node.netlink import Netlink
 from kindplan.node.netlink_codec import NetlinkError
 from kindplan.node.netlink_nexthops import NexthopWrite
-from kindplan.node.netlink_routes import RouteWrite
+from kindplan.node.netlink_routes import RouteWrite, route_digest
 from kindplan.node.tunnels import TunnelsSeen, read_tunnels, write_tunnel
 
 if TYPE_CHECKING:
@@ -59,6 +59,7 @@ class Kernel:
             raise _kernel_error("cannot open a netlink socket", e) from e
         self._index: dict[str, int] = {}
         self._nexthops_supported: bool | None = None  # None: not asked yet
+        self._last_read: tuple[tuple[Route, ...], list[tuple[int, bytes]]] | None = None
 
     def close(self) -> None:
         self._netlink.close()
@@ -77,10 +78,12 @@ class Kernel:
         """Unicast routes of the main table, both families (links must have been read first)."""
         names = {index: name for name, index in self._index.items()}
         try:
-            routes = self._netlink.routes(MAIN_TABLE, names)
+            routes, dumped = self._netlink.routes(MAIN_TABLE, names)
         except OSError as e:
             raise _kernel_error("netlink dump of routes failed", e) from e
-        return tuple(sorted(routes, key=ROUTE_ORDER))
+        read = tuple(sorted(routes, key=ROUTE_ORDER))
+        self._last_read = (read, dumped)
+        return read
 
     def route_digest(self) -> bytes:
         """A digest of the main table and the nexthop objects its routes may use, as dumped
@@ -120,6 +123,13 @@ class Kernel:
             return read_tunnels(self._netlink, self._index)
         except OSError as e:
             raise _kernel_error("netlink dump of the tunnel failed", e) from e
+
+    def dumped_digest(self, routes: tuple[Route, ...]) -> bytes | None:
+        """The digest route_digest would give for the dump `routes` came from (the same tuple
+        read_routes returned last), hashed only now: None for any other."""
+        if self._last_read is None or self._last_read[0] is not routes:
+            return None
+        return route_digest(self._last_read[1])
 
     def read_sysctls(self, names: tuple[str, ...]) -> tuple[Sysctl, ...]:
         try:

@@ -3,14 +3,20 @@ path kindplan uses (links, addresses, routes) goes through Netlink; what the mes
 netlink_links.py and netlink_routes.py, the wire format in netlink_codec.py.
 
 Dumps ask the kernel to filter by table (strict checking); writes go out in batches of messages
-over one socket, each with its own sequence number and acknowledgement, so every error still maps
-to its route.
+over one socket, each with its own sequence number, so every error still maps to its route. A
+write asks for no acknowledgement: the kernel answers only those it refuses (an NLMSG_ERROR
+carrying the write's sequence number). Each batch ends with a barrier, a no-op request that does
+ask for one: the kernel handles a send's messages in order, so once the barrier is answered every
+refusal of the batch is in, and a write without one is done. That spares the kernel 10,000
+acknowledgements and kindplan reading them (one recv each) at 5,000 dual-stack nodes.
 
 Hazards this module guards against:
-- The kernel queues each acknowledgement in the socket's receive buffer and drops it (the next
-  recv fails with ENOBUFS) when the buffer is full: on a stock node (net.core.rmem_max 212992)
-  the buffer holds 512 of them. Batches are sized to the buffer the kernel granted; an overrun
-  anyway is drained and reported per write as "no acknowledgement" (maybe applied), never raised.
+- The kernel queues each answer in the socket's receive buffer and drops it (the next recv
+  fails with ENOBUFS) when the buffer is full: on a stock node (net.core.rmem_max 212992) the
+  buffer holds 512 of them. Batches are sized to the buffer the kernel granted, as if every write
+  were refused; an overrun anyway is drained, and every write of the batch that has no answer is
+  reported as "no acknowledgement" (maybe applied: its refusal may be among the dropped), never
+  raised. So is every write without an answer when the socket fails before the barrier's.
 - A dump that a concurrent change interrupts (NLM_F_DUMP_INTR) may miss or repeat entries: it is
   done again, a bounded number of times. An error in NLMSG_DONE fails the dump.
 - An acknowledgement counts only for the sequence number it carries (a stale one is ignored); a
@@ -37,6 +43,7 @@ from kindplan.node.netlink_codec import (
     HEADER,
     I32,
     NLMSG_ERROR,
+    NLMSG_NOOP,
     NetlinkError,
     dump_answers,
     error,
@@ -129,7 +136,8 @@ class Netlink:
         self._sock: Socket = sock if sock is not None else open_socket()
         self._timeout = timeout
         self._sock.settimeout(timeout)
-        # Acknowledgements of one batch must all fit the receive buffer the kernel granted.
+        # The answers of one batch (at worst every write refused) must all fit the receive buffer
+        # the kernel granted.
         granted = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         self.batch = max(1, min(BATCH_MAX, granted // ACK_COST))
         self._seq = 0
@@ -223,9 +231,13 @@ class Netlink:
         v4, v6 = (self.dump(RTM_GETROUTE, dump_request(family, table)) for family in _FAMILIES)
         return v4 + v6
 
-    def routes(self, table: int, names: dict[int, str]) -> list[Route]:
-        """Unicast routes of `table`, both families; the kernel filters by table."""
-        return self._routes.routes(self._route_dumps(table), table, names)
+    def routes(
+        self, table: int, names: dict[int, str]
+    ) -> tuple[list[Route], list[tuple[int, bytes]]]:
+        """Unicast routes of `table`, both families (the kernel filters by table), and the
+        dump's answers they were parsed from (route_digest makes the same digest of them)."""
+        dumped = self._route_dumps(table)
+        return self._routes.routes(dumped, table, names), dumped
 
     def route_digest(self, table: int) -> bytes:
         """A digest of the table's routes as the kernel dumps them (no parse; the converged fast
@@ -317,7 +329,7 @@ class Netlink:
     def write_address(self, verb: str, index: int, address: IPAddress, prefixlen: int) -> None:
         """Add ("add": fails if it exists) or delete ("del") an address on link `index`."""
         kind, flags, body = address_request(verb, index, address, prefixlen)
-        seq, message = self._message(kind, F_REQUEST | F_ACK | flags, body)
+        seq, message = self._message(kind, F_REQUEST | flags, body)
         results: list[NetlinkError | None] = [None]
         self._request(message, seq, results, 0, 1)
         if results[0] is not None:
@@ -326,16 +338,18 @@ class Netlink:
     def _request(
         self, payload: bytes, first: int, results: list[NetlinkError | None], at: int, count: int
     ) -> bool:
-        """Send `count` requests (sequence numbers from `first`) and put the error of each in
-        `results` from `at`. False if the socket failed: what was not acknowledged then, and
-        every later write, has an error saying so."""
+        """Send `count` requests (sequence numbers from `first`, none asking for an
+        acknowledgement) and a barrier after them; put the error of each in `results` from `at`.
+        False if the socket failed: what was not answered then may have been done, and every
+        later write has an error saying it was not sent."""
+        barrier, message = self._message(NLMSG_NOOP, F_REQUEST | F_ACK, b"")
         try:
-            self._sock.send(payload)
+            self._sock.send(payload + message)
         except OSError as e:
             _fail(results, at, e.errno or errno.EIO, f"not sent: {e.strerror or e}")
             return False
         try:
-            overrun = self._acks(first, count, results, at)
+            overrun = self._answers(range(first, first + count), barrier, results, at)
         except OSError as e:
             unanswered = [i for i in range(at, at + count) if results[i] is _PENDING]
             reason = f"no acknowledgement: {e}"
@@ -347,34 +361,35 @@ class Netlink:
             self.batch = max(1, self.batch // 2)
         return True
 
-    def _acks(self, first: int, count: int, results: list[NetlinkError | None], at: int) -> bool:
-        """Read the acknowledgement of each of `count` requests (sequence numbers from `first`)
-        into `results` from `at`. True if the receive buffer overran: the acknowledgements it
-        dropped are marked as missing (the write may or may not have happened)."""
+    def _answers(
+        self, seqs: range, barrier: int, results: list[NetlinkError | None], at: int
+    ) -> bool:
+        """Read the answers to the requests of sequence numbers `seqs` up to the barrier's,
+        into `results` from `at`: a refusal is its error, no answer is done. True if
+        the receive buffer overran: then any answer may have been dropped, so every write
+        without one is marked as missing (it may or may not have happened)."""
+        count = len(seqs)
         results[at : at + count] = [_PENDING] * count
-        waiting = count
-        overrun = False
-        while waiting:
-            if overrun:
-                chunks = list(self._drain())  # everything the kernel will send is queued now
-            else:
-                try:
-                    chunks = [self._recv()]
-                except NetlinkError as e:
-                    if e.errno != errno.ENOBUFS:
-                        raise
-                    overrun = True
-                    continue
-            for data in chunks:
-                waiting -= _read_acks(data, first, count, results, at)
-            if overrun and waiting:
+        while True:
+            try:
+                data = self._recv()
+            except NetlinkError as e:
+                if e.errno != errno.ENOBUFS:
+                    raise
+                for chunk in self._drain():  # everything the kernel will send is queued now
+                    _read_answers(chunk, seqs, barrier, results, at)
                 _unacknowledged(results, at, count)
+                return True
+            if _read_answers(data, seqs, barrier, results, at):
                 break
-        return overrun
+        for i in range(at, at + count):
+            if results[i] is _PENDING:
+                results[i] = None
+        return False
 
 
-# Placeholders in a results list: a request sent and not yet acknowledged, and one whose
-# acknowledgement the kernel dropped on a full receive buffer.
+# Placeholders in a results list: a request sent and not yet answered, and one whose answer the
+# kernel may have dropped on a full receive buffer.
 _PENDING = NetlinkError(errno.EINPROGRESS, "sent, waiting for its acknowledgement")
 _UNACKNOWLEDGED = NetlinkError(
     errno.ENOBUFS,
@@ -383,22 +398,27 @@ _UNACKNOWLEDGED = NetlinkError(
 )
 
 
-def _read_acks(
-    data: bytes, first: int, count: int, results: list[NetlinkError | None], at: int
-) -> int:
-    """Put the acknowledgements in `data` of requests still waiting (sequence numbers `first`
-    to `first + count`) into `results` from `at`: how many there were."""
-    acknowledged = 0
-    size, code_at, pending = HEADER.size, I32.unpack_from, _PENDING  # the loop's, per write
+def _read_answers(
+    data: bytes, seqs: range, barrier: int, results: list[NetlinkError | None], at: int
+) -> bool:
+    """Put the answers in `data` to requests still waiting (sequence numbers `seqs`) into
+    `results` from `at`; whether the barrier's answer was among them."""
+    size, code_at, pending = HEADER.size, I32.unpack_from, _PENDING
+    first, count = seqs.start, len(seqs)
+    passed = False
     for offset, length, kind, flags, seq in messages(data):
+        if kind != NLMSG_ERROR:
+            continue
+        if seq == barrier:
+            passed = True
+            continue
         k = seq - first
-        if kind == NLMSG_ERROR and 0 <= k < count and results[at + k] is pending:
+        if 0 <= k < count and results[at + k] is pending:
             if length < size + 4:  # no room for the error code
                 raise malformed(data, offset, length)
             ok = not code_at(data, offset + size)[0]
             results[at + k] = None if ok else error(data, offset, length, kind, flags)
-            acknowledged += 1
-    return acknowledged
+    return passed
 
 
 def _unacknowledged(results: list[NetlinkError | None], at: int, count: int) -> None:

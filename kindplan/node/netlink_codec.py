@@ -18,7 +18,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 from kindplan.core.addresses import IPAddress
 
-NLMSG_ERROR, NLMSG_DONE, NLMSG_MIN_TYPE = 2, 3, 16  # types below 16 are control messages
+NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE, NLMSG_MIN_TYPE = 1, 2, 3, 16  # below 16: control messages
 F_REQUEST, F_MULTI, F_ACK, F_DUMP_INTR, F_DUMP = 0x1, 0x2, 0x4, 0x10, 0x300
 F_REPLACE, F_EXCL, F_CREATE = 0x100, 0x200, 0x400  # of a request that makes something
 F_CAPPED, F_ACK_TLVS = 0x100, 0x200  # of an acknowledgement

@@ -14,7 +14,6 @@ from typing import NamedTuple
 
 from kindplan.core.nexthops import Nexthop
 from kindplan.node.netlink_codec import (
-    F_ACK,
     F_CREATE,
     F_EXCL,
     F_REPLACE,
@@ -61,9 +60,9 @@ def nexthop_message(write: NexthopWrite, seq: int) -> bytes:
     """The whole netlink message for one object write, with sequence number `seq`."""
     nexthop = write.nexthop
     if write.verb == "del":
-        fields = (_DEL_NEXTHOP.size, RTM_DELNEXTHOP, F_REQUEST | F_ACK, seq, 0, 0, 0, 0, 0, 0)
+        fields = (_DEL_NEXTHOP.size, RTM_DELNEXTHOP, F_REQUEST, seq, 0, 0, 0, 0, 0, 0)
         return _DEL_NEXTHOP.pack(*fields, 8, NHA_ID, nexthop.id)
-    flags = F_REQUEST | F_ACK | F_CREATE | (F_REPLACE if write.verb == "replace" else F_EXCL)
+    flags = F_REQUEST | F_CREATE | (F_REPLACE if write.verb == "replace" else F_EXCL)
     if nexthop.gateway is None:  # never kindplan's own: a device-only object
         body = _NHMSG.pack(_FAMILY[nexthop.version], 0, nexthop.proto, 0, 0)
         body += attr(NHA_ID, U32.pack(nexthop.id)) + attr(NHA_OIF, U32.pack(write.ifindex))
@@ -98,7 +97,7 @@ def _nhid_route_message(write: RouteWrite, seq: int) -> bytes:
     route = write.route
     dst = route.dst.network_address.packed
     layout = _NHID_ROUTE[len(dst)]
-    flags = F_REQUEST | F_ACK | F_CREATE | (F_REPLACE if write.verb == "replace" else F_EXCL)
+    flags = F_REQUEST | F_CREATE | (F_REPLACE if write.verb == "replace" else F_EXCL)
     table = route.table if route.table < 256 else 252  # RT_TABLE_COMPAT; RTA_TABLE says which
     family = socket.AF_INET if len(dst) == 4 else socket.AF_INET6
     return layout.pack(

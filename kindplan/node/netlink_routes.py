@@ -21,7 +21,6 @@ from kindplan.core.addresses import IPAddress, IPNetwork
 from kindplan.core.routes import NextHop, Route, RouteSpecial
 from kindplan.node.netlink_codec import (
     ATTR,
-    F_ACK,
     F_CREATE,
     F_EXCL,
     F_REPLACE,
@@ -133,7 +132,8 @@ _REQUESTS = {
 
 
 def route_message(write: RouteWrite, seq: int) -> bytes:
-    """The whole netlink message for one route write, with sequence number `seq`."""
+    """The whole netlink message for one route write, with sequence number `seq`: without
+    NLM_F_ACK (the kernel answers only a refusal; netlink.py ends each batch with a barrier)."""
     route, verb = write.route, write.verb
     if not route.plain:
         return _general_route_message(write, seq)
@@ -141,11 +141,11 @@ def route_message(write: RouteWrite, seq: int) -> bytes:
     size = len(dst)
     table = route.table if route.table < 256 else 252  # RT_TABLE_COMPAT; RTA_TABLE says which
     if verb == "del":
-        kind, flags = RTM_DELROUTE, F_REQUEST | F_ACK
+        kind, flags = RTM_DELROUTE, F_REQUEST
         scope, rtype = 255, 0  # RT_SCOPE_NOWHERE and RTN_UNSPEC: match any, by key
     else:
         kind = RTM_NEWROUTE
-        flags = F_REQUEST | F_ACK | F_CREATE | (F_REPLACE if verb == "replace" else F_EXCL)
+        flags = F_REQUEST | F_CREATE | (F_REPLACE if verb == "replace" else F_EXCL)
         scope, rtype = SCOPE_NUMBERS[route.scope], RTN_UNICAST
     gateway = route.gateway.packed if route.gateway is not None and verb != "del" else None
     request = _REQUESTS[(size, verb == "del", gateway is not None)]
@@ -178,11 +178,11 @@ def _general_route_message(write: RouteWrite, seq: int) -> bytes:
     route, verb = write.route, write.verb
     dst = route.dst.network_address.packed
     if verb == "del":
-        kind, flags = RTM_DELROUTE, F_REQUEST | F_ACK
+        kind, flags = RTM_DELROUTE, F_REQUEST
         scope, rtype = 255, 0
     else:
         kind = RTM_NEWROUTE
-        flags = F_REQUEST | F_ACK | F_CREATE | (F_REPLACE if verb == "replace" else F_EXCL)
+        flags = F_REQUEST | F_CREATE | (F_REPLACE if verb == "replace" else F_EXCL)
         scope, rtype = SCOPE_NUMBERS.get(route.scope, 0), RTN_NUMBERS[route.kind]
     table = route.table if route.table < 256 else 252
     body = _RTMSG.pack(

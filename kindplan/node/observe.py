@@ -16,7 +16,6 @@ from kindplan.core.addresses import IPAddress, IPNetwork
 from kindplan.core.compiler import FORWARDING_SYSCTLS
 from kindplan.core.masq.value import MasqObserved
 from kindplan.core.model import (
-    DEFAULT_MTU,
     HostFacts,
     Link,
     Node,
@@ -26,7 +25,7 @@ from kindplan.core.model import (
     Snapshot,
 )
 from kindplan.core.nexthops import Nexthop
-from kindplan.core.routes import Route
+from kindplan.core.routes import DEFAULT_MTU, Route
 from kindplan.errors import RuntimeFailure
 from kindplan.node.cnicache import read_cni_cache
 from kindplan.node.files import read_regular

@@ -50,6 +50,11 @@ class KernelPort(Protocol):
         that is not there is None."""
         ...
 
+    def dumped_digest(self, routes: tuple[Route, ...]) -> bytes | None:
+        """route_digest of the dump that `routes` came from, if it is what read_routes returned
+        last (the converged record's digest, without dumping the table again); else None."""
+        ...
+
     def read_sysctls(self, names: tuple[str, ...]) -> tuple[Sysctl, ...]: ...
 
     def set_sysctl(self, name: str, value: str) -> None:

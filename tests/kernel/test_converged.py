@@ -6,6 +6,9 @@ must turn the fast path off, and the next apply (the full path) must repair the 
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -126,3 +129,57 @@ def test_a_broken_record_is_ignored_and_written_again(seed_worker2: Node, broken
     again = seed_worker2.apply()
     assert (again.returncode, again.stdout, again.stderr) == (0, "No changes.\n", "")
     assert fast_path_taken(seed_worker2), "the full path wrote a usable record again"
+
+
+def _run(code: str, *argv: str) -> tuple[int, str, str, list[str]]:
+    """(exit status, stdout, stderr, modules loaded) of `code`'s main(argv) in a fresh process."""
+    wrapper = (
+        "import json, sys\n"
+        f"{code}\n"
+        "status = main(sys.argv[1:])\n"
+        "sys.stderr.write('MODULES ' + json.dumps(sorted(sys.modules)))\n"
+        "sys.exit(status)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", wrapper, *argv], capture_output=True, text=True, check=False
+    )
+    stderr, _, modules = done.stderr.rpartition("MODULES ")
+    return done.returncode, done.stdout, stderr, json.loads(modules)
+
+
+def _forms(node: Node) -> dict[str, list[str]]:
+    """One apply command line written three ways typer takes alike."""
+    flags = {"--node": node.name, "--netns": node.ns, "--conf-dir": str(node.tmp / "cni")}
+    flags["--state-dir"] = str(node.tmp / "state")
+    words = [word for flag, value in flags.items() for word in (flag, value)]
+    snapshot = str(node.snapshot)
+    return {
+        "as given": [snapshot, *words],
+        "--flag=value": [snapshot, *(f"{flag}={value}" for flag, value in flags.items())],
+        "snapshot last": [*words, snapshot],
+    }
+
+
+@pytest.mark.parametrize("form", ["as given", "--flag=value", "snapshot last"])
+def test_a_converged_apply_is_answered_before_typer_is_loaded(
+    seed_worker2: Node, form: str
+) -> None:
+    """The same answer as the typer program's own converged check, without importing typer."""
+    assert seed_worker2.apply().returncode == 0
+    argv = ["apply", *_forms(seed_worker2)[form]]
+    quick = _run("from kindplan.cli import main", *argv)
+    typer_program = _run("from kindplan.cli.program import main", *argv)
+    assert quick[:3] == typer_program[:3] == (0, "No changes.\n", "")
+    assert "typer" not in quick[3] and "kindplan.cli.program" not in quick[3]
+    assert "jinja2" not in quick[3]  # rendering the conflist is for an apply that changes it
+    assert "typer" in typer_program[3]
+
+
+def test_anything_but_a_converged_node_goes_the_usual_way(seed_worker2: Node) -> None:
+    node = seed_worker2
+    assert node.apply().returncode == 0
+    DRIFTS["peer route deleted"](node)
+    argv = ["apply", *node.args(None), "--state-dir", str(node.tmp / "state")]
+    repaired = _run("from kindplan.cli import main", *argv)
+    assert repaired[0] == 0 and "applied: added route 10.244.0.0/24" in repaired[1]
+    assert "kindplan.cli.program" in repaired[3]

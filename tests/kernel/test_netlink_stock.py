@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from shell import sh
 
 from kindplan.core.compiler import compile_desired
 from kindplan.core.model import HostFacts, Options
+from kindplan.core.routes import Route
 from kindplan.node import netlink
 from kindplan.node.engine import apply_planned, make_plan
 from kindplan.node.iptables import Iptables, detect_backend
@@ -85,18 +87,26 @@ def test_first_apply_of_5000_dual_stack_nodes_with_a_stock_receive_buffer(
 
 
 def test_an_overrun_receive_buffer_is_drained_and_the_writes_go_on(netns: str) -> None:
-    """Batches larger than the stock buffer holds acks for (as when others share it): the
-    kernel drops acknowledgements, kindplan reads the table again, sends what is missing, and
-    every write ends done, with no error."""
+    """Batches larger than the stock buffer holds answers for, and most writes answered: the
+    deletes of routes that are gone already (ESRCH, nothing left to delete: not an error). The
+    kernel drops answers, kindplan reads the table again, sends what is missing, and every write
+    ends done, with no error."""
     build_node(netns, ["198.18.0.10/15"], [])
     desired = compile_desired(load(cluster_doc(1200)), "node-0000", HostFacts())
+    gone = [
+        Route(ip_network(f"10.250.{i % 256}.{i // 256 * 4}/30"), "eth0", None, proto=75)
+        for i in range(2 * len(desired.routes))
+    ]
+    writes = [("add", route) for route in desired.routes]
+    for k in range(len(desired.routes)):  # two deletes before each add: 667 answers a batch
+        writes[k * 3 : k * 3] = [("del", gone[2 * k]), ("del", gone[2 * k + 1])]
     with enter_netns(netns):
         nl = stock_netlink()
-        nl.batch = 1000  # twice what fits: 512 acknowledgements fill 425,984 bytes
+        nl.batch = 1000  # 512 answers fill 425,984 bytes
         kernel = Kernel(nl)
         try:
             kernel.read_links()
-            results = kernel.write_routes([("add", route) for route in desired.routes])
+            results = kernel.write_routes(writes)
         finally:
             kernel.close()
     assert [str(error) for error in results if error is not None] == []

@@ -42,7 +42,7 @@ def test_route_reads_are_reused_only_while_the_kernel_says_the_same(netns: str) 
             index = next(r for r in changed if str(r.dst) == "192.0.2.0/24")
             names = {i: n for n, i in kernel._index.items()}
             renamed = {i: ("other" if n == "d0" else n) for i, n in names.items()}
-            again = kernel._netlink.routes(MAIN_TABLE, renamed)
+            again, _ = kernel._netlink.routes(MAIN_TABLE, renamed)
             assert {r.ifname for r in again if str(r.dst) == "192.0.2.0/24"} == {"other"}
             assert index.ifname == "d0"
         finally:

@@ -5,9 +5,11 @@ tests/kernel holds the same stories against the real kernel)."""
 from __future__ import annotations
 
 import errno
+import threading
 from collections.abc import Sequence
 from ipaddress import ip_address, ip_network
 from pathlib import Path
+from typing import cast
 
 import pytest
 from fakes import FakeNode, seed_worker2
@@ -16,7 +18,7 @@ from kindplan.core.changes import AddRoute, Change, DelRoute, Plan, RemoveMasque
 from kindplan.core.masq.iptables import parse_nat, restore_payload
 from kindplan.core.masq.value import wanted
 from kindplan.core.model import Options, Snapshot
-from kindplan.core.planview import describe, plan_to_json
+from kindplan.core.planview import applied_text, describe, plan_to_json
 from kindplan.core.routes import Route
 from kindplan.errors import Interrupted, RuntimeFailure
 from kindplan.inputs.files import load_snapshot
@@ -214,17 +216,64 @@ def peer_routes(count: int) -> list[Change]:
     ]
 
 
-def test_route_changes_go_in_batches_each_recorded_before_it_is_sent(node: FakeNode) -> None:
+def test_route_changes_go_in_batches_each_recorded_before_it_is_sent(
+    node: FakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
     changes = peer_routes(2 * BATCH + 500)
-    sent_before: list[int] = []
+    recorded: list[Sequence[Change]] = []
+    sent: list[tuple[int, bool]] = []  # batches recorded by then, and whether this one was last
+    write_routes = node.kernel.write_routes
+
+    def sending(writes: Sequence[tuple[str, Route]]) -> list[KernelError | None]:
+        last = [w[1] for w in writes] == [cast(AddRoute, c).route for c in recorded[-1]]
+        sent.append((len(recorded), last))
+        return write_routes(writes)
+
+    monkeypatch.setattr(node.kernel, "write_routes", sending)
+    report = apply_plan(
+        Plan("n", tuple(changes)), node.kernel, node.iptables, record=recorded.append
+    )
+    assert node.kernel.batches == [BATCH, BATCH, 500]
+    assert sent == [(1, True), (2, True), (3, True)]
+    assert report.applied == changes and report.failures == []
+
+
+def test_the_next_batch_is_recorded_while_one_is_in_flight(
+    node: FakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel takes its time in the send; the undo of the next batch is written meanwhile
+    (a batch waits here until the next one was recorded: one after the other, it would never)."""
+    changes = peer_routes(2 * BATCH)
+    recorded: list[Sequence[Change]] = []
+    next_recorded = threading.Event()
+    write_routes = node.kernel.write_routes
+
+    def slow(writes: Sequence[tuple[str, Route]]) -> list[KernelError | None]:
+        if len(recorded) == 1:
+            assert next_recorded.wait(timeout=5), "the next batch was not recorded meanwhile"
+        return write_routes(writes)
 
     def record(batch: Sequence[Change]) -> None:
-        sent_before.append(len(node.kernel.writes))
+        recorded.append(batch)
+        if len(recorded) == 2:
+            next_recorded.set()
 
+    monkeypatch.setattr(node.kernel, "write_routes", slow)
     report = apply_plan(Plan("n", tuple(changes)), node.kernel, node.iptables, record=record)
-    assert node.kernel.batches == [BATCH, BATCH, 500]
-    assert sent_before == [0, BATCH, 2 * BATCH]
-    assert report.applied == changes and report.failures == []
+    assert report.applied == changes and node.kernel.batches == [BATCH, BATCH]
+
+
+def test_an_error_in_a_batch_in_flight_stops_the_apply_in_the_caller(
+    node: FakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception the worker thread meets is raised by apply_plan, once, after the batch."""
+
+    def broken(writes: Sequence[tuple[str, Route]]) -> list[KernelError | None]:
+        raise RuntimeFailure("the socket is gone")
+
+    monkeypatch.setattr(node.kernel, "write_routes", broken)
+    with pytest.raises(RuntimeFailure, match="the socket is gone"):
+        apply_plan(Plan("n", tuple(peer_routes(3))), node.kernel, node.iptables)
 
 
 def test_a_refusal_inside_a_batch_does_not_stop_the_others(node: FakeNode) -> None:
@@ -234,6 +283,8 @@ def test_a_refusal_inside_a_batch_does_not_stop_the_others(node: FakeNode) -> No
     assert report.applied == changes[:2] + changes[3:]
     assert report.refused_peers == [changes[2]]
     assert report.failures == [f"{describe(changes[2])}: File exists"]
+    # the applied lines, written while the batch was in flight: those of the changes made
+    assert report.applied_texts == [applied_text(c) for c in report.applied]
 
 
 def test_a_chain_in_the_backend_no_longer_used_is_removed_there_only(node: FakeNode) -> None:
@@ -244,6 +295,7 @@ def test_a_chain_in_the_backend_no_longer_used_is_removed_there_only(node: FakeN
     remove = RemoveMasquerade(4, chain, 1, variant="legacy")
     report = apply_plan(Plan("n", (remove,)), node.kernel, node.iptables)
     assert report.failures == []
+    assert report.applied_texts == [applied_text(remove)]
     assert parse_nat(4, legacy.save_nat(4)).masq is None
     assert parse_nat(4, node.iptables.save_nat(4)).masq == chain
 

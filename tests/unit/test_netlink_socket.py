@@ -190,34 +190,38 @@ def sent_seqs(sock: FakeSocket) -> Iterator[list[int]]:
 
 
 def test_batches_are_sized_to_the_granted_receive_buffer() -> None:
+    """Each batch ends with its barrier (the one request asking for an acknowledgement): with
+    every write done, the barriers' acks are all the kernel sends."""
     count = 500
     per_batch = STOCK_GRANTED // netlink.ACK_COST
-    script: list[bytes | OSError] = []
-    for first in range(1, count + 1, per_batch):
-        script.append(b"".join(ack(s) for s in range(first, min(first + per_batch, count + 1))))
-    sock = FakeSocket(script)
+    barriers = [209, 418, 503]  # after writes 1-208, 210-417, 419-502
+    sock = FakeSocket([ack(seq) for seq in barriers])
     nl = netlink.Netlink(sock)
-    assert nl.batch == per_batch  # 208: the acks of a batch take at most half the buffer
+    assert nl.batch == per_batch  # 208: the answers of a batch take at most half the buffer
     assert nl.write_routes(writes(count)) == [None] * count
-    assert [len(s) for s in sent_seqs(sock)] == [208, 208, 84]
+    assert [len(s) for s in sent_seqs(sock)] == [209, 209, 85]
+    assert [s[-1] for s in sent_seqs(sock)] == barriers
     big = netlink.Netlink(FakeSocket([], rcvbuf=8 << 20))
     assert big.batch == netlink.BATCH_MAX
 
 
-def test_a_real_socket_clamped_to_the_stock_size_gets_small_batches() -> None:
-    sock = netlink.open_socket()
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 212_992)  # stock rmem_max
-        assert netlink.Netlink(sock).batch == STOCK_GRANTED // netlink.ACK_COST
-    finally:
-        sock.close()
+def test_only_the_barrier_asks_for_an_acknowledgement() -> None:
+    sock = FakeSocket([ack(4)])
+    assert netlink.Netlink(sock).write_routes(writes(3)) == [None] * 3
+    [sent] = sock.sent
+    requests = list(codec.messages(sent))
+    assert [(kind, bool(flags & codec.F_ACK)) for _, _, kind, flags, _ in requests] == [
+        *[(routemsg.RTM_NEWROUTE, False)] * 3,
+        (codec.NLMSG_NOOP, True),
+    ]
 
 
-def test_acks_are_matched_by_sequence_number() -> None:
-    """Out of order, interleaved with a stale ack of an earlier request, an error with the
-    kernel's text: each lands on its own write."""
+def test_answers_are_matched_by_sequence_number() -> None:
+    """Refusals out of order, a stale answer to an earlier request, an ack a kernel may send
+    all the same: each lands on its own write; a write without an answer is done once the
+    barrier's ack came."""
     refused = ack(2, errno.ENETUNREACH, "Nexthop has invalid gateway")
-    sock = FakeSocket([ack(3) + ack(99) + refused, ack(0, errno.EEXIST) + ack(1)])
+    sock = FakeSocket([ack(3) + ack(99) + refused, ack(0, errno.EEXIST) + ack(4)])
     results = netlink.Netlink(sock).write_routes(writes(3))
     assert results[0] is None and results[2] is None
     error = results[1]
@@ -226,36 +230,52 @@ def test_acks_are_matched_by_sequence_number() -> None:
     assert not error.maybe_applied
 
 
-def test_enobufs_drains_and_marks_the_unacknowledged_writes() -> None:
-    """The kernel dropped the acks of writes 3 and 4 (buffer full): the acks queued before are
-    drained, the two are "maybe applied", later batches go out smaller, nothing is raised."""
+def test_an_error_before_the_barrier_in_another_recv_is_still_counted() -> None:
+    """The refusal and the barrier's ack come in separate reads: the write is still refused."""
+    sock = FakeSocket([ack(1, errno.EEXIST), ack(2, errno.ENETUNREACH), ack(3)])
+    results = netlink.Netlink(sock).write_routes(writes(2))
+    assert [r.errno if r else None for r in results] == [errno.EEXIST, errno.ENETUNREACH]
+
+
+def test_enobufs_drains_and_marks_every_unanswered_write() -> None:
+    """The kernel dropped answers (buffer full): the refusal read before stays, the answers
+    queued are drained, and every other write of the batch is "maybe applied" (a dropped answer
+    may have been its refusal), even though the barrier's ack came; later batches go out
+    smaller, nothing is raised."""
     enobufs = OSError(errno.ENOBUFS, "No buffer space available")
-    sock = FakeSocket([ack(1), enobufs, ack(2) + ack(5)])
+    refused = ack(2, errno.ENETUNREACH)
+    sock = FakeSocket([refused, enobufs, ack(4, errno.EEXIST) + ack(6)])
     nl = netlink.Netlink(sock)
     nl.batch = 5
     results = nl.write_routes(writes(5))
-    assert [r is None for r in results] == [True, True, False, False, True]
-    for unacked in results[2:4]:
-        assert unacked is not None and unacked.errno == errno.ENOBUFS and unacked.maybe_applied
+    codes = [(r.errno, r.maybe_applied) if r else None for r in results]
+    unanswered = (errno.ENOBUFS, True)
+    assert codes == [
+        unanswered,
+        (errno.ENETUNREACH, False),
+        unanswered,
+        (errno.EEXIST, False),
+        unanswered,
+    ]
     assert nl.batch == 2
 
 
 def test_a_socket_failure_mid_batch_says_what_was_sent() -> None:
-    """Acks of the first batch, then silence: its unacknowledged writes may have happened, the
-    next batch was never sent."""
-    sock = FakeSocket([ack(1)])
+    """The first batch's barrier answered, then silence: the second batch's writes may have
+    happened (no answer says they were refused), the third was never sent."""
+    sock = FakeSocket([ack(2)])
     nl = netlink.Netlink(sock, timeout=0.1)
-    nl.batch = 2
-    results = nl.write_routes(writes(4))
+    nl.batch = 1
+    results = nl.write_routes(writes(3))
     assert results[0] is None
     second, third = results[1], results[2]
     assert second is not None and second.maybe_applied and second.errno == errno.ETIMEDOUT
     assert third is not None and not third.maybe_applied and "not sent" in str(third)
-    assert len(sock.sent) == 1
+    assert len(sock.sent) == 2
 
 
 def test_kernel_write_results_are_kernel_errors_with_errno() -> None:
-    sock = FakeSocket([ack(1, errno.ENETUNREACH, "Nexthop has invalid gateway")])
+    sock = FakeSocket([ack(1, errno.ENETUNREACH, "Nexthop has invalid gateway") + ack(2)])
     kernel = Kernel(netlink.Netlink(sock))
     kernel._index = {"eth0": 2}
     route = Route(ip_network("10.244.1.0/24"), "eth0", ip_address("203.0.113.1"))

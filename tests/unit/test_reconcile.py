@@ -28,6 +28,7 @@ from kindplan.node import engine
 from kindplan.node.converged import Remember, load_record
 from kindplan.node.engine import Reconciled, apply_opened, make_plan, reconcile
 from kindplan.node.journal import Journal
+from kindplan.node.observe import observed_digest
 from kindplan.node.ports import NodeHandles
 from kindplan.node.saved import SavedPlan
 
@@ -170,6 +171,43 @@ def test_a_converged_node_is_remembered_with_the_callers_text_a_held_one_is_not(
     held = reconcile(shrunk, opts, handles(node), steps=(step,), remember=remember)
     assert len(held.held) == 2 and held.report is None and not held.converged
     assert not remember.path.exists()
+
+
+def test_the_record_of_a_convergence_is_the_verifications_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node is read once after an apply (the verification), and the record's digest is that
+    reading's: the same digest a fresh reading gives, without reading the node again."""
+    node, opts = seed_worker2(), options(tmp_path, "cni")
+    remember = Remember(tmp_path / "converged.json", "inputs", "", lambda plan: "")
+    reads: list[str] = []
+    read_links = node.kernel.read_links
+    monkeypatch.setattr(node.kernel, "read_links", lambda: reads.append("links") or read_links())
+    done = reconcile(snapshot_of(SEED), opts, handles(node), remember=remember)
+    assert done.converged and done.report is not None and done.report.verified is not None
+    assert reads == ["links", "links"]  # to plan, to verify: not a third time to record
+    record = load_record(remember.path)
+    where = engine.observe_where(snapshot_of(SEED), opts)
+    assert record is not None
+    assert record.observed == observed_digest(node.kernel, node.iptables, where)
+
+
+def test_a_reading_that_is_no_longer_the_last_dump_is_not_recorded_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the kernel cannot vouch for the verification's dump, the node is read again."""
+    node, opts = seed_worker2(), options(tmp_path, "cni")
+    remember = Remember(tmp_path / "converged.json", "inputs", "", lambda plan: "")
+    monkeypatch.setattr(node.kernel, "dumped_digest", lambda routes: None)
+    reads: list[str] = []
+    read_links = node.kernel.read_links
+    monkeypatch.setattr(node.kernel, "read_links", lambda: reads.append("links") or read_links())
+    reconcile(snapshot_of(SEED), opts, handles(node), remember=remember)
+    assert reads == ["links", "links", "links"]
+    record = load_record(remember.path)
+    where = engine.observe_where(snapshot_of(SEED), opts)
+    assert record is not None
+    assert record.observed == observed_digest(node.kernel, node.iptables, where)
 
 
 def test_steps_run_in_order_each_seeing_the_plan_the_one_before_left(tmp_path: Path) -> None:

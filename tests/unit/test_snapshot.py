@@ -463,3 +463,68 @@ def test_malformed_node_list_items() -> None:
     assert (
         "items[2].status.addresses[1].address (node a): not an IP address: 'not-an-ip'" in problems
     )
+
+
+# -- the common case, checked without naming places (core/plainnode.py) -------------------------
+
+ODD_NODES = [
+    {"name": "zone", "internalIPs": ["fe80::1%eth0"], "podCIDRs": ["10.244.5.0/24"]},
+    {"name": "zonecidr", "internalIPs": ["192.0.2.20"], "podCIDRs": ["fd00:10:244:5::%1/64"]},
+    {"name": "bad-ip", "internalIPs": ["192.0.2.300"], "podCIDRs": ["10.244.6.0/24"]},
+    {"name": "host-bits", "internalIPs": ["192.0.2.21"], "podCIDRs": ["10.244.7.1/24"]},
+    {"name": "no-prefix", "internalIPs": ["192.0.2.22"], "podCIDRs": ["10.244.8.0/ 24"]},
+    {"name": "loopback", "internalIPs": ["127.0.0.2"], "podCIDRs": ["10.244.9.0/24"]},
+    {"name": "again", "internalIPs": ["192.0.2.10"], "podCIDRs": ["10.244.10.0/24"]},
+    {"name": "twice", "internalIPs": ["192.0.2.23", "192.0.2.23"], "podCIDRs": ["10.244.11.0/24"]},
+    {"name": "second", "internalIPs": ["192.0.2.24", "192.0.2.25"], "podCIDRs": ["10.244.12.0/24"]},
+    {"name": "in-pods", "internalIPs": ["10.244.200.1"], "podCIDRs": ["10.244.13.0/24"]},
+    {"name": "outside", "internalIPs": ["192.0.2.26"], "podCIDRs": ["10.9.0.0/24"]},
+    {"name": "tiny", "internalIPs": ["192.0.2.27"], "podCIDRs": ["10.244.14.0/31"]},
+    {"name": "overlap", "internalIPs": ["192.0.2.28"], "podCIDRs": ["10.244.1.0/25"]},
+    {
+        "name": "two-v4",
+        "internalIPs": ["192.0.2.29"],
+        "podCIDRs": ["10.244.15.0/24", "10.244.16.0/24"],
+    },
+    {"name": "no-v6-ip", "internalIPs": ["192.0.2.30"], "podCIDRs": ["fd00:10:244:6::/64"]},
+    {"name": "nothing", "internalIPs": [], "podCIDRs": []},
+    {"name": "clean", "internalIPs": ["192.0.2.31"], "podCIDRs": ["10.244.17.0/24"]},
+]
+
+
+def _outcome(doc: Doc) -> tuple[str, ...] | tuple[Any, ...]:
+    try:
+        loaded = parse_snapshot(json.dumps(doc).encode())
+    except InvalidInputError as e:
+        return ("problems", *map(str, e.problems))
+    return ("loaded", loaded.snapshot, *map(str, loaded.warnings))
+
+
+@pytest.mark.parametrize("odd", ODD_NODES, ids=[n["name"] for n in ODD_NODES])
+def test_a_node_checked_the_short_way_says_what_the_long_way_says(
+    odd: Doc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every odd node between good ones: the same problems, warnings and places (or the same
+    snapshot) as with every node checked the long way, naming each value's place."""
+    from kindplan.core import snapshot
+
+    doc = base()
+    doc["nodes"].insert(1, odd)
+    short = _outcome(doc)
+    monkeypatch.setattr(snapshot, "plain_node", lambda *args, **kwargs: None)
+    assert _outcome(doc) == short
+
+
+def test_good_nodes_are_checked_the_short_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kindplan.core import snapshot
+
+    plain = snapshot.plain_node
+    answers: list[bool] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        answers.append(plain(*args, **kwargs) is not None)
+        return answers[-1] and plain(*args, **kwargs)
+
+    monkeypatch.setattr(snapshot, "plain_node", counted)
+    parse_snapshot(json.dumps(base()).encode())
+    assert answers == [True, True]
