@@ -41,7 +41,7 @@ from kindplan.node.kernel import KernelError
 from kindplan.node.locking import LOCK_DIR
 from kindplan.node.ports import HandleKeeper, IptablesPort, KernelPort, NodeHandles, NodeOpener
 
-RouteKey = tuple[int, int, int, int, int]
+RouteKey = tuple[int, ...]
 
 
 class FakeKernel:
@@ -78,6 +78,9 @@ class FakeKernel:
     def route_digest(self) -> bytes:
         return hashlib.sha256(repr(sorted(self.routes.items())).encode()).digest()
 
+    def raw_routes(self, routes: Sequence[Route]) -> dict[Route, bytes]:
+        return {}  # a fake dumps no messages: its routes are put back from their fields
+
     def read_sysctls(self, names: tuple[str, ...]) -> tuple[Sysctl, ...]:
         missing = [name for name in names if name not in self.sysctls]
         if missing:
@@ -101,12 +104,14 @@ class FakeKernel:
             raise KernelError(f"sysctl {name}={value}: {os.strerror(code)}", code)
         self.sysctls[name] = value
 
-    def write_routes(self, writes: Sequence[tuple[str, Route]]) -> list[KernelError | None]:
+    def write_routes(
+        self, writes: Sequence[tuple[str, Route] | tuple[str, Route, bytes]]
+    ) -> list[KernelError | None]:
         self.batches.append(len(writes))
         overrun = self.overrun_batches > 0
         self.overrun_batches -= overrun
         results: list[KernelError | None] = []
-        for verb, route in writes:
+        for verb, route, *_ in writes:
             self.writes.append((verb, route))
             error = self._write_route(verb, _as_stored(route))
             if overrun and (error is None or error.errno != errno.ENODEV):  # ENODEV: never sent

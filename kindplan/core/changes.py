@@ -88,6 +88,11 @@ class AddAddress:
 @dataclass(frozen=True, slots=True)
 class AddRoute:
     route: Route
+    # The kernel's own message body of `route` (rtmsg and every attribute, as a dump gave it) when
+    # the undo of a deletion puts back a foreign route: written back as it was, attributes that
+    # a Route does not model too (node/netlink_rawroute.py); b"": written from the Route's
+    # fields. Not compared: the same route, said more exactly.
+    raw: bytes = field(default=b"", compare=False, repr=False)
 
     kind: ClassVar[str] = "route"
     action: ClassVar[str] = "+"
@@ -101,17 +106,19 @@ class AddRoute:
         return DelRoute(self.route)
 
     def encode(self) -> dict[str, Any]:
-        return {"type": "AddRoute", "route": encode_route(self.route)}
+        return {"type": "AddRoute", "route": encode_route(self.route), **_encode_raw(self.raw)}
 
     @classmethod
     def decode(cls, d: dict[str, Any]) -> AddRoute:
-        return cls(decode_route(d["route"]))
+        return cls(decode_route(d["route"]), _decode_raw(d))
 
 
 @dataclass(frozen=True, slots=True)
 class ReplaceRoute:
     route: Route
     old: Route
+    raw: bytes = field(default=b"", compare=False, repr=False)  # of `route`, as AddRoute's
+    old_raw: bytes = field(default=b"", compare=False, repr=False)  # of `old`: its undo's raw
 
     kind: ClassVar[str] = "route"
     action: ClassVar[str] = "~"
@@ -123,18 +130,19 @@ class ReplaceRoute:
         return f"route {route_text(self.route)}{_why(route_for(self.route), was)}"
 
     def undo(self) -> Change:
-        return ReplaceRoute(self.old, self.route)
+        return ReplaceRoute(self.old, self.route, raw=self.old_raw)
 
     def encode(self) -> dict[str, Any]:
         return {
             "type": "ReplaceRoute",
             "route": encode_route(self.route),
             "old": encode_route(self.old),
+            **_encode_raw(self.raw),
         }
 
     @classmethod
     def decode(cls, d: dict[str, Any]) -> ReplaceRoute:
-        return cls(decode_route(d["route"]), decode_route(d["old"]))
+        return cls(decode_route(d["route"]), decode_route(d["old"]), _decode_raw(d))
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +333,7 @@ class DelRoute:
     # for one of kindplan's. Words only: not compared, not journaled (an undo that deletes a
     # route deletes one of ours).
     why: str = field(default="", compare=False)
+    raw: bytes = field(default=b"", compare=False, repr=False)  # of `route`: its undo's raw
 
     kind: ClassVar[str] = "route"
     action: ClassVar[str] = "-"
@@ -337,7 +346,7 @@ class DelRoute:
         return f"route {route_text(self.route)}{_why(route_for(self.route) or stale)}"
 
     def undo(self) -> Change:
-        return AddRoute(self.route)
+        return AddRoute(self.route, raw=self.raw)
 
     def encode(self) -> dict[str, Any]:
         return {"type": "DelRoute", "route": encode_route(self.route)}
@@ -442,6 +451,25 @@ def decode_change(d: dict[str, Any]) -> Change:
 def _why(*parts: str) -> str:
     text = "; ".join(p for p in parts if p)
     return f" ({text})" if text else ""
+
+
+# A route message body is a few hundred bytes; a journal line naming a much longer one is not
+# kindplan's (schemas/journal.schema.json bounds the hex too).
+MAX_RAW_ROUTE = 4096
+
+
+def _encode_raw(raw: bytes) -> dict[str, str]:
+    return {"raw": raw.hex()} if raw else {}
+
+
+def _decode_raw(d: dict[str, Any]) -> bytes:
+    """A route change's raw message body (b"": none, as in every journal before it). Only its
+    form is checked here: what it says is checked against the route by the journal's reader
+    (node/netlink_rawroute.check_raw), which knows netlink."""
+    raw = bytes.fromhex(str(d.get("raw", "")))
+    if len(raw) > MAX_RAW_ROUTE:
+        raise ValueError(f"a route's raw attributes of {len(raw)} bytes (at most {MAX_RAW_ROUTE})")
+    return raw
 
 
 def _address_text(address: Address) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, assert_never
 
@@ -101,15 +101,16 @@ def _route_of(change: Change) -> Route | None:
     return write[1] if write else None
 
 
-def route_write(change: Change) -> tuple[str, Route] | None:
-    """The netlink write a route change needs, or None if it is not a route change."""
+def route_write(change: Change) -> tuple[str, Route, bytes] | None:
+    """The netlink write a route change needs (with the kernel's own body of a foreign route
+    it puts back), or None if it is not a route change."""
     match change:
-        case AddRoute(route=route):
-            return ("add", route)
-        case ReplaceRoute(route=route):
-            return ("replace", route)
+        case AddRoute(route=route, raw=raw):
+            return ("add", route, raw)
+        case ReplaceRoute(route=route, raw=raw):
+            return ("replace", route, raw)
         case DelRoute(route=route):
-            return ("del", route)
+            return ("del", route, b"")
         case (
             SetSysctl()
             | AddAddress()
@@ -160,6 +161,38 @@ def apply_plan(  # fixed on another branch
         else:
             plumbing_failed |= not _make(batch[0], kernel, iptables, report)
     return report
+
+
+def with_raw_routes(plan: Plan, kernel: KernelPort, proto: int) -> Plan:
+    """`plan` with the kernel's own body (KernelPort.raw_routes) of each foreign route it
+    replaces or deletes, so that their undo puts them back exactly. kindplan's own routes are
+    what their fields say (it wrote them): a plan without a foreign one costs a scan, no dump."""
+    foreign = [
+        route
+        for change in plan.changes
+        if (route := _replaced(change)) is not None and not route.owned_by(proto)
+    ]
+    raws = kernel.raw_routes(foreign) if foreign else {}
+    if not raws:
+        return plan
+    return replace(plan, changes=tuple(_with_raw(change, raws) for change in plan.changes))
+
+
+def _with_raw(change: Change, raws: dict[Route, bytes]) -> Change:
+    if isinstance(change, DelRoute) and change.route in raws:
+        return replace(change, raw=raws[change.route])
+    if isinstance(change, ReplaceRoute) and change.old in raws:
+        return replace(change, old_raw=raws[change.old])
+    return change
+
+
+def _replaced(change: Change) -> Route | None:
+    """The route a change takes away (replaced or deleted), if it is a route change."""
+    if isinstance(change, DelRoute):
+        return change.route
+    if isinstance(change, ReplaceRoute):
+        return change.old
+    return None
 
 
 def _batches(changes: Sequence[Change]) -> Iterator[Sequence[Change]]:

@@ -30,7 +30,13 @@ from kindplan.core.diff import diff, not_in_effect
 from kindplan.core.model import DesiredState, ObservedState, Options, Snapshot
 from kindplan.core.routes import Route, route_command
 from kindplan.errors import Interrupted, KindplanError, RuntimeFailure
-from kindplan.node.apply import ApplyReport, apply_plan, settle, verify_report
+from kindplan.node.apply import (
+    ApplyReport,
+    apply_plan,
+    settle,
+    verify_report,
+    with_raw_routes,
+)
 from kindplan.node.cnicache import with_local_pods, without_uplink
 from kindplan.node.converged import Record, Remember, save_record
 from kindplan.node.files import write_atomic
@@ -181,9 +187,10 @@ def apply_planned(
     report = ApplyReport()
     try:
         record = recording.record if recording is not None else None
-        apply_plan(
-            planned.plan, node.kernel, node.iptables, report=report, record=record, stop=stop
-        )
+        plan = planned.plan
+        if recording is not None:  # the undo of a foreign route: exactly as the kernel had it
+            plan = with_raw_routes(plan, node.kernel, options.route_proto)
+        apply_plan(plan, node.kernel, node.iptables, report=report, record=record, stop=stop)
         if recording is not None:
             if report.applied or report.maybe_applied:
                 recording.complete()

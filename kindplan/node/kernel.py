@@ -77,6 +77,9 @@ class Kernel:
         except OSError as e:
             raise _kernel_error("netlink dump of routes failed", e) from e
 
+    def raw_routes(self, routes: Sequence[Route]) -> dict[Route, bytes]:
+        return self._netlink.route_bodies(routes)
+
     def read_sysctls(self, names: tuple[str, ...]) -> tuple[Sysctl, ...]:
         try:
             return tuple(Sysctl(name, _sysctl_path(name).read_text().strip()) for name in names)
@@ -91,7 +94,9 @@ class Kernel:
         except OSError as e:
             raise KernelError(f"sysctl {name}={value}: {e.strerror}", e.errno or 0) from e
 
-    def write_routes(self, writes: Sequence[tuple[str, Route]]) -> list[KernelError | None]:
+    def write_routes(
+        self, writes: Sequence[tuple[str, Route] | tuple[str, Route, bytes]]
+    ) -> list[KernelError | None]:
         """Add ("add": fails if the key exists), replace or delete routes, in order, in batches.
 
         A delete names kindplan's protocol, so the kernel refuses (ESRCH) to delete a route that
@@ -101,7 +106,8 @@ class Kernel:
         """
         results: list[KernelError | None] = [None] * len(writes)
         batch, positions = [], []
-        for i, (verb, route) in enumerate(writes):
+        for i, write in enumerate(writes):
+            verb, route, raw = write[0], write[1], write[2] if len(write) > 2 else b""
             index = self._index.get(route.ifname, 0)
             # A multipath, nexthop-object or blackhole-like route has no device of its own.
             hops = (
@@ -115,7 +121,7 @@ class Kernel:
                 )
                 results[i] = KernelError(f"interface {missing} does not exist", 19)  # ENODEV
                 continue
-            batch.append(RouteWrite(verb, route, index, hops))
+            batch.append(RouteWrite(verb, route, index, hops, raw))
             positions.append(i)
         outcome = self._netlink.write_routes(batch)
         unanswered = [k for k, error in enumerate(outcome) if error and _overrun(error)]

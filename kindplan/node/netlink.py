@@ -125,6 +125,7 @@ class Netlink:
         self.batch = max(1, min(BATCH_MAX, granted // ACK_COST))
         self._seq = 0
         self._routes = RouteMemo()
+        self._dumped: list[tuple[int, bytes]] = []  # the answers of the last routes()
 
     def close(self) -> None:
         self._sock.close()
@@ -215,7 +216,13 @@ class Netlink:
 
     def routes(self, table: int, names: dict[int, str]) -> list[Route]:
         """Unicast routes of `table`, both families; the kernel filters by table."""
-        return self._routes.routes(self._route_dumps(table), table, names)
+        self._dumped = self._route_dumps(table)  # kept (not copied) for route_bodies
+        return self._routes.routes(self._dumped, table, names)
+
+    def route_bodies(self, routes: Sequence[Route]) -> dict[Route, bytes]:
+        """The body of the message of the last routes() dump that parsed to each of `routes`
+        (asked only for the few foreign routes an apply replaces or deletes)."""
+        return self._routes.bodies(self._dumped, set(routes))
 
     def route_digest(self, table: int) -> bytes:
         """A digest of the table's routes as the kernel dumps them (no parse; the converged fast

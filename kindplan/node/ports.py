@@ -41,9 +41,18 @@ class KernelPort(Protocol):
         """KernelError if refused."""
         ...
 
-    def write_routes(self, writes: Sequence[tuple[str, Route]]) -> list[KernelError | None]:
+    def write_routes(
+        self, writes: Sequence[tuple[str, Route] | tuple[str, Route, bytes]]
+    ) -> list[KernelError | None]:
         """("add" | "replace" | "del", route) in order; each write's error or None. A delete of
-        a route that is not there (or not of the route's protocol) is None: nothing to do."""
+        a route that is not there (or not of the route's protocol) is None: nothing to do. A
+        third item, the kernel's own body of the route as dumped (raw_routes), writes it back
+        exactly as it was (a rollback's foreign route)."""
+        ...
+
+    def raw_routes(self, routes: Sequence[Route]) -> dict[Route, bytes]:
+        """The message body the last read_routes dumped for each of `routes` that it holds (rtmsg
+        and every attribute): what a rollback writes back for a foreign route."""
         ...
 
     def add_address(self, address: Address) -> None:

@@ -95,7 +95,9 @@ class Breaking(Kernel):
         self.sends = sends
         self.sent: list[list[tuple[str, Route]]] = []
 
-    def write_routes(self, writes: Sequence[tuple[str, Route]]) -> list[KernelError | None]:
+    def write_routes(
+        self, writes: Sequence[tuple[str, Route] | tuple[str, Route, bytes]]
+    ) -> list[KernelError | None]:
         if len(self.sent) == self.sends:
             super().write_routes(writes[: len(writes) // 2])  # half of it went in
             raise OSError(105, "No buffer space available")
@@ -148,7 +150,9 @@ def test_the_cli_says_one_line_for_an_error_mid_apply(
     write_routes = Kernel.write_routes
     calls = []
 
-    def breaks_on_the_second(self: Kernel, writes: Sequence[tuple[str, Route]]) -> object:
+    def breaks_on_the_second(
+        self: Kernel, writes: Sequence[tuple[str, Route] | tuple[str, Route, bytes]]
+    ) -> object:
         calls.append(len(writes))
         if len(calls) == 2:
             raise OSError(105, "No buffer space available")
@@ -184,7 +188,9 @@ class Watching(Kernel):
         assert undo <= set(generation.undo)
         self.checked += 1
 
-    def write_routes(self, writes: Sequence[tuple[str, Route]]) -> list[KernelError | None]:
+    def write_routes(
+        self, writes: Sequence[tuple[str, Route] | tuple[str, Route, bytes]]
+    ) -> list[KernelError | None]:
         self.on_disk({expected_undo(v, r, self.replaced) for v, r in writes})
         return super().write_routes(writes)
 
