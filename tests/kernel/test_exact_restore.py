@@ -141,3 +141,31 @@ def test_a_raw_route_of_another_destination_makes_the_journal_unusable(seed_work
 def journal(node: Node) -> Path:
     (path,) = (node.tmp / "state").glob("*/journal.json")
     return path
+
+
+@pytest.mark.parametrize("adopt", [(), ("--adopt",)])
+def test_an_ipv6_source_specific_route_is_another_route(
+    dual_worker: Node, adopt: tuple[str, ...]
+) -> None:
+    """`from SRC` makes it another route than the one at its destination (RTA_SRC is part of the
+    kernel's key): no conflict, no "replaced" while the kernel adds a second route, named and
+    left alone by apply and rollback."""
+    node = dual_worker
+    sh("ip", "-n", node.ns, "-6", "route", "add", V6_PEER, "from", "2001:db8:1::/64",
+       "via", "fc00:f853:ccd:e793::9", "dev", "eth0")  # fmt: skip
+    theirs = show(node, V6_PEER, "-6")
+    plan = node.plan("--detailed-exitcode", *adopt)
+    assert plan.returncode == 2
+    assert "conflict" not in plan.stdout
+    assert f"+ route {V6_PEER} via fc00:f853:ccd:e793::4 dev eth0" in plan.stdout
+    assert (
+        "source-specific routes at destinations kindplan routes, left alone (they are other "
+        f"routes, taken only for traffic from their source): {V6_PEER} from 2001:db8:1::/64 "
+        "proto 3"
+    ) in plan.stdout + plan.stderr
+    applied = node.apply(*adopt)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert node.plan("--detailed-exitcode", *adopt).returncode == 0
+    assert set(theirs) < set(show(node, V6_PEER, "-6"))
+    rollback(node)
+    assert show(node, V6_PEER, "-6") == theirs
