@@ -65,6 +65,9 @@ class SetSysctl:
 @dataclass(frozen=True, slots=True)
 class AddAddress:
     address: Address
+    # The index of the veth it goes on, as observed: its undo removes the address from that
+    # very link only, not from another that has since taken its name (0: not known).
+    ifindex: int = field(default=0, compare=False)
 
     kind: ClassVar[str] = "address"
     action: ClassVar[str] = "+"
@@ -75,14 +78,14 @@ class AddAddress:
         return f"address {_address_text(self.address)} (pod {self.address.pod})"
 
     def undo(self) -> Change:
-        return DelAddress(self.address)
+        return DelAddress(self.address, self.ifindex)
 
     def encode(self) -> dict[str, Any]:
-        return {"type": "AddAddress", **_encode_address(self.address)}
+        return {"type": "AddAddress", **_encode_address(self.address, self.ifindex)}
 
     @classmethod
     def decode(cls, d: dict[str, Any]) -> AddAddress:
-        return cls(_decode_address(d))
+        return cls(_decode_address(d), _decode_ifindex(d))
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +285,7 @@ class RemoveMasquerade:
 @dataclass(frozen=True, slots=True)
 class DelAddress:
     address: Address
+    ifindex: int = field(default=0, compare=False)  # as AddAddress's (0: any link of its name)
 
     kind: ClassVar[str] = "address"
     action: ClassVar[str] = "-"
@@ -292,14 +296,14 @@ class DelAddress:
         return f"address {_address_text(self.address)}"
 
     def undo(self) -> Change:
-        return AddAddress(self.address)
+        return AddAddress(self.address, self.ifindex)
 
     def encode(self) -> dict[str, Any]:
-        return {"type": "DelAddress", **_encode_address(self.address)}
+        return {"type": "DelAddress", **_encode_address(self.address, self.ifindex)}
 
     @classmethod
     def decode(cls, d: dict[str, Any]) -> DelAddress:
-        return cls(_decode_address(d))
+        return cls(_decode_address(d), _decode_ifindex(d))
 
 
 @dataclass(frozen=True, slots=True)
@@ -476,8 +480,17 @@ def _address_text(address: Address) -> str:
     return f"{address.address}/{address.prefixlen} dev {address.ifname}"
 
 
-def _encode_address(address: Address) -> dict[str, Any]:
-    return {"ifname": address.ifname, "address": str(address.address), "pod": address.pod}
+def _encode_address(address: Address, ifindex: int) -> dict[str, Any]:
+    d = {"ifname": address.ifname, "address": str(address.address), "pod": address.pod}
+    return d | {"ifindex": ifindex} if ifindex else d
+
+
+def _decode_ifindex(d: dict[str, Any]) -> int:
+    """A link index (0: none, as in every journal before it)."""
+    ifindex = d.get("ifindex", 0)
+    if type(ifindex) is not int or not 0 <= ifindex < 1 << 31:
+        raise ValueError(f"ifindex {ifindex!r}")
+    return ifindex
 
 
 def _decode_address(d: dict[str, Any]) -> Address:

@@ -82,7 +82,7 @@ def diff(
             and link.kind == "veth"
             and (address.address, address.prefixlen) not in link.addresses
         ):
-            changes.append(AddAddress(address))
+            changes.append(AddAddress(address, link.index))
 
     skipped = {*missing_veths, *not_veths}
     routes = _diff_routes(desired.routes, observed.routes, skipped, route_proto, adopt)
@@ -378,6 +378,16 @@ def _in_effect(change: Change, observed: ObservedState, routes: dict[object, lis
             return observed.conflist is None
         case _:
             assert_never(change)
+
+
+def masquerade_held(
+    observed: ObservedState, change: WriteMasquerade | RemoveMasquerade
+) -> tuple[Masquerade | None, int, tuple[str, ...]]:
+    """The masquerade, the count of hooks and the rules its dialect could not read that the
+    backend and variant of `change` hold (no chain: None, 0, ()): what a rollback compares with
+    what the apply left there (its own rules and hooks, nothing unread)."""
+    now = _masq(observed, change)
+    return (None, 0, ()) if now is None else (now.masq, now.hooks, now.unread)
 
 
 def _masq(
