@@ -250,6 +250,14 @@ class FakeIptables:
         lines += [f"-A {c} {rule}" for c in chains for rule in table[c]]
         return "\n".join([*lines, "COMMIT"]) + "\n"
 
+    def drop_empty_nat(self, version: int) -> bool:
+        key = (self._backend, version)
+        table = self.netfilter.tables.get(key)
+        if self._backend != "nft" or table is None or table != _empty_nat():
+            return False
+        del self.netfilter.tables[key]
+        return True
+
     def restore(self, version: int, payload: str) -> None:
         tool = "-".join(filter(None, (_TOOLS[version], self._backend, "restore")))
         self.netfilter.restores.append((self._backend, version, payload))

@@ -165,6 +165,9 @@ class WriteMasquerade:
     # What the backend held that its dialect could not read: shown by the plan, replaced, never
     # written back, so neither journaled (an undo restores `old`).
     unread: tuple[str, ...] = ()
+    # The write makes the backend's nat table too (there was none): its undo drops the table
+    # again if nothing else is in it then (observed before the apply; not compared).
+    made_table: bool = field(default=False, compare=False)
 
     undo_rank: ClassVar[int] = 3
     on_disk: ClassVar[bool] = False
@@ -183,7 +186,12 @@ class WriteMasquerade:
     def undo(self) -> Change:
         if self.old is None and self.masq is not None:
             return RemoveMasquerade(
-                self.version, self.masq, self.want_hooks, self.backend, self.variant
+                self.version,
+                self.masq,
+                self.want_hooks,
+                self.backend,
+                self.variant,
+                drop_table=self.made_table,
             )
         swapped = replace(
             self,
@@ -239,6 +247,7 @@ class RemoveMasquerade:
     backend: str = "iptables"  # the dialect that removes it (core/masq/dialects.py)
     variant: str | None = None  # the backend's variant; None: the one in use then
     unread: tuple[str, ...] = ()  # as WriteMasquerade's
+    drop_table: bool = False  # drop the nat table too if it is empty then (made by the apply)
 
     action: ClassVar[str] = "-"
     undo_rank: ClassVar[int] = 3
@@ -270,6 +279,7 @@ class RemoveMasquerade:
             "version": self.version,
             "old": encode_masq(self.old),
             "hooks": self.hooks,
+            **({"dropTable": True} if self.drop_table else {}),
         }
 
     @classmethod
@@ -279,7 +289,8 @@ class RemoveMasquerade:
         old = decode_masq(version, d["old"])
         if old is None:
             raise ValueError("RemoveMasquerade without what it removes")
-        return cls(version, old, int(d["hooks"]), backend, variant)
+        drop_table = d.get("dropTable", False) is True  # absent in journals before it
+        return cls(version, old, int(d["hooks"]), backend, variant, drop_table=drop_table)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ _TYPES: dict[str, Callable[[Any], bool]] = {
         or (isinstance(v, float) and v.is_integer())
     ),
     "null": lambda v: v is None,
+    "boolean": lambda v: isinstance(v, bool),
 }
 _ANNOTATIONS = {"$schema", "$id", "$defs", "title", "description"}
 

@@ -71,6 +71,8 @@ def apply_change(change: Change, kernel: KernelPort, iptables: IptablesPort) -> 
         case RemoveMasquerade(version=version, variant=variant):
             payload = dialect(change.backend).remove_payload(change)
             _variant(iptables, variant).restore(version, payload)
+            if change.drop_table:  # the apply made the table: no empty one is left behind
+                _variant(iptables, variant).drop_empty_nat(version)
         case WriteConflist(path=path, content=content, old=old):
             _expect_conflist(Path(path), old)
             write_atomic(Path(path), content)
@@ -161,6 +163,43 @@ def apply_plan(  # fixed on another branch
         else:
             plumbing_failed |= not _make(batch[0], kernel, iptables, report)
     return report
+
+
+def with_undo_facts(plan: Plan, kernel: KernelPort, iptables: IptablesPort, proto: int) -> Plan:
+    """`plan` with what only the node knows that the undo of its changes needs: the kernel's own
+    body of each foreign route it replaces or deletes (with_raw_routes), and whether a
+    masquerade it writes makes the nat table too (with_made_tables)."""
+    return with_made_tables(with_raw_routes(plan, kernel, proto), iptables)
+
+
+def with_made_tables(plan: Plan, iptables: IptablesPort) -> Plan:
+    """`plan` with each new masquerade (nothing there before) of iptables-nft marked when no nat
+    table of its family exists yet: its undo drops the table the write makes. Asked of the
+    kernel only for such a write (a first apply), never on a converged node."""
+    new = [
+        c
+        for c in plan.changes
+        if isinstance(c, WriteMasquerade) and c.old is None and not c.hooks and c.masq is not None
+    ]
+    tables = {}
+    for change in new:
+        variant = _variant(iptables, change.variant)
+        if variant.backend == "nft" and variant.backend not in tables:
+            tables[variant.backend] = variant.nat_families()
+    if not tables:
+        return plan
+    return replace(plan, changes=tuple(_made_table(c, iptables, tables) for c in plan.changes))
+
+
+def _made_table(
+    change: Change, iptables: IptablesPort, tables: dict[str, frozenset[int]]
+) -> Change:
+    if not isinstance(change, WriteMasquerade) or change.old is not None or change.hooks:
+        return change
+    there = tables.get(_variant(iptables, change.variant).backend)
+    if there is None or change.version in there:
+        return change
+    return replace(change, made_table=True)
 
 
 def with_raw_routes(plan: Plan, kernel: KernelPort, proto: int) -> Plan:

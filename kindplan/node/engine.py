@@ -38,7 +38,7 @@ from kindplan.node.apply import (
     apply_plan,
     settle,
     verify_report,
-    with_raw_routes,
+    with_undo_facts,
 )
 from kindplan.node.cnicache import with_local_pods, without_uplink
 from kindplan.node.converged import Record, Remember, save_record
@@ -192,7 +192,7 @@ def apply_planned(
         record = recording.record if recording is not None else None
         plan = planned.plan
         if recording is not None:  # the undo of a foreign route: exactly as the kernel had it
-            plan = with_raw_routes(plan, node.kernel, options.route_proto)
+            plan = with_undo_facts(plan, node.kernel, node.iptables, options.route_proto)
         apply_plan(plan, node.kernel, node.iptables, report=report, record=record, stop=stop)
         if recording is not None:
             if report.applied or report.maybe_applied:

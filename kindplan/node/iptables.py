@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from kindplan.core.masq.iptables import parse_nat
 from kindplan.core.masq.value import MasqObserved
 from kindplan.errors import RuntimeFailure
+from kindplan.node.nattable import drop_empty_nat
 from kindplan.node.netlink import Netlink, open_socket
 from kindplan.node.netlink_codec import HEADER, attrs
 
@@ -52,6 +53,10 @@ class Iptables:
         if self.backend == "nft":
             return _nft_nat()
         return frozenset((4, 6))
+
+    def drop_empty_nat(self, version: int) -> bool:
+        # iptables-legacy's tables are the kernel's own (a module's), never anyone's to drop.
+        return self.backend == "nft" and drop_empty_nat(version)
 
     def others(self) -> tuple[str, ...]:
         """The other variant, if this node has its tools ("": the system's own, no variants)."""

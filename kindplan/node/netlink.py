@@ -113,6 +113,9 @@ def open_socket(protocol: int = NETLINK_ROUTE) -> socket.socket:
     return sock
 
 
+NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11  # the bounds of an nfnetlink batch
+
+
 class Netlink:
     """One netlink socket in the current network namespace (rtnetlink unless opened otherwise)."""
 
@@ -253,6 +256,24 @@ class Netlink:
         self._request(message, seq, results, 0, 1)
         if results[0] is not None:
             raise results[0]
+
+    def transaction(
+        self, begin: bytes, requests: Sequence[tuple[int, int, bytes]], end: bytes
+    ) -> list[NetlinkError | None]:
+        """An nfnetlink batch: `requests` ((type, flags, body) each) between the bodies of its
+        begin and end messages, one transaction the kernel makes whole or not at all; the error
+        of each request (one refused aborts them all)."""
+        first = self._seq + 1
+        self._seq += len(requests)
+        payload = b"".join(
+            request(kind, F_REQUEST | F_ACK | flags, seq, body)
+            for seq, (kind, flags, body) in enumerate(requests, first)
+        )
+        payload = request(NFNL_MSG_BATCH_BEGIN, F_REQUEST, 0, begin) + payload
+        payload += request(NFNL_MSG_BATCH_END, F_REQUEST, 0, end)
+        results: list[NetlinkError | None] = [None] * len(requests)
+        self._request(payload, first, results, 0, len(requests))
+        return results
 
     def _request(
         self, payload: bytes, first: int, results: list[NetlinkError | None], at: int, count: int

@@ -82,6 +82,11 @@ class IptablesPort(Protocol):
         """The families whose nat table exists in this backend (no table, no chain to read)."""
         ...
 
+    def drop_empty_nat(self, version: int) -> bool:
+        """Drop the nat table of IPv`version` if it holds nothing but empty base chains (the
+        one iptables-nft made for kindplan's chain; nft only): whether it went."""
+        ...
+
     def others(self) -> tuple[str, ...]:
         """The other backends this node has tools for: chains left behind there still count."""
         ...

@@ -85,11 +85,17 @@ def test_a_nat_table_that_was_there_before_stays(seed_worker2: Node) -> None:
     assert "table ip nat" in sh("nft", "list", "tables", ns=node.ns)
 
 
-def test_a_nat_table_someone_filled_since_stays(seed_worker2: Node) -> None:
+@pytest.mark.parametrize(
+    "filled",
+    [("-N", "DOCKER"), ("-A", "POSTROUTING", "-s", "172.17.0.0/16", "-j", "MASQUERADE")],
+)
+def test_a_nat_table_someone_filled_since_stays(
+    seed_worker2: Node, filled: tuple[str, ...]
+) -> None:
     node = seed_worker2
     assert node.apply().returncode == 0
-    sh("iptables", "-t", "nat", "-N", "DOCKER", ns=node.ns)
+    sh("iptables", "-t", "nat", *filled, ns=node.ns)
     code, _, err = rollback(node)
     assert code == 0, err
     assert "KIND-MASQ-AGENT" not in node.nat()
-    assert ":DOCKER" in node.nat()
+    assert " ".join(filled[1:]) in node.nat().replace(":DOCKER - [0:0]", "DOCKER")
