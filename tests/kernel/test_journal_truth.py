@@ -191,7 +191,7 @@ class Watching(Kernel):
     def write_routes(
         self, writes: Sequence[tuple[str, Route] | tuple[str, Route, bytes]]
     ) -> list[KernelError | None]:
-        self.on_disk({expected_undo(v, r, self.replaced) for v, r in writes})
+        self.on_disk({expected_undo(w[0], w[1], self.replaced) for w in writes})
         return super().write_routes(writes)
 
     def set_sysctl(self, name: str, value: str) -> None:
