@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 from kindplan.core.masq.iptables import parse_nat
 from kindplan.core.masq.value import MasqObserved
 from kindplan.errors import RuntimeFailure
-from kindplan.node.nattable import drop_empty_nat
 from kindplan.node.netlink import Netlink, open_socket
 from kindplan.node.netlink_codec import HEADER, attrs
 
@@ -56,6 +55,8 @@ class Iptables:
 
     def drop_empty_nat(self, version: int) -> bool:
         # iptables-legacy's tables are the kernel's own (a module's), never anyone's to drop.
+        from kindplan.node.nattable import drop_empty_nat  # a rollback's only: not at start
+
         return self.backend == "nft" and drop_empty_nat(version)
 
     def others(self) -> tuple[str, ...]:

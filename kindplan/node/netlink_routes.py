@@ -34,7 +34,6 @@ from kindplan.node.netlink_codec import (
     ip_address,
     request,
 )
-from kindplan.node.netlink_rawroute import replay_message
 
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 RTA_DST, RTA_SRC, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 2, 4, 5, 6, 15
@@ -144,6 +143,9 @@ def route_message(write: RouteWrite, seq: int) -> bytes:
     """The whole netlink message for one route write, with sequence number `seq`."""
     route, verb = write.route, write.verb
     if write.raw and verb != "del":  # a foreign route put back as the kernel had it
+        # Imported here: a converged apply never replays one (a module costs it ~5 M instructions).
+        from kindplan.node.netlink_rawroute import replay_message
+
         return replay_message(write.raw, verb, (write.ifindex, write.nexthop_indexes), seq)
     if not route.plain:
         return _general_route_message(write, seq)
