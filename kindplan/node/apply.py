@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, assert_never
 
 from kindplan.core.changes import (
+    MAX_RAW_ROUTE,
     AddAddress,
     AddRoute,
     Change,
@@ -212,9 +213,23 @@ def with_raw_routes(plan: Plan, kernel: KernelPort, proto: int) -> Plan:
         if (route := _replaced(change)) is not None and not route.owned_by(proto)
     ]
     raws = kernel.raw_routes(foreign) if foreign else {}
+    raws = {route: raw for route, raw in raws.items() if _restorable(route, raw)}
     if not raws:
         return plan
     return replace(plan, changes=tuple(_with_raw(change, raws) for change in plan.changes))
+
+
+def _restorable(route: Route, raw: bytes) -> bool:
+    """Would the journal's reader take these bytes back (netlink_rawroute.check_raw)? A route
+    with what it refuses (an encapsulation, say) is journaled by its fields alone, as before:
+    bytes that made the journal unusable would make the whole generation impossible to undo."""
+    from kindplan.node.netlink_rawroute import check_raw  # a rollback's module: see there
+
+    try:
+        check_raw(route, raw)
+    except ValueError:
+        return False
+    return len(raw) <= MAX_RAW_ROUTE
 
 
 def _with_raw(change: Change, raws: dict[Route, bytes]) -> Change:

@@ -34,7 +34,6 @@ from kindplan.core.changes import (
 from kindplan.core.schemacheck import compile_schema
 from kindplan.errors import RuntimeFailure, one_line
 from kindplan.node.files import NotRegularFile, read_regular, write_atomic
-from kindplan.node.netlink_rawroute import check_raw
 from kindplan.node.statedir import target_dir
 from kindplan.node.trust import check_existing, ensure_trusted
 from kindplan.resources import load_schema
@@ -393,6 +392,8 @@ def _check_change(change: Change, conflist: str) -> None:
         raise ValueError(f"a conflist change at {change.path!r}, not at {conflist!r}")
     # A route written back from the kernel's own bytes: those of the very route it names.
     if isinstance(change, (AddRoute, ReplaceRoute)) and change.raw:
+        from kindplan.node.netlink_rawroute import check_raw  # only for such a line: see there
+
         check_raw(change.route, change.raw)
 
 

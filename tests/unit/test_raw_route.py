@@ -103,3 +103,31 @@ def test_a_source_specific_route_has_its_own_key() -> None:
     assert src.key != plain.key and src.key[:5] == plain.key
     assert decode_route(encode_route(src)) == src
     assert encode_route(src)["src"] == "2001:db8:1::/64"
+
+
+def test_an_apply_journals_only_raw_bodies_the_reader_takes_back() -> None:
+    """A foreign route with what check_raw refuses (an encapsulation) is journaled by its fields
+    alone: bytes the reader refuses would make the whole generation impossible to undo."""
+    from fakes import FakeKernel
+
+    from kindplan.core.changes import Plan
+    from kindplan.node.apply import with_raw_routes
+
+    encapsulated = ROUTE._replace(dst=ip_network("10.244.5.0/24"))
+    bodies = {
+        ROUTE: GOOD,
+        encapsulated: body(attr(1, bytes([10, 244, 5, 0])), attr(22, b"\0" * 8)),
+    }
+
+    class Dumped(FakeKernel):
+        def raw_routes(self, routes: object) -> dict[Route, bytes]:
+            return bodies
+
+    ours = Route(ip_network("10.244.1.0/24"), "eth0", ip_address("172.18.0.11"))
+    plan = Plan("n", (ReplaceRoute(ours, ROUTE), DelRoute(encapsulated), DelRoute(ours)))
+    changes = with_raw_routes(plan, Dumped(), proto=75).changes
+    assert [getattr(c, "old_raw", None) or getattr(c, "raw", b"") for c in changes] == [
+        GOOD,
+        b"",
+        b"",
+    ]
