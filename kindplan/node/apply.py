@@ -180,7 +180,11 @@ def with_made_tables(plan: Plan, iptables: IptablesPort) -> Plan:
     new = [
         c
         for c in plan.changes
-        if isinstance(c, WriteMasquerade) and c.old is None and not c.hooks and c.masq is not None
+        if isinstance(c, WriteMasquerade)
+        and c.backend == "iptables"  # iptables-nft's table; another backend's is its own
+        and c.old is None
+        and not c.hooks
+        and c.masq is not None
     ]
     tables = {}
     for change in new:
