@@ -30,7 +30,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))  # crosssubnet.py beside it, however run.py is loaded
 from builders import cluster_doc, load  # noqa: E402
+from crosssubnet import Harness, bench_cross_subnet  # noqa: E402
+from crosssubnet import report_rows as cross_subnet_rows  # noqa: E402
 
 from kindplan.core.compiler import compile_desired  # noqa: E402
 from kindplan.core.diff import diff  # noqa: E402
@@ -333,6 +336,88 @@ def bench_writes(nodes: int, runs: int, dual: bool) -> dict[str, float]:
     return {"routes": len(writes), "seconds": seconds, "routes_per_s": len(writes) / seconds}
 
 
+def bench_backends(work: Path, nodes: int, runs: int) -> dict[str, dict[str, float]]:
+    """7: the two masquerade backends side by side (IPv4, `nodes` nodes, the same run, the two
+    taking turns): first apply, converged apply (whole processes), a converged watch round
+    in-process, and how many processes that round spawns (iptables-save for iptables; none for
+    nftables: the ruleset's generation says nothing changed)."""
+    snapshot = work / f"cluster-backends-{nodes}.json"
+    snapshot.write_text(json.dumps(cluster_doc(nodes)))
+    backends = ("iptables", "nftables")
+    full: dict[str, list[float]] = {b: [] for b in backends}
+    converged: dict[str, list[float]] = {b: [] for b in backends}
+    for _ in range(runs):
+        for backend in backends:
+            with node_ns(False) as ns:
+                cmd = [*apply_cmd(snapshot, ns, work / f"b-{ns}"), "--masq-backend", backend]
+                full[backend].append(run_timed(cmd)[0])
+    with node_ns(False) as ns_a, node_ns(False) as ns_b:
+        nss = dict(zip(backends, (ns_a, ns_b), strict=True))
+        cmds = {
+            b: [*apply_cmd(snapshot, ns, work / f"b-{ns}"), "--masq-backend", b]
+            for b, ns in nss.items()
+        }
+        for cmd in cmds.values():
+            run_timed(cmd)
+        for _ in range(runs):
+            for backend, cmd in cmds.items():
+                converged[backend].append(run_timed(cmd)[0])
+        rounds = {b: masq_round(ns, snapshot, work / f"b-{ns}", runs, b) for b, ns in nss.items()}
+    return {
+        b: {
+            "first_apply_s": statistics.median(full[b]),
+            "converged_apply_s": statistics.median(converged[b]),
+            "round_s": rounds[b][0],
+            "round_processes": rounds[b][1],
+        }
+        for b in backends
+    }
+
+
+def masq_round(ns: str, snapshot: Path, state: Path, runs: int, backend: str) -> tuple[float, int]:
+    """A converged watch round's median time with `backend`, and the processes one spawns."""
+    import io
+
+    from kindplan.agent.logs import Log
+    from kindplan.agent.metrics import Health, Metrics
+    from kindplan.agent.watch import Loop, LoopSettings, Telemetry
+    from kindplan.core.model import Options
+    from kindplan.inputs.files import FileSource
+    from kindplan.node.netns import enter_netns
+
+    options = Options(node="node-0000", conf_dir=str(state / "cni"), masq_backend=backend)
+    source = FileSource(str(snapshot))
+    telemetry = Telemetry(Log("text", io.StringIO()), Metrics(), Health(60))
+    loop = Loop(source, options, ns, state / "state", settings=LoopSettings(), telemetry=telemetry)
+    spawned = [0]
+    real_popen = subprocess.Popen
+
+    class Counted(real_popen):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            spawned[0] += 1
+            super().__init__(*args, **kwargs)
+
+    with enter_netns(ns):
+        loop.round()
+        loop.round()  # the first rounds read what the round after reads from its memos
+
+        def round_() -> float:
+            started = time.perf_counter()
+            outcome = loop.round()
+            assert outcome.ok and not outcome.applied
+            return time.perf_counter() - started
+
+        seconds = median(round_, max(runs, 9))
+        subprocess.Popen = Counted  # type: ignore[misc]
+        try:
+            round_()
+        finally:
+            subprocess.Popen = real_popen  # type: ignore[misc]
+        loop._handles.drop()
+    source.close()
+    return seconds, spawned[0]
+
+
 def observed_like(desired) -> ObservedState:  # type: ignore[no-untyped-def]
     """A converged node as kindplan would observe it, for the pure compile+diff benchmark."""
     return ObservedState(
@@ -504,7 +589,7 @@ def report(results: dict) -> list[tuple[str, str, str, str]]:  # type: ignore[ty
             ),
             (f"peak RSS, full apply {tag}", f"{r['peak_rss_mib']:.0f} MiB", "", ""),
         ]
-    for tag, w in results["writes"].items():
+    for tag, w in results.get("writes", {}).items():
         batch = results["apply"][tag]
         ip_rate = batch["routes"] / batch["ip_batch_s"]
         rows.append(
@@ -515,12 +600,25 @@ def report(results: dict) -> list[tuple[str, str, str, str]]:  # type: ignore[ty
                 f"{w['routes_per_s'] / ip_rate:.2f}x",
             )
         )
-    s = results["startup"]
+    for backend, b in results.get("backends", {}).items():
+        rows += [
+            (f"{backend}: first apply {results['nodes']}", f"{b['first_apply_s']:.3f} s", "", ""),
+            (f"{backend}: converged apply", f"{b['converged_apply_s']:.3f} s", "", ""),
+            (
+                f"{backend}: watch round (converged)",
+                f"{b['round_s'] * 1000:.1f} ms",
+                f"{b['round_processes']} processes spawned",
+                "",
+            ),
+        ]
+    s = results.get("startup") or {}
     for key, label in (
         ("help_s", "--help"),
         ("render_s", "render seed lab"),
         ("plan_s", "plan seed lab"),
     ):
+        if key not in s:
+            continue
         rows.append(
             (
                 f"start-up: kindplan {label}",
@@ -529,7 +627,11 @@ def report(results: dict) -> list[tuple[str, str, str, str]]:  # type: ignore[ty
                 f"{s[key] / s['python_pass_s']:.1f}x",
             )
         )
-    sc = results["scaling"]
+    if "cross_subnet" in results:
+        rows += cross_subnet_rows(results["cross_subnet"])
+    sc = results.get("scaling")
+    if not sc:
+        return rows
     first, last = min(sc, key=int), max(sc, key=int)
     rows.append(
         (
@@ -580,6 +682,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--quick", action="store_true", help="1,000 nodes and fewer runs")
+    parser.add_argument(
+        "--backends-only",
+        action="store_true",
+        help="only the masquerade backends side by side (iptables, nftables)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/run.py needs root (network namespaces)", file=sys.stderr)
@@ -588,6 +695,9 @@ def main() -> int:
     results: dict = {"nodes": nodes, "runs": runs, "machine": os.uname().release, "apply": {}}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        results["backends"] = bench_backends(work, nodes, runs)
+        if args.backends_only:
+            return _print(results, args.out)
         for dual in (False, True):
             results["apply"]["dual-stack" if dual else "IPv4"] = bench_apply(
                 work, nodes, dual, runs
@@ -599,22 +709,25 @@ def main() -> int:
         results["scaling"] = bench_scaling([50, 500, 1000, 2000, 5000], max(runs, 15))
         results["scaling_instructions"] = bench_instructions([50, nodes])
         results["startup"] = bench_startup(work, max(runs, 10))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        harness = Harness(bench_ns, sh, apply_cmd, run_timed, route_events)
+        results["cross_subnet"] = bench_cross_subnet(work, cluster_doc(nodes), runs, harness)
+    return _print(results, args.out)
+
+
+def _print(results: dict, out: Path) -> int:  # type: ignore[type-arg]
+    """The table, results.json and the plot (none for --backends-only)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     rows = report(results)
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
-    plotted = plot(results, args.out / "scaling.png")
+    plotted = "scaling" in results and plot(results, out / "scaling.png")
     print(
-        f"\nwrote {args.out / 'results.json'}"
-        + (
-            f" and {args.out / 'scaling.png'}"
-            if plotted
-            else " (pip install matplotlib for the plot)"
-        )
+        f"\nwrote {out / 'results.json'}"
+        + (f" and {out / 'scaling.png'}" if plotted else " (pip install matplotlib for the plot)")
     )
     return 0
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything kindplan and its tests need on a Debian or Ubuntu machine: the kernel-facing
-# tools (iproute2, iptables, the reference CNI plugins in /usr/lib/cni) and, in the project's own
-# virtual environment (.venv), the package with its test extras. A venv, because Debian's and
+# tools (iproute2, iptables, nftables' nft, the reference CNI plugins in /usr/lib/cni) and, in the
+# project's own virtual environment (.venv), the package with its test extras. A venv, because Debian's and
 # Ubuntu's python3 is "externally managed" (PEP 668): pip refuses to install into it.
 #
 # KINDPLAN_PYTHON chooses the interpreter that makes the venv (default: python3 on PATH);
@@ -16,6 +16,7 @@ SUDO=""
 
 packages=()
 { command -v ip && command -v iptables-restore; } >/dev/null 2>&1 || packages+=(iproute2 iptables)
+command -v nft >/dev/null 2>&1 || packages+=(nftables)  # the nftables masquerade backend
 [ -x /usr/lib/cni/ptp ] || packages+=(containernetworking-plugins)
 # Debian keeps venv's bootstrap (ensurepip) of its own python3 in a separate package.
 if [ ! -x "$VENV/bin/python" ] && ! "$PYTHON" -c 'import ensurepip' >/dev/null 2>&1; then

@@ -25,6 +25,7 @@ REQUIRED_TOOLS = (
     "ip6tables-restore",
     "iptables-legacy",
     "iptables-nft",
+    "nft",  # nftables: the nftables masquerade backend's kernel tests
     "runuser",  # util-linux: test_nonroot runs kindplan as nobody in a mount namespace
     "unshare",
 )

@@ -30,16 +30,27 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from ipaddress import ip_address, ip_interface
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from kindplan.core.addresses import IPAddress
 from kindplan.core.model import Address, Link, Sysctl
 from kindplan.core.routes import IPV6_DEFAULT_METRIC, Route
+from kindplan.core.tunnel import DEVICE_NAMES, FdbEntry, Neighbour, Vxlan
+from kindplan.core.tunnelchanges import (
+    DelFdb,
+    DelNeighbour,
+    DelVxlan,
+    TunnelChange,
+    WriteFdb,
+    WriteNeighbour,
+    WriteVxlan,
+)
 from kindplan.errors import RuntimeFailure
 from kindplan.node import iptables
 from kindplan.node.kernel import KernelError
 from kindplan.node.locking import LOCK_DIR
 from kindplan.node.ports import HandleKeeper, IptablesPort, KernelPort, NodeHandles, NodeOpener
+from kindplan.node.tunnels import TunnelsSeen
 
 RouteKey = tuple[int, ...]
 
@@ -63,6 +74,10 @@ class FakeKernel:
         self.busy_dumps = 0
         self.writes: list[tuple[str, object]] = []  # every write asked for, made or refused
         self.batches: list[int] = []  # the size of each route batch
+        # The tunnel's devices (a Link of kind vxlan each too) and entries, by key.
+        self.tunnels: dict[str, Vxlan] = {}
+        self.neighbours: dict[object, Neighbour] = {}
+        self.fdb: dict[object, FdbEntry] = {}
         self.closed = False
 
     # -- reading -------------------------------------------------------------------------------
@@ -80,6 +95,15 @@ class FakeKernel:
 
     def raw_routes(self, routes: Sequence[Route]) -> dict[Route, bytes]:
         return {}  # a fake dumps no messages: its routes are put back from their fields
+
+    def read_tunnels(self) -> TunnelsSeen:
+        self._dump("tunnel")
+        owned = {name for name, t in self.tunnels.items() if t.owned}
+        return (
+            tuple(self.tunnels[name] for name in sorted(self.tunnels)),
+            tuple(n for _, n in sorted(self.neighbours.items()) if n.ifname in owned),
+            tuple(f for _, f in sorted(self.fdb.items()) if f.ifname in owned),
+        )
 
     def read_sysctls(self, names: tuple[str, ...]) -> tuple[Sysctl, ...]:
         missing = [name for name in names if name not in self.sysctls]
@@ -143,11 +167,50 @@ class FakeKernel:
         self.routes[route.key] = route
         return None
 
+    def write_tunnel(self, changes: Sequence[TunnelChange]) -> list[KernelError | None]:
+        results: list[KernelError | None] = []
+        for change in changes:
+            self.writes.append(("tunnel", change))
+            code = self.refuse.get(change.describe(), 0)
+            if not code:
+                code = self._tunnel(change)
+            results.append(KernelError(os.strerror(code), code) if code else None)
+        return results
+
+    def _tunnel(self, change: TunnelChange) -> int:
+        """Make one tunnel change as the real Kernel does: its errno, 0 if done."""
+        match change:
+            case WriteVxlan(vxlan=v, old=old):
+                if old is None and v.name in self.links:
+                    return errno.EEXIST
+                self.tunnels[v.name] = v
+                addresses = tuple((a, a.max_prefixlen) for a in v.addresses)
+                self.links[v.name] = Link(v.name, 900 + v.version, v.mtu, v.up, addresses, "vxlan")
+            case DelVxlan(vxlan=v):
+                if v.name in self.tunnels and self.tunnels[v.name].owned:
+                    del self.tunnels[v.name], self.links[v.name]
+                    self.neighbours = _off(self.neighbours, v.name)
+                    self.fdb = _off(self.fdb, v.name)
+            case WriteNeighbour(neighbour=n) | DelNeighbour(neighbour=n):
+                return self._entry(self.neighbours, n, isinstance(change, WriteNeighbour))
+            case WriteFdb(entry=f) | DelFdb(entry=f):
+                return self._entry(self.fdb, f, isinstance(change, WriteFdb))
+        return 0
+
+    def _entry(self, table: dict[object, E], entry: E, write: bool) -> int:
+        if entry.ifname not in self.tunnels:
+            return errno.ENODEV
+        if write:
+            table[entry.key] = replace(entry, peer="")  # the peer label is kindplan's word
+        else:
+            table.pop(entry.key, None)
+        return 0
+
     def _on_link(self, route: Route) -> bool:
         """Is the gateway on a prefix of the route's device (the kernel's check, no onlink)?"""
         gateway = route.gateway
         assert gateway is not None
-        if gateway.is_link_local:
+        if gateway.is_link_local or route.ifname in DEVICE_NAMES:  # written onlink
             return True
         link = self.links[route.ifname]
         return any(gateway in ip_interface(f"{a}/{n}").network for a, n in link.addresses)
@@ -180,6 +243,14 @@ class FakeKernel:
 
     def close(self) -> None:
         self.closed = True
+
+
+E = TypeVar("E", Neighbour, FdbEntry)
+
+
+def _off(table: dict[object, E], ifname: str) -> dict[object, E]:
+    """The entries of `table` that are not on device `ifname` (deleted with it)."""
+    return {key: entry for key, entry in table.items() if entry.ifname != ifname}
 
 
 def _as_stored(route: Route) -> Route:
@@ -239,6 +310,14 @@ class FakeIptables:
 
     def for_backend(self, backend: str) -> IptablesPort:
         return self if backend == self._backend else FakeIptables(backend, self.netfilter)
+
+    @property
+    def present(self) -> bool:
+        return True
+
+    @property
+    def nftables(self) -> None:
+        return None  # the nftables backend is tested against real nft (tests/kernel)
 
     def save_nat(self, version: int) -> str:
         table = self.netfilter.tables.get((self._backend, version))

@@ -9,13 +9,23 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kindplan.cli.options import PodSubnetOpt, RenderArgs, RouteProtoOpt, SnapshotArg, split
+from kindplan.cli.options import (
+    CrossSubnetOpt,
+    MasqBackendOpt,
+    NoMasqueradeOpt,
+    PodSubnetOpt,
+    RenderArgs,
+    RouteProtoOpt,
+    SnapshotArg,
+    split,
+)
 from kindplan.core.model import DEFAULT_MTU, HostFacts, Snapshot
 from kindplan.core.routes import DEFAULT_ROUTE_PROTO
 from kindplan.errors import InvalidInputError, Problem, UsageError
 from kindplan.status import ExitStatus
 
 if TYPE_CHECKING:
+    from kindplan.core.addresses import IPNetwork
     from kindplan.inputs.sources import Input
 
 
@@ -103,12 +113,25 @@ def render(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
         ),
     ] = None,
     route_proto: RouteProtoOpt = DEFAULT_ROUTE_PROTO,  # the one rule of plan and apply
+    cross_subnet: CrossSubnetOpt = None,
+    node_network: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="The nodes' networks (CIDR; repeat or separate with commas): a node's uplink "
+            "is the one holding its InternalIP, and a peer on none of its networks is off-link "
+            "(with --cross-subnet vxlan: tunneled). Default: every peer on-link.",
+            show_default=False,
+        ),
+    ] = None,
     pod_subnet: PodSubnetOpt = None,
+    masq_backend: MasqBackendOpt = None,
+    no_masquerade_cidr: NoMasqueradeOpt = None,
 ) -> int:
     """Write a node's conflist, route batch and iptables-restore payloads; no kernel access.
 
     Files: the conflist (cluster.cni.confFile, default 10-kindnet.conflist), routes.batch
-    (for ip -batch), iptables.rules and ip6tables.rules (for iptables-restore --noflush).
+    (for ip -batch), iptables.rules and ip6tables.rules (for iptables-restore --noflush), or
+    with --masq-backend nftables ip-kindplan-masq.nft and ip6-kindplan-masq.nft (for nft -f).
 
     Examples:
 
@@ -126,6 +149,10 @@ def render(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
         uplink=uplink,
         mtu=mtu,
         route_proto=route_proto,
+        masq_backend=masq_backend,
+        no_masquerade=split(no_masquerade_cidr),
+        cross_subnet=cross_subnet,
+        node_networks=split(node_network),
     )
     return _render(args)
 
@@ -167,12 +194,19 @@ def _render_again(args: RenderArgs) -> str:
         words += ["--mtu", str(args.mtu)]
     if args.route_proto != DEFAULT_ROUTE_PROTO:
         words += ["--route-proto", str(args.route_proto)]
+    if args.masq_backend is not None:
+        words += ["--masq-backend", args.masq_backend]
+    words += [w for net in args.no_masquerade for w in ("--no-masquerade-cidr", net)]
+    if args.cross_subnet is not None:
+        words += ["--cross-subnet", args.cross_subnet]
+    words += [w for net in args.node_networks for w in ("--node-network", net)]
     return shlex.join([*words, "--out", str(args.check)])
 
 
 def _rendered(args: RenderArgs) -> dict[str, str]:
     """The files of the node, or of every node (one folder each), by their relative paths."""
-    from kindplan.core.compiler import compile_desired
+    from kindplan.core.addresses import parse_cidr
+    from kindplan.core.compiler import compile_desired, masq_backend
     from kindplan.core.render import render_files
 
     snap = load(args.snapshot, args.pod_subnets)
@@ -184,11 +218,47 @@ def _rendered(args: RenderArgs) -> dict[str, str]:
     if not args.all_nodes:
         known_node(snap, names[0])
     files: dict[str, str] = {}
+    backend = masq_backend(args.masq_backend or snap.cluster.masq_backend, None)
+    extra = tuple(map(parse_cidr, args.no_masquerade))
+    networks = _node_networks(args.node_networks)
     for name in names:
-        desired = compile_desired(snap, name, facts, route_proto=args.route_proto)
+        desired = compile_desired(
+            snap,
+            name,
+            _facts_of(snap, name, facts, networks),
+            route_proto=args.route_proto,
+            masq_backend=backend,
+            no_masquerade=extra,
+            cross_subnet=args.cross_subnet,
+        )
         prefix = f"{name}/" if args.all_nodes else ""
         files.update({prefix + f: text for f, text in render_files(desired).items()})
     return files
+
+
+def _node_networks(texts: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    from kindplan.core.addresses import parse_cidr
+
+    networks = []
+    for text in texts:
+        try:
+            networks.append(parse_cidr(text))
+        except ValueError as e:
+            raise UsageError(f"--node-network: {text!r}: {e}") from None
+    return tuple(networks)
+
+
+def _facts_of(
+    snap: Snapshot, name: str, facts: HostFacts, networks: tuple[IPNetwork, ...]
+) -> HostFacts:
+    """`facts` with the node's own networks: those of --node-network holding its InternalIPs."""
+    from dataclasses import replace
+
+    node = snap.node(name)
+    if node is None or not networks:
+        return facts
+    own = tuple(n for n in networks for ip in node.internal_ips if ip in n)
+    return replace(facts, networks=own)
 
 
 def known_node(snap: Snapshot, name: str, *, host_name: bool = False) -> None:

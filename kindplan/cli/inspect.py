@@ -25,6 +25,7 @@ from kindplan.status import ExitStatus
 
 if TYPE_CHECKING:
     from kindplan.core.changes import Change
+    from kindplan.core.masq.value import MasqObserved
 
 
 def rollback(
@@ -132,6 +133,9 @@ def show(
     for route in routes:
         typer.echo(f"  {route_text(route)}")
     for chain in chains:
+        if chain.backend != "iptables":
+            _show_table(chain)
+            continue
         table = "ip6tables" if chain.version == 6 else "iptables"
         if chain.masq is None:
             typer.echo(f"{table} nat: no KIND-MASQ-AGENT chain; {plural(chain.hooks, 'jump')}")
@@ -158,3 +162,21 @@ def show(
         typer.echo(f"{conf_file}: missing" if text is None else f"{conf_file}:")
         typer.echo(text or "", nl=False)
     return ExitStatus.OK
+
+
+def _show_table(found: MasqObserved) -> None:
+    """An nftables table that masquerades (kindplan's, or kindnet's), in show's words."""
+    from kindplan.core.masq.dialects import dialect
+    from kindplan.core.masq.nftables import shape
+    from kindplan.core.planview import plural
+
+    where = shape(found.version, found.variant)
+    whose = " (kindnet's)" if found.variant else ""
+    head = f"nftables: table {where.family} {where.table}{whose}, IPv{found.version}"
+    if found.masq is None:
+        return
+    rules = [*map(dialect(found.backend).rule_text, found.masq.rules), *found.unread]
+    hooked = "hooked at nat postrouting" if found.hooks else "not hooked"
+    typer.echo(f"{head} ({plural(len(rules), 'rule')}), chain postrouting {hooked}")
+    for rule in rules:
+        typer.echo(f"  {rule}")

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from kindplan.cli.options import AdoptOpt
+from kindplan.cli.options import AdoptOpt, CrossSubnetOpt, MasqBackendOpt
 from kindplan.cli.planning import say_each
 from kindplan.cli.usage import Command, ExecCommand
 from kindplan.errors import UsageError
@@ -37,7 +37,7 @@ def _lab_needs_root(command: str, what: str) -> None:
 
 
 @lab_app.command("up", cls=Command)
-def lab_up(  # noqa: PLR0917 - typer: a parameter per option
+def lab_up(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
     name: LabNameOpt = "kp",
     nodes: Annotated[int, typer.Option(min=1, max=200, help="Number of nodes.")] = 3,
     pods_per_node: Annotated[int, typer.Option(min=0, max=50, help="Pods per node.")] = 2,
@@ -51,6 +51,17 @@ def lab_up(  # noqa: PLR0917 - typer: a parameter per option
         ),
     ] = False,
     state_dir: LabStateOpt = DEFAULT_LAB_STATE,
+    masq_backend: MasqBackendOpt = None,
+    segments: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=2,
+            help="L2 segments (subnets) joined by a router; nodes spread over them.",
+            metavar="N",
+        ),
+    ] = 1,
+    cross_subnet: CrossSubnetOpt = None,
 ) -> int:
     """Build the lab, apply kindplan on every node, create pods with ptp + portmap.
 
@@ -61,9 +72,19 @@ def lab_up(  # noqa: PLR0917 - typer: a parameter per option
 
     from kindplan.core.planview import plural
     from kindplan.lab.run import up
+    from kindplan.lab.topology import Dataplane
 
     started = time.monotonic()
-    lab = up(name, state_dir, nodes, pods_per_node, dual_stack, say=typer.echo, kindnetd=kindnetd)
+    lab = up(
+        name,
+        state_dir,
+        nodes,
+        pods_per_node,
+        dual_stack,
+        say=typer.echo,
+        kindnetd=kindnetd,
+        segments=Dataplane(segments, cross_subnet or "none", masq_backend),
+    )
     typer.echo(
         f"lab {lab.name} is up in {time.monotonic() - started:.1f} s: "
         f"{plural(len(lab.nodes), 'node')}, {plural(len(lab.pods), 'pod')}"

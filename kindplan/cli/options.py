@@ -73,6 +73,12 @@ def _state_dir(value: Path) -> Path:
     return value
 
 
+def _cross_subnet(value: str | None) -> str | None:
+    if value is not None and value not in ("none", "vxlan"):
+        raise typer.BadParameter(f"{value!r} is not one of 'none', 'vxlan'")
+    return value
+
+
 def _route_proto(value: int) -> int:
     if value in RESERVED_ROUTE_PROTOS:
         raise typer.BadParameter(
@@ -80,6 +86,28 @@ def _route_proto(value: int) -> int:
             "routes of its own number, so pick another (default 75)"
         )
     return value
+
+
+MASQ_BACKENDS = ("auto", "iptables", "nftables")
+
+
+def _masq_backend(value: str | None) -> str | None:
+    if value is not None and value not in MASQ_BACKENDS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(MASQ_BACKENDS)}")
+    return value
+
+
+def _no_masquerade(values: list[str] | None) -> list[str] | None:
+    """Each CIDR of --no-masquerade-cidr, in its canonical form (host bits refused)."""
+    from kindplan.core.addresses import format_net, parse_cidr
+
+    out = []
+    for text in split(values):
+        try:
+            out.append(format_net(parse_cidr(text)))
+        except ValueError:
+            raise typer.BadParameter(f"{text!r} is not a network in CIDR form") from None
+    return out
 
 
 def needs_root_here(command: str, netns: str | None, what: str) -> None:
@@ -172,6 +200,39 @@ AdoptOpt = Annotated[
         "(taking a node over from classic kindnetd).",
     ),
 ]
+MasqBackendOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="What holds the masquerade: iptables (chain KIND-MASQ-AGENT), nftables (table "
+        "kindplan-masq), or auto (nftables where kindplan's or kindnet's table is, or the node "
+        "has no iptables; else iptables). Default: the snapshot's cluster.masqBackend, else auto.",
+        show_default=False,
+        metavar="auto|iptables|nftables",
+        callback=_masq_backend,
+    ),
+]
+NoMasqueradeOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--no-masquerade-cidr",
+        help="Destinations never masqueraded besides the pod subnets and the snapshot's "
+        "cluster.nonMasqueradeCIDRs; repeat it or separate with commas.",
+        show_default=False,
+        metavar="CIDR[,CIDR...]",
+        callback=_no_masquerade,
+    ),
+]
+CrossSubnetOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Peers off the node's L2: 'none' (not routed, named in a warning) or 'vxlan' "
+        "(through kindplan's VXLAN devices). Default: the snapshot's cluster.crossSubnet, "
+        "else none.",
+        metavar="none|vxlan",
+        show_default=False,
+        callback=_cross_subnet,
+    ),
+]
 StateDirOpt = Annotated[
     Path,
     typer.Option(
@@ -210,6 +271,9 @@ class Target(NamedTuple):
     route_proto: int
     adopt: bool
     cni_cache_dir: str | None
+    masq_backend: str | None = None
+    no_masquerade: tuple[str, ...] = ()
+    cross_subnet: str | None = None
 
     def options(self) -> Options:
         """The Options these flags mean on this machine, with their defaults filled in."""
@@ -234,6 +298,9 @@ class Target(NamedTuple):
             self.route_proto,
             self.adopt,
             cni_cache_dir,
+            self.masq_backend,
+            self.no_masquerade,
+            self.cross_subnet,
         )
 
 
@@ -249,6 +316,10 @@ class RenderArgs(NamedTuple):
     uplink: str
     mtu: int | None
     route_proto: int
+    masq_backend: str | None = None
+    no_masquerade: tuple[str, ...] = ()
+    cross_subnet: str | None = None
+    node_networks: tuple[str, ...] = ()  # where each node's uplink is: which peers are off-link
 
 
 class PlanArgs(NamedTuple):
@@ -296,3 +367,4 @@ class TraceArgs(NamedTuple):
     json_out: bool
     svg: Path | None
     detailed_exitcode: bool = False
+    masq_backend: str | None = None

@@ -19,10 +19,13 @@ from kindplan.cli.options import (
     ApplyArgs,
     CniCacheOpt,
     ConfDirOpt,
+    CrossSubnetOpt,
     LockTimeoutOpt,
+    MasqBackendOpt,
     MtuOpt,
     NetnsOpt,
     NodeOpt,
+    NoMasqueradeOpt,
     PlanArgs,
     PodSubnetOpt,
     RouteProtoOpt,
@@ -82,7 +85,10 @@ def plan(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
     route_proto: RouteProtoOpt = DEFAULT_ROUTE_PROTO,
     adopt: AdoptOpt = False,
     cni_cache_dir: CniCacheOpt = None,
+    cross_subnet: CrossSubnetOpt = None,
     pod_subnet: PodSubnetOpt = None,
+    masq_backend: MasqBackendOpt = None,
+    no_masquerade_cidr: NoMasqueradeOpt = None,
     state_dir: Annotated[
         Path, typer.Option(help="As apply takes it; plan neither locks nor writes state there.")
     ] = DEFAULT_STATE_DIR,
@@ -114,6 +120,11 @@ def plan(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
     del state_dir, lock_timeout  # taken so that an apply's command line plans as it is
     # Positional: each name is the field's, in the field's order.
     target = Target(node, netns, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir)
+    target = target._replace(
+        masq_backend=masq_backend,
+        no_masquerade=split(no_masquerade_cidr),
+        cross_subnet=cross_subnet,
+    )
     args = PlanArgs(
         snapshot=snapshot,
         pod_subnets=split(pod_subnet),
@@ -186,7 +197,10 @@ def apply(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
     route_proto: RouteProtoOpt = DEFAULT_ROUTE_PROTO,
     adopt: AdoptOpt = False,
     cni_cache_dir: CniCacheOpt = None,
+    cross_subnet: CrossSubnetOpt = None,
     pod_subnet: PodSubnetOpt = None,
+    masq_backend: MasqBackendOpt = None,
+    no_masquerade_cidr: NoMasqueradeOpt = None,
     lock_timeout: LockTimeoutOpt = LOCK_TIMEOUT_SECONDS,
     watch: Annotated[
         bool,
@@ -247,6 +261,11 @@ def apply(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
     """
     # Positional: each name is the field's, in the field's order.
     target = Target(node, netns, conf_dir, uplink, mtu, route_proto, adopt, cni_cache_dir)
+    target = target._replace(
+        masq_backend=masq_backend,
+        no_masquerade=split(no_masquerade_cidr),
+        cross_subnet=cross_subnet,
+    )
     args = ApplyArgs(
         snapshot=snapshot,
         plan_file=plan_file,

@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from kindplan.cli.inputs import known_node, load
-from kindplan.cli.options import NetnsOpt, PodSubnetOpt, SnapshotArg, TraceArgs, split
+from kindplan.cli.options import (
+    MasqBackendOpt,
+    NetnsOpt,
+    PodSubnetOpt,
+    SnapshotArg,
+    TraceArgs,
+    split,
+)
 from kindplan.errors import UsageError
 from kindplan.status import ExitStatus
 
@@ -84,6 +91,7 @@ def trace(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
         ),
     ] = None,
     pod_subnet: PodSubnetOpt = None,
+    masq_backend: MasqBackendOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the walk as JSON.")] = False,
     svg: Annotated[
         Path | None,
@@ -123,6 +131,7 @@ def trace(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
         json_out=json_out,
         svg=svg,
         detailed_exitcode=detailed_exitcode,
+        masq_backend=masq_backend,
     )
     return _trace(args)
 
@@ -141,6 +150,10 @@ def _trace(args: TraceArgs) -> int:
     if (args.node is None) != (args.netns is None):
         raise UsageError("--node and --netns go together (the node whose state --netns holds)")
     snap = load(args.snapshot, args.pod_subnets)
+    if args.masq_backend is not None:  # the desired nodes' masquerade: in the backend asked
+        from dataclasses import replace
+
+        snap = replace(snap, cluster=replace(snap.cluster, masq_backend=args.masq_backend))
     uplink_facts = _trace_uplink(args)
     observed: dict[str, ObservedState] = {}
     if args.node is not None:

@@ -19,6 +19,14 @@ from kindplan.core.routes import (
     route_text,
     route_was,
 )
+from kindplan.core.tunnelchanges import (
+    DelFdb,
+    DelNeighbour,
+    DelVxlan,
+    WriteFdb,
+    WriteNeighbour,
+    WriteVxlan,
+)
 
 # -- the plan: typed changes, in the order they are applied -------------------------------------
 #
@@ -417,6 +425,13 @@ Change = (
     | DelAddress
     | WriteConflist
     | DeleteConflist
+    # the cross-subnet tunnel's (core/tunnelchanges.py)
+    | WriteVxlan
+    | DelVxlan
+    | WriteNeighbour
+    | DelNeighbour
+    | WriteFdb
+    | DelFdb
 )
 
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from ipaddress import ip_network
 
-from kindplan.core.addresses import IPNetwork
-from kindplan.core.masq.value import Masquerade, wanted
+from kindplan.core.addresses import IPNetwork, parse_cidr
+from kindplan.core.crosssubnet import compile_tunnels
+from kindplan.core.masq.dialects import dialect
+from kindplan.core.masq.value import MasqObserved, Masquerade, wanted
 from kindplan.core.model import (
     Address,
     CniConfig,
     DesiredState,
     HostFacts,
     Node,
+    ObservedState,
+    Options,
     Pod,
     Snapshot,
     Sysctl,
@@ -51,11 +55,19 @@ def compile_desired(
     facts: HostFacts,
     *,
     route_proto: int = DEFAULT_ROUTE_PROTO,
+    masq_backend: str = "iptables",
+    no_masquerade: tuple[IPNetwork, ...] = (),
+    cross_subnet: str | None = None,
 ) -> DesiredState:
-    """Everything node `node_name` needs: peer routes, pod veth plumbing, conflist, SNAT chains."""
+    """Everything node `node_name` needs: peer routes, pod veth plumbing, conflist, SNAT chains
+    (held by `masq_backend`: a backend, never "auto", which masq_backend() settles first), and
+    with `cross_subnet` "vxlan" (None: the snapshot's) the tunnel to off-link peers."""
     node = find_node(snapshot, node_name)
     local_pods = [pod for pod in snapshot.pods if pod.node == node.name]
-    routes = [*_peer_routes(snapshot, node, facts, route_proto)]
+    mode = cross_subnet if cross_subnet is not None else snapshot.cluster.cross_subnet
+    tunnels = compile_tunnels(snapshot, node, facts, route_proto, mode)
+    routes = [*_peer_routes(snapshot, node, facts, route_proto, tunnels.tunneled)]
+    routes += tunnels.routes
     addresses: list[Address] = []
     for pod in local_pods:
         if pod.host_interface in (facts.uplink, "lo"):
@@ -74,15 +86,28 @@ def compile_desired(
         routes=tuple(sorted(routes, key=ROUTE_ORDER)),
         addresses=tuple(sorted({a.key: a for a in addresses}.values(), key=lambda a: a.key)),
         sysctls=tuple(Sysctl(FORWARDING_SYSCTLS[v], "1") for v in families),
-        cni=CniConfig(snapshot.cluster.cni, facts.mtu, node.pod_cidrs),
-        masq=tuple(_masquerade(snapshot, v) for v in families),
+        cni=CniConfig(snapshot.cluster.cni, tunnels.mtu, node.pod_cidrs),
+        masq=tuple(
+            dialect(masq_backend).held(_masquerade(snapshot, v, no_masquerade)) for v in families
+        ),
         pod_subnets=snapshot.cluster.pod_subnets,
         node_cidrs=frozenset(c for n in snapshot.nodes for c in n.pod_cidrs),
+        masq_backend=masq_backend,
+        tunnels=tunnels.devices,
+        neighbours=tunnels.neighbours,
+        fdb=tunnels.fdb,
     )
 
 
-def _peer_routes(snapshot: Snapshot, node: Node, facts: HostFacts, proto: int) -> list[Route]:
-    """One route per peer PodCIDR via the peer's InternalIP of the same family (kindnet)."""
+def _peer_routes(
+    snapshot: Snapshot,
+    node: Node,
+    facts: HostFacts,
+    proto: int,
+    tunneled: frozenset[tuple[str, int]],
+) -> list[Route]:
+    """One route per peer PodCIDR via the peer's InternalIP of the same family (kindnet), but
+    for the `tunneled` (peer, family) pairs, which go through the tunnel (crosssubnet.py)."""
     # One list per family, IPv4 first: the caller's sort by key then meets long ordered runs
     # (PodCIDRs are handed out in order) instead of the families alternating node by node.
     by_family: dict[int, list[Route]] = {4: [], 6: []}
@@ -95,6 +120,8 @@ def _peer_routes(snapshot: Snapshot, node: Node, facts: HostFacts, proto: int) -
             version = cidr.version
             gateway = gateways.get(version)
             if gateway is None:  # the snapshot checks make this unreachable
+                continue
+            if tunneled and (peer.name, version) in tunneled:
                 continue
             metric = IPV6_DEFAULT_METRIC if version == 6 else 0
             by_family[version].append(
@@ -130,8 +157,41 @@ def _metric(net: IPNetwork) -> int:
     return IPV6_DEFAULT_METRIC if net.version == 6 else 0
 
 
-def _masquerade(snapshot: Snapshot, version: int) -> Masquerade:
-    """The cluster pod subnet exempt, then the extra non-masquerade CIDRs, of one family."""
+def _masquerade(
+    snapshot: Snapshot, version: int, no_masquerade: tuple[IPNetwork, ...] = ()
+) -> Masquerade:
+    """The cluster pod subnet exempt, then the extra non-masquerade CIDRs (the snapshot's, then
+    --no-masquerade-cidr's), of one family."""
     cluster = snapshot.cluster
-    exempt = (*cluster.pod_subnets, *cluster.non_masquerade_cidrs)
+    exempt = (*cluster.pod_subnets, *cluster.non_masquerade_cidrs, *no_masquerade)
     return wanted(version, (n for n in exempt if n.version == version))
+
+
+def no_masquerade(options: Options) -> tuple[IPNetwork, ...]:
+    """--no-masquerade-cidr's networks (checked by the command line, and by a saved plan's
+    reader)."""
+    return tuple(parse_cidr(text) for text in options.no_masquerade)
+
+
+def masq_backend(asked: str, observed: ObservedState | None) -> str:
+    """The backend that holds the masquerade: the one asked for, or auto's one rule.
+
+    auto: nftables when kindplan's nftables table or kindnet's holds a masquerade on the node
+    now, or when the node has no iptables tools; else iptables. A node keeps the backend it has
+    (auto never switches one under foot: `--masq-backend` does, explicitly), a node taken from
+    kindnet >= 1.5 stays on nftables, an nftables-only host masquerades at all. Whichever it
+    picks, the diff removes kindplan's masquerade from the other backend in the same apply, so
+    one path is live; kindnet's table goes with --adopt (and is warned of until then).
+    `render`, which observes no node (None), renders iptables' files, as before auto.
+    """
+    if asked != "auto":
+        return asked
+    if observed is None:
+        return "iptables"
+    if "iptables" not in observed.masq_tools or any(map(_in_nftables, observed.masq)):
+        return "nftables"
+    return "iptables"
+
+
+def _in_nftables(found: MasqObserved) -> bool:
+    return found.backend == "nftables" and (found.masq is not None or found.hooks > 0)

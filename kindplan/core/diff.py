@@ -38,6 +38,8 @@ from kindplan.core.routes import (
     foreign_routes,
     route_for,
 )
+from kindplan.core.tunnelchanges import TUNNEL_CHANGES
+from kindplan.core.tunneldiff import diff_tunnels, tunnel_in_effect
 
 
 def diff(
@@ -57,6 +59,10 @@ def diff(
         for s in desired.sysctls
         if sysctls.get(s.name) != s.value
     ]
+    # The tunnel's devices and entries before the routes through them, their removal after.
+    tunnels = diff_tunnels(desired, observed)
+    changes += tunnels.writes
+    warnings += tunnels.warnings
 
     # A pod's gateway address goes on its host veth only: on any other link (the uplink, a
     # bridge) it would answer for the pod's gateway where no pod is.
@@ -84,7 +90,7 @@ def diff(
         ):
             changes.append(AddAddress(address, link.index))
 
-    skipped = {*missing_veths, *not_veths}
+    skipped = {*missing_veths, *not_veths, *tunnels.skipped}
     routes = _diff_routes(desired.routes, observed.routes, skipped, route_proto, adopt)
     stale = _stale_foreign(desired, observed.routes, route_proto)
     if stale:
@@ -108,8 +114,9 @@ def diff(
         )
     warnings += _source_specific(routes.source_specific)
     changes += routes.changes
-    changes += _diff_masq(desired, observed)
+    changes += _diff_masq(desired, observed, adopt, warnings)
     changes += routes.deletions
+    changes += tunnels.removals
 
     if not desired.cni.subnets:
         # A joining node: its routes and SNAT are made now, the conflist once it has a PodCIDR
@@ -299,8 +306,12 @@ def _same_target(desired: Route, observed: Route) -> bool:
     # with no device of its own (netlink._parse_route), and desired routes always have one
 
 
-def _diff_masq(desired: DesiredState, observed: ObservedState) -> list[Change]:
-    backend, variant = desired.masq_backend, observed.iptables_backend
+def _diff_masq(
+    desired: DesiredState, observed: ObservedState, adopt: bool, warnings: list[str]
+) -> list[Change]:
+    backend = desired.masq_backend
+    # iptables writes with the variant in use; nftables' own variant is "" (kindplan's tables)
+    variant = observed.iptables_backend if backend == "iptables" else ""
     seen = {(m.backend, m.variant, m.version): m for m in observed.masq}
     changes: list[Change] = []
     for want in desired.masq:
@@ -322,8 +333,17 @@ def _diff_masq(desired: DesiredState, observed: ObservedState) -> list[Change]:
             changes.append(write)
     # What is left is kindplan's masquerade where nothing wants it: a backend (or variant) the
     # node no longer uses, a family the cluster lost. Both still hook netfilter: removed, hooks
-    # and all.
+    # and all. kindnet's table is not kindplan's: removed with --adopt only, named until then.
+    taken = [m for m in seen.values() if m.variant == _KINDNET and m.masq is not None]
+    if taken and not adopt:
+        families = " and ".join(f"IPv{m.version}" for m in sorted(taken, key=lambda m: m.version))
+        warnings.append(
+            f"kindnet's table inet kindnet-ipmasq masquerades {families} too: two masquerade "
+            "paths are live (--adopt takes it over: removed, journaled)"
+        )
     for (other, other_variant, version), masq in sorted(seen.items()):
+        if other_variant == _KINDNET and not adopt:
+            continue
         if masq.masq is not None or masq.hooks:
             changes.append(
                 RemoveMasquerade(
@@ -338,6 +358,9 @@ def _diff_masq(desired: DesiredState, observed: ObservedState) -> list[Change]:
     return changes
 
 
+_KINDNET = "kindnet"  # the nftables variant that names kindnet's table (core/masq/nftables.py)
+
+
 def not_in_effect(changes: tuple[Change, ...], observed: ObservedState) -> tuple[Change, ...]:
     """The changes whose effect the node does not show yet. (Verifies rollbacks, and lets a
     rollback of a half-applied generation skip what never happened.)"""
@@ -348,6 +371,8 @@ def not_in_effect(changes: tuple[Change, ...], observed: ObservedState) -> tuple
 
 
 def _in_effect(change: Change, observed: ObservedState, routes: dict[object, list[Route]]) -> bool:
+    if isinstance(change, TUNNEL_CHANGES):
+        return tunnel_in_effect(change, observed)
     match change:
         case SetSysctl(name=name, value=value):
             return any(s.name == name and s.value == value for s in observed.sysctls)
@@ -372,10 +397,9 @@ def _in_effect(change: Change, observed: ObservedState, routes: dict[object, lis
         case RemoveMasquerade():
             now = _masq(observed, change)
             return now is None or (now.masq is None and now.hooks == 0)
-        case WriteConflist(content=content):
-            return observed.conflist == content
-        case DeleteConflist():
-            return observed.conflist is None
+        case WriteConflist() | DeleteConflist():  # the content written, or no file
+            want = change.content if isinstance(change, WriteConflist) else None
+            return observed.conflist == want
         case _:
             assert_never(change)
 

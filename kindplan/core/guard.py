@@ -36,6 +36,14 @@ from kindplan.core.changes import (
 )
 from kindplan.core.model import ObservedState
 from kindplan.core.routes import owned_routes
+from kindplan.core.tunnelchanges import (
+    DelFdb,
+    DelNeighbour,
+    DelVxlan,
+    WriteFdb,
+    WriteNeighbour,
+    WriteVxlan,
+)
 
 RECENT_SECONDS = 60.0  # removals applied this recently count with the round's own
 
@@ -47,7 +55,12 @@ SNAT_RULES = "SNAT rule(s)"
 SNAT_CHAINS = "SNAT chain(s)"
 CONFLIST_RANGES = "conflist pod range(s)"
 CONFLISTS = "conflist(s)"
-KINDS = (PEER_ROUTES, POD_ROUTES, ADDRESSES, SNAT_RULES, SNAT_CHAINS, CONFLIST_RANGES, CONFLISTS)
+TUNNEL_PEERS = "tunnel peer(s)"  # a neighbour entry counts a peer (its FDB entry goes with it)
+TUNNEL_DEVICES = "tunnel device(s)"
+KINDS = (
+    *(PEER_ROUTES, POD_ROUTES, ADDRESSES, SNAT_RULES, SNAT_CHAINS, CONFLIST_RANGES, CONFLISTS),
+    *(TUNNEL_PEERS, TUNNEL_DEVICES),
+)
 # The changes that take nothing away, not even looked at (5,000 additions at once); every other
 # type goes through removed_state, whose match must handle it (so a new type is never skipped).
 _ADDITIONS = (SetSysctl, AddAddress, AddRoute, ReplaceRoute)
@@ -76,6 +89,9 @@ def owned_state(observed: ObservedState, route_proto: int) -> Counter[str]:
         if masq.masq is not None:
             owned[SNAT_CHAINS] += 1
             owned[SNAT_RULES] += len(masq.masq.rules) + len(masq.unread)
+    if observed.tunnels:
+        owned[TUNNEL_PEERS] = len(observed.neighbours)
+        owned[TUNNEL_DEVICES] = sum(1 for t in observed.tunnels if t.owned)
     if observed.conflist is not None:
         owned[CONFLISTS] += 1
         owned[CONFLIST_RANGES] += len(conflist_subnets(observed.conflist))
@@ -101,8 +117,16 @@ def removed_state(change: Change) -> Counter[str]:
             return Counter({CONFLIST_RANGES: len(gone)})
         case DeleteConflist(old=old):
             return Counter({CONFLISTS: 1, CONFLIST_RANGES: len(conflist_subnets(old))})
+        case DelNeighbour() | DelVxlan():
+            return Counter(
+                {TUNNEL_PEERS if isinstance(change, DelNeighbour) else TUNNEL_DEVICES: 1}
+            )
         case (
-            SetSysctl()
+            WriteVxlan()  # a device's attributes replaced, or a new one
+            | WriteNeighbour()
+            | WriteFdb()
+            | DelFdb()  # counted with its peer's neighbour entry
+            | SetSysctl()
             | AddAddress()
             | AddRoute()
             | ReplaceRoute()
@@ -139,6 +163,12 @@ def owned_routes_delta(applied: Iterable[Change], route_proto: int) -> int:
                 | RemoveMasquerade()
                 | WriteConflist()
                 | DeleteConflist()
+                | WriteVxlan()
+                | DelVxlan()
+                | WriteNeighbour()
+                | DelNeighbour()
+                | WriteFdb()
+                | DelFdb()
             ):
                 pass  # no route of kindplan's more or less
             case _:

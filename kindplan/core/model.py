@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from kindplan.core.addresses import IPAddress, IPNetwork, addr_order
 from kindplan.core.masq.value import MasqObserved, Masquerade
 from kindplan.core.routes import DEFAULT_ROUTE_PROTO, Route
+from kindplan.core.tunnel import FdbEntry, Neighbour, Vxlan
 
 DEFAULT_MTU = 1500
 
@@ -32,6 +33,8 @@ class Cluster:
     non_masquerade_cidrs: tuple[IPNetwork, ...] = ()
     mtu: int | None = None
     cni: CniSettings = field(default_factory=CniSettings)
+    masq_backend: str = "auto"  # cluster.masqBackend: iptables, nftables or auto
+    cross_subnet: str = "none"  # "vxlan": off-link peers through kindplan's VXLAN devices
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +97,9 @@ class HostFacts:
 
     uplink: str = "eth0"
     mtu: int = DEFAULT_MTU
+    # The uplink's networks (its prefixes): a peer on none of those of its family is off-link.
+    # None of a family known (render without --node-network): its peers are taken as on-link.
+    networks: tuple[IPNetwork, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +150,11 @@ class DesiredState:
     # a node without an InternalIP yet): a foreign route to one of them is never stale.
     node_cidrs: frozenset[IPNetwork] = frozenset()
     masq_backend: str = "iptables"  # the backend that holds `masq` (core/masq/dialects.py)
+    # --cross-subnet vxlan (core/crosssubnet.py): kindplan's VXLAN devices, and the off-link
+    # peers' neighbour and FDB entries on them, sorted by key.
+    tunnels: tuple[Vxlan, ...] = ()
+    neighbours: tuple[Neighbour, ...] = ()
+    fdb: tuple[FdbEntry, ...] = ()
 
 
 # -- what a node holds, as observed ------------------------------------------------------------
@@ -169,11 +180,18 @@ class ObservedState:
     masq: tuple[MasqObserved, ...]
     conflist: str | None  # None: no file
     iptables_backend: str = "nft"  # the one in use
+    # The masquerade backends whose tools the node has (an nftables-only host: no iptables).
+    masq_tools: tuple[str, ...] = ("iptables",)
     conflist_error: str | None = None  # the conflist could not be read: why (it is left alone)
     # libcni's result cache, when one is read (--cni-cache-dir): the node's pods in it, which
     # the plan routes as the snapshot's own, and why any entry of it was skipped.
     local_pods: tuple[Pod, ...] = ()
     cache_warnings: tuple[str, ...] = ()
+    # The devices named as kindplan's VXLAN devices (theirs too, told apart by Vxlan.owned), and
+    # the permanent neighbour and FDB entries on those that are kindplan's.
+    tunnels: tuple[Vxlan, ...] = ()
+    neighbours: tuple[Neighbour, ...] = ()
+    fdb: tuple[FdbEntry, ...] = ()
 
     def link(self, name: str) -> Link | None:
         return next((link for link in self.links if link.name == name), None)
@@ -190,6 +208,10 @@ class Options:
     route_proto: int = DEFAULT_ROUTE_PROTO
     adopt: bool = False
     cni_cache_dir: str | None = None  # read local pods from libcni's cache here (if it exists)
+    # iptables, nftables, auto (compiler.masq_backend's rule); None: the snapshot's choice
+    masq_backend: str | None = None
+    no_masquerade: tuple[str, ...] = ()  # --no-masquerade-cidr: exempt besides the snapshot's
+    cross_subnet: str | None = None  # default: the snapshot's cluster.crossSubnet
 
 
 NAME_MAX, PATH_MAX = 255, 4096  # Linux's limits on a path component and a path, in bytes

@@ -28,6 +28,14 @@ from kindplan.core.routes import route_for, route_was
 
 # Re-exported: the plan's readers (the CLI, the loop's log) take a route's words from here.
 from kindplan.core.routes import route_text as route_text  # noqa: PLC0414
+from kindplan.core.tunnelchanges import (
+    DelFdb,
+    DelNeighbour,
+    DelVxlan,
+    WriteFdb,
+    WriteNeighbour,
+    WriteVxlan,
+)
 
 PLAN_FORMAT = 1
 _COLORS = {"+": "\033[32m", "~": "\033[33m", "-": "\033[31m", "!": "\033[1;31m"}
@@ -167,6 +175,12 @@ def details(change: Change) -> list[str]:
             | DelAddress()
             | WriteConflist()
             | DeleteConflist()
+            | WriteVxlan()
+            | DelVxlan()
+            | WriteNeighbour()
+            | DelNeighbour()
+            | WriteFdb()
+            | DelFdb()
         ):
             return []  # a one-line change, or a new chain or conflist (its lines are its own)
         case _:

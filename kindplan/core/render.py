@@ -15,12 +15,14 @@ from kindplan.core.addresses import format_ip
 from kindplan.core.masq.dialects import dialect
 from kindplan.core.model import Address, DesiredState
 from kindplan.core.routes import route_command
+from kindplan.core.tunnel import fdb_command, neighbour_command, vxlan_commands
 
 if TYPE_CHECKING:
     import jinja2
 
 CONFLIST_TEMPLATE = "10-kindnet.conflist.j2"
 ROUTES_FILE = "routes.batch"
+FDB_FILE = "fdb.batch"  # the tunnel's FDB entries, for `bridge -batch` (ip(8) has no FDB command)
 
 
 @cache
@@ -47,9 +49,14 @@ def address_command(address: Address) -> str:
 
 
 def render_route_batch(desired: DesiredState) -> str:
-    """The node's veth addresses and routes as `ip -batch` lines; addresses first."""
+    """The node's veth addresses and routes as `ip -batch` lines; addresses first (with
+    --cross-subnet vxlan: the tunnel's devices, then addresses, neighbour entries, routes)."""
     lines = [f"# kindplan: routes and pod veth addresses of node {desired.node}; ip -batch FILE"]
+    if desired.tunnels:
+        lines[0] += f" (its tunnel devices first); then bridge -batch {FDB_FILE}"
+    lines += [line for v in desired.tunnels for line in vxlan_commands(v)]
     lines += [address_command(a) for a in desired.addresses]
+    lines += [neighbour_command(n) for n in desired.neighbours]
     lines += [route_command(r) for r in desired.routes]
     return "\n".join(lines) + "\n"
 
@@ -60,6 +67,9 @@ def render_files(desired: DesiredState) -> dict[str, str]:
     if desired.cni.subnets:  # a node without a PodCIDR yet gets no conflist (diff.py says why)
         files[desired.cni.settings.conf_file] = render_conflist(desired)
     files[ROUTES_FILE] = render_route_batch(desired)
+    if desired.fdb:
+        header = f"# kindplan: the tunnel's FDB entries of node {desired.node}; bridge -batch FILE"
+        files[FDB_FILE] = "\n".join([header, *map(fdb_command, desired.fdb)]) + "\n"
     words = dialect(desired.masq_backend)
     for masq in desired.masq:
         name, content = words.render_file(desired.node, masq)

@@ -15,6 +15,7 @@ from kindplan.core.addresses import (
     parse_cidr,
     parse_ip,
 )
+from kindplan.core.tunnel import DEVICE_NAMES, onlink
 
 DEFAULT_ROUTE_PROTO = 75  # kindplan's own route protocol number: how it recognises its routes
 # Protocol numbers the kernel and other routing software write (linux/rtnetlink.h, rt_protos):
@@ -218,6 +219,8 @@ def _target(route: Route) -> list[str]:
         words += ["via", *_via(route.dst.version, route.gateway)]
     if route.ifname:
         words += ["dev", route.ifname]
+        if route.ifname in DEVICE_NAMES and onlink(route.ifname, route.gateway):
+            words.append("onlink")  # a peer's IPv4 tunnel address (kernel.py writes it so)
     if route.scope != "universe":
         words += ["scope", route.scope]
     words += ["proto", str(route.proto)]

@@ -303,6 +303,8 @@ class _Checker:
             non_masquerade_cidrs=tuple(n for _, n in extra),
             mtu=mtu,
             cni=settings,
+            masq_backend=raw.get("masqBackend", "auto"),
+            cross_subnet=raw.get("crossSubnet", "none"),
         )
 
     def _cidrs(self, path: str, texts: list[str]) -> list[tuple[int, IPNetwork]]:

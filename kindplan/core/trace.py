@@ -8,13 +8,14 @@ it is skipped.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kindplan.core.addresses import IPAddress, format_ip
 from kindplan.core.compiler import FORWARDING_SYSCTLS
 from kindplan.core.masq.dialects import MasqWords, dialect
 from kindplan.core.masq.value import EXEMPT, MASQUERADE, MasqObserved
 from kindplan.core.model import HostPort
+from kindplan.core.tracetunnel import tunnel_next, tunnel_notes
 from kindplan.core.traceworld import (
     POD_IF,
     Endpoint,
@@ -24,6 +25,7 @@ from kindplan.core.traceworld import (
     pod_name,
     route_listing,
 )
+from kindplan.core.tunnel import DEVICE_NAMES
 from kindplan.errors import UsageError
 
 MAX_HOPS = 32  # a routing loop ends the walk here
@@ -185,7 +187,14 @@ def _step(world: World, at: tuple[str, str], iif: str | None, packet: Packet, in
     out = Packet(new_src, dst, port, packet.proto)
     if stop is not None or chosen is None:
         return _Step(hop, out, None, stop or ("dropped", "no route"))
-    following = _neighbour(world, ns, chosen, chosen.route.gateway or dst)
+    next_ip = chosen.route.gateway or dst
+    if chosen.route.ifname in DEVICE_NAMES:  # through the cross-subnet tunnel (tracetunnel.py)
+        following = tunnel_next(world, next_ip, chosen.route.ifname)
+    else:
+        following = _neighbour(world, ns, chosen, next_ip)
+    tunnel = tunnel_notes(world, ns, iif, chosen, following)
+    if tunnel:
+        hop = replace(hop, notes=(*hop.notes, *tunnel))
     if isinstance(following, str):
         end_kind, why = following.split(":", 1)
         if skipped:  # say why a packet for a peer's pod left the cluster instead
@@ -236,6 +245,7 @@ def lookup(ns: Namespace, dst: IPAddress) -> tuple[str, TableRoute | None, list[
         if (
             gateway is not None
             and candidate.origin != "observed"
+            and route.ifname not in DEVICE_NAMES  # a tunnel's gateway: onlink, or link-local
             and not _on_link(ns, gateway, route.ifname)
         ):
             why = "; kindnet needs every node on one link" if candidate.origin == "kindplan" else ""

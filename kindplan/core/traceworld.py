@@ -19,7 +19,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import TypeVar
 
 from kindplan.core.addresses import IPAddress, IPNetwork, format_ip, format_net, parse_ip
-from kindplan.core.compiler import FORWARDING_SYSCTLS, compile_desired
+from kindplan.core.compiler import FORWARDING_SYSCTLS, compile_desired, masq_backend
 from kindplan.core.masq.value import MasqObserved
 from kindplan.core.model import HostFacts, Node, ObservedState, Pod, Snapshot
 from kindplan.core.routes import IPV6_DEFAULT_METRIC, Route
@@ -175,7 +175,12 @@ def _any(version: int) -> IPNetwork:
 
 
 def _desired_node(snapshot: Snapshot, node: Node, uplink: Uplink) -> Namespace:
-    desired = compile_desired(snapshot, node.name, HostFacts(uplink.name))
+    backend = masq_backend(snapshot.cluster.masq_backend, None)  # auto, unobserved: iptables
+    # The node's own networks (those holding its InternalIPs): with the snapshot's crossSubnet
+    # vxlan, a peer on none of them is reached through the tunnel.
+    own = tuple(n for n in uplink.networks if any(ip in n for ip in node.internal_ips))
+    facts = HostFacts(uplink.name, networks=own)
+    desired = compile_desired(snapshot, node.name, facts, masq_backend=backend)
     routes = [TableRoute(r, "kindplan") for r in desired.routes]
     for ip in node.internal_ips:
         v = ip.version
@@ -196,7 +201,11 @@ def _desired_node(snapshot: Snapshot, node: Node, uplink: Uplink) -> Namespace:
                 "kernel" if net else "assumed",
             )
         )
-        gateway = next((g for g in uplink.gateways if g.version == v), None)
+        # the default gateway on the node's own network, if one was given there (segments)
+        gateway = next(
+            (g for g in uplink.gateways if g.version == v and (net is None or g in net)),
+            next((g for g in uplink.gateways if g.version == v), None),
+        )
         metric = IPV6_DEFAULT_METRIC if v == 6 else 0
         routes.append(
             TableRoute(
@@ -206,6 +215,7 @@ def _desired_node(snapshot: Snapshot, node: Node, uplink: Uplink) -> Namespace:
         )
     local = [(ip, uplink.name) for ip in node.internal_ips]
     local += [(a.address, a.ifname) for a in desired.addresses]
+    local += [(a, t.name) for t in desired.tunnels for a in t.addresses]
     return Namespace(
         "node",
         node.name,

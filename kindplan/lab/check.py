@@ -82,7 +82,7 @@ def check(lab: Lab) -> list[Result]:
     ]
     results += [Result(False, reason) for reason in unable]
     results += [judge(e, seen) for e in expects]
-    results += hops(pods, pod_ns, families)
+    results += hops(pods, pod_ns, families, lab)
     return results
 
 
@@ -192,6 +192,7 @@ def hops(
     pods: dict[str, tuple[LabNode, Pod]],
     pod_ns: dict[str, str],
     families: tuple[int, ...],
+    lab: Lab,
 ) -> list[Result]:
     """The guide's day in the life of a packet, as route lookups: pod -> its node -> peer -> pod."""
     first: dict[str, tuple[str, LabNode, Pod]] = {}
@@ -203,10 +204,10 @@ def hops(
             for v in families if src_node != dst_node else ():
                 dst_ip = _ip(dst, v)
                 gateway = _gateway(src_node, v)
-                peer_ip = next(ip for ip in dst_node.ips if (":" in ip) == (v == 6))
+                peer_ip, node_hop = _node_hop(lab, src_node, dst_node, v)
                 steps = [
                     ("pod", pod_ns[src_name], {"gateway": gateway, "dev": "eth0"}),
-                    (src_node.name, src_node.ns, {"gateway": peer_ip, "dev": "eth0"}),
+                    (src_node.name, src_node.ns, node_hop),
                     (dst_node.name, dst_node.ns, {"dev": dst.host_interface}),
                 ]
                 bad = []
@@ -226,6 +227,22 @@ def hops(
                     )
                 )
     return results
+
+
+def _node_hop(lab: Lab, src: LabNode, dst: LabNode, version: int) -> tuple[str, dict[str, str]]:
+    """Where the source node sends a packet for the destination's pods: the peer's InternalIP on
+    eth0, or (a peer on another segment, --cross-subnet vxlan) its tunnel gateway on the VXLAN
+    device, as core/tunnel.py derives it."""
+    from ipaddress import ip_address
+
+    from kindplan.core.tunnel import DEVICES, tunnel_gateway, tunnel_mac
+
+    peer_ip = next(ip for ip in dst.ips if (":" in ip) == (version == 6))
+    if lab.cross_subnet != "vxlan" or src.segment == dst.segment:
+        return peer_ip, {"gateway": peer_ip, "dev": "eth0"}
+    cidr = next(parse_cidr(c) for c in dst.pod_cidrs if parse_cidr(c).version == version)
+    gateway = str(tunnel_gateway(cidr, tunnel_mac(ip_address(peer_ip))))
+    return f"{gateway} dev {DEVICES[version]}", {"gateway": gateway, "dev": DEVICES[version]}
 
 
 def _gateway(node: LabNode, version: int) -> str:

@@ -4,7 +4,9 @@ What kindnetd does (measured against kind's own kindnetd), done here with the pl
 one route per peer PodCIDR via its InternalIP with the netlink default protocol (boot), the
 KIND-MASQ-AGENT chain with the same rules as kindplan's, the conflist with the same meaning in
 kindnetd's own layout (tabs, mtu after ipam). And what it leaves behind because it never deletes
-a route: a departed node's route, and a peer's route from before its PodCIDR changed.
+a route: a departed node's route, and a peer's route from before its PodCIDR changed. A lab whose
+snapshot asks for nftables (`lab up --kindnetd --masq-backend nftables`) stands for kindnet >=
+1.5 instead, which masquerades from its own `table inet kindnet-ipmasq` and has no iptables chain.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import subprocess
 from pathlib import Path
 
+from kindplan.core.masq.value import Masquerade
 from kindplan.core.model import CniConfig, Snapshot
 from kindplan.errors import RuntimeFailure
 from kindplan.lab.topology import V6_PREFIX, Lab, LabNode, ip, sysctl
@@ -47,7 +50,12 @@ def as_kindnetd_left_it(lab: Lab, node: LabNode, snapshot: Snapshot, conf_path: 
         ip("-n", node.ns, "route", "add", str(route.dst), "via", str(route.gateway), "dev", "eth0")
     for dst, gateway in leftovers(lab, node):
         ip("-n", node.ns, "route", "add", dst, "via", gateway, "dev", "eth0")
-    for masq in desired.masq:  # kindnetd writes iptables, whatever kindplan's backend
+    if snapshot.cluster.masq_backend == "nftables":
+        _kindnet_table(node, desired.masq)
+        masqs: tuple[Masquerade, ...] = ()
+    else:
+        masqs = desired.masq
+    for masq in masqs:  # classic kindnetd writes iptables
         tool = "ip6tables-restore" if masq.version == 6 else "iptables-restore"
         payload = restore_payload(masq)
         proc = subprocess.run(
@@ -61,6 +69,22 @@ def as_kindnetd_left_it(lab: Lab, node: LabNode, snapshot: Snapshot, conf_path: 
             raise RuntimeFailure(f"{tool} in {node.ns}: {proc.stderr.strip()}")
     conf_path.parent.mkdir(parents=True, exist_ok=True)
     conf_path.write_text(kindnetd_conflist(desired.cni))
+
+
+def _kindnet_table(node: LabNode, masqs: tuple[Masquerade, ...]) -> None:
+    """kindnet >= 1.5's table inet kindnet-ipmasq, each family's set holding its exemptions."""
+    from kindplan.core.masq.nftables import kindnet_payload
+
+    for masq in masqs:
+        proc = subprocess.run(
+            ["ip", "netns", "exec", node.ns, "nft", "-f", "-"],
+            input=kindnet_payload(masq),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeFailure(f"nft in {node.ns}: {proc.stderr.strip()}")
 
 
 def kindnetd_conflist(cni: CniConfig) -> str:

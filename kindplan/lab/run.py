@@ -65,6 +65,7 @@ def up(
     *,
     say: Say,
     kindnetd: bool = False,
+    segments: topology.Dataplane = topology.ONE_SEGMENT,
 ) -> Lab:
     """Build the lab, apply kindplan on every node, create the pods; clean up if anything fails.
 
@@ -73,13 +74,14 @@ def up(
     """
     if any(ns.startswith(f"{name}-") for ns in topology.existing_namespaces()):
         raise UsageError(f"lab {name!r} already exists; run kindplan lab down --name {name} first")
-    lab = topology.design(name, state_dir, nodes, pods_per_node, dual_stack)
+    lab = topology.design(name, state_dir, nodes, pods_per_node, dual_stack, segments=segments)
     try:
         topology.save(lab)
-        lab.snapshot_path.write_text(topology.snapshot_text(lab))
+        lab.snapshot_path.write_text(topology.snapshot_text(lab, segments.masq_backend))
         topology.build_network(lab)
         count = plural(len(lab.nodes), "node")
-        say(f"lab {name}: {count} on {topology.V4_SUBNET}, outside host {OUTSIDE_V4}")
+        where = topology.V4_SUBNET if segments.segments == 1 else "172.18.0.0/24 and 172.18.1.0/24"
+        say(f"lab {name}: {count} on {where}, outside host {OUTSIDE_V4}")
         for node in lab.nodes:
             if kindnetd:
                 _leave_as_kindnetd(lab, node, say)

@@ -3,6 +3,11 @@
     outside (203.0.113.10) -- bridge ns: br0 172.18.0.1/16, out0 203.0.113.1 -- eth0 of each node
     node ns: eth0 172.18.0.1x/16, default via 172.18.0.1; pods: namespaces wired by the ptp plugin
 
+With --segments 2 the nodes are spread over two L2 segments, two bridges of the bridge namespace,
+which routes between them: br0 172.18.0.1/24 and br1 172.18.1.1/24 (IPv6 fc00:f853:ccd:e793::/64
+and fc00:f853:ccd:e794::/64), node i on segment i % 2; peers on the other segment are off-link
+(--cross-subnet vxlan reaches them).
+
 Every namespace is named `<lab>-...`, so several labs coexist and `down` finds all of a lab's
 leftovers even after an `up` that failed halfway. No namespace is wired to the machine's own
 network: the outside host is a namespace on a documentation range.
@@ -15,6 +20,7 @@ import re
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from kindplan.errors import RuntimeFailure, UsageError
 
@@ -34,6 +40,7 @@ class LabNode:
     ns: str
     ips: tuple[str, ...]  # InternalIPs, IPv4 first
     pod_cidrs: tuple[str, ...]
+    segment: int = 0  # the L2 segment (bridge br<segment>) its uplink is on
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,8 @@ class Lab:
     nodes: tuple[LabNode, ...]
     pods: tuple[LabPod, ...]
     dual_stack: bool
+    segments: int = 1
+    cross_subnet: str = "none"  # the snapshot's cluster.crossSubnet
 
     @property
     def bridge_ns(self) -> str:
@@ -104,22 +113,46 @@ def check_name(name: str) -> str:
     return name
 
 
-def design(name: str, state_dir: Path, nodes: int, pods_per_node: int, dual_stack: bool) -> Lab:
-    """The lab's plan: node names and addresses as in the guide, one PodCIDR per node and family."""
+class Dataplane(NamedTuple):
+    """How the nodes' L2 is cut (`segments` joined by the bridge namespace as a router), and
+    the snapshot's cluster.crossSubnet and cluster.masqBackend (None: not written)."""
+
+    segments: int = 1
+    cross_subnet: str = "none"
+    masq_backend: str | None = None
+
+
+ONE_SEGMENT = Dataplane()
+
+
+def design(
+    name: str,
+    state_dir: Path,
+    nodes: int,
+    pods_per_node: int,
+    dual_stack: bool,
+    *,
+    segments: Dataplane = ONE_SEGMENT,
+) -> Lab:
+    """The lab's plan: node names and addresses as in the guide, one PodCIDR per node and family;
+    with two segments, node i on segment i % 2 (its addresses in that segment's subnet)."""
     check_name(name)
     if not 1 <= nodes <= 200:
         raise UsageError("--nodes takes 1 to 200")
     if not 0 <= pods_per_node <= 50:
         raise UsageError("--pods-per-node takes 0 to 50")
+    if segments.segments not in (1, 2):
+        raise UsageError("--segments takes 1 or 2")
     lab_nodes = []
     for i in range(nodes):
         node_name = SEED_NODES[i] if i < len(SEED_NODES) else f"k8s-guide-worker{i}"
-        ips = [f"172.18.0.{10 + i}"]
+        segment = i % segments.segments
+        ips = [f"172.18.{segment}.{10 + i}"]
         cidrs = [f"10.244.{i}.0/24"]
         if dual_stack:
-            ips.append(f"{V6_PREFIX}{10 + i:x}")
+            ips.append(f"{segment_v6(segment)}{10 + i:x}")
             cidrs.append(f"fd00:10:244:{i:x}::/64" if i else "fd00:10:244::/64")  # canonical
-        lab_nodes.append(LabNode(node_name, i, f"{name}-n{i}", tuple(ips), tuple(cidrs)))
+        lab_nodes.append(LabNode(node_name, i, f"{name}-n{i}", tuple(ips), tuple(cidrs), segment))
     pods = [
         LabPod(
             n.name,
@@ -131,16 +164,43 @@ def design(name: str, state_dir: Path, nodes: int, pods_per_node: int, dual_stac
         for n in lab_nodes
         for k in range(pods_per_node)
     ]
-    return Lab(name, state_dir, tuple(lab_nodes), tuple(pods), dual_stack)
+    return Lab(
+        name,
+        state_dir,
+        tuple(lab_nodes),
+        tuple(pods),
+        dual_stack,
+        segments.segments,
+        segments.cross_subnet,
+    )
 
 
-def snapshot_text(lab: Lab) -> str:
-    """The lab cluster as a kindplan ClusterSnapshot (pods come from each node's CNI cache)."""
+def segment_v6(segment: int) -> str:
+    """The IPv6 prefix of a segment: the guide's for the first, the next /64 for the second."""
+    return V6_PREFIX if not segment else "fc00:f853:ccd:e794::"
+
+
+def segment_gateways(lab: Lab, segment: int) -> tuple[str, str, int]:
+    """(IPv4 gateway, IPv6 gateway, IPv4 prefix length) of a segment: one segment keeps the
+    guide's 172.18.0.0/16; of two, each is a /24."""
+    if lab.segments == 1:
+        return V4_GATEWAY, V6_GATEWAY, 16
+    return f"172.18.{segment}.1", f"{segment_v6(segment)}1", 24
+
+
+def snapshot_text(lab: Lab, masq_backend: str | None = None) -> str:
+    """The lab cluster as a kindplan ClusterSnapshot (pods come from each node's CNI cache);
+    `masq_backend`, if given, as its cluster.masqBackend: every apply on the lab follows it."""
     families = (4, 6) if lab.dual_stack else (4,)
+    cluster: dict[str, object] = {"podSubnets": [POD_SUBNETS[v] for v in families]}
+    if masq_backend is not None:
+        cluster["masqBackend"] = masq_backend
+    if lab.cross_subnet != "none":
+        cluster["crossSubnet"] = lab.cross_subnet
     doc = {
         "apiVersion": "kindplan/v1",
         "kind": "ClusterSnapshot",
-        "cluster": {"podSubnets": [POD_SUBNETS[v] for v in families]},
+        "cluster": cluster,
         "nodes": [
             {"name": n.name, "internalIPs": list(n.ips), "podCIDRs": list(n.pod_cidrs)}
             for n in lab.nodes
@@ -173,6 +233,8 @@ def load(name: str, state_dir: Path) -> Lab:
         ),
         pods=tuple(LabPod(**p) for p in data["pods"]),
         dual_stack=data["dual_stack"],
+        segments=data.get("segments", 1),  # a lab.json from before --segments
+        cross_subnet=data.get("cross_subnet", "none"),
     )
 
 
@@ -217,20 +279,25 @@ def wait_for_dad(lab: Lab, timeout: float = 15.0) -> None:
 
 
 def build_network(lab: Lab) -> None:
-    """The bridge, the outside host, and every node with its uplink eth0 on the bridge."""
+    """The bridge (one per segment), the outside host, and every node with its uplink eth0 on
+    its segment's bridge."""
     br, out = lab.bridge_ns, lab.outside_ns
     for ns in (br, out):
         add_namespace(ns)
-    ip("-n", br, "link", "add", "br0", "type", "bridge")
-    ip("-n", br, "addr", "add", f"{V4_GATEWAY}/16", "dev", "br0")
+    for segment in range(lab.segments):
+        v4_gw, v6_gw, length = segment_gateways(lab, segment)
+        ip("-n", br, "link", "add", f"br{segment}", "type", "bridge")
+        ip("-n", br, "addr", "add", f"{v4_gw}/{length}", "dev", f"br{segment}")
+        if lab.dual_stack:
+            ip("-n", br, "addr", "add", f"{v6_gw}/64", "dev", f"br{segment}", "nodad")
+        ip("-n", br, "link", "set", f"br{segment}", "up")
     ip("-n", br, "link", "add", "out0", "type", "veth", "peer", "name", "eth0", "netns", out)
     ip("-n", br, "addr", "add", f"{OUTSIDE_V4_GW}/24", "dev", "out0")
     ip("-n", out, "addr", "add", f"{OUTSIDE_V4}/24", "dev", "eth0")
     if lab.dual_stack:
-        ip("-n", br, "addr", "add", f"{V6_GATEWAY}/64", "dev", "br0", "nodad")
         ip("-n", br, "addr", "add", f"{OUTSIDE_V6_GW}/64", "dev", "out0", "nodad")
         ip("-n", out, "addr", "add", f"{OUTSIDE_V6}/64", "dev", "eth0", "nodad")
-    for ns, dev in ((br, "br0"), (br, "out0"), (out, "eth0")):
+    for ns, dev in ((br, "out0"), (out, "eth0")):
         ip("-n", ns, "link", "set", dev, "up")
     ip("-n", out, "route", "add", "default", "via", OUTSIDE_V4_GW)
     sysctl(br, "net.ipv4.ip_forward", "1")
@@ -238,17 +305,23 @@ def build_network(lab: Lab) -> None:
         ip("-n", out, "-6", "route", "add", "default", "via", OUTSIDE_V6_GW)
         sysctl(br, "net.ipv6.conf.all.forwarding", "1")
     for node in lab.nodes:
-        add_namespace(node.ns)
-        port = f"n{node.index}"
-        ip("-n", br, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", node.ns)
-        ip("-n", br, "link", "set", port, "master", "br0", "up")
-        ip("-n", node.ns, "addr", "add", f"{node.ips[0]}/16", "dev", "eth0")
-        if lab.dual_stack:
-            ip("-n", node.ns, "addr", "add", f"{node.ips[1]}/64", "dev", "eth0", "nodad")
-        ip("-n", node.ns, "link", "set", "eth0", "up")
-        ip("-n", node.ns, "route", "add", "default", "via", V4_GATEWAY)
-        if lab.dual_stack:
-            ip("-n", node.ns, "-6", "route", "add", "default", "via", V6_GATEWAY)
+        _build_node(lab, node)
+
+
+def _build_node(lab: Lab, node: LabNode) -> None:
+    br = lab.bridge_ns
+    v4_gw, v6_gw, length = segment_gateways(lab, node.segment)
+    add_namespace(node.ns)
+    port = f"n{node.index}"
+    ip("-n", br, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", node.ns)
+    ip("-n", br, "link", "set", port, "master", f"br{node.segment}", "up")
+    ip("-n", node.ns, "addr", "add", f"{node.ips[0]}/{length}", "dev", "eth0")
+    if lab.dual_stack:
+        ip("-n", node.ns, "addr", "add", f"{node.ips[1]}/64", "dev", "eth0", "nodad")
+    ip("-n", node.ns, "link", "set", "eth0", "up")
+    ip("-n", node.ns, "route", "add", "default", "via", v4_gw)
+    if lab.dual_stack:
+        ip("-n", node.ns, "-6", "route", "add", "default", "via", v6_gw)
 
 
 def remove(name: str, state_dir: Path) -> list[str]:

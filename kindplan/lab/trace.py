@@ -23,11 +23,10 @@ from kindplan.lab.run import lab_snapshot
 from kindplan.lab.topology import (
     OUTSIDE_V4,
     OUTSIDE_V6,
-    V4_GATEWAY,
     V4_SUBNET,
-    V6_GATEWAY,
-    V6_PREFIX,
     Lab,
+    segment_gateways,
+    segment_v6,
 )
 from kindplan.node.cnicache import read_cni_cache, with_local_pods
 from kindplan.node.netns import enter_netns
@@ -59,11 +58,14 @@ def lab_cluster(lab: Lab) -> tuple[Snapshot, World]:
     for node in lab.nodes:
         pods, _ = read_cni_cache(lab.node_dir(node, "cache"), node.name, network)
         snapshot, _ = with_local_pods(snapshot, node.name, pods)
-    networks = [parse_cidr(V4_SUBNET)]
-    gateways = [parse_ip(V4_GATEWAY)]
-    if lab.dual_stack:
-        networks.append(parse_cidr(f"{V6_PREFIX}/64"))
-        gateways.append(parse_ip(V6_GATEWAY))
+    networks, gateways = [], []
+    for segment in range(lab.segments):  # each node takes the network (and gateway) it is on
+        v4_gateway, v6_gateway, length = segment_gateways(lab, segment)
+        networks.append(parse_cidr(V4_SUBNET if length == 16 else f"172.18.{segment}.0/24"))
+        gateways.append(parse_ip(v4_gateway))
+        if lab.dual_stack:
+            networks.append(parse_cidr(f"{segment_v6(segment)}/64"))
+            gateways.append(parse_ip(v6_gateway))
     return snapshot, build_world(snapshot, Uplink("eth0", tuple(networks), tuple(gateways)))
 
 

@@ -32,6 +32,15 @@ from kindplan.core.changes import (
 from kindplan.core.masq.dialects import dialect
 from kindplan.core.planview import describe
 from kindplan.core.routes import Route
+from kindplan.core.tunnelchanges import (
+    TUNNEL_CHANGES,
+    DelFdb,
+    DelNeighbour,
+    DelVxlan,
+    WriteFdb,
+    WriteNeighbour,
+    WriteVxlan,
+)
 from kindplan.errors import Interrupted, RuntimeFailure
 from kindplan.node.files import remove_file, write_atomic
 from kindplan.node.observe import read_conflist
@@ -66,14 +75,10 @@ def apply_change(change: Change, kernel: KernelPort, iptables: IptablesPort) -> 
             kernel.add_address(address)
         case DelAddress(address=address):
             kernel.del_address(address)
-        case WriteMasquerade(version=version, variant=variant):
-            payload = dialect(change.backend).write_payload(change)
-            _variant(iptables, variant).restore(version, payload)
-        case RemoveMasquerade(version=version, variant=variant):
-            payload = dialect(change.backend).remove_payload(change)
-            _variant(iptables, variant).restore(version, payload)
-            if change.drop_table:  # the apply made the table: no empty one is left behind
-                _variant(iptables, variant).drop_empty_nat(version)
+        case WriteMasquerade():
+            _masquerade(iptables, change, dialect(change.backend).write_payload(change))
+        case RemoveMasquerade():
+            _masquerade(iptables, change, dialect(change.backend).remove_payload(change))
         case WriteConflist(path=path, content=content, old=old):
             _expect_conflist(Path(path), old)
             write_atomic(Path(path), content)
@@ -82,14 +87,32 @@ def apply_change(change: Change, kernel: KernelPort, iptables: IptablesPort) -> 
             remove_file(Path(path))
         case AddRoute() | ReplaceRoute() | DelRoute():
             raise TypeError(f"not a single change: {change}")
+        case WriteVxlan() | DelVxlan() | WriteNeighbour() | DelNeighbour() | WriteFdb() | DelFdb():
+            raise TypeError(f"a tunnel change goes with its batch: {change}")
         case _:
             assert_never(change)
 
 
 def _variant(iptables: IptablesPort, variant: str | None) -> IptablesPort:
-    """The iptables of the variant a change names (None: the one in use). The iptables dialect
-    is the only one yet: a backend of another runner (nft) would choose its runner here."""
+    """The iptables of the variant a change names (None: the one in use)."""
     return iptables if variant is None else iptables.for_backend(variant)
+
+
+def _masquerade(
+    iptables: IptablesPort, change: WriteMasquerade | RemoveMasquerade, payload: str
+) -> None:
+    """Run a masquerade change's payload with its backend's runner: nft for nftables (one
+    transaction), else iptables-restore of the variant the change names (None: the one in use)."""
+    if change.backend == "nftables":
+        nft = iptables.nftables
+        if nft is None:
+            raise RuntimeFailure("nft: not found on this node (Debian's package nftables)")
+        nft.run(payload)
+        return
+    runner = _variant(iptables, change.variant)
+    runner.restore(change.version, payload)
+    if isinstance(change, RemoveMasquerade) and change.drop_table:
+        runner.drop_empty_nat(change.version)  # the apply made iptables-nft's nat table
 
 
 def _expect_conflist(path: Path, seen: str | None) -> None:
@@ -122,6 +145,12 @@ def route_write(change: Change) -> tuple[str, Route, bytes] | None:
             | RemoveMasquerade()
             | WriteConflist()
             | DeleteConflist()
+            | WriteVxlan()
+            | DelVxlan()
+            | WriteNeighbour()
+            | DelNeighbour()
+            | WriteFdb()
+            | DelFdb()
         ):
             return None
         case _:
@@ -161,6 +190,8 @@ def apply_plan(  # fixed on another branch
             record(batch)
         if route_write(batch[0]) is not None:
             plumbing_failed |= _write_routes(batch, kernel, report)
+        elif isinstance(batch[0], TUNNEL_CHANGES):
+            _write_tunnel(batch, kernel, report)  # the peers' path: not the node's own plumbing
         else:
             plumbing_failed |= not _make(batch[0], kernel, iptables, report)
     return report
@@ -254,13 +285,16 @@ def _replaced(change: Change) -> Route | None:
 
 
 def _batches(changes: Sequence[Change]) -> Iterator[Sequence[Change]]:
-    """The changes in the order given: up to BATCH consecutive route changes at a time, every
-    other change alone."""
+    """The changes in the order given: up to BATCH consecutive route changes at a time, or
+    tunnel changes, every other change alone."""
     i = 0
     while i < len(changes):
         j = i + 1
         if route_write(changes[i]) is not None:
             while j < len(changes) and j - i < BATCH and route_write(changes[j]) is not None:
+                j += 1
+        elif isinstance(changes[i], TUNNEL_CHANGES):
+            while j < len(changes) and j - i < BATCH and isinstance(changes[j], TUNNEL_CHANGES):
                 j += 1
         yield changes[i:j]
         i = j
@@ -285,6 +319,18 @@ def _write_routes(batch: Sequence[Change], kernel: KernelPort, report: ApplyRepo
         else:
             plumbing_failed = True
     return plumbing_failed
+
+
+def _write_tunnel(batch: Sequence[Change], kernel: KernelPort, report: ApplyReport) -> None:
+    """Send a batch of tunnel changes (devices one by one, entries in one go)."""
+    tunnel = [c for c in batch if isinstance(c, TUNNEL_CHANGES)]
+    for change, error in zip(tunnel, kernel.write_tunnel(tunnel), strict=True):
+        if error is None:
+            report.applied.append(change)
+            continue
+        report.failures.append(f"{describe(change)}: {error}")
+        if error.maybe_applied:
+            report.maybe_applied.append(change)
 
 
 def _make(change: Change, kernel: KernelPort, iptables: IptablesPort, report: ApplyReport) -> bool:

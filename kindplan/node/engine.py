@@ -28,7 +28,7 @@ from kindplan.core.changes import (
     WriteConflist,
     WriteMasquerade,
 )
-from kindplan.core.compiler import compile_desired, find_node
+from kindplan.core.compiler import compile_desired, find_node, masq_backend, no_masquerade
 from kindplan.core.diff import diff, masquerade_held, not_in_effect
 from kindplan.core.model import DesiredState, ObservedState, Options, Snapshot
 from kindplan.core.routes import Route, route_command
@@ -135,7 +135,16 @@ def make_plan(
         snapshot, skipped = without_uplink(snapshot, local_pods[0], uplink.name)
         warnings += skipped
     facts = host_facts(snapshot, uplink, options.mtu)
-    desired = call(compile_desired, snapshot, node.name, facts, route_proto=options.route_proto)
+    desired = call(
+        compile_desired,
+        snapshot,
+        node.name,
+        facts,
+        route_proto=options.route_proto,
+        masq_backend=masq_backend(options.masq_backend or snapshot.cluster.masq_backend, observed),
+        no_masquerade=no_masquerade(options),
+        cross_subnet=options.cross_subnet,
+    )
     plan = call(
         diff,
         desired,
@@ -144,11 +153,13 @@ def make_plan(
         route_proto=options.route_proto,
         adopt=options.adopt,
     )
-    off_link = call(off_link_peers, snapshot, node, uplink)
+    tunneled = frozenset((n.peer, n.address.version) for n in desired.neighbours)
+    off_link = call(off_link_peers, snapshot, node, uplink, tunneled)
     if off_link:
         warnings.append(
             f"not on-link from {uplink.name}, the kernel will refuse their routes: "
             + ", ".join(off_link)
+            + " (--cross-subnet vxlan reaches them through a tunnel)"
         )
     plan = replace(plan, warnings=(*warnings, *plan.warnings))
     return Planned(desired, observed, plan, where)

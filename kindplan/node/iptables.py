@@ -10,7 +10,7 @@ import shutil
 import socket
 import struct
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +21,7 @@ from kindplan.node.netlink import Netlink, open_socket
 from kindplan.node.netlink_codec import HEADER, attrs
 
 if TYPE_CHECKING:
+    from kindplan.node.nftables import Nftables
     from kindplan.node.ports import IptablesPort
 
 LOCK_WAIT_SECONDS = 5  # --wait for the xtables lock, as kube-proxy does
@@ -32,6 +33,14 @@ class Iptables:
     """Runs iptables-save/-restore of one backend in the current network namespace."""
 
     backend: str  # "nft", "legacy", or "" for the system's default iptables
+    present: bool = True  # False: the node has no iptables tools at all (nftables only)
+    # The same namespace through nft (None: no nft), carried here so that every caller that
+    # reaches iptables reaches the other masquerade backend too.
+    nft: Nftables | None = field(default=None, compare=False)
+
+    @property
+    def nftables(self) -> Nftables | None:
+        return self.nft
 
     def _tool(self, version: int, verb: str) -> str:
         base = _TOOLS[version]
@@ -68,16 +77,19 @@ class Iptables:
         )
 
     def for_backend(self, backend: str) -> Iptables:
-        return self if backend == self.backend else Iptables(backend)
+        return self if backend == self.backend else Iptables(backend, nft=self.nft)
 
 
 def read_masq(iptables: IptablesPort) -> tuple[MasqObserved, ...]:
-    """kindplan's chain and jumps, both families, in the backend in use and in the other one.
+    """kindplan's chain and jumps, both families, in the backend in use and in the other one;
+    then what nftables holds (kindplan's tables, kindnet's), through nft if the node has it.
 
     Both hook netfilter at once: a chain left in the backend a node switched away from still
     masquerades (or fails to), and a family the cluster lost keeps its chain until removed.
     """
-    found = []
+    found: list[MasqObserved] = []
+    if not iptables.present:  # an nftables-only host: no iptables to hold a chain
+        return _nft_masq(iptables)
     for tool in (iptables, *map(iptables.for_backend, iptables.others())):
         # A family without a nat table in a backend has no chain there: no save run.
         has_nat = tool.nat_families()
@@ -86,7 +98,18 @@ def read_masq(iptables: IptablesPort) -> tuple[MasqObserved, ...]:
                 found.append(parse_nat(version, tool.save_nat(version), tool.backend))
             else:
                 found.append(MasqObserved(version, None, variant=tool.backend))
-    return tuple(found)
+    return (*found, *_nft_masq(iptables))
+
+
+def _nft_masq(iptables: IptablesPort) -> tuple[MasqObserved, ...]:
+    """What the node's nftables holds of kindplan's masquerade (and kindnet's), if it has nft."""
+    nft = iptables.nftables
+    return () if nft is None else nft.read_masq()
+
+
+def iptables_present() -> bool:
+    """Does the node have iptables tools of any kind?"""
+    return any(shutil.which(f"iptables{variant}-save") for variant in ("", "-nft", "-legacy"))
 
 
 def _legacy_nat(version: int) -> bool:

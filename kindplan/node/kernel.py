@@ -11,13 +11,19 @@ from __future__ import annotations
 import errno
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kindplan.core.model import Address, Link, Sysctl
 from kindplan.core.routes import MAIN_TABLE, ROUTE_ORDER, Route
+from kindplan.core.tunnel import DEVICE_NAMES, onlink
 from kindplan.errors import RuntimeFailure
 from kindplan.node.netlink import Netlink
 from kindplan.node.netlink_codec import NetlinkError
 from kindplan.node.netlink_routes import RouteWrite
+from kindplan.node.tunnels import TunnelsSeen, read_tunnels, write_tunnel
+
+if TYPE_CHECKING:
+    from kindplan.core.tunnelchanges import TunnelChange
 
 
 class KernelError(RuntimeFailure):
@@ -80,6 +86,13 @@ class Kernel:
     def raw_routes(self, routes: Sequence[Route]) -> dict[Route, bytes]:
         return self._netlink.route_bodies(routes)
 
+    def read_tunnels(self) -> TunnelsSeen:
+        """kindplan's VXLAN devices and the entries on them (links must have been read first)."""
+        try:
+            return read_tunnels(self._netlink, self._index)
+        except OSError as e:
+            raise _kernel_error("netlink dump of the tunnel failed", e) from e
+
     def read_sysctls(self, names: tuple[str, ...]) -> tuple[Sysctl, ...]:
         try:
             return tuple(Sysctl(name, _sysctl_path(name).read_text().strip()) for name in names)
@@ -121,7 +134,8 @@ class Kernel:
                 )
                 results[i] = KernelError(f"interface {missing} does not exist", 19)  # ENODEV
                 continue
-            batch.append(RouteWrite(verb, route, index, hops, raw))
+            tunnel = route.ifname in DEVICE_NAMES and onlink(route.ifname, route.gateway)
+            batch.append(RouteWrite(verb, route, index, hops, tunnel, raw))
             positions.append(i)
         outcome = self._netlink.write_routes(batch)
         unanswered = [k for k, error in enumerate(outcome) if error and _overrun(error)]
@@ -156,6 +170,14 @@ class Kernel:
             else:  # all but the peer label, which a dump cannot show
                 pending.append(seen is None or seen[:7] != write.route[:7])
         return pending
+
+    def write_tunnel(self, changes: Sequence[TunnelChange]) -> list[KernelError | None]:
+        """Make the tunnel's changes in order (tunnels.py); the error of each, None if done."""
+        try:
+            outcome = write_tunnel(self._netlink, self._index, changes)
+        except OSError as e:  # the socket itself failed: every change unanswered
+            return [_kernel_error("", e)] * len(changes)
+        return [None if e is None else _kernel_error("", e) for e in outcome]
 
     def add_address(self, address: Address) -> None:
         self._address("add", address)

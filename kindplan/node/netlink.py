@@ -248,6 +248,60 @@ class Netlink:
             start += len(chunk)
         return results
 
+    def write_requests(
+        self, requests: Sequence[tuple[int, int, bytes]]
+    ) -> list[NetlinkError | None]:
+        """Send (type, flags beyond F_REQUEST, body) requests in order and in batches; the error
+        of each (None: done). The tunnel's writes (tunnels.py) go this way.
+
+        Only the last request of a batch asks for an acknowledgement: the kernel answers the
+        others only when it refuses them, in order, so the last one's answer is a barrier behind
+        every error of the batch. One answer a batch instead of one a request: reading 5,000
+        acknowledgements, one datagram each, cost as much as the kernel's work.
+        """
+        results: list[NetlinkError | None] = [None] * len(requests)
+        start = 0
+        while start < len(requests):
+            chunk = requests[start : start + self.batch]
+            first = self._seq + 1
+            self._seq += len(chunk)
+            last = self._seq
+            payload = b"".join(
+                [
+                    request(kind, F_REQUEST | flags | (F_ACK if seq == last else 0), seq, body)
+                    for seq, (kind, flags, body) in enumerate(chunk, first)
+                ]
+            )
+            try:
+                self._sock.send(payload)
+            except OSError as e:
+                _fail(results, start, e.errno or errno.EIO, f"not sent: {e.strerror or e}")
+                return results
+            try:
+                self._until_barrier(first, last, results, start)
+            except OSError as e:  # a lost answer may be an error: the batch is maybe applied
+                for i in range(start, start + len(chunk)):
+                    if results[i] is None:
+                        reason = f"no acknowledgement: {e}"
+                        results[i] = NetlinkError(e.errno or errno.EIO, reason, maybe_applied=True)
+                _fail(results, start + len(chunk), e.errno or errno.EIO, f"not sent: {e}")
+                return results
+            start += len(chunk)
+        return results
+
+    def _until_barrier(
+        self, first: int, last: int, results: list[NetlinkError | None], at: int
+    ) -> None:
+        """Read the errors of requests `first` to `last` into `results` from `at`, until the
+        answer of `last` (the barrier) comes."""
+        while True:
+            data = self._recv()
+            for offset, length, kind, flags, seq in messages(data):
+                if kind == NLMSG_ERROR and first <= seq <= last:
+                    results[at + seq - first] = error(data, offset, length, kind, flags)
+                    if seq == last:
+                        return
+
     def write_address(self, verb: str, index: int, address: IPAddress, prefixlen: int) -> None:
         """Add ("add": fails if it exists) or delete ("del") an address on link `index`."""
         kind, flags, body = address_request(verb, index, address, prefixlen)

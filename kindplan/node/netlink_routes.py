@@ -39,6 +39,7 @@ RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 RTA_DST, RTA_SRC, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 2, 4, 5, 6, 15
 RTA_MULTIPATH, RTA_CACHEINFO, RTA_VIA, RTA_NH_ID = 9, 12, 18, 30
 RTN_UNICAST = 1
+RTNH_F_ONLINK = 4
 # The route types of the main table that decide where traffic to a destination goes (local,
 # broadcast and the like live in the local table).
 RTN_KINDS = {1: "unicast", 6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw"}
@@ -60,6 +61,9 @@ class RouteWrite(NamedTuple):
     route: Route
     ifindex: int  # the route's interface (0 for a delete, which matches by key)
     nexthop_indexes: tuple[int, ...] = ()  # the interface of each of the route's nexthops
+    # RTNH_F_ONLINK: the gateway is on the device though no prefix of it says so (a peer's
+    # tunnel address on kindplan's VXLAN device, which only its neighbour entry places there).
+    onlink: bool = False
     raw: bytes = b""  # the kernel's own body of a foreign route to put back (netlink_rawroute)
 
 
@@ -164,7 +168,17 @@ def route_message(write: RouteWrite, seq: int) -> bytes:
     family = socket.AF_INET if size == 4 else socket.AF_INET6
     fields = [
         *(request.size, kind, flags, seq, 0),
-        *(family, route.dst.prefixlen, 0, 0, table, route.proto, scope, rtype, 0),
+        *(
+            family,
+            route.dst.prefixlen,
+            0,
+            0,
+            table,
+            route.proto,
+            scope,
+            rtype,
+            RTNH_F_ONLINK if write.onlink else 0,
+        ),
         *(8, RTA_TABLE, route.table, 4 + size, RTA_DST, dst, 8, RTA_PRIORITY, route.metric),
     ]
     if verb != "del":

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from kindplan.core.addresses import IPAddress, IPNetwork
 from kindplan.core.compiler import FORWARDING_SYSCTLS
-from kindplan.core.masq.iptables import parse_nat
+from kindplan.core.masq.value import MasqObserved
 from kindplan.core.model import (
     DEFAULT_MTU,
     HostFacts,
@@ -88,6 +88,7 @@ def _read(
     except RuntimeFailure as e:
         conflist_error = str(e)
     pods, cache_warnings = read_local_pods(where) if local_pods is None else local_pods
+    tunnels, neighbours, fdb = kernel.read_tunnels()  # after the links: it names them
     return ObservedState(
         links=links,
         routes=read_routes(),
@@ -95,10 +96,20 @@ def _read(
         masq=read_masq(iptables),
         conflist=conflist,
         iptables_backend=iptables.backend,
+        masq_tools=masq_tools(iptables),
         conflist_error=conflist_error,
         local_pods=pods,
         cache_warnings=cache_warnings,
+        tunnels=tunnels,
+        neighbours=neighbours,
+        fdb=fdb,
     )
+
+
+def masq_tools(iptables: IptablesPort) -> tuple[str, ...]:
+    """The masquerade backends the node has tools for."""
+    have = (("iptables", iptables.present), ("nftables", iptables.nftables is not None))
+    return tuple(name for name, present in have if present)
 
 
 def read_local_pods(where: Where) -> tuple[tuple[Pod, ...], tuple[str, ...]]:
@@ -213,12 +224,24 @@ def _uplink_of_peers(links: tuple[Link, ...], snapshot: Snapshot, node: Node) ->
 
 
 def host_facts(snapshot: Snapshot, uplink: Link, mtu: int | None) -> HostFacts:
-    """--mtu, else the snapshot's cluster.mtu, else the uplink's MTU."""
-    return HostFacts(uplink.name, mtu or snapshot.cluster.mtu or uplink.mtu or DEFAULT_MTU)
+    """--mtu, else the snapshot's cluster.mtu, else the uplink's MTU; the uplink's networks."""
+    from ipaddress import ip_interface
+
+    networks = tuple(
+        ip_interface(f"{a}/{n}").network for a, n in uplink.addresses if not a.is_link_local
+    )
+    mtu = mtu or snapshot.cluster.mtu or uplink.mtu or DEFAULT_MTU
+    return HostFacts(uplink.name, mtu, networks)
 
 
-def off_link_peers(snapshot: Snapshot, node: Node, uplink: Link) -> list[str]:
-    """Peers on none of the uplink's prefixes: the kernel will refuse their routes."""
+def off_link_peers(
+    snapshot: Snapshot,
+    node: Node,
+    uplink: Link,
+    tunneled: frozenset[tuple[str, int]] = frozenset(),
+) -> list[str]:
+    """Peers on none of the uplink's prefixes: the kernel will refuse their routes (but for
+    the `tunneled` (peer, family) pairs, which --cross-subnet vxlan reaches)."""
     from ipaddress import ip_interface
 
     prefixes: dict[int, list[IPNetwork]] = {4: [], 6: []}
@@ -231,12 +254,26 @@ def off_link_peers(snapshot: Snapshot, node: Node, uplink: Link) -> list[str]:
         for ip in peer.internal_ips:
             if peer.pod_cidr(ip.version) is None:
                 continue
+            if tunneled and (peer.name, ip.version) in tunneled:
+                continue
             for net in prefixes[ip.version]:
                 if ip in net:
                     break
             else:
                 off.append(f"{peer.name} ({ip})")
     return off
+
+
+def _live_masq(iptables: IptablesPort, families: tuple[int, ...]) -> tuple[MasqObserved, ...]:
+    """Per family, what masquerades on the node: kindplan's masquerade in whichever backend
+    holds it (nftables' table or iptables' chain), else the iptables chain's absence."""
+    found = [m for m in read_masq(iptables) if m.masq is not None and m.variant != "kindnet"]
+    found.sort(key=lambda m: m.hooks == 0)  # a hooked one decides first
+    out = []
+    for v in families:
+        mine = [m for m in found if m.version == v]
+        out.append(mine[0] if mine else MasqObserved(v, None, variant=iptables.backend))
+    return tuple(out)
 
 
 def read_routing(
@@ -248,7 +285,7 @@ def read_routing(
         links=links,
         routes=kernel.read_routes(),
         sysctls=kernel.read_sysctls(tuple(FORWARDING_SYSCTLS[v] for v in families)),
-        masq=tuple(parse_nat(v, iptables.save_nat(v), iptables.backend) for v in families),
+        masq=_live_masq(iptables, families),
         conflist=None,
         iptables_backend=iptables.backend,
     )

@@ -11,17 +11,19 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
-from kindplan.node.iptables import Iptables, detect_backend
+from kindplan.node.iptables import Iptables, detect_backend, iptables_present
 from kindplan.node.kernel import Kernel
 from kindplan.node.locking import apply_lock, node_lock
 from kindplan.node.netns import enter_netns
+from kindplan.node.nftables import Nftables, nft_present
 from kindplan.node.ports import HandleKeeper, NodeHandles
 
 
 def open_handles() -> NodeHandles:
     """The real kernel and iptables of the thread's network namespace."""
     backend = detect_backend()  # first: runs iptables-save, which may fail or be interrupted
-    return NodeHandles(Kernel(), Iptables(backend))
+    nft = Nftables() if nft_present() else None
+    return NodeHandles(Kernel(), Iptables(backend, iptables_present(), nft))
 
 
 class KeptHandles:

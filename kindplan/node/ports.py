@@ -15,9 +15,12 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
+    from kindplan.core.masq.value import MasqObserved
     from kindplan.core.model import Address, Link, Sysctl
     from kindplan.core.routes import Route
+    from kindplan.core.tunnelchanges import TunnelChange
     from kindplan.node.kernel import KernelError
+    from kindplan.node.tunnels import TunnelsSeen
 
 
 class KernelPort(Protocol):
@@ -33,6 +36,16 @@ class KernelPort(Protocol):
 
     def route_digest(self) -> bytes:
         """A digest of the main table: equal while the table is, different once it is not."""
+        ...
+
+    def read_tunnels(self) -> TunnelsSeen:
+        """kindplan's VXLAN devices (and others' of its names, not owned), and the permanent
+        neighbour and FDB entries on those that are kindplan's (after read_links)."""
+        ...
+
+    def write_tunnel(self, changes: Sequence[TunnelChange]) -> list[KernelError | None]:
+        """The tunnel's changes in order; the error of each (None: done). A delete of an entry
+        that is not there is None."""
         ...
 
     def read_sysctls(self, names: tuple[str, ...]) -> tuple[Sysctl, ...]: ...
@@ -93,6 +106,28 @@ class IptablesPort(Protocol):
 
     def for_backend(self, backend: str) -> IptablesPort:
         """The same namespace through the tools of `backend`."""
+        ...
+
+    @property
+    def present(self) -> bool:
+        """Does the node have these tools? (no: an nftables-only host, nothing to read here)"""
+        ...
+
+    @property
+    def nftables(self) -> NftablesPort | None:
+        """The same namespace's netfilter through `nft` (None: the node has no nft)."""
+        ...
+
+
+class NftablesPort(Protocol):
+    """kindplan's nftables tables (and the one it may take over) in one namespace."""
+
+    def read_masq(self) -> tuple[MasqObserved, ...]:
+        """Both families of each table the nftables dialect reads, as values (None: absent)."""
+        ...
+
+    def run(self, payload: str) -> None:
+        """nft -f -: all of `payload` in one transaction, or RuntimeFailure."""
         ...
 
 

@@ -104,8 +104,11 @@ def _options(raw: dict[str, Any]) -> Options:
     """The saved options, each checked as the command line checks it: a saved plan is input."""
     from kindplan.core.model import Options
 
-    if set(raw) != {"node", "conf_dir", "uplink", "mtu", "route_proto", "adopt", "cni_cache_dir"}:
+    # A plan saved before --masq-backend, --no-masquerade-cidr or --cross-subnet has no such key.
+    raw = {"masq_backend": None, "no_masquerade": [], "cross_subnet": None, **raw}
+    if set(raw) != {*_KEYS, "masq_backend", "no_masquerade", "cross_subnet"}:
         raise ValueError("inputs.options: unexpected or missing keys")
+    _later_options(raw)
     for key in _OPTIONAL_STR:
         if raw[key] is not None and not (isinstance(raw[key], str) and raw[key].isprintable()):
             raise ValueError(f"inputs.options.{key}: not a string")
@@ -123,6 +126,29 @@ def _options(raw: dict[str, Any]) -> Options:
     if type(adopt) is not bool:
         raise ValueError("inputs.options.adopt: not true or false")
     return Options(**raw)
+
+
+_KEYS = ("node", "conf_dir", "uplink", "mtu", "route_proto", "adopt", "cni_cache_dir")
+
+
+def _later_options(raw: dict[str, Any]) -> None:
+    """--masq-backend, --no-masquerade-cidr and --cross-subnet as saved: checked, the CIDRs
+    made a tuple in place."""
+    from kindplan.core.addresses import parse_cidr
+
+    if raw["cross_subnet"] not in (None, "none", "vxlan"):
+        raise ValueError("inputs.options.cross_subnet: not none or vxlan")
+    if raw["masq_backend"] not in (None, "auto", "iptables", "nftables"):
+        raise ValueError("inputs.options.masq_backend: not a masquerade backend")
+    cidrs = raw["no_masquerade"]
+    if not isinstance(cidrs, list) or len(cidrs) > 256:
+        raise ValueError("inputs.options.no_masquerade: not a list of CIDRs")
+    try:
+        raw["no_masquerade"] = tuple(str(parse_cidr(c)) for c in cidrs if isinstance(c, str))
+    except ValueError as e:
+        raise ValueError(f"inputs.options.no_masquerade: {e}") from e
+    if len(raw["no_masquerade"]) != len(cidrs):
+        raise ValueError("inputs.options.no_masquerade: not a list of CIDRs")
 
 
 def _field(doc: dict[str, Any], key: str, kind: type) -> Any:

@@ -942,7 +942,11 @@ OPTION_VALUES: dict[str, list[Any]] = {
     "route_proto": ["75", None, 0, 256, -1, 2**64, 10**100, True, 75.5, 2, 186],
     "adopt": ["yes", 1, None, [], 0],
     "cni_cache_dir": [5, [], True],
+    "masq_backend": ["pf", "", 5, [], True, "NFTABLES"],
+    "no_masquerade": ["10.0.0.0/8", [5], ["10.0.0.1/8"], [None], {}, None, ["x"] * 257],
 }
+# Options a saved plan may lack: it was saved before they existed (#23).
+OPTIONAL_OPTIONS = frozenset({"masq_backend", "no_masquerade"})
 UNKNOWN_OPTIONS = ["verbose", "Node", "", "node ", "netns", "__class__", "a\nb", "mtu\x00"]
 BAD_BASE64 = ["!!!!", "YQ", "YQ=", "Y Q==", "YQ==\n", "a-_b", "====", "\u00e9t\u00e9", "YQ==YQ=="]
 
@@ -979,7 +983,25 @@ def _option_ok(key: str, value: Any) -> bool:
         return type(value) is int and 1 <= value <= 255 and value not in RESERVED_PROTOS
     if key == "adopt":
         return type(value) is bool
+    if key == "masq_backend":
+        return value in (None, "auto", "iptables", "nftables")
+    if key == "no_masquerade":
+        # a tuple is what asdict(Options) gives before the document is dumped: an array
+        return isinstance(value, list | tuple) and len(value) <= 256 and all(map(_cidr_ok, value))
     return _printable_or_none(value)  # conf_dir, uplink, cni_cache_dir
+
+
+def _cidr_ok(value: Any) -> bool:
+    """A network in CIDR form with no host bits, as --no-masquerade-cidr takes it."""
+    import ipaddress
+
+    if not isinstance(value, str):
+        return False
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        return False
+    return "/" in value
 
 
 def saved_plan_verdict(doc: Any) -> tuple[frozenset[int], str]:
@@ -1029,7 +1051,9 @@ def _malformed_plan(doc: Any) -> str | None:
 def _malformed_inputs(inputs: dict[str, Any]) -> str | None:
     """What is wrong with a saved plan's inputs, apart from the snapshot's content."""
     options = inputs.get("options")
-    if not isinstance(options, dict) or set(options) != OPTION_KEYS:
+    if not isinstance(options, dict) or not (
+        OPTION_KEYS - OPTIONAL_OPTIONS <= set(options) <= OPTION_KEYS
+    ):
         return "inputs.options: unknown or missing keys"
     for key, value in options.items():
         if not _option_ok(key, value):

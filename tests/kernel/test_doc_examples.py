@@ -140,8 +140,22 @@ def test_lab_trace_and_trace_of_a_node_where_the_walk_breaks(lab: TraceLab, tmp_
         names.check(step)
 
 
+def test_a_cross_subnet_node_in_the_two_segment_lab(tmp_path: Path) -> None:
+    up = ("--nodes", "4", "--segments", "2", "--cross-subnet", "vxlan")
+    with lab_up(tmp_path / "labs", *up) as made:
+        names = Names(tmp_path, {}, made)
+        for step in example("kindplan lab exec k8s-guide-worker -- ip route show").steps:
+            names.check(step)
+
+
 def test_taking_over_from_kindnetd(tmp_path: Path) -> None:
     with lab_up(tmp_path / "labs", "--kindnetd") as made:
         names = Names(tmp_path, {}, made)
         for step in example("kindplan lab plan k8s-guide-worker").steps:
             names.check(step)
+
+
+def test_the_nftables_backend_and_the_switch_back(seed_worker2: Node) -> None:
+    names = on_node(seed_worker2)
+    for step in example("kindplan apply --masq-backend nftables cluster.yaml").steps:
+        names.check(step)

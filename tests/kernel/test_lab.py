@@ -142,6 +142,32 @@ def test_dual_stack_lab(lab: Lab) -> None:
     assert "pass  hops IPv6 web-0-0 -> web-1-0" in check
 
 
+@pytest.mark.parametrize("dual", [False, True], ids=["ipv4", "dual-stack"])
+def test_two_segments_through_the_tunnel(lab: Lab, dual: bool) -> None:
+    """3 + 3 nodes on two subnets joined by a router: every check passes across them, the hops
+    to the other segment going through kindplan's VXLAN device, those on the same one direct."""
+    up = assert_up_and_clean(
+        lab, "--nodes", "6", "--segments", "2", "--cross-subnet", "vxlan",
+        *(["--dual-stack"] if dual else []),
+    )  # fmt: skip
+    assert "on 172.18.0.0/24 and 172.18.1.0/24" in up
+    check = lab.run("check").stdout
+    assert "node k8s-guide-control-plane via 10.244.1.0 dev kindplan.vxlan4," in check
+    assert "node k8s-guide-control-plane via 172.18.0.12," in check
+    assert "pass  pod-to-pod IPv4 k8s-guide-control-plane -> k8s-guide-worker (source" in check
+    assert "pass  SNAT k8s-guide-worker pods -> outside 203.0.113.10" in check
+    if dual:
+        assert "pass  pod-to-pod IPv6 k8s-guide-worker -> k8s-guide-worker2 (source" in check
+        assert "dev kindplan.vxlan6" in check
+    # lab trace: the walk through the tunnel agrees with the kernel at every hop
+    trace = lab.run("trace", "web-0-0", "web-1-0")
+    assert trace.returncode == 0, trace.stdout + trace.stderr
+    assert "same  hop 2 node k8s-guide-control-plane (in on veth" in trace.stdout
+    assert "dev kindplan.vxlan4 via 10.244.1.0" in trace.stdout
+    assert "same  hop 3 node k8s-guide-worker (in on kindplan.vxlan4)" in trace.stdout
+    assert "plan and kernel agree at every hop" in trace.stdout
+
+
 def test_failed_up_cleans_up_after_itself(lab: Lab) -> None:
     # host-local cannot create its data dir where a file stands: the second node's pods fail.
     blocker = lab.state / lab.name / "nodes" / "k8s-guide-worker" / "ipam"
@@ -273,3 +299,77 @@ def test_take_over_from_kindnetd(lab: Lab, up_args: tuple[str, ...]) -> None:
         assert gateway_routes and all(" proto 75 " in line for line in gateway_routes), (
             gateway_routes
         )
+
+
+def test_nftables_lab_masquerades_from_kindplans_table(lab: Lab) -> None:
+    """lab up --masq-backend nftables: every check passes (pods reach the outside host with
+    their node's address, pod to pod keeps pod addresses), no KIND-MASQ-AGENT anywhere, and
+    trace names the nftables rule that decided."""
+    assert_up_and_clean(lab, "--dual-stack", "--masq-backend", "nftables")
+    worker = lab.ns("k8s-guide-worker")
+    assert {"table ip kindplan-masq", "table ip6 kindplan-masq"} <= set(
+        sh("nft", "list", "tables", ns=worker).splitlines()
+    )
+    for tool in ("iptables-save", "ip6tables-save"):
+        assert "KIND-MASQ-AGENT" not in sh(tool, "-t", "nat", ns=worker)
+    check = lab.run("check").stdout
+    assert "pass  SNAT k8s-guide-worker pods -> outside 203.0.113.10, from 172.18.0.11" in check
+    assert "pass  pod-to-pod IPv6 k8s-guide-control-plane -> k8s-guide-worker " in check
+
+    snapshot = lab.state / "with-pods.json"
+    snapshot.write_text(lab.run("snapshot").stdout)
+    walk = subprocess.run(
+        [sys.executable, "-m", "kindplan.cli", "trace", str(snapshot), "--from", "web-1-0",
+         "--to", "203.0.113.10", "--node", "k8s-guide-worker", "--netns", worker],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert walk.returncode == 0, walk.stderr
+    assert (
+        "SNAT   kindplan-masq postrouting (destination not local) -> masquerade: "
+        "10.244.1.2 -> 172.18.0.11"
+    ) in walk.stdout
+
+    # taken away, the check fails where it should, and an apply puts the table back
+    sh("nft", "delete", "table", "ip", "kindplan-masq", ns=worker)
+    failed = lab.run("check")
+    assert failed.returncode == 1
+    assert "FAIL  SNAT k8s-guide-worker pods -> outside 203.0.113.10" in failed.stdout
+    assert "+ nftables: table ip kindplan-masq (new)" in lab.run("plan", "k8s-guide-worker").stdout
+    assert lab.run("apply", "k8s-guide-worker").returncode == 0
+    assert lab.run("check").returncode == 0
+
+
+def test_take_over_from_kindnets_nftables_table(lab: Lab) -> None:
+    """Nodes as kindnet >= 1.5 leaves them (its routes, its table inet kindnet-ipmasq, no
+    iptables chain): the plan names the table, lab apply --adopt replaces it with kindplan's,
+    every check passes, and rollback puts kindnet's table back."""
+    up = lab.run("up", "--kindnetd", "--masq-backend", "nftables")
+    assert up.returncode == 0, up.stderr
+    worker = lab.ns("k8s-guide-worker")
+    tables = sh("nft", "list", "tables", ns=worker).splitlines()
+    assert "table inet kindnet-ipmasq" in tables and "table ip kindplan-masq" not in tables
+    assert "KIND-MASQ-AGENT" not in sh("iptables-save", "-t", "nat", ns=worker)  # portmap's only
+    kindnets = sh("nft", "list", "table", "inet", "kindnet-ipmasq", ns=worker)
+    assert lab.run("check").returncode == 0  # kindnet's table masquerades as it should
+    plan = lab.run("plan", "k8s-guide-worker").stdout
+    assert "+ nftables: table ip kindplan-masq (new)" in plan
+    assert "kindnet's table inet kindnet-ipmasq masquerades IPv4 and IPv6 too" in plan
+    for node in NODES:
+        applied = lab.run("apply", node, "--adopt")
+        assert applied.returncode == 0, applied.stderr
+    assert "applied: removed nftables: table inet kindnet-ipmasq (kindnet's, taken over), IPv4" in (
+        applied.stdout
+    )
+    tables = sh("nft", "list", "tables", ns=worker).splitlines()
+    assert "table ip kindplan-masq" in tables and "table inet kindnet-ipmasq" not in tables
+    check = lab.run("check")
+    assert check.returncode == 0, check.stdout
+    for node in NODES:
+        assert lab.run("plan", node, "--detailed-exitcode").returncode == 0
+    back = subprocess.run(
+        [sys.executable, "-m", "kindplan.cli", "rollback", "--netns", worker,
+         "--state-dir", str(lab.state / lab.name / "state")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert sh("nft", "list", "table", "inet", "kindnet-ipmasq", ns=worker) == kindnets

@@ -174,3 +174,58 @@ def test_ctrl_c_while_reading_stdin_says_so_in_one_line() -> None:
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
     assert err == "error: interrupted; kindplan history shows what the journal holds\n"
+
+
+def test_render_with_the_nftables_backend_and_exclusions(tmp_path: Path) -> None:
+    out = tmp_path / "n"
+    exclusions = "192.0.2.0/24,10.96.0.0/12"
+    result = run("render", SEED, "--node", "k8s-guide-worker2", "--out", str(out),
+                 "--masq-backend", "nftables", "--no-masquerade-cidr", exclusions)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "10-kindnet.conflist",
+        "ip-kindplan-masq.nft",
+        "routes.batch",
+    ]
+    table = (out / "ip-kindplan-masq.nft").read_text()
+    assert "elements = { 10.96.0.0/12, 10.244.0.0/16, 192.0.2.0/24 };" in table
+    # the exclusions in the iptables backend too, after the pod subnet
+    result = run("render", SEED, "--node", "k8s-guide-worker2", "--out", str(tmp_path / "i"),
+                 "--no-masquerade-cidr", "192.0.2.0/24")  # fmt: skip
+    rules = (tmp_path / "i" / "iptables.rules").read_text()
+    assert rules.index("-d 10.244.0.0/16 ") < rules.index("-d 192.0.2.0/24 ")
+
+
+def test_a_snapshots_masq_backend_is_followed_and_the_flag_overrides_it(tmp_path: Path) -> None:
+    snapshot = tmp_path / "s.yaml"
+    snapshot.write_text(
+        Path(SEED).read_text().replace("podSubnets:", "masqBackend: nftables\n  podSubnets:", 1)
+    )
+    result = run(
+        "render", str(snapshot), "--node", "k8s-guide-worker2", "--out", str(tmp_path / "a")
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "a" / "ip-kindplan-masq.nft").exists()
+    result = run("render", str(snapshot), "--node", "k8s-guide-worker2",
+                 "--out", str(tmp_path / "b"), "--masq-backend", "iptables")  # fmt: skip
+    assert (tmp_path / "b" / "iptables.rules").exists()
+    snapshot.write_text(
+        Path(SEED).read_text().replace("podSubnets:", "masqBackend: pf\n  podSubnets:", 1)
+    )
+    bad = run("render", str(snapshot), "--node", "k8s-guide-worker2", "--out", str(tmp_path / "c"))
+    assert bad.returncode == 65
+    assert "cluster.masqBackend" in bad.stderr and len(bad.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--masq-backend", "pf"], "'pf' is not one of auto, iptables, nftables"),
+        (["--no-masquerade-cidr", "10.0.0.1/8"], "'10.0.0.1/8' is not a network in CIDR form"),
+    ],
+)
+def test_bad_masquerade_flags_are_one_line_usage_errors(flags: list[str], said: str) -> None:
+    for command in ("render", "plan", "apply"):
+        result = run(command, SEED, "--node", "k8s-guide-worker2", *flags)
+        assert result.returncode == 64, (command, result.stderr)
+        assert said in result.stderr and len(result.stderr.strip().splitlines()) == 1

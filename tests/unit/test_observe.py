@@ -19,7 +19,9 @@ import pytest
 from kindplan.core.masq.value import MasqObserved, MasqRule, Masquerade
 from kindplan.core.model import Link, ObservedState, Pod, Sysctl
 from kindplan.core.routes import Route, RouteSpecial
+from kindplan.core.tunnel import FdbEntry, Neighbour, Vxlan
 from kindplan.node.observe import Where, digest, fingerprint, observed_digest, read_observed
+from kindplan.node.tunnels import TunnelsSeen
 
 NODE = ObservedState(
     links=(
@@ -41,9 +43,13 @@ OTHER = {
     "masq": (replace(NODE.masq[0], hooks_at=(1, 3)),),  # as many hooks, another position
     "conflist": "{ }\n",
     "iptables_backend": "legacy",
+    "masq_tools": ("nftables",),  # the iptables tools gone: auto's choice may change
     "conflist_error": "/etc/cni/net.d/10-kindnet.conflist: cannot read: not a regular file",
     "local_pods": (POD,),
     "cache_warnings": ("/cache/kindnet-bad-eth0: unreadable CNI cache entry; skipped",),
+    "tunnels": (Vxlan("kindplan.vxlan4", 4, ip_address("198.18.0.10"), "0a:58:c6:12:00:0a", 1450),),
+    "neighbours": (Neighbour("kindplan.vxlan4", ip_address("10.244.1.0"), "0a:58:c6:12:00:0b"),),
+    "fdb": (FdbEntry("kindplan.vxlan4", "0a:58:c6:12:00:0b", ip_address("198.19.0.11")),),
 }
 
 
@@ -113,6 +119,9 @@ class StandInKernel:
     def read_sysctls(self, names: tuple[str, ...]) -> tuple[Sysctl, ...]:
         return tuple(Sysctl(name, self.sysctls[name]) for name in names)
 
+    def read_tunnels(self) -> TunnelsSeen:
+        return (), (), ()
+
 
 @dataclass
 class StandInIptables:
@@ -123,6 +132,8 @@ class StandInIptables:
         default_factory=lambda: dict.fromkeys((4, 6), "*nat\n:KIND-MASQ-AGENT - [0:0]\nCOMMIT\n")
     )
     backend: str = ""
+    present: bool = True
+    nftables: None = None  # no nft: nothing on the host is read
 
     def save_nat(self, version: int) -> str:
         return self.saved[version]

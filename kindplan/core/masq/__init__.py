@@ -1,2 +1,3 @@
 """Masquerade in one home: the backend-neutral value (value.py), the dialects that read and write
-it for one backend each (iptables.py), and the registry that names them (dialects.py)."""
+it for one backend each (iptables.py, nftables.py), and the registry that names them
+(dialects.py)."""

@@ -19,7 +19,10 @@ if TYPE_CHECKING:
     from kindplan.core.masq.value import MasqObserved, MasqRule, Masquerade
 
 # Backend name -> the module whose DIALECT speaks it.
-DIALECTS = {"iptables": "kindplan.core.masq.iptables"}
+DIALECTS = {
+    "iptables": "kindplan.core.masq.iptables",
+    "nftables": "kindplan.core.masq.nftables",
+}
 
 
 class MasqWords(NamedTuple):
@@ -88,6 +91,11 @@ if TYPE_CHECKING:
 
         def rule_text(self, rule: MasqRule) -> str:
             """One rule as the backend shows it (the plan's detail lines, show, trace)."""
+            ...
+
+        def held(self, masq: Masquerade) -> Masquerade:
+            """`masq` as the backend holds it once written, so that what is read back compares
+            equal (iptables: as it is; nftables: the exemptions merged as its set merges them)."""
             ...
 
         def render_file(self, node: str, masq: Masquerade) -> tuple[str, str]:

@@ -175,6 +175,9 @@ class _Iptables:
     def rule_text(self, rule: MasqRule) -> str:
         return rule_text(rule)
 
+    def held(self, masq: Masquerade) -> Masquerade:
+        return masq  # a chain holds its rules as written
+
     def render_file(self, node: str, masq: Masquerade) -> tuple[str, str]:
         header = (
             f"# kindplan: SNAT of node {node}; iptables-restore --noflush FILE. The last "
