@@ -54,7 +54,7 @@ from kindplan.node.locking import LOCK_DIR
 from kindplan.node.ports import HandleKeeper, IptablesPort, KernelPort, NodeHandles, NodeOpener
 from kindplan.node.tunnels import TunnelsSeen
 
-RouteKey = tuple[int, int, int, int, int]
+RouteKey = tuple[int, ...]
 
 
 class FakeKernel:
@@ -109,6 +109,9 @@ class FakeKernel:
             return None
         return tuple(self.nexthops[ident] for ident in sorted(self.nexthops))
 
+    def raw_routes(self, routes: Sequence[Route]) -> dict[Route, bytes]:
+        return {}  # a fake dumps no messages: its routes are put back from their fields
+
     def read_tunnels(self) -> TunnelsSeen:
         self._dump("tunnel")
         owned = {name for name, t in self.tunnels.items() if t.owned}
@@ -146,13 +149,13 @@ class FakeKernel:
         self.sysctls[name] = value
 
     def write_routes(
-        self, writes: Sequence[tuple[str, Route | Nexthop]]
+        self, writes: Sequence[tuple[str, Route | Nexthop] | tuple[str, Route | Nexthop, bytes]]
     ) -> list[KernelError | None]:
         self.batches.append(len(writes))
         overrun = self.overrun_batches > 0
         self.overrun_batches -= overrun
         results: list[KernelError | None] = []
-        for verb, route in writes:
+        for verb, route, *_ in writes:
             self.writes.append((verb, route))
             if isinstance(route, Nexthop):
                 error = self._write_nexthop(verb, route)
@@ -365,6 +368,14 @@ class FakeIptables:
         lines += [f":{c} ACCEPT [0:0]" if c in NAT_BUILTINS else f":{c} - [0:0]" for c in chains]
         lines += [f"-A {c} {rule}" for c in chains for rule in table[c]]
         return "\n".join([*lines, "COMMIT"]) + "\n"
+
+    def drop_empty_nat(self, version: int) -> bool:
+        key = (self._backend, version)
+        table = self.netfilter.tables.get(key)
+        if self._backend != "nft" or table is None or table != _empty_nat():
+            return False
+        del self.netfilter.tables[key]
+        return True
 
     def restore(self, version: int, payload: str) -> None:
         tool = "-".join(filter(None, (_TOOLS[version], self._backend, "restore")))

@@ -74,6 +74,9 @@ class SetSysctl:
 @dataclass(frozen=True, slots=True)
 class AddAddress:
     address: Address
+    # The index of the veth it goes on, as observed: its undo removes the address from that
+    # very link only, not from another that has since taken its name (0: not known).
+    ifindex: int = field(default=0, compare=False)
 
     kind: ClassVar[str] = "address"
     action: ClassVar[str] = "+"
@@ -84,19 +87,24 @@ class AddAddress:
         return f"address {_address_text(self.address)} (pod {self.address.pod})"
 
     def undo(self) -> Change:
-        return DelAddress(self.address)
+        return DelAddress(self.address, self.ifindex)
 
     def encode(self) -> dict[str, Any]:
-        return {"type": "AddAddress", **_encode_address(self.address)}
+        return {"type": "AddAddress", **_encode_address(self.address, self.ifindex)}
 
     @classmethod
     def decode(cls, d: dict[str, Any]) -> AddAddress:
-        return cls(_decode_address(d))
+        return cls(_decode_address(d), _decode_ifindex(d))
 
 
 @dataclass(frozen=True, slots=True)
 class AddRoute:
     route: Route
+    # The kernel's own message body of `route` (rtmsg and every attribute, as a dump gave it) when
+    # the undo of a deletion puts back a foreign route: written back as it was, attributes that
+    # a Route does not model too (node/netlink_rawroute.py); b"": written from the Route's
+    # fields. Not compared: the same route, said more exactly.
+    raw: bytes = field(default=b"", compare=False, repr=False)
 
     kind: ClassVar[str] = "route"
     action: ClassVar[str] = "+"
@@ -110,17 +118,19 @@ class AddRoute:
         return DelRoute(self.route)
 
     def encode(self) -> dict[str, Any]:
-        return {"type": "AddRoute", "route": encode_route(self.route)}
+        return {"type": "AddRoute", "route": encode_route(self.route), **_encode_raw(self.raw)}
 
     @classmethod
     def decode(cls, d: dict[str, Any]) -> AddRoute:
-        return cls(decode_route(d["route"]))
+        return cls(decode_route(d["route"]), _decode_raw(d))
 
 
 @dataclass(frozen=True, slots=True)
 class ReplaceRoute:
     route: Route
     old: Route
+    raw: bytes = field(default=b"", compare=False, repr=False)  # of `route`, as AddRoute's
+    old_raw: bytes = field(default=b"", compare=False, repr=False)  # of `old`: its undo's raw
 
     kind: ClassVar[str] = "route"
     action: ClassVar[str] = "~"
@@ -132,18 +142,19 @@ class ReplaceRoute:
         return f"route {route_text(self.route)}{_why(route_for(self.route), was)}"
 
     def undo(self) -> Change:
-        return ReplaceRoute(self.old, self.route)
+        return ReplaceRoute(self.old, self.route, raw=self.old_raw)
 
     def encode(self) -> dict[str, Any]:
         return {
             "type": "ReplaceRoute",
             "route": encode_route(self.route),
             "old": encode_route(self.old),
+            **_encode_raw(self.raw),
         }
 
     @classmethod
     def decode(cls, d: dict[str, Any]) -> ReplaceRoute:
-        return cls(decode_route(d["route"]), decode_route(d["old"]))
+        return cls(decode_route(d["route"]), decode_route(d["old"]), _decode_raw(d))
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +174,9 @@ class WriteMasquerade:
     # What the backend held that its dialect could not read: shown by the plan, replaced, never
     # written back, so neither journaled (an undo restores `old`).
     unread: tuple[str, ...] = ()
+    # The write makes the backend's nat table too (there was none): its undo drops the table
+    # again if nothing else is in it then (observed before the apply; not compared).
+    made_table: bool = field(default=False, compare=False)
 
     undo_rank: ClassVar[int] = 3
     on_disk: ClassVar[bool] = False
@@ -181,7 +195,12 @@ class WriteMasquerade:
     def undo(self) -> Change:
         if self.old is None and self.masq is not None:
             return RemoveMasquerade(
-                self.version, self.masq, self.want_hooks, self.backend, self.variant
+                self.version,
+                self.masq,
+                self.want_hooks,
+                self.backend,
+                self.variant,
+                drop_table=self.made_table,
             )
         swapped = replace(
             self,
@@ -237,6 +256,7 @@ class RemoveMasquerade:
     backend: str = "iptables"  # the dialect that removes it (core/masq/dialects.py)
     variant: str | None = None  # the backend's variant; None: the one in use then
     unread: tuple[str, ...] = ()  # as WriteMasquerade's
+    drop_table: bool = False  # drop the nat table too if it is empty then (made by the apply)
 
     action: ClassVar[str] = "-"
     undo_rank: ClassVar[int] = 3
@@ -268,6 +288,7 @@ class RemoveMasquerade:
             "version": self.version,
             "old": encode_masq(self.old),
             "hooks": self.hooks,
+            **({"dropTable": True} if self.drop_table else {}),
         }
 
     @classmethod
@@ -277,12 +298,14 @@ class RemoveMasquerade:
         old = decode_masq(version, d["old"])
         if old is None:
             raise ValueError("RemoveMasquerade without what it removes")
-        return cls(version, old, int(d["hooks"]), backend, variant)
+        drop_table = d.get("dropTable", False) is True  # absent in journals before it
+        return cls(version, old, int(d["hooks"]), backend, variant, drop_table=drop_table)
 
 
 @dataclass(frozen=True, slots=True)
 class DelAddress:
     address: Address
+    ifindex: int = field(default=0, compare=False)  # as AddAddress's (0: any link of its name)
 
     kind: ClassVar[str] = "address"
     action: ClassVar[str] = "-"
@@ -293,14 +316,14 @@ class DelAddress:
         return f"address {_address_text(self.address)}"
 
     def undo(self) -> Change:
-        return AddAddress(self.address)
+        return AddAddress(self.address, self.ifindex)
 
     def encode(self) -> dict[str, Any]:
-        return {"type": "DelAddress", **_encode_address(self.address)}
+        return {"type": "DelAddress", **_encode_address(self.address, self.ifindex)}
 
     @classmethod
     def decode(cls, d: dict[str, Any]) -> DelAddress:
-        return cls(_decode_address(d))
+        return cls(_decode_address(d), _decode_ifindex(d))
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,6 +357,7 @@ class DelRoute:
     # for one of kindplan's. Words only: not compared, not journaled (an undo that deletes a
     # route deletes one of ours).
     why: str = field(default="", compare=False)
+    raw: bytes = field(default=b"", compare=False, repr=False)  # of `route`: its undo's raw
 
     kind: ClassVar[str] = "route"
     action: ClassVar[str] = "-"
@@ -346,7 +370,7 @@ class DelRoute:
         return f"route {route_text(self.route)}{_why(route_for(self.route) or stale)}"
 
     def undo(self) -> Change:
-        return AddRoute(self.route)
+        return AddRoute(self.route, raw=self.raw)
 
     def encode(self) -> dict[str, Any]:
         return {"type": "DelRoute", "route": encode_route(self.route)}
@@ -463,12 +487,40 @@ def _why(*parts: str) -> str:
     return f" ({text})" if text else ""
 
 
+# A route message body is a few hundred bytes; a journal line naming a much longer one is not
+# kindplan's (schemas/journal.schema.json bounds the hex too).
+MAX_RAW_ROUTE = 4096
+
+
+def _encode_raw(raw: bytes) -> dict[str, str]:
+    return {"raw": raw.hex()} if raw else {}
+
+
+def _decode_raw(d: dict[str, Any]) -> bytes:
+    """A route change's raw message body (b"": none, as in every journal before it). Only its
+    form is checked here: what it says is checked against the route by the journal's reader
+    (node/netlink_rawroute.check_raw), which knows netlink."""
+    raw = bytes.fromhex(str(d.get("raw", "")))
+    if len(raw) > MAX_RAW_ROUTE:
+        raise ValueError(f"a route's raw attributes of {len(raw)} bytes (at most {MAX_RAW_ROUTE})")
+    return raw
+
+
 def _address_text(address: Address) -> str:
     return f"{address.address}/{address.prefixlen} dev {address.ifname}"
 
 
-def _encode_address(address: Address) -> dict[str, Any]:
-    return {"ifname": address.ifname, "address": str(address.address), "pod": address.pod}
+def _encode_address(address: Address, ifindex: int) -> dict[str, Any]:
+    d = {"ifname": address.ifname, "address": str(address.address), "pod": address.pod}
+    return d | {"ifindex": ifindex} if ifindex else d
+
+
+def _decode_ifindex(d: dict[str, Any]) -> int:
+    """A link index (0: none, as in every journal before it)."""
+    ifindex = d.get("ifindex", 0)
+    if type(ifindex) is not int or not 0 <= ifindex < 1 << 31:
+        raise ValueError(f"ifindex {ifindex!r}")
+    return ifindex
 
 
 def _decode_address(d: dict[str, Any]) -> Address:

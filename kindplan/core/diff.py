@@ -91,7 +91,7 @@ def diff(
             and link.kind == "veth"
             and (address.address, address.prefixlen) not in link.addresses
         ):
-            changes.append(AddAddress(address))
+            changes.append(AddAddress(address, link.index))
 
     skipped = {*missing_veths, *not_veths, *tunnels.skipped}
     nexthops = diff_nexthops(desired, observed, route_proto)
@@ -118,6 +118,7 @@ def diff(
             )
         )
     changes += nexthops.changes  # an object before the routes through it
+    warnings += _source_specific(routes.source_specific)
     changes += routes.changes
     changes += _diff_masq(desired, observed, adopt, warnings)
     changes += routes.deletions
@@ -147,6 +148,8 @@ class _RouteDiff:
     foreign_ok: list[str] = field(default_factory=list)  # right, but not kindplan's
     # Pods' host routes of that kind, as (route, observed protocol): formatted only if shown.
     foreign_pods: list[tuple[Route, int]] = field(default_factory=list)
+    # Source-specific routes (RTA_SRC) at a destination kindplan routes: left alone, named.
+    source_specific: list[Route] = field(default_factory=list)
 
 
 def _diff_routes(
@@ -233,6 +236,17 @@ def _diff_unwanted(
             _shadowing(route, desired, wanted, adopt, out)
 
 
+def _source_specific(routes: list[Route]) -> list[str]:
+    """One line naming the source-specific routes at kindplan's destinations, if any."""
+    if not routes:
+        return []
+    shown = ", ".join(f"{r.dst} from {r.src} proto {r.proto}" for r in routes)
+    return [
+        "source-specific routes at destinations kindplan routes, left alone (they are other "
+        f"routes, taken only for traffic from their source): {shown}"
+    ]
+
+
 def _taken_over(route: Route, was: int, proto: int) -> str:
     """`10.244.2.0/24 (peer NODE, proto 3 -> 75)`: a route --adopt takes over."""
     return f"{route.dst} ({route_for(route)}, proto {was} -> {proto})"
@@ -258,6 +272,7 @@ def _stale_foreign(desired: DesiredState, observed: tuple[Route, ...], proto: in
         and not r.owned_by(RTPROT_KERNEL)
         and any(r.dst.prefixlen > s.prefixlen and r.dst.network_address in s for s in subnets)
         and r.dst not in desired.node_cidrs
+        and r.src is None  # a source-specific route is another route: never taken as stale
     ]
     if not candidates:
         return []
@@ -275,7 +290,12 @@ def _shadowing(
     """A foreign route at a destination kindplan routes, with a lower metric: the kernel takes
     it, not kindplan's (IPv4 routes of kindplan's have metric 0, so only IPv6 ones can be
     shadowed this way). A conflict unless it sends traffic where kindplan's would; --adopt
-    deletes it."""
+    deletes it. A source-specific route shadows nothing (only traffic from its source takes it):
+    named, left alone."""
+    if route.src is not None:
+        if any(isinstance(key, tuple) and key[:4] == route.key[:4] for key in wanted):
+            out.source_specific.append(route)
+        return
     table, version, address, prefixlen, tos_metric = route.key
     tos, metric = tos_metric >> 32 << 32, route.metric
     for mine in _DESIRED_METRICS:
@@ -418,6 +438,16 @@ def _masq_in_effect(change: WriteMasquerade | RemoveMasquerade, observed: Observ
         and (masq is None or (now.right and now.masq == masq))
         and now.hooks == change.want_hooks
     )
+
+
+def masquerade_held(
+    observed: ObservedState, change: WriteMasquerade | RemoveMasquerade
+) -> tuple[Masquerade | None, int, tuple[str, ...]]:
+    """The masquerade, the count of hooks and the rules its dialect could not read that the
+    backend and variant of `change` hold (no chain: None, 0, ()): what a rollback compares with
+    what the apply left there (its own rules and hooks, nothing unread)."""
+    now = _masq(observed, change)
+    return (None, 0, ()) if now is None else (now.masq, now.hooks, now.unread)
 
 
 def _masq(

@@ -53,6 +53,9 @@ class RouteSpecial(NamedTuple):
     tos: int = 0
     nexthops: tuple[NextHop, ...] = ()  # a multipath route's paths (then no gateway or ifname)
     nh_id: int = 0  # a route through a nexthop object (RTA_NH_ID); its path is in nexthops
+    # An IPv6 source-specific route's source prefix (RTA_SRC, `ip -6 route add DST from SRC`):
+    # part of the kernel's key, so it is another route than the one at DST (never kindplan's).
+    src: IPNetwork | None = None
 
 
 _ORDINARY = RouteSpecial()
@@ -71,7 +74,7 @@ class _RouteFields(NamedTuple):
     # The kernel's identity of the route, (table, dst, TOS, metric), derived from the fields
     # above as (table, family, address, prefix length, TOS << 32 | metric) (a metric is a u32):
     # sorting and diffing 10,000 routes ask for it several times each, and hash it each time.
-    key: tuple[int, int, int, int, int]
+    key: tuple[int, ...]  # and, for a source-specific route, its source prefix (RTA_SRC)
 
 
 class Route(_RouteFields):
@@ -100,12 +103,12 @@ class Route(_RouteFields):
         peer: str = "",
         special: RouteSpecial | None = None,
     ) -> Route:
-        key = (table, dst.version, int(dst.network_address), dst.prefixlen, metric)
+        key: tuple[int, ...] = (table, dst.version, int(dst.network_address), dst.prefixlen, metric)
         if special is not None:
             if special == _ORDINARY:
                 special = None
-            elif special.tos:
-                key = (*key[:4], special.tos << 32 | metric)
+            elif special.tos or special.src is not None:
+                key = _special_key(key, special)
         return tuple.__new__(
             cls, (dst, ifname, gateway, scope, metric, proto, table, peer, special, key)
         )
@@ -132,6 +135,10 @@ class Route(_RouteFields):
         return self.special.nh_id if self.special is not None else 0
 
     @property
+    def src(self) -> IPNetwork | None:
+        return self.special.src if self.special is not None else None
+
+    @property
     def plain(self) -> bool:
         """A unicast route through one gateway of its own family or one device: the only kind
         kindplan itself writes."""
@@ -143,6 +150,16 @@ class Route(_RouteFields):
         kindplan's when owned_by(Options.route_proto): the only routes it deletes, replaces or
         counts as its own (owned_routes() and foreign_routes() sort many at once)."""
         return self.proto == proto
+
+
+def _special_key(key: tuple[int, ...], special: RouteSpecial) -> tuple[int, ...]:
+    """The key of a route with a TOS (in the metric's place: the kernel keys by both) or a source
+    prefix (after the five of every key, so it sorts after the route at its destination)."""
+    if special.tos:
+        key = (*key[:4], special.tos << 32 | key[4])
+    if special.src is not None:
+        key += (int(special.src.network_address), special.src.prefixlen)
+    return key
 
 
 # Sorts routes by their key, read in C (a lambda costs a Python call for each of 10,000).
@@ -197,7 +214,7 @@ def route_was(old: Route) -> str:
 
 
 def _target(route: Route) -> list[str]:
-    words = []
+    words = [] if route.src is None else ["from", format_net(route.src)]
     if route.tos:
         words += ["tos", f"0x{route.tos:02x}"]
     if route.nh_id:
@@ -249,6 +266,8 @@ def encode_route(r: Route) -> dict[str, Any]:
             ],
             "nhId": r.nh_id,
         }
+        if r.src is not None:
+            d["src"] = format_net(r.src)
     return d
 
 
@@ -274,5 +293,6 @@ def decode_route(d: dict[str, Any]) -> Route:
                 for gateway, ifname, weight in d.get("nexthops", ())
             ),
             int(d.get("nhId", 0)),
+            parse_cidr(d["src"]) if d.get("src") else None,
         ),
     )

@@ -11,11 +11,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, assert_never
 
 from kindplan.core.changes import (
+    MAX_RAW_ROUTE,
     AddAddress,
     AddRoute,
     Change,
@@ -106,6 +107,11 @@ def apply_change(change: Change, kernel: KernelPort, iptables: IptablesPort) -> 
             assert_never(change)
 
 
+def _variant(iptables: IptablesPort, variant: str | None) -> IptablesPort:
+    """The iptables of the variant a change names (None: the one in use)."""
+    return iptables if variant is None else iptables.for_backend(variant)
+
+
 def _masquerade(
     iptables: IptablesPort, change: WriteMasquerade | RemoveMasquerade, payload: str
 ) -> None:
@@ -117,8 +123,10 @@ def _masquerade(
             raise RuntimeFailure("nft: not found on this node (Debian's package nftables)")
         nft.run(payload)
         return
-    runner = iptables if change.variant is None else iptables.for_backend(change.variant)
+    runner = _variant(iptables, change.variant)
     runner.restore(change.version, payload)
+    if isinstance(change, RemoveMasquerade) and change.drop_table:
+        runner.drop_empty_nat(change.version)  # the apply made iptables-nft's nat table
 
 
 def _expect_conflist(path: Path, seen: str | None) -> None:
@@ -133,22 +141,23 @@ def _route_of(change: Change) -> Route | Nexthop | None:
     return write[1] if write else None
 
 
-def route_write(change: Change) -> tuple[str, Route | Nexthop] | None:
-    """The netlink write a route change needs, or None if it is not a route change. A nexthop
-    object's changes go with the routes: in the same batches, in the plan's order."""
+def route_write(change: Change) -> tuple[str, Route | Nexthop, bytes] | None:
+    """The netlink write a route change needs (with the kernel's own body of a foreign route
+    it puts back), or None if it is not a route change. A nexthop object's changes go with the
+    routes: in the same batches, in the plan's order."""
     match change:
-        case AddRoute(route=route):
-            return ("add", route)
-        case ReplaceRoute(route=route):
-            return ("replace", route)
+        case AddRoute(route=route, raw=raw):
+            return ("add", route, raw)
+        case ReplaceRoute(route=route, raw=raw):
+            return ("replace", route, raw)
         case DelRoute(route=route):
-            return ("del", route)
+            return ("del", route, b"")
         case AddNexthop(nexthop=nexthop):
-            return ("add", nexthop)
+            return ("add", nexthop, b"")
         case ReplaceNexthop(nexthop=nexthop):
-            return ("replace", nexthop)
+            return ("replace", nexthop, b"")
         case DelNexthop(nexthop=nexthop):
-            return ("del", nexthop)
+            return ("del", nexthop, b"")
         case (
             SetSysctl()
             | AddAddress()
@@ -262,7 +271,9 @@ class RouteWrites:
 class _Sending(threading.Thread):
     """One batch's kernel.write_routes, in a thread of its own."""
 
-    def __init__(self, kernel: KernelPort, writes: list[tuple[str, Route | Nexthop]]) -> None:
+    def __init__(
+        self, kernel: KernelPort, writes: list[tuple[str, Route | Nexthop, bytes]]
+    ) -> None:
         super().__init__(name="kindplan-routes")
         self._kernel, self._writes = kernel, writes
         self._errors: list[KernelError | None] = []
@@ -279,6 +290,93 @@ class _Sending(threading.Thread):
         if self._raised is not None:
             raise self._raised
         return self._errors
+
+
+def with_undo_facts(plan: Plan, kernel: KernelPort, iptables: IptablesPort, proto: int) -> Plan:
+    """`plan` with what only the node knows that the undo of its changes needs: the kernel's own
+    body of each foreign route it replaces or deletes (with_raw_routes), and whether a
+    masquerade it writes makes the nat table too (with_made_tables)."""
+    return with_made_tables(with_raw_routes(plan, kernel, proto), iptables)
+
+
+def with_made_tables(plan: Plan, iptables: IptablesPort) -> Plan:
+    """`plan` with each new masquerade (nothing there before) of iptables-nft marked when no nat
+    table of its family exists yet: its undo drops the table the write makes. Asked of the
+    kernel only for such a write (a first apply), never on a converged node."""
+    new = [
+        c
+        for c in plan.changes
+        if isinstance(c, WriteMasquerade)
+        and c.backend == "iptables"  # iptables-nft's table; another backend's is its own
+        and c.old is None
+        and not c.hooks
+        and c.masq is not None
+    ]
+    tables = {}
+    for change in new:
+        variant = _variant(iptables, change.variant)
+        if variant.backend == "nft" and variant.backend not in tables:
+            tables[variant.backend] = variant.nat_families()
+    if not tables:
+        return plan
+    return replace(plan, changes=tuple(_made_table(c, iptables, tables) for c in plan.changes))
+
+
+def _made_table(
+    change: Change, iptables: IptablesPort, tables: dict[str, frozenset[int]]
+) -> Change:
+    if not isinstance(change, WriteMasquerade) or change.old is not None or change.hooks:
+        return change
+    there = tables.get(_variant(iptables, change.variant).backend)
+    if there is None or change.version in there:
+        return change
+    return replace(change, made_table=True)
+
+
+def with_raw_routes(plan: Plan, kernel: KernelPort, proto: int) -> Plan:
+    """`plan` with the kernel's own body (KernelPort.raw_routes) of each foreign route it
+    replaces or deletes, so that their undo puts them back exactly. kindplan's own routes are
+    what their fields say (it wrote them): a plan without a foreign one costs a scan, no dump."""
+    foreign = [
+        route
+        for change in plan.changes
+        if (route := _replaced(change)) is not None and not route.owned_by(proto)
+    ]
+    raws = kernel.raw_routes(foreign) if foreign else {}
+    raws = {route: raw for route, raw in raws.items() if _restorable(route, raw)}
+    if not raws:
+        return plan
+    return replace(plan, changes=tuple(_with_raw(change, raws) for change in plan.changes))
+
+
+def _restorable(route: Route, raw: bytes) -> bool:
+    """Would the journal's reader take these bytes back (netlink_rawroute.check_raw)? A route
+    with what it refuses (an encapsulation, say) is journaled by its fields alone, as before:
+    bytes that made the journal unusable would make the whole generation impossible to undo."""
+    from kindplan.node.netlink_rawroute import check_raw  # a rollback's module: see there
+
+    try:
+        check_raw(route, raw)
+    except ValueError:
+        return False
+    return len(raw) <= MAX_RAW_ROUTE
+
+
+def _with_raw(change: Change, raws: dict[Route, bytes]) -> Change:
+    if isinstance(change, DelRoute) and change.route in raws:
+        return replace(change, raw=raws[change.route])
+    if isinstance(change, ReplaceRoute) and change.old in raws:
+        return replace(change, old_raw=raws[change.old])
+    return change
+
+
+def _replaced(change: Change) -> Route | None:
+    """The route a change takes away (replaced or deleted), if it is a route change."""
+    if isinstance(change, DelRoute):
+        return change.route
+    if isinstance(change, ReplaceRoute):
+        return change.old
+    return None
 
 
 def _batches(changes: Sequence[Change]) -> Iterator[Sequence[Change]]:

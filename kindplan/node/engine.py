@@ -20,10 +20,13 @@ from typing import Any, TypeVar, cast
 from kindplan.core.changes import (
     AddRoute,
     Change,
+    DelAddress,
     DeleteConflist,
     Plan,
+    RemoveMasquerade,
     ReplaceRoute,
     WriteConflist,
+    WriteMasquerade,
 )
 from kindplan.core.compiler import (
     compile_desired,
@@ -32,14 +35,20 @@ from kindplan.core.compiler import (
     no_masquerade,
     route_style_families,
 )
-from kindplan.core.diff import diff, not_in_effect
+from kindplan.core.diff import diff, masquerade_held, not_in_effect
 from kindplan.core.model import DesiredState, ObservedState, Options, Snapshot
 from kindplan.core.nexthop_changes import AddNexthop, ReplaceNexthop
 from kindplan.core.nexthop_diff import nexthop_overtaken, nexthops_by_id
 from kindplan.core.nexthops import nexthop_command
 from kindplan.core.routes import Route, route_command
 from kindplan.errors import Interrupted, KindplanError, RuntimeFailure
-from kindplan.node.apply import ApplyReport, apply_plan, settle, verify_report
+from kindplan.node.apply import (
+    ApplyReport,
+    apply_plan,
+    settle,
+    verify_report,
+    with_undo_facts,
+)
 from kindplan.node.cnicache import with_local_pods, without_uplink
 from kindplan.node.converged import Record, Remember, save_record
 from kindplan.node.files import write_atomic
@@ -208,9 +217,10 @@ def apply_planned(
     report = ApplyReport()
     try:
         record = recording.record if recording is not None else None
-        apply_plan(
-            planned.plan, node.kernel, node.iptables, report=report, record=record, stop=stop
-        )
+        plan = planned.plan
+        if recording is not None:  # the undo of a foreign route: exactly as the kernel had it
+            plan = with_undo_facts(plan, node.kernel, node.iptables, options.route_proto)
+        apply_plan(plan, node.kernel, node.iptables, report=report, record=record, stop=stop)
         if recording is not None:
             if report.applied or report.maybe_applied:
                 recording.complete()
@@ -426,7 +436,10 @@ def rollback_opened(node: NodeHandles, journal: Journal) -> RolledBack | None:
     left_alone = tuple(
         (c, _finish_by_hand(c, journal, generation))
         for c in todo
-        if _overtaken(c) or _route_overtaken(c, held) or nexthop_overtaken(c, objects)
+        if _overtaken(c)
+        or _route_overtaken(c, held)
+        or nexthop_overtaken(c, objects)
+        or _state_overtaken(c, observed)
     )
     skip = {c for c, _ in left_alone}
     todo = tuple(c for c in todo if c not in skip)
@@ -474,12 +487,39 @@ def _route_overtaken(undo: Change, held: dict[object, list[Route]]) -> bool:
             return False
 
 
+def _state_overtaken(undo: Change, observed: ObservedState) -> bool:
+    """Compare-and-swap for addresses and masquerades: an address goes only from the very link
+    the apply put it on (a veth that has since taken its name is another pod's), a masquerade is
+    put back or removed only while the backend holds what the apply left (its rules and hooks);
+    someone's edit since then stays."""
+    match undo:
+        case DelAddress(address=address, ifindex=ifindex) if ifindex:
+            link = observed.link(address.ifname)
+            return link is not None and link.index != ifindex
+        case WriteMasquerade() | RemoveMasquerade():
+            return masquerade_held(observed, undo) != (undo.old, undo.hooks, ())
+        case _:
+            return False
+
+
 def _finish_by_hand(undo: Change, journal: Journal, generation: Generation) -> str:
-    """How an operator finishes the rollback of a route or a conflist left alone."""
+    """How an operator finishes the rollback of a route, an address, a masquerade or a
+    conflist left alone."""
     if isinstance(undo, ReplaceRoute | AddRoute):
         return f"if the old route should come back: ip {route_command(undo.route)}"
     if isinstance(undo, ReplaceNexthop | AddNexthop):
         return f"if the old object should come back: ip {nexthop_command(undo.nexthop)}"
+    if isinstance(undo, DelAddress):
+        address = undo.address
+        return (
+            f"{address.ifname} is another link than the apply's; if the address should go: ip "
+            f"address del {address.address}/{address.prefixlen} dev {address.ifname}"
+        )
+    if isinstance(undo, WriteMasquerade | RemoveMasquerade):
+        return (
+            "compare it with what the apply left (kindplan plan shows what kindplan would "
+            "write) and edit it by hand"
+        )
     assert isinstance(undo, WriteConflist | DeleteConflist)
     if isinstance(undo, DeleteConflist):
         return f"the apply created it; if it should go: rm {shlex.quote(undo.path)}"

@@ -62,6 +62,12 @@ class Iptables:
             return _nft_nat()
         return frozenset((4, 6))
 
+    def drop_empty_nat(self, version: int) -> bool:
+        # iptables-legacy's tables are the kernel's own (a module's), never anyone's to drop.
+        from kindplan.node.nattable import drop_empty_nat  # a rollback's only: not at start
+
+        return self.backend == "nft" and drop_empty_nat(version)
+
     def others(self) -> tuple[str, ...]:
         """The other variant, if this node has its tools ("": the system's own, no variants)."""
         if not self.backend:

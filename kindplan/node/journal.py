@@ -23,7 +23,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from kindplan.core.changes import Change, DeleteConflist, WriteConflist, decode_change
+from kindplan.core.changes import (
+    AddRoute,
+    Change,
+    DeleteConflist,
+    ReplaceRoute,
+    WriteConflist,
+    decode_change,
+)
 from kindplan.core.schemacheck import compile_schema
 from kindplan.errors import RuntimeFailure, one_line
 from kindplan.node.files import NotRegularFile, read_regular, write_atomic
@@ -365,9 +372,7 @@ def _decode_generation(number: int, records: list[dict[str, Any]]) -> Generation
         raise ValueError(f"conflistPath {conflist!r}: not an absolute path to a .conflist file")
     changes = [decode_change(c) for r in records[1:] if "undo" in r for c in r["undo"]]
     for change in changes:
-        # A rollback writes or removes only the conflist of the generation's own target.
-        if isinstance(change, (WriteConflist, DeleteConflist)) and change.path != conflist:
-            raise ValueError(f"a conflist change at {change.path!r}, not at {conflist!r}")
+        _check_change(change, conflist)
     return Generation(
         number,
         header["time"],
@@ -378,6 +383,18 @@ def _decode_generation(number: int, records: list[dict[str, Any]]) -> Generation
         any("complete" in r for r in records),
         header.get("netns"),
     )
+
+
+def _check_change(change: Change, conflist: str) -> None:
+    """ValueError for an undo that writes what no apply of this target could have journaled."""
+    # A rollback writes or removes only the conflist of the generation's own target.
+    if isinstance(change, (WriteConflist, DeleteConflist)) and change.path != conflist:
+        raise ValueError(f"a conflist change at {change.path!r}, not at {conflist!r}")
+    # A route written back from the kernel's own bytes: those of the very route it names.
+    if isinstance(change, (AddRoute, ReplaceRoute)) and change.raw:
+        from kindplan.node.netlink_rawroute import check_raw  # only for such a line: see there
+
+        check_raw(change.route, change.raw)
 
 
 _CONFLIST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.conflist")

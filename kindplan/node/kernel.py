@@ -117,6 +117,9 @@ class Kernel:
         self._nexthops_supported = True
         return tuple(sorted(found))
 
+    def raw_routes(self, routes: Sequence[Route]) -> dict[Route, bytes]:
+        return self._netlink.route_bodies(routes)
+
     def read_tunnels(self) -> TunnelsSeen:
         """kindplan's VXLAN devices and the entries on them (links must have been read first)."""
         try:
@@ -146,10 +149,11 @@ class Kernel:
             raise KernelError(f"sysctl {name}={value}: {e.strerror}", e.errno or 0) from e
 
     def write_routes(
-        self, writes: Sequence[tuple[str, Route | Nexthop]]
+        self, writes: Sequence[tuple[str, Route | Nexthop] | tuple[str, Route | Nexthop, bytes]]
     ) -> list[KernelError | None]:
         """Add ("add": fails if the key exists), replace or delete routes and nexthop objects,
-        in order, in batches.
+        in order, in batches. A third item, a foreign route's own body as the kernel dumped it,
+        writes that route back exactly (a rollback's).
 
         A delete names kindplan's protocol, so the kernel refuses (ESRCH) to delete a route that
         someone replaced since it was observed. A write whose acknowledgement the kernel dropped
@@ -159,8 +163,8 @@ class Kernel:
         results: list[KernelError | None] = [None] * len(writes)
         batch: list[RouteWrite | NexthopWrite] = []
         positions = []
-        for i, (verb, route) in enumerate(writes):
-            write = self._write(verb, route)
+        for i, item in enumerate(writes):
+            write = self._write(item[0], item[1], item[2] if len(item) > 2 else b"")
             if isinstance(write, KernelError):
                 results[i] = write
                 continue
@@ -188,9 +192,11 @@ class Kernel:
                 results[i] = _kernel_error("", error)
         return results
 
-    def _write(self, verb: str, route: Route | Nexthop) -> RouteWrite | NexthopWrite | KernelError:
-        """The write of one route or object, with its interfaces' indexes; ENODEV if one of
-        them does not exist."""
+    def _write(
+        self, verb: str, route: Route | Nexthop, raw: bytes
+    ) -> RouteWrite | NexthopWrite | KernelError:
+        """The write of one route or object (a route's own dumped body `raw`, if any), with its
+        interfaces' indexes; ENODEV if one of them does not exist."""
         index = self._index.get(route.ifname, 0)
         if isinstance(route, Nexthop):
             if verb != "del" and not index:
@@ -209,7 +215,7 @@ class Kernel:
             )
             return KernelError(f"interface {missing} does not exist", errno.ENODEV)
         tunnel = route.ifname in DEVICE_NAMES and onlink(route.ifname, route.gateway)
-        return RouteWrite(verb, route, index, hops, tunnel)
+        return RouteWrite(verb, route, index, hops, tunnel, raw)
 
     def _not_in_effect(self, writes: list[RouteWrite | NexthopWrite]) -> list[bool]:
         """For each write, whether the table does not show it done (observed again)."""

@@ -129,6 +129,9 @@ def open_socket(protocol: int = NETLINK_ROUTE) -> socket.socket:
     return sock
 
 
+NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11  # the bounds of an nfnetlink batch
+
+
 class Netlink:
     """One netlink socket in the current network namespace (rtnetlink unless opened otherwise)."""
 
@@ -143,6 +146,7 @@ class Netlink:
         self._seq = 0
         self._routes = RouteMemo()
         self._nexthops = NexthopMemo()
+        self._dumped: list[tuple[int, bytes]] = []  # the answers of the last routes()
 
     def close(self) -> None:
         self._sock.close()
@@ -236,8 +240,13 @@ class Netlink:
     ) -> tuple[list[Route], list[tuple[int, bytes]]]:
         """Unicast routes of `table`, both families (the kernel filters by table), and the
         dump's answers they were parsed from (route_digest makes the same digest of them)."""
-        dumped = self._route_dumps(table)
+        self._dumped = dumped = self._route_dumps(table)  # kept (not copied) for route_bodies
         return self._routes.routes(dumped, table, names), dumped
+
+    def route_bodies(self, routes: Sequence[Route]) -> dict[Route, bytes]:
+        """The body of the message of the last routes() dump that parsed to each of `routes`
+        (asked only for the few foreign routes an apply replaces or deletes)."""
+        return self._routes.bodies(self._dumped, set(routes))
 
     def route_digest(self, table: int) -> bytes:
         """A digest of the table's routes as the kernel dumps them (no parse; the converged fast
@@ -334,6 +343,24 @@ class Netlink:
         self._request(message, seq, results, 0, 1)
         if results[0] is not None:
             raise results[0]
+
+    def transaction(
+        self, begin: bytes, requests: Sequence[tuple[int, int, bytes]], end: bytes
+    ) -> list[NetlinkError | None]:
+        """An nfnetlink batch: `requests` ((type, flags, body) each) between the bodies of its
+        begin and end messages, one transaction the kernel makes whole or not at all; the error
+        of each request (one refused aborts them all)."""
+        first = self._seq + 1
+        self._seq += len(requests)
+        payload = b"".join(
+            request(kind, F_REQUEST | F_ACK | flags, seq, body)
+            for seq, (kind, flags, body) in enumerate(requests, first)
+        )
+        payload = request(NFNL_MSG_BATCH_BEGIN, F_REQUEST, 0, begin) + payload
+        payload += request(NFNL_MSG_BATCH_END, F_REQUEST, 0, end)
+        results: list[NetlinkError | None] = [None] * len(requests)
+        self._request(payload, first, results, 0, len(requests))
+        return results
 
     def _request(
         self, payload: bytes, first: int, results: list[NetlinkError | None], at: int, count: int

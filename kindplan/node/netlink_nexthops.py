@@ -81,14 +81,20 @@ def write_message(write: RouteWrite | NexthopWrite, seq: int) -> bytes:
     """The message of a route or an object write."""
     if type(write) is RouteWrite:  # the common case first, without isinstance's protocol
         special = write.route.special
-        if special is not None and write.verb != "del" and special == (*_UNICAST, special[3]):
+        if (
+            special is not None
+            and write.verb != "del"
+            and not write.raw  # a foreign route put back as the kernel had it: route_message
+            and special == (*_UNICAST, special[3], None)
+        ):
             return _nhid_route_message(write, seq)
         return route_message(write, seq)
     assert isinstance(write, NexthopWrite)
     return nexthop_message(write, seq)
 
 
-_UNICAST = ("unicast", 0, ())  # the RouteSpecial of a route through an object, but its id
+# The RouteSpecial of a route through an object, but its id (and no source prefix after it).
+_UNICAST = ("unicast", 0, ())
 
 
 def _nhid_route_message(write: RouteWrite, seq: int) -> bytes:

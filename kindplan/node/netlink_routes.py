@@ -35,7 +35,7 @@ from kindplan.node.netlink_codec import (
 )
 
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
-RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
+RTA_DST, RTA_SRC, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 2, 4, 5, 6, 15
 RTA_MULTIPATH, RTA_CACHEINFO, RTA_VIA, RTA_NH_ID = 9, 12, 18, 30
 RTN_UNICAST = 1
 RTNH_F_ONLINK = 4
@@ -63,6 +63,7 @@ class RouteWrite(NamedTuple):
     # RTNH_F_ONLINK: the gateway is on the device though no prefix of it says so (a peer's
     # tunnel address on kindplan's VXLAN device, which only its neighbour entry places there).
     onlink: bool = False
+    raw: bytes = b""  # the kernel's own body of a foreign route to put back (netlink_rawroute)
 
 
 def dump_request(family: int, table: int) -> bytes:
@@ -102,6 +103,16 @@ class RouteMemo:
         self._parsed = parsed
         return found
 
+    def bodies(self, answers: list[tuple[int, bytes]], wanted: set[Route]) -> dict[Route, bytes]:
+        """The body (all but the netlink header) of each message among the answers of the last
+        dump whose route is one of `wanted`."""
+        found = {}
+        for _, message in answers:
+            route = self._parsed.get(route_content(message))
+            if route is not None and route in wanted:
+                found[route] = message[HEADER.size :]
+        return found
+
 
 def route_digest(answers: list[tuple[int, bytes]]) -> bytes:
     """A digest of the answers of route dumps (no parse; the converged fast path: equal bytes
@@ -135,6 +146,11 @@ def route_message(write: RouteWrite, seq: int) -> bytes:
     """The whole netlink message for one route write, with sequence number `seq`: without
     NLM_F_ACK (the kernel answers only a refusal; netlink.py ends each batch with a barrier)."""
     route, verb = write.route, write.verb
+    if write.raw and verb != "del":  # a foreign route put back as the kernel had it
+        # Imported here: a converged apply never replays one (a module costs it ~5 M instructions).
+        from kindplan.node.netlink_rawroute import replay_message
+
+        return replay_message(write.raw, verb, (write.ifindex, write.nexthop_indexes), seq)
     if not route.plain:
         return _general_route_message(write, seq)
     dst = route.dst.network_address.packed
@@ -185,13 +201,16 @@ def _general_route_message(write: RouteWrite, seq: int) -> bytes:
         flags = F_REQUEST | F_CREATE | (F_REPLACE if verb == "replace" else F_EXCL)
         scope, rtype = SCOPE_NUMBERS.get(route.scope, 0), RTN_NUMBERS[route.kind]
     table = route.table if route.table < 256 else 252
+    src = route.src
     body = _RTMSG.pack(
-        _FAMILY[route.dst.version], route.dst.prefixlen, 0, route.tos, table, route.proto,
-        scope, rtype, 0,
+        _FAMILY[route.dst.version], route.dst.prefixlen, src.prefixlen if src else 0, route.tos,
+        table, route.proto, scope, rtype, 0,
     )  # fmt: skip
     body += attr(RTA_TABLE, U32.pack(route.table)) + attr(RTA_PRIORITY, U32.pack(route.metric))
     if route.dst.prefixlen:
         body += attr(RTA_DST, dst)
+    if src is not None:
+        body += attr(RTA_SRC, src.network_address.packed)
     if verb != "del" and route.kind == "unicast":
         if route.nh_id:
             body += attr(RTA_NH_ID, U32.pack(route.nh_id))
@@ -238,10 +257,13 @@ def route_content(message: bytes) -> bytes:
 
 # The fields _parse_route reads: (family, dst_len, table, proto, scope, dst, gateway, oif,
 # metric), addresses packed and b"" when absent, then the route type, TOS, and the payloads of
-# RTA_MULTIPATH, RTA_VIA (b"" when absent) and RTA_NH_ID (0 when absent).
-RouteFields = tuple[int, int, int, int, int, bytes, bytes, int, int, int, int, bytes, bytes, int]
+# RTA_MULTIPATH, RTA_VIA (b"" when absent) and RTA_NH_ID (0 when absent), the source prefix's
+# length and RTA_SRC (an IPv6 source-specific route's).
+RouteFields = tuple[
+    int, int, int, int, int, bytes, bytes, int, int, int, int, bytes, bytes, int, int, bytes
+]
 # What follows the metric in the fields of a route that a plain Route describes.
-_PLAIN = (RTN_UNICAST, 0, b"", b"", 0)
+_PLAIN = (RTN_UNICAST, 0, b"", b"", 0, 0, b"")
 # A layout of route messages of one length: one struct for the whole message past its header
 # (rtmsg, then each attribute as a u32 header and its payload), the attribute headers it was
 # made from, and what picks the RouteFields out of an unpacked message.
@@ -269,7 +291,7 @@ def _route_fields(message: bytes, layouts: dict[int, Layout]) -> RouteFields:
 def _walk_route(message: bytes) -> tuple[RouteFields, Layout | None]:
     """RouteFields from one pass over the attributes, and the layout of such messages (None
     for one no struct describes)."""
-    family, dst_len, _, tos, table, proto, scope, rtype, _ = _RTMSG.unpack_from(
+    family, dst_len, src_len, tos, table, proto, scope, rtype, _ = _RTMSG.unpack_from(
         message, HEADER.size
     )
     found: dict[int, Any] = {}  # attribute -> its payload (a number for the u32 ones)
@@ -295,7 +317,8 @@ def _walk_route(message: bytes) -> tuple[RouteFields, Layout | None]:
     fields: RouteFields = (
         *(family, dst_len, get(RTA_TABLE, table), proto, scope, get(RTA_DST, b"")),
         *(get(RTA_GATEWAY, b""), get(RTA_OIF, 0), get(RTA_PRIORITY, 0), rtype, tos),
-        *(get(RTA_MULTIPATH, b""), get(RTA_VIA, b""), get(RTA_NH_ID, 0)),
+        *(get(RTA_MULTIPATH, b""), get(RTA_VIA, b""), get(RTA_NH_ID, 0), src_len),
+        get(RTA_SRC, b""),
     )
     compiled = struct.Struct("".join(fmt)) if describable and walked >= end else None
     if compiled is None or HEADER.size + compiled.size != end:
@@ -304,7 +327,8 @@ def _walk_route(message: bytes) -> tuple[RouteFields, Layout | None]:
     pick = operator.itemgetter(
         *(0, 1, at.get(RTA_TABLE, 4), 5, 6, at.get(RTA_DST, empty), at.get(RTA_GATEWAY, empty)),
         *(at.get(RTA_OIF, zero), at.get(RTA_PRIORITY, zero), 7, 3),
-        *(at.get(RTA_MULTIPATH, empty), at.get(RTA_VIA, empty), at.get(RTA_NH_ID, zero)),
+        *(at.get(RTA_MULTIPATH, empty), at.get(RTA_VIA, empty), at.get(RTA_NH_ID, zero), 2),
+        at.get(RTA_SRC, empty),
     )
     return fields, (compiled, tuple(headers), pick)
 
@@ -342,7 +366,7 @@ def _parse_route(
     )
     if plain:
         return route
-    tos, multipath, via, nh_id = fields[10:]
+    tos, multipath, via, nh_id, src_len, src = fields[10:]
     address = _via(via) if via else route.gateway
     # A route through one nexthop object keeps the object's gateway and device, as ip(8)
     # shows it (`nhid 7 via 172.18.0.11 dev eth0`): where its traffic goes, compared as a
@@ -352,11 +376,21 @@ def _parse_route(
         # No device or gateway of its own (an IPv6 blackhole's "dev lo" is the kernel's):
         # diff.py's comparison of targets relies on it.
         ifname, address = "", None
-    special = RouteSpecial(route_kind, tos, hops, nh_id)
+    special = RouteSpecial(route_kind, tos, hops, nh_id, _source(family, src, src_len))
     return route._replace(ifname=ifname, gateway=address, special=special)
 
 
 _RTNH = struct.Struct("=HBBi")  # struct rtnexthop: len, flags, hops, ifindex
+
+
+def _source(family: int, src: bytes, src_len: int) -> IPNetwork | None:
+    """The source prefix of a source-specific route (None: any source)."""
+    if not src_len:
+        return None
+    number = int.from_bytes(src, "big")
+    if family == socket.AF_INET:
+        return IPv4Network((number, src_len), strict=False)
+    return IPv6Network((number, src_len), strict=False)
 
 
 def _via(payload: bytes) -> IPAddress | None:

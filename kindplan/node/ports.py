@@ -66,11 +66,18 @@ class KernelPort(Protocol):
         ...
 
     def write_routes(
-        self, writes: Sequence[tuple[str, Route | Nexthop]]
+        self, writes: Sequence[tuple[str, Route | Nexthop] | tuple[str, Route | Nexthop, bytes]]
     ) -> list[KernelError | None]:
         """("add" | "replace" | "del", route or nexthop object) in order; each write's error or
         None. A delete of a route that is not there (or not of the route's protocol), or of an
-        object that is not there, is None: nothing to do."""
+        object that is not there, is None: nothing to do. A third item, the kernel's own body of
+        a route as dumped (raw_routes), writes it back exactly as it was (a rollback's foreign
+        route)."""
+        ...
+
+    def raw_routes(self, routes: Sequence[Route]) -> dict[Route, bytes]:
+        """The message body the last read_routes dumped for each of `routes` that it holds (rtmsg
+        and every attribute): what a rollback writes back for a foreign route."""
         ...
 
     def add_address(self, address: Address) -> None:
@@ -98,6 +105,11 @@ class IptablesPort(Protocol):
 
     def nat_families(self) -> frozenset[int]:
         """The families whose nat table exists in this backend (no table, no chain to read)."""
+        ...
+
+    def drop_empty_nat(self, version: int) -> bool:
+        """Drop the nat table of IPv`version` if it holds nothing but empty base chains (the
+        one iptables-nft made for kindplan's chain; nft only): whether it went."""
         ...
 
     def others(self) -> tuple[str, ...]:

@@ -55,7 +55,9 @@ class DyingKernel(Kernel):
         super().__init__()
         self.budget = budget
 
-    def write_routes(self, writes: Sequence[tuple[str, Route]]) -> list[KernelError | None]:
+    def write_routes(
+        self, writes: Sequence[tuple[str, Route] | tuple[str, Route, bytes]]
+    ) -> list[KernelError | None]:
         allowed = self.budget.spend(len(writes))
         results = super().write_routes(writes[:allowed])
         if allowed < len(writes):

@@ -96,7 +96,9 @@ class Breaking(Kernel):
         self.sends = sends
         self.sent: list[list[tuple[str, Route]]] = []
 
-    def write_routes(self, writes: Sequence[tuple[str, Route]]) -> list[KernelError | None]:
+    def write_routes(
+        self, writes: Sequence[tuple[str, Route] | tuple[str, Route, bytes]]
+    ) -> list[KernelError | None]:
         if len(self.sent) == self.sends:
             super().write_routes(writes[: len(writes) // 2])  # half of it went in
             raise OSError(105, "No buffer space available")
@@ -149,7 +151,9 @@ def test_the_cli_says_one_line_for_an_error_mid_apply(
     write_routes = Kernel.write_routes
     calls = []
 
-    def breaks_on_the_second(self: Kernel, writes: Sequence[tuple[str, Route]]) -> object:
+    def breaks_on_the_second(
+        self: Kernel, writes: Sequence[tuple[str, Route] | tuple[str, Route, bytes]]
+    ) -> object:
         calls.append(len(writes))
         if len(calls) == 2:
             raise OSError(105, "No buffer space available")
@@ -199,9 +203,9 @@ class Watching(Kernel):
         self.checked += 1
 
     def write_routes(
-        self, writes: Sequence[tuple[str, Route | Nexthop]]
+        self, writes: Sequence[tuple[str, Route | Nexthop] | tuple[str, Route | Nexthop, bytes]]
     ) -> list[KernelError | None]:
-        self.on_disk({expected_undo(v, r, self.replaced) for v, r in writes})
+        self.on_disk({expected_undo(w[0], w[1], self.replaced) for w in writes})
         return super().write_routes(writes)
 
     def set_sysctl(self, name: str, value: str) -> None:
