@@ -29,8 +29,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
-from collections.abc import Iterator, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol, TypeVar
 
 from kindplan.core.addresses import IPAddress
 from kindplan.core.model import Link
@@ -96,6 +96,8 @@ BATCH_MAX = 1000  # messages per send when the buffer allows: few system calls
 TIMEOUT = 10.0  # seconds the kernel may take to answer (10,000 acks take ~0.1 s)
 DUMP_ATTEMPTS = 5  # dumps interrupted by a concurrent change in a row before giving up
 _FAMILIES = (socket.AF_INET, socket.AF_INET6)
+
+_T = TypeVar("_T")
 
 
 class Socket(Protocol):
@@ -269,71 +271,31 @@ class Netlink:
     ) -> list[NetlinkError | None]:
         """Send every write (of a route or a nexthop object), in order and in batches; the error
         of each (None: done)."""
-        results: list[NetlinkError | None] = [None] * len(writes)
-        start = 0
-        while start < len(writes):
-            chunk = writes[start : start + self.batch]
-            first = self._seq + 1
-            self._seq += len(chunk)
-            payload = b"".join([write_message(w, seq) for seq, w in enumerate(chunk, first)])
-            if not self._request(payload, first, results, start, len(chunk)):
-                return results  # the socket failed: the rest was not sent
-            start += len(chunk)
-        return results
+        return self._write_all(writes, write_message)
 
     def write_requests(
         self, requests: Sequence[tuple[int, int, bytes]]
     ) -> list[NetlinkError | None]:
-        """Send (type, flags beyond F_REQUEST, body) requests in order and in batches; the error
-        of each (None: done). The tunnel's writes (tunnels.py) go this way.
+        """Send (type, flags beyond F_REQUEST, body) requests as write_routes sends its writes;
+        the tunnel's writes (tunnels.py) go this way."""
+        return self._write_all(requests, lambda r, seq: request(r[0], F_REQUEST | r[1], seq, r[2]))
 
-        Only the last request of a batch asks for an acknowledgement: the kernel answers the
-        others only when it refuses them, in order, so the last one's answer is a barrier behind
-        every error of the batch. One answer a batch instead of one a request: reading 5,000
-        acknowledgements, one datagram each, cost as much as the kernel's work.
-        """
-        results: list[NetlinkError | None] = [None] * len(requests)
+    def _write_all(
+        self, items: Sequence[_T], encode: Callable[[_T, int], bytes]
+    ) -> list[NetlinkError | None]:
+        """Send each item's message (`encode(item, seq)`) in order, in batches answered only
+        when refused, a barrier after each (_request); the error of each (None: done)."""
+        results: list[NetlinkError | None] = [None] * len(items)
         start = 0
-        while start < len(requests):
-            chunk = requests[start : start + self.batch]
+        while start < len(items):
+            chunk = items[start : start + self.batch]
             first = self._seq + 1
             self._seq += len(chunk)
-            last = self._seq
-            payload = b"".join(
-                [
-                    request(kind, F_REQUEST | flags | (F_ACK if seq == last else 0), seq, body)
-                    for seq, (kind, flags, body) in enumerate(chunk, first)
-                ]
-            )
-            try:
-                self._sock.send(payload)
-            except OSError as e:
-                _fail(results, start, e.errno or errno.EIO, f"not sent: {e.strerror or e}")
-                return results
-            try:
-                self._until_barrier(first, last, results, start)
-            except OSError as e:  # a lost answer may be an error: the batch is maybe applied
-                for i in range(start, start + len(chunk)):
-                    if results[i] is None:
-                        reason = f"no acknowledgement: {e}"
-                        results[i] = NetlinkError(e.errno or errno.EIO, reason, maybe_applied=True)
-                _fail(results, start + len(chunk), e.errno or errno.EIO, f"not sent: {e}")
-                return results
+            payload = b"".join([encode(item, seq) for seq, item in enumerate(chunk, first)])
+            if not self._request(payload, first, results, start, len(chunk)):
+                return results  # the socket failed: the rest was not sent
             start += len(chunk)
         return results
-
-    def _until_barrier(
-        self, first: int, last: int, results: list[NetlinkError | None], at: int
-    ) -> None:
-        """Read the errors of requests `first` to `last` into `results` from `at`, until the
-        answer of `last` (the barrier) comes."""
-        while True:
-            data = self._recv()
-            for offset, length, kind, flags, seq in messages(data):
-                if kind == NLMSG_ERROR and first <= seq <= last:
-                    results[at + seq - first] = error(data, offset, length, kind, flags)
-                    if seq == last:
-                        return
 
     def write_address(self, verb: str, index: int, address: IPAddress, prefixlen: int) -> None:
         """Add ("add": fails if it exists) or delete ("del") an address on link `index`."""
