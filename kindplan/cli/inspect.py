@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from kindplan.core.changes import Change
     from kindplan.core.masq.value import MasqObserved
     from kindplan.core.nexthops import Nexthop
+    from kindplan.node.tunnels import TunnelsSeen
 
 
 def rollback(
@@ -112,6 +113,24 @@ def _say_nexthops(objects: list[Nexthop], route_proto: int) -> None:
         typer.echo(f"  {nexthop_text(nexthop)}")
 
 
+def _say_tunnels(seen: TunnelsSeen) -> None:
+    """kindplan's VXLAN devices and their entries (--cross-subnet vxlan), and a device of that
+    name that is someone else's: said only where there are any."""
+    from kindplan.core.tunnel import fdb_text, neighbour_text, vxlan_text
+
+    devices, neighbours, fdb = seen
+    for device in devices:
+        if not device.owned:
+            typer.echo(f"device {device.name}: not kindplan's (no marker); left alone")
+            continue
+        typer.echo(f"tunnel device {vxlan_text(device)}")
+        here = [n for n in neighbours if n.ifname == device.name]
+        entries = [e for e in fdb if e.ifname == device.name]
+        typer.echo(f"  neighbour entries: {len(here)}; FDB entries: {len(entries)}")
+        for line in [*map(neighbour_text, here), *map(fdb_text, entries)]:
+            typer.echo(f"    {line}")
+
+
 def show(
     netns: NetnsOpt = None,
     route_proto: RouteProtoOpt = DEFAULT_ROUTE_PROTO,
@@ -120,7 +139,7 @@ def show(
     ] = None,
 ) -> int:
     """Print what kindplan owns on this node: its routes and nexthop objects, SNAT chains and
-    jumps.
+    jumps, and its tunnel devices with their neighbour and FDB entries.
 
     Example: kindplan show --netns kp-worker2
     """
@@ -135,6 +154,7 @@ def show(
         node.kernel.read_links()
         routes = owned_routes(node.kernel.read_routes(), route_proto)
         objects = [n for n in node.kernel.read_nexthops() or () if n.owned_by(route_proto)]
+        tunnels = node.kernel.read_tunnels()  # after the links: it names them
         chains = [
             c
             for c in read_masq(node.iptables)
@@ -145,6 +165,7 @@ def show(
     for route in routes:
         typer.echo(f"  {route_text(route)}")
     _say_nexthops(objects, route_proto)
+    _say_tunnels(tunnels)
     for chain in chains:
         if chain.backend != "iptables":
             _show_table(chain)

@@ -163,6 +163,22 @@ def test_rollback_takes_the_tunnel_away(make_netns: Callable[[], str], tmp_path:
     assert sh("ip", "-n", a1.ns, "route", "show", "proto", "75") == ""
 
 
+def test_show_lists_the_tunnel_it_owns(make_netns: Callable[[], str], tmp_path: Path) -> None:
+    world = build(make_netns, LAYOUT)
+    a1 = world.node("a1")
+    done = _apply(
+        world, a1, world.snapshot(tmp_path / "snap.json"), tmp_path, "--cross-subnet", "vxlan"
+    )
+    assert done.returncode == 0, done.stderr
+    shown = kindplan("show", "--netns", a1.ns)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert any(line.startswith("tunnel device vxlan kindplan.vxlan4 id 75") for line in lines)
+    assert "  neighbour entries: 1; FDB entries: 1" in lines, shown.stdout  # b1, off a1's L2
+    neigh = sh("ip", "-n", a1.ns, "neigh", "show", "dev", "kindplan.vxlan4").split()
+    assert f"    {neigh[0]} lladdr {neigh[2]} dev kindplan.vxlan4" in lines, shown.stdout
+
+
 def test_a_device_of_that_name_without_the_marker_is_left_alone(
     make_netns: Callable[[], str], tmp_path: Path
 ) -> None:
@@ -177,6 +193,9 @@ def test_a_device_of_that_name_without_the_marker_is_left_alone(
     assert sh("ip", "-n", a1.ns, "-d", "link", "show", "kindplan.vxlan4") == before
     assert "kindplan.vxlan4" not in sh("ip", "-n", a1.ns, "route")
     assert sh("ip", "-n", a1.ns, "neigh", "show", "dev", "kindplan.vxlan4") == ""
+    shown = kindplan("show", "--netns", a1.ns)
+    assert "device kindplan.vxlan4: not kindplan's (no marker); left alone" in shown.stdout
+    assert "tunnel device" not in shown.stdout
 
 
 def test_the_rendered_batches_make_what_apply_would(netns: str, tmp_path: Path) -> None:
