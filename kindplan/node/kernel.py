@@ -92,14 +92,18 @@ class Kernel:
             routes = self._netlink.route_digest(MAIN_TABLE)
         except OSError as e:
             raise _kernel_error("netlink dump of routes failed", e) from e
+        return routes + self._nexthop_digest()
+
+    def _nexthop_digest(self) -> bytes:
+        """The nexthop objects' part of a route digest (none on a kernel without them)."""
         if self._nexthops_supported is False:
-            return routes
+            return b""
         try:
-            return routes + self._netlink.nexthop_digest()
+            return self._netlink.nexthop_digest()
         except OSError as e:
             if e.errno in _NO_NEXTHOPS:
                 self._nexthops_supported = False
-                return routes
+                return b""
             raise _kernel_error("netlink dump of nexthop objects failed", e) from e
 
     def read_nexthops(self) -> tuple[Nexthop, ...] | None:
@@ -129,10 +133,11 @@ class Kernel:
 
     def dumped_digest(self, routes: tuple[Route, ...]) -> bytes | None:
         """The digest route_digest would give for the dump `routes` came from (the same tuple
-        read_routes returned last), hashed only now: None for any other."""
+        read_routes returned last), hashed only now, with the nexthop objects read now (they are
+        not in the routes' dump): None for any other."""
         if self._last_read is None or self._last_read[0] is not routes:
             return None
-        return route_digest(self._last_read[1])
+        return route_digest(self._last_read[1]) + self._nexthop_digest()
 
     def read_sysctls(self, names: tuple[str, ...]) -> tuple[Sysctl, ...]:
         try:

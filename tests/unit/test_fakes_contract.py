@@ -152,6 +152,19 @@ def test_the_route_digest_follows_the_table(kernel: KernelPort) -> None:
     assert kernel.route_digest() == before
 
 
+def test_the_digest_of_the_last_reading_is_the_route_digest(kernel: KernelPort) -> None:
+    """The converged record hashes the verification's reading (dumped_digest); the next apply
+    compares it with route_digest: on a node with or without nexthop objects they agree."""
+    kernel.read_links()
+    routes = kernel.read_routes()
+    assert kernel.dumped_digest(routes) == kernel.route_digest()
+    one = Nexthop(7, 4, ip_address("172.18.0.11"), "eth0", 75)
+    assert errnos(kernel.write_routes([("add", one)])) == [None]
+    routes = kernel.read_routes()
+    assert kernel.dumped_digest(routes) == kernel.route_digest()
+    kernel.write_routes([("del", one)])
+
+
 def test_nexthop_objects_and_the_routes_through_them(kernel: KernelPort) -> None:
     kernel.read_links()
     gateway = ip_address("172.18.0.11")
