@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, TypeVar
 from kindplan.core.addresses import IPAddress
 from kindplan.core.model import Address, Link, Sysctl
 from kindplan.core.nexthops import Nexthop
-from kindplan.core.routes import IPV6_DEFAULT_METRIC, Route
-from kindplan.core.tunnel import DEVICE_NAMES, FdbEntry, Neighbour, Vxlan
+from kindplan.core.routes import DEVICE_NAMES, IPV6_DEFAULT_METRIC, Route
+from kindplan.core.tunnel import FdbEntry, Neighbour, Vxlan
 from kindplan.core.tunnelchanges import (
     DelFdb,
     DelNeighbour,

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 from kindplan.core.addresses import IPAddress, IPNetwork
 from kindplan.core.model import HostFacts, Node, Snapshot
-from kindplan.core.routes import IPV6_DEFAULT_METRIC, MAIN_TABLE, Route
+from kindplan.core.routes import DEVICES, IPV6_DEFAULT_METRIC, MAIN_TABLE, Route
 from kindplan.core.tunnel import (
-    DEVICES,
     OVERHEAD,
     FdbEntry,
     Neighbour,

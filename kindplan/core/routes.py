@@ -15,7 +15,6 @@ from kindplan.core.addresses import (
     parse_cidr,
     parse_ip,
 )
-from kindplan.core.tunnel import DEVICE_NAMES, onlink
 
 DEFAULT_ROUTE_PROTO = 75  # kindplan's own route protocol number: how it recognises its routes
 # The pods' MTU when neither the snapshot nor the command line says (model.py's default too);
@@ -30,6 +29,16 @@ RESERVED_ROUTE_PROTOS = frozenset(
 MAIN_TABLE = 254
 RTPROT_KERNEL = 2  # routes the kernel derives from addresses: never anyone's to delete
 IPV6_DEFAULT_METRIC = 1024  # the kernel stores metric 0 on an IPv6 route as 1024
+
+# kindplan's cross-subnet VXLAN devices (core/tunnel.py), one per family: each family of pods
+# rides on the underlay of its own family, as the direct routes do. 15 bytes: IFNAMSIZ - 1.
+DEVICES = {4: "kindplan.vxlan4", 6: "kindplan.vxlan6"}
+DEVICE_NAMES = frozenset(DEVICES.values())
+
+
+def onlink(ifname: str, gateway: IPAddress | None) -> bool:
+    """Is a route through `ifname` via `gateway` written onlink (an IPv4 tunnel gateway)?"""
+    return gateway is not None and gateway.version == 4 and ifname == DEVICES[4]
 
 
 # Route types (rtm_type) kindplan observes in the main table: a blackhole, unreachable, prohibit

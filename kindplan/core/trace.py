@@ -15,6 +15,7 @@ from kindplan.core.compiler import FORWARDING_SYSCTLS
 from kindplan.core.masq.dialects import MasqWords, dialect
 from kindplan.core.masq.value import EXEMPT, MASQUERADE, MasqObserved
 from kindplan.core.model import HostPort
+from kindplan.core.routes import DEVICE_NAMES
 from kindplan.core.tracetunnel import tunnel_next, tunnel_notes
 from kindplan.core.traceworld import (
     POD_IF,
@@ -25,7 +26,6 @@ from kindplan.core.traceworld import (
     pod_name,
     route_listing,
 )
-from kindplan.core.tunnel import DEVICE_NAMES
 from kindplan.errors import UsageError
 
 MAX_HOPS = 32  # a routing loop ends the walk here

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from kindplan.core.addresses import IPAddress, format_ip
 from kindplan.core.model import Node
+from kindplan.core.routes import DEVICE_NAMES
 from kindplan.core.traceworld import Namespace, TableRoute, World
-from kindplan.core.tunnel import DEVICE_NAMES, PORT, VNI, tunnel_gateway, tunnel_mac
+from kindplan.core.tunnel import PORT, VNI, tunnel_gateway, tunnel_mac
 
 
 def tunnel_peer(world: World, gateway: IPAddress) -> Node | None:

@@ -17,12 +17,11 @@ from ipaddress import IPv6Address
 from typing import Any
 
 from kindplan.core.addresses import IPAddress, IPNetwork, addr_order, format_ip, parse_ip
+from kindplan.core.routes import DEVICE_NAMES, DEVICES
 
 CROSS_SUBNET_MODES = ("none", "vxlan")
-# One device per family: each family of pods rides on the underlay of its own family, as the
-# direct routes do (an IPv6 PodCIDR via the peer's IPv6 InternalIP). 15 bytes: IFNAMSIZ - 1.
-DEVICES = {4: "kindplan.vxlan4", 6: "kindplan.vxlan6"}
-DEVICE_NAMES = frozenset(DEVICES.values())
+# The devices' names and how a route through one is written live in routes.py (a route's words
+# need them, and routes.py is imported at every start-up, this module only where tunnels are).
 VNI = 75  # kindplan's route protocol number; not flannel's 1 nor Calico's 4096
 PORT = 4789  # IANA's VXLAN port (the kernel's default is 8472, flannel's)
 # What kindplan writes in the device's alias (IFLA_IFALIAS): a device of that name without it is
@@ -65,11 +64,6 @@ def tunnel_gateway(pod_cidr: IPNetwork, mac: str) -> IPAddress:
     raw[0] ^= 0x02  # EUI-64: the universal/local bit inverted, ff:fe in the middle
     eui = bytes(raw[:3]) + b"\xff\xfe" + bytes(raw[3:])
     return IPv6Address(b"\xfe\x80" + bytes(6) + eui)
-
-
-def onlink(ifname: str, gateway: IPAddress | None) -> bool:
-    """Is a route through `ifname` via `gateway` written onlink (an IPv4 tunnel gateway)?"""
-    return gateway is not None and gateway.version == 4 and ifname == DEVICES[4]
 
 
 @dataclass(frozen=True, slots=True)

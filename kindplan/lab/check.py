@@ -235,7 +235,8 @@ def _node_hop(lab: Lab, src: LabNode, dst: LabNode, version: int) -> tuple[str, 
     device, as core/tunnel.py derives it."""
     from ipaddress import ip_address
 
-    from kindplan.core.tunnel import DEVICES, tunnel_gateway, tunnel_mac
+    from kindplan.core.routes import DEVICES
+    from kindplan.core.tunnel import tunnel_gateway, tunnel_mac
 
     peer_ip = next(ip for ip in dst.ips if (":" in ip) == (version == 6))
     if lab.cross_subnet != "vxlan" or src.segment == dst.segment:

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 
 from kindplan.core.model import Address, Link, Sysctl
 from kindplan.core.nexthops import Nexthop
-from kindplan.core.routes import MAIN_TABLE, ROUTE_ORDER, Route
-from kindplan.core.tunnel import DEVICE_NAMES, onlink
+from kindplan.core.routes import DEVICE_NAMES, MAIN_TABLE, ROUTE_ORDER, Route, onlink
 from kindplan.errors import RuntimeFailure
 from kindplan.node.netlink import Netlink
 from kindplan.node.netlink_codec import NetlinkError

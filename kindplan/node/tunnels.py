@@ -13,7 +13,8 @@ from __future__ import annotations
 import errno
 from collections.abc import Sequence
 
-from kindplan.core.tunnel import DEVICE_NAMES, DEVICES, FdbEntry, Neighbour, Vxlan
+from kindplan.core.routes import DEVICE_NAMES, DEVICES
+from kindplan.core.tunnel import FdbEntry, Neighbour, Vxlan
 from kindplan.core.tunnelchanges import (
     DelFdb,
     DelNeighbour,
