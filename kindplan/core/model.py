@@ -9,12 +9,17 @@ routes.py, the plan's change types in changes.py.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from kindplan.core.addresses import IPAddress, IPNetwork, addr_order
 from kindplan.core.masq.value import MasqObserved, Masquerade
 from kindplan.core.nexthops import Nexthop
 from kindplan.core.routes import DEFAULT_MTU, DEFAULT_ROUTE_PROTO, Route
 from kindplan.core.tunnel import FdbEntry, Neighbour, Vxlan
+
+if TYPE_CHECKING:  # not at import: start-up pays for what it uses
+    from kindplan.core.nfttable import NftTable
+    from kindplan.core.policy.model import ContainerPort, Labels, Namespace, NetworkPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +76,11 @@ class Pod:
     # Only `trace` reads them (kindplan's own plumbing does not depend on them): from the
     # snapshot's optional pods[].hostPorts or the portMappings in libcni's cache.
     host_ports: tuple[HostPort, ...] = ()
+    # NetworkPolicy (core/policy): what selects the pod and what its named ports resolve to. A
+    # hostNetwork pod is never selected and is no pod peer (its address is the node's).
+    labels: Labels = ()
+    ports: tuple[ContainerPort, ...] = ()
+    host_network: bool = False
 
     @property
     def key(self) -> tuple[str, str]:
@@ -82,6 +92,8 @@ class Snapshot:
     cluster: Cluster
     nodes: tuple[Node, ...]  # sorted by name
     pods: tuple[Pod, ...] = ()  # sorted by (namespace, name)
+    namespaces: tuple[Namespace, ...] = ()  # sorted by name
+    policies: tuple[NetworkPolicy, ...] = ()  # sorted by (namespace, name)
 
     def node(self, name: str) -> Node | None:
         return next((n for n in self.nodes if n.name == name), None)
@@ -157,6 +169,8 @@ class DesiredState:
     fdb: tuple[FdbEntry, ...] = ()
     # The nexthop objects of the peer routes that use one (core/nexthops.py), sorted by id.
     nexthops: tuple[Nexthop, ...] = ()
+    # NetworkPolicy for the node's local pods (core/policy); None: kindplan holds no policy table.
+    policy: NftTable | None = None
 
 
 # -- what a node holds, as observed ------------------------------------------------------------
@@ -196,7 +210,6 @@ class ObservedState:
     fdb: tuple[FdbEntry, ...] = ()
     # Every nexthop object, sorted by id; None: the kernel has none (before Linux 5.3).
     nexthops: tuple[Nexthop, ...] | None = ()
-
     def link(self, name: str) -> Link | None:
         return next((link for link in self.links if link.name == name), None)
 
