@@ -76,7 +76,9 @@ def compile_desired(
     (None: the snapshot's) the tunnel to off-link peers (its routes stay plain: onlink through
     the VXLAN device)."""
     node = find_node(snapshot, node_name)
-    local_pods = [pod for pod in snapshot.pods if pod.node == node.name]
+    # Only a local endpoint (a pod with its host veth) gets plumbing: the other pods of the
+    # node are known from the API (NetworkPolicy), their veths from libcni's cache if at all.
+    local_pods = [pod for pod in snapshot.pods if pod.node == node.name and pod.host_interface]
     mode = cross_subnet if cross_subnet is not None else snapshot.cluster.cross_subnet
     tunnels = compile_tunnels(snapshot, node, facts, route_proto, mode)
     routes = [*_peer_routes(snapshot, node, facts, route_proto, tunnels.tunneled)]

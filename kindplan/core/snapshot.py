@@ -16,14 +16,14 @@ from typing import Any
 from kindplan.core.addresses import (
     IPAddress,
     IPNetwork,
-    addr_order,
     net_order,
     parse_cidr,
     parse_ip,
 )
-from kindplan.core.model import Cluster, CniSettings, HostPort, Node, Pod, Snapshot
+from kindplan.core.model import Cluster, CniSettings, Node, Snapshot
 from kindplan.core.plainnode import by_family, not_a_gateway, plain_node, within
 from kindplan.core.schemacheck import Check, compile_schema
+from kindplan.core.snapshotpods import PodChecks, check_namespaces
 from kindplan.errors import InvalidInputError, Problem
 from kindplan.resources import load_schema
 
@@ -122,14 +122,6 @@ def _all_printable(value: Any) -> bool:
     return True
 
 
-def _reserved(cidr: IPNetwork) -> tuple[IPAddress, ...]:
-    """Addresses host-local never hands out: the network, its gateway and (IPv4) broadcast."""
-    network = cidr.network_address
-    if cidr.version == 4:
-        return (network, network + 1, cidr.broadcast_address)
-    return (network, network + 1)
-
-
 _start = operator.itemgetter(0, 1)  # (family, first address) of an overlap-check entry
 
 
@@ -164,11 +156,12 @@ class _Checker:
         self._control_characters(doc)
         cluster = self._cluster(doc["cluster"])
         nodes = self._nodes(doc["nodes"], cluster)
-        pods = self._pods(doc.get("pods", []), {n.name: n for n in nodes})
+        pods = PodChecks(self, {n.name: n for n in nodes}).check(doc.get("pods", []))
         return Snapshot(
             cluster,
             tuple(sorted(nodes, key=lambda n: n.name)),
             tuple(sorted(pods, key=lambda p: p.key)),
+            check_namespaces(self, doc["namespaces"]) if "namespaces" in doc else (),
         )
 
     def _control_characters(self, doc: dict[str, Any]) -> None:
@@ -436,83 +429,6 @@ class _Checker:
                 self.problem(f"{at}.podCIDRs[{j}]", f"{net} overlaps {reach[2]} of node {reach[3]}")
             if not reach or reach[0] != net.version or last > reach[1]:
                 reach = (net.version, last, net, node)
-
-    def _pods(self, raw_pods: list[dict[str, Any]], nodes: dict[str, Node]) -> list[Pod]:
-        seen_pods: dict[tuple[str, str], int] = {}
-        seen_ips: dict[IPAddress, str] = {}
-        seen_veths: dict[tuple[str, str], str] = {}
-        pods = []
-        for i, raw in enumerate(raw_pods):
-            at = f"pods[{i}]"
-            pod = Pod(raw["namespace"], raw["name"], raw["node"], (), raw["hostInterface"])
-            label = f"{pod.namespace}/{pod.name}"
-            if pod.key in seen_pods:
-                self.problem(at, f"duplicate pod {label} (also pods[{seen_pods[pod.key]}])")
-                continue
-            seen_pods[pod.key] = i
-            node = nodes.get(pod.node)
-            if pod.node in self.doubtful_nodes:
-                continue
-            if node is None:
-                self.problem(f"{at}.node", f"no node named {pod.node!r}")
-                continue
-            if pod.host_interface == "lo":
-                self.problem(f"{at}.hostInterface", "lo is the loopback device, not a pod's veth")
-            veth = (pod.node, pod.host_interface)
-            if veth in seen_veths:
-                self.problem(
-                    f"{at}.hostInterface",
-                    f"{pod.host_interface} is also the veth of pod {seen_veths[veth]}",
-                )
-            seen_veths[veth] = label
-            ips = self._pod_ips(at, label, raw["ips"], node, seen_ips)
-            pods.append(
-                Pod(
-                    pod.namespace,
-                    pod.name,
-                    pod.node,
-                    tuple(sorted(ips, key=addr_order)),
-                    pod.host_interface,
-                    self._host_ports(at, raw.get("hostPorts", ())),
-                )
-            )
-        return pods
-
-    def _host_ports(self, at: str, raw: list[dict[str, Any]]) -> tuple[HostPort, ...]:
-        """The schema has checked their shape; a hostIP is checked like every other address."""
-        ports = []
-        for j, p in enumerate(raw):
-            host_ip = self.ip(f"{at}.hostPorts[{j}].hostIP", p["hostIP"]) if "hostIP" in p else None
-            protocol = str(p.get("protocol", "tcp")).lower()
-            ports.append(HostPort(int(p["hostPort"]), int(p["containerPort"]), protocol, host_ip))
-        return tuple(ports)
-
-    def _pod_ips(
-        self, at: str, label: str, texts: list[str], node: Node, seen: dict[IPAddress, str]
-    ) -> list[IPAddress]:
-        ips: list[IPAddress] = []
-        for j, text in enumerate(texts):
-            path = f"{at}.ips[{j}]"
-            ip = self.ip(path, text)
-            if ip is None:
-                continue
-            cidr = node.pod_cidr(ip.version)
-            if any(other.version == ip.version for other in ips):
-                self.problem(path, f"pod {label} has more than one {_family(ip.version)} IP")
-            elif cidr is None or ip not in cidr:
-                self.problem(
-                    path,
-                    f"{ip} is outside the PodCIDR of node {node.name} "
-                    f"({cidr or 'none of ' + _family(ip.version)})",
-                )
-            elif ip in _reserved(cidr):
-                self.problem(path, f"{ip} is reserved in {cidr} (network, gateway or broadcast)")
-            elif ip in seen:
-                self.problem(path, f"{ip} is also the IP of pod {seen[ip]}")
-            else:
-                seen[ip] = label
-                ips.append(ip)
-        return ips
 
 
 def why_not_cidr(text: str) -> str:

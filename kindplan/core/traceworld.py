@@ -132,7 +132,8 @@ def build_world(
 ) -> World:
     """Every pod and node as a namespace; nodes in `observed` as they are, not as desired."""
     nodes = {node.name: node for node in snapshot.nodes}
-    pods = {pod_name(pod): pod for pod in snapshot.pods if pod.node in nodes}
+    # A pod is a namespace of the walk only with its host veth (a local endpoint).
+    pods = {pod_name(p): p for p in snapshot.pods if p.node in nodes and p.host_interface}
     desired = _Lazy(nodes, lambda name: _desired_node(snapshot, nodes[name], uplink))
 
     def make(key: tuple[str, str]) -> Namespace:

@@ -107,15 +107,35 @@ def with_local_pods(snapshot: Snapshot, node: str, pods: list[Pod]) -> tuple[Sna
             continue
         keep.append(pod)
     # The cache describes the node's pods as they are: a snapshot pod of this node with the same
-    # name or the same veth is an older view of one of them.
+    # name or the same veth is an older view of one of them. What only the API knows of a pod
+    # (labels, container ports) stays with it: the cache gives its veth, its IPs, its hostPorts.
+    by_key = {p.key: p for p in snapshot.pods}
+    keep = [_with_api_fields(p, by_key.get(p.key)) for p in keep]
     keys = {p.key for p in keep}
     veths = {p.host_interface for p in keep}
-    merged = [
-        p
-        for p in snapshot.pods
-        if p.key not in keys and not (p.node == node and p.host_interface in veths)
-    ] + keep
+    taken = {ip: p for p in keep for ip in p.ips}
+    merged = []
+    for p in snapshot.pods:
+        if p.key in keys or (p.node == node and p.host_interface in veths):
+            continue
+        stale = next((taken[ip] for ip in p.ips if ip in taken), None)
+        if stale is not None and p.node == node and not p.host_network:
+            # The API's view lags: the IP was released and handed to another pod since.
+            warnings.append(
+                f"CNI cache: {', '.join(map(str, p.ips))} of pod {p.namespace}/{p.name} is pod "
+                f"{stale.namespace}/{stale.name}'s now; {p.namespace}/{p.name} left out"
+            )
+            continue
+        merged.append(p)
+    merged += keep
     return replace(snapshot, pods=tuple(sorted(merged, key=lambda p: p.key))), warnings
+
+
+def _with_api_fields(cached: Pod, known: Pod | None) -> Pod:
+    """A cached pod with the labels and container ports the snapshot (the API) gives it."""
+    if known is None or (not known.labels and not known.ports):
+        return cached
+    return replace(cached, labels=known.labels, ports=known.ports)
 
 
 def without_uplink(
