@@ -3,6 +3,7 @@ checked, with a map back to the places in the input that its values came from.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from kindplan.errors import Problem
@@ -14,7 +15,7 @@ class Converted:
     A plain class: a dataclass would compile its methods at import, a cost every command pays.
     """
 
-    __slots__ = ("document", "problems", "warnings", "where")
+    __slots__ = ("document", "later", "problems", "warnings", "where")
 
     def __init__(
         self,
@@ -27,3 +28,5 @@ class Converted:
         self.where = where if where is not None else {}  # snapshot path -> input path
         self.warnings = warnings if warnings is not None else []
         self.problems = problems if problems is not None else []
+        # What a converter leaves for when every item is in (a deleting pod: after the others)
+        self.later: list[Callable[[], None]] = []

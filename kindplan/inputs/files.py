@@ -20,7 +20,7 @@ from typing import Any
 from kindplan.core.document import MAX_INPUT_BYTES, parse_document
 from kindplan.core.snapshot import SNAPSHOT_KIND, Loaded
 from kindplan.errors import InvalidInputError, Problem, SourceError
-from kindplan.inputs.kinds import objects_of, parse_snapshot
+from kindplan.inputs.kinds import ITEMS, objects_of, parse_snapshot
 
 SNAPSHOT_SUFFIXES = (".json", ".yaml", ".yml")
 
@@ -73,7 +73,8 @@ def snapshot_files(directory: str) -> list[str]:
 
 
 def combine_directory(directory: str) -> bytes:
-    """A directory as one document: its only file, or its node lists and Nodes as one List.
+    """A directory as one document: its only file, or its lists and objects (Nodes, Namespaces,
+    Pods, NetworkPolicies) as one List.
 
     That covers a ConfigMap holding a snapshot, and a folder of `kubectl get node NAME -o yaml`.
     """
@@ -101,7 +102,11 @@ def combine_directory(directory: str) -> bytes:
             kind = doc.get("kind") if isinstance(doc, dict) else None
             what = SNAPSHOT_KIND if kind == SNAPSHOT_KIND else f"kind {kind!r}"
             problems.append(
-                Problem(path, f"{what}: with several files, each must be a Node or a node list")
+                Problem(
+                    path,
+                    f"{what}: with several files, each must be a Kubernetes list or "
+                    f"object ({', '.join(ITEMS)})",
+                )
             )
     if problems:
         raise InvalidInputError(problems)

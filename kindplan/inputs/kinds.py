@@ -2,10 +2,13 @@
 document: one table, so that a new kind is one converter and one row.
 
 `KINDS` is the top of a document: kindplan's own ClusterSnapshot (checked strictly, it is written
-by a person), a list of Kubernetes objects (List, NodeList) or one object (Node). `ITEMS` is what
-a list may hold: each item goes to the converter of its kind, and an item of a kind not in the
-table is skipped with a warning. A list or an object describes a live cluster, which is never
-quite clean: a node that can be used only in part is used so and warned about (core/snapshot.py).
+by a person), a list of Kubernetes objects (List, as `kubectl get nodes,namespaces,pods,
+networkpolicies -A -o json` gives; NodeList, NamespaceList, PodList, NetworkPolicyList) or one
+object (Node, Namespace, Pod, NetworkPolicy). `ITEMS` is what a list may hold: each item goes
+to the converter of its kind, and an item of a kind not in the table is skipped with a warning.
+A list or an object describes a live cluster, which is never quite clean: a node that can be
+used only in part is used so and warned about (core/snapshot.py), and so are pods in every state
+(pods.py).
 
 Pure: documents in, documents out; parse_snapshot is the loader of bytes, check_document of a
 document already parsed (the API's).
@@ -20,7 +23,10 @@ from kindplan.core.document import parse_document
 from kindplan.core.snapshot import SNAPSHOT_KIND, Loaded, check_snapshot
 from kindplan.errors import InvalidInputError, Problem
 from kindplan.inputs.converted import Converted
+from kindplan.inputs.namespaces import add_namespace
 from kindplan.inputs.nodes import add_node
+from kindplan.inputs.pods import add_pod
+from kindplan.inputs.policies import add_policy
 
 T = TypeVar("T")
 # A document's kind -> the ClusterSnapshot document it means (pod subnets from --pod-subnet, strict)
@@ -102,7 +108,19 @@ def _native(doc: dict[str, Any], pod_subnets: Sequence[str], strict: bool) -> Co
     return Converted(doc)
 
 
-def _list(doc: dict[str, Any], pod_subnets: Sequence[str], strict: bool) -> Converted:
+def _list_of(default: str) -> Converter:
+    """The converter of a list whose items leave out their kind (the API's NodeList, PodList...):
+    `default` (a List of mixed kinds, as kubectl gets it, names each item's kind)."""
+
+    def convert(doc: dict[str, Any], pod_subnets: Sequence[str], strict: bool) -> Converted:
+        return _list(doc, pod_subnets, strict, default)
+
+    return convert
+
+
+def _list(
+    doc: dict[str, Any], pod_subnets: Sequence[str], strict: bool, default: str = "Node"
+) -> Converted:
     """A list of Kubernetes objects: each item through the converter of its kind.
 
     Not strict, a node without a PodCIDR or an InternalIP is kept with empty lists; strict, it is
@@ -131,24 +149,27 @@ def _list(doc: dict[str, Any], pod_subnets: Sequence[str], strict: bool) -> Conv
         out.problems.append(Problem("items", "a node list needs an 'items' array"))
         return out
     for i, item in enumerate(items):
-        _item(item, f"items[{i}]", out, strict)
+        _item(item, f"items[{i}]", out, strict, default)
+    for step in out.later:
+        step()
     if not out.document["nodes"] and not out.problems:
         what = "no node has both a PodCIDR and an InternalIP" if strict else "no Node in the list"
         out.problems.append(Problem("items", what))
     return out
 
 
-def _item(item: Any, at: str, out: Converted, strict: bool) -> None:
+def _item(item: Any, at: str, out: Converted, strict: bool, default: str) -> None:
     if not isinstance(item, dict):
         out.problems.append(Problem(at, "not an object"))
         return
-    # The API leaves out the kind of a NodeList's items: a Node. (The lookup is written out: it
-    # runs for each of 5,000 items.)
-    kind = item.get("kind", "Node")
+    # The API leaves out the kind of a typed list's items (a NodeList's: a Node). (The lookup is
+    # written out: it runs for each of 150,000 items.)
+    kind = item.get("kind", default)
     convert = ITEMS.get(kind) if isinstance(kind, str) else None
     if convert is None:
-        known = " or ".join(ITEMS)
-        out.warnings.append(Problem(at, f"kind {item.get('kind')!r} is not {known}; skipped"))
+        known = ", ".join(ITEMS)
+        what = f"kind {item.get('kind')!r} is not one of {known}; skipped"
+        out.warnings.append(Problem(at, what))
         return
     convert(item, at, out, strict)
 
@@ -156,7 +177,7 @@ def _item(item: Any, at: str, out: Converted, strict: bool) -> None:
 def _single(doc: dict[str, Any], pod_subnets: Sequence[str], strict: bool) -> Converted:
     """One object (kubectl get node NAME -o yaml): a list of one, its places named without the
     list's items[0]."""
-    out = _list({"kind": "List", "items": [doc]}, pod_subnets, strict)
+    out = _list({"kind": "List", "items": [doc]}, pod_subnets, strict, str(doc.get("kind")))
 
     def top(where: str) -> str:
         if where.startswith("items[0]."):
@@ -179,6 +200,20 @@ def _items(doc: dict[str, Any]) -> list[Any] | None:
     return items if isinstance(items, list) else None
 
 
+def _items_of(kind: str) -> Callable[[dict[str, Any]], list[Any] | None]:
+    """The items of a typed list, each with its kind (in one List they may sit beside others)."""
+
+    def objects(doc: dict[str, Any]) -> list[Any] | None:
+        items = _items(doc)
+        if items is None:
+            return None
+        return [
+            {"kind": kind, **i} if isinstance(i, dict) and "kind" not in i else i for i in items
+        ]
+
+    return objects
+
+
 def _alone(doc: dict[str, Any]) -> list[Any]:
     return [doc]
 
@@ -188,7 +223,18 @@ KINDS: dict[str, Kind] = {
     "List": Kind(_list, live=True, objects=_items),
     "NodeList": Kind(_list, live=True, objects=_items),
     "Node": Kind(_single, live=True, objects=_alone),
+    "NamespaceList": Kind(_list_of("Namespace"), live=True, objects=_items_of("Namespace")),
+    "Namespace": Kind(_single, live=True, objects=_alone),
+    "PodList": Kind(_list_of("Pod"), live=True, objects=_items_of("Pod")),
+    "Pod": Kind(_single, live=True, objects=_alone),
+    "NetworkPolicyList": Kind(
+        _list_of("NetworkPolicy"), live=True, objects=_items_of("NetworkPolicy")
+    ),
+    "NetworkPolicy": Kind(_single, live=True, objects=_alone),
 }
 ITEMS: dict[str, ItemConverter] = {
     "Node": add_node,
+    "Namespace": add_namespace,
+    "Pod": add_pod,
+    "NetworkPolicy": add_policy,
 }
