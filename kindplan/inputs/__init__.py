@@ -8,12 +8,16 @@ ClusterSnapshot document before the core checks it.
                 and one row), and parse_snapshot / check_document, bytes or a document in
   converted.py  what a converter makes: a ClusterSnapshot document and where its values came from
   nodes.py      the v1 Node converter (kubectl get nodes, the API's nodes)
+  namespaces.py the v1 Namespace converter; pods.py the v1 Pod converter (which pods count);
+  policies.py   the NetworkPolicy converter (carried into the document as it is)
   files.py      a file, a folder of files taken together, FileSource (watched with inotify.py)
   stdin.py      StdinSource: a stream of snapshots on stdin
-  kubenodes.py  nodes from the API as a node list: trimmed, the pod subnet inferred (pure)
-  kubeclient.py the Kubernetes client: its configuration, its errors in one line, one list
-  kubewatch.py  KubeSource: the nodes kept current by list and watch threads
+  kubenodes.py  nodes from the API: trimmed, the pod subnet inferred (pure)
+  kubestore.py  what the watches hold of the four kinds, which change matters, the List (pure)
+  kubeclient.py the Kubernetes client: its configuration, its errors in one line, one list each
+  kubewatch.py  KubeSource: the four kinds kept current by list and watch threads
 
-kinds, converted, nodes and kubenodes are pure, as the core is (an import-linter contract).
+kinds, converted, the converters, kubenodes and kubestore are pure, as the core is (an
+import-linter contract).
 Nothing is imported here: a command loads only the modules it uses (start-up time).
 """

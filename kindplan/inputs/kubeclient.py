@@ -1,6 +1,7 @@
 """The Kubernetes client (the `kube` extra, imported only for --kube): its configuration from
---kubeconfig or the pod's service account, its failures in one line, and one list of the nodes
-(a one-shot command's whole read of the API; kubewatch.py keeps them current for the loop).
+--kubeconfig or the pod's service account, its failures in one line, and one list of each kind
+a snapshot is made of (a one-shot command's whole read of the API; kubewatch.py keeps them
+current for the loop).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import re
 from typing import Any
 
 from kindplan.errors import SourceError, UsageError, one_line
-from kindplan.inputs.kubenodes import SOURCE, node_name, trim_node
+from kindplan.inputs.kubenodes import SOURCE
 
 # kindplan is not on a package index: the extra is installed from a checkout (or a built wheel).
 MISSING_CLIENT = (
@@ -108,28 +109,47 @@ def new_watch(kubernetes: Any) -> Any:
     return watch
 
 
-def list_nodes(kubeconfig: str | None) -> tuple[str, list[Any]]:
-    """The cluster's nodes now, trimmed and in name order, with the API server's address: one
-    consistent list (as kubectl get nodes), for a command that runs once."""
+def list_calls(kubernetes: Any, api: Any) -> dict[str, Any]:
+    """The list (and watch) call of each resource a snapshot is made of (kubestore.RESOURCES)."""
+    core = kubernetes.client.CoreV1Api(api)
+    networking = kubernetes.client.NetworkingV1Api(api)
+    return {
+        "nodes": core.list_node,
+        "namespaces": core.list_namespace,
+        "pods": core.list_pod_for_all_namespaces,
+        "networkpolicies": networking.list_network_policy_for_all_namespaces,
+    }
+
+
+def list_cluster(kubeconfig: str | None) -> tuple[str, dict[str, list[Any]]]:
+    """The cluster's nodes, namespaces, pods and NetworkPolicies now, as the API returns their
+    lists, with the API server's address: one list of each (as kubectl get), for a command that
+    runs once."""
     kubernetes = import_client()
     settings = configuration(kubernetes, kubeconfig)
+    found: dict[str, list[Any]] = {}
     with kubernetes.client.ApiClient(settings) as api:
-        try:
-            response = kubernetes.client.CoreV1Api(api).list_node(
-                _preload_content=False, _request_timeout=(CONNECT_TIMEOUT, LIST_TIMEOUT)
-            )
+        for resource, call in list_calls(kubernetes, api).items():
             try:
-                body = response.data  # raw JSON: models for 5,000 nodes would take seconds
-            finally:
-                response.close()
-                response.release_conn()
-        except Exception as e:  # the client raises its own, urllib3's and the socket's errors
-            raise SourceError(f"{SOURCE} ({settings.host}): {describe_error(e)}") from e
-    items = list_items(body)
-    if items is None:
-        raise SourceError(f"{SOURCE} ({settings.host}): the list response has no items")
-    nodes = {name: trim_node(obj) for obj in items if (name := node_name(obj)) is not None}
-    return settings.host, [nodes[name] for name in sorted(nodes)]
+                response = call(
+                    _preload_content=False, _request_timeout=(CONNECT_TIMEOUT, LIST_TIMEOUT)
+                )
+                try:
+                    body = response.data  # raw JSON: models for 150,000 pods would take long
+                finally:
+                    response.close()
+                    response.release_conn()
+            except Exception as e:  # the client raises its own, urllib3's and the socket's
+                raise SourceError(
+                    f"{SOURCE} ({settings.host}): {resource}: {describe_error(e)}"
+                ) from e
+            items = list_items(body)
+            if items is None:
+                raise SourceError(
+                    f"{SOURCE} ({settings.host}): the {resource} list response has no items"
+                )
+            found[resource] = items
+    return settings.host, found
 
 
 def list_items(body: bytes) -> list[Any] | None:

@@ -1,19 +1,15 @@
-"""Nodes from the Kubernetes API as a snapshot: what is kept of each Node, the pod subnet inferred
-when none is given, the node list checked exactly as a node list file is (kinds.check_document),
-so the API and a file can never disagree about what is valid. Pure: no client, no network.
+"""Nodes from the Kubernetes API: what is kept of each Node, the pod subnet inferred when none is
+given (kubestore.py makes the snapshot of them and the other kinds). Pure: no client, no network.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any
 
 from kindplan.core.addresses import IPNetwork
-from kindplan.core.snapshot import Loaded
 from kindplan.errors import Problem
-from kindplan.inputs.kinds import check_document
 
 SOURCE = "kubernetes API"
 
@@ -100,10 +96,3 @@ def pod_subnets_of(
         "which changes as nodes join: give the cluster's pod subnet(s) with --pod-subnet",
     )
     return inferred, (warning,)
-
-
-def load_nodes(nodes: Sequence[Any], pod_subnets: Sequence[str] = ()) -> Loaded:
-    """Nodes from the API as a snapshot, checked exactly as a node list file is."""
-    subnets, warnings = pod_subnets_of(nodes, pod_subnets)
-    loaded = check_document(node_list(nodes), source=SOURCE, pod_subnets=subnets)
-    return replace(loaded, warnings=(*warnings, *loaded.warnings)) if warnings else loaded

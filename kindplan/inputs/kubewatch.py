@@ -1,10 +1,13 @@
-"""The Kubernetes API as a source of snapshots: the node list, kept current by watches.
+"""The Kubernetes API as a source of snapshots: nodes, namespaces, pods and NetworkPolicies, kept
+current by watches.
 
-Two daemon threads list and then watch the API server: the nodes (their PodCIDRs and InternalIPs
-are the snapshot) and the pods on this node (only a trigger: a pod coming or going is a reason to
-reconcile at once; the pods' host veths come from libcni's cache). `read()` builds a NodeList from
-what the node thread holds and sends it through the same checks as a node list file
-(kubenodes.load_nodes), so the API and a file can never disagree about what is valid.
+Four daemon threads list and then watch the API server, one per kind; what they hold is a
+kubestore.Store, which tells the changes that matter to this node from those that do not (a pod's
+status heartbeat; a pod elsewhere while the cluster has no NetworkPolicy). `read()` builds a List
+from the store only when a change that matters came, and sends it through the same checks as a
+List file (kubestore.load_cluster), so the API and a file can never disagree about what is valid.
+The pods' host veths still come from libcni's cache: an event of a pod on this node wakes the loop
+at once.
 
 Threads are started in the constructor only, and a thread inherits the network namespace of the
 thread that starts it: construct the source outside `enter_netns`, so the API server is reached
@@ -14,6 +17,7 @@ from the host's network even when the loop works on a lab namespace.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -31,9 +35,11 @@ from kindplan.inputs.kubeclient import (
     describe_error,
     http_status,
     import_client,
+    list_calls,
     new_watch,
 )
-from kindplan.inputs.kubenodes import SOURCE, load_nodes, node_name, trim_node
+from kindplan.inputs.kubenodes import SOURCE
+from kindplan.inputs.kubestore import NODES, PODS, RESOURCES, Store, load_cluster
 
 WATCH_GRACE = 30.0  # the client waits this much longer than the server's own watch timeout
 FIRST_BACKOFF, MAX_BACKOFF = 0.5, 30.0
@@ -210,7 +216,9 @@ class _Stream:
 
 
 class KubeSource:
-    """Nodes from the Kubernetes API, kept current by a watch; pod events on `node` wake it."""
+    """Nodes, namespaces, pods and NetworkPolicies from the Kubernetes API, kept current by a
+    watch of each; a change that matters to `node` (kubestore.py) makes a new snapshot and wakes
+    the loop, and so does any event of a pod on `node` (its CNI cache entry may have changed)."""
 
     def __init__(
         self,
@@ -230,32 +238,28 @@ class KubeSource:
         self._pod_subnets = tuple(pod_subnets)
         self._log = log
         self._lock = threading.Lock()
-        self._nodes: dict[str, Any] = {}  # name -> trimmed raw Node
-        self._listed = False
-        self._error = "connecting"
-        self._failing = False  # the node stream's last request failed: what we hold may be old
-        self._version = 0  # counts changes of _nodes
+        self._store = Store(node)  # what the lists and watches hold; its version: what matters
+        # resource -> why its last request failed (what we hold of it may be old), or "connecting"
+        # until its first list
+        self._errors: dict[str, str] = dict.fromkeys(RESOURCES, "connecting")
+        self._failing: set[str] = set()
         self._cached: tuple[int, Loaded] | None = None
         self._closed = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        client = self._kubernetes.client
-
-        def stream(what: str, method: str, selector: dict[str, str], **handlers: Any) -> _Stream:
-            api = client.ApiClient(settings)
-            call = getattr(client.CoreV1Api(api), method)
-            return _Stream(what, api, call, selector, self, **handlers)
-
-        self._nodes_stream = stream(
-            "nodes", "list_node", {}, on_list=self._node_list, on_event=self._node_event
-        )
-        self._pods_stream = stream(
-            f"pods on {node}",
-            "list_pod_for_all_namespaces",
-            {"field_selector": f"spec.nodeName={node}"},
-            on_list=lambda items: self._wake(),
-            on_event=lambda kind, obj: self._wake(),
-        )
-        for s in (self._nodes_stream, self._pods_stream):
+        self._streams: dict[str, _Stream] = {}
+        for resource in RESOURCES:
+            api = self._kubernetes.client.ApiClient(settings)
+            call = list_calls(self._kubernetes, api)[resource]
+            self._streams[resource] = _Stream(
+                resource,
+                api,
+                call,
+                {},
+                self,
+                on_list=functools.partial(self._list, resource),
+                on_event=functools.partial(self._event, resource),
+            )
+        for s in self._streams.values():
             s.thread.start()
 
     # -- called from the threads ---------------------------------------------------------------
@@ -265,43 +269,28 @@ class KubeSource:
             self._log(line)
 
     def _failed(self, stream: _Stream, text: str) -> None:
-        if stream is self._nodes_stream:
-            with self._lock:
-                self._error, self._failing = text, True
-            self._wake()  # the loop reports it now, not at the next interval
+        with self._lock:
+            self._errors[stream.what] = text
+            self._failing.add(stream.what)
+        self._wake()  # the loop reports it now, not at the next interval
 
     def _succeeded(self, stream: _Stream) -> None:
-        if stream is self._nodes_stream:
-            with self._lock:
-                self._failing = False
-
-    def _node_list(self, items: list[Any]) -> None:
-        nodes = {}
-        for obj in items:
-            name = node_name(obj)
-            if name is not None:
-                nodes[name] = trim_node(obj)
         with self._lock:
-            if nodes != self._nodes or not self._listed:
-                self._nodes, self._listed = nodes, True
-                self._version += 1
-        self._listed_once.set()
+            self._failing.discard(stream.what)
+
+    def _list(self, resource: str, items: list[Any]) -> None:
+        with self._lock:
+            self._store.replace_all(resource, items)
+            everything = self._store.listed == set(RESOURCES)
+        if everything:
+            self._listed_once.set()
         self._wake()  # also after an unchanged relist: the loop may be waiting for a first list
 
-    def _node_event(self, kind: str, obj: Any) -> None:
-        name = node_name(obj)
-        if name is None:
-            return
+    def _event(self, resource: str, kind: str, obj: Any) -> None:
         with self._lock:
-            if kind == "DELETED":
-                changed = self._nodes.pop(name, None) is not None
-            else:
-                trimmed = trim_node(obj)
-                changed = self._nodes.get(name) != trimmed
-                self._nodes[name] = trimmed
-            if changed:
-                self._version += 1
-        if changed:
+            changed = self._store.apply(resource, kind, obj)
+            local = resource == PODS and self._store.is_local_pod(obj)
+        if changed or local:
             self._wake()
 
     def _wake(self) -> None:
@@ -311,7 +300,8 @@ class KubeSource:
                     os.write(self._wake_w, b"\0")
 
     def wait_listed(self, timeout: float) -> bool:
-        """Wait up to `timeout` seconds for the first node list (so a first read need not fail)."""
+        """Wait up to `timeout` seconds for the first list of each kind (so a first read need
+        not fail)."""
         return self._listed_once.wait(timeout)
 
     # -- the Source protocol ---------------------------------------------------------------------
@@ -328,28 +318,42 @@ class KubeSource:
 
     def read(self) -> Loaded:
         with self._lock:
-            if not self._listed:
-                raise SourceError(f"{SOURCE}: no node list yet: {self._error}")
-            if self._failing:  # counted and reported by the loop, which keeps the last good
-                raise SourceError(f"{SOURCE}: {self._error}; the nodes listed before stay")
-            version, cached = self._version, self._cached
+            self._check_listed()
+            version, cached = self._store.version, self._cached
             if cached is not None and cached[0] == version:
                 return cached[1]
-            nodes = [self._nodes[name] for name in sorted(self._nodes)]
-        loaded = load_nodes(nodes, self._pod_subnets)
+            # The dicts are copied, not the objects: a watch replaces a changed object whole.
+            objects = {r: dict(held) for r, held in self._store.objects.items()}
+        loaded = load_cluster(objects, self._pod_subnets)
         with self._lock:
             self._cached = (version, loaded)
         return loaded
 
+    def _check_listed(self) -> None:
+        """SourceError unless every kind was listed and is current (called with the lock held).
+
+        Every kind, not only the nodes: a snapshot without the NetworkPolicies, or without the
+        pods they select, would open what they close until the next round.
+        """
+        for resource in RESOURCES:
+            what = "node" if resource == NODES else resource
+            if resource not in self._store.listed:
+                raise SourceError(f"{SOURCE}: no {what} list yet: {self._errors[resource]}")
+        for resource in RESOURCES:
+            if resource in self._failing:  # counted and reported by the loop: the last good stays
+                held = "the nodes" if resource == NODES else f"the {resource}"
+                raise SourceError(f"{SOURCE}: {self._errors[resource]}; {held} listed before stay")
+
     def reload(self) -> None:
-        """Check the nodes again and list them afresh (the new list wakes the loop)."""
+        """Check everything again and list it afresh (the new lists wake the loop)."""
         with self._lock:
             self._cached = None
-        self._nodes_stream.interrupt(relist=True)
+        for s in self._streams.values():
+            s.interrupt(relist=True)
 
     def close(self) -> None:
         self._stopping.set()
-        streams = (self._nodes_stream, self._pods_stream)
+        streams = list(self._streams.values())
         deadline = time.monotonic() + CLOSE_SECONDS
         for s in streams:
             s.interrupt()

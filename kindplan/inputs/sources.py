@@ -3,8 +3,9 @@ API (--kube); read once for a one-shot command, or opened as a Source that the r
 reads every round.
 
 A one-shot read gives the snapshot's bytes (what plan --out saves and the converged record
-digests): from the API, the nodes as one NodeList in name order, so the same cluster gives the
-same bytes. Every source ends in the same parse and checks (kinds.parse_snapshot).
+digests): from the API, its nodes, namespaces, pods and NetworkPolicies as one List, each kind
+in key order, so the same cluster gives the same bytes. Every source ends in the same parse and
+checks (kinds.parse_snapshot).
 """
 
 from __future__ import annotations
@@ -83,12 +84,17 @@ def read_input(
         return Input(*read_source(snapshot), tuple(pod_subnets))
     import json
 
-    from kindplan.inputs.kubeclient import list_nodes
-    from kindplan.inputs.kubenodes import SOURCE, node_list, pod_subnets_of
+    from kindplan.inputs.kubeclient import list_cluster
+    from kindplan.inputs.kubenodes import SOURCE, pod_subnets_of
+    from kindplan.inputs.kubestore import NODES, Store, cluster_list
 
-    host, nodes = list_nodes(kubeconfig)
+    host, lists = list_cluster(kubeconfig)
+    store = Store("")
+    for resource, items in lists.items():
+        store.replace_all(resource, items)
+    nodes = [store.objects[NODES][key] for key in sorted(store.objects[NODES])]
     subnets, warnings = pod_subnets_of(nodes, pod_subnets)
-    data = json.dumps(node_list(nodes), separators=(",", ":")).encode()
+    data = json.dumps(cluster_list(store.objects), separators=(",", ":")).encode()
     return Input(data, f"{SOURCE} ({host})", subnets, warnings)
 
 

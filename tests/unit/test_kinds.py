@@ -20,6 +20,11 @@ from kindplan.inputs.files import combine_directory
 from kindplan.inputs.kinds import ITEMS, KINDS, parse_snapshot
 
 SUBNETS = ("10.244.0.0/16",)
+ALL_KINDS = (
+    "ClusterSnapshot, List, NodeList, Node, NamespaceList, Namespace, PodList, Pod, "
+    "NetworkPolicyList, NetworkPolicy"
+)
+ITEM_KINDS = "Node, Namespace, Pod, NetworkPolicy"
 
 
 def kindplan(*args: str) -> subprocess.CompletedProcess[str]:
@@ -31,7 +36,7 @@ def kindplan(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("kind", "named"),
     [
-        ("Pod", "'Pod'"),
+        ("Service", "'Service'"),
         (["NodeList"], "['NodeList']"),  # not even a string: no lookup may fail on it
         (None, "None"),
     ],
@@ -45,13 +50,13 @@ def test_an_unknown_kind_is_one_line_and_exit_65(tmp_path: Path, kind: Any, name
     assert (result.returncode, result.stdout) == (65, "")
     assert (
         result.stderr
-        == f"error: kind: {named} is not one of ClusterSnapshot, List, NodeList, Node\n"
+        == f"error: kind: {named} is not one of {ALL_KINDS}\n"
     )
 
 
 def test_an_item_of_unknown_kind_is_skipped_with_a_warning() -> None:
     doc = load("nodelist.json")
-    doc["items"].insert(1, {"kind": "Pod", "metadata": {"name": "web"}})
+    doc["items"].insert(1, {"kind": "Service", "metadata": {"name": "web"}})
     doc["items"].insert(2, {"kind": {"not": "a string"}})
     loaded = parse_snapshot(json.dumps(doc).encode(), pod_subnets=SUBNETS)
     assert [n.name for n in loaded.snapshot.nodes] == [
@@ -60,8 +65,8 @@ def test_an_item_of_unknown_kind_is_skipped_with_a_warning() -> None:
         "kind-worker2",
     ]
     assert [str(w) for w in loaded.warnings] == [
-        "items[1]: kind 'Pod' is not Node; skipped",
-        "items[2]: kind {'not': 'a string'} is not Node; skipped",
+        f"items[1]: kind 'Service' is not one of {ITEM_KINDS}; skipped",
+        f"items[2]: kind {{'not': 'a string'}} is not one of {ITEM_KINDS}; skipped",
     ]
 
 
@@ -101,23 +106,25 @@ def test_a_new_kind_is_one_converter_and_one_row(
     combined = parse_snapshot(combine_directory(str(tmp_path)), pod_subnets=SUBNETS).snapshot
     assert [n.name for n in combined.nodes] == [n.name for n in listed.nodes]
     # The messages name the kinds of the table
-    with pytest.raises(InvalidInputError, match=r"is not one of .*, Node, Machine$"):
-        parse_snapshot(b'{"kind": "Pod"}')
-    doc["items"].append({"kind": "Pod"})
+    with pytest.raises(InvalidInputError, match=r"is not one of .*, NetworkPolicy, Machine$"):
+        parse_snapshot(b'{"kind": "Service"}')
+    doc["items"].append({"kind": "Service"})
     warned = parse_snapshot(json.dumps(doc).encode(), pod_subnets=SUBNETS).warnings
-    assert str(warned[-1]) == "items[4]: kind 'Pod' is not Node or Machine; skipped"
+    assert str(warned[-1]) == (
+        f"items[4]: kind 'Service' is not one of {ITEM_KINDS}, Machine; skipped"
+    )
 
 
 def test_a_folder_takes_only_kinds_that_combine(tmp_path: Path) -> None:
     """A ClusterSnapshot carries its own cluster settings: it cannot be one of several files."""
     (tmp_path / "a.json").write_text(json.dumps(load("nodelist.json")))
     (tmp_path / "b.json").write_text('{"kind": "ClusterSnapshot"}')
-    (tmp_path / "c.json").write_text('{"kind": "Pod"}')
+    (tmp_path / "c.json").write_text('{"kind": "Service"}')
     with pytest.raises(InvalidInputError) as info:
         combine_directory(str(tmp_path))
-    alone = "with several files, each must be a Node or a node list"
+    alone = f"with several files, each must be a Kubernetes list or object ({ITEM_KINDS})"
     assert [str(p) for p in info.value.problems] == [
         f"{tmp_path}/b.json: ClusterSnapshot: {alone}",
-        f"{tmp_path}/c.json: kind 'Pod': {alone}",
+        f"{tmp_path}/c.json: kind 'Service': {alone}",
     ]
     assert kinds.objects_of([]) is None

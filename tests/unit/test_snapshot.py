@@ -295,7 +295,7 @@ def test_schema_problem(case: str, mutation: Callable[[Doc], None], message: str
         (b"a: 1\n---\nb: 2\n", "snap: expected one YAML document, found 2"),
         (b"- 1\n", "snap: expected an object"),
         (b"1: x\n", "(top): mapping key 1 is not a string"),
-        (b'{"kind": "Pod"}', "kind: 'Pod' is not one of ClusterSnapshot, List, NodeList"),
+        (b'{"kind": "Service"}', "kind: 'Service' is not one of ClusterSnapshot, List, NodeList"),
         (b'{"a": NaN}', "snap: invalid JSON: NaN is not a JSON number"),
     ],
 )
