@@ -138,7 +138,7 @@ def test_host_path_is_mounted_in_place(
     assert mount.get("readOnly", False) is read_only
 
 
-def test_cluster_role_reads_nodes_and_pods_only(docs: dict[str, Doc]) -> None:
+def test_cluster_role_reads_the_four_kinds_only(docs: dict[str, Doc]) -> None:
     granted = {
         (group, resource, verb)
         for rule in docs["ClusterRole"]["rules"]
@@ -146,7 +146,10 @@ def test_cluster_role_reads_nodes_and_pods_only(docs: dict[str, Doc]) -> None:
             rule.get("apiGroups", []), rule.get("resources", []), rule["verbs"]
         )
     }
-    assert granted == set(itertools.product([""], ["nodes", "pods"], ["get", "list", "watch"]))
+    verbs = ["get", "list", "watch"]
+    assert granted == set(itertools.product([""], ["nodes", "namespaces", "pods"], verbs)) | set(
+        itertools.product(["networking.k8s.io"], ["networkpolicies"], verbs)
+    )
     assert all(
         set(rule) <= {"apiGroups", "resources", "verbs"} for rule in docs["ClusterRole"]["rules"]
     )
