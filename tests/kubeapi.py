@@ -3,10 +3,11 @@
 No real API server can run where these tests run, so this one serves the hand-assembled responses
 in tests/data/kube (see the README there) in kube-apiserver's wire format: compact JSON bodies,
 `Content-Type: application/json`, and a watch as a chunked stream of one event per line that ends
-at `timeoutSeconds`, after an ERROR event, or when the server stops. It serves GET /api/v1/nodes
-and GET /api/v1/pods (with `fieldSelector=spec.nodeName=...`), each as a list or, with `watch=true`
-or `watch=1`, as a watch fed by the test (`send`). It checks the bearer token and records every
-request, so a test can assert what the client sent.
+at `timeoutSeconds`, after an ERROR event, or when the server stops. It serves GET /api/v1/nodes,
+/api/v1/namespaces, /api/v1/pods (with `fieldSelector=spec.nodeName=...`) and
+/apis/networking.k8s.io/v1/networkpolicies, each as a list or, with `watch=true` or `watch=1`,
+as a watch fed by the test (`send`); a resource in `forbidden` is refused (403) as without RBAC.
+It checks the bearer token and records every request, so a test can assert what the client sent.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ from urllib.parse import parse_qsl, urlsplit
 
 DATA = Path(__file__).parent / "data" / "kube"
 TOKEN = "kindplan-test-token-3f9a1c"
-PATHS = {"/api/v1/nodes": "nodes", "/api/v1/pods": "pods"}
+PATHS = {
+    "/api/v1/nodes": "nodes",
+    "/api/v1/namespaces": "namespaces",
+    "/api/v1/pods": "pods",
+    "/apis/networking.k8s.io/v1/networkpolicies": "networkpolicies",
+}
+RESOURCES = tuple(PATHS.values())
 
 
 def load(name: str) -> Any:
@@ -90,16 +97,27 @@ def _object_key(obj: dict[str, Any]) -> tuple[str, str]:
 class FakeKubeAPI:
     """The fake server: `start()`, feed watch events with `send()`, `stop()` (or use `with`)."""
 
-    def __init__(self, nodes: Any = None, pods: Any = None, token: str = TOKEN) -> None:
+    def __init__(
+        self,
+        nodes: Any = None,
+        pods: Any = None,
+        token: str = TOKEN,
+        *,
+        namespaces: Any = None,
+        policies: Any = None,
+    ) -> None:
         self.token = token
         self.requests: list[Request] = []
         self._cond = threading.Condition()
         self._lists = {
             "nodes": nodes if nodes is not None else load("nodelist.json"),
+            "namespaces": namespaces if namespaces is not None else load("namespacelist.json"),
             "pods": pods if pods is not None else load("podlist-kind-worker.json"),
+            "networkpolicies": policies if policies is not None else load("networkpolicylist.json"),
         }
-        self._pending: dict[str, deque[bytes]] = {"nodes": deque(), "pods": deque()}
-        self._generation = {"nodes": 0, "pods": 0}  # the newest watch of each takes the events
+        self._pending: dict[str, deque[bytes]] = {r: deque() for r in RESOURCES}
+        self._generation = dict.fromkeys(RESOURCES, 0)  # the newest watch of each takes the events
+        self.forbidden: set[str] = set()  # resources answered 403, as without the RBAC for them
         self._stopping = False
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.api = self
@@ -236,6 +254,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(401, status(401, "Unauthorized", "Unauthorized"))
         elif resource is None:
             self._send(404, status(404, "NotFound", "the server could not find the resource"))
+        elif resource in api.forbidden:
+            message = (
+                f'{resource} is forbidden: User "system:serviceaccount:kube-system:kindplan" '
+                f'cannot list resource "{resource}" at the cluster scope'
+            )
+            self._send(403, status(403, "Forbidden", message))
         elif request.watch:
             self._watch(resource, float(query.get("timeoutSeconds", "1800")))
         else:

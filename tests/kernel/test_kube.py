@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubeapi import DATA, TOKEN, FakeKubeAPI, events, load, write_kubeconfig
+from kubeapi import DATA, PATHS, TOKEN, FakeKubeAPI, events, load, write_kubeconfig
 
 from kindplan.core.snapshot import Loaded
 from kindplan.errors import InvalidInputError, SourceError
@@ -35,6 +35,12 @@ pytestmark = pytest.mark.root
 NODE = "kind-worker"
 SUBNETS = ("10.244.0.0/16",)
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+LISTS = (
+    "nodelist.json",
+    "namespacelist.json",
+    "podlist-kind-worker.json",
+    "networkpolicylist.json",
+)
 
 
 @dataclass
@@ -55,9 +61,18 @@ def start(
     servers: list[FakeKubeAPI] = []
     sources: list[KubeSource] = []
 
-    def start(nodes: Any = None, *, server: str | None = None, watch_timeout: int = 300) -> Cluster:
+    def start(
+        nodes: Any = None,
+        *,
+        server: str | None = None,
+        watch_timeout: int = 300,
+        policies: Any = None,
+        forbidden: tuple[str, ...] = (),
+    ) -> Cluster:
         with enter_netns(netns):
-            api = FakeKubeAPI(nodes=nodes).start()
+            api = FakeKubeAPI(nodes=nodes, policies=policies)
+            api.forbidden.update(forbidden)
+            api.start()
             servers.append(api)
             kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", server or api.url)
             logs: list[str] = []
@@ -67,7 +82,7 @@ def start(
             sources.append(source)
         namespace = os.stat(f"{NETNS_RUN_DIR}/{netns}").st_ino
         threads = ours()
-        assert len(threads) >= 3  # the server, the node watch, the pod watch
+        assert len(threads) >= 5  # the server, a watch of each of the four kinds
         for thread in threads:  # safety: every thread that talks HTTP is inside the namespace
             assert os.stat(f"/proc/self/task/{thread.native_id}/ns/net").st_ino == namespace
         return Cluster(api, source, logs)
@@ -130,25 +145,40 @@ def node_event(kind: str, name: str) -> dict[str, Any]:
 
 
 def watching(api: FakeKubeAPI) -> None:
-    """Wait until both watches are open (the lists are done, their wake-ups sent)."""
+    """Wait until the four watches are open (the lists are done, their wake-ups sent)."""
     api.wait_for(
-        "a watch of nodes and of pods",
-        lambda seen: {r.path for r in seen if r.watch} == {"/api/v1/nodes", "/api/v1/pods"},
+        "a watch of each kind", lambda seen: {r.path for r in seen if r.watch} == set(PATHS)
     )
 
 
-def test_first_read_lists_the_nodes(start: Callable[..., Cluster]) -> None:
+def api_lists(tmp_path: Path) -> Path:
+    """The fake server's four lists as files of one folder, which kindplan reads together."""
+    folder = tmp_path / "lists"
+    folder.mkdir()
+    for name in LISTS:
+        (folder / name).write_text((DATA / name).read_text())
+    return folder
+
+
+def test_first_read_lists_the_four_kinds(start: Callable[..., Cluster], tmp_path: Path) -> None:
     cluster = start()
     assert cluster.source.wait_listed(3.0)
     loaded = cluster.source.read()
     assert names(loaded) == ["kind-control-plane", "kind-worker", "kind-worker2"]
-    assert loaded == load_snapshot(str(DATA / "nodelist.json"), pod_subnets=SUBNETS)
+    # The same as the four lists in files, read together as a folder
+    assert loaded == load_snapshot(str(api_lists(tmp_path)), pod_subnets=SUBNETS)
+    assert [(p.name, p.host_network) for p in loaded.snapshot.pods] == [
+        ("web-6f8d7b9c5-hx2lq", False),
+        ("kindnet-7xk2p", True),
+        ("kube-proxy-q8m4v", True),
+    ]
+    assert [n.name for n in loaded.snapshot.namespaces][:2] == ["default", "kube-node-lease"]
     assert cluster.source.read() is loaded  # nothing changed: the same object, not a new check
     watching(cluster.api)
     requests = cluster.api.requests
     assert {r.authorization for r in requests} == {f"Bearer {TOKEN}"}
     pods = [r for r in requests if r.path == "/api/v1/pods"]
-    assert [r.query["fieldSelector"] for r in pods] == ["spec.nodeName=kind-worker"] * 2
+    assert len(pods) == 2 and all("fieldSelector" not in r.query for r in pods)  # every pod
     node_watch = next(r for r in requests if r.path == "/api/v1/nodes" and r.watch)
     assert node_watch.query["resourceVersion"] == "1432"  # from the list: no event is missed
     assert cluster.api.lists("nodes")[0].query["resourceVersion"] == "0"  # the server's cache
@@ -298,4 +328,132 @@ def test_invalid_node_list_is_reported_as_for_a_file(
     assert str(from_api) == str(from_file.value)
     assert str(from_api) == (
         "items[2].spec.podCIDRs[0]: 10.244.2.0/24 overlaps 10.244.2.0/24 of node kind-worker"
+    )
+
+
+def pod_event(kind: str, name: str, node: str, ip: str, version: str, **labels: str) -> Any:
+    """A watch event of a running pod in default (labels app=web unless given)."""
+    return {
+        "type": kind,
+        "object": {
+            "kind": "Pod",
+            "apiVersion": "v1",
+            "metadata": {
+                "name": name,
+                "namespace": "default",
+                "resourceVersion": version,
+                "labels": labels or {"app": "web"},
+            },
+            "spec": {"nodeName": node, "containers": [{"name": "web", "ports": []}]},
+            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
+        },
+    }
+
+
+def policy_event(kind: str, name: str, version: str) -> dict[str, Any]:
+    obj = copy.deepcopy(load("networkpolicylist.json")["items"][0])
+    obj["metadata"] |= {"name": name, "resourceVersion": version}
+    return {"type": kind, "object": {"kind": "NetworkPolicy", **obj}}
+
+
+def pod_names(loaded: Loaded) -> list[str]:
+    return [p.name for p in loaded.snapshot.pods]
+
+
+def test_an_event_of_each_kind_changes_the_snapshot(start: Callable[..., Cluster]) -> None:
+    cluster = start()
+    source, api = cluster.source, cluster.api
+    first = read_when(source, lambda _: True)
+    watching(api)
+    source.poll()
+
+    # A namespace's labels (the cluster has a NetworkPolicy: they may select)
+    ns = copy.deepcopy(load("namespacelist.json")["items"][0])
+    ns["metadata"]["labels"]["team"] = "web"
+    ns["metadata"]["resourceVersion"] = "1500"
+    api.send("namespaces", {"type": "MODIFIED", "object": {"kind": "Namespace", **ns}})
+    assert woken_within(source, 1.0)
+    labelled = source.read()
+    assert labelled.snapshot.namespaces[0].labels == (
+        ("kubernetes.io/metadata.name", "default"),
+        ("team", "web"),
+    )
+    # A pod on another node (a peer), one the node list does not have yet
+    api.send("pods", pod_event("ADDED", "web-2", "kind-worker3", "10.244.3.7", "1501"))
+    assert woken_within(source, 1.0)
+    peer = source.read()
+    assert "web-2" in pod_names(peer)
+    assert [str(w) for w in peer.warnings] == [
+        "items[8].spec.nodeName: no node named 'kind-worker3'; the pod is kept as a peer"
+    ]
+    # A NetworkPolicy: the store takes it, the snapshot is made again
+    api.send("networkpolicies", policy_event("ADDED", "second", "1502"))
+    assert woken_within(source, 1.0)
+    assert source.read() is not peer
+    # A node
+    api.send("nodes", node_event("ADDED", "kind-worker3"))
+    assert woken_within(source, 1.0)
+    joined = source.read()
+    assert names(joined) == sorted([*names(first), "kind-worker3"])
+    assert not any("kept as a peer" in str(w) for w in joined.warnings)
+    assert cluster.logs == []
+
+
+def test_without_policies_another_nodes_pod_changes_nothing(
+    start: Callable[..., Cluster],
+) -> None:
+    empty = {"kind": "NetworkPolicyList", "apiVersion": "networking.k8s.io/v1", "items": []}
+    cluster = start(policies=empty | {"metadata": {"resourceVersion": "1432"}})
+    source, api = cluster.source, cluster.api
+    first = read_when(source, lambda _: True)
+    watching(api)
+    source.poll()
+    api.send("pods", pod_event("ADDED", "web-2", "kind-worker2", "10.244.1.7", "1501"))
+    # No wake-up and no new snapshot: nothing on this node depends on that pod
+    assert not woken_within(source, 0.3)
+    assert source.read() is first
+    # A pod on this node still wakes the loop (its CNI cache entry)
+    api.send("pods", pod_event("ADDED", "web-3", NODE, "10.244.2.9", "1502"))
+    assert woken_within(source, 1.0)
+    assert "web-3" in pod_names(source.read())
+    # The first policy: the snapshot has every pod as it is now
+    api.send("networkpolicies", policy_event("ADDED", "first", "1503"))
+    assert woken_within(source, 1.0)
+    assert {"web-2", "web-3"} <= set(pod_names(source.read()))
+
+
+def test_expired_pod_watch_lists_the_pods_again(start: Callable[..., Cluster]) -> None:
+    cluster = start()
+    source, api = cluster.source, cluster.api
+    read_when(source, lambda _: True)
+    watching(api)
+    missed = load("podlist-kind-worker.json")  # a pod came while the client did not look
+    missed["items"].append(
+        pod_event("ADDED", "web-9", "kind-worker2", "10.244.1.9", "1700")["object"]
+    )
+    missed["metadata"]["resourceVersion"] = "1700"
+    api.set_list("pods", missed)
+    api.send("pods", events("watch-error-410.jsonl")[0])
+    relisted = read_when(source, lambda loaded: "web-9" in pod_names(loaded))
+    assert "web-6f8d7b9c5-hx2lq" in pod_names(relisted)
+    assert "resourceVersion" not in api.lists("pods")[1].query  # a consistent read
+    assert cluster.logs == ["pods: resourceVersion expired (410 Gone); listing again"]
+
+
+def test_a_kind_it_may_not_list_is_said_and_nothing_is_read(
+    start: Callable[..., Cluster],
+) -> None:
+    cluster = start(forbidden=("networkpolicies",))  # an older ClusterRole
+    deadline = time.monotonic() + 3
+    while True:
+        with pytest.raises(SourceError) as info:
+            cluster.source.read()
+        if "connecting" not in str(info.value) and "node list" not in str(info.value):
+            break
+        assert time.monotonic() < deadline, f"no 403 reported: {info.value}"
+        woken_within(cluster.source, 0.2)
+    assert str(info.value) == (
+        "kubernetes API: no networkpolicies list yet: HTTP 403: networkpolicies is forbidden: "
+        'User "system:serviceaccount:kube-system:kindplan" cannot list resource '
+        '"networkpolicies" at the cluster scope'
     )
