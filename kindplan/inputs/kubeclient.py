@@ -140,9 +140,9 @@ def list_cluster(kubeconfig: str | None) -> tuple[str, dict[str, list[Any]]]:
                     response.close()
                     response.release_conn()
             except Exception as e:  # the client raises its own, urllib3's and the socket's
-                raise SourceError(
-                    f"{SOURCE} ({settings.host}): {resource}: {describe_error(e)}"
-                ) from e
+                # An answer of the server concerns the resource (403: no right to list it)
+                what = f"{resource}: " if http_status(e) is not None else ""
+                raise SourceError(f"{SOURCE} ({settings.host}): {what}{describe_error(e)}") from e
             items = list_items(body)
             if items is None:
                 raise SourceError(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubeapi import FakeKubeAPI, load
+from kubeapi import PATHS, FakeKubeAPI, load
 from watcher import has_route
 
 pytestmark = pytest.mark.root
@@ -62,10 +62,10 @@ def test_apply_kube_once_lists_the_nodes_and_converges(
         assert has_route(netns, dst)
     assert "Apply complete: 4 to add, 1 to change, 0 to delete." in applied.stdout
     assert (tmp_path / "cni" / "10-kindnet.conflist").exists()
-    # One list of the nodes per command (a consistent read, as kubectl's), no watch, no pods.
+    # One list of each kind per command (a consistent read, as kubectl's), no watch.
     nodes = api.lists("nodes")
     assert len(nodes) == 2 and all("resourceVersion" not in r.query for r in nodes)
-    assert [r.path for r in api.requests] == ["/api/v1/nodes"] * 2
+    assert [r.path for r in api.requests] == list(PATHS) * 2
     assert all(r.authorization == f"Bearer {api.token}" for r in api.requests)
 
     again = run(netns, tmp_path, api, "apply", *subnet)
