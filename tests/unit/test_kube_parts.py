@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sys
+from collections.abc import Sequence
 from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
@@ -19,14 +20,22 @@ from typing import Any
 import pytest
 from kubeapi import DATA, events, load
 
+from kindplan.core.snapshot import Loaded
 from kindplan.errors import InvalidInputError, UsageError
 from kindplan.inputs import kubenodes
 from kindplan.inputs.kinds import parse_snapshot
 from kindplan.inputs.kubeclient import MISSING_CLIENT, describe_error
-from kindplan.inputs.kubenodes import covering_network, infer_pod_subnets, load_nodes, trim_node
+from kindplan.inputs.kubenodes import covering_network, infer_pod_subnets, node_name, trim_node
+from kindplan.inputs.kubestore import load_cluster, trimmed
 from kindplan.inputs.kubewatch import KubeSource
 
 SUBNETS = ["10.244.0.0/16"]
+
+
+def load_nodes(nodes: list[Any], pod_subnets: Sequence[str] = ()) -> Loaded:
+    """Nodes as the API's source holds them (trimmed, by name), made a snapshot."""
+    held = {("", node_name(n) or ""): trimmed("nodes", n) for n in nodes}
+    return load_cluster({"nodes": held}, pod_subnets)
 
 
 def items() -> list[Any]:
