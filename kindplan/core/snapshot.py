@@ -156,12 +156,13 @@ class _Checker:
         self._control_characters(doc)
         cluster = self._cluster(doc["cluster"])
         nodes = self._nodes(doc["nodes"], cluster)
+        namespaces = check_namespaces(self, doc["namespaces"]) if "namespaces" in doc else ()
         pods = PodChecks(self, {n.name: n for n in nodes}).check(doc.get("pods", []))
         return Snapshot(
             cluster,
             tuple(sorted(nodes, key=lambda n: n.name)),
             tuple(sorted(pods, key=lambda p: p.key)),
-            check_namespaces(self, doc["namespaces"]) if "namespaces" in doc else (),
+            namespaces,
         )
 
     def _control_characters(self, doc: dict[str, Any]) -> None:

@@ -144,8 +144,9 @@ class PodChecks:
         if node is None:
             checks.problem(f"{at}.node", f"no node named {name!r}")
             return None
-        if raw.get("hostNetwork"):
+        if raw.get("hostNetwork"):  # its IPs are its node's: nothing more to check
             checks.problem(f"{at}.hostInterface", "a hostNetwork pod has no veth of its own")
+            return None
         if veth == "lo":
             checks.problem(f"{at}.hostInterface", "lo is the loopback device, not a pod's veth")
         if (name, veth) in self.seen_veths:
