@@ -10,8 +10,8 @@ rest, a change matters to this node when it can change the node's desired state:
   selectors' and peers' only); with none, the store still takes the change, and the first
   policy's event makes the next snapshot of everything as it is then.
 `version` counts the changes that matter: the source builds a new snapshot only when it moved.
-The snapshot is a List in kubectl's shape (nodes first, in name order, then namespaces, pods and
-policies in key order), checked as a List file is (kinds.check_document). Pure.
+The snapshot is a List in kubectl's shape (nodes first, in name order, then namespaces,
+policies and pods in key order), checked as a List file is (kinds.check_document). Pure.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from dataclasses import replace
 from typing import Any
 
 from kindplan.core.snapshot import Loaded
+from kindplan.errors import InvalidInputError
 from kindplan.inputs.kinds import check_document
 from kindplan.inputs.kubenodes import SOURCE, pod_subnets_of, trim_node
+from kindplan.inputs.kubepods import KnownPods, Unclean
 from kindplan.inputs.policies import API_VERSION
 
 NODES, NAMESPACES, PODS, POLICIES = "nodes", "namespaces", "pods", "networkpolicies"
@@ -96,18 +98,54 @@ def trimmed(resource: str, obj: Any) -> Any:
 
 
 def cluster_list(objects: dict[str, dict[Key, Any]]) -> dict[str, Any]:
-    """The objects held as one List, each kind in key order, nodes first (as a node list: a
-    node's place in a warning stays items[N] whatever the pods)."""
-    items = [objects[r][key] for r in RESOURCES for key in sorted(objects.get(r, {}))]
+    """The objects held as one List, each kind in key order: nodes first (as a node list: a
+    node's place in a warning stays items[N] whatever the rest), pods last (everything else
+    keeps its place when the pods are made apart: kubepods.py)."""
+    order = (NODES, NAMESPACES, POLICIES, PODS)
+    items = [objects[r][key] for r in order for key in sorted(objects.get(r, {}))]
     return {"apiVersion": "v1", "kind": "List", "items": items}
 
 
-def load_cluster(objects: dict[str, dict[Key, Any]], pod_subnets: Sequence[str] = ()) -> Loaded:
-    """The objects held as a snapshot, checked exactly as a List file is."""
+def load_cluster(
+    objects: dict[str, dict[Key, Any]],
+    pod_subnets: Sequence[str] = (),
+    known: tuple[KnownPods, tuple[bool, set[Key]]] | None = None,
+) -> Loaded:
+    """The objects held as a snapshot, checked exactly as a List file is.
+
+    With `known` (the store's KnownPods and what was taken of it, kubepods.py), only the pods
+    that changed are checked again: what the whole check would give, without its cost per pod.
+    """
     nodes = [objects[NODES][key] for key in sorted(objects.get(NODES, {}))]
     subnets, warnings = pod_subnets_of(nodes, pod_subnets)
-    loaded = check_document(cluster_list(objects), source=SOURCE, pod_subnets=subnets)
+    loaded = None
+    if known is not None:
+        loaded = _with_known_pods(objects, subnets, known)
+    if loaded is None:
+        loaded = check_document(cluster_list(objects), source=SOURCE, pod_subnets=subnets)
     return replace(loaded, warnings=(*warnings, *loaded.warnings)) if warnings else loaded
+
+
+def _with_known_pods(
+    objects: dict[str, dict[Key, Any]],
+    subnets: Sequence[str],
+    known: tuple[KnownPods, tuple[bool, set[Key]]],
+) -> Loaded | None:
+    """Everything but the pods checked as a List, the pods from `memo` and checked against each
+    other; None when anything is to be said about a pod or a problem found (the whole List is
+    then checked, to name every place)."""
+    rest = {r: held for r, held in objects.items() if r != PODS}
+    pods, taken = known
+    try:
+        base = check_document(cluster_list(rest), source=SOURCE, pod_subnets=subnets)
+        nodes = {n.name for n in base.snapshot.nodes}
+        made = pods.update(objects.get(PODS, {}), nodes, taken)
+    except InvalidInputError:
+        pods.forget()  # the touched keys are spent: start afresh next time
+        return None
+    except Unclean:
+        return None
+    return Loaded(replace(base.snapshot, pods=made), base.warnings)
 
 
 class Store:
@@ -119,6 +157,7 @@ class Store:
         self.objects: dict[str, dict[Key, Any]] = {r: {} for r in RESOURCES}
         self.listed: set[str] = set()
         self.version = 0
+        self.pods = KnownPods()  # the pods made so far (kubepods.py), for the next snapshot
 
     def replace_all(self, resource: str, items: list[Any]) -> bool:
         """A list of `resource`: what is held now; True if that changed anything that matters."""
@@ -130,6 +169,8 @@ class Store:
         held, first = self.objects[resource], resource not in self.listed
         if fresh == held and not first:
             return False
+        if resource == PODS:
+            self.pods.invalidate()
         self.objects[resource] = fresh
         self.listed.add(resource)
         if first or resource in (NODES, POLICIES) or self._policies():
@@ -157,6 +198,8 @@ class Store:
             if new == old:
                 return False
             held[key] = new
+        if resource == PODS:
+            self.pods.touch(key)
         if self._matters(resource, old, new):
             self.version += 1
             return True

@@ -324,7 +324,9 @@ class KubeSource:
                 return cached[1]
             # The dicts are copied, not the objects: a watch replaces a changed object whole.
             objects = {r: dict(held) for r, held in self._store.objects.items()}
-        loaded = load_cluster(objects, self._pod_subnets)
+            pods = self._store.pods
+            taken = pods.take_dirty()
+        loaded = load_cluster(objects, self._pod_subnets, (pods, taken))  # the loop's thread only
         with self._lock:
             self._cached = (version, loaded)
         return loaded

@@ -384,7 +384,7 @@ def test_an_event_of_each_kind_changes_the_snapshot(start: Callable[..., Cluster
     peer = source.read()
     assert "web-2" in pod_names(peer)
     assert [str(w) for w in peer.warnings] == [
-        "items[8].spec.nodeName: no node named 'kind-worker3'; the pod is kept as a peer"
+        "items[9].spec.nodeName: no node named 'kind-worker3'; the pod is kept as a peer"
     ]
     # A NetworkPolicy: the store takes it, the snapshot is made again
     api.send("networkpolicies", policy_event("ADDED", "second", "1502"))
