@@ -288,18 +288,29 @@ def resolve(snapshot: Snapshot, text: str, where: str) -> Endpoint:
         return Endpoint("node", named.name, named.internal_ips, named.name)
     pods = [p for p in snapshot.pods if text in (pod_name(p), p.name)]
     if len(pods) == 1:
-        return Endpoint("pod", pod_name(pods[0]), pods[0].ips, pods[0].node)
+        return _pod_endpoint(pods[0], pods[0].ips, where)
     if pods:
         names = ", ".join(pod_name(p) for p in pods)
         raise UsageError(f"{where}: {text!r} names several pods ({names}): say which")
     raise UsageError(f"{where}: {text!r} is no pod, node or IP address of the snapshot")
 
 
+def _pod_endpoint(pod: Pod, ips: tuple[IPAddress, ...], where: str) -> Endpoint:
+    """A pod as an end of the walk: only a local endpoint (its host veth known) has a namespace
+    in the world; a pod known from the API alone has none to walk from or to."""
+    if not pod.host_interface:
+        raise UsageError(
+            f"{where}: pod {pod_name(pod)} has no host veth in the snapshot (hostInterface; on "
+            "its node, --cni-cache-dir gives it): trace walks between local endpoints"
+        )
+    return Endpoint("pod", pod_name(pod), ips, pod.node)
+
+
 def _resolve_address(snapshot: Snapshot, address: IPAddress, where: str) -> Endpoint:
     """The pod or node that holds `address`, else a host outside the cluster."""
     for pod in snapshot.pods:
-        if address in pod.ips:
-            return Endpoint("pod", pod_name(pod), (address,), pod.node)
+        if address in pod.ips and not pod.host_network:  # a hostNetwork pod's IP is its node's
+            return _pod_endpoint(pod, (address,), where)
     for node in snapshot.nodes:
         gateways = [c.network_address + 1 for c in node.pod_cidrs]
         if address in node.internal_ips or address in gateways:  # its pod veths hold those

@@ -423,3 +423,15 @@ def test_validate_reads_a_list_on_stdin() -> None:
     )
     assert (result.returncode, result.stderr) == (0, b"")
     assert result.stdout == b"ok: 2 nodes, 3 pods, IPv4\n"
+
+
+def test_trace_names_a_pod_known_only_from_the_api(tmp_path: Path) -> None:
+    (tmp_path / "list.json").write_text(json.dumps(mixed_list()))
+    args = ["trace", str(tmp_path / "list.json"), "--pod-subnet", SUBNET, "--from", "w1"]
+    result = kindplan(*args, "--to", "10.244.2.6")
+    assert (result.returncode, result.stdout) == (64, b"")
+    assert result.stderr == (
+        b"error: --to: pod y/b has no host veth in the snapshot (hostInterface; on its node, "
+        b"--cni-cache-dir gives it): trace walks between local endpoints\n"
+    )
+    assert kindplan(*args, "--to", "w2").returncode == 0
