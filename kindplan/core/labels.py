@@ -64,6 +64,7 @@ def _value_problem(value: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=1 << 12)
 def port_name_problem(name: str) -> str | None:
     """Why `name` is no container port name (IANA_SVC_NAME), or None.
 
