@@ -48,10 +48,7 @@ def test_an_unknown_kind_is_one_line_and_exit_65(tmp_path: Path, kind: Any, name
     path.write_text(json.dumps(doc))
     result = kindplan("validate", str(path), "--pod-subnet", SUBNETS[0])
     assert (result.returncode, result.stdout) == (65, "")
-    assert (
-        result.stderr
-        == f"error: kind: {named} is not one of {ALL_KINDS}\n"
-    )
+    assert result.stderr == f"error: kind: {named} is not one of {ALL_KINDS}\n"
 
 
 def test_an_item_of_unknown_kind_is_skipped_with_a_warning() -> None:
