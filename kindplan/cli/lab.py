@@ -82,23 +82,28 @@ def lab_up(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
 
     from kindplan.core.planview import plural
     from kindplan.lab.cluster import load_cluster
-    from kindplan.lab.run import up
+    from kindplan.lab.run import up, up_cluster
     from kindplan.lab.topology import Dataplane
 
     model = load_cluster(cluster) if cluster is not None else None  # bad input: before root
+    if model is not None and kindnetd:
+        raise UsageError("--cluster and --kindnetd: choose one")
     _lab_needs_root("lab up", "create and enter the lab's network namespaces")
     started = time.monotonic()
-    lab = up(
-        name,
-        state_dir,
-        nodes,
-        pods_per_node,
-        dual_stack,
-        say=typer.echo,
-        kindnetd=kindnetd,
-        segments=Dataplane(segments, cross_subnet or "none", masq_backend, route_style),
-        cluster=model,
-    )
+    dataplane = Dataplane(segments, cross_subnet or "none", masq_backend, route_style)
+    if model is not None:
+        lab = up_cluster(name, state_dir, model, dual_stack, say=typer.echo, segments=dataplane)
+    else:
+        lab = up(
+            name,
+            state_dir,
+            nodes,
+            pods_per_node,
+            dual_stack,
+            say=typer.echo,
+            kindnetd=kindnetd,
+            segments=dataplane,
+        )
     typer.echo(
         f"lab {lab.name} is up in {time.monotonic() - started:.1f} s: "
         f"{plural(len(lab.nodes), 'node')}, {plural(len(lab.pods), 'pod')}"
@@ -152,6 +157,29 @@ def lab_policy(
     policies = load_policies(files)
     _lab_needs_root("lab policy", "enter the lab's network namespaces")
     set_policies(load(name, state_dir), policies, typer.echo)
+    return ExitStatus.OK
+
+
+@lab_app.command("label", cls=Command)
+def lab_label(
+    target: Annotated[str, typer.Argument(help="A pod (ns/name) or a namespace (name).")],
+    changes: Annotated[
+        list[str],
+        typer.Argument(help="KEY=VALUE sets a label, KEY- removes it.", metavar="KEY=VALUE..."),
+    ],
+    name: LabNameOpt = "kp",
+    state_dir: LabStateOpt = DEFAULT_LAB_STATE,
+) -> int:
+    """Change a pod's or a namespace's labels in the lab (as kubectl label does) and apply
+    kindplan on every node.
+
+    Example: kindplan lab label --name np x/b pod2=updated
+    """
+    from kindplan.lab.run import set_labels
+    from kindplan.lab.topology import load
+
+    _lab_needs_root("lab label", "enter the lab's network namespaces")
+    set_labels(load(name, state_dir), target, changes, typer.echo)
     return ExitStatus.OK
 
 

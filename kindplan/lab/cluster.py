@@ -165,7 +165,9 @@ class _Reader:
             (ns, tuple(sorted({**dict(self.namespaces.get(ns, ())), NAME_LABEL: ns}.items())))
             for ns in sorted(names)
         )
-        return ClusterModel(tuple(self.nodes), namespaces, tuple(sorted(self.pods.values(), key=_key)))
+        return ClusterModel(
+            tuple(self.nodes), namespaces, tuple(sorted(self.pods.values(), key=_key))
+        )
 
 
 def _key(pod: ModelPod) -> tuple[str, str]:

@@ -155,17 +155,7 @@ def _drive(pairs: list[_Pair], port: int, protocol: str) -> None:
     """Connect (or send) every pair at once and wait for answers until the timeout."""
     selector = selectors.DefaultSelector()
     start = time.monotonic()
-    for pair in pairs:
-        code = pair.sock.connect_ex((pair.address, port))
-        if code not in (0, errno.EINPROGRESS):
-            pair.answer = False
-            continue
-        if protocol == "UDP":
-            _send(pair, start)
-            selector.register(pair.sock, selectors.EVENT_READ, pair)
-        else:
-            selector.register(pair.sock, selectors.EVENT_WRITE, pair)
-    waiting = sum(p.answer is None for p in pairs)
+    waiting = _start(selector, pairs, port, start)
     while waiting and (now := time.monotonic()) < start + TIMEOUT:
         for key, _ in selector.select(timeout=min(RESEND, start + TIMEOUT - now)):
             pair = key.data
@@ -174,15 +164,35 @@ def _drive(pairs: list[_Pair], port: int, protocol: str) -> None:
                 selector.unregister(pair.sock)
                 waiting -= 1
         if protocol == "UDP":
-            now = time.monotonic()
-            for pair in pairs:
-                if pair.answer is None and now - pair.sent >= RESEND:
-                    _send(pair, now)
+            _resend(pairs, time.monotonic())
     selector.close()
     for pair in pairs:
         pair.sock.close()
         if pair.answer is None:
             pair.answer = False
+
+
+def _start(selector: selectors.BaseSelector, pairs: list[_Pair], port: int, now: float) -> int:
+    """Every pair's connect (TCP: the SYN; UDP: the first datagram); how many now wait."""
+    waiting = 0
+    for pair in pairs:
+        code = pair.sock.connect_ex((pair.address, port))
+        if code not in (0, errno.EINPROGRESS):
+            pair.answer = False
+            continue
+        waiting += 1
+        if pair.sock.type == socket.SOCK_DGRAM:
+            _send(pair, now)
+            selector.register(pair.sock, selectors.EVENT_READ, pair)
+        else:
+            selector.register(pair.sock, selectors.EVENT_WRITE, pair)
+    return waiting
+
+
+def _resend(pairs: list[_Pair], now: float) -> None:
+    for pair in pairs:
+        if pair.answer is None and now - pair.sent >= RESEND:
+            _send(pair, now)
 
 
 def _send(pair: _Pair, now: float) -> None:

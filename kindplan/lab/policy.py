@@ -10,6 +10,7 @@ node), `lab probe` reads the pods from it.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from kindplan.errors import RuntimeFailure
@@ -62,7 +63,11 @@ def _labels_and_ports(pod: ModelPod) -> dict[str, Any]:
         out["labels"] = dict(pod.labels)
     if pod.ports:
         out["ports"] = [
-            {"containerPort": p.port, "protocol": p.protocol, **({"name": p.name} if p.name else {})}
+            {
+                "containerPort": p.port,
+                "protocol": p.protocol,
+                **({"name": p.name} if p.name else {}),
+            }
             for p in pod.ports
         ]
     return out
@@ -99,3 +104,32 @@ def probe_pods(lab: Lab) -> tuple[ProbePod, ...]:
         )
         for p in doc["pods"]
     )
+
+
+def relabel(doc: dict[str, Any], target: str, changes: list[str]) -> dict[str, str]:
+    """The labels of pod `ns/name` or namespace `name` in `doc`, changed in place as kubectl
+    label changes them; returns the new labels."""
+    from kindplan.errors import UsageError
+
+    if "/" in target:
+        namespace, _, name = target.partition("/")
+        found = [p for p in doc["pods"] if (p["namespace"], p["name"]) == (namespace, name)]
+    else:
+        found = [n for n in doc["namespaces"] if n["name"] == target]
+    if not found:
+        raise UsageError(f"{target!r} is no pod (ns/name) or namespace of the lab")
+    labels: dict[str, str] = dict(found[0].get("labels", {}))
+    for change in changes:
+        key, sep, value = change.partition("=")
+        if sep:
+            labels[key] = value
+        elif change.endswith("-"):
+            labels.pop(change[:-1], None)
+        else:
+            raise UsageError(f"{change!r}: give KEY=VALUE to set a label, KEY- to remove one")
+        if not re.fullmatch(
+            r"([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?", key.rstrip("-")
+        ):
+            raise UsageError(f"{change!r}: {key.rstrip('-')!r} is not a label key")
+    found[0]["labels"] = labels
+    return labels

@@ -91,30 +91,57 @@ def up(
     say: Say,
     kindnetd: bool = False,
     segments: topology.Dataplane = topology.ONE_SEGMENT,
-    cluster: ClusterModel | None = None,
 ) -> Lab:
     """Build the lab, apply kindplan on every node, create the pods; clean up if anything fails.
 
     With `kindnetd`, the nodes are left as classic kindnetd leaves them instead (lab/kindnetd.py),
     stale routes included, for `lab apply NODE --adopt` to take over. `route_style` goes into
-    the lab's snapshot (cluster.routeStyle): every later lab command follows it. With a
-    `cluster` (a kubectl List's nodes, namespaces and pods) the lab has its nodes and pods, and
-    its snapshot lists them all with their labels and ports (lab/policy.py).
+    the lab's snapshot (cluster.routeStyle): every later lab command follows it.
     """
+    _refuse_existing(name)
+    lab = topology.design(name, state_dir, nodes, pods_per_node, dual_stack, segments=segments)
+    return _build(lab, say, segments, kindnetd=kindnetd)
+
+
+def up_cluster(
+    name: str,
+    state_dir: Path,
+    cluster: ClusterModel,
+    dual_stack: bool,
+    *,
+    say: Say,
+    segments: topology.Dataplane = topology.ONE_SEGMENT,
+) -> Lab:
+    """`up` with a kubectl List's nodes and pods (a policy lab): its snapshot then lists every
+    pod with its addresses, labels and ports, and the namespaces (lab/policy.py)."""
+    _refuse_existing(name)
+    pods = [(p.namespace, p.name, p.node) for p in cluster.pods]
+    lab = topology.design_cluster(
+        name, state_dir, cluster.nodes, pods, dual_stack, segments=segments
+    )
+    return _build(lab, say, segments, cluster=cluster)
+
+
+def _refuse_existing(name: str) -> None:
     if any(ns.startswith(f"{name}-") for ns in topology.existing_namespaces()):
         raise UsageError(f"lab {name!r} already exists; run kindplan lab down --name {name} first")
-    if cluster is None:
-        lab = topology.design(name, state_dir, nodes, pods_per_node, dual_stack, segments=segments)
-    else:
-        pods = [(p.namespace, p.name, p.node) for p in cluster.pods]
-        lab = topology.design_cluster(name, state_dir, cluster.nodes, pods, dual_stack)
+
+
+def _build(
+    lab: Lab,
+    say: Say,
+    segments: topology.Dataplane,
+    *,
+    kindnetd: bool = False,
+    cluster: ClusterModel | None = None,
+) -> Lab:
     try:
         topology.save(lab)
         lab.snapshot_path.write_text(topology.snapshot_text(lab, segments))
         topology.build_network(lab)
         count = plural(len(lab.nodes), "node")
         where = topology.V4_SUBNET if segments.segments == 1 else "172.18.0.0/24 and 172.18.1.0/24"
-        say(f"lab {name}: {count} on {where}, outside host {OUTSIDE_V4}")
+        say(f"lab {lab.name}: {count} on {where}, outside host {OUTSIDE_V4}")
         if kindnetd:
             for node in lab.nodes:
                 _leave_as_kindnetd(lab, node, say)
@@ -123,13 +150,13 @@ def up(
         for pod in lab.pods:
             create_pod(lab, pod)
         say(f"  {plural(len(lab.pods), 'pod')} created by ptp + portmap")
-        if dual_stack:
+        if lab.dual_stack:
             say("  waiting for IPv6 duplicate address detection in the pods (about 10 s)")
             topology.wait_for_dad(lab)
         if cluster is not None:
             _with_cluster(lab, cluster, say)
     except BaseException:
-        topology.remove(name, state_dir)
+        topology.remove(lab.name, lab.state_dir)
         raise
     return lab
 
@@ -155,12 +182,27 @@ def set_policies(lab: Lab, policies: list[dict[str, Any]], say: Say) -> None:
     apply_everywhere(lab, say)
 
 
+def set_labels(lab: Lab, target: str, changes: list[str], say: Say) -> None:
+    """Change a pod's (`ns/name`) or a namespace's (`name`) labels as kubectl label does
+    (`KEY=VALUE` sets, `KEY-` removes) and apply kindplan on every node."""
+    from kindplan.lab.policy import read_document, relabel, write_document
+
+    doc = read_document(lab)
+    labels = relabel(doc, target, changes)
+    write_document(lab, doc)
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "no labels"
+    say(f"lab {lab.name}: {target}: {shown}")
+    apply_everywhere(lab, say)
+
+
 def apply_everywhere(lab: Lab, say: Say) -> None:
     """kindplan apply on every node of the lab, as `lab up` does; a failed node stops it."""
     for node in lab.nodes:
         _, report = apply_lab_node(lab, node)
         if report is not None and not report.ok:
-            raise RuntimeFailure(f"kindplan apply on {node.name} failed: {'; '.join(report.failures)}")
+            raise RuntimeFailure(
+                f"kindplan apply on {node.name} failed: {'; '.join(report.failures)}"
+            )
         changes = plural(len(report.applied) if report else 0, "change")
         say(f"  {node.name}: kindplan applied ({changes})")
 

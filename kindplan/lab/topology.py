@@ -184,13 +184,19 @@ def design(
 
 
 def design_cluster(
-    name: str, state_dir: Path, nodes: tuple[str, ...], pods: list[tuple[str, str, str]], dual_stack: bool
+    name: str,
+    state_dir: Path,
+    nodes: tuple[str, ...],
+    pods: list[tuple[str, str, str]],
+    dual_stack: bool,
+    *,
+    segments: Dataplane = ONE_SEGMENT,
 ) -> Lab:
     """A policy lab's plan: the List's nodes with the addresses `design` gives node i, and its
     pods (namespace, name, node), pod k of node i in namespace `<lab>-n<i>-p<k>`."""
     if len(nodes) > 200:
         raise UsageError("a lab takes 1 to 200 nodes")
-    plain = design(name, state_dir, len(nodes), 0, dual_stack)
+    plain = design(name, state_dir, len(nodes), 0, dual_stack, segments=segments)
     lab_nodes = tuple(replace(n, name=nodes[n.index]) for n in plain.nodes)
     index = {n.name: n.index for n in lab_nodes}
     count = dict.fromkeys(nodes, 0)

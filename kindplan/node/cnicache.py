@@ -107,7 +107,10 @@ def with_local_pods(snapshot: Snapshot, node: str, pods: list[Pod]) -> tuple[Sna
             continue
         keep.append(pod)
     # The cache describes the node's pods as they are: a snapshot pod of this node with the same
-    # name or the same veth is an older view of one of them.
+    # name or the same veth is an older view of one of them. What the cache cannot know (labels,
+    # ports, hostNetwork: NetworkPolicy's inputs, from the API) stays the snapshot's.
+    listed = {p.key: p for p in snapshot.pods}
+    keep = [_with_api_fields(p, listed.get(p.key)) for p in keep]
     keys = {p.key for p in keep}
     veths = {p.host_interface for p in keep}
     merged = [
@@ -116,6 +119,14 @@ def with_local_pods(snapshot: Snapshot, node: str, pods: list[Pod]) -> tuple[Sna
         if p.key not in keys and not (p.node == node and p.host_interface in veths)
     ] + keep
     return replace(snapshot, pods=tuple(sorted(merged, key=lambda p: p.key))), warnings
+
+
+def _with_api_fields(cached: Pod, listed: Pod | None) -> Pod:
+    if listed is None or not (listed.labels or listed.ports or listed.host_network):
+        return cached
+    return replace(
+        cached, labels=listed.labels, ports=listed.ports, host_network=listed.host_network
+    )
 
 
 def without_uplink(
