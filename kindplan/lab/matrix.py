@@ -151,13 +151,13 @@ def _open(pods: tuple[ProbePod, ...], protocol: str) -> list[_Pair]:
     return pairs
 
 
-def _drive(pairs: list[_Pair], port: int, protocol: str) -> None:
+def _drive(pairs: list[_Pair], port: int, protocol: str, timeout: float) -> None:
     """Connect (or send) every pair at once and wait for answers until the timeout."""
     selector = selectors.DefaultSelector()
     start = time.monotonic()
     waiting = _start(selector, pairs, port, start)
-    while waiting and (now := time.monotonic()) < start + TIMEOUT:
-        for key, _ in selector.select(timeout=min(RESEND, start + TIMEOUT - now)):
+    while waiting and (now := time.monotonic()) < start + timeout:
+        for key, _ in selector.select(timeout=min(RESEND, start + timeout - now)):
             pair = key.data
             _step(selector, pair)
             if pair.answer is not None:
@@ -221,8 +221,11 @@ def _step(selector: selectors.BaseSelector, pair: _Pair) -> None:
     pair.answer = data == PAYLOAD if sock.type == socket.SOCK_DGRAM else data.endswith(b"\n")
 
 
-def probe(pods: tuple[ProbePod, ...], port: int, protocol: str) -> Result:
-    """Every pod to every pod (itself included), on every IP family the two share."""
+def probe(
+    pods: tuple[ProbePod, ...], port: int, protocol: str, *, timeout: float = TIMEOUT
+) -> Result:
+    """Every pod to every pod (itself included), on every IP family the two share; a pair
+    that has not answered within `timeout` seconds is not reachable."""
     servers = Servers(protocol)
     for pod in pods:
         if port in pod.ports:
@@ -231,7 +234,7 @@ def probe(pods: tuple[ProbePod, ...], port: int, protocol: str) -> Result:
     started = time.monotonic()
     with servers.running():
         pairs = _open(pods, protocol)
-        _drive(pairs, port, protocol)
+        _drive(pairs, port, protocol, timeout)
     reachable: dict[int, dict[tuple[str, str], bool]] = {}
     for pair in pairs:
         reachable.setdefault(pair.family, {})[pair.key] = bool(pair.answer)
