@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import netpolcases
 import pytest
+from docexamples import assert_prints, example, shell
 from netpolcases import PODS, Case, Matrix
 from shell import NETNS_PREFIX, sh
 
@@ -203,6 +205,21 @@ def test_label_sets_and_removes(plab: PolicyLab) -> None:
     }
     refused = plab.run("label", "w/b", "k=v")
     assert refused.returncode == 64 and "'w/b' is no pod" in refused.stderr
+
+
+def test_the_readme_example(tmp_path: Path) -> None:
+    """The README's policy lab example, run as written under a lab of the test's own."""
+    made = PolicyLab(tmp_path / "labs")
+    made.name += "doc"
+    options = f"--name {made.name} --state-dir {made.state}"
+    shown = {str(made.state): "/run/kindplan-lab", made.name: "kp"}
+    try:
+        for step in example("kindplan lab up --cluster tests/netpol/model.yaml").steps:
+            command = step.command.replace("tests/netpol/model.yaml", str(netpolcases.MODEL))
+            command = re.sub(r"\bkindplan lab (\w+)", rf"kindplan lab \1 {options}", command)
+            assert_prints(step, shell(command, tmp_path), shown)
+    finally:
+        made.run("down")
 
 
 # -- the cases ----------------------------------------------------------------------------------
