@@ -296,7 +296,8 @@ def lab_snapshot(name: LabNameOpt = "kp", state_dir: LabStateOpt = DEFAULT_LAB_S
 def lab_exec(
     ctx: typer.Context,
     node: Annotated[
-        str, typer.Argument(help="A lab node, a pod (web-I-K), 'bridge' or 'outside'.")
+        str,
+        typer.Argument(help="A lab node, a pod (web-I-K, or ns/name), 'bridge' or 'outside'."),
     ],
     name: LabNameOpt = "kp",
     state_dir: LabStateOpt = DEFAULT_LAB_STATE,
@@ -309,7 +310,7 @@ def lab_exec(
 
     lab = load(name, state_dir)
     namespaces = {"bridge": lab.bridge_ns, "outside": lab.outside_ns}
-    namespaces |= {n.name: n.ns for n in lab.nodes} | {p.name: p.ns for p in lab.pods}
+    namespaces |= {n.name: n.ns for n in lab.nodes} | {p.label: p.ns for p in lab.pods}
     if node not in namespaces:
         raise UsageError(f"lab {name} has no node or pod {node!r}")
     if not ctx.args:
