@@ -281,6 +281,28 @@ def test_case(plab: PolicyLab, case: Case) -> None:
     assert not failures, "\n".join(failures)
 
 
+def test_a_case_passes_where_the_nodes_deny_what_it_expects(plab: PolicyLab) -> None:
+    """default-deny-ingress through the whole runner, with x's isolation made by hand: a drop
+    of every new connection to x's pods forwarded by each node (kindplan's own tables, once it
+    compiles policies, deny the same cells)."""
+    case = next(c for c in CASES if c.name == "default-deny-ingress")
+    x_ips = " , ".join(p.ips[0] for p in plab.pods() if p.label.startswith("x/"))
+    made = []
+    try:
+        for node in plab.lab.nodes:
+            sh("nft", "add", "table", "inet", "kpt_isolate_x", ns=node.ns)
+            made.append(node.ns)
+            chain = "f { type filter hook forward priority 0; }"
+            sh("nft", "add chain inet kpt_isolate_x", chain, ns=node.ns)
+            # new connections only: the replies to x's own connections must pass
+            rule = f"ip daddr {{ {x_ips} }} ct state new drop"
+            sh("nft", "add rule inet kpt_isolate_x f", rule, ns=node.ns)
+        assert run_case(plab, case) == []
+    finally:
+        for ns in made:
+            sh("nft", "delete", "table", "inet", "kpt_isolate_x", ns=ns)
+
+
 def test_the_harness_fails_a_case_it_cannot_see(plab: PolicyLab) -> None:
     """A case whose expectation the lab does not meet is reported with upstream's summary: the
     default-deny case, unenforced or with its expectation turned around."""
