@@ -63,29 +63,47 @@ def lab_up(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
     ] = 1,
     cross_subnet: CrossSubnetOpt = None,
     route_style: RouteStyleOpt = None,
+    cluster: Annotated[
+        Path | None,
+        typer.Option(
+            "--cluster",
+            help="A kubectl List of Nodes, Namespaces and Pods (JSON or YAML): the lab's nodes "
+            "and labelled pods, for lab policy and lab probe (--nodes, --pods-per-node unused).",
+            metavar="FILE",
+            show_default=False,
+        ),
+    ] = None,
 ) -> int:
     """Build the lab, apply kindplan on every node, create pods with ptp + portmap.
 
     Example: kindplan lab up && kindplan lab check && kindplan lab down
     """
-    _lab_needs_root("lab up", "create and enter the lab's network namespaces")
     import time
 
     from kindplan.core.planview import plural
-    from kindplan.lab.run import up
+    from kindplan.lab.cluster import load_cluster
+    from kindplan.lab.run import up, up_cluster
     from kindplan.lab.topology import Dataplane
 
+    model = load_cluster(cluster) if cluster is not None else None  # bad input: before root
+    if model is not None and kindnetd:
+        raise UsageError("--cluster and --kindnetd: choose one")
+    _lab_needs_root("lab up", "create and enter the lab's network namespaces")
     started = time.monotonic()
-    lab = up(
-        name,
-        state_dir,
-        nodes,
-        pods_per_node,
-        dual_stack,
-        say=typer.echo,
-        kindnetd=kindnetd,
-        segments=Dataplane(segments, cross_subnet or "none", masq_backend, route_style),
-    )
+    dataplane = Dataplane(segments, cross_subnet or "none", masq_backend, route_style)
+    if model is not None:
+        lab = up_cluster(name, state_dir, model, dual_stack, say=typer.echo, segments=dataplane)
+    else:
+        lab = up(
+            name,
+            state_dir,
+            nodes,
+            pods_per_node,
+            dual_stack,
+            say=typer.echo,
+            kindnetd=kindnetd,
+            segments=dataplane,
+        )
     typer.echo(
         f"lab {lab.name} is up in {time.monotonic() - started:.1f} s: "
         f"{plural(len(lab.nodes), 'node')}, {plural(len(lab.pods), 'pod')}"
@@ -113,6 +131,87 @@ def lab_check(name: LabNameOpt = "kp", state_dir: LabStateOpt = DEFAULT_LAB_STAT
     failed = sum(not r.ok for r in results)
     typer.echo(f"{len(results) - failed} passed, {failed} failed")
     return ExitStatus.FAILURE if failed else ExitStatus.OK
+
+
+@lab_app.command("policy", cls=Command)
+def lab_policy(
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="NetworkPolicy files: a List or one object each, JSON or YAML.",
+            metavar="FILE...",
+        ),
+    ],
+    name: LabNameOpt = "kp",
+    state_dir: LabStateOpt = DEFAULT_LAB_STATE,
+) -> int:
+    """Replace the lab's NetworkPolicies with those in the files (a List with no items clears
+    them) and apply kindplan on every node.
+
+    Example: kindplan lab policy --name np deny-all.yaml
+    """
+    from kindplan.lab.cluster import load_policies
+    from kindplan.lab.run import set_policies
+    from kindplan.lab.topology import load
+
+    policies = load_policies(files)
+    _lab_needs_root("lab policy", "enter the lab's network namespaces")
+    set_policies(load(name, state_dir), policies, typer.echo)
+    return ExitStatus.OK
+
+
+@lab_app.command("label", cls=Command)
+def lab_label(
+    target: Annotated[str, typer.Argument(help="A pod (ns/name) or a namespace (name).")],
+    changes: Annotated[
+        list[str],
+        typer.Argument(help="KEY=VALUE sets a label, KEY- removes it.", metavar="KEY=VALUE..."),
+    ],
+    name: LabNameOpt = "kp",
+    state_dir: LabStateOpt = DEFAULT_LAB_STATE,
+) -> int:
+    """Change a pod's or a namespace's labels in the lab (as kubectl label does) and apply
+    kindplan on every node.
+
+    Example: kindplan lab label --name np x/b pod2=updated
+    """
+    from kindplan.lab.run import set_labels
+    from kindplan.lab.topology import load
+
+    _lab_needs_root("lab label", "enter the lab's network namespaces")
+    set_labels(load(name, state_dir), target, changes, typer.echo)
+    return ExitStatus.OK
+
+
+@lab_app.command("probe", cls=Command)
+def lab_probe(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="The port probed on every pod.")],
+    protocol: Annotated[str, typer.Option(help="TCP or UDP.", metavar="TCP|UDP")] = "TCP",
+    as_json: Annotated[bool, typer.Option("--json", help="The matrix as JSON.")] = False,
+    name: LabNameOpt = "kp",
+    state_dir: LabStateOpt = DEFAULT_LAB_STATE,
+) -> int:
+    """Every pod to every pod with real connections; the matrix as the upstream e2e suite
+    prints it (rows from, columns to, . reachable, X not).
+
+    Example: kindplan lab probe --name np --port 80 --protocol UDP
+    """
+    import json
+
+    from kindplan.lab.matrix import as_json as matrix_json
+    from kindplan.lab.matrix import format_text, probe
+    from kindplan.lab.policy import probe_pods
+    from kindplan.lab.topology import load
+
+    if protocol.upper() not in ("TCP", "UDP"):
+        raise UsageError(f"--protocol: {protocol!r} is not TCP or UDP")
+    _lab_needs_root("lab probe", "enter the lab's network namespaces")
+    result = probe(probe_pods(load(name, state_dir)), port, protocol.upper())
+    if as_json:
+        typer.echo(json.dumps(matrix_json(result), indent=2))
+    else:
+        sys.stdout.write(format_text(result))
+    return ExitStatus.OK
 
 
 @lab_app.command("down", cls=Command)
@@ -197,7 +296,8 @@ def lab_snapshot(name: LabNameOpt = "kp", state_dir: LabStateOpt = DEFAULT_LAB_S
 def lab_exec(
     ctx: typer.Context,
     node: Annotated[
-        str, typer.Argument(help="A lab node, a pod (web-I-K), 'bridge' or 'outside'.")
+        str,
+        typer.Argument(help="A lab node, a pod (web-I-K, or ns/name), 'bridge' or 'outside'."),
     ],
     name: LabNameOpt = "kp",
     state_dir: LabStateOpt = DEFAULT_LAB_STATE,
@@ -210,7 +310,7 @@ def lab_exec(
 
     lab = load(name, state_dir)
     namespaces = {"bridge": lab.bridge_ns, "outside": lab.outside_ns}
-    namespaces |= {n.name: n.ns for n in lab.nodes} | {p.name: p.ns for p in lab.pods}
+    namespaces |= {n.name: n.ns for n in lab.nodes} | {p.label: p.ns for p in lab.pods}
     if node not in namespaces:
         raise UsageError(f"lab {name} has no node or pod {node!r}")
     if not ctx.args:

@@ -46,17 +46,22 @@ def local_pods(lab: Lab) -> dict[str, tuple[LabNode, Pod]]:
     found = {}
     for node in lab.nodes:
         pods, _ = read_cni_cache(lab.node_dir(node, "cache"), node.name, network)
-        found.update({pod.name: (node, pod) for pod in pods})
+        found.update({_label(pod): (node, pod) for pod in pods})
     return found
+
+
+def _label(pod: Pod) -> str:
+    """As LabPod.label: the name, or `ns/name` outside the default namespace (a policy lab)."""
+    return pod.name if pod.namespace == "default" else f"{pod.namespace}/{pod.name}"
 
 
 def check(lab: Lab) -> list[Result]:
     pods = local_pods(lab)
-    pod_ns = {p.name: p.ns for p in lab.pods}
+    pod_ns = {p.label: p.ns for p in lab.pods}
     families = (4, 6) if lab.dual_stack else (4,)
     outside = [OUTSIDE_V4, OUTSIDE_V6][: len(families)]
     listeners = Listeners()
-    host_port_pods = {p.name for p in lab.pods if p.host_port}
+    host_port_pods = {p.label for p in lab.pods if p.host_port}
     wanted = [
         (pod_ns[name], str(ip), port)
         for name, (_, pod) in pods.items()
@@ -72,7 +77,7 @@ def check(lab: Lab) -> list[Result]:
     ]
     with listeners.running():
         seen = run_probes([probe for e in expects for probe, _ in e.probes])
-    missing = [p.name for p in lab.pods if p.name not in pods]
+    missing = [p.label for p in lab.pods if p.label not in pods]
     results = [
         Result(
             not missing,
@@ -165,7 +170,7 @@ def snat(
 def host_ports(lab: Lab, pods: dict[str, tuple[LabNode, Pod]]) -> list[Expect]:
     """hostPort through portmap: the pod at its node's IP, from another node and from outside."""
     expects = []
-    for pod in (p for p in lab.pods if p.host_port and p.name in pods):
+    for pod in (p for p in lab.pods if p.host_port and p.label in pods):
         node = lab.node(pod.node)
         sources = [(n.ns, f"node {n.name}") for n in lab.nodes if n != node][:1]
         sources.append((lab.outside_ns, "outside"))

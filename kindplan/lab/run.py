@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from kindplan.core.model import HostPort, Options, Snapshot
 from kindplan.core.planview import plural
@@ -20,13 +21,37 @@ from kindplan.node.engine import Planned, apply_node, plan_node
 from kindplan.node.journal import Journal
 from kindplan.node.netns import NETNS_RUN_DIR, enter_netns
 
+if TYPE_CHECKING:
+    from kindplan.lab.cluster import ClusterModel
+
 Say = Callable[[str], None]
 
 
 def lab_snapshot(lab: Lab) -> Snapshot:
-    from kindplan.inputs.kinds import parse_snapshot
+    import json
 
-    return parse_snapshot(lab.snapshot_path.read_bytes(), source=str(lab.snapshot_path)).snapshot
+    from kindplan.inputs.kinds import check_document
+
+    doc = json.loads(lab.snapshot_path.read_text())
+    return check_document(_known_to_schema(doc), source=str(lab.snapshot_path)).snapshot
+
+
+def _known_to_schema(doc: dict[str, Any]) -> dict[str, Any]:
+    """The document less the fields this kindplan's snapshot schema does not know yet.
+
+    A policy lab writes namespaces, pods' labels and ports, and networkPolicies (the grown
+    ClusterSnapshot). Until the schema has them (policy-inputs, policy-core), they are left out
+    of what is applied, so that the lab's routes, pods and probes work all the same; once it
+    has them, nothing is left out."""
+    from kindplan.resources import load_schema
+
+    schema = load_schema("snapshot.schema.json")
+    top = schema["properties"]
+    pod_fields = top["pods"]["items"]["properties"]
+    kept = {k: v for k, v in doc.items() if k in top}
+    if "pods" in kept:
+        kept["pods"] = [{k: v for k, v in p.items() if k in pod_fields} for p in kept["pods"]]
+    return kept
 
 
 def node_options(lab: Lab, node: LabNode, *, adopt: bool = False) -> Options:
@@ -73,37 +98,113 @@ def up(
     stale routes included, for `lab apply NODE --adopt` to take over. `route_style` goes into
     the lab's snapshot (cluster.routeStyle): every later lab command follows it.
     """
+    _refuse_existing(name)
+    lab = topology.design(name, state_dir, nodes, pods_per_node, dual_stack, segments=segments)
+    return _build(lab, say, segments, kindnetd=kindnetd)
+
+
+def up_cluster(
+    name: str,
+    state_dir: Path,
+    cluster: ClusterModel,
+    dual_stack: bool,
+    *,
+    say: Say,
+    segments: topology.Dataplane = topology.ONE_SEGMENT,
+) -> Lab:
+    """`up` with a kubectl List's nodes and pods (a policy lab): its snapshot then lists every
+    pod with its addresses, labels and ports, and the namespaces (lab/policy.py)."""
+    _refuse_existing(name)
+    pods = [(p.namespace, p.name, p.node) for p in cluster.pods]
+    lab = topology.design_cluster(
+        name, state_dir, cluster.nodes, pods, dual_stack, segments=segments
+    )
+    return _build(lab, say, segments, cluster=cluster)
+
+
+def _refuse_existing(name: str) -> None:
     if any(ns.startswith(f"{name}-") for ns in topology.existing_namespaces()):
         raise UsageError(f"lab {name!r} already exists; run kindplan lab down --name {name} first")
-    lab = topology.design(name, state_dir, nodes, pods_per_node, dual_stack, segments=segments)
+
+
+def _build(
+    lab: Lab,
+    say: Say,
+    segments: topology.Dataplane,
+    *,
+    kindnetd: bool = False,
+    cluster: ClusterModel | None = None,
+) -> Lab:
     try:
         topology.save(lab)
         lab.snapshot_path.write_text(topology.snapshot_text(lab, segments))
         topology.build_network(lab)
         count = plural(len(lab.nodes), "node")
         where = topology.V4_SUBNET if segments.segments == 1 else "172.18.0.0/24 and 172.18.1.0/24"
-        say(f"lab {name}: {count} on {where}, outside host {OUTSIDE_V4}")
-        for node in lab.nodes:
-            if kindnetd:
+        say(f"lab {lab.name}: {count} on {where}, outside host {OUTSIDE_V4}")
+        if kindnetd:
+            for node in lab.nodes:
                 _leave_as_kindnetd(lab, node, say)
-                continue
-            _, report = apply_lab_node(lab, node)
-            if report is not None and not report.ok:
-                raise RuntimeFailure(
-                    f"kindplan apply on {node.name} failed: {'; '.join(report.failures)}"
-                )
-            changes = plural(len(report.applied) if report else 0, "change")
-            say(f"  {node.name}: kindplan applied ({changes})")
+        else:
+            apply_everywhere(lab, say)
         for pod in lab.pods:
             create_pod(lab, pod)
         say(f"  {plural(len(lab.pods), 'pod')} created by ptp + portmap")
-        if dual_stack:
+        if lab.dual_stack:
             say("  waiting for IPv6 duplicate address detection in the pods (about 10 s)")
             topology.wait_for_dad(lab)
+        if cluster is not None:
+            _with_cluster(lab, cluster, say)
     except BaseException:
-        topology.remove(name, state_dir)
+        topology.remove(lab.name, lab.state_dir)
         raise
     return lab
+
+
+def _with_cluster(lab: Lab, cluster: ClusterModel, say: Say) -> None:
+    """Every pod with its addresses, labels and ports into the snapshot, applied everywhere."""
+    from kindplan.lab.policy import cluster_document, write_document
+
+    write_document(lab, cluster_document(lab, cluster))
+    say(f"  {plural(len(cluster.namespaces), 'namespace')} with labels, every pod in the snapshot")
+    apply_everywhere(lab, say)
+
+
+def set_policies(lab: Lab, policies: list[dict[str, Any]], say: Say) -> None:
+    """Replace the lab's NetworkPolicies and apply kindplan on every node."""
+    from kindplan.lab.policy import read_document, write_document
+
+    doc = read_document(lab)
+    doc["networkPolicies"] = policies
+    write_document(lab, doc)
+    count = len(policies)
+    say(f"lab {lab.name}: {count} NetworkPolic{'y' if count == 1 else 'ies'}")
+    apply_everywhere(lab, say)
+
+
+def set_labels(lab: Lab, target: str, changes: list[str], say: Say) -> None:
+    """Change a pod's (`ns/name`) or a namespace's (`name`) labels as kubectl label does
+    (`KEY=VALUE` sets, `KEY-` removes) and apply kindplan on every node."""
+    from kindplan.lab.policy import read_document, relabel, write_document
+
+    doc = read_document(lab)
+    labels = relabel(doc, target, changes)
+    write_document(lab, doc)
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "no labels"
+    say(f"lab {lab.name}: {target}: {shown}")
+    apply_everywhere(lab, say)
+
+
+def apply_everywhere(lab: Lab, say: Say) -> None:
+    """kindplan apply on every node of the lab, as `lab up` does; a failed node stops it."""
+    for node in lab.nodes:
+        _, report = apply_lab_node(lab, node)
+        if report is not None and not report.ok:
+            raise RuntimeFailure(
+                f"kindplan apply on {node.name} failed: {'; '.join(report.failures)}"
+            )
+        changes = plural(len(report.applied) if report else 0, "change")
+        say(f"  {node.name}: kindplan applied ({changes})")
 
 
 def _leave_as_kindnetd(lab: Lab, node: LabNode, say: Say) -> None:
@@ -138,7 +239,7 @@ def create_pod(lab: Lab, pod: topology.LabPod) -> None:
     attachment = Attachment(
         container_id=pod.container_id,
         netns_path=f"{NETNS_RUN_DIR}/{pod.ns}",
-        pod_namespace="default",
+        pod_namespace=pod.namespace,
         pod_name=pod.name,
         port_mappings=mappings if pod.host_port else (),
     )

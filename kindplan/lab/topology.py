@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -50,6 +50,12 @@ class LabPod:
     ns: str
     container_id: str
     host_port: bool  # publishes HOST_PORT -> CONTAINER_PORT through portmap
+    namespace: str = "default"  # the Kubernetes namespace (a policy lab's: from its List)
+
+    @property
+    def label(self) -> str:
+        """How lab commands name the pod: `web-0-1`, or `x/a` outside the default namespace."""
+        return self.name if self.namespace == "default" else f"{self.namespace}/{self.name}"
 
 
 @dataclass(frozen=True)
@@ -175,6 +181,32 @@ def design(
         segments.segments,
         segments.cross_subnet,
     )
+
+
+def design_cluster(
+    name: str,
+    state_dir: Path,
+    nodes: tuple[str, ...],
+    pods: list[tuple[str, str, str]],
+    dual_stack: bool,
+    *,
+    segments: Dataplane = ONE_SEGMENT,
+) -> Lab:
+    """A policy lab's plan: the List's nodes with the addresses `design` gives node i, and its
+    pods (namespace, name, node), pod k of node i in namespace `<lab>-n<i>-p<k>`."""
+    if len(nodes) > 200:
+        raise UsageError("a lab takes 1 to 200 nodes")
+    plain = design(name, state_dir, len(nodes), 0, dual_stack, segments=segments)
+    lab_nodes = tuple(replace(n, name=nodes[n.index]) for n in plain.nodes)
+    index = {n.name: n.index for n in lab_nodes}
+    count = dict.fromkeys(nodes, 0)
+    lab_pods = []
+    for namespace, pod, node in pods:
+        i, k = index[node], count[node]
+        count[node] += 1
+        ns = f"{name}-n{i}-p{k}"
+        lab_pods.append(LabPod(node, pod, ns, ns, False, namespace))
+    return replace(plain, nodes=lab_nodes, pods=tuple(lab_pods))
 
 
 def segment_v6(segment: int) -> str:

@@ -105,8 +105,8 @@ def compare(lab: Lab, trace: Trace) -> list[Verdict]:
 def namespace_of(lab: Lab, kind: str, name: str) -> str:
     if kind == "node":
         return lab.node(name).ns
-    pod_name = name.split("/", 1)[-1]
-    return next(p.ns for p in lab.pods if p.name == pod_name)
+    namespace, _, pod_name = name.rpartition("/")
+    return next(p.ns for p in lab.pods if p.name == pod_name and namespace in ("", p.namespace))
 
 
 def _compare_hop(lab: Lab, hop: Hop) -> Verdict:

@@ -132,7 +132,9 @@ def with_local_pods(snapshot: Snapshot, node: str, pods: list[Pod]) -> tuple[Sna
 
 
 def _with_api_fields(cached: Pod, known: Pod | None) -> Pod:
-    """A cached pod with the labels and container ports the snapshot (the API) gives it."""
+    """A cached pod with the labels and container ports the snapshot (the API) gives it. Not
+    hostNetwork: a pod with a veth in the cache has a network of its own, whatever a stale API
+    view says (a hostNetwork pod is never selected: taking it would open the pod)."""
     if known is None or (not known.labels and not known.ports):
         return cached
     return replace(cached, labels=known.labels, ports=known.ports)
