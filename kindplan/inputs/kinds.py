@@ -25,7 +25,7 @@ from kindplan.errors import InvalidInputError, Problem
 from kindplan.inputs.converted import Converted
 from kindplan.inputs.namespaces import add_namespace
 from kindplan.inputs.nodes import add_node
-from kindplan.inputs.pods import add_pod
+from kindplan.inputs.pods import add_pod, drop_unrouted
 from kindplan.inputs.policies import add_policy
 
 T = TypeVar("T")
@@ -152,6 +152,8 @@ def _list(
         _item(item, f"items[{i}]", out, strict, default)
     for step in out.later:
         step()
+    if strict:
+        drop_unrouted(out)
     if not out.document["nodes"] and not out.problems:
         what = "no node has both a PodCIDR and an InternalIP" if strict else "no Node in the list"
         out.problems.append(Problem("items", what))

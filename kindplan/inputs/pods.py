@@ -59,6 +59,42 @@ def add_pod(item: dict[str, Any], at: str, out: Converted, strict: bool) -> None
         _append(out, pod, places)
 
 
+def drop_unrouted(out: Converted) -> None:
+    """Strict (validate --strict), leave out the pods of nodes left out of the document (a node
+    without a PodCIDR or an InternalIP yet, which nodes.py skips then), with a warning each:
+    their DaemonSets' pods would otherwise stop a live cluster's strict check."""
+    pods = out.document.get("pods")
+    if not pods:
+        return
+    nodes = {node["name"] for node in out.document["nodes"]}
+    kept: list[dict[str, Any]] = []
+    moved: dict[str, str] = {}
+    for i, pod in enumerate(pods):
+        old = f"pods[{i}]"
+        if pod["node"] in nodes:
+            moved[old] = f"pods[{len(kept)}]"
+            kept.append(pod)
+            continue
+        at = out.where.get(old, old)
+        label = f"{pod['namespace']}/{pod['name']}"
+        out.warnings.append(
+            Problem(at, f"pod {label}: its node {pod['node']} is not in the snapshot; skipped")
+        )
+    if len(kept) == len(pods):
+        return
+    out.document["pods"] = kept
+    where: dict[str, str] = {}
+    for path, place in out.where.items():
+        if path.startswith("pods["):
+            head, _, rest = path.partition("]")
+            new = moved.get(head + "]")
+            if new is not None:
+                where[new + rest] = place
+        else:
+            where[path] = place
+    out.where = where
+
+
 def _append(out: Converted, pod: dict[str, Any], places: dict[str, str]) -> None:
     pods = out.document.setdefault("pods", [])
     base = f"pods[{len(pods)}]"

@@ -381,6 +381,20 @@ def test_a_pod_on_an_unknown_node_strict_and_tolerant() -> None:
     ]
 
 
+def test_strict_leaves_out_the_pods_of_a_node_it_skips() -> None:
+    """validate --strict skips a joining node (no PodCIDR yet): its DaemonSet pods go with it."""
+    listed = mixed_list()
+    del listed["items"][0]["spec"]  # w1 joins: no PodCIDR yet
+    loaded = parse(listed, strict=True)
+    assert [p.name for p in loaded.snapshot.pods] == ["b"]
+    assert [str(w) for w in loaded.warnings] == [
+        "items[0] (node w1): no PodCIDR yet; skipped",
+        "items[4]: pod x/a: its node w1 is not in the snapshot; skipped",
+        "items[6]: pod kube-system/proxy: its node w1 is not in the snapshot; skipped",
+    ]
+    assert [p.name for p in parse(listed).snapshot.pods] == ["proxy", "a", "b"]  # tolerant
+
+
 def test_only_local_endpoints_get_plumbing() -> None:
     doc = copy.deepcopy(NATIVE)
     facts = HostFacts("eth0")
