@@ -121,7 +121,6 @@ class KnownPods:
     def __init__(self) -> None:
         # Written by the watch threads (under the store's lock), taken by the loop's thread:
         self._dirty: set[Key] = set()
-        self._stale = True  # a new list came: every pod is to be made again
         # The loop's thread's alone:
         self._reset()
 
@@ -137,29 +136,20 @@ class KnownPods:
         """The object of `key` changed (or came, or went)."""
         self._dirty.add(key)
 
-    def invalidate(self) -> None:
-        """Everything may have changed (a new list): the next update makes every pod again."""
-        self._stale = True
-
-    def take_dirty(self) -> tuple[bool, set[Key]]:
-        """(whether no new list came, the keys touched since): taken under the store's lock,
-        for the update that follows."""
+    def take_dirty(self) -> set[Key]:
+        """The keys touched since: taken under the store's lock, for the update that follows."""
         dirty, self._dirty = self._dirty, set()
-        fresh, self._stale = not self._stale, False
-        return fresh, dirty
+        return dirty
 
     def forget(self) -> None:
         """The update was not used (the snapshot was checked whole): start afresh next time."""
         self._valid = False
 
-    def update(
-        self, held: Mapping[Key, Any], nodes: set[str], taken: tuple[bool, set[Key]]
-    ) -> tuple[Pod, ...]:
-        """Every pod that counts, in key order, after the changes `taken` (take_dirty); Unclean
+    def update(self, held: Mapping[Key, Any], nodes: set[str], dirty: set[Key]) -> tuple[Pod, ...]:
+        """Every pod that counts, in key order, after the changes `dirty` (take_dirty); Unclean
         if any pod has anything to say (and the next update starts afresh)."""
-        fresh, dirty = taken
         try:
-            if fresh and self._valid and nodes == self._nodes:
+            if self._valid and nodes == self._nodes:
                 for key in sorted(dirty):
                     self._replace(key, held.get(key))
             else:

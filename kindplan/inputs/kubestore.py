@@ -109,7 +109,7 @@ def cluster_list(objects: dict[str, dict[Key, Any]]) -> dict[str, Any]:
 def load_cluster(
     objects: dict[str, dict[Key, Any]],
     pod_subnets: Sequence[str] = (),
-    known: tuple[KnownPods, tuple[bool, set[Key]]] | None = None,
+    known: tuple[KnownPods, set[Key]] | None = None,
 ) -> Loaded:
     """The objects held as a snapshot, checked exactly as a List file is.
 
@@ -129,7 +129,7 @@ def load_cluster(
 def _with_known_pods(
     objects: dict[str, dict[Key, Any]],
     subnets: Sequence[str],
-    known: tuple[KnownPods, tuple[bool, set[Key]]],
+    known: tuple[KnownPods, set[Key]],
 ) -> Loaded | None:
     """Everything but the pods checked as a List, the pods from `memo` and checked against each
     other; None when anything is to be said about a pod or a problem found (the whole List is
@@ -170,7 +170,14 @@ class Store:
         if fresh == held and not first:
             return False
         if resource == PODS:
-            self.pods.invalidate()
+            # A relist (after a 410, or reload) tells the pods that changed while unwatched:
+            # only those are made again; an unchanged one keeps its object.
+            for key in held.keys() | fresh.keys():
+                old = held.get(key)
+                if old != fresh.get(key):
+                    self.pods.touch(key)
+                elif old is not None:
+                    fresh[key] = old
         self.objects[resource] = fresh
         self.listed.add(resource)
         if first or resource in (NODES, POLICIES) or self._policies():

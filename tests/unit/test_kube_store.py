@@ -145,3 +145,19 @@ def test_a_run_of_changes_stays_the_same_as_the_whole_check() -> None:
     s.replace_all(PODS, [pod(i, j) for i in range(2) for j in range(3)])  # a relist
     full, apart = both(s)
     assert full == apart
+
+
+def test_a_relist_makes_again_only_the_pods_that_changed_unwatched() -> None:
+    s = store()
+    both(s)
+    kept = s.objects[PODS][("ns-0", "p-0-0")]
+    items = [pod(i, j) for i in range(3) for j in range(4)]
+    items[5] = pod(1, 1, metadata__labels={"app": "moved"})  # changed while unwatched
+    del items[11]  # p-2-3 went
+    assert s.replace_all(PODS, items)
+    assert s.pods.take_dirty() == {("ns-1", "p-1-1"), ("ns-0", "p-2-3")}
+    assert s.objects[PODS][("ns-0", "p-0-0")] is kept  # an unchanged pod keeps its object
+    s.pods.touch(("ns-1", "p-1-1"))
+    s.pods.touch(("ns-0", "p-2-3"))
+    full, apart = both(s)
+    assert full == apart
