@@ -176,7 +176,7 @@ def _port(raw: Any, at: str) -> PolicyPort:
         raise NotUnderstood(f"{at}.protocol", f"{protocol!r} is not TCP, UDP or SCTP")
     port = raw.get("port")
     end = raw.get("endPort")
-    if isinstance(port, str) and not port.isdigit():
+    if isinstance(port, str):  # IntOrString: a string is a name, never a number
         if not _PORT_NAME.fullmatch(port) or not any(c.isalpha() for c in port):
             raise NotUnderstood(f"{at}.port", f"{port!r} is not a port name")
         if end is not None:
@@ -196,7 +196,7 @@ def _port(raw: Any, at: str) -> PolicyPort:
 
 
 def _port_number(raw: Any, at: str) -> int:
-    if isinstance(raw, bool) or not isinstance(raw, int | str) or not str(raw).isdigit():
+    if isinstance(raw, bool) or not isinstance(raw, int):
         raise NotUnderstood(at, f"{raw!r} is not a port")
     if not 1 <= int(raw) <= 65535:
         raise NotUnderstood(at, f"{raw} is not a port (1 to 65535)")

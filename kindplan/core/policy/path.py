@@ -57,6 +57,7 @@ def path_verdicts(
     dst: Endpoint,
     protocol: str,
     port: int,
+    *,
     evaluators: dict[str, TableEvaluator] | None = None,
 ) -> list[PolicyHop]:
     """The verdict of each table crossed, in order, up to the first that drops."""
