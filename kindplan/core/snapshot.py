@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from ipaddress import IPv6Address, ip_network
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kindplan.core.addresses import (
     IPAddress,
@@ -22,6 +22,9 @@ from kindplan.core.addresses import (
     parse_ip,
 )
 from kindplan.core.model import Cluster, CniSettings, HostPort, Node, Pod, Snapshot
+
+if TYPE_CHECKING:
+    from kindplan.core.policy.model import Namespace, NetworkPolicy
 from kindplan.core.plainnode import by_family, not_a_gateway, plain_node, within
 from kindplan.core.schemacheck import Check, compile_schema
 from kindplan.errors import InvalidInputError, Problem
@@ -165,10 +168,19 @@ class _Checker:
         cluster = self._cluster(doc["cluster"])
         nodes = self._nodes(doc["nodes"], cluster)
         pods = self._pods(doc.get("pods", []), {n.name: n for n in nodes})
+        namespaces: tuple[Namespace, ...] = ()
+        policies: tuple[NetworkPolicy, ...] = ()
+        if "namespaces" in doc or "networkPolicies" in doc:  # only then: start-up pays nothing
+            from kindplan.core.policy.inputs import read_namespaces, read_policies
+
+            namespaces = read_namespaces(doc.get("namespaces", []), self.problem)
+            policies = read_policies(doc.get("networkPolicies", []), self.problem, self.warning)
         return Snapshot(
             cluster,
             tuple(sorted(nodes, key=lambda n: n.name)),
             tuple(sorted(pods, key=lambda p: p.key)),
+            namespaces,
+            policies,
         )
 
     def _control_characters(self, doc: dict[str, Any]) -> None:
@@ -474,9 +486,26 @@ class _Checker:
                     tuple(sorted(ips, key=addr_order)),
                     pod.host_interface,
                     self._host_ports(at, raw.get("hostPorts", ())),
+                    *self._policy_fields(at, raw),
                 )
             )
         return pods
+
+    def _policy_fields(self, at: str, raw: dict[str, Any]) -> tuple[Any, ...]:
+        """A pod's labels, container ports and hostNetwork, as NetworkPolicy reads them."""
+        if "labels" not in raw and "ports" not in raw and "hostNetwork" not in raw:
+            return ((), (), False)
+        from kindplan.core.policy.model import ContainerPort
+
+        ports = tuple(
+            ContainerPort(int(p["containerPort"]), p.get("protocol", "TCP"), p.get("name", ""))
+            for p in raw.get("ports", ())
+        )
+        labels = raw.get("labels", {})
+        for key, value in labels.items():
+            if not isinstance(value, str):
+                self.problem(f"{at}.labels.{key}", f"{value!r} is not a string")
+        return (tuple(sorted(labels.items())), ports, bool(raw.get("hostNetwork", False)))
 
     def _host_ports(self, at: str, raw: list[dict[str, Any]]) -> tuple[HostPort, ...]:
         """The schema has checked their shape; a hostIP is checked like every other address."""
