@@ -9,8 +9,8 @@ from typing import Any
 
 from kindplan.core.model import Cluster, Node, Pod, Snapshot
 from kindplan.core.policy.evaluate import Endpoint
-from kindplan.core.policy.model import ContainerPort, Namespace
 from kindplan.core.policy.parse import parse_policy
+from kindplan.core.policyvalues import ContainerPort, Namespace
 
 NODES = tuple(
     Node(

@@ -24,7 +24,7 @@ from kindplan.core.addresses import (
 from kindplan.core.model import Cluster, CniSettings, HostPort, Node, Pod, Snapshot
 
 if TYPE_CHECKING:
-    from kindplan.core.policy.model import Namespace, NetworkPolicy
+    from kindplan.core.policyvalues import Namespace, NetworkPolicy
 from kindplan.core.plainnode import by_family, not_a_gateway, plain_node, within
 from kindplan.core.schemacheck import Check, compile_schema
 from kindplan.errors import InvalidInputError, Problem
@@ -495,7 +495,7 @@ class _Checker:
         """A pod's labels, container ports and hostNetwork, as NetworkPolicy reads them."""
         if "labels" not in raw and "ports" not in raw and "hostNetwork" not in raw:
             return ((), (), False)
-        from kindplan.core.policy.model import ContainerPort
+        from kindplan.core.policyvalues import ContainerPort
 
         ports = tuple(
             ContainerPort(int(p["containerPort"]), p.get("protocol", "TCP"), p.get("name", ""))

@@ -15,7 +15,8 @@ import pytest
 from builders import cluster_doc, load
 from policycase import policy
 
-from kindplan.core.policy.model import (
+from kindplan.core.policy.parse import parse_policy
+from kindplan.core.policyvalues import (
     EGRESS,
     INGRESS,
     IPBlock,
@@ -25,7 +26,6 @@ from kindplan.core.policy.model import (
     PolicyRule,
     Requirement,
 )
-from kindplan.core.policy.parse import parse_policy
 from kindplan.errors import InvalidInputError
 
 

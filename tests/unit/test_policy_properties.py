@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from kindplan.core.model import Cluster, Node, Pod, Snapshot
 from kindplan.core.policy.compile import compile_policy
 from kindplan.core.policy.evaluate import Endpoint, evaluate
-from kindplan.core.policy.model import ContainerPort, Namespace
 from kindplan.core.policy.parse import parse_policy
 from kindplan.core.policy.path import path_verdicts
 from kindplan.core.policy.tableeval import TableEvaluator
+from kindplan.core.policyvalues import ContainerPort, Namespace
 
 NODES = tuple(
     Node(

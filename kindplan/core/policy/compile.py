@@ -38,8 +38,8 @@ from kindplan.core.addresses import IPAddress, IPNetwork
 from kindplan.core.model import Node, Pod, Snapshot
 from kindplan.core.nfttable import NftChain, NftSet, NftTable
 from kindplan.core.policy.evaluate import rule_comment
-from kindplan.core.policy.model import EGRESS, INGRESS, NetworkPolicy, PolicyPort, PolicyRule
 from kindplan.core.policy.select import Selection, block_prefixes, in_block, prefixes, selects
+from kindplan.core.policyvalues import EGRESS, INGRESS, NetworkPolicy, PolicyPort, PolicyRule
 
 TABLE = "kindplan-policy"
 ESTABLISHED = "ct state established,related accept"

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from kindplan.core.addresses import IPAddress
 from kindplan.core.model import Pod, Snapshot
-from kindplan.core.policy.model import EGRESS, INGRESS, NetworkPolicy, PolicyPort, PolicyRule
 from kindplan.core.policy.select import Selection, in_block, selects
+from kindplan.core.policyvalues import EGRESS, INGRESS, NetworkPolicy, PolicyPort, PolicyRule
 
 
 @dataclass(frozen=True, slots=True)

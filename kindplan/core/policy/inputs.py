@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from kindplan.core.policy.model import Namespace, NetworkPolicy
 from kindplan.core.policy.parse import parse_policy, policy_key
+from kindplan.core.policyvalues import Namespace, NetworkPolicy
 from kindplan.errors import Problem
 
 Report = Callable[[str, str], None]  # (where, what)

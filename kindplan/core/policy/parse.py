@@ -15,7 +15,7 @@ from ipaddress import ip_network
 from typing import Any
 
 from kindplan.core.addresses import IPNetwork
-from kindplan.core.policy.model import (
+from kindplan.core.policyvalues import (
     EGRESS,
     INGRESS,
     PROTOCOLS,

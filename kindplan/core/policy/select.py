@@ -12,7 +12,7 @@ from ipaddress import collapse_addresses
 
 from kindplan.core.addresses import IPAddress, IPNetwork, net_order
 from kindplan.core.model import Pod, Snapshot
-from kindplan.core.policy.model import (
+from kindplan.core.policyvalues import (
     IPBlock,
     Labels,
     LabelSelector,
