@@ -60,11 +60,11 @@ def _hop_lines(hop: Hop) -> list[str]:
         lines.append(f"      out    dev {hop.dev}{via}")
     else:
         lines.append("      route  none matches")
+    if hop.policy is not None:  # filter hooks (forward, input) come before POSTROUTING's SNAT
+        lines.append(f"      policy {hop.policy.hook}: {hop.policy.text}")
     for nat in hop.nat:
         if nat.kind != "dnat":
             lines.append(f"      SNAT   {_snat(nat)}")
-    if hop.policy is not None:
-        lines.append(f"      policy {hop.policy.hook}: {hop.policy.text}")
     if hop.drift:
         lines.append(f"      DRIFT  {hop.drift}")
     return lines
