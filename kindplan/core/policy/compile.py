@@ -34,12 +34,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from kindplan.core.addresses import IPAddress, IPNetwork
+from kindplan.core.addresses import IPAddress, IPNetwork, format_ip
 from kindplan.core.model import Node, Pod, Snapshot
 from kindplan.core.nfttable import NftChain, NftSet, NftTable
 from kindplan.core.policy.evaluate import rule_comment
 from kindplan.core.policy.select import Selection, block_prefixes, in_block, prefixes, selects
-from kindplan.core.policyvalues import EGRESS, INGRESS, NetworkPolicy, PolicyPort, PolicyRule
+from kindplan.core.policyvalues import (
+    EGRESS,
+    INGRESS,
+    NetworkPolicy,
+    PolicyPeer,
+    PolicyPort,
+    PolicyRule,
+)
 
 TABLE = "kindplan-policy"
 ESTABLISHED = "ct state established,related accept"
@@ -93,6 +100,7 @@ class _Compiler:
         self.local = tuple(p for p in self.selection.pods if p.node == node)
         self.sets: list[NftSet] = []
         self.rules: dict[str, list[str]] = {INGRESS: [], EGRESS: []}
+        self.peer_sets: dict[tuple[str, tuple[PolicyPeer, ...], int], str] = {}
         self.isolated: dict[str, set[str]] = {
             f"{d}-isolated-{_FAMILY[v][0]}": set() for d in ("ingress", "egress") for v in (4, 6)
         }
@@ -131,7 +139,7 @@ class _Compiler:
         for version in self.families:
             suffix, _, addr_type = _FAMILY[version]
             addresses = frozenset(
-                str(ip) for p in selected for ip in p.ips if ip.version == version
+                format_ip(ip) for p in selected for ip in p.ips if ip.version == version
             )
             self.sets.append(NftSet(f"p{index}-pods-{suffix}", addr_type, (), addresses))
             for direction in policy.policy_types:
@@ -146,16 +154,12 @@ class _Compiler:
                         self._rule(at, version, selected)
 
     def _rule(self, at: _At, version: int, selected: list[Pod]) -> None:
-        suffix, keyword, addr_type = _FAMILY[version]
-        rule, name = at.rule, at.name
+        suffix, keyword, _ = _FAMILY[version]
+        rule = at.rule
         own, other = ("daddr", "saddr") if at.direction == INGRESS else ("saddr", "daddr")
         head = f"{keyword} {own} @p{at.index}-pods-{suffix}"
         if rule.peers:
-            elements = self._peer_elements(at.policy, rule, version)
-            self.sets.append(
-                NftSet(f"{name}-{suffix}", addr_type, ("interval",), frozenset(elements))
-            )
-            head += f" {keyword} {other} @{name}-{suffix}"
+            head += f" {keyword} {other} @{self._peer_set(at, version)}"
         out = self.rules[at.direction]
         if not rule.ports:
             out.append(f"{head} accept {at.comment}")
@@ -171,7 +175,7 @@ class _Compiler:
         suffix, keyword, addr_type = _FAMILY[version]
         if at.direction == INGRESS:  # the destinations are the selected local pods
             destinations = [(p, ip) for p in selected for ip in p.ips]
-            prefix = f"{keyword} saddr @{at.name}-{suffix} " if at.rule.peers else ""
+            prefix = f"{keyword} saddr @{self._peer_set(at, version)} " if at.rule.peers else ""
         else:  # the destinations are the peers, resolved into the elements
             destinations = self._egress_destinations(at.policy, at.rule)
             prefix = f"{keyword} saddr @p{at.index}-pods-{suffix} "
@@ -182,6 +186,21 @@ class _Compiler:
         self.sets.append(NftSet(set_name, concat, (), elements))
         match = f"{keyword} daddr . meta l4proto . th dport @{set_name}"
         return f"{prefix}{match} accept {at.comment}"
+
+    def _peer_set(self, at: _At, version: int) -> str:
+        """The name of the set of a rule's peers: rules naming the same peers (in the same
+        namespace, where a peer depends on it) share the first one's set, so that a pod named
+        by many policies is one element, not one per rule."""
+        rule = at.rule
+        local = any(p.ip_block is None and p.namespace_selector is None for p in rule.peers)
+        key = (at.policy.namespace if local else "", rule.peers, version)
+        name = self.peer_sets.get(key)
+        if name is None:
+            suffix, _, addr_type = _FAMILY[version]
+            name = self.peer_sets[key] = f"{at.name}-{suffix}"
+            elements = frozenset(self._peer_elements(at.policy, rule, version))
+            self.sets.append(NftSet(name, addr_type, ("interval",), elements))
+        return name
 
     def _peer_elements(self, policy: NetworkPolicy, rule: PolicyRule, version: int) -> set[str]:
         blocks = prefixes(
@@ -195,7 +214,7 @@ class _Compiler:
             for pod in self.selection.peer_pods(policy.namespace, peer):
                 for ip in pod.ips:
                     if ip.version == version and not any(ip in net for net in blocks):
-                        elements.add(str(ip))
+                        elements.add(format_ip(ip))
         return elements
 
     def _egress_destinations(
@@ -236,7 +255,7 @@ def _named_elements(
         if ip.version == version:
             for declared in pod.ports:
                 if (declared.name, declared.protocol) in wanted:
-                    yield f"{ip} . {declared.protocol.lower()} . {declared.port}"
+                    yield f"{format_ip(ip)} . {declared.protocol.lower()} . {declared.port}"
 
 
 def _dedup(rules: list[str]) -> list[str]:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from kindplan.core.addresses import format_ip
 from kindplan.core.model import Snapshot
 from kindplan.core.nfttable import NftTable
 
@@ -86,7 +87,7 @@ class _Names:
 
     def __init__(self, snapshot: Snapshot) -> None:
         self.pod_of = {
-            str(ip): f"{p.namespace}/{p.name}"
+            format_ip(ip): f"{p.namespace}/{p.name}"
             for p in snapshot.pods
             if not p.host_network
             for ip in p.ips

@@ -8,6 +8,7 @@ ipBlock can name it), and a pod without an address can be neither.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from ipaddress import collapse_addresses
 
 from kindplan.core.addresses import IPAddress, IPNetwork, net_order
@@ -53,25 +54,56 @@ class Selection:
         for policy in snapshot.policies:
             self.namespace_labels.setdefault(policy.namespace, ())
         self._peer_cache: dict[tuple[str, PolicyPeer], tuple[Pod, ...]] = {}
+        self._built: _Index | None = None
+        self._namespace_cache: dict[str, Labels] = {}
 
     def labels_of_namespace(self, name: str) -> Labels:
-        return _with_name(name, self.namespace_labels.get(name, ()))
+        found = self._namespace_cache.get(name)
+        if found is None:
+            found = self._namespace_cache[name] = _with_name(
+                name, self.namespace_labels.get(name, ())
+            )
+        return found
 
     def selected(self, policy: NetworkPolicy) -> tuple[Pod, ...]:
         """The pods `policy` applies to."""
         return tuple(p for p in self.pods if selects(policy, p))
 
     def peer_pods(self, namespace: str, peer: PolicyPeer) -> tuple[Pod, ...]:
-        """The pods a selector peer of a policy in `namespace` names (none for an ipBlock).
+        """The pods a selector peer of a policy in `namespace` names (none for an ipBlock), in
+        snapshot order: what names_pod says of each pod, found through label indexes.
 
         Remembered: many policies and rules name the same peers, and a node's compile asks
         for each of them (a pod list of a whole cluster)."""
         key = (namespace, peer)
         found = self._peer_cache.get(key)
         if found is None:
-            found = tuple(p for p in self.pods if self._names(namespace, peer, p))
+            found = self._peer_pods(namespace, peer)
             self._peer_cache[key] = found
         return found
+
+    def _peer_pods(self, namespace: str, peer: PolicyPeer) -> tuple[Pod, ...]:
+        if peer.ip_block is not None:
+            return ()
+        index = self._index()
+        if peer.namespace_selector is None:
+            pool = index.by_namespace.get(namespace, _NONE)
+        else:
+            selector = peer.namespace_selector
+            pool = set().union(
+                *(
+                    members
+                    for name, members in index.by_namespace.items()
+                    if matches(selector, self.labels_of_namespace(name))
+                )
+            )
+        chosen = pool if peer.pod_selector is None else index.matching(peer.pod_selector, pool)
+        return tuple(self.pods[i] for i in sorted(chosen))
+
+    def _index(self) -> _Index:
+        if self._built is None:
+            self._built = _Index(self.pods)
+        return self._built
 
     def names_pod(self, policy: NetworkPolicy, peer: PolicyPeer, pod: Pod) -> bool:
         """The selector peer `peer` of `policy` names `pod` (a selectable pod)."""
@@ -88,6 +120,44 @@ class Selection:
         if not in_namespace:
             return False
         return peer.pod_selector is None or matches(peer.pod_selector, pod.labels)
+
+
+_NONE: frozenset[int] = frozenset()
+
+
+class _Index:
+    """Pods (by position) by namespace, by label and by label key: a selector over a cluster's
+    pods narrows by the sets of its matchLabels, In and Exists, then checks the few left."""
+
+    def __init__(self, pods: tuple[Pod, ...]) -> None:
+        self.labels = [dict(p.labels) for p in pods]
+        self.by_namespace: dict[str, set[int]] = {}
+        self.by_label: dict[tuple[str, str], set[int]] = {}
+        self.by_key: dict[str, set[int]] = {}
+        for i, pod in enumerate(pods):
+            self.by_namespace.setdefault(pod.namespace, set()).add(i)
+            for key, value in pod.labels:
+                self.by_label.setdefault((key, value), set()).add(i)
+                self.by_key.setdefault(key, set()).add(i)
+
+    def matching(self, selector: LabelSelector, pool: AbstractSet[int]) -> AbstractSet[int]:
+        narrowing: list[AbstractSet[int]] = [pool]
+        narrowing += [self.by_label.get(pair, _NONE) for pair in selector.match_labels]
+        rest = []
+        for r in selector.match_expressions:
+            if r.operator == "In":
+                narrowing.append(
+                    set().union(*(self.by_label.get((r.key, v), _NONE) for v in r.values))
+                )
+            elif r.operator == "Exists":
+                narrowing.append(self.by_key.get(r.key, _NONE))
+            else:  # NotIn, DoesNotExist: what is left is checked one by one
+                rest.append(r)
+        narrowing.sort(key=len)
+        base = set(narrowing[0]).intersection(*narrowing[1:])
+        if not rest:
+            return base
+        return {i for i in base if all(_holds(r, self.labels[i]) for r in rest)}
 
 
 def _with_name(name: str, labels: Labels) -> Labels:
