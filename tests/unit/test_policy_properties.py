@@ -225,7 +225,7 @@ def test_tables_decide_as_the_reference(snapshot: Snapshot) -> None:
 def test_pods_and_labels_change_elements_only(snapshot: Snapshot, data: Any) -> None:
     changed_pods = list(snapshot.pods)
     index = data.draw(st.integers(0, len(changed_pods) - 1))
-    what = data.draw(st.sampled_from(["labels", "gone", "moved", "ports"]))
+    what = data.draw(st.sampled_from(["labels", "gone", "moved", "ports", "namespace"]))
     pod = changed_pods[index]
     if what == "gone":
         del changed_pods[index]
@@ -233,9 +233,13 @@ def test_pods_and_labels_change_elements_only(snapshot: Snapshot, data: Any) -> 
         changed_pods[index] = replace(pod, labels=tuple(sorted(data.draw(labels).items())))
     elif what == "ports":
         changed_pods[index] = replace(pod, ports=CONTAINER_PORTS[:2])
-    else:
+    elif what == "moved":
         changed_pods[index] = replace(pod, node=f"n{(int(pod.node[1]) + 1) % 3}")
-    changed = replace(snapshot, pods=tuple(changed_pods))
+    namespaces = snapshot.namespaces
+    if what == "namespace":  # a namespace's labels change: x loses its own, gains others
+        others = [n for n in namespaces if n.name != "x"]
+        namespaces = (Namespace("x", tuple(sorted(data.draw(labels).items()))), *others)
+    changed = replace(snapshot, pods=tuple(changed_pods), namespaces=namespaces)
     for node in snapshot.nodes:
         before, after = compile_policy(snapshot, node), compile_policy(changed, node)
         assert (before is None) == (after is None)
