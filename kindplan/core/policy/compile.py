@@ -100,6 +100,7 @@ class _Compiler:
         self.local = tuple(p for p in self.selection.pods if p.node == node)
         self.sets: list[NftSet] = []
         self.rules: dict[str, list[str]] = {INGRESS: [], EGRESS: []}
+        self.texts: dict[IPAddress, str] = {}
         self.peer_sets: dict[tuple[str, tuple[PolicyPeer, ...], int], str] = {}
         self.isolated: dict[str, set[str]] = {
             f"{d}-isolated-{_FAMILY[v][0]}": set() for d in ("ingress", "egress") for v in (4, 6)
@@ -210,11 +211,15 @@ class _Compiler:
             for net in block_prefixes(peer.ip_block)
         )
         elements = {element(net) for net in blocks}
+        texts = self.texts
         for peer in rule.peers:
             for pod in self.selection.peer_pods(policy.namespace, peer):
                 for ip in pod.ips:
-                    if ip.version == version and not any(ip in net for net in blocks):
-                        elements.add(format_ip(ip))
+                    if ip.version == version and not (blocks and any(ip in n for n in blocks)):
+                        text = texts.get(ip)
+                        if text is None:  # each address formatted once, whatever names it
+                            text = texts[ip] = format_ip(ip)
+                        elements.add(text)
         return elements
 
     def _egress_destinations(
