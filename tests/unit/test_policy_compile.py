@@ -76,3 +76,45 @@ def test_a_long_name_keeps_the_comment_within_128_bytes() -> None:
     comment = rule_comment(NetworkPolicy("x", name, LabelSelector(), (INGRESS,)), INGRESS, 12)
     assert len(comment.encode()) <= 128
     assert comment.startswith("x/aaa") and comment.endswith("... ingress rule 12")
+
+
+def test_the_table_evaluator_reads_only_compiles_grammar() -> None:
+    """A rule of another form is refused, never guessed at (a table read back from a node may
+    hold anything; the node side rewrites such a table whole)."""
+    import pytest
+
+    from kindplan.core.nfttable import NftChain, NftTable
+    from kindplan.core.policy.tableeval import TableEvaluator
+
+    base = "type filter hook forward priority filter - 1; policy accept;"
+    refused = (
+        "ip saddr 10.0.0.1 accept",
+        "tcp dport { 80, 81 } accept",
+        "meta l4proto { tcp, udp } accept",
+        "counter",
+        "jump nowhere",
+    )
+    for rule in refused:
+        table = NftTable("inet", "kindplan-policy", (), (NftChain("c", base, (rule,)),))
+        with pytest.raises(ValueError, match="rule"):
+            TableEvaluator(table)
+
+
+def test_the_tables_a_connection_crosses() -> None:
+    from ipaddress import ip_address
+
+    from policycase import pod_end
+
+    from kindplan.core.policy.evaluate import Endpoint
+    from kindplan.core.policy.path import crossings
+
+    snapshot = model([])
+    a, b = pod_end(snapshot, "x/a"), pod_end(snapshot, "x/b")  # kind-worker, kind-worker1
+    worker = Endpoint(ip_address("172.18.0.2"), None, "kind-worker")
+    outside = Endpoint(ip_address("192.0.2.1"))
+    assert crossings(a, b) == [("kind-worker", "forward"), ("kind-worker1", "forward")]
+    assert crossings(a, worker) == [("kind-worker", "input")]
+    assert crossings(worker, a) == []  # output: the node reaches its pods
+    assert crossings(worker, b) == [("kind-worker1", "forward")]
+    assert crossings(outside, a) == [("kind-worker", "forward")]
+    assert crossings(a, outside) == [("kind-worker", "forward")]

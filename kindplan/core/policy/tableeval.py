@@ -11,6 +11,7 @@ never matches (replies pass on their own).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import ip_address, ip_network
@@ -48,6 +49,7 @@ class HookVerdict:
 
 Match = Callable[[Packet], bool]
 _RESULT_END = frozenset({"accept", "drop"})
+_PORTS = re.compile(r"[0-9]{1,5}(-[0-9]{1,5})?")
 
 
 class TableEvaluator:
@@ -56,6 +58,10 @@ class TableEvaluator:
     def __init__(self, table: NftTable) -> None:
         self._sets = {s.name: _members(s) for s in table.sets}
         self._chains = {c.name: [self._rule(r) for r in c.rules] for c in table.chains}
+        for name, rules in self._chains.items():
+            for _, verdict, _ in rules:
+                if verdict.startswith("jump ") and verdict[5:] not in self._chains:
+                    raise ValueError(f"chain {name}: rule {verdict!r}: no such chain")
         self._bases: list[tuple[str, int, str]] = []  # (hook, priority, chain)
         for chain in table.chains:
             if chain.base:
@@ -118,10 +124,15 @@ class TableEvaluator:
             return (lambda p: False), 3  # a new connection's first packet
         if w[:1] in (["ip"], ["ip6"]) and len(w) >= 3:
             return self._address_match(w)
-        if w[:2] == ["meta", "l4proto"] and len(w) >= 3:
+        if w[:2] == ["meta", "l4proto"] and len(w) >= 3 and w[2] in ("tcp", "udp", "sctp"):
             protocol = w[2].upper()
             return (lambda p: p.protocol == protocol), 3
-        if len(w) >= 3 and w[0] in ("tcp", "udp", "sctp") and w[1] == "dport":
+        if (
+            len(w) >= 3
+            and w[0] in ("tcp", "udp", "sctp")
+            and w[1] == "dport"
+            and _PORTS.fullmatch(w[2])
+        ):
             protocol, (low, _, high) = w[0].upper(), w[2].partition("-")
             first, last = int(low), int(high or low)
             return (lambda p: p.protocol == protocol and first <= p.port <= last), 3
