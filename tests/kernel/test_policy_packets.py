@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 from policycase import model, policy
@@ -27,6 +28,9 @@ SERVER = (
     "s.bind(('0.0.0.0', 80)); s.listen(8)\n"
     "while True:\n"
     "    c, _ = s.accept(); c.sendall(b'hello'); c.close()\n"
+)
+SERVER6 = SERVER.replace("socket.socket()", "socket.socket(socket.AF_INET6)").replace(
+    "'0.0.0.0'", "'::'"
 )
 CLIENT = (
     "import socket, sys\n"
@@ -118,3 +122,82 @@ def test_real_connections_meet_the_table(node: tuple[str, dict[str, str]]) -> No
         for server in servers:
             server.kill()
             server.wait()
+
+
+V6 = {"x/a": "fd00:10:244::a", "y/a": "fd00:10:244::d"}  # kind-worker's, dual-stack
+
+
+@pytest.fixture
+def node6(make_netns: Callable[[], str]) -> tuple[str, dict[str, str]]:
+    host = make_netns()
+    sh("ip", "netns", "exec", host, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+    pods = {}
+    for i, (label, ip) in enumerate(V6.items()):
+        ns = make_netns()
+        pods[label] = ns
+        sh(
+            "ip",
+            "-n",
+            host,
+            "link",
+            "add",
+            f"veth{i}",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            ns,
+        )
+        sh("ip", "-n", host, "addr", "add", "fd00:10:244::1/128", "dev", f"veth{i}", "nodad")
+        sh("ip", "-n", host, "link", "set", f"veth{i}", "up")
+        sh("ip", "-n", host, "-6", "route", "add", f"{ip}/128", "dev", f"veth{i}")
+        sh("ip", "-n", ns, "addr", "add", f"{ip}/128", "dev", "eth0", "nodad")
+        sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        sh("ip", "-n", ns, "-6", "route", "add", "fd00:10:244::1", "dev", "eth0")
+        sh("ip", "-n", ns, "-6", "route", "add", "fd00:10:244::/64", "via", "fd00:10:244::1")
+    return host, pods
+
+
+def test_an_egress_isolated_pod_still_finds_its_gateway(node6: tuple[str, dict[str, str]]) -> None:
+    """IPv6: the pod's neighbour solicitation for its gateway meets the node's input hook
+    (conntrack does not track it): without the table's accept of neighbour discovery, egress
+    isolation would cut even the connections a rule admits."""
+    host, pods = node6
+    snapshot = model(
+        [
+            policy(
+                "x",
+                "to-y",
+                podSelector={"matchLabels": {"pod": "a"}},
+                policyTypes=["Egress"],
+                egress=[{"to": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}],
+            )
+        ],
+        dual=True,
+    )
+    table = compile_policy(snapshot, snapshot.nodes[0])
+    assert table is not None
+    chains = {c.name: c for c in table.chains}
+    without = replace(
+        chains["input-egress"],
+        rules=tuple(r for r in chains["input-egress"].rules if "neighbour" not in r),
+    )
+    cut = replace(
+        table, chains=tuple(without if c.name == "input-egress" else c for c in table.chains)
+    )
+    server = subprocess.Popen(["ip", "netns", "exec", pods["y/a"], sys.executable, "-c", SERVER6])
+    try:
+        deadline = time.monotonic() + 5
+        while connect(pods["x/a"], V6["y/a"]) != "hello":
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.1)
+        sh("ip", "-n", pods["x/a"], "neigh", "flush", "dev", "eth0")
+        sh("nft", "-f", "-", ns=host, stdin=render_table(cut))
+        assert connect(pods["x/a"], V6["y/a"]) == "TimeoutError"  # no gateway any more
+        sh("nft", "-f", "-", ns=host, stdin=render_table(table))
+        assert connect(pods["x/a"], V6["y/a"]) == "hello"
+    finally:
+        server.kill()
+        server.wait()

@@ -14,6 +14,7 @@ policy and rule, see evaluate.rule_comment):
   chain forward-egress   hook forward priority filter - 2: replies accepted, then `jump egress`
   chain forward-ingress  hook forward priority filter - 1: replies, the ingress rules, isolation
   chain input-egress     hook input priority filter - 2: a pod's egress to its own node
+                         (IPv6's neighbour discovery accepted first)
   chain egress           the egress rules, then the egress isolation's drop
 
 Why these hooks: with ptp every packet between pods is routed by the node, so the forward hook
@@ -50,6 +51,13 @@ from kindplan.core.policyvalues import (
 
 TABLE = "kindplan-policy"
 ESTABLISHED = "ct state established,related accept"
+# A pod resolves its gateway (an address of the node) by neighbour discovery, which conntrack
+# does not track: egress isolation must not cut a pod off its node's neighbour table (IPv4's
+# ARP is no IP packet and meets no hook).
+NEIGHBOUR_DISCOVERY = (
+    "icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } accept "
+    'comment "neighbour discovery"'
+)
 BASE_CHAINS = {
     "forward-egress": "type filter hook forward priority filter - 2; policy accept;",
     "forward-ingress": "type filter hook forward priority filter - 1; policy accept;",
@@ -121,7 +129,15 @@ class _Compiler:
                 BASE_CHAINS["forward-ingress"],
                 (ESTABLISHED, *_dedup(self.rules[INGRESS]), *self._drops(INGRESS, "daddr")),
             ),
-            NftChain("input-egress", BASE_CHAINS["input-egress"], (ESTABLISHED, "jump egress")),
+            NftChain(
+                "input-egress",
+                BASE_CHAINS["input-egress"],
+                (
+                    ESTABLISHED,
+                    *([NEIGHBOUR_DISCOVERY] if 6 in self.families else []),
+                    "jump egress",
+                ),
+            ),
         ]
         return NftTable(
             "inet", TABLE, tuple(sorted(self.sets, key=lambda s: s.name)), tuple(chains)
