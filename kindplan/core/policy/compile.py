@@ -9,6 +9,7 @@ Layout (policies numbered in (namespace, name) order; F is v4 or v6; the rule co
 policy and rule, see evaluate.rule_comment):
   set pN-pods-F          the node's local pods policy N selects            (addresses)
   set pN-iR-F / pN-eR-F  the peers of ingress / egress rule R              (interval: prefixes)
+                         (a later rule naming the same peers uses the first one's set)
   set pN-iR-named-F ...  named ports: destination . protocol . port        (concatenation)
   set ingress-isolated-F / egress-isolated-F: the local pods isolated that way
   chain forward-egress   hook forward priority filter - 2: replies accepted, then `jump egress`
@@ -27,7 +28,7 @@ Why these priorities: a drop in any base chain is final and an accept ends only 
 so kube-proxy's nftables chains and iptables-nft's FORWARD (priority filter) still see what we
 accept, and cannot undo what we drop; running just ahead of filter makes the order with
 iptables-nft deterministic, and egress before ingress makes trace name the source's verdict
-first. Both base chains accept established and related packets first: replies pass.
+first. Every base chain accepts established and related packets first: replies pass.
 """
 
 from __future__ import annotations
