@@ -131,7 +131,8 @@ def render(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
 
     Files: the conflist (cluster.cni.confFile, default 10-kindnet.conflist), routes.batch
     (for ip -batch), iptables.rules and ip6tables.rules (for iptables-restore --noflush), or
-    with --masq-backend nftables ip-kindplan-masq.nft and ip6-kindplan-masq.nft (for nft -f).
+    with --masq-backend nftables ip-kindplan-masq.nft and ip6-kindplan-masq.nft (for nft -f),
+    and policy.nft (for nft -f) when the snapshot has NetworkPolicies.
 
     Examples:
 

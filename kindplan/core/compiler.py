@@ -99,6 +99,11 @@ def compile_desired(
         routes.extend(pod_routes)
         addresses.extend(pod_addresses)
     families = snapshot.families
+    policy = None
+    if snapshot.policies:  # only then: a cluster without policies never loads core/policy
+        from kindplan.core.policy.compile import compile_policy
+
+        policy = compile_policy(snapshot, node)
     return DesiredState(
         node=node.name,
         routes=tuple(sorted(routes, key=ROUTE_ORDER)),
@@ -115,6 +120,7 @@ def compile_desired(
         neighbours=tunnels.neighbours,
         fdb=tunnels.fdb,
         nexthops=tuple(sorted(nexthops, key=itemgetter(0))),  # by id
+        policy=policy,
     )
 
 

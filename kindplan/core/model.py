@@ -19,7 +19,7 @@ from kindplan.core.tunnel import FdbEntry, Neighbour, Vxlan
 
 if TYPE_CHECKING:  # not at import: start-up pays for what it uses
     from kindplan.core.nfttable import NftTable
-    from kindplan.core.policy.model import ContainerPort, Labels, Namespace, NetworkPolicy
+    from kindplan.core.policyvalues import ContainerPort, Labels, Namespace, NetworkPolicy
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable
-from typing import Any, assert_never
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, assert_never
 
 from kindplan.core.changes import (
     AddAddress,
@@ -37,6 +37,9 @@ from kindplan.core.tunnelchanges import (
     WriteNeighbour,
     WriteVxlan,
 )
+
+if TYPE_CHECKING:  # not at import: a plan without policies never loads core/policy
+    from kindplan.core.policy.facts import PolicyLine
 
 PLAN_FORMAT = 1
 _COLORS = {"+": "\033[32m", "~": "\033[33m", "-": "\033[31m", "!": "\033[1;31m"}
@@ -132,21 +135,33 @@ def summary(plan: Plan) -> str:
     return f"Plan: {c['add']} to add, {c['change']} to change, {c['delete']} to delete."
 
 
-def format_plan(plan: Plan, *, color: bool = False) -> str:
-    """The plan as a person reads it: one line per change, details indented, a summary last."""
+def format_plan(plan: Plan, *, color: bool = False, policy: Sequence[PolicyLine] = ()) -> str:
+    """The plan as a person reads it: one line per change, details indented, what the
+    NetworkPolicy table's change means for the node's pods (core/policy/facts.py), a summary
+    last."""
 
     def mark(sign: str, text: str) -> str:
         return f"{_COLORS[sign]}{sign}{_RESET} {text}" if color else f"{sign} {text}"
 
-    lines = [f"node {plan.node}:"] if not plan.empty or plan.conflicts else []
+    lines = [f"node {plan.node}:"] if not plan.empty or plan.conflicts or policy else []
     for change in plan.changes:
         lines.append("  " + mark(change.action, change.describe()))
         lines += ["      " + d for d in details(change)]
+    if policy:
+        lines.append("  NetworkPolicy:")
+        lines += ["    " + _policy_mark(line, color) for line in policy]
     for conflict in plan.conflicts:
         lines.append("  " + mark("!", conflict_text(conflict)))
     lines += [f"warning: {w}" for w in plan.warnings]
     lines.append(summary(plan))
     return "\n".join(lines) + "\n"
+
+
+def _policy_mark(line: PolicyLine, color: bool) -> str:
+    if not color:
+        return line.text()
+    head, _, rest = line.text().partition(f": {line.sign} ")
+    return f"{head}: {_COLORS[line.sign]}{line.sign}{_RESET} {rest}"
 
 
 def details(change: Change) -> list[str]:
@@ -225,8 +240,10 @@ def _j(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def plan_to_json(plan: Plan, **extra: Any) -> dict[str, Any]:
-    """The plan as JSON (schemas/plan.schema.json)."""
+def plan_to_json(plan: Plan, *, policy: Sequence[PolicyLine] = (), **extra: Any) -> dict[str, Any]:
+    """The plan as JSON (schemas/plan.schema.json); `policy` (the NetworkPolicy facts gained
+    and lost, core/policy/facts.py) as a list `policy` when there are any."""
+    facts = {"policy": [line.to_json() for line in policy]} if policy else {}
     return {
         "format": PLAN_FORMAT,
         "node": plan.node,
@@ -251,4 +268,5 @@ def plan_to_json(plan: Plan, **extra: Any) -> dict[str, Any]:
             for c in plan.conflicts
         ],
         "warnings": list(plan.warnings),
+        **facts,
     }

@@ -73,6 +73,9 @@ def _route_line(route: Route) -> str:
     return f"route replace {route.dst} nhid {route.nh_id} proto {route.proto}{metric}"
 
 
+POLICY_FILE = "policy.nft"  # the NetworkPolicy table (core/policy), for nft -f
+
+
 def render_files(desired: DesiredState) -> dict[str, str]:
     """Every file `kindplan render` writes for one node, by file name, in a fixed order."""
     files = {}
@@ -86,4 +89,8 @@ def render_files(desired: DesiredState) -> dict[str, str]:
     for masq in desired.masq:
         name, content = words.render_file(desired.node, masq)
         files[name] = content
+    if desired.policy is not None:
+        from kindplan.core.policy.render import render_table
+
+        files[POLICY_FILE] = render_table(desired.policy)
     return files

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from ipaddress import IPv6Address, ip_network
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kindplan.core.addresses import (
     IPAddress,
@@ -26,6 +26,9 @@ from kindplan.core.schemacheck import Check, compile_schema
 from kindplan.core.snapshotpods import PodChecks, check_namespaces
 from kindplan.errors import InvalidInputError, Problem
 from kindplan.resources import load_schema
+
+if TYPE_CHECKING:
+    from kindplan.core.policyvalues import NetworkPolicy
 
 SCHEMA_FILE = "snapshot.schema.json"
 SNAPSHOT_KIND = "ClusterSnapshot"
@@ -158,11 +161,17 @@ class _Checker:
         nodes = self._nodes(doc["nodes"], cluster)
         namespaces = check_namespaces(self, doc["namespaces"]) if "namespaces" in doc else ()
         pods = PodChecks(self, {n.name: n for n in nodes}).check(doc.get("pods", []))
+        policies: tuple[NetworkPolicy, ...] = ()
+        if "networkPolicies" in doc:  # only then: start-up pays nothing
+            from kindplan.core.policy.inputs import read_policies
+
+            policies = read_policies(doc["networkPolicies"], self.problem, self.warning)
         return Snapshot(
             cluster,
             tuple(sorted(nodes, key=lambda n: n.name)),
             tuple(sorted(pods, key=lambda p: p.key)),
             namespaces,
+            policies,
         )
 
     def _control_characters(self, doc: dict[str, Any]) -> None:

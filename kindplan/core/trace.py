@@ -16,6 +16,7 @@ from kindplan.core.masq.dialects import MasqWords, dialect
 from kindplan.core.masq.value import EXEMPT, MASQUERADE, MasqObserved
 from kindplan.core.model import HostPort
 from kindplan.core.routes import DEVICE_NAMES
+from kindplan.core.tracepolicy import PolicyCheck, policy_check
 from kindplan.core.tracetunnel import tunnel_next, tunnel_notes
 from kindplan.core.traceworld import (
     POD_IF,
@@ -56,6 +57,7 @@ class Hop:
     nat: tuple[Nat, ...] = ()
     notes: tuple[str, ...] = ()
     drift: str | None = None  # a node with observed state: what its desired state would do
+    policy: PolicyCheck | None = None  # the node's NetworkPolicy table on this packet
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +165,7 @@ def _step(world: World, at: tuple[str, str], iif: str | None, packet: Packet, in
     skipped = list(notes)  # routes the kernel could not hold: an off-link peer's
     drift = _drift(world, ns, dst, kind, chosen) if ns.observed else None
     stop = _stop(ns, iif, dst, (kind, chosen, notes))
+    policy, stop = _policy(world, ns, iif, Packet(src, dst, port, packet.proto), (kind, stop))
     new_src = src
     if stop is None and chosen is not None and ns.kind == "node":
         new_src, snat, more = _postrouting(ns, src, dst, chosen.route.ifname, marked=marked)
@@ -183,6 +186,7 @@ def _step(world: World, at: tuple[str, str], iif: str | None, packet: Packet, in
         tuple(nats),
         tuple(notes),
         drift,
+        policy,
     )
     out = Packet(new_src, dst, port, packet.proto)
     if stop is not None or chosen is None:
@@ -201,6 +205,29 @@ def _step(world: World, at: tuple[str, str], iif: str | None, packet: Packet, in
             why += f" (off-link peer: {skipped[0]})"
         return _Step(hop, out, None, (end_kind, why.strip()))
     return _Step(hop, out, following)
+
+
+def _policy(
+    world: World,
+    ns: Namespace,
+    iif: str | None,
+    packet: Packet,
+    looked: tuple[str, tuple[str, str] | None],
+) -> tuple[PolicyCheck | None, tuple[str, str] | None]:
+    """The node's policy table on a packet that came in (forward, or input when it is for the
+    node), and the walk's end: dropped when the table drops it."""
+    kind, stop = looked
+    if ns.kind != "node" or iif is None or (stop is not None and kind != "local"):
+        return None, stop
+    check = policy_check(
+        world,
+        ns.name,
+        local=kind == "local",
+        packet=(packet.src, packet.dst, packet.proto, packet.port),
+    )
+    if check is not None and not check.allowed:
+        return check, ("dropped", check.text.removeprefix("dropped: "))
+    return check, stop
 
 
 def _stop(

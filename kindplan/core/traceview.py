@@ -6,6 +6,7 @@ from typing import Any
 
 from kindplan.core.addresses import format_ip, format_net
 from kindplan.core.trace import End, Hop, Nat, Trace
+from kindplan.core.tracepolicy import PolicyCheck
 from kindplan.core.traceworld import Endpoint, route_listing
 
 ORIGINS = {
@@ -59,6 +60,8 @@ def _hop_lines(hop: Hop) -> list[str]:
         lines.append(f"      out    dev {hop.dev}{via}")
     else:
         lines.append("      route  none matches")
+    if hop.policy is not None:  # filter hooks (forward, input) come before POSTROUTING's SNAT
+        lines.append(f"      policy {hop.policy.hook}: {hop.policy.text}")
     for nat in hop.nat:
         if nat.kind != "dnat":
             lines.append(f"      SNAT   {_snat(nat)}")
@@ -160,4 +163,18 @@ def _hop(h: Hop) -> dict[str, Any]:
         ],
         "notes": list(h.notes),
         "drift": h.drift,
+        **({"policy": _policy(h.policy)} if h.policy is not None else {}),
+    }
+
+
+def _policy(check: PolicyCheck) -> dict[str, Any]:
+    return {
+        "node": check.node,
+        "hook": check.hook,
+        "allowed": check.allowed,
+        "text": check.text,
+        "chains": [
+            {"chain": chain, "accepted": accepted, "rule": comment}
+            for chain, accepted, comment in check.chains
+        ],
     }

@@ -14,9 +14,9 @@ decides a packet's fate there, and the endpoints a walk starts and ends at. Pure
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_network
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from kindplan.core.addresses import IPAddress, IPNetwork, format_ip, format_net, parse_ip
 from kindplan.core.compiler import (
@@ -91,6 +91,8 @@ class World:
     uplink: Uplink
     namespaces: Mapping[tuple[str, str], Namespace]  # (kind, name) -> namespace
     desired_nodes: Mapping[str, Namespace]  # every node's desired namespace, to tell drift
+    # Each node's policy table evaluator, compiled when a walk first crosses it (tracepolicy.py)
+    policy_tables: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def pod(self, name: str) -> Pod:
         return next(p for p in self.snapshot.pods if pod_name(p) == name)

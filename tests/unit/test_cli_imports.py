@@ -88,3 +88,21 @@ def test_render_of_json_loads_no_kernel_agent_lab_or_yaml(tmp_path: Path) -> Non
     assert stray == set()
     # jinja2 renders the conflist; the input's schema check is not the command line's business.
     assert modules & (HEAVY - {"jinja2", "jsonschema"}) == set()
+
+
+def test_only_a_snapshot_with_policies_loads_core_policy(tmp_path: Path) -> None:
+    """NetworkPolicy (core/policy, core/policyvalues) costs nothing to a cluster without it."""
+    snapshot = tmp_path / "snapshot.json"
+    doc = yaml.safe_load(SEED.read_text())
+    snapshot.write_text(json.dumps(doc))
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = ("render", str(snapshot), "--node", "k8s-guide-worker2", "--out", str(out))
+    policy = {m for m in ours(loaded(tmp_path, *argv)) if "polic" in m}
+    assert policy == set()
+    doc["networkPolicies"] = [
+        {"metadata": {"namespace": "default", "name": "deny"}, "spec": {"podSelector": {}}}
+    ]
+    snapshot.write_text(json.dumps(doc))
+    assert "kindplan.core.policy.compile" in loaded(tmp_path, *argv)
+    assert (out / "policy.nft").is_file()

@@ -116,6 +116,7 @@ WITHOUT_ROOT = (
     "kindplan validate fixtures/node-list/snapshot.json",
     "kindplan render fixtures/seed-lab/snapshot.yaml",  # a node's files, and the golden ones
     "kindplan trace fixtures/seed-lab/snapshot.yaml",
+    "kindplan trace fixtures/network-policy/snapshot.yaml",  # a policy's verdict on a hop
     "kindplan plan fixtures/seed-lab/snapshot.yaml --node k8s-guide-worker9",  # an exit status
 )
 

@@ -1,0 +1,284 @@
+"""Compile the cluster's NetworkPolicies into one node's nftables table, `inet kindplan-policy`.
+
+The structure (sets declared, chains, rules) is a function of the policies and the cluster's
+families only; everything that depends on pods (which local pods a policy selects, which
+addresses a peer names, what a named port resolves to) is a set element. So a pod that comes or
+goes, or a label that changes, rewrites elements and never a rule (NftTable.structure() holds).
+
+Layout (policies numbered in (namespace, name) order; F is v4 or v6; the rule comments name the
+policy and rule, see evaluate.rule_comment):
+  set pN-pods-F          the node's local pods policy N selects            (addresses)
+  set pN-iR-F / pN-eR-F  the peers of ingress / egress rule R              (interval: prefixes)
+                         (a later rule naming the same peers uses the first one's set)
+  set pN-iR-named-F ...  named ports: destination . protocol . port        (concatenation)
+  set ingress-isolated-F / egress-isolated-F: the local pods isolated that way
+  chain forward-egress   hook forward priority filter - 2: replies accepted, then `jump egress`
+  chain forward-ingress  hook forward priority filter - 1: replies, the ingress rules, isolation
+  chain input-egress     hook input priority filter - 2: a pod's egress to its own node
+                         (IPv6's neighbour discovery accepted first)
+  chain egress           the egress rules, then the egress isolation's drop
+
+Why these hooks: with ptp every packet between pods is routed by the node, so the forward hook
+sees pod to pod within the node and across it, after the prerouting DNAT of a Service (policy
+judges the backend pod, as the API means). A pod talking to its own node (its InternalIP,
+hostNetwork pods, the gateway) reaches the input hook, not forward: without input-egress a pod
+isolated for egress would reach every service of its node. Traffic from the node to its pods
+leaves through output, where nothing is checked: the node always reaches its pods (kubelet).
+Why these priorities: a drop in any base chain is final and an accept ends only its own chain,
+so kube-proxy's nftables chains and iptables-nft's FORWARD (priority filter) still see what we
+accept, and cannot undo what we drop; running just ahead of filter makes the order with
+iptables-nft deterministic, and egress before ingress makes trace name the source's verdict
+first. Every base chain accepts established and related packets first: replies pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from kindplan.core.addresses import IPAddress, IPNetwork, format_ip
+from kindplan.core.model import Node, Pod, Snapshot
+from kindplan.core.nfttable import NftChain, NftSet, NftTable
+from kindplan.core.policy.evaluate import rule_comment
+from kindplan.core.policy.select import Selection, block_prefixes, in_block, prefixes, selects
+from kindplan.core.policyvalues import (
+    EGRESS,
+    INGRESS,
+    NetworkPolicy,
+    PolicyPeer,
+    PolicyPort,
+    PolicyRule,
+)
+
+TABLE = "kindplan-policy"
+ESTABLISHED = "ct state established,related accept"
+# A pod resolves its gateway (an address of the node) by neighbour discovery, which conntrack
+# does not track: egress isolation must not cut a pod off its node's neighbour table (IPv4's
+# ARP is no IP packet and meets no hook).
+NEIGHBOUR_DISCOVERY = (
+    "icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } accept "
+    'comment "neighbour discovery"'
+)
+BASE_CHAINS = {
+    "forward-egress": "type filter hook forward priority filter - 2; policy accept;",
+    "forward-ingress": "type filter hook forward priority filter - 1; policy accept;",
+    "input-egress": "type filter hook input priority filter - 2; policy accept;",
+}
+ISOLATION_COMMENT = {INGRESS: "ingress isolation", EGRESS: "egress isolation"}
+_FAMILY = {4: ("v4", "ip", "ipv4_addr"), 6: ("v6", "ip6", "ipv6_addr")}
+_SHORT = {INGRESS: "i", EGRESS: "e"}
+
+
+def compile_policy(snapshot: Snapshot, node: Node) -> NftTable | None:
+    """The policy table of `node` (its local pods only); None when the cluster has no policy."""
+    if not snapshot.policies:
+        return None
+    return _Compiler(snapshot, node.name).table()
+
+
+def element(net: IPNetwork) -> str:
+    """A prefix as nft prints it: a whole-length prefix as the bare address."""
+    if net.prefixlen == net.max_prefixlen:
+        return str(net.network_address)
+    return str(net)
+
+
+@dataclass(frozen=True, slots=True)
+class _At:
+    """Where a rule is: policy number `index`, its direction and rule number `r`."""
+
+    index: int
+    policy: NetworkPolicy
+    direction: str
+    r: int
+    rule: PolicyRule
+
+    @property
+    def name(self) -> str:
+        return f"p{self.index}-{_SHORT[self.direction]}{self.r}"
+
+    @property
+    def comment(self) -> str:
+        return f'comment "{rule_comment(self.policy, self.direction, self.r)}"'
+
+
+class _Compiler:
+    def __init__(self, snapshot: Snapshot, node: str) -> None:
+        self.selection = Selection(snapshot)
+        self.families = snapshot.families or (4,)
+        self.local = tuple(p for p in self.selection.pods if p.node == node)
+        self.sets: list[NftSet] = []
+        self.rules: dict[str, list[str]] = {INGRESS: [], EGRESS: []}
+        self.texts: dict[IPAddress, str] = {}
+        self.peer_sets: dict[tuple[str, tuple[PolicyPeer, ...], int], str] = {}
+        self.isolated: dict[str, set[str]] = {
+            f"{d}-isolated-{_FAMILY[v][0]}": set() for d in ("ingress", "egress") for v in (4, 6)
+        }
+
+    def table(self) -> NftTable:
+        for index, policy in enumerate(self.selection.snapshot.policies):
+            self._policy(index, policy)
+        for name, elements in self.isolated.items():
+            version = 4 if name.endswith("v4") else 6
+            if version in self.families:
+                self.sets.append(NftSet(name, _FAMILY[version][2], (), frozenset(elements)))
+        chains = [
+            NftChain("egress", "", (*_dedup(self.rules[EGRESS]), *self._drops(EGRESS, "saddr"))),
+            NftChain("forward-egress", BASE_CHAINS["forward-egress"], (ESTABLISHED, "jump egress")),
+            NftChain(
+                "forward-ingress",
+                BASE_CHAINS["forward-ingress"],
+                (ESTABLISHED, *_dedup(self.rules[INGRESS]), *self._drops(INGRESS, "daddr")),
+            ),
+            NftChain(
+                "input-egress",
+                BASE_CHAINS["input-egress"],
+                (
+                    ESTABLISHED,
+                    *([NEIGHBOUR_DISCOVERY] if 6 in self.families else []),
+                    "jump egress",
+                ),
+            ),
+        ]
+        return NftTable(
+            "inet", TABLE, tuple(sorted(self.sets, key=lambda s: s.name)), tuple(chains)
+        )
+
+    def _drops(self, direction: str, field: str) -> Iterator[str]:
+        for version in self.families:
+            suffix, keyword, _ = _FAMILY[version]
+            yield (
+                f"{keyword} {field} @{direction.lower()}-isolated-{suffix} drop "
+                f'comment "{ISOLATION_COMMENT[direction]}"'
+            )
+
+    def _policy(self, index: int, policy: NetworkPolicy) -> None:
+        selected = [p for p in self.local if selects(policy, p)]
+        for version in self.families:
+            suffix, _, addr_type = _FAMILY[version]
+            addresses = frozenset(
+                format_ip(ip) for p in selected for ip in p.ips if ip.version == version
+            )
+            self.sets.append(NftSet(f"p{index}-pods-{suffix}", addr_type, (), addresses))
+            for direction in policy.policy_types:
+                self.isolated[f"{direction.lower()}-isolated-{suffix}"] |= addresses
+        for direction in policy.policy_types:
+            rules = policy.ingress if direction == INGRESS else policy.egress
+            for r, rule in enumerate(rules):
+                at = _At(index, policy, direction, r, rule)
+                for version in self.families:
+                    # Only ipBlocks of the other family: nothing of this one can match.
+                    if not rule.peers or _may_name(rule, version):
+                        self._rule(at, version, selected)
+
+    def _rule(self, at: _At, version: int, selected: list[Pod]) -> None:
+        suffix, keyword, _ = _FAMILY[version]
+        rule = at.rule
+        own, other = ("daddr", "saddr") if at.direction == INGRESS else ("saddr", "daddr")
+        head = f"{keyword} {own} @p{at.index}-pods-{suffix}"
+        if rule.peers:
+            head += f" {keyword} {other} @{self._peer_set(at, version)}"
+        out = self.rules[at.direction]
+        if not rule.ports:
+            out.append(f"{head} accept {at.comment}")
+        for port in rule.ports:
+            if not isinstance(port.port, str):
+                out.append(f"{head} {_port_match(port)} accept {at.comment}")
+        if any(isinstance(p.port, str) for p in rule.ports):
+            out.append(self._named_rule(at, version, selected))
+
+    def _named_rule(self, at: _At, version: int, selected: list[Pod]) -> str:
+        """Named ports resolve per destination pod: one concatenated set of destination .
+        protocol . port, whose elements follow the pods and their declared ports."""
+        suffix, keyword, addr_type = _FAMILY[version]
+        if at.direction == INGRESS:  # the destinations are the selected local pods
+            destinations = [(p, ip) for p in selected for ip in p.ips]
+            prefix = f"{keyword} saddr @{self._peer_set(at, version)} " if at.rule.peers else ""
+        else:  # the destinations are the peers, resolved into the elements
+            destinations = self._egress_destinations(at.policy, at.rule)
+            prefix = f"{keyword} saddr @p{at.index}-pods-{suffix} "
+        named = [p for p in at.rule.ports if isinstance(p.port, str)]
+        set_name = f"{at.name}-named-{suffix}"
+        elements = frozenset(_named_elements(destinations, named, version))
+        concat = f"{addr_type} . inet_proto . inet_service"
+        self.sets.append(NftSet(set_name, concat, (), elements))
+        match = f"{keyword} daddr . meta l4proto . th dport @{set_name}"
+        return f"{prefix}{match} accept {at.comment}"
+
+    def _peer_set(self, at: _At, version: int) -> str:
+        """The name of the set of a rule's peers: rules naming the same peers (in the same
+        namespace, where a peer depends on it) share the first one's set, so that a pod named
+        by many policies is one element, not one per rule."""
+        rule = at.rule
+        local = any(p.ip_block is None and p.namespace_selector is None for p in rule.peers)
+        key = (at.policy.namespace if local else "", rule.peers, version)
+        name = self.peer_sets.get(key)
+        if name is None:
+            suffix, _, addr_type = _FAMILY[version]
+            name = self.peer_sets[key] = f"{at.name}-{suffix}"
+            elements = frozenset(self._peer_elements(at.policy, rule, version))
+            self.sets.append(NftSet(name, addr_type, ("interval",), elements))
+        return name
+
+    def _peer_elements(self, policy: NetworkPolicy, rule: PolicyRule, version: int) -> set[str]:
+        blocks = prefixes(
+            net
+            for peer in rule.peers
+            if peer.ip_block is not None and peer.ip_block.cidr.version == version
+            for net in block_prefixes(peer.ip_block)
+        )
+        elements = {element(net) for net in blocks}
+        texts = self.texts
+        for peer in rule.peers:
+            for pod in self.selection.peer_pods(policy.namespace, peer):
+                for ip in pod.ips:
+                    if ip.version == version and not (blocks and any(ip in n for n in blocks)):
+                        text = texts.get(ip)
+                        if text is None:  # each address formatted once, whatever names it
+                            text = texts[ip] = format_ip(ip)
+                        elements.add(text)
+        return elements
+
+    def _egress_destinations(
+        self, policy: NetworkPolicy, rule: PolicyRule
+    ) -> list[tuple[Pod, IPAddress]]:
+        """The addresses an egress rule's named ports may resolve on: those of the pods its
+        selector peers name, those of pods inside an ipBlock; every pod's when it names none."""
+        found = []
+        for pod in self.selection.pods:
+            for ip in pod.ips:
+                if not rule.peers or any(
+                    self.selection.names_pod(policy, peer, pod)
+                    or (peer.ip_block is not None and in_block(peer.ip_block, ip))
+                    for peer in rule.peers
+                ):
+                    found.append((pod, ip))
+        return found
+
+
+def _may_name(rule: PolicyRule, version: int) -> bool:
+    return any(p.ip_block is None or p.ip_block.cidr.version == version for p in rule.peers)
+
+
+def _port_match(port: PolicyPort) -> str:
+    protocol = port.protocol.lower()
+    if port.port is None:
+        return f"meta l4proto {protocol}"
+    if port.end_port is not None and port.end_port != port.port:
+        return f"{protocol} dport {port.port}-{port.end_port}"
+    return f"{protocol} dport {port.port}"
+
+
+def _named_elements(
+    destinations: Iterable[tuple[Pod, IPAddress]], named: list[PolicyPort], version: int
+) -> Iterator[str]:
+    wanted = {(p.port, p.protocol) for p in named}
+    for pod, ip in destinations:
+        if ip.version == version:
+            for declared in pod.ports:
+                if (declared.name, declared.protocol) in wanted:
+                    yield f"{format_ip(ip)} . {declared.protocol.lower()} . {declared.port}"
+
+
+def _dedup(rules: list[str]) -> list[str]:
+    return list(dict.fromkeys(rules))
