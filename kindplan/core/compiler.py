@@ -29,6 +29,7 @@ from kindplan.core.nexthops import (
     nexthop_families,
     nexthop_id,
 )
+from kindplan.core.policy.compile import compile_policy
 from kindplan.core.routes import (
     DEFAULT_ROUTE_PROTO,
     IPV6_DEFAULT_METRIC,
@@ -113,6 +114,7 @@ def compile_desired(
         neighbours=tunnels.neighbours,
         fdb=tunnels.fdb,
         nexthops=tuple(sorted(nexthops, key=itemgetter(0))),  # by id
+        policy=compile_policy(snapshot, node),
     )
 
 

@@ -1,5 +1,6 @@
 """The only code that runs `nft`: a transaction on stdin (`nft -f -`), a table listed as JSON
-(`nft -j list table`), and what changed since kindplan last looked, asked over netlink.
+(`nft -j list table`, the masquerade's) or as text (`nft list table`, the NetworkPolicy table's:
+core/policytable.py says why), and what changed since kindplan last looked, asked over netlink.
 
 What the payloads say and what a listing means is the nftables dialect's (core/masq/nftables.py);
 this module runs the tool and lists only the tables that dialect reads: kindplan's own and the
@@ -22,6 +23,9 @@ import subprocess
 
 from kindplan.core.masq.nftables import KINDNET, parse_table, shape
 from kindplan.core.masq.value import MasqObserved
+from kindplan.core.policytable import ABSENT, PolicyRead, parse_listing
+from kindplan.core.policytable import FAMILY as POLICY_FAMILY
+from kindplan.core.policytable import NAME as POLICY_NAME
 from kindplan.errors import RuntimeFailure
 from kindplan.node.netlink import Netlink, open_socket
 from kindplan.node.netlink_codec import (
@@ -58,12 +62,30 @@ class Nftables:
 
     def __init__(self) -> None:
         self._kept: tuple[int, tuple[MasqObserved, ...]] | None = None
-        self.listings = 0  # `nft -j list` processes run (tests, bench: a converged round's 0)
+        self._kept_policy: tuple[int, PolicyRead] | None = None
+        self.listings = 0  # `nft list` processes run (tests, bench: a converged round's 0)
+        self.transactions = 0  # `nft -f -` processes run
 
     def run(self, payload: str) -> None:
         """`nft -f -`: all of `payload` in one transaction, or RuntimeFailure and nothing."""
-        self._kept = None
+        self._kept = self._kept_policy = None
+        self.transactions += 1
         _run(["nft", "-f", "-"], payload)
+
+    def read_policy(self) -> PolicyRead:
+        """kindplan's NetworkPolicy table (policytable.py), read from `nft list table`'s text
+        once the generation moved; a table of another family or name is never listed."""
+        generation = ruleset_generation()
+        kept = self._kept_policy
+        if kept is not None and generation is not None and kept[0] == generation:
+            return kept[1]
+        where = (POLICY_FAMILY, POLICY_NAME)
+        read = ABSENT
+        if where in tables():
+            read = parse_listing(self._list(*where, json=False))
+        if generation is not None:
+            self._kept_policy = (generation, read)
+        return read
 
     def read_masq(self) -> tuple[MasqObserved, ...]:
         """kindplan's tables and kindnet's, as values (both families each; absent: None)."""
@@ -84,10 +106,10 @@ class Nftables:
             self._kept = (generation, result)
         return result
 
-    def _list(self, family: str, name: str) -> str | None:
+    def _list(self, family: str, name: str, *, json: bool = True) -> str | None:
         self.listings += 1
         try:
-            return _run(["nft", "-j", "list", "table", family, name], None)
+            return _run(["nft", *(["-j"] if json else []), "list", "table", family, name], None)
         except RuntimeFailure as e:
             if "No such file or directory" in str(e):  # deleted since the table dump
                 return None

@@ -25,6 +25,7 @@ from kindplan.core.model import (
     Snapshot,
 )
 from kindplan.core.nexthops import Nexthop
+from kindplan.core.policytable import ABSENT
 from kindplan.core.routes import DEFAULT_MTU, Route
 from kindplan.errors import RuntimeFailure
 from kindplan.node.cnicache import read_cni_cache
@@ -93,6 +94,8 @@ def _read(
         conflist_error = str(e)
     pods, cache_warnings = read_local_pods(where) if local_pods is None else local_pods
     tunnels, neighbours, fdb = kernel.read_tunnels()  # after the links: it names them
+    nft = iptables.nftables  # the NetworkPolicy table: none without nft
+    policy = nft.read_policy() if nft is not None else ABSENT
     return ObservedState(
         links=links,
         routes=read_routes(),
@@ -108,6 +111,9 @@ def _read(
         neighbours=neighbours,
         fdb=fdb,
         nexthops=read_nexthops(),
+        policy=policy.table,
+        policy_unread=policy.unread,
+        policy_foreign=policy.foreign,
     )
 
 
