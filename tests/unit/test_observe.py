@@ -19,6 +19,7 @@ import pytest
 from kindplan.core.masq.value import MasqObserved, MasqRule, Masquerade
 from kindplan.core.model import Link, ObservedState, Pod, Sysctl
 from kindplan.core.nexthops import Nexthop
+from kindplan.core.nfttable import NftChain, NftSet, NftTable
 from kindplan.core.routes import Route, RouteSpecial
 from kindplan.core.tunnel import FdbEntry, Neighbour, Vxlan
 from kindplan.node.observe import Where, digest, fingerprint, observed_digest, read_observed
@@ -52,6 +53,14 @@ OTHER = {
     "neighbours": (Neighbour("kindplan.vxlan4", ip_address("10.244.1.0"), "0a:58:c6:12:00:0b"),),
     "fdb": (FdbEntry("kindplan.vxlan4", "0a:58:c6:12:00:0b", ip_address("198.19.0.11")),),
     "nexthops": (Nexthop(1, 4, ip_address("198.18.0.11"), "eth0", 75),),
+    "policy": NftTable(
+        "inet",
+        "kindplan-policy",
+        (NftSet("peers", "ipv4_addr", ("interval",), frozenset({"10.244.1.5"})),),
+        (NftChain("forward", "type filter hook forward priority filter; policy accept;", ()),),
+    ),
+    "policy_unread": ("set peers: auto-merge",),
+    "policy_foreign": True,
 }
 
 
