@@ -12,7 +12,6 @@ policies and this table)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,12 +23,15 @@ import kindplan.core.compiler
 import kindplan.node.nftables
 from kindplan.core.model import Options
 from kindplan.core.nfttable import NftChain, NftSet, NftTable
+from kindplan.core.planview import format_plan
 from kindplan.core.policychanges import DelPolicyTable, WritePolicyElements, WritePolicyTable
 from kindplan.core.policytable import MARKER
 from kindplan.inputs.files import load_snapshot
+from kindplan.node.converged import Remember, converged_record, inputs_digest
 from kindplan.node.engine import apply_opened, make_plan, rollback_opened
 from kindplan.node.journal import Journal
 from kindplan.node.opener import open_node
+from kindplan.node.statedir import target_dir
 
 pytestmark = pytest.mark.root
 
@@ -120,8 +122,8 @@ class Policy:
 
 
 @pytest.fixture
-def policy(seed_worker2: Node, monkeypatch: pytest.MonkeyPatch) -> Iterator[Policy]:
-    yield Policy(seed_worker2, monkeypatch)
+def policy(seed_worker2: Node, monkeypatch: pytest.MonkeyPatch) -> Policy:
+    return Policy(seed_worker2, monkeypatch)
 
 
 def handles(listing: str) -> list[str]:
@@ -189,7 +191,7 @@ def test_rollback_puts_the_table_back_exactly(policy: Policy) -> None:
     policy.apply(TABLE)
     listed = policy.listing()
     policy.apply(with_elements(TABLE, "allow-0-ports", {"10.244.2.8 . tcp . 443"}))
-    policy.apply(replace(TABLE, chains=TABLE.chains[:1] + (replace(TABLE.chains[1], rules=()),)))
+    policy.apply(replace(TABLE, chains=(*TABLE.chains[:1], replace(TABLE.chains[1], rules=()))))
     policy.apply(None)
     for _ in range(3):  # the deletion, the rewrite, the element change
         with open_node(policy.node.ns, 5) as node:
@@ -280,3 +282,23 @@ def test_a_table_of_lines_kindplan_cannot_read_is_rewritten(policy: Policy) -> N
     policy.apply(TABLE)
     assert "extra" not in policy.listing()
     assert observed(policy) == TABLE
+
+
+def test_the_converged_record_covers_the_table(policy: Policy) -> None:
+    node = policy.node
+    record = target_dir(node.tmp / "state", node.ns) / "converged.json"
+    inputs = inputs_digest(node.snapshot.read_bytes(), (), policy.options, node.ns)
+    remember = Remember(record, inputs, "", format_plan)
+    policy.want = TABLE
+    with open_node(node.ns, 5) as handles:
+        apply_opened(policy.snapshot, policy.options, handles, remember=remember)
+
+    def fast() -> bool:
+        return converged_record(node.ns, policy.options, remember, lock_timeout=5) is not None
+
+    assert fast()  # a one-shot apply of a converged node with a policy table: the fast path
+    sh("nft", "add element inet kindplan-policy isolated4 { 10.244.2.9 }", ns=node.ns)
+    assert not fast()  # an element more: the full path, which takes it out again
+    with open_node(node.ns, 5) as handles:
+        apply_opened(policy.snapshot, policy.options, handles, remember=remember)
+    assert observed(policy) == TABLE and fast()
