@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import itertools
 import json
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -267,18 +266,17 @@ def _rule(
     return f"{match} ip daddr . meta l4proto . th dport @{name}-r{j}-ports accept {comment}"
 
 
-def relabelled(doc: dict[str, Any], table: NftTable, node: str) -> Iterator[dict[str, Any]]:
-    """`doc` with one pod of another node relabelled (its labels but `pod` replaced), a peer in
-    the smallest sets of single addresses first: one at a time, for the caller to keep the first
-    that changes the table (a peer chosen by its namespace alone stays in)."""
-    by_ip = {p["ips"][0]: i for i, p in enumerate(doc["pods"]) if p["node"] != node}
-    for s in sorted(table.sets, key=lambda s: (len(s.elements), s.name)):
-        found = next((by_ip[e] for e in sorted(s.elements) if e in by_ip), None)
-        if found is not None:
-            changed = json.loads(json.dumps(doc))
-            pod = changed["pods"][found]
-            pod["labels"] = {"pod": pod["labels"]["pod"], "app": "app-moved"}
-            yield changed
+def relabelled(doc: dict[str, Any], node: str) -> dict[str, Any]:
+    """`doc` with one label changed: the first pod of another node in a namespace labelled
+    env=prod whose tier is not api becomes tier=api, so that it joins the peers of every policy
+    of the fifth kind (namespaceSelector env=prod with podSelector tier=api) on `node`."""
+    changed = json.loads(json.dumps(doc))
+    prod = {n["name"] for n in doc["namespaces"] if n["labels"]["env"] == "prod"}
+    for pod in changed["pods"]:
+        if pod["node"] != node and pod["namespace"] in prod and pod["labels"]["tier"] != "api":
+            pod["labels"]["tier"] = "api"
+            return changed
+    raise RuntimeError("no pod to relabel")
 
 
 # -- the figures --------------------------------------------------------------------------------
@@ -308,10 +306,7 @@ def bench_netpol(
         nft = Nftables()
         r |= _write(nft, table, diff_policy, policy_payload)
         r |= _converged(nft, table, diff_policy)
-        for moved in itertools.islice(relabelled(doc, table, node), 8):
-            changed, _, _ = table_for(moved, node)
-            if changed != table:
-                break
+        changed, _, _ = table_for(relabelled(doc, node), node)
         assert changed is not None and changed.structure() == table.structure()
         r |= {f"label_{k}": v for k, v in _write(nft, changed, diff_policy, policy_payload).items()}
     return r
