@@ -38,8 +38,8 @@ def diff_policy(
     if want is None:
         assert now is not None
         return [DelPolicyTable(now, unread)], []
-    if now is None:
-        return [WritePolicyTable(want, None)], []
+    if now is None:  # none; or a listing not read at all (unread): replaced whole
+        return [WritePolicyTable(want, None, unread)], []
     if not unread and now.structure() == want.structure():
         added, deleted = element_delta(want, now)
         if not added and not deleted:

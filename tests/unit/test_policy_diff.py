@@ -288,3 +288,10 @@ def test_the_guard_holds_a_policy_table_that_goes_and_counts_no_elements() -> No
         TABLE,
     )
     assert split_deletions(Plan("n", (one_rule,)), observed, 75, 0.5).held == ()
+
+
+def test_a_listing_not_read_at_all_is_replaced_not_created() -> None:
+    read = parse_listing("table inet kindplan-policy {\n\tflags dormant\n")
+    assert read.table is None and read.unread
+    (change,), _ = diff_policy(*states(TABLE, None, policy_unread=read.unread))
+    assert policy_payload(change).startswith("delete table inet kindplan-policy\n")
