@@ -96,6 +96,7 @@ class Policy:
         self.node = node
         self.want: NftTable | None = None
         self.runs: list[tuple[list[str], str | None]] = []
+        self.transaction_timeout: float | None = None  # seconds for `nft -f` (None: the runner's)
         self.snapshot = load_snapshot(str(node.snapshot)).snapshot
         self.options = Options(node=node.name, conf_dir=str(node.tmp / "cni"))
         self.journal = Journal(node.tmp / "state", node.ns)
@@ -104,7 +105,14 @@ class Policy:
 
         def run(cmd: list[str], stdin: str | None) -> str:
             self.runs.append((cmd, stdin))
-            return real(cmd, stdin)
+            if cmd[:2] != ["nft", "-f"] or self.transaction_timeout is None:
+                return real(cmd, stdin)
+            kept = kindplan.node.nftables.TIMEOUT_SECONDS
+            kindplan.node.nftables.TIMEOUT_SECONDS = self.transaction_timeout
+            try:
+                return real(cmd, stdin)
+            finally:
+                kindplan.node.nftables.TIMEOUT_SECONDS = kept
 
         monkeypatch.setattr(kindplan.node.nftables, "_run", run)
 
@@ -302,3 +310,23 @@ def test_the_converged_record_covers_the_table(policy: Policy) -> None:
     with open_node(node.ns, 5) as handles:
         apply_opened(policy.snapshot, policy.options, handles, remember=remember)
     assert observed(policy) == TABLE and fast()
+
+
+def test_an_nft_that_does_not_answer_in_time_leaves_the_table_whole(policy: Policy) -> None:
+    policy.apply(TABLE)
+    listed = policy.listing()
+    rewritten = replace(TABLE, chains=(TABLE.chains[0], replace(TABLE.chains[1], rules=())))
+    policy.transaction_timeout = 0.001
+    policy.want = rewritten
+    with open_node(policy.node.ns, 5) as node:
+        _, report = apply_opened(policy.snapshot, policy.options, node, journal=policy.journal)
+    assert report is not None
+    assert any("nft -f: no answer in 0.001 s" in f for f in report.failures), report.failures
+    # killed before or after its commit: the old table or the new one, never half of either
+    assert observed(policy) in (TABLE, rewritten)
+    policy.transaction_timeout = None
+    if observed(policy) == rewritten:  # it had committed: the journal undoes it
+        with open_node(policy.node.ns, 5) as node:
+            done = rollback_opened(node, policy.journal)
+        assert done is not None and not done.residue
+    assert policy.listing() == listed
