@@ -25,7 +25,7 @@ from kindplan.core.model import (
     Snapshot,
 )
 from kindplan.core.nexthops import Nexthop
-from kindplan.core.policytable import ABSENT
+from kindplan.core.policytable import ABSENT, table_digest
 from kindplan.core.routes import DEFAULT_MTU, Route
 from kindplan.errors import RuntimeFailure
 from kindplan.node.cnicache import read_cni_cache
@@ -161,7 +161,9 @@ def digest(observed: ObservedState, routes: bytes) -> str:
     the record too)."""
     h = hashlib.sha256(routes)
     for field in fields(observed):
-        if field.name not in ("routes", "nexthops"):
+        if field.name == "policy":  # sets of elements: their repr's order differs by process
+            h.update(f"policy={table_digest(observed.policy)}\n".encode())
+        elif field.name not in ("routes", "nexthops"):
             h.update(f"{field.name}={getattr(observed, field.name)!r}\n".encode())
     return h.hexdigest()
 

@@ -4,8 +4,12 @@ compares with, the guard's count, and the text replayed into nft checked."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -295,3 +299,25 @@ def test_a_listing_not_read_at_all_is_replaced_not_created() -> None:
     assert read.table is None and read.unread
     (change,), _ = diff_policy(*states(TABLE, None, policy_unread=read.unread))
     assert policy_payload(change).startswith("delete table inet kindplan-policy\n")
+
+
+def test_the_converged_digest_of_a_table_is_the_same_in_every_process() -> None:
+    # A one-shot apply compares its digest with the one an earlier process recorded; a set's
+    # repr follows string hashes, which differ from process to process.
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+        "from dataclasses import replace; "
+        "from test_policy_diff import OBSERVED, TABLE; from kindplan.node.observe import digest; "
+        "print(digest(replace(OBSERVED, policy=TABLE), b''))"
+    )
+    seen = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in range(1, 6)
+    }
+    assert len(seen) == 1, seen
