@@ -8,7 +8,8 @@ The cluster is generated (seeded): 200 namespaces labelled by name, team (20) an
 labelled app (50), tier and pod, serving named ports http (TCP 8080), metrics (TCP 9090) and
 dns (UDP 53); policies of five kinds, 200 each: a namespace's default deny, allow from pods by
 label on a named port, allow from the namespaces of a team, an ipBlock with except to a port
-range (endPort), and a namespace and pod selector in one peer on a named port.
+range (endPort), and (for tier=web pods) a namespace and pod selector in one peer on a named
+port.
 
 The table is compile_policy's when this tree has it and its snapshot schema takes the policies;
 until then (the "stand-in" source) it is built here in the shape a policy table has (sets of
@@ -88,6 +89,7 @@ def _policy(i: int, rng: random.Random) -> dict[str, Any]:
     ns = f"ns-{i // 5 % 200:03d}"
     kind = i % 5
     app = {"matchLabels": {"app": f"app-{rng.randrange(50)}"}}
+    web = {"matchLabels": {"tier": "web"}}  # the fifth kind: selects a third of a namespace
     rules: list[dict[str, Any]] = [
         [],  # default deny
         [
@@ -120,7 +122,7 @@ def _policy(i: int, rng: random.Random) -> dict[str, Any]:
         "kind": "NetworkPolicy",
         "metadata": {"namespace": ns, "name": f"pol-{i:04d}"},
         "spec": {
-            "podSelector": {} if kind in (0, 2) else app,
+            "podSelector": {} if kind in (0, 2) else web if kind == 4 else app,
             "policyTypes": ["Ingress"],
             "ingress": rules,
         },
@@ -308,6 +310,7 @@ def bench_netpol(
         r |= _converged(nft, table, diff_policy)
         changed, _, _ = table_for(relabelled(doc, node), node)
         assert changed is not None and changed.structure() == table.structure()
+        assert changed != table, "the label changed no element of this node's table"
         r |= {f"label_{k}": v for k, v in _write(nft, changed, diff_policy, policy_payload).items()}
     return r
 

@@ -41,6 +41,10 @@ from kindplan.node.netlink_codec import (
 )
 
 TIMEOUT_SECONDS = 10  # for one nft process: a transaction of a few lines takes milliseconds
+# The NetworkPolicy table can hold 100,000s of elements: nft takes some 2.6 s to list 100,000
+# (bench/netpol.py) and writes about 1.5 MB a second; its processes get that much longer.
+POLICY_LIST_SECONDS = 120
+BYTES_PER_SECOND = 200_000  # a transaction's allowance: TIMEOUT_SECONDS + a second per this
 # nf_tables over netlink (linux/netfilter/nfnetlink.h, nf_tables.h)
 _NETLINK_NETFILTER, _SUBSYS = 12, 10 << 8  # NFNL_SUBSYS_NFTABLES
 _GETTABLE, _GETGEN, _NEWGEN = _SUBSYS | 1, _SUBSYS | 16, _SUBSYS | 15
@@ -70,7 +74,7 @@ class Nftables:
         """`nft -f -`: all of `payload` in one transaction, or RuntimeFailure and nothing."""
         self._kept = self._kept_policy = None
         self.transactions += 1
-        _run(["nft", "-f", "-"], payload)
+        _run(["nft", "-f", "-"], payload, TIMEOUT_SECONDS + len(payload) // BYTES_PER_SECOND)
 
     def read_policy(self) -> PolicyRead:
         """kindplan's NetworkPolicy table (policytable.py), read from `nft list table`'s text
@@ -82,7 +86,7 @@ class Nftables:
         where = (POLICY_FAMILY, POLICY_NAME)
         read = ABSENT
         if where in tables():
-            read = parse_listing(self._list(*where, json=False))
+            read = parse_listing(self._list(*where, json=False, timeout=POLICY_LIST_SECONDS))
         if generation is not None:
             self._kept_policy = (generation, read)
         return read
@@ -106,10 +110,13 @@ class Nftables:
             self._kept = (generation, result)
         return result
 
-    def _list(self, family: str, name: str, *, json: bool = True) -> str | None:
+    def _list(
+        self, family: str, name: str, *, json: bool = True, timeout: float | None = None
+    ) -> str | None:
         self.listings += 1
+        cmd = ["nft", *(["-j"] if json else []), "list", "table", family, name]
         try:
-            return _run(["nft", *(["-j"] if json else []), "list", "table", family, name], None)
+            return _run(cmd, None, timeout)
         except RuntimeFailure as e:
             if "No such file or directory" in str(e):  # deleted since the table dump
                 return None
@@ -179,7 +186,8 @@ def parse_tables(dumped: list[tuple[int, bytes]]) -> frozenset[tuple[str, str]]:
     return frozenset(found)
 
 
-def _run(cmd: list[str], stdin: str | None) -> str:
+def _run(cmd: list[str], stdin: str | None, timeout: float | None = None) -> str:
+    timeout = TIMEOUT_SECONDS if timeout is None else timeout
     try:
         # A process group of its own, as iptables-restore's: a Ctrl-C meant for the loop must
         # not kill nft half way (a transaction is atomic, but its caller's record is not).
@@ -190,10 +198,10 @@ def _run(cmd: list[str], stdin: str | None) -> str:
             text=True,
             check=False,
             process_group=0,
-            timeout=TIMEOUT_SECONDS,
+            timeout=timeout,
         )
     except subprocess.TimeoutExpired as e:
-        raise RuntimeFailure(f"{' '.join(cmd[:2])}: no answer in {TIMEOUT_SECONDS} s") from e
+        raise RuntimeFailure(f"{' '.join(cmd[:2])}: no answer in {timeout} s") from e
     except OSError as e:
         raise RuntimeFailure(f"{cmd[0]}: cannot run: {e.strerror}") from e
     if proc.returncode != 0:

@@ -103,16 +103,11 @@ class Policy:
         monkeypatch.setattr(kindplan.core.compiler, "compile_policy", lambda s, n: self.want)
         real = kindplan.node.nftables._run
 
-        def run(cmd: list[str], stdin: str | None) -> str:
+        def run(cmd: list[str], stdin: str | None, timeout: float | None = None) -> str:
             self.runs.append((cmd, stdin))
-            if cmd[:2] != ["nft", "-f"] or self.transaction_timeout is None:
-                return real(cmd, stdin)
-            kept = kindplan.node.nftables.TIMEOUT_SECONDS
-            kindplan.node.nftables.TIMEOUT_SECONDS = self.transaction_timeout
-            try:
-                return real(cmd, stdin)
-            finally:
-                kindplan.node.nftables.TIMEOUT_SECONDS = kept
+            if cmd[:2] == ["nft", "-f"] and self.transaction_timeout is not None:
+                timeout = self.transaction_timeout
+            return real(cmd, stdin, timeout)
 
         monkeypatch.setattr(kindplan.node.nftables, "_run", run)
 
