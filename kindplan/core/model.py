@@ -216,6 +216,9 @@ class ObservedState:
     policy: NftTable | None = None
     policy_unread: tuple[str, ...] = ()
     policy_foreign: bool = False
+    # The ruleset's generation they were read at (None: not known): the converged record's
+    # digest stands for them by it (node/observe.py).
+    policy_generation: int | None = None
 
     def link(self, name: str) -> Link | None:
         return next((link for link in self.links if link.name == name), None)

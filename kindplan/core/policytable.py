@@ -51,6 +51,10 @@ class PolicyRead(NamedTuple):
     table: NftTable | None
     unread: tuple[str, ...] = ()
     foreign: bool = False
+    # The ruleset's generation it was read at (None: not known). A reading of the generation
+    # alone (table None) stands for the table as read at that generation: the converged
+    # record's digest (node/observe.py).
+    generation: int | None = None
 
 
 ABSENT = PolicyRead(None)

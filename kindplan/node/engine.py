@@ -281,7 +281,7 @@ def _remember(
         (
             observed_digest(node.kernel, node.iptables, where)
             if seen is None or routes is None
-            else digest(seen, routes)
+            else digest(seen, routes, stamped=True)
         ),
         str(where.conflist),
         where.families,

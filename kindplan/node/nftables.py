@@ -87,9 +87,21 @@ class Nftables:
         read = ABSENT
         if where in tables():
             read = parse_listing(self._list(*where, json=False, timeout=POLICY_LIST_SECONDS))
+            read = read._replace(generation=generation)  # said only of a table that is there
         if generation is not None:
             self._kept_policy = (generation, read)
         return read
+
+    def policy_generation(self) -> PolicyRead:
+        """The generation alone, standing for the policy table as read at it (a converged
+        record's digest: no nft process; none when there is no table, as read_policy's); the
+        table read as read_policy reads it when the kernel cannot be asked."""
+        generation = ruleset_generation()  # first: a commit after it moves it past the record's
+        if generation is None:
+            return self.read_policy()
+        if (POLICY_FAMILY, POLICY_NAME) not in tables():
+            return ABSENT  # as read_policy says of no table: no generation, nothing listed
+        return ABSENT._replace(generation=generation)
 
     def read_masq(self) -> tuple[MasqObserved, ...]:
         """kindplan's tables and kindnet's, as values (both families each; absent: None)."""

@@ -148,6 +148,11 @@ class NftablesPort(Protocol):
         of its name is someone else's."""
         ...
 
+    def policy_generation(self) -> PolicyRead:
+        """Only the ruleset's generation, standing for the table as read at it (read_policy's
+        reading if the kernel cannot be asked)."""
+        ...
+
 
 class NodeHandles(NamedTuple):
     """What the engine reaches a node through, once a NodeOpener has opened it.

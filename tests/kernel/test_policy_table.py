@@ -299,7 +299,9 @@ def test_the_converged_record_covers_the_table(policy: Policy) -> None:
     def fast() -> bool:
         return converged_record(node.ns, policy.options, remember, lock_timeout=5) is not None
 
+    before = len(policy.runs)
     assert fast()  # a one-shot apply of a converged node with a policy table: the fast path
+    assert policy.runs[before:] == []  # fresh handles, and still no nft: the generation alone
     sh("nft", "add element inet kindplan-policy isolated4 { 10.244.2.9 }", ns=node.ns)
     assert not fast()  # an element more: the full path, which takes it out again
     with open_node(node.ns, 5) as handles:

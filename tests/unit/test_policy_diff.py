@@ -129,12 +129,12 @@ def with_elements(table: NftTable, name: str, elements: set[str]) -> NftTable:
 
 
 def test_a_listing_reads_back_as_the_table_written() -> None:
-    assert parse_listing(LISTING) == (TABLE, (), False)
+    assert parse_listing(LISTING) == (TABLE, (), False, None)
 
 
 def test_a_table_without_the_marker_is_someone_else_s() -> None:
     theirs = LISTING.replace(f'comment "{MARKER}"', 'comment "theirs"')
-    assert parse_listing(theirs) == (None, (), True)
+    assert parse_listing(theirs) == (None, (), True, None)
     want, now = states(TABLE, None, policy_foreign=True)
     changes, warnings = diff_policy(want, now)
     assert changes == [] and "is not kindplan's" in warnings[0]
@@ -174,7 +174,12 @@ def test_what_is_not_understood_is_named_and_rewrites_the_table(
 
 def test_garbage_is_named_not_a_crash() -> None:
     assert parse_listing("Error: no such table\n").unread
-    assert parse_listing("") == (None, ("not a listing of table inet kindplan-policy",), False)
+    assert parse_listing("") == (
+        None,
+        ("not a listing of table inet kindplan-policy",),
+        False,
+        None,
+    )
 
 
 def test_the_same_table_needs_nothing_and_absent_both_nothing() -> None:
