@@ -357,8 +357,10 @@ def _write(nft: Any, table: NftTable, diff: Any, payload_of: Any) -> dict[str, A
 
 
 def _converged(nft: Any, table: NftTable, diff: Any) -> dict[str, Any]:
-    """A one-shot round (a fresh runner: one listing, parsed) and a watch round (the runner
-    kept: the generation held, no process), both finding nothing to do."""
+    """A full read of a fresh runner (one listing, parsed, diffed: a one-shot apply whose
+    converged record does not match), a one-shot apply's read that does (the generation alone,
+    node/observe.py's observed_digest), and a watch round (the runner kept: the generation
+    held), all finding nothing to do."""
     from kindplan.node.nftables import Nftables
 
     fresh = Nftables()
@@ -366,6 +368,10 @@ def _converged(nft: Any, table: NftTable, diff: Any) -> dict[str, Any]:
     changes, _ = diff(*_states(table, fresh))
     one_shot = time.perf_counter() - started
     assert changes == [], changes
+    stamp = Nftables()
+    started = time.perf_counter()
+    assert stamp.policy_generation().generation is not None
+    record = time.perf_counter() - started
     nft.read_policy()  # the write's own read back, as the apply's verification
     before = nft.listings + nft.transactions
     started = time.perf_counter()
@@ -374,6 +380,8 @@ def _converged(nft: Any, table: NftTable, diff: Any) -> dict[str, Any]:
     assert changes == []
     return {
         "one_shot_converged_s": one_shot,
+        "record_converged_s": record,
+        "record_converged_processes": stamp.listings + stamp.transactions,
         "watch_converged_s": watch,
         "watch_converged_processes": nft.listings + nft.transactions - before,
     }
@@ -395,7 +403,13 @@ def report_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"{r['tx_lines']} lines",
         ),
         (
-            "netpol: converged, one-shot (nft list, parse, diff)",
+            "netpol: converged, one-shot, record matches (generation)",
+            f"{r['record_converged_s'] * 1000:.1f} ms",
+            f"{r['record_converged_processes']} processes",
+            "",
+        ),
+        (
+            "netpol: full read (nft list, parse, diff)",
             f"{r['one_shot_converged_s'] * 1000:.0f} ms",
             "",
             "",
