@@ -34,6 +34,8 @@ sys.path.insert(0, str(ROOT / "bench"))  # crosssubnet.py beside it, however run
 from builders import cluster_doc, load  # noqa: E402
 from crosssubnet import Harness, bench_cross_subnet  # noqa: E402
 from crosssubnet import report_rows as cross_subnet_rows  # noqa: E402
+from netpol import bench_netpol  # noqa: E402
+from netpol import report_rows as netpol_rows  # noqa: E402
 
 from kindplan.core.compiler import compile_desired  # noqa: E402
 from kindplan.core.diff import diff  # noqa: E402
@@ -678,6 +680,8 @@ def report(results: dict) -> list[tuple[str, str, str, str]]:  # type: ignore[ty
         )
     if "cross_subnet" in results:
         rows += cross_subnet_rows(results["cross_subnet"])
+    if "netpol" in results:
+        rows += netpol_rows(results["netpol"])
     sc = results.get("scaling")
     if not sc:
         return rows
@@ -760,6 +764,7 @@ def main() -> int:
         results["startup"] = bench_startup(work, max(runs, 10))
         harness = Harness(bench_ns, sh, apply_cmd, run_timed, route_events)
         results["cross_subnet"] = bench_cross_subnet(work, cluster_doc(nodes), runs, harness)
+        results["netpol"] = bench_netpol(nodes, 30, 1000, bench_ns)  # one run: see netpol.py
     return _print(results, args.out)
 
 

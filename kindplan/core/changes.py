@@ -12,6 +12,7 @@ from kindplan.core.masq.dialects import DIALECTS, dialect
 from kindplan.core.masq.value import Masquerade, decode_masq, encode_masq
 from kindplan.core.model import Address
 from kindplan.core.nexthop_changes import AddNexthop, DelNexthop, ReplaceNexthop
+from kindplan.core.policychanges import DelPolicyTable, WritePolicyElements, WritePolicyTable
 from kindplan.core.routes import (
     Route,
     decode_route,
@@ -436,6 +437,10 @@ Change = (
     | AddNexthop
     | ReplaceNexthop
     | DelNexthop
+    # kindplan's NetworkPolicy table (core/policychanges.py)
+    | WritePolicyTable
+    | DelPolicyTable
+    | WritePolicyElements
 )
 
 

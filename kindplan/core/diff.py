@@ -31,6 +31,13 @@ from kindplan.core.model import DesiredState, ObservedState
 from kindplan.core.nexthop_changes import AddNexthop, DelNexthop, ReplaceNexthop
 from kindplan.core.nexthop_diff import diff_nexthops, nexthop_in_effect, nexthops_by_id
 from kindplan.core.nexthops import Nexthop
+from kindplan.core.policychanges import (
+    POLICY_CHANGES,
+    DelPolicyTable,
+    WritePolicyElements,
+    WritePolicyTable,
+)
+from kindplan.core.policydiff import diff_policy, policy_in_effect
 from kindplan.core.render import render_conflist
 from kindplan.core.routes import (
     DEFAULT_ROUTE_PROTO,
@@ -41,7 +48,15 @@ from kindplan.core.routes import (
     foreign_routes,
     route_for,
 )
-from kindplan.core.tunnelchanges import TUNNEL_CHANGES
+from kindplan.core.tunnelchanges import (
+    TUNNEL_CHANGES,
+    DelFdb,
+    DelNeighbour,
+    DelVxlan,
+    WriteFdb,
+    WriteNeighbour,
+    WriteVxlan,
+)
 from kindplan.core.tunneldiff import diff_tunnels, tunnel_in_effect
 
 
@@ -121,6 +136,9 @@ def diff(
     warnings += _source_specific(routes.source_specific)
     changes += routes.changes
     changes += _diff_masq(desired, observed, adopt, warnings)
+    policy, policy_warnings = diff_policy(desired, observed)
+    changes += policy  # before the conflist: a pod starts only once its policy holds
+    warnings += policy_warnings
     changes += routes.deletions
     changes += nexthops.deletions  # and out after them
     changes += tunnels.removals
@@ -403,6 +421,18 @@ def _in_effect(
 ) -> bool:
     if isinstance(change, TUNNEL_CHANGES):
         return tunnel_in_effect(change, observed)
+    if isinstance(change, POLICY_CHANGES):
+        return policy_in_effect(change, observed)
+    return _node_in_effect(change, observed, routes, held)
+
+
+def _node_in_effect(
+    change: Change,
+    observed: ObservedState,
+    routes: dict[object, list[Route]],
+    held: dict[int, Nexthop],
+) -> bool:
+    """_in_effect of the node's own plumbing: sysctls, addresses, routes, SNAT, the conflist."""
     match change:
         case SetSysctl(name=name, value=value):
             return any(s.name == name and s.value == value for s in observed.sysctls)
@@ -424,6 +454,18 @@ def _in_effect(
             return observed.conflist == content
         case AddNexthop() | ReplaceNexthop() | DelNexthop():
             return nexthop_in_effect(change, held)
+        case (
+            WriteVxlan()
+            | DelVxlan()
+            | WriteNeighbour()
+            | DelNeighbour()
+            | WriteFdb()
+            | DelFdb()
+            | WritePolicyTable()
+            | DelPolicyTable()
+            | WritePolicyElements()
+        ):
+            raise TypeError(f"weighed by its own module: {change}")
         case _:
             assert_never(change)
 

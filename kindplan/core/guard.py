@@ -36,6 +36,9 @@ from kindplan.core.changes import (
 )
 from kindplan.core.model import ObservedState
 from kindplan.core.nexthop_changes import AddNexthop, DelNexthop, ReplaceNexthop
+from kindplan.core.nfttable import NftTable
+from kindplan.core.policychanges import DelPolicyTable, WritePolicyElements, WritePolicyTable
+from kindplan.core.policytable import rule_count
 from kindplan.core.routes import owned_routes
 from kindplan.core.tunnelchanges import (
     DelFdb,
@@ -59,9 +62,14 @@ CONFLISTS = "conflist(s)"
 TUNNEL_PEERS = "tunnel peer(s)"  # a neighbour entry counts a peer (its FDB entry goes with it)
 TUNNEL_DEVICES = "tunnel device(s)"
 NEXTHOPS = "nexthop object(s)"
+# NetworkPolicy: a source that suddenly lists no policies (or half of them) would open every pod
+# they isolate; the table's deletion and the rules a rewrite drops are held like routes. Element
+# changes are not counted: pods come and go, and a pod list that empties is held as pod routes.
+POLICY_TABLES = "policy table(s)"
+POLICY_RULES = "policy rule(s)"
 KINDS = (
     *(PEER_ROUTES, POD_ROUTES, ADDRESSES, SNAT_RULES, SNAT_CHAINS, CONFLIST_RANGES, CONFLISTS),
-    *(TUNNEL_PEERS, TUNNEL_DEVICES, NEXTHOPS),
+    *(TUNNEL_PEERS, TUNNEL_DEVICES, NEXTHOPS, POLICY_TABLES, POLICY_RULES),
 )
 # The changes that take nothing away, not even looked at (5,000 additions at once); every other
 # type goes through removed_state, whose match must handle it (so a new type is never skipped).
@@ -95,6 +103,9 @@ def owned_state(observed: ObservedState, route_proto: int) -> Counter[str]:
     if observed.tunnels:
         owned[TUNNEL_PEERS] = len(observed.neighbours)
         owned[TUNNEL_DEVICES] = sum(1 for t in observed.tunnels if t.owned)
+    if observed.policy is not None:
+        owned[POLICY_TABLES] = 1
+        owned[POLICY_RULES] = rule_count(observed.policy)
     if observed.conflist is not None:
         owned[CONFLISTS] += 1
         owned[CONFLIST_RANGES] += len(conflist_subnets(observed.conflist))
@@ -125,8 +136,8 @@ def removed_state(change: Change) -> Counter[str]:
             return Counter({CONFLIST_RANGES: len(gone)})
         case DeleteConflist(old=old):
             return Counter({CONFLISTS: 1, CONFLIST_RANGES: len(conflist_subnets(old))})
-        case DelNeighbour() | DelVxlan() | DelNexthop():
-            return Counter({_ENTRIES[type(change)]: 1})
+        case DelNeighbour() | DelVxlan() | DelNexthop() | DelPolicyTable() | WritePolicyTable():
+            return _entries_removed(change)
         case (
             WriteVxlan()  # a device's attributes replaced, or a new one
             | WriteNeighbour()
@@ -140,6 +151,7 @@ def removed_state(change: Change) -> Counter[str]:
             | ReplaceRoute()
             | WriteMasquerade()  # a new masquerade, or its hooks only
             | WriteConflist()  # a new conflist
+            | WritePolicyElements()  # elements only: not counted (see POLICY_RULES)
         ):
             return Counter()
         case _:
@@ -180,11 +192,31 @@ def owned_routes_delta(applied: Iterable[Change], route_proto: int) -> int:
                 | AddNexthop()
                 | ReplaceNexthop()
                 | DelNexthop()
+                | WritePolicyTable()
+                | DelPolicyTable()
+                | WritePolicyElements()
             ):
                 pass  # no route of kindplan's more or less
             case _:
                 assert_never(change)
     return delta
+
+
+def _entries_removed(
+    change: DelNeighbour | DelVxlan | DelNexthop | DelPolicyTable | WritePolicyTable,
+) -> Counter[str]:
+    """A tunnel's entry or device, a nexthop object; the policy table, or the rules a rewrite of
+    it drops (a new table drops none)."""
+    if isinstance(change, DelPolicyTable):
+        return Counter({POLICY_TABLES: 1, POLICY_RULES: rule_count(change.old)})
+    if isinstance(change, WritePolicyTable):
+        gone = _rules(change.old) - _rules(change.table) if change.old is not None else Counter()
+        return Counter({POLICY_RULES: gone.total()})
+    return Counter({_ENTRIES[type(change)]: 1})
+
+
+def _rules(table: NftTable) -> Counter[tuple[str, str]]:
+    return Counter((chain.name, rule) for chain in table.chains for rule in chain.rules)
 
 
 def conflist_subnets(text: str) -> frozenset[str]:

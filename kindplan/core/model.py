@@ -210,6 +210,15 @@ class ObservedState:
     fdb: tuple[FdbEntry, ...] = ()
     # Every nexthop object, sorted by id; None: the kernel has none (before Linux 5.3).
     nexthops: tuple[Nexthop, ...] | None = ()
+    # kindplan's NetworkPolicy table (core/policytable.py; None: none, or not kindplan's), what
+    # of it could not be read (the next write replaces it), and whether a table of its name is
+    # someone else's (no marker: left alone).
+    policy: NftTable | None = None
+    policy_unread: tuple[str, ...] = ()
+    policy_foreign: bool = False
+    # The ruleset's generation they were read at (None: not known): the converged record's
+    # digest stands for them by it (node/observe.py).
+    policy_generation: int | None = None
 
     def link(self, name: str) -> Link | None:
         return next((link for link in self.links if link.name == name), None)

@@ -25,6 +25,12 @@ from kindplan.core.changes import (
 )
 from kindplan.core.masq.dialects import dialect
 from kindplan.core.nexthop_changes import AddNexthop, DelNexthop, ReplaceNexthop
+from kindplan.core.policychanges import (
+    DelPolicyTable,
+    WritePolicyElements,
+    WritePolicyTable,
+    table_lines,
+)
 from kindplan.core.routes import route_for, route_was
 
 # Re-exported: the plan's readers (the CLI, the loop's log) take a route's words from here.
@@ -181,6 +187,8 @@ def details(change: Change) -> list[str]:
             ] or ["(same rules, new order)"]
         case WriteConflist(content=content, old=old) if old is not None:
             return conflist_changes(old, content)
+        case WritePolicyTable() | DelPolicyTable() | WritePolicyElements():
+            return policy_details(change)
         case (
             SetSysctl()
             | AddAddress()
@@ -205,6 +213,23 @@ def details(change: Change) -> list[str]:
             return []  # a one-line change, or a new chain or conflist (its lines are its own)
         case _:
             assert_never(change)
+
+
+def policy_details(change: WritePolicyTable | DelPolicyTable | WritePolicyElements) -> list[str]:
+    """The policy table's lines that change: declarations and rules of a rewrite (what could
+    not be read among them), elements of an element change; none for a new or deleted table."""
+    if isinstance(change, WritePolicyElements):
+        return [f"- set {n}: {e}" for n, e in change.delete] + [
+            f"+ set {n}: {e}" for n, e in change.add
+        ]
+    if isinstance(change, DelPolicyTable) or change.old is None:
+        return []
+    before = (*table_lines(change.old), *change.unread)
+    after = table_lines(change.table)
+    new, gone = set(after), set(before)
+    return [f"- {line}" for line in before if line not in new] + [
+        f"+ {line}" for line in after if line not in gone
+    ] or ["(same declarations and rules: elements of a set declared anew)"]
 
 
 def conflist_changes(old: str, new: str) -> list[str]:

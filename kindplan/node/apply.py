@@ -34,6 +34,12 @@ from kindplan.core.masq.dialects import dialect
 from kindplan.core.nexthop_changes import AddNexthop, DelNexthop, ReplaceNexthop
 from kindplan.core.nexthops import Nexthop
 from kindplan.core.planview import applied_text, describe
+from kindplan.core.policychanges import (
+    DelPolicyTable,
+    WritePolicyElements,
+    WritePolicyTable,
+    policy_payload,
+)
 from kindplan.core.routes import Route
 from kindplan.core.tunnelchanges import (
     TUNNEL_CHANGES,
@@ -51,7 +57,7 @@ from kindplan.node.observe import read_conflist
 if TYPE_CHECKING:
     from kindplan.core.model import ObservedState
     from kindplan.node.kernel import KernelError
-    from kindplan.node.ports import IptablesPort, KernelPort
+    from kindplan.node.ports import IptablesPort, KernelPort, NftablesPort
 
 T = TypeVar("T")
 
@@ -82,10 +88,8 @@ def apply_change(change: Change, kernel: KernelPort, iptables: IptablesPort) -> 
             kernel.add_address(address)
         case DelAddress(address=address):
             kernel.del_address(address)
-        case WriteMasquerade():
-            _masquerade(iptables, change, dialect(change.backend).write_payload(change))
-        case RemoveMasquerade():
-            _masquerade(iptables, change, dialect(change.backend).remove_payload(change))
+        case WriteMasquerade() | RemoveMasquerade():
+            _masquerade(iptables, change)
         case WriteConflist(path=path, content=content, old=old):
             _expect_conflist(Path(path), old)
             write_atomic(Path(path), content)
@@ -103,8 +107,17 @@ def apply_change(change: Change, kernel: KernelPort, iptables: IptablesPort) -> 
             raise TypeError(f"not a single change: {change}")
         case WriteVxlan() | DelVxlan() | WriteNeighbour() | DelNeighbour() | WriteFdb() | DelFdb():
             raise TypeError(f"a tunnel change goes with its batch: {change}")
+        case WritePolicyTable() | DelPolicyTable() | WritePolicyElements():
+            _nft(iptables).run(policy_payload(change))
         case _:
             assert_never(change)
+
+
+def _nft(iptables: IptablesPort) -> NftablesPort:
+    nft = iptables.nftables
+    if nft is None:
+        raise RuntimeFailure("nft: not found on this node (Debian's package nftables)")
+    return nft
 
 
 def _variant(iptables: IptablesPort, variant: str | None) -> IptablesPort:
@@ -112,16 +125,16 @@ def _variant(iptables: IptablesPort, variant: str | None) -> IptablesPort:
     return iptables if variant is None else iptables.for_backend(variant)
 
 
-def _masquerade(
-    iptables: IptablesPort, change: WriteMasquerade | RemoveMasquerade, payload: str
-) -> None:
+def _masquerade(iptables: IptablesPort, change: WriteMasquerade | RemoveMasquerade) -> None:
     """Run a masquerade change's payload with its backend's runner: nft for nftables (one
     transaction), else iptables-restore of the variant the change names (None: the one in use)."""
+    masq = dialect(change.backend)
+    if isinstance(change, WriteMasquerade):
+        payload = masq.write_payload(change)
+    else:
+        payload = masq.remove_payload(change)
     if change.backend == "nftables":
-        nft = iptables.nftables
-        if nft is None:
-            raise RuntimeFailure("nft: not found on this node (Debian's package nftables)")
-        nft.run(payload)
+        _nft(iptables).run(payload)
         return
     runner = _variant(iptables, change.variant)
     runner.restore(change.version, payload)
@@ -172,6 +185,9 @@ def route_write(change: Change) -> tuple[str, Route | Nexthop, bytes] | None:
             | DelNeighbour()
             | WriteFdb()
             | DelFdb()
+            | WritePolicyTable()
+            | DelPolicyTable()
+            | WritePolicyElements()
         ):
             return None
         case _:

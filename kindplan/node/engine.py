@@ -40,6 +40,14 @@ from kindplan.core.model import DesiredState, ObservedState, Options, Snapshot
 from kindplan.core.nexthop_changes import AddNexthop, ReplaceNexthop
 from kindplan.core.nexthop_diff import nexthop_overtaken, nexthops_by_id
 from kindplan.core.nexthops import nexthop_command
+from kindplan.core.policychanges import (
+    DelPolicyTable,
+    WritePolicyElements,
+    WritePolicyTable,
+    policy_payload,
+)
+from kindplan.core.policydiff import policy_held
+from kindplan.core.policytable import table_digest
 from kindplan.core.routes import Route, route_command
 from kindplan.errors import Interrupted, KindplanError, RuntimeFailure
 from kindplan.node.apply import (
@@ -273,7 +281,7 @@ def _remember(
         (
             observed_digest(node.kernel, node.iptables, where)
             if seen is None or routes is None
-            else digest(seen, routes)
+            else digest(seen, routes, stamped=True)
         ),
         str(where.conflist),
         where.families,
@@ -498,6 +506,13 @@ def _state_overtaken(undo: Change, observed: ObservedState) -> bool:
             return link is not None and link.index != ifindex
         case WriteMasquerade() | RemoveMasquerade():
             return masquerade_held(observed, undo) != (undo.old, undo.hooks, ())
+        case WritePolicyTable() | DelPolicyTable() | WritePolicyElements():
+            # the table exactly as the apply left it: every set, element, chain and rule
+            return (
+                observed.policy_foreign
+                or bool(observed.policy_unread)
+                or table_digest(observed.policy) != policy_held(undo)
+            )
         case _:
             return False
 
@@ -514,6 +529,13 @@ def _finish_by_hand(undo: Change, journal: Journal, generation: Generation) -> s
         return (
             f"{address.ifname} is another link than the apply's; if the address should go: ip "
             f"address del {address.address}/{address.prefixlen} dev {address.ifname}"
+        )
+    if isinstance(undo, WritePolicyTable | DelPolicyTable | WritePolicyElements):
+        saved = journal.path.parent / f"generation-{generation.number}.policy.nft"
+        write_atomic(saved, policy_payload(undo), mode=0o600)
+        return (
+            "the policy table changed since the apply; if it should still be put back as it "
+            f"was: nft -f {shlex.quote(str(saved))}"
         )
     if isinstance(undo, WriteMasquerade | RemoveMasquerade):
         return (

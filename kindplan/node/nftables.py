@@ -1,5 +1,6 @@
 """The only code that runs `nft`: a transaction on stdin (`nft -f -`), a table listed as JSON
-(`nft -j list table`), and what changed since kindplan last looked, asked over netlink.
+(`nft -j list table`, the masquerade's) or as text (`nft list table`, the NetworkPolicy table's:
+core/policytable.py says why), and what changed since kindplan last looked, asked over netlink.
 
 What the payloads say and what a listing means is the nftables dialect's (core/masq/nftables.py);
 this module runs the tool and lists only the tables that dialect reads: kindplan's own and the
@@ -22,6 +23,9 @@ import subprocess
 
 from kindplan.core.masq.nftables import KINDNET, parse_table, shape
 from kindplan.core.masq.value import MasqObserved
+from kindplan.core.policytable import ABSENT, PolicyRead, parse_listing
+from kindplan.core.policytable import FAMILY as POLICY_FAMILY
+from kindplan.core.policytable import NAME as POLICY_NAME
 from kindplan.errors import RuntimeFailure
 from kindplan.node.netlink import Netlink, open_socket
 from kindplan.node.netlink_codec import (
@@ -37,6 +41,10 @@ from kindplan.node.netlink_codec import (
 )
 
 TIMEOUT_SECONDS = 10  # for one nft process: a transaction of a few lines takes milliseconds
+# The NetworkPolicy table can hold 100,000s of elements: nft takes some 2.6 s to list 100,000
+# (bench/netpol.py) and writes about 1.5 MB a second; its processes get that much longer.
+POLICY_LIST_SECONDS = 120
+BYTES_PER_SECOND = 200_000  # a transaction's allowance: TIMEOUT_SECONDS + a second per this
 # nf_tables over netlink (linux/netfilter/nfnetlink.h, nf_tables.h)
 _NETLINK_NETFILTER, _SUBSYS = 12, 10 << 8  # NFNL_SUBSYS_NFTABLES
 _GETTABLE, _GETGEN, _NEWGEN = _SUBSYS | 1, _SUBSYS | 16, _SUBSYS | 15
@@ -58,12 +66,42 @@ class Nftables:
 
     def __init__(self) -> None:
         self._kept: tuple[int, tuple[MasqObserved, ...]] | None = None
-        self.listings = 0  # `nft -j list` processes run (tests, bench: a converged round's 0)
+        self._kept_policy: tuple[int, PolicyRead] | None = None
+        self.listings = 0  # `nft list` processes run (tests, bench: a converged round's 0)
+        self.transactions = 0  # `nft -f -` processes run
 
     def run(self, payload: str) -> None:
         """`nft -f -`: all of `payload` in one transaction, or RuntimeFailure and nothing."""
-        self._kept = None
-        _run(["nft", "-f", "-"], payload)
+        self._kept = self._kept_policy = None
+        self.transactions += 1
+        _run(["nft", "-f", "-"], payload, TIMEOUT_SECONDS + len(payload) // BYTES_PER_SECOND)
+
+    def read_policy(self) -> PolicyRead:
+        """kindplan's NetworkPolicy table (policytable.py), read from `nft list table`'s text
+        once the generation moved; a table of another family or name is never listed."""
+        generation = ruleset_generation()
+        kept = self._kept_policy
+        if kept is not None and generation is not None and kept[0] == generation:
+            return kept[1]
+        where = (POLICY_FAMILY, POLICY_NAME)
+        read = ABSENT
+        if where in tables():
+            read = parse_listing(self._list(*where, json=False, timeout=POLICY_LIST_SECONDS))
+            read = read._replace(generation=generation)  # said only of a table that is there
+        if generation is not None:
+            self._kept_policy = (generation, read)
+        return read
+
+    def policy_generation(self) -> PolicyRead:
+        """The generation alone, standing for the policy table as read at it (a converged
+        record's digest: no nft process; none when there is no table, as read_policy's); the
+        table read as read_policy reads it when the kernel cannot be asked."""
+        generation = ruleset_generation()  # first: a commit after it moves it past the record's
+        if generation is None:
+            return self.read_policy()
+        if (POLICY_FAMILY, POLICY_NAME) not in tables():
+            return ABSENT  # as read_policy says of no table: no generation, nothing listed
+        return ABSENT._replace(generation=generation)
 
     def read_masq(self) -> tuple[MasqObserved, ...]:
         """kindplan's tables and kindnet's, as values (both families each; absent: None)."""
@@ -84,10 +122,13 @@ class Nftables:
             self._kept = (generation, result)
         return result
 
-    def _list(self, family: str, name: str) -> str | None:
+    def _list(
+        self, family: str, name: str, *, json: bool = True, timeout: float | None = None
+    ) -> str | None:
         self.listings += 1
+        cmd = ["nft", *(["-j"] if json else []), "list", "table", family, name]
         try:
-            return _run(["nft", "-j", "list", "table", family, name], None)
+            return _run(cmd, None, timeout)
         except RuntimeFailure as e:
             if "No such file or directory" in str(e):  # deleted since the table dump
                 return None
@@ -157,7 +198,8 @@ def parse_tables(dumped: list[tuple[int, bytes]]) -> frozenset[tuple[str, str]]:
     return frozenset(found)
 
 
-def _run(cmd: list[str], stdin: str | None) -> str:
+def _run(cmd: list[str], stdin: str | None, timeout: float | None = None) -> str:
+    timeout = TIMEOUT_SECONDS if timeout is None else timeout
     try:
         # A process group of its own, as iptables-restore's: a Ctrl-C meant for the loop must
         # not kill nft half way (a transaction is atomic, but its caller's record is not).
@@ -168,10 +210,10 @@ def _run(cmd: list[str], stdin: str | None) -> str:
             text=True,
             check=False,
             process_group=0,
-            timeout=TIMEOUT_SECONDS,
+            timeout=timeout,
         )
     except subprocess.TimeoutExpired as e:
-        raise RuntimeFailure(f"{' '.join(cmd[:2])}: no answer in {TIMEOUT_SECONDS} s") from e
+        raise RuntimeFailure(f"{' '.join(cmd[:2])}: no answer in {timeout} s") from e
     except OSError as e:
         raise RuntimeFailure(f"{cmd[0]}: cannot run: {e.strerror}") from e
     if proc.returncode != 0:

@@ -25,6 +25,7 @@ from kindplan.core.model import (
     Snapshot,
 )
 from kindplan.core.nexthops import Nexthop
+from kindplan.core.policytable import ABSENT, PolicyRead, table_digest
 from kindplan.core.routes import DEFAULT_MTU, Route
 from kindplan.errors import RuntimeFailure
 from kindplan.node.cnicache import read_cni_cache
@@ -76,6 +77,13 @@ def read_observed(
     )
 
 
+def _read_policy(iptables: IptablesPort, *, generation_only: bool = False) -> PolicyRead:
+    nft = iptables.nftables  # the NetworkPolicy table: none without nft
+    if nft is None:
+        return ABSENT
+    return nft.policy_generation() if generation_only else nft.read_policy()
+
+
 def _read(
     kernel: KernelPort,
     iptables: IptablesPort,
@@ -84,6 +92,7 @@ def _read(
     local_pods: tuple[tuple[Pod, ...], tuple[str, ...]] | None,
     *,
     read_nexthops: Callable[[], tuple[Nexthop, ...] | None],
+    policy_generation_only: bool = False,
 ) -> ObservedState:
     links = kernel.read_links()  # first: the routes name their links by index
     conflist, conflist_error = None, None
@@ -93,6 +102,7 @@ def _read(
         conflist_error = str(e)
     pods, cache_warnings = read_local_pods(where) if local_pods is None else local_pods
     tunnels, neighbours, fdb = kernel.read_tunnels()  # after the links: it names them
+    policy = _read_policy(iptables, generation_only=policy_generation_only)
     return ObservedState(
         links=links,
         routes=read_routes(),
@@ -108,6 +118,10 @@ def _read(
         neighbours=neighbours,
         fdb=fdb,
         nexthops=read_nexthops(),
+        policy=policy.table,
+        policy_unread=policy.unread,
+        policy_foreign=policy.foreign,
+        policy_generation=policy.generation,
     )
 
 
@@ -144,19 +158,40 @@ def _int(ip: IPAddress | None) -> tuple[int, int] | None:
 def observed_digest(kernel: KernelPort, iptables: IptablesPort, where: Where) -> str:
     """The converged record's digest of the node: what read_observed reads, the routes hashed
     as the kernel dumps them instead of parsed (equal bytes parse to equal routes)."""
-    # The routes and the nexthop objects: hashed below, as dumped.
-    observed = _read(kernel, iptables, where, lambda: (), None, read_nexthops=lambda: ())
-    return digest(observed, kernel.route_digest())
+    # The routes and the nexthop objects: hashed below, as dumped; the policy table by the
+    # generation it is at (no nft process: a big table takes seconds to list).
+    observed = _read(
+        kernel,
+        iptables,
+        where,
+        lambda: (),
+        None,
+        read_nexthops=lambda: (),
+        policy_generation_only=True,
+    )
+    return digest(observed, kernel.route_digest(), stamped=True)
 
 
-def digest(observed: ObservedState, routes: bytes) -> str:
+_POLICY = ("policy", "policy_unread", "policy_foreign", "policy_generation")
+
+
+def digest(observed: ObservedState, routes: bytes, *, stamped: bool = False) -> str:
     """A digest of every field of `observed` but its routes and nexthop objects, which the digest
     `routes` stands for (every field: an input added to read_observed is in the fingerprint and
-    the record too)."""
+    the record too). `stamped` (the converged record's): the policy table by the ruleset's
+    generation it was read at, when known; else (a saved plan's fingerprint) by its content."""
     h = hashlib.sha256(routes)
+    stamp = observed.policy_generation if stamped else None
     for field in fields(observed):
+        if field.name in _POLICY:
+            continue
         if field.name not in ("routes", "nexthops"):
             h.update(f"{field.name}={getattr(observed, field.name)!r}\n".encode())
+    if stamp is not None:  # every nf_tables commit moves it: the same generation, the same table
+        h.update(f"policy@{stamp}\n".encode())
+    else:  # sets of elements by table_digest: their repr's order differs by process
+        h.update(f"policy={table_digest(observed.policy)}\n".encode())
+        h.update(f"{observed.policy_unread!r}{observed.policy_foreign!r}\n".encode())
     return h.hexdigest()
 
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from kindplan.core.masq.value import MasqObserved
     from kindplan.core.model import Address, Link, Sysctl
     from kindplan.core.nexthops import Nexthop
+    from kindplan.core.policytable import PolicyRead
     from kindplan.core.routes import Route
     from kindplan.core.tunnelchanges import TunnelChange
     from kindplan.node.kernel import KernelError
@@ -140,6 +141,16 @@ class NftablesPort(Protocol):
 
     def run(self, payload: str) -> None:
         """nft -f -: all of `payload` in one transaction, or RuntimeFailure."""
+        ...
+
+    def read_policy(self) -> PolicyRead:
+        """kindplan's NetworkPolicy table, what of it was not understood, and whether a table
+        of its name is someone else's."""
+        ...
+
+    def policy_generation(self) -> PolicyRead:
+        """Only the ruleset's generation, standing for the table as read at it (read_policy's
+        reading if the kernel cannot be asked)."""
         ...
 
 

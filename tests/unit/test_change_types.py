@@ -52,7 +52,7 @@ class Bare:
 
 # Every dispatch over Change, as module:function.
 DISPATCHES = {
-    "core/diff.py:_in_effect",
+    "core/diff.py:_node_in_effect",
     "core/guard.py:removed_state",
     "core/guard.py:owned_routes_delta",
     "core/planview.py:details",

@@ -19,6 +19,7 @@ import pytest
 from kindplan.core.masq.value import MasqObserved, MasqRule, Masquerade
 from kindplan.core.model import Link, ObservedState, Pod, Sysctl
 from kindplan.core.nexthops import Nexthop
+from kindplan.core.nfttable import NftChain, NftSet, NftTable
 from kindplan.core.routes import Route, RouteSpecial
 from kindplan.core.tunnel import FdbEntry, Neighbour, Vxlan
 from kindplan.node.observe import Where, digest, fingerprint, observed_digest, read_observed
@@ -52,6 +53,15 @@ OTHER = {
     "neighbours": (Neighbour("kindplan.vxlan4", ip_address("10.244.1.0"), "0a:58:c6:12:00:0b"),),
     "fdb": (FdbEntry("kindplan.vxlan4", "0a:58:c6:12:00:0b", ip_address("198.19.0.11")),),
     "nexthops": (Nexthop(1, 4, ip_address("198.18.0.11"), "eth0", 75),),
+    "policy": NftTable(
+        "inet",
+        "kindplan-policy",
+        (NftSet("peers", "ipv4_addr", ("interval",), frozenset({"10.244.1.5"})),),
+        (NftChain("forward", "type filter hook forward priority filter; policy accept;", ()),),
+    ),
+    "policy_unread": ("set peers: auto-merge",),
+    "policy_foreign": True,
+    "policy_generation": 7,
 }
 
 
@@ -63,14 +73,28 @@ def test_the_table_has_every_field_of_the_observed_node() -> None:
 def test_any_field_changed_changes_the_fingerprint_and_the_converged_digest(name: str) -> None:
     changed = replace(NODE, **{name: OTHER[name]})
     assert changed != NODE
-    assert fingerprint(changed) != fingerprint(NODE)
     dumped = hashlib.sha256(b"the route table as dumped").digest()
+    if name == "policy_generation":  # a stamp of the policy table for the converged record
+        assert fingerprint(changed) == fingerprint(NODE)  # a saved plan compares the content
+        assert digest(changed, dumped, stamped=True) != digest(NODE, dumped, stamped=True)
+        return
+    assert fingerprint(changed) != fingerprint(NODE)
     if name in ("routes", "nexthops"):  # the converged digest takes the routes (and nexthop
         # objects) as dumped (their bytes' hash), not as parsed; that a changed dump changes
         # it: the "a route's metric" and "a nexthop object" rows below
         assert digest(changed, dumped) == digest(NODE, dumped)
     else:
         assert digest(changed, dumped) != digest(NODE, dumped)
+
+
+def test_the_converged_digest_takes_the_policy_table_by_its_generation() -> None:
+    # A one-shot apply reads the generation alone (no nft list of a table of 100,000s of
+    # elements): at the same generation, the table is the one the record was made from.
+    dumped = hashlib.sha256(b"the route table as dumped").digest()
+    at = replace(NODE, policy=OTHER["policy"], policy_generation=7)
+    alone = replace(NODE, policy_generation=7)  # what the one-shot apply's read gives
+    assert digest(at, dumped, stamped=True) == digest(alone, dumped, stamped=True)
+    assert digest(at, dumped) != digest(alone, dumped)  # unstamped: the content
 
 
 # Each field of a route that a dump shows, changed.
