@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ipaddress import ip_network
 from operator import itemgetter
+from typing import TYPE_CHECKING
 
 from kindplan.core.addresses import IPNetwork, parse_cidr
 from kindplan.core.crosssubnet import compile_tunnels
@@ -38,6 +39,9 @@ from kindplan.core.routes import (
     RouteSpecial,
 )
 from kindplan.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from kindplan.core.nfttable import NftTable
 
 FORWARDING_SYSCTLS = {4: "net.ipv4.ip_forward", 6: "net.ipv6.conf.all.forwarding"}
 
@@ -99,11 +103,7 @@ def compile_desired(
         routes.extend(pod_routes)
         addresses.extend(pod_addresses)
     families = snapshot.families
-    policy = None
-    if snapshot.policies:  # only then: a cluster without policies never loads core/policy
-        from kindplan.core.policy.compile import compile_policy
-
-        policy = compile_policy(snapshot, node)
+    policy = policy_table(snapshot, node)
     return DesiredState(
         node=node.name,
         routes=tuple(sorted(routes, key=ROUTE_ORDER)),
@@ -219,6 +219,15 @@ def _peer_routes(
                 Route(cidr, uplink, gateway, "universe", metric, proto, MAIN_TABLE, peer.name)
             )
     return by_family[4] + by_family[6]
+
+
+def policy_table(snapshot: Snapshot, node: Node) -> NftTable | None:
+    """The node's NetworkPolicy table; a cluster without policies never loads core/policy."""
+    if not snapshot.policies:
+        return None
+    from kindplan.core.policy.compile import compile_policy
+
+    return compile_policy(snapshot, node)
 
 
 def _pod_plumbing(node: Node, pod: Pod, proto: int) -> tuple[list[Route], list[Address]]:

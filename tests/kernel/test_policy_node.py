@@ -100,7 +100,7 @@ class Policy:
         self.snapshot = load_snapshot(str(node.snapshot)).snapshot
         self.options = Options(node=node.name, conf_dir=str(node.tmp / "cni"))
         self.journal = Journal(node.tmp / "state", node.ns)
-        monkeypatch.setattr(kindplan.core.compiler, "compile_policy", lambda s, n: self.want)
+        monkeypatch.setattr(kindplan.core.compiler, "policy_table", lambda s, n: self.want)
         real = kindplan.node.nftables._run
 
         def run(cmd: list[str], stdin: str | None, timeout: float | None = None) -> str:
