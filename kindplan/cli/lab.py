@@ -238,12 +238,14 @@ def lab_plan(
     """kindplan plan on a lab node, with its pods from the node's CNI cache."""
     _lab_needs_root("lab plan", "enter the lab's network namespaces")
     from kindplan.core.planview import format_plan
-    from kindplan.lab.run import plan_lab_node
+    from kindplan.lab.run import lab_snapshot, plan_lab_node
     from kindplan.lab.topology import load
+    from kindplan.node.engine import policy_facts
 
     lab = load(name, state_dir)
     planned = plan_lab_node(lab, lab.node(node))
-    sys.stdout.write(format_plan(planned.plan, color=sys.stdout.isatty()))
+    policy = policy_facts(planned, lab_snapshot(lab))
+    sys.stdout.write(format_plan(planned.plan, color=sys.stdout.isatty(), policy=policy))
     pending = not planned.plan.empty or bool(planned.plan.conflicts)
     return ExitStatus.CHANGES_PENDING if detailed_exitcode and pending else ExitStatus.OK
 

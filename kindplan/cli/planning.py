@@ -149,9 +149,10 @@ def _plan(args: PlanArgs) -> int:
     options, netns = args.target.options(), args.target.netns
     known_node(snap, options.node, host_name=args.target.node is None)
     needs_root_here("plan", netns, "to read the node's iptables rules (iptables-save)")
-    from kindplan.node.engine import conflist_left_alone, plan_node
+    from kindplan.node.engine import conflist_left_alone, plan_node, policy_facts
 
     planned = plan_node(snap, options, netns)
+    policy = policy_facts(planned, snap)
     if args.out is not None:
         saved = SavedPlan(
             fingerprint=planned.fingerprint,
@@ -164,11 +165,10 @@ def _plan(args: PlanArgs) -> int:
         )
         save_plan(args.out, saved)
     if args.json_out:
-        typer.echo(
-            json.dumps(plan_to_json(planned.plan, fingerprint=planned.fingerprint), indent=2)
-        )
+        document = plan_to_json(planned.plan, policy=policy, fingerprint=planned.fingerprint)
+        typer.echo(json.dumps(document, indent=2))
     else:
-        sys.stdout.write(format_plan(planned.plan, color=sys.stdout.isatty()))
+        sys.stdout.write(format_plan(planned.plan, color=sys.stdout.isatty(), policy=policy))
     left_alone = conflist_left_alone(planned.observed)
     if left_alone is not None:
         typer.echo(f"error: {one_line(left_alone)}", err=True)

@@ -15,7 +15,7 @@ import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from kindplan.core.changes import (
     AddRoute,
@@ -77,6 +77,9 @@ from kindplan.node.observe import (
 from kindplan.node.opener import open_node
 from kindplan.node.ports import IptablesPort, KernelPort, NodeHandles
 
+if TYPE_CHECKING:
+    from kindplan.core.policy.facts import PolicyLine
+
 T = TypeVar("T")
 
 
@@ -92,6 +95,16 @@ class Planned:
         """A digest of the observed node (10,000 routes at 5,000 dual-stack nodes: made only
         when asked)."""
         return fingerprint(self.observed)
+
+
+def policy_facts(planned: Planned, snapshot: Snapshot) -> list[PolicyLine]:
+    """What the plan's NetworkPolicy change means in pods and policies (core/policy/facts.py):
+    nothing to load for a node without a policy table either side."""
+    if planned.observed.policy is None and planned.desired.policy is None:
+        return []
+    from kindplan.core.policy.facts import policy_lines
+
+    return policy_lines(planned.observed.policy, planned.desired.policy, snapshot)
 
 
 class Memo:
