@@ -210,6 +210,7 @@ class ObservedState:
     fdb: tuple[FdbEntry, ...] = ()
     # Every nexthop object, sorted by id; None: the kernel has none (before Linux 5.3).
     nexthops: tuple[Nexthop, ...] | None = ()
+
     def link(self, name: str) -> Link | None:
         return next((link for link in self.links if link.name == name), None)
 

@@ -88,3 +88,38 @@ def test_render_of_json_loads_no_kernel_agent_lab_or_yaml(tmp_path: Path) -> Non
     assert stray == set()
     # jinja2 renders the conflist; the input's schema check is not the command line's business.
     assert modules & (HEAVY - {"jinja2", "jsonschema"}) == set()
+
+
+def test_the_command_ends_without_the_interpreters_teardown(tmp_path: Path) -> None:
+    """console() (the `kindplan` command, `python -m kindplan.cli`) runs the atexit handlers and
+    flushes its output, then ends the process: no object is freed one by one (a __del__ of a
+    module's global would run in the teardown), and the status is main()'s."""
+    code = (
+        "import atexit, sys\n"
+        "class Teardown:\n"
+        "    def __del__(self): print('teardown ran')\n"
+        "kept = Teardown()\n"
+        "atexit.register(print, 'atexit ran')\n"
+        "sys.argv = ['kindplan', *sys.argv[1:]]\n"
+        "from kindplan.cli import console\n"
+        "console()\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", code, "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines()[-1] == "atexit ran"
+    assert "teardown ran" not in ran.stdout
+    failed = subprocess.run(
+        [sys.executable, "-c", code, "no-such-command"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert failed.returncode == 64 and failed.stderr.startswith("error:"), failed
+    assert failed.stdout == "atexit ran\n"
