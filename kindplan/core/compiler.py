@@ -10,6 +10,7 @@ from kindplan.core.crosssubnet import compile_tunnels
 from kindplan.core.masq.dialects import dialect
 from kindplan.core.masq.value import MasqObserved, Masquerade, wanted
 from kindplan.core.model import (
+    FORWARDING_SYSCTLS,
     Address,
     CniConfig,
     DesiredState,
@@ -38,8 +39,6 @@ from kindplan.core.routes import (
     RouteSpecial,
 )
 from kindplan.errors import InvalidInputError
-
-FORWARDING_SYSCTLS = {4: "net.ipv4.ip_forward", 6: "net.ipv6.conf.all.forwarding"}
 
 
 def find_node(snapshot: Snapshot, name: str, *, host_name: bool = False) -> Node:
