@@ -19,6 +19,7 @@ SEED = ROOT / "fixtures" / "seed-lab" / "snapshot.yaml"
 COMMAND_LINE = {
     "kindplan",
     "kindplan.cli",
+    "kindplan.cli.applyonce",
     "kindplan.cli.inputs",
     "kindplan.cli.inspect",
     "kindplan.cli.lab",
