@@ -9,13 +9,16 @@ the command line. quick.py answers a converged node's apply before any of it is 
 
 from __future__ import annotations
 
+import atexit
+import os
 import sys
-from typing import TYPE_CHECKING
+import threading
+from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     import typer
 
-__all__ = ["app", "main"]
+__all__ = ["app", "console", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +32,33 @@ def main(argv: list[str] | None = None) -> int:
     from kindplan.cli.program import main as run
 
     return run(argv)
+
+
+def console() -> NoReturn:
+    """The `kindplan` command and `python -m kindplan.cli`: main(), then the process ends.
+
+    Without the interpreter's teardown when nothing needs it: freeing every object one by one
+    and a last collection of them all, a sixteenth of a converged apply's instructions (24M of
+    391M at 5,000 nodes) for memory the kernel takes back at once. What the teardown does that
+    matters happens first: the atexit handlers (logging's flush, temporary folders'
+    finalizers) and the flush of stdout and stderr. A thread still running, or a flush that
+    fails (a closed pipe), and the process ends the usual way, as it would have without this.
+    """
+    status = main()
+    if threading.active_count() == 1 and _flushed():
+        atexit._run_exitfuncs()
+        if _flushed():
+            os._exit(status)
+    sys.exit(status)
+
+
+def _flushed() -> bool:
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed pipe or stream: the usual exit says so, as ever
+        return False
+    return True
 
 
 def __getattr__(name: str) -> typer.Typer:

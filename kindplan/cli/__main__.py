@@ -1,7 +1,5 @@
 """`python -m kindplan.cli`: the same as the `kindplan` command."""
 
-import sys
+from kindplan.cli import console
 
-from kindplan.cli import main
-
-sys.exit(main())
+console()

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from kindplan.cli.applyonce import known_node, parse
 from kindplan.cli.options import (
     CrossSubnetOpt,
     MasqBackendOpt,
@@ -20,26 +21,12 @@ from kindplan.cli.options import (
 )
 from kindplan.cli.target import split
 from kindplan.core.routes import DEFAULT_MTU, DEFAULT_ROUTE_PROTO
-from kindplan.errors import InvalidInputError, Problem, UsageError
+from kindplan.errors import UsageError
 from kindplan.status import ExitStatus
 
 if TYPE_CHECKING:
     from kindplan.core.addresses import IPNetwork
     from kindplan.core.model import HostFacts, Snapshot
-    from kindplan.inputs.sources import Input
-
-
-def warnings_text(problems: tuple[Problem, ...] | list[Problem]) -> str:
-    return "".join(f"warning: {problem}\n" for problem in problems)
-
-
-def parse(given: Input, *, strict: bool = False) -> Snapshot:
-    """The snapshot read; its warnings go to stderr."""
-    from kindplan.inputs.sources import load as load_input
-
-    loaded = load_input(given, strict=strict)
-    sys.stderr.write(warnings_text(loaded.warnings))
-    return loaded.snapshot
 
 
 def load(path: str, pod_subnets: tuple[str, ...], *, strict: bool = False) -> Snapshot:
@@ -269,14 +256,3 @@ def _facts_of(
         return facts
     own = tuple(n for n in networks for ip in node.internal_ips if ip in n)
     return replace(facts, networks=own)
-
-
-def known_node(snap: Snapshot, name: str, *, host_name: bool = False) -> None:
-    """A node named on the command line (or the host name standing in for it) that the snapshot
-    has not got is the command line's mistake, a usage error (README: "Exit statuses")."""
-    from kindplan.core.compiler import find_node
-
-    try:
-        find_node(snap, name, host_name=host_name)
-    except InvalidInputError as e:
-        raise UsageError(str(e)) from None

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from kindplan.cli.applyonce import say_if_locked
 from kindplan.cli.options import (
     LockTimeoutOpt,
     NetnsOpt,
@@ -16,7 +17,6 @@ from kindplan.cli.options import (
     StateDirOpt,
     needs_root_here,
 )
-from kindplan.cli.planning import say_if_locked
 from kindplan.cli.target import DEFAULT_STATE_DIR, LOCK_TIMEOUT_SECONDS
 from kindplan.core.routes import DEFAULT_ROUTE_PROTO
 from kindplan.errors import RuntimeFailure

@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
+from kindplan.cli.applyonce import say_each
 from kindplan.cli.options import AdoptOpt, CrossSubnetOpt, MasqBackendOpt, RouteStyleOpt
-from kindplan.cli.planning import say_each
 from kindplan.cli.usage import Command, ExecCommand
 from kindplan.errors import UsageError
 from kindplan.status import ExitStatus

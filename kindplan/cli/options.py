@@ -298,19 +298,6 @@ class PlanArgs(NamedTuple):
     kubeconfig: str | None = None
 
 
-class ApplyArgs(NamedTuple):
-    """apply's parameters that both of its modes, once and --watch, take."""
-
-    snapshot: str | None
-    plan_file: Path | None
-    pod_subnets: tuple[str, ...]
-    target: Target
-    state_dir: Path
-    lock_timeout: float
-    kube: bool = False  # the nodes from the Kubernetes API instead of SNAPSHOT
-    kubeconfig: str | None = None
-
-
 class TraceArgs(NamedTuple):
     """trace's parameters."""
 

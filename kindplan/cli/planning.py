@@ -4,17 +4,14 @@ wired in watch.py)."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kindplan.cli.inputs import known_node, parse, warnings_text
+from kindplan.cli.applyonce import ApplyArgs, apply_once, known_node, parse
 from kindplan.cli.options import (
     AdoptOpt,
-    ApplyArgs,
     CniCacheOpt,
     ConfDirOpt,
     CrossSubnetOpt,
@@ -40,12 +37,7 @@ from kindplan.errors import UsageError, one_line
 from kindplan.status import ExitStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    from kindplan.core.changes import Plan
-    from kindplan.core.model import Options, Snapshot
-    from kindplan.node.converged import Remember
-    from kindplan.node.saved import SavedPlan
+    pass
 
 IntervalOpt = Annotated[
     str, typer.Option(help="With --watch: time between rounds (10s, 500ms, 1m), with 10% jitter.")
@@ -298,154 +290,4 @@ def apply(  # noqa: PLR0913, PLR0917 - typer: a parameter per option
         from kindplan.inputs.sources import check_choice
 
         check_choice(snapshot, kube, kubeconfig)  # before the node is locked
-    with _sigint_deferred() as stop:
-        return _apply_once(args, stop)
-
-
-def _apply_once(args: ApplyArgs, stop: Callable[[], bool]) -> int:
-    saved = None
-    remember = None
-    if args.plan_file is not None:
-        saved = _saved_plan(args.plan_file, args.target)
-        from kindplan.inputs.sources import Input
-
-        snap = parse(Input(saved.snapshot, saved.source, split(saved.pod_subnets)))
-        options, netns = saved.options, saved.netns
-        _lock(netns, args.lock_timeout)
-    else:
-        options, netns = args.target.options(), args.target.netns
-        _lock(netns, args.lock_timeout)
-        known = _known_converged(args, options)
-        if isinstance(known, str):  # the same inputs, the same node: the same empty plan
-            sys.stdout.write(known)
-            return ExitStatus.OK
-        snap, remember = known
-        known_node(snap, options.node, host_name=args.target.node is None)
-    # Imported only now: a converged node's apply (above) needs none of it.
-    from kindplan.core.planview import format_plan, summary
-    from kindplan.node.engine import apply_node
-    from kindplan.node.journal import Journal
-
-    planned, report = apply_node(
-        snap,
-        options,
-        netns,
-        lock_timeout=args.lock_timeout,
-        steps=() if saved is None else (saved.check,),
-        journal=Journal(args.state_dir, netns),
-        remember=remember,
-        stop=stop,
-    )
-    if report is None:
-        sys.stdout.write(format_plan(planned.plan))
-        return ExitStatus.FAILURE if planned.plan.conflicts else ExitStatus.OK
-    for warning in planned.plan.warnings:
-        typer.echo(f"warning: {warning}", err=True)
-    say_each("applied", report.applied_texts)
-    for failure in report.failures:
-        typer.echo(f"error: {failure}", err=True)
-    residue = report.residue
-    if residue is not None and (not residue.empty or residue.conflicts):
-        typer.echo("still different after apply:", err=True)
-        typer.echo(format_plan(residue), err=True, nl=False)
-        return ExitStatus.FAILURE
-    typer.echo(f"Apply complete: {summary(planned.plan).removeprefix('Plan: ')}")
-    return ExitStatus.OK if report.ok else ExitStatus.FAILURE
-
-
-def _saved_plan(plan_file: Path, target: Target) -> SavedPlan:
-    """The plan saved in `plan_file`, if it was made for the node and namespace given (if any)."""
-    from kindplan.inputs.files import read_source
-    from kindplan.node.saved import parse_plan
-
-    saved = parse_plan(*read_source(str(plan_file)))  # bounded like a snapshot
-    # The plan names its node and namespace; a command line that names others is a mistake.
-    for flag, given, planned_for in (
-        ("--netns", target.netns, saved.netns),
-        ("--node", target.node, saved.options.node),
-    ):
-        if given is not None and given != planned_for:
-            raise UsageError(
-                f"{flag} {given}: {plan_file} was made for {flag} {planned_for or '(none)'}"
-            )
-    return saved
-
-
-def _lock(netns: str | None, timeout: float) -> None:
-    say_if_locked(netns, timeout)
-
-
-def say_if_locked(netns: str | None, timeout: float) -> None:
-    """Before waiting for another applier: whose lock, and for how long (a namespace that is
-    not there has no lock: the apply says so when it opens the node)."""
-    from kindplan.errors import RuntimeFailure
-    from kindplan.node.locking import apply_lock, lock_holder
-
-    try:
-        lock = apply_lock(netns)
-    except RuntimeFailure:
-        return
-    holder = lock_holder(lock)
-    if holder is not None and timeout > 0:
-        typer.echo(
-            f"waiting for {lock}: held by {holder}; up to {timeout:g} s (--lock-timeout)", err=True
-        )
-
-
-@contextmanager
-def _sigint_deferred() -> Iterator[Callable[[], bool]]:
-    """Ctrl-C asks a one-shot apply to stop between two batches, which are then all recorded in
-    the journal (a second Ctrl-C stops at once: every batch's undo is on disk before it is sent)."""
-    import signal
-
-    asked: list[int] = []
-
-    def handle(signum: int, _frame: object) -> None:
-        asked.append(signum)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    previous = signal.signal(signal.SIGINT, handle)
-    try:
-        yield lambda: bool(asked)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def say_each(verb: str, texts: Sequence[str]) -> None:
-    """One stdout line per change (its applied_text, which the apply wrote while the kernel
-    worked), written at once (typer.echo per line took ~0.1 s for the 10,000 routes of a full
-    apply)."""
-    sys.stdout.write("".join(f"{verb}: {text}\n" for text in texts))
-    sys.stdout.flush()
-
-
-def _known_converged(args: ApplyArgs, options: Options) -> str | tuple[Snapshot, Remember]:
-    """What a converged node's apply printed, if inputs and node are as they were then (the
-    snapshot is then not even parsed); else the snapshot, and how to remember a convergence."""
-    from kindplan.node.converged import Remember, converged_record, inputs_digest
-    from kindplan.node.statedir import target_dir
-
-    netns = args.target.netns
-    from kindplan.inputs.sources import read_input
-
-    given = read_input(args.snapshot, args.pod_subnets, kube=args.kube, kubeconfig=args.kubeconfig)
-    inputs = inputs_digest(given.data, given.pod_subnets, options, netns)
-    path = target_dir(args.state_dir, netns) / "converged.json"
-    remember = Remember(path, inputs, "", _converged_output)
-    record = converged_record(netns, options, remember, lock_timeout=args.lock_timeout)
-    if record is not None:
-        sys.stderr.write(record.warnings)
-        return record.output
-    from kindplan.inputs.sources import load
-
-    loaded = load(given)
-    warnings = warnings_text(loaded.warnings)
-    sys.stderr.write(warnings)
-    return loaded.snapshot, Remember(path, inputs, warnings, _converged_output)
-
-
-def _converged_output(plan: Plan) -> str:
-    """What apply prints for a converged node (recorded: the fast path prints it again)."""
-    from kindplan.core.planview import format_plan
-
-    return format_plan(plan)
+    return apply_once(args)

@@ -22,8 +22,9 @@ from typer._click.exceptions import UsageError as ClickUsageError
 
 from kindplan import __version__
 from kindplan.cli import inputs, inspect, lab, planning, trace
+from kindplan.cli.applyonce import failed
 from kindplan.cli.usage import Command, usage_lines
-from kindplan.errors import Interrupted, InvalidInputError, KindplanError, UsageError, one_line
+from kindplan.errors import Interrupted, KindplanError
 from kindplan.status import ExitStatus
 
 
@@ -148,22 +149,8 @@ def _run(argv: list[str] | None) -> int:
         typer.echo("aborted", err=True)
         return ExitStatus.FAILURE
     except KindplanError as e:
-        return _failed(e)
+        return failed(e)
     except KeyboardInterrupt:  # a second Ctrl-C: every undo sent is on disk already
         typer.echo("error: interrupted; kindplan history shows what the journal holds", err=True)
         return ExitStatus.INTERRUPTED
     return int(result) if isinstance(result, int) else ExitStatus.OK
-
-
-def _failed(e: KindplanError) -> ExitStatus:
-    """Say what went wrong; the exit status its kind of error stands for."""
-    if isinstance(e, InvalidInputError):
-        for problem in e.problems:
-            typer.echo(f"error: {problem}", err=True)
-        return ExitStatus.INVALID_INPUT
-    typer.echo(f"error: {one_line(str(e))}", err=True)  # paths from flags may hold newlines
-    if isinstance(e, UsageError):
-        return ExitStatus.USAGE
-    if isinstance(e, Interrupted):
-        return ExitStatus.INTERRUPTED
-    return ExitStatus.FAILURE

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kindplan.cli.inputs import known_node, load
+from kindplan.cli.applyonce import known_node
+from kindplan.cli.inputs import load
 from kindplan.cli.options import MasqBackendOpt, NetnsOpt, PodSubnetOpt, SnapshotArg, TraceArgs
 from kindplan.cli.target import split
 from kindplan.errors import UsageError

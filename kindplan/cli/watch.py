@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 from typing import TYPE_CHECKING, NamedTuple
 
-from kindplan.cli.options import ApplyArgs
+from kindplan.cli.applyonce import ApplyArgs
 from kindplan.errors import UsageError
 from kindplan.status import ExitStatus
 

@@ -67,9 +67,11 @@ def format_ip(addr: IPAddress) -> str:
     glibc and ipaddress agree on RFC 5952's form except where glibc writes a dotted IPv4 tail
     (::ffff:a.b.c.d); those fall back to ipaddress, so the output never depends on the platform.
     """
+    # int() and to_bytes rather than .packed: one Python call a format, not two (30,000 of
+    # them in a first apply through nexthop objects: the words, the journal, the objects').
     if isinstance(addr, IPv4Address):
-        return _socket.inet_ntoa(addr.packed)
-    text = _socket.inet_ntop(_socket.AF_INET6, addr.packed)
+        return _socket.inet_ntoa(int(addr).to_bytes(4, "big"))
+    text = _socket.inet_ntop(_socket.AF_INET6, int(addr).to_bytes(16, "big"))
     return str(addr) if "." in text else text
 
 

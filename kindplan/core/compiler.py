@@ -11,6 +11,7 @@ from kindplan.core.crosssubnet import compile_tunnels
 from kindplan.core.masq.dialects import dialect
 from kindplan.core.masq.value import MasqObserved, Masquerade, wanted
 from kindplan.core.model import (
+    FORWARDING_SYSCTLS,
     Address,
     CniConfig,
     DesiredState,
@@ -42,8 +43,6 @@ from kindplan.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from kindplan.core.nfttable import NftTable
-
-FORWARDING_SYSCTLS = {4: "net.ipv4.ip_forward", 6: "net.ipv6.conf.all.forwarding"}
 
 
 def find_node(snapshot: Snapshot, name: str, *, host_name: bool = False) -> Node:

@@ -137,6 +137,11 @@ class Sysctl:
     value: str
 
 
+# What the compiler sets to 1 and observe reads (here: the converged check reads them without
+# importing the compiler).
+FORWARDING_SYSCTLS = {4: "net.ipv4.ip_forward", 6: "net.ipv6.conf.all.forwarding"}
+
+
 @dataclass(frozen=True, slots=True)
 class CniConfig:
     """Everything the conflist says; rendered by render.render_conflist."""

@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from kindplan.core.addresses import IPAddress, format_ip
-from kindplan.core.compiler import FORWARDING_SYSCTLS
 from kindplan.core.masq.dialects import MasqWords, dialect
 from kindplan.core.masq.value import EXEMPT, MASQUERADE, MasqObserved
-from kindplan.core.model import HostPort
+from kindplan.core.model import FORWARDING_SYSCTLS, HostPort
 from kindplan.core.routes import DEVICE_NAMES
 from kindplan.core.tracepolicy import PolicyCheck, policy_check
 from kindplan.core.tracetunnel import tunnel_next, tunnel_notes

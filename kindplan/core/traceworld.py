@@ -20,13 +20,19 @@ from typing import Any, TypeVar
 
 from kindplan.core.addresses import IPAddress, IPNetwork, format_ip, format_net, parse_ip
 from kindplan.core.compiler import (
-    FORWARDING_SYSCTLS,
     compile_desired,
     masq_backend,
     route_style_families,
 )
 from kindplan.core.masq.value import MasqObserved
-from kindplan.core.model import HostFacts, Node, ObservedState, Pod, Snapshot
+from kindplan.core.model import (
+    FORWARDING_SYSCTLS,
+    HostFacts,
+    Node,
+    ObservedState,
+    Pod,
+    Snapshot,
+)
 from kindplan.core.routes import IPV6_DEFAULT_METRIC, Route
 from kindplan.errors import UsageError
 

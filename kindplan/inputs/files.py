@@ -15,12 +15,13 @@ import stat
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kindplan.core.document import MAX_INPUT_BYTES, parse_document
-from kindplan.core.snapshot import SNAPSHOT_KIND, Loaded
+from kindplan.core.document import MAX_INPUT_BYTES  # a constant: its parser is imported to parse
 from kindplan.errors import InvalidInputError, Problem, SourceError
-from kindplan.inputs.kinds import ITEMS, objects_of, parse_snapshot
+
+if TYPE_CHECKING:
+    from kindplan.core.snapshot import Loaded
 
 SNAPSHOT_SUFFIXES = (".json", ".yaml", ".yml")
 
@@ -57,6 +58,8 @@ def _read_file(path: str) -> bytes:
 
 def load_snapshot(path: str, *, pod_subnets: Sequence[str] = ()) -> Loaded:
     """Read and parse a snapshot or node list from a file, or from stdin when `path` is '-'."""
+    from kindplan.inputs.kinds import parse_snapshot
+
     data, source = read_source(path)
     return parse_snapshot(data, source=source, pod_subnets=pod_subnets)
 
@@ -85,6 +88,10 @@ def combine_directory(directory: str) -> bytes:
         )
     if len(names) == 1:
         return _read_file(os.path.join(directory, names[0]))
+    from kindplan.core.document import parse_document
+    from kindplan.core.snapshot import SNAPSHOT_KIND
+    from kindplan.inputs.kinds import ITEMS, objects_of
+
     items: list[Any] = []
     problems: list[Problem] = []
     total = 0
@@ -155,6 +162,8 @@ class FileSource:
 
     def read(self) -> Loaded:
         import hashlib
+
+        from kindplan.inputs.kinds import parse_snapshot
 
         if self._watch is not None:
             self._watch.rearm()  # the folder may be back (or new) since the watch was lost

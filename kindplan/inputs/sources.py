@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from kindplan.core.snapshot import Loaded
 from kindplan.errors import Problem, UsageError
+
+if TYPE_CHECKING:  # the checks: not a converged apply's, which only reads the bytes
+    from kindplan.core.snapshot import Loaded
 
 KUBE_FIRST_LIST_SECONDS = 5.0  # the loop's first round waits this long for the first node list
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -77,13 +78,24 @@ def _code_stamp() -> str:
         spec = importlib.util.find_spec(name)
         if spec is not None and spec.origin:
             roots.append(Path(spec.origin).parent)
-    stamps = []
+    stamps: list[str] = []
     for root in dict.fromkeys(roots):  # a wheel has templates/ inside the package
-        for path in sorted(root.rglob("*")):
-            if path.suffix in (".py", ".j2", ".json"):
-                st = path.stat()
-                stamps.append(f"{path}:{st.st_size}:{st.st_mtime_ns}")
+        _stamp_tree(str(root), stamps)
     return "\n".join(stamps)
+
+
+def _stamp_tree(folder: str, stamps: list[str]) -> None:
+    """`path:size:mtime` of each source file below `folder`, by name, folders after files:
+    os.scandir's entries, whose stat is the one the listing read (pathlib's rglob took three
+    times as long, a fiftieth of a converged apply)."""
+    entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    for entry in entries:
+        if entry.name.endswith((".py", ".j2", ".json")) and entry.is_file():
+            st = entry.stat()
+            stamps.append(f"{entry.path}:{st.st_size}:{st.st_mtime_ns}")
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            _stamp_tree(entry.path, stamps)
 
 
 def load_record(path: Path) -> Record | None:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
 import errno
 import os
 import stat
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -94,6 +92,8 @@ def write_atomic(path: Path, content: str, mode: int = 0o644, *, make_parents: b
     try:
         if make_parents:
             path.parent.mkdir(parents=True, exist_ok=True)
+        import tempfile  # a write's: a converged apply reads only
+
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -164,6 +164,8 @@ def diff_tree(root: Path, files: Mapping[str, str]) -> str:
 
     Files below `root` that would not be generated count as differences too (a stale golden file).
     """
+    import difflib  # render --check's: not every command's that reads or writes a file
+
     if not root.is_dir():
         raise RuntimeFailure(f"{root}: not a directory")
     on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}

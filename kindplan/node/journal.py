@@ -27,10 +27,12 @@ from kindplan.core.changes import (
     AddRoute,
     Change,
     DeleteConflist,
+    DelRoute,
     ReplaceRoute,
     WriteConflist,
     decode_change,
 )
+from kindplan.core.routes import route_json
 from kindplan.core.schemacheck import compile_schema
 from kindplan.errors import RuntimeFailure, one_line
 from kindplan.node.files import NotRegularFile, read_regular, write_atomic
@@ -359,7 +361,17 @@ def _line(generation: dict[str, Any]) -> str:
 
 
 def _encode_undo(undo: tuple[Change, ...]) -> str:
-    return json.dumps([c.encode() for c in undo], separators=(",", ":"))
+    """The JSON of `undo`'s encode()s, as json.dumps writes them; the deletes of routes that a
+    first apply's undo holds by the thousand written out at once (routes.route_json)."""
+    return "[" + ",".join([_encode_change(c) for c in undo]) + "]"
+
+
+def _encode_change(change: Change) -> str:
+    if type(change) is DelRoute:
+        route = route_json(change.route)
+        if route is not None:
+            return f'{{"type":"DelRoute","route":{route}}}'
+    return json.dumps(change.encode(), separators=(",", ":"))
 
 
 def _decode_generation(number: int, records: list[dict[str, Any]]) -> Generation:

@@ -114,13 +114,14 @@ class RouteMemo:
         return found
 
 
+_MESSAGE = operator.itemgetter(1)  # the message of a dump's (type, message)
+
+
 def route_digest(answers: list[tuple[int, bytes]]) -> bytes:
     """A digest of the answers of route dumps (no parse; the converged fast path: equal bytes
     parse to equal routes for equal link names)."""
-    h = hashlib.sha256()
-    for _, message in answers:
-        h.update(route_content(message))
-    return h.digest()
+    # One update of the joined contents: the same digest as one per message, a Python step less.
+    return hashlib.sha256(b"".join(map(route_content, map(_MESSAGE, answers)))).digest()
 
 
 def _request_struct(size: int, delete: bool, gateway: bool) -> struct.Struct:

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from kindplan.core.addresses import IPAddress, IPNetwork
-from kindplan.core.compiler import FORWARDING_SYSCTLS
 from kindplan.core.masq.value import MasqObserved
 from kindplan.core.model import (
+    FORWARDING_SYSCTLS,
     HostFacts,
     Link,
     Node,

@@ -12,18 +12,10 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from kindplan.core.routes import DEVICE_NAMES, DEVICES
 from kindplan.core.tunnel import FdbEntry, Neighbour, Vxlan
-from kindplan.core.tunnelchanges import (
-    DelFdb,
-    DelNeighbour,
-    DelVxlan,
-    TunnelChange,
-    WriteFdb,
-    WriteNeighbour,
-    WriteVxlan,
-)
 from kindplan.node.netlink import Netlink
 from kindplan.node.netlink_codec import NetlinkError
 from kindplan.node.netlink_tunnel import (
@@ -46,6 +38,9 @@ from kindplan.node.netlink_tunnel import (
     parse_neighbour,
     parse_vxlan,
 )
+
+if TYPE_CHECKING:
+    from kindplan.core.tunnelchanges import DelVxlan, TunnelChange, WriteVxlan
 
 TunnelsSeen = tuple[tuple[Vxlan, ...], tuple[Neighbour, ...], tuple[FdbEntry, ...]]
 
@@ -107,6 +102,8 @@ def write_tunnel(
     """Make `changes` in order: a device at a time (its index is needed next), the entries of
     consecutive changes in batches. `index` (the links by name) follows what is created and
     deleted. The error of each change, None for one done."""
+    from kindplan.core.tunnelchanges import DelVxlan, WriteVxlan  # the change types: a write's
+
     results: list[NetlinkError | None] = [None] * len(changes)
     pending: list[int] = []  # entry changes waiting to go in one batch
 
@@ -132,6 +129,15 @@ def write_tunnel(
 
 
 def _device_of(change: TunnelChange) -> str:
+    from kindplan.core.tunnelchanges import (
+        DelFdb,
+        DelNeighbour,
+        DelVxlan,
+        WriteFdb,
+        WriteNeighbour,
+        WriteVxlan,
+    )
+
     match change:
         case WriteNeighbour(neighbour=n) | DelNeighbour(neighbour=n):
             return n.ifname
@@ -142,6 +148,15 @@ def _device_of(change: TunnelChange) -> str:
 
 
 def _entry_request(change: TunnelChange, index: dict[str, int]) -> Request | None:
+    from kindplan.core.tunnelchanges import (
+        DelFdb,
+        DelNeighbour,
+        DelVxlan,
+        WriteFdb,
+        WriteNeighbour,
+        WriteVxlan,
+    )
+
     at = index.get(_device_of(change))
     if at is None:
         return None
@@ -168,6 +183,8 @@ def _gone_is_done(change: TunnelChange, error: NetlinkError | None) -> NetlinkEr
 def _device_change(
     netlink: Netlink, index: dict[str, int], change: WriteVxlan | DelVxlan
 ) -> NetlinkError | None:
+    from kindplan.core.tunnelchanges import DelVxlan
+
     name = change.vxlan.name
     seen = _devices(netlink).get(name)
     if isinstance(change, DelVxlan):

@@ -175,11 +175,50 @@ def test_a_converged_apply_is_answered_before_typer_is_loaded(
     assert "typer" in typer_program[3]
 
 
-def test_anything_but_a_converged_node_goes_the_usual_way(seed_worker2: Node) -> None:
+def test_a_node_that_is_not_converged_is_applied_before_typer_is_loaded(
+    seed_worker2: Node,
+) -> None:
+    """A first apply, and the repair of a drifted node, run without typer (cli/applyonce.py),
+    saying and doing what the typer program says and does."""
     node = seed_worker2
-    assert node.apply().returncode == 0
-    DRIFTS["peer route deleted"](node)
     argv = ["apply", *node.args(None), "--state-dir", str(node.tmp / "state")]
-    repaired = _run("from kindplan.cli import main", *argv)
-    assert repaired[0] == 0 and "applied: added route 10.244.0.0/24" in repaired[1]
-    assert "kindplan.cli.program" in repaired[3]
+    first = _run("from kindplan.cli import main", *argv)
+    assert first[0] == 0 and "Apply complete: " in first[1], first[:3]
+    assert "typer" not in first[3] and "kindplan.cli.program" not in first[3]
+    outcomes = []
+    for code in ("from kindplan.cli import main", "from kindplan.cli.program import main"):
+        DRIFTS["peer route deleted"](node)
+        outcomes.append(_run(code, *argv))
+    quick, typer_program = outcomes
+    assert quick[:3] == typer_program[:3]
+    assert quick[0] == 0 and "applied: added route 10.244.0.0/24" in quick[1]
+    assert "typer" not in quick[3] and "typer" in typer_program[3]
+
+
+def test_a_flag_value_typer_would_refuse_goes_the_usual_way(seed_worker2: Node) -> None:
+    """Each value quick.py reads is checked as options.py checks it: one typer refuses is
+    refused with typer's usage error, nothing applied."""
+    node = seed_worker2
+    state = ["--state-dir", str(node.tmp / "state")]
+    for bad in (
+        [*state, "--route-proto", "2"],
+        [*state, "--mtu", "100"],
+        ["--state-dir", str(node.snapshot)],  # a file, not a folder
+    ):
+        refused = _run("from kindplan.cli import main", "apply", *node.args(None), *bad)
+        assert refused[0] == 64 and "kindplan.cli.program" in refused[3], refused[:3]
+    assert not record_path(node).exists()
+
+
+def test_an_invalid_snapshot_applied_before_typer_says_what_typer_says(
+    seed_worker2: Node,
+) -> None:
+    node = seed_worker2
+    broken = node.tmp / "broken.json"
+    broken.write_text(json.dumps({"apiVersion": "kindplan/v1", "kind": "ClusterSnapshot"}))
+    argv = ["apply", *node.args(broken), "--state-dir", str(node.tmp / "state")]
+    quick = _run("from kindplan.cli import main", *argv)
+    typer_program = _run("from kindplan.cli.program import main", *argv)
+    assert quick[:3] == typer_program[:3]
+    assert quick[0] == 65 and quick[2].startswith("error: "), quick[:3]
+    assert "typer" not in quick[3]

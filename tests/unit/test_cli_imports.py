@@ -19,6 +19,7 @@ SEED = ROOT / "fixtures" / "seed-lab" / "snapshot.yaml"
 COMMAND_LINE = {
     "kindplan",
     "kindplan.cli",
+    "kindplan.cli.applyonce",
     "kindplan.cli.inputs",
     "kindplan.cli.inspect",
     "kindplan.cli.lab",
@@ -110,3 +111,38 @@ def test_only_a_snapshot_with_policies_loads_core_policy(tmp_path: Path) -> None
     snapshot.write_text(json.dumps(doc))
     assert "kindplan.core.policy.compile" in loaded(tmp_path, *argv)
     assert (out / "policy.nft").is_file()
+
+
+def test_the_command_ends_without_the_interpreters_teardown(tmp_path: Path) -> None:
+    """console() (the `kindplan` command, `python -m kindplan.cli`) runs the atexit handlers and
+    flushes its output, then ends the process: no object is freed one by one (a __del__ of a
+    module's global would run in the teardown), and the status is main()'s."""
+    code = (
+        "import atexit, sys\n"
+        "class Teardown:\n"
+        "    def __del__(self): print('teardown ran')\n"
+        "kept = Teardown()\n"
+        "atexit.register(print, 'atexit ran')\n"
+        "sys.argv = ['kindplan', *sys.argv[1:]]\n"
+        "from kindplan.cli import console\n"
+        "console()\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", code, "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines()[-1] == "atexit ran"
+    assert "teardown ran" not in ran.stdout
+    failed = subprocess.run(
+        [sys.executable, "-c", code, "no-such-command"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert failed.returncode == 64 and failed.stderr.startswith("error:"), failed
+    assert failed.stdout == "atexit ran\n"

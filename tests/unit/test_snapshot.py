@@ -488,6 +488,11 @@ ODD_NODES = [
     },
     {"name": "no-v6-ip", "internalIPs": ["192.0.2.30"], "podCIDRs": ["fd00:10:244:6::/64"]},
     {"name": "nothing", "internalIPs": [], "podCIDRs": []},
+    # The families as the short way reads them off the text (colons: IPv6).
+    {"name": "v6-ip-only", "internalIPs": ["2001:db8::5"], "podCIDRs": ["10.244.18.0/24"]},
+    {"name": "two-v6", "internalIPs": ["2001:db8::6", "2001:db8::7"], "podCIDRs": []},
+    {"name": "mapped", "internalIPs": ["::ffff:192.0.2.40"], "podCIDRs": ["10.244.19.0/24"]},
+    {"name": "no-ip", "internalIPs": [], "podCIDRs": ["10.244.20.0/24"]},
     {"name": "clean", "internalIPs": ["192.0.2.31"], "podCIDRs": ["10.244.17.0/24"]},
 ]
 
