@@ -55,9 +55,11 @@ ESTABLISHED = "ct state established,related accept"
 # A pod resolves its gateway (an address of the node) by neighbour discovery, which conntrack
 # does not track: egress isolation must not cut a pod off its node's neighbour table (IPv4's
 # ARP is no IP packet and meets no hook).
-NEIGHBOUR_DISCOVERY = (
-    "icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } accept "
-    'comment "neighbour discovery"'
+# One rule per type, not an anonymous set: a rule holds no braces, so the journal's reader can
+# refuse any text that could end its nft command (core/policytable.py).
+ND_TYPES = ("nd-router-solicit", "nd-neighbor-solicit", "nd-neighbor-advert")
+NEIGHBOUR_DISCOVERY = tuple(
+    f'icmpv6 type {kind} accept comment "neighbour discovery"' for kind in ND_TYPES
 )
 BASE_CHAINS = {
     "forward-egress": "type filter hook forward priority filter - 2; policy accept;",
@@ -135,7 +137,7 @@ class _Compiler:
                 BASE_CHAINS["input-egress"],
                 (
                     ESTABLISHED,
-                    *([NEIGHBOUR_DISCOVERY] if 6 in self.families else []),
+                    *(NEIGHBOUR_DISCOVERY if 6 in self.families else ()),
                     "jump egress",
                 ),
             ),

@@ -18,7 +18,7 @@ from ipaddress import ip_address, ip_network
 
 from kindplan.core.addresses import IPAddress
 from kindplan.core.nfttable import NftSet, NftTable
-from kindplan.core.policy.compile import NEIGHBOUR_DISCOVERY
+from kindplan.core.policy.compile import ND_TYPES
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +50,9 @@ class HookVerdict:
 
 Match = Callable[[Packet], bool]
 _RESULT_END = frozenset({"accept", "drop"})
-# compile's neighbour discovery match, as words (it never matches a TCP, UDP or SCTP packet)
-_NEIGHBOUR_DISCOVERY = NEIGHBOUR_DISCOVERY.partition(" accept")[0].split()
+# compile's neighbour discovery matches: `icmpv6 type <one of them>`, never a TCP, UDP or SCTP
+# packet
+_ND_TYPES = frozenset(ND_TYPES)
 _PORTS = re.compile(r"[0-9]{1,5}(-[0-9]{1,5})?")
 
 
@@ -125,8 +126,8 @@ class TableEvaluator:
     def _match(self, w: list[str]) -> tuple[Match, int]:
         if w[:3] == ["ct", "state", "established,related"]:
             return (lambda p: False), 3  # a new connection's first packet
-        if w[: len(_NEIGHBOUR_DISCOVERY)] == _NEIGHBOUR_DISCOVERY:
-            return (lambda p: False), len(_NEIGHBOUR_DISCOVERY)
+        if w[:2] == ["icmpv6", "type"] and len(w) >= 3 and w[2] in _ND_TYPES:
+            return (lambda p: False), 3
         if w[:1] in (["ip"], ["ip6"]) and len(w) >= 3:
             return self._address_match(w)
         if w[:2] == ["meta", "l4proto"] and len(w) >= 3 and w[2] in ("tcp", "udp", "sctp"):
