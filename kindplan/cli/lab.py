@@ -356,14 +356,8 @@ def lab_trace(  # noqa: PLR0917 - typer: a parameter per option
             f"{t.end.kind} at {t.end.at}"
         )
         for verdict in compare(lab, t):
-            detail = f" ({verdict.detail})" if verdict.detail else ""
-            if verdict.same:
-                typer.echo(f"  same  {verdict.where}: {verdict.plan}{detail}")
-            else:
-                parted += 1
-                typer.echo(
-                    f"  DIFF  {verdict.where}: plan {verdict.plan}; kernel {verdict.kernel}{detail}"
-                )
+            parted += not verdict.same
+            typer.echo(f"  {'same' if verdict.same else 'DIFF'}  {verdict.text()}")
     if parted:
         typer.echo(f"plan and kernel part at {parted} point(s)")
         return ExitStatus.FAILURE
