@@ -33,6 +33,10 @@ _OPERATORS = {"In": True, "NotIn": True, "Exists": False, "DoesNotExist": False}
 _NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]")
 _PREFIX = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _PORT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?")
+# metadata: a namespace is a DNS label, a policy's name a DNS subdomain, as the API checks them.
+# Bad input, not a policy to fail closed: they name its rules in nft's comments, plan and trace.
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 class NotUnderstood(ValueError):
@@ -49,10 +53,15 @@ def policy_key(raw: Any, at: str) -> tuple[str, str] | Problem:
     meta = raw.get("metadata") if isinstance(raw, dict) else None
     if not isinstance(raw, dict):
         return Problem(at, "a NetworkPolicy is an object")
-    for field in ("namespace", "name"):
+    for field, pattern, kind in (
+        ("namespace", _DNS_LABEL, "a namespace name (a DNS label)"),
+        ("name", _DNS_SUBDOMAIN, "a NetworkPolicy name (a DNS subdomain)"),
+    ):
         value = meta.get(field) if isinstance(meta, dict) else None
         if not isinstance(value, str) or not value:
             return Problem(f"{at}.metadata.{field}", f"a NetworkPolicy needs metadata.{field}")
+        if not pattern.fullmatch(value):
+            return Problem(f"{at}.metadata.{field}", f"{value[:80]!r} is not {kind}")
     assert isinstance(meta, dict)
     return (meta["namespace"], meta["name"])
 
