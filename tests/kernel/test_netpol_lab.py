@@ -446,3 +446,56 @@ def test_lab_snapshot_keeps_the_pods_labels_and_ports(plab: PolicyLab) -> None:
             pod["ips"],
         )
         assert shown["hostInterface"] == pod["hostInterface"]
+
+
+def test_show_lists_the_policy_table(plab: PolicyLab, tmp_path: Path) -> None:
+    """`kindplan show` on a lab node: no table without policies; with them the table's size,
+    each policy and the local pods it selects (named from --snapshot, else addresses), the
+    pods isolated each way; a table of that name without kindplan's marker is named, not read."""
+    lab = plab.lab
+    node = lab.node("kind-control-plane")  # x/a and y/c run here
+
+    def show(*args: str) -> list[str]:
+        out = subprocess.run(
+            [sys.executable, "-m", "kindplan.cli", "show", "--netns", node.ns, *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout.splitlines()[
+            out.stdout.splitlines().index("ip6tables nat: no KIND-MASQ-AGENT chain; 0 jumps") + 1 :
+        ]
+
+    assert show() == ["NetworkPolicy: no table inet kindplan-policy"]
+    deny = tmp_path / "deny.yaml"
+    deny.write_text(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+        "metadata: {name: deny-ingress, namespace: y}\n"
+        "spec: {podSelector: {}, policyTypes: [Ingress], ingress: []}\n"
+    )
+    applied = plab.run("policy", str(ALLOW_FROM_B), str(deny))
+    assert applied.returncode == 0, applied.stderr
+    ips = plab.ips()
+    try:
+        assert show("--snapshot", str(lab.snapshot_path)) == [
+            "NetworkPolicy: table inet kindplan-policy (6 sets, 7 elements, 8 rules)",
+            "  policy x/allow-from-b: selects x/a; ingress rule 0",
+            "  policy y/deny-ingress: selects y/c; no rule admits",
+            "  isolated for ingress: x/a, y/c",
+            "  isolated for egress: none",
+        ]
+        assert show()[1:3] == [
+            f"  policy x/allow-from-b: selects {ips['x/a']}; ingress rule 0",
+            f"  policy y/deny-ingress: selects {ips['y/c']}; no rule admits",
+        ]
+    finally:
+        set_policies(lab, [], lambda _: None)
+    assert show() == ["NetworkPolicy: no table inet kindplan-policy"]
+    sh("nft", "add", "table", "inet", "kindplan-policy", ns=node.ns)
+    try:
+        assert show() == [
+            "NetworkPolicy: table inet kindplan-policy: not kindplan's (no marker); left alone"
+        ]
+    finally:
+        sh("nft", "delete", "table", "inet", "kindplan-policy", ns=node.ns)
