@@ -181,6 +181,17 @@ REFUSED: list[tuple[Spec, str, str]] = [
         "spec.ingress[0].from[0].podSelector.matchExpressions[0].values",
         "In needs at least one value",
     ),
+    (  # found by tests/fuzz/test_fuzz_policy.py: a TypeError (unhashable) before
+        _ingress_peer(
+            {
+                "podSelector": {
+                    "matchExpressions": [{"key": "pod", "operator": ["In"], "values": ["a"]}]
+                }
+            }
+        ),
+        "spec.ingress[0].from[0].podSelector.matchExpressions[0].operator",
+        "['In'] is not In, NotIn, Exists, DoesNotExist",
+    ),
     (
         _ingress_peer({"namespaceSelector": {"matchLabels": {"ns": "x y"}}}),
         "spec.ingress[0].from[0].namespaceSelector.matchLabels.ns",

@@ -256,7 +256,7 @@ def _requirement(raw: Any, at: str) -> Requirement:
         raise NotUnderstood(at, "a match expression is an object")
     key, operator, values = raw.get("key"), raw.get("operator"), raw.get("values") or []
     _label_key(key, f"{at}.key")
-    if operator not in _OPERATORS:
+    if not isinstance(operator, str) or operator not in _OPERATORS:
         raise NotUnderstood(
             f"{at}.operator", f"{operator!r} is not In, NotIn, Exists, DoesNotExist"
         )
