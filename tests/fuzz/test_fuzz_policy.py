@@ -234,11 +234,11 @@ def mutated(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
         elif edit == "add" and isinstance(target, dict):
             target[
                 draw(st.sampled_from(["from", "to", "ports", "x", "fromm", "except", "port"]))
-            ] = draw(values)
+            ] = copy.deepcopy(draw(values))
         elif edit == "duplicate" and isinstance(target, list) and target:
             target.append(copy.deepcopy(target[0]))
         else:
-            parent[key] = draw(values)
+            parent[key] = copy.deepcopy(draw(values))
     return doc, "spec" if areas == {"spec"} else ",".join(sorted(areas))
 
 
