@@ -13,7 +13,8 @@ hold for each:
 - fail closed: a policy read with a problem has no rule in any node's table (no rule comment
   names it), and every local pod it selects is in the isolated sets of its directions.
 
-Size: KINDPLAN_FUZZ_EXAMPLES=N (default 120, a few seconds), as test_fuzz_cli.py.
+Each input is given as a ClusterSnapshot or as a kubectl List of the four kinds (the List
+converters). Size: KINDPLAN_FUZZ_EXAMPLES=N (default 120, a few seconds), as test_fuzz_cli.py.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from kindplan.core.policy.tableeval import TableEvaluator
 from kindplan.core.policytable import table_payload
 from kindplan.errors import InvalidInputError
 
+SUBNETS = ("10.244.0.0/16",)  # a List carries no cluster settings
 EXAMPLES = int(os.environ.get("KINDPLAN_FUZZ_EXAMPLES") or 120)
 
 
@@ -242,6 +244,41 @@ def mutated(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
     return doc, "spec" if areas == {"spec"} else ",".join(sorted(areas))
 
 
+def as_list(doc: dict[str, Any]) -> dict[str, Any]:
+    """The (mutated) document as `kubectl get nodes,namespaces,pods,networkpolicies -A -o json`
+    gives it: the List converters read the same policies, labels and ports."""
+    items: list[Any] = [
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": n["name"]},
+            "spec": {"podCIDRs": n["podCIDRs"]},
+            "status": {"addresses": [{"type": "InternalIP", "address": n["internalIPs"][0]}]},
+        }
+        for n in doc["nodes"]
+    ]
+    items += [
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": ns["name"], "labels": ns.get("labels")},
+        }
+        for ns in doc["namespaces"]
+    ]
+    items += [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"namespace": p["namespace"], "name": p["name"], "labels": p.get("labels")},
+            "spec": {"nodeName": p["node"], "containers": [{"name": "c", "ports": p.get("ports")}]},
+            "status": {"phase": "Running", "podIPs": [{"ip": ip} for ip in p["ips"]]},
+        }
+        for p in doc["pods"]
+    ]
+    items += doc["networkPolicies"]
+    return {"apiVersion": "v1", "kind": "List", "items": items}
+
+
 def check_fails_closed(snapshot: Snapshot) -> None:
     for node in snapshot.nodes:
         table = compile_policy(snapshot, node)
@@ -271,17 +308,20 @@ def check_fails_closed(snapshot: Snapshot) -> None:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-@given(case=mutated())
+@given(case=mutated(), form=st.sampled_from(["snapshot", "list"]))
 def test_hostile_policy_inputs(
-    case: tuple[dict[str, Any], str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    case: tuple[dict[str, Any], str],
+    form: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from kindplan.inputs.kinds import parse_snapshot
 
     doc, area = case
-    data = json.dumps(doc).encode()
+    data = json.dumps(doc if form == "snapshot" else as_list(doc)).encode()
     loaded, refused = None, None
     try:
-        loaded = parse_snapshot(data)
+        loaded = parse_snapshot(data, pod_subnets=SUBNETS if form == "list" else ())
     except InvalidInputError as e:
         refused = e
     if refused is not None:
@@ -294,7 +334,8 @@ def test_hostile_policy_inputs(
     path.write_bytes(data)
     out = tmp_path / "out"
     capsys.readouterr()
-    status = main(["render", str(path), "--node", "node-0001", "--out", str(out)])
+    subnet = ["--pod-subnet", SUBNETS[0]] if form == "list" else []
+    status = main(["render", str(path), *subnet, "--node", "node-0001", "--out", str(out)])
     err = capsys.readouterr().err
     assert status == (65 if loaded is None else 0), err
     assert all(line.startswith(("error: ", "warning: ")) for line in err.splitlines()), err
@@ -308,3 +349,9 @@ def test_the_base_document_is_fully_understood() -> None:
     assert loaded.warnings == ()
     assert [p.problem for p in loaded.snapshot.policies] == [None] * 4
     check_fails_closed(loaded.snapshot)
+    listed = parse_snapshot(json.dumps(as_list(base_doc())).encode(), pod_subnets=SUBNETS)
+    assert listed.warnings == ()
+    assert listed.snapshot.policies == loaded.snapshot.policies
+    assert [(p.key, p.labels, p.ports) for p in listed.snapshot.pods] == [
+        (p.key, p.labels, p.ports) for p in loaded.snapshot.pods
+    ]
