@@ -50,7 +50,6 @@ class Verdict:
     plan: str
     kernel: str
     detail: str = ""  # what the kernel said beyond the answer compared (an errno, say)
-
     agree: bool | None = None  # set where the answers are compared by meaning (the policy)
 
     @property
