@@ -137,9 +137,18 @@ def show(
     conf_file: Annotated[
         Path | None, typer.Option(help="Also show this conflist.", show_default=False)
     ] = None,
+    snapshot: Annotated[
+        str | None,
+        typer.Option(
+            help="A snapshot ('-': stdin) naming the pods behind the policy table's addresses.",
+            metavar="FILE",
+            show_default=False,
+        ),
+    ] = None,
 ) -> int:
     """Print what kindplan owns on this node: its routes and nexthop objects, SNAT chains and
-    jumps, and its tunnel devices with their neighbour and FDB entries.
+    jumps, its tunnel devices with their neighbour and FDB entries, and its NetworkPolicy
+    table (the policies it enforces, on which pods).
 
     Example: kindplan show --netns kp-worker2
     """
@@ -149,6 +158,11 @@ def show(
     from kindplan.node.iptables import read_masq
     from kindplan.node.opener import open_node
 
+    named = None
+    if snapshot is not None:  # bad input before anything is read
+        from kindplan.cli.inputs import load
+
+        named = load(snapshot, ())
     needs_root_here("show", netns, "to read the node's iptables rules (iptables-save)")
     with open_node(netns, None) as node:  # a read: no lock
         node.kernel.read_links()
@@ -161,6 +175,8 @@ def show(
             if c.variant == node.iptables.backend or c.hooks or c.masq is not None
         ]
         in_use = node.iptables.backend
+        nft = node.iptables.nftables
+        policy = nft.read_policy() if nft is not None else None
     typer.echo(f"routes with protocol {route_proto}: {len(routes)}")
     for route in routes:
         typer.echo(f"  {route_text(route)}")
@@ -184,18 +200,26 @@ def show(
         )
         for rule in rules:
             typer.echo(f"  {rule}")
+    if policy is not None:
+        from kindplan.core.policy.shown import policy_table_lines
+
+        typer.echo("\n".join(policy_table_lines(policy, named)))
     if conf_file is not None:
-        if conf_file.exists() and not conf_file.is_file():  # a FIFO would block the read
-            raise RuntimeFailure(f"{conf_file}: cannot read: not a regular file")
-        try:
-            text = conf_file.read_bytes().decode("utf-8") if conf_file.exists() else None
-        except OSError as e:
-            raise RuntimeFailure(f"{conf_file}: cannot read: {e.strerror}") from e
-        except UnicodeDecodeError as e:
-            raise RuntimeFailure(f"{conf_file}: not UTF-8 text (byte {e.start})") from e
-        typer.echo(f"{conf_file}: missing" if text is None else f"{conf_file}:")
-        typer.echo(text or "", nl=False)
+        _say_conf_file(conf_file)
     return ExitStatus.OK
+
+
+def _say_conf_file(conf_file: Path) -> None:
+    if conf_file.exists() and not conf_file.is_file():  # a FIFO would block the read
+        raise RuntimeFailure(f"{conf_file}: cannot read: not a regular file")
+    try:
+        text = conf_file.read_bytes().decode("utf-8") if conf_file.exists() else None
+    except OSError as e:
+        raise RuntimeFailure(f"{conf_file}: cannot read: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise RuntimeFailure(f"{conf_file}: not UTF-8 text (byte {e.start})") from e
+    typer.echo(f"{conf_file}: missing" if text is None else f"{conf_file}:")
+    typer.echo(text or "", nl=False)
 
 
 def _show_table(found: MasqObserved) -> None:

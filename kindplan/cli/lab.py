@@ -336,8 +336,9 @@ def lab_trace(  # noqa: PLR0917 - typer: a parameter per option
     name: LabNameOpt = "kp",
     state_dir: LabStateOpt = DEFAULT_LAB_STATE,
 ) -> int:
-    """kindplan's walk compared hop by hop with the kernel (ip route get) and a listener at the
-    end; exit 1 at the first hop where they part.
+    """kindplan's walk compared hop by hop with the kernel (ip route get) and a real connection
+    to a listener at the end (which also judges a NetworkPolicy verdict: the policy line); exit 1
+    where they part.
 
     Example: kindplan lab trace web-2-0 web-0-0
     """
@@ -356,14 +357,8 @@ def lab_trace(  # noqa: PLR0917 - typer: a parameter per option
             f"{t.end.kind} at {t.end.at}"
         )
         for verdict in compare(lab, t):
-            detail = f" ({verdict.detail})" if verdict.detail else ""
-            if verdict.same:
-                typer.echo(f"  same  {verdict.where}: {verdict.plan}{detail}")
-            else:
-                parted += 1
-                typer.echo(
-                    f"  DIFF  {verdict.where}: plan {verdict.plan}; kernel {verdict.kernel}{detail}"
-                )
+            parted += not verdict.same
+            typer.echo(f"  {'same' if verdict.same else 'DIFF'}  {verdict.text()}")
     if parted:
         typer.echo(f"plan and kernel part at {parted} point(s)")
         return ExitStatus.FAILURE

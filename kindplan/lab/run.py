@@ -251,7 +251,7 @@ def down(name: str, state_dir: Path) -> list[str]:
     return topology.remove(name, state_dir)
 
 
-def snapshot_with_pods(lab: Lab) -> dict[str, object]:
+def snapshot_with_pods(lab: Lab) -> dict[str, Any]:
     """The lab's snapshot with every node's pods and their hostPorts (from the nodes' CNI
     caches, as lab trace reads them): a file kindplan trace can walk (`kindplan lab snapshot`)."""
     import json
@@ -259,12 +259,14 @@ def snapshot_with_pods(lab: Lab) -> dict[str, object]:
     from kindplan.core.addresses import format_ip
     from kindplan.node.cnicache import read_cni_cache
 
-    doc: dict[str, object] = json.loads(lab.snapshot_path.read_text())
+    doc: dict[str, Any] = json.loads(lab.snapshot_path.read_text())
+    # What only the API knows of a pod (a policy lab's labels, ports): kept from the snapshot.
+    known = {(p["namespace"], p["name"]): p for p in doc.get("pods", ())}
     pods: list[dict[str, object]] = []
     for node in lab.nodes:
         found, _ = read_cni_cache(lab.node_dir(node, "cache"), node.name, "kindnet")
-        pods += [
-            {
+        for p in found:
+            pod: dict[str, object] = {
                 "namespace": p.namespace,
                 "name": p.name,
                 "node": p.node,
@@ -272,8 +274,9 @@ def snapshot_with_pods(lab: Lab) -> dict[str, object]:
                 "hostInterface": p.host_interface,
                 "hostPorts": [_host_port(h) for h in p.host_ports],
             }
-            for p in found
-        ]
+            api = known.get((p.namespace, p.name), {})
+            pod.update({k: api[k] for k in ("labels", "ports", "hostNetwork") if k in api})
+            pods.append(pod)
     doc["pods"] = pods
     return doc
 

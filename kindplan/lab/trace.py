@@ -4,7 +4,10 @@ For each hop of the plan's walk the kernel of that namespace is asked the same q
 `ip route get DST from SRC [iif DEV]` (a forwarded packet's lookup when it came in on a device);
 at the end a listener in the namespace where the plan delivers the packet (the outside host, for
 a packet that leaves the cluster there) says which source address it saw, so SNAT and hostPort
-DNAT are judged by what arrives, not by reading rules.
+DNAT are judged by what arrives, not by reading rules. That connection is a real one on the
+traced port and protocol (TCP: connected and answered; UDP: a datagram and its echo), so on a
+lab with NetworkPolicies it also judges the walk's policy verdict: allowed (naming the rules
+that admit it) when it is answered, dropped when it is not (the policy line).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import time
 from dataclasses import dataclass
 
 from kindplan.core.addresses import format_ip, parse_cidr, parse_ip
@@ -34,6 +38,8 @@ from kindplan.node.netns import enter_netns
 PROBE_PORT = 7000
 OUTSIDE = "outside"
 IP_FREEBIND = 15  # linux/in.h
+RESEND = 0.25  # seconds between a UDP trace's datagrams, as lab probe
+PAYLOAD = b"kindplan trace\n"
 
 
 @dataclass(frozen=True)
@@ -44,10 +50,20 @@ class Verdict:
     plan: str
     kernel: str
     detail: str = ""  # what the kernel said beyond the answer compared (an errno, say)
+    agree: bool | None = None  # set where the answers are compared by meaning (the policy)
 
     @property
     def same(self) -> bool:
-        return self.plan == self.kernel
+        return self.plan == self.kernel if self.agree is None else self.agree
+
+    def text(self) -> str:
+        """The line `lab trace` prints (after same/DIFF)."""
+        detail = f" ({self.detail})" if self.detail else ""
+        if self.agree is not None:
+            return f"{self.where}: plan {self.plan}; connection {self.kernel}{detail}"
+        if self.same:
+            return f"{self.where}: {self.plan}{detail}"
+        return f"{self.where}: plan {self.plan}; kernel {self.kernel}{detail}"
 
 
 def lab_cluster(lab: Lab) -> tuple[Snapshot, World]:
@@ -96,10 +112,43 @@ def lab_traces(
 
 
 def compare(lab: Lab, trace: Trace) -> list[Verdict]:
-    """The plan's answer and the kernel's at every hop, then at the end (what a listener saw)."""
+    """The plan's answer and the kernel's at every hop, then at the end (what a listener saw),
+    then, where a policy table was crossed, its verdict against what the connection did."""
     verdicts = [_compare_hop(lab, hop) for hop in trace.hops]
-    verdicts.append(_compare_end(lab, trace))
+    end, answered = _compare_end(lab, trace)
+    verdicts.append(end)
+    policy = compare_policy(trace, answered)
+    if policy is not None:
+        verdicts.append(policy)
     return verdicts
+
+
+def policy_verdict(trace: Trace) -> tuple[bool, str] | None:
+    """The walk's NetworkPolicy verdict, (allowed, why), or None: no policy table crossed.
+    Allowed names every rule that admitted it (the source's egress, the destination's
+    ingress); dropped says who is isolated and what no rule admits."""
+    checks = [hop.policy for hop in trace.hops if hop.policy is not None]
+    if not checks:
+        return None
+    dropped = next((c for c in checks if not c.allowed), None)
+    if dropped is not None:
+        return False, dropped.text
+    rules = [comment for c in checks for _, ok, comment in c.chains if ok and comment]
+    if rules:
+        return True, "allowed by " + " and ".join(dict.fromkeys(rules))
+    return True, "allowed: no policy isolates either end for it"
+
+
+def compare_policy(trace: Trace, answered: bool | None) -> Verdict | None:
+    """The policy verdict against the real connection (None: no table crossed, or nothing
+    could listen there)."""
+    verdict = policy_verdict(trace)
+    if verdict is None or answered is None:
+        return None
+    allowed, why = verdict
+    where = f"policy {trace.proto}/{trace.port or PROBE_PORT}"
+    connection = "answered" if answered else "not answered"
+    return Verdict(where, why, connection, agree=allowed == answered)
 
 
 def namespace_of(lab: Lab, kind: str, name: str) -> str:
@@ -140,8 +189,9 @@ def kernel_answer(ns: str, hop: Hop) -> str:
     return f"dev {answer.get('dev')}" + (f" via {gateway}" if gateway else "")
 
 
-def _compare_end(lab: Lab, trace: Trace) -> Verdict:
-    """A listener where the plan delivers the packet: which source did it see (or nothing)?"""
+def _compare_end(lab: Lab, trace: Trace) -> tuple[Verdict, bool | None]:
+    """A listener where the plan delivers the packet: which source did it see (or nothing)?
+    And was the connection answered (None: nothing listened)?"""
     end = trace.end
     port = end.port or PROBE_PORT
     listen_ns = _listener_ns(lab, trace)
@@ -157,22 +207,26 @@ def _compare_end(lab: Lab, trace: Trace) -> Verdict:
     if end.kind == "dropped":  # listen where the target lives, if it is in the lab
         listen_ns = _target_ns(lab, trace)
     if listen_ns is None:
-        return Verdict(where, plan, plan + " (no listener there: not checked)")
+        return Verdict(where, plan, plan + " (no listener there: not checked)"), None
     to = (format_ip(dst), trace.port or PROBE_PORT)
     try:
         if trace.proto == "udp":
-            seen = _udp_seen(listen_ns, (format_ip(end.dst), port), source_ns, to, format_ip(src))
+            seen, echoed = _udp_seen(
+                listen_ns, (format_ip(end.dst), port), source_ns, to, format_ip(src)
+            )
+            if not echoed:
+                return Verdict(where, plan, "no answer", f"from {seen}, not echoed back"), False
         else:
             listeners = Listeners()
             reason = listeners.listen(listen_ns, format_ip(end.dst), port)
             if reason is not None:
-                return Verdict(where, plan, reason)
+                return Verdict(where, plan, reason), None
             with listeners.running():
                 seen = seen_source(source_ns, *to, format_ip(src))
     except OSError as e:
-        return Verdict(where, plan, "no answer", str(e.strerror or e))
+        return Verdict(where, plan, "no answer", str(e.strerror or e)), False
     kind = end.kind if end.kind != "dropped" else "delivered"
-    return Verdict(where, plan, f"{kind}, source {seen}")
+    return Verdict(where, plan, f"{kind}, source {seen}"), True
 
 
 def _listener_ns(lab: Lab, trace: Trace) -> str | None:
@@ -195,19 +249,38 @@ def _target_ns(lab: Lab, trace: Trace) -> str | None:
 
 def _udp_seen(
     listen_ns: str, listen: tuple[str, int], source_ns: str, to: tuple[str, int], source: str
-) -> str:
-    """One datagram from `source` in `source_ns` to `to`: the source address the receiver in
-    `listen_ns` saw (sockets keep the namespace they were made in), or OSError (a timeout)."""
+) -> tuple[str, bool]:
+    """A datagram from `source` in `source_ns` to `to`, sent again every RESEND seconds until
+    it arrives, and the receiver in `listen_ns` echoing it back (sockets keep the namespace
+    they were made in): the source address the receiver saw and whether the echo came back
+    (a reply, which conntrack lets through where the datagram was allowed), or OSError (a
+    timeout: nothing arrived)."""
     family = socket.AF_INET6 if ":" in listen[0] else socket.AF_INET
     with enter_netns(listen_ns):
         server = socket.socket(family, socket.SOCK_DGRAM)
     with enter_netns(source_ns):
         client = socket.socket(family, socket.SOCK_DGRAM)
+    deadline = time.monotonic() + TIMEOUT_SECONDS
+    seen: str | None = None
     with server, client:
         server.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)  # an IPv6 address still in DAD
         server.bind(listen)
-        server.settimeout(TIMEOUT_SECONDS)
         client.bind((source, 0))
-        client.sendto(b"kindplan trace\n", to)
-        _, peer = server.recvfrom(256)
-    return str(peer[0])
+        server.settimeout(RESEND)
+        client.settimeout(RESEND)
+        while time.monotonic() < deadline:
+            client.sendto(PAYLOAD, to)
+            try:
+                data, peer = server.recvfrom(256)
+            except TimeoutError:
+                continue
+            seen = str(peer[0])
+            server.sendto(data, peer)
+            try:
+                if client.recvfrom(256)[0] == PAYLOAD:
+                    return seen, True
+            except TimeoutError:
+                continue
+    if seen is None:
+        raise TimeoutError("timed out")
+    return seen, False

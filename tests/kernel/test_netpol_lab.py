@@ -208,14 +208,19 @@ def test_label_sets_and_removes(plab: PolicyLab) -> None:
 
 
 def test_the_readme_example(tmp_path: Path) -> None:
-    """The README's policy lab example, run as written under a lab of the test's own."""
+    """The README's policy lab examples (the lab, then a policy's effect), run as written
+    under a lab of the test's own."""
     made = PolicyLab(tmp_path / "labs")
     made.name += "doc"
     options = f"--name {made.name} --state-dir {made.state}"
     shown = {str(made.state): "/run/kindplan-lab", made.name: "kp"}
+    steps = [
+        *example("kindplan lab up --cluster tests/netpol/model.yaml").steps,
+        *example("kindplan lab policy tests/netpol/allow-from-b.yaml").steps,
+    ]
     try:
-        for step in example("kindplan lab up --cluster tests/netpol/model.yaml").steps:
-            command = step.command.replace("tests/netpol/model.yaml", str(netpolcases.MODEL))
+        for step in steps:
+            command = step.command.replace("tests/netpol/", f"{netpolcases.MODEL.parent}/")
             command = re.sub(r"\bkindplan lab (\w+)", rf"kindplan lab \1 {options}", command)
             assert_prints(step, shell(command, tmp_path), shown)
     finally:
@@ -321,3 +326,176 @@ def test_the_harness_fails_a_case_it_cannot_see(plab: PolicyLab) -> None:
         if not ENFORCED
         else "reachability: correct:0, incorrect:72, result=False (the 9 pod->itself cells ignored)"
     )
+
+
+# -- lab trace and lab snapshot on a policy lab ---------------------------------------------------
+
+ALLOW_FROM_B = Path(__file__).parents[1] / "netpol" / "allow-from-b.yaml"
+
+
+def _policy_line(out: subprocess.CompletedProcess[str]) -> str:
+    return next(line for line in out.stdout.splitlines() if "policy " in line[:16])
+
+
+def test_lab_trace_judges_the_policy_verdict_with_a_real_connection(plab: PolicyLab) -> None:
+    """x/a admits x/b on its named ports serve-80-tcp and serve-81-udp only: the walk's verdict
+    (the rule that admits, or the isolation that drops) and a real connection on the traced
+    port and protocol agree, allowed and dropped, TCP and UDP (echoed)."""
+    applied = plab.run("policy", str(ALLOW_FROM_B))
+    assert applied.returncode == 0, applied.stderr
+    try:
+        cases = [
+            (
+                "x/b",
+                "80",
+                "tcp",
+                "plan allowed by x/allow-from-b ingress rule 0; connection answered",
+            ),
+            (
+                "x/b",
+                "81",
+                "udp",
+                "plan allowed by x/allow-from-b ingress rule 0; connection answered",
+            ),
+            (
+                "x/c",
+                "80",
+                "tcp",
+                "plan dropped: x/a is isolated for ingress (policies: x/allow-from-b) and no rule "
+                "admits TCP 80 from x/c; connection not answered",
+            ),
+            (
+                "x/b",
+                "80",
+                "udp",
+                "plan dropped: x/a is isolated for ingress (policies: x/allow-from-b) and no rule "
+                "admits UDP 80 from x/b; connection not answered",
+            ),
+        ]
+        for source, port, proto, policy in cases:
+            out = plab.run("trace", source, "x/a", "--port", port, "--proto", proto)
+            assert out.returncode == 0, out.stdout + out.stderr
+            assert _policy_line(out) == f"  same  policy {proto}/{port}: {policy}"
+            assert out.stdout.splitlines()[-1] == "plan and kernel agree at every hop"
+        # y/a has no policy: the tables it crosses name no rule
+        out = plab.run("trace", "y/b", "y/a", "--port", "80")
+        assert _policy_line(out) == (
+            "  same  policy tcp/80: plan allowed: no policy isolates either end for it; "
+            "connection answered"
+        )
+    finally:
+        set_policies(plab.lab, [], lambda _: None)
+
+
+def test_lab_trace_names_a_policy_verdict_the_kernel_does_not_keep(plab: PolicyLab) -> None:
+    """Where the kernel does otherwise than the compiled table says (a drop added by hand; the
+    node's policy table deleted by hand), the policy line parts and lab trace exits 1."""
+    applied = plab.run("policy", str(ALLOW_FROM_B))
+    assert applied.returncode == 0, applied.stderr
+    lab = plab.lab
+    x_a = next(p for p in plab.pods() if p.label == "x/a")
+    node_ns = lab.node(x_a.node).ns
+    try:
+        sh("nft", "add", "table", "inet", "kpt_drop_trace", ns=node_ns)
+        sh(
+            "nft",
+            "add chain inet kpt_drop_trace f { type filter hook forward priority 0; }",
+            ns=node_ns,
+        )
+        sh(
+            "nft",
+            "add rule inet kpt_drop_trace f ip daddr",
+            x_a.ips[0],
+            "tcp dport 80 drop",
+            ns=node_ns,
+        )
+        out = plab.run("trace", "x/b", "x/a", "--port", "80")
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert _policy_line(out) == (
+            "  DIFF  policy tcp/80: plan allowed by x/allow-from-b ingress rule 0; "
+            "connection not answered"
+        )
+        sh("nft", "delete", "table", "inet", "kpt_drop_trace", ns=node_ns)
+        sh("nft", "delete", "table", "inet", "kindplan-policy", ns=node_ns)
+        out = plab.run("trace", "x/c", "x/a", "--port", "80")
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert _policy_line(out).startswith("  DIFF  policy tcp/80: plan dropped: x/a is isolated")
+        assert _policy_line(out).endswith("; connection answered")
+    finally:
+        subprocess.run(
+            ["ip", "netns", "exec", node_ns, "nft", "delete", "table", "inet", "kpt_drop_trace"],
+            capture_output=True,
+            check=False,
+        )
+        set_policies(plab.lab, [], lambda _: None)
+
+
+def test_lab_snapshot_keeps_the_pods_labels_and_ports(plab: PolicyLab) -> None:
+    """`lab snapshot` rebuilds the pods from the CNI caches (veths, hostPorts) and keeps what
+    only the List knows of them: their labels and ports, which kindplan trace needs."""
+    out = plab.run("snapshot")
+    assert out.returncode == 0, out.stderr
+    printed = {(p["namespace"], p["name"]): p for p in json.loads(out.stdout)["pods"]}
+    recorded = read_document(plab.lab)["pods"]
+    assert len(printed) == len(recorded) == 9
+    for pod in recorded:
+        shown = printed[pod["namespace"], pod["name"]]
+        assert (shown["labels"], shown["ports"], shown["ips"]) == (
+            pod["labels"],
+            pod["ports"],
+            pod["ips"],
+        )
+        assert shown["hostInterface"] == pod["hostInterface"]
+
+
+def test_show_lists_the_policy_table(plab: PolicyLab, tmp_path: Path) -> None:
+    """`kindplan show` on a lab node: no table without policies; with them the table's size,
+    each policy and the local pods it selects (named from --snapshot, else addresses), the
+    pods isolated each way; a table of that name without kindplan's marker is named, not read."""
+    lab = plab.lab
+    node = lab.node("kind-control-plane")  # x/a and y/c run here
+
+    def show(*args: str) -> list[str]:
+        out = subprocess.run(
+            [sys.executable, "-m", "kindplan.cli", "show", "--netns", node.ns, *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout.splitlines()[
+            out.stdout.splitlines().index("ip6tables nat: no KIND-MASQ-AGENT chain; 0 jumps") + 1 :
+        ]
+
+    assert show() == ["NetworkPolicy: no table inet kindplan-policy"]
+    deny = tmp_path / "deny.yaml"
+    deny.write_text(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+        "metadata: {name: deny-ingress, namespace: y}\n"
+        "spec: {podSelector: {}, policyTypes: [Ingress], ingress: []}\n"
+    )
+    applied = plab.run("policy", str(ALLOW_FROM_B), str(deny))
+    assert applied.returncode == 0, applied.stderr
+    ips = plab.ips()
+    try:
+        assert show("--snapshot", str(lab.snapshot_path)) == [
+            "NetworkPolicy: table inet kindplan-policy (6 sets, 7 elements, 8 rules)",
+            "  policy x/allow-from-b: selects x/a; ingress rule 0",
+            "  policy y/deny-ingress: selects y/c; no rule admits",
+            "  isolated for ingress: x/a, y/c",
+            "  isolated for egress: none",
+        ]
+        assert show()[1:3] == [
+            f"  policy x/allow-from-b: selects {ips['x/a']}; ingress rule 0",
+            f"  policy y/deny-ingress: selects {ips['y/c']}; no rule admits",
+        ]
+    finally:
+        set_policies(lab, [], lambda _: None)
+    assert show() == ["NetworkPolicy: no table inet kindplan-policy"]
+    sh("nft", "add", "table", "inet", "kindplan-policy", ns=node.ns)
+    try:
+        assert show() == [
+            "NetworkPolicy: table inet kindplan-policy: not kindplan's (no marker); left alone"
+        ]
+    finally:
+        sh("nft", "delete", "table", "inet", "kindplan-policy", ns=node.ns)

@@ -29,7 +29,8 @@ def listed(text: str) -> NftTable:
             elements = [line for line in lines if line.startswith("elements")]
             members = elements[0].split("{ ", 1)[1].rstrip(" }").split(", ") if elements else []
             flags = tuple(fields["flags"].split(",")) if "flags" in fields else ()
-            sets.append(NftSet(name, fields["type"], flags, frozenset(members)))
+            comment = fields.get("comment", "").strip('"')  # a policy's pods set names it
+            sets.append(NftSet(name, fields["type"], flags, frozenset(members), comment))
         else:
             base = lines[0] if lines and lines[0].startswith("type ") else ""
             chains.append(NftChain(name, base, tuple(lines[1:] if base else lines)))

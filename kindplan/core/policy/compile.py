@@ -7,7 +7,8 @@ goes, or a label that changes, rewrites elements and never a rule (NftTable.stru
 
 Layout (policies numbered in (namespace, name) order; F is v4 or v6; the rule comments name the
 policy and rule, see evaluate.rule_comment):
-  set pN-pods-F          the node's local pods policy N selects            (addresses)
+  set pN-pods-F          the node's local pods policy N selects            (addresses; its
+                         comment is the policy's ns/name)
   set pN-iR-F / pN-eR-F  the peers of ingress / egress rule R              (interval: prefixes)
                          (a later rule naming the same peers uses the first one's set)
   set pN-iR-named-F ...  named ports: destination . protocol . port        (concatenation)
@@ -39,7 +40,7 @@ from dataclasses import dataclass
 from kindplan.core.addresses import IPAddress, IPNetwork, format_ip
 from kindplan.core.model import Node, Pod, Snapshot
 from kindplan.core.nfttable import NftChain, NftSet, NftTable
-from kindplan.core.policy.evaluate import rule_comment
+from kindplan.core.policy.evaluate import policy_comment, rule_comment
 from kindplan.core.policy.select import Selection, block_prefixes, in_block, prefixes, selects
 from kindplan.core.policyvalues import (
     EGRESS,
@@ -161,7 +162,11 @@ class _Compiler:
             addresses = frozenset(
                 format_ip(ip) for p in selected for ip in p.ips if ip.version == version
             )
-            self.sets.append(NftSet(f"p{index}-pods-{suffix}", addr_type, (), addresses))
+            # The comment names the policy: `show` and a reader of `nft list table` find
+            # which pods a policy selects, even one with no rule (a deny-all).
+            self.sets.append(
+                NftSet(f"p{index}-pods-{suffix}", addr_type, (), addresses, policy_comment(policy))
+            )
             for direction in policy.policy_types:
                 self.isolated[f"{direction.lower()}-isolated-{suffix}"] |= addresses
         for direction in policy.policy_types:

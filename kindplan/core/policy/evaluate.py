@@ -56,6 +56,12 @@ class Verdict:
         return self.egress.allowed and self.ingress.allowed
 
 
+def policy_comment(policy: NetworkPolicy) -> str:
+    """The policy as its pods set's comment names it: `ns/name` (at most 128 bytes)."""
+    text = f"{policy.namespace}/{policy.name}"
+    return text if len(text) <= 128 else text[:125] + "..."
+
+
 def rule_comment(policy: NetworkPolicy, direction: str, index: int) -> str:
     """How a rule is named everywhere: plan, trace, and the nft comment (at most 128 bytes)."""
     text = f"{policy.namespace}/{policy.name} {direction.lower()} rule {index}"

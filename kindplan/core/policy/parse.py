@@ -33,6 +33,12 @@ _OPERATORS = {"In": True, "NotIn": True, "Exists": False, "DoesNotExist": False}
 _NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]")
 _PREFIX = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _PORT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?")
+# metadata: a namespace is a DNS label, a policy's name a DNS subdomain, as the API checks them.
+# Bad input, not a policy to fail closed: they name its rules in nft's comments, plan and trace.
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(
+    r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+)
 
 
 class NotUnderstood(ValueError):
@@ -49,10 +55,15 @@ def policy_key(raw: Any, at: str) -> tuple[str, str] | Problem:
     meta = raw.get("metadata") if isinstance(raw, dict) else None
     if not isinstance(raw, dict):
         return Problem(at, "a NetworkPolicy is an object")
-    for field in ("namespace", "name"):
+    for field, pattern, kind in (
+        ("namespace", _DNS_LABEL, "a namespace name (a DNS label)"),
+        ("name", _DNS_SUBDOMAIN, "a NetworkPolicy name (a DNS subdomain)"),
+    ):
         value = meta.get(field) if isinstance(meta, dict) else None
         if not isinstance(value, str) or not value:
             return Problem(f"{at}.metadata.{field}", f"a NetworkPolicy needs metadata.{field}")
+        if not pattern.fullmatch(value):
+            return Problem(f"{at}.metadata.{field}", f"{value[:80]!r} is not {kind}")
     assert isinstance(meta, dict)
     return (meta["namespace"], meta["name"])
 
@@ -66,6 +77,7 @@ def parse_policy(raw: dict[str, Any], at: str) -> tuple[NetworkPolicy, Problem |
         spec = raw.get("spec", {})
         if not isinstance(spec, dict):
             raise NotUnderstood("spec", "is not an object")
+        _known(spec, ("podSelector", "policyTypes", "ingress", "egress"), "spec", "of a spec")
         selector = parse_selector(spec.get("podSelector", {}), "spec.podSelector")
         types = _policy_types(spec)
         ingress = _rules(spec, "ingress", "from") if INGRESS in types else ()
@@ -84,6 +96,8 @@ def _policy_types(spec: dict[str, Any]) -> tuple[str, ...]:
         return (INGRESS, EGRESS) if isinstance(egress, list) and egress else (INGRESS,)
     if not isinstance(raw, list):
         raise NotUnderstood("spec.policyTypes", "is not a list")
+    if len(raw) > 2:  # as the API: more than two is refused, not read as both
+        raise NotUnderstood("spec.policyTypes", "names more than two policy types")
     for i, value in enumerate(raw):
         if value not in (INGRESS, EGRESS):
             raise NotUnderstood(f"spec.policyTypes[{i}]", f"{value!r} is not Ingress or Egress")
@@ -101,6 +115,9 @@ def _rules(spec: dict[str, Any], field: str, peers_field: str) -> tuple[PolicyRu
         where = f"{at}[{i}]"
         if not isinstance(item, dict):
             raise NotUnderstood(where, "a rule is an object")
+        # A field the rule does not have (a typo of `from`, a `to` in an ingress rule) would
+        # otherwise leave an absent list: everyone.
+        _known(item, (peers_field, "ports"), where, f"of an {field} rule")
         peers = _list(item.get(peers_field), f"{where}.{peers_field}")
         ports = _list(item.get("ports"), f"{where}.ports")
         rules.append(
@@ -110,6 +127,12 @@ def _rules(spec: dict[str, Any], field: str, peers_field: str) -> tuple[PolicyRu
             )
         )
     return tuple(rules)
+
+
+def _known(raw: dict[str, Any], fields: tuple[str, ...], at: str, of: str) -> None:
+    unknown = sorted(str(k) for k in set(raw) - set(fields))
+    if unknown:
+        raise NotUnderstood(f"{at}.{unknown[0]}", f"is not a field {of}")
 
 
 def _list(raw: Any, at: str) -> list[Any]:
@@ -123,9 +146,7 @@ def _list(raw: Any, at: str) -> list[Any]:
 def _peer(raw: Any, at: str) -> PolicyPeer:
     if not isinstance(raw, dict):
         raise NotUnderstood(at, "a peer is an object")
-    unknown = sorted(set(raw) - {"podSelector", "namespaceSelector", "ipBlock"})
-    if unknown:
-        raise NotUnderstood(f"{at}.{unknown[0]}", "is not a field of a peer")
+    _known(raw, ("podSelector", "namespaceSelector", "ipBlock"), at, "of a peer")
     if "ipBlock" in raw:
         if len(raw) > 1:
             raise NotUnderstood(at, "an ipBlock peer takes no selector")
@@ -145,6 +166,7 @@ def _peer(raw: Any, at: str) -> PolicyPeer:
 def _ip_block(raw: Any, at: str) -> IPBlock:
     if not isinstance(raw, dict) or not isinstance(raw.get("cidr"), str):
         raise NotUnderstood(at, "an ipBlock needs a cidr")
+    _known(raw, ("cidr", "except"), at, "of an ipBlock")
     cidr = _network(raw["cidr"], f"{at}.cidr")
     excepts = []
     for i, text in enumerate(_list(raw.get("except"), f"{at}.except")):
@@ -163,21 +185,27 @@ def _network(text: Any, at: str) -> IPNetwork:
     try:
         if not isinstance(text, str) or "/" not in text:
             raise ValueError(text)
-        return ip_network(text, strict=False)
+        net = ip_network(text, strict=False)
     except ValueError:
-        raise NotUnderstood(at, f"{text!r} is not a CIDR") from None
+        raise NotUnderstood(at, f"{str(text)[:80]!r} is not a CIDR") from None
+    if net.version == 6 and net.network_address.ipv4_mapped is not None:
+        # ::ffff:a.b.c.d/n: the API's strict validation refuses it, and it would match no
+        # IPv4 packet here, where Go's reading may.
+        raise NotUnderstood(at, f"{text!r} is an IPv4-mapped IPv6 CIDR")
+    return net
 
 
 def _port(raw: Any, at: str) -> PolicyPort:
     if not isinstance(raw, dict):
         raise NotUnderstood(at, "a port is an object")
+    _known(raw, ("protocol", "port", "endPort"), at, "of a port")
     protocol = raw.get("protocol", "TCP")
     if protocol not in PROTOCOLS:
         raise NotUnderstood(f"{at}.protocol", f"{protocol!r} is not TCP, UDP or SCTP")
     port = raw.get("port")
     end = raw.get("endPort")
     if isinstance(port, str):  # IntOrString: a string is a name, never a number
-        if not _PORT_NAME.fullmatch(port) or not any(c.isalpha() for c in port):
+        if not _PORT_NAME.fullmatch(port) or not any(c.isalpha() for c in port) or "--" in port:
             raise NotUnderstood(f"{at}.port", f"{port!r} is not a port name")
         if end is not None:
             raise NotUnderstood(f"{at}.endPort", "an endPort needs a numeric port")
@@ -209,9 +237,7 @@ def parse_selector(raw: Any, at: str) -> LabelSelector:
         return LabelSelector()
     if not isinstance(raw, dict):
         raise NotUnderstood(at, "a label selector is an object")
-    unknown = sorted(set(raw) - {"matchLabels", "matchExpressions"})
-    if unknown:
-        raise NotUnderstood(f"{at}.{unknown[0]}", "is not a field of a label selector")
+    _known(raw, ("matchLabels", "matchExpressions"), at, "of a label selector")
     labels = raw.get("matchLabels") or {}
     if not isinstance(labels, dict):
         raise NotUnderstood(f"{at}.matchLabels", "is not a map")
@@ -230,7 +256,7 @@ def _requirement(raw: Any, at: str) -> Requirement:
         raise NotUnderstood(at, "a match expression is an object")
     key, operator, values = raw.get("key"), raw.get("operator"), raw.get("values") or []
     _label_key(key, f"{at}.key")
-    if operator not in _OPERATORS:
+    if not isinstance(operator, str) or operator not in _OPERATORS:
         raise NotUnderstood(
             f"{at}.operator", f"{operator!r} is not In, NotIn, Exists, DoesNotExist"
         )
