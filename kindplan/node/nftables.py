@@ -10,7 +10,9 @@ A converged watch round spawns no process: every committed nf_tables transaction
 iptables-nft restore, kube-proxy's) moves the ruleset's generation, which NFT_MSG_GETGEN answers
 in one netlink round trip. What was read is kept with the generation it was read at and read
 again only once the generation moved (read first, then listed: a commit in between moves it
-past what is kept, so the next round lists again).
+past what is kept, so the next round lists again). The policy table, which can take seconds to
+list, is also kept across other components' commits (kube-proxy's nftables mode commits every
+sync): nftevents.py hears every commit and says whether one named kindplan's table.
 """
 
 from __future__ import annotations
