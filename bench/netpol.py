@@ -6,12 +6,13 @@ one-label change (set elements only).
 
 The cluster is generated (seeded): 200 namespaces labelled by name, team (20) and env; pods
 labelled app (50), tier and pod, serving named ports http (TCP 8080), metrics (TCP 9090), and
-dns (UDP 53) for app-0's pods (the cluster's DNS, 2 %); policies of five kinds, 200 each: a
-namespace's default deny of both directions that lets DNS out by its port's name (resolved over
-every pod of the cluster), allow from pods by label on a named port, allow from the
-namespaces of a team, an ipBlock with except to a port range (endPort), and (for tier=web pods)
-a namespace and pod selector in one peer on a named port. Each namespace's pods are spread over
-the nodes (30 pods a node from 200 namespaces: most policies select none of a node's pods).
+dns (UDP 53) for ns-000's app-0 pods (the cluster's DNS, ~15 pods); policies of five kinds, 200
+each: a namespace's default deny of both directions that lets DNS out by its port's name
+(resolved over every pod of the cluster), allow from pods by label on a named port, allow from
+the namespaces of a team, an ipBlock with except to a port range (endPort), and (for tier=web
+pods) a namespace and pod selector in one peer on a named port. Each namespace's pods are
+spread over the nodes (30 pods a node from 200 namespaces: most policies select none of a
+node's pods).
 
 The table is compile_policy's when this tree has it and its snapshot schema takes the policies;
 until then (the "stand-in" source) it is built here in the shape a policy table has (sets of
@@ -81,7 +82,7 @@ def policy_doc(nodes: int, pods: int, policies: int, seed: int = 24) -> dict[str
                     "ports": [
                         {"name": p, "containerPort": port, "protocol": proto}
                         for p, (port, proto) in PORTS.items()
-                        if p != "dns" or app == 0  # app-0 is the cluster's DNS
+                        if p != "dns" or (app == 0 and ns == "ns-000")  # the cluster's DNS
                     ],
                 }
             )

@@ -117,6 +117,7 @@ class _Compiler:
         # selects a local pod: only those are filled (see _peer_set).
         self.peer_users: dict[str, tuple[NetworkPolicy, PolicyRule, int]] = {}
         self.peer_filled: set[str] = set()
+        self.by_port_name: dict[str, list[int]] | None = None  # a name -> pods declaring it
         self.isolated: dict[str, set[str]] = {
             f"{d}-isolated-{_FAMILY[v][0]}": set() for d in ("ingress", "egress") for v in (4, 6)
         }
@@ -261,9 +262,11 @@ class _Compiler:
         self, policy: NetworkPolicy, rule: PolicyRule
     ) -> list[tuple[Pod, IPAddress]]:
         """The addresses an egress rule's named ports may resolve on: those of the pods its
-        selector peers name, those of pods inside an ipBlock; every pod's when it names none."""
+        selector peers name, those of pods inside an ipBlock; every pod's when it names none.
+        Only pods declaring one of the rule's names are looked at (an index: a rule without
+        peers would otherwise walk every pod of the cluster, for each policy)."""
         found = []
-        for pod in self.selection.pods:
+        for pod in self._declaring(rule.ports):
             for ip in pod.ips:
                 if not rule.peers or any(
                     self.selection.names_pod(policy, peer, pod)
@@ -272,6 +275,18 @@ class _Compiler:
                 ):
                     found.append((pod, ip))
         return found
+
+    def _declaring(self, ports: tuple[PolicyPort, ...]) -> list[Pod]:
+        """The selectable pods declaring a port of one of `ports`' names, in snapshot order."""
+        if self.by_port_name is None:
+            self.by_port_name = {}
+            for i, pod in enumerate(self.selection.pods):
+                for declared in pod.ports:
+                    self.by_port_name.setdefault(declared.name, []).append(i)
+        chosen = {
+            i for p in ports if isinstance(p.port, str) for i in self.by_port_name.get(p.port, ())
+        }
+        return [self.selection.pods[i] for i in sorted(chosen)]
 
 
 def _may_name(rule: PolicyRule, version: int) -> bool:
