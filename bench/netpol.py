@@ -5,11 +5,14 @@ one-label change (set elements only).
     sudo .venv/bin/python bench/netpol.py [--nodes 5000] [--pods 30] [--policies 1000]
 
 The cluster is generated (seeded): 200 namespaces labelled by name, team (20) and env; pods
-labelled app (50), tier and pod, serving named ports http (TCP 8080), metrics (TCP 9090) and
-dns (UDP 53); policies of five kinds, 200 each: a namespace's default deny, allow from pods by
-label on a named port, allow from the namespaces of a team, an ipBlock with except to a port
-range (endPort), and (for tier=web pods) a namespace and pod selector in one peer on a named
-port.
+labelled app (50), tier and pod, serving named ports http (TCP 8080), metrics (TCP 9090), and
+dns (UDP 53) for ns-000's app-0 pods (the cluster's DNS, ~15 pods); policies of five kinds, 200
+each: a namespace's default deny of both directions that lets DNS out by its port's name
+(resolved over every pod of the cluster), allow from pods by label on a named port, allow from
+the namespaces of a team, an ipBlock with except to a port range (endPort), and (for tier=web
+pods) a namespace and pod selector in one peer on a named port. Each namespace's pods are
+spread over the nodes (30 pods a node from 200 namespaces: most policies select none of a
+node's pods).
 
 The table is compile_policy's when this tree has it and its snapshot schema takes the policies;
 until then (the "stand-in" source) it is built here in the shape a policy table has (sets of
@@ -64,6 +67,7 @@ def policy_doc(nodes: int, pods: int, policies: int, seed: int = 24) -> dict[str
         for k in range(pods):
             ns = namespaces[rng.randrange(200)]["name"]
             name = f"p{n:04d}-{k:02d}"
+            app = rng.randrange(50)
             doc["pods"].append(
                 {
                     "namespace": ns,
@@ -71,13 +75,14 @@ def policy_doc(nodes: int, pods: int, policies: int, seed: int = 24) -> dict[str
                     "node": node["name"],
                     "ips": [str(cidr.network_address + 2 + k)],
                     "labels": {
-                        "app": f"app-{rng.randrange(50)}",
+                        "app": f"app-{app}",
                         "tier": rng.choice(("web", "api", "db")),
                         "pod": name,
                     },
                     "ports": [
                         {"name": p, "containerPort": port, "protocol": proto}
                         for p, (port, proto) in PORTS.items()
+                        if p != "dns" or (app == 0 and ns == "ns-000")  # the cluster's DNS
                     ],
                 }
             )
@@ -123,8 +128,11 @@ def _policy(i: int, rng: random.Random) -> dict[str, Any]:
         "metadata": {"namespace": ns, "name": f"pol-{i:04d}"},
         "spec": {
             "podSelector": {} if kind in (0, 2) else web if kind == 4 else app,
-            "policyTypes": ["Ingress"],
+            "policyTypes": ["Ingress", "Egress"] if kind == 0 else ["Ingress"],
             "ingress": rules,
+            # the default deny of both directions lets DNS out, by its port's name: resolved
+            # over every pod of the cluster that declares it
+            **({"egress": [{"ports": [{"port": "dns", "protocol": "UDP"}]}]} if kind == 0 else {}),
         },
     }
 
@@ -384,6 +392,51 @@ def _converged(nft: Any, table: NftTable, diff: Any) -> dict[str, Any]:
         "record_converged_processes": stamp.listings + stamp.transactions,
         "watch_converged_s": watch,
         "watch_converged_processes": nft.listings + nft.transactions - before,
+    } | _foreign(nft, table, diff)
+
+
+FOREIGN = "add table ip kube-proxy-like\nadd set ip kube-proxy-like svc { type ipv4_addr; }\n"
+FOREIGN_ROUNDS = 20
+
+
+def _foreign(nft: Any, table: NftTable, diff: Any) -> dict[str, Any]:
+    """Watch rounds while another component commits to a table of its own (kube-proxy's
+    nftables mode commits every sync): one round after one such commit, then FOREIGN_ROUNDS
+    rounds with a process committing in a loop (a commit every 10 ms) the whole time."""
+    import subprocess
+
+    subprocess.run(["nft", "-f", "-"], input=FOREIGN, text=True, check=True)
+    before = nft.listings
+    started = time.perf_counter()
+    changes, _ = diff(*_states(table, nft))
+    one = time.perf_counter() - started
+    one_listings = nft.listings - before
+    assert changes == []
+    loop = (
+        "i=0; while :; do i=$((i+1)); "
+        'echo "add element ip kube-proxy-like svc { 10.96.$((i/250%250)).$((i%250+1)) }" '
+        "| nft -f - || exit 1; sleep 0.01; done"
+    )
+    committer = subprocess.Popen(["sh", "-c", loop])  # in this namespace, ended below by pid
+    try:
+        time.sleep(0.5)
+        rounds = []
+        for _ in range(FOREIGN_ROUNDS):
+            started = time.perf_counter()
+            changes, _ = diff(*_states(table, nft))
+            rounds.append(time.perf_counter() - started)
+            assert changes == []
+            time.sleep(0.05)
+    finally:
+        committer.kill()
+        committer.wait()
+    return {
+        "watch_foreign_s": one,
+        "watch_foreign_listings": one_listings,
+        "watch_loop_mean_s": sum(rounds) / len(rounds),
+        "watch_loop_max_s": max(rounds),
+        "watch_loop_rounds": len(rounds),
+        "watch_loop_listings": nft.listings - before - one_listings,
     }
 
 
@@ -419,6 +472,18 @@ def report_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"{r['watch_converged_s'] * 1000:.1f} ms",
             f"{r['watch_converged_processes']} processes",
             "",
+        ),
+        (
+            "netpol: converged, watch round after a foreign commit",
+            f"{r['watch_foreign_s'] * 1000:.1f} ms",
+            f"{r['watch_foreign_listings']} listings",
+            "",
+        ),
+        (
+            f"netpol: {r['watch_loop_rounds']} watch rounds, foreign commits every 10 ms",
+            f"mean {r['watch_loop_mean_s'] * 1000:.1f} ms",
+            f"max {r['watch_loop_max_s'] * 1000:.1f} ms",
+            f"{r['watch_loop_listings']} listings",
         ),
         (
             "netpol: one label changed",

@@ -10,7 +10,9 @@ A converged watch round spawns no process: every committed nf_tables transaction
 iptables-nft restore, kube-proxy's) moves the ruleset's generation, which NFT_MSG_GETGEN answers
 in one netlink round trip. What was read is kept with the generation it was read at and read
 again only once the generation moved (read first, then listed: a commit in between moves it
-past what is kept, so the next round lists again).
+past what is kept, so the next round lists again). The policy table, which can take seconds to
+list, is also kept across other components' commits (kube-proxy's nftables mode commits every
+sync): nftevents.py hears every commit and says whether one named kindplan's table.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from kindplan.node.netlink_codec import (
     messages,
     request,
 )
+from kindplan.node.nftevents import TableEvents
 
 TIMEOUT_SECONDS = 10  # for one nft process: a transaction of a few lines takes milliseconds
 # The NetworkPolicy table can hold 100,000s of elements: nft takes some 2.6 s to list 100,000
@@ -67,6 +70,7 @@ class Nftables:
     def __init__(self) -> None:
         self._kept: tuple[int, tuple[MasqObserved, ...]] | None = None
         self._kept_policy: tuple[int, PolicyRead] | None = None
+        self._events: TableEvents | None = None  # made at the first read of the policy table
         self.listings = 0  # `nft list` processes run (tests, bench: a converged round's 0)
         self.transactions = 0  # `nft -f -` processes run
 
@@ -78,19 +82,37 @@ class Nftables:
 
     def read_policy(self) -> PolicyRead:
         """kindplan's NetworkPolicy table (policytable.py), read from `nft list table`'s text
-        once the generation moved; a table of another family or name is never listed."""
+        once it may have changed; a table of another family or name is never listed.
+
+        Kept while the generation holds; and, once it moved, while nothing named this table in
+        the commits heard since (nftevents.py: another component's commits, kube-proxy's every
+        sync, cost no listing) and the current generation's commit was heard whole."""
+        if self._events is None:  # listening first: what is listed after it is heard of
+            self._events = TableEvents(POLICY_FAMILY, POLICY_NAME)
+        touched = self._events.touched()
         generation = ruleset_generation()
         kept = self._kept_policy
-        if kept is not None and generation is not None and kept[0] == generation:
-            return kept[1]
+        if kept is not None and generation is not None:
+            if kept[0] == generation and not touched:
+                return kept[1]
+            if not touched and self._events.heard == generation:
+                read = kept[1] if kept[1].table is None else kept[1]._replace(generation=generation)
+                self._kept_policy = (generation, read)
+                return read
         where = (POLICY_FAMILY, POLICY_NAME)
         read = ABSENT
         if where in tables():
             read = parse_listing(self._list(*where, json=False, timeout=POLICY_LIST_SECONDS))
             read = read._replace(generation=generation)  # said only of a table that is there
-        if generation is not None:
-            self._kept_policy = (generation, read)
+        self._kept_policy = None if generation is None else (generation, read)
         return read
+
+    def close(self) -> None:
+        """The event socket closed (the handles dropped: a later read lists again)."""
+        if self._events is not None:
+            self._events.close()
+            self._events = None
+        self._kept_policy = None
 
     def policy_generation(self) -> PolicyRead:
         """The generation alone, standing for the policy table as read at it (a converged

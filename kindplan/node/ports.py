@@ -148,6 +148,10 @@ class NftablesPort(Protocol):
         of its name is someone else's."""
         ...
 
+    def close(self) -> None:
+        """What it holds open (the policy table's event socket) closed."""
+        ...
+
     def policy_generation(self) -> PolicyRead:
         """Only the ruleset's generation, standing for the table as read at it (read_policy's
         reading if the kernel cannot be asked)."""
@@ -165,6 +169,9 @@ class NodeHandles(NamedTuple):
 
     def close(self) -> None:
         self.kernel.close()
+        nft = self.iptables.nftables
+        if nft is not None:
+            nft.close()
 
 
 class HandleKeeper(Protocol):

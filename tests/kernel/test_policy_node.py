@@ -12,6 +12,7 @@ policies and this table)."""
 from __future__ import annotations
 
 import re
+import socket
 from dataclasses import replace
 from pathlib import Path
 
@@ -327,3 +328,73 @@ def test_an_nft_that_does_not_answer_in_time_leaves_the_table_whole(policy: Poli
             done = rollback_opened(node, policy.journal)
         assert done is not None and not done.residue
     assert policy.listing() == listed
+
+
+def _foreign_commits(ns: str, rounds: int) -> None:
+    """Another component's commits in a table of its own, as kube-proxy's every sync."""
+    sh(
+        "nft",
+        "add table ip kube-proxy-like; add set ip kube-proxy-like s { type ipv4_addr; }",
+        ns=ns,
+    )
+    for i in range(rounds):
+        sh("nft", f"add element ip kube-proxy-like s {{ 10.96.0.{i + 1} }}", ns=ns)
+
+
+def test_a_watch_round_after_someone_else_s_commits_lists_nothing(policy: Policy) -> None:
+    """The generation moved (another table committed to), kindplan's table was not named in
+    any commit: the round holds its reading, no nft process."""
+    policy.want = TABLE
+    with open_node(policy.node.ns, 5) as node:  # the loop's handles: kept across rounds
+        apply_opened(policy.snapshot, policy.options, node, journal=policy.journal)
+        apply_opened(policy.snapshot, policy.options, node, journal=policy.journal)
+        _foreign_commits(policy.node.ns, 3)
+        before = len(policy.runs)
+        _, report = apply_opened(policy.snapshot, policy.options, node, journal=policy.journal)
+        assert report is None
+        assert policy.runs[before:] == []
+
+
+def test_a_watch_round_repairs_an_edit_of_kindplan_s_table_among_other_commits(
+    policy: Policy,
+) -> None:
+    """Someone edits kindplan's table between foreign commits: the event names it, the round
+    lists the table and puts the element back."""
+    policy.want = TABLE
+    ns = policy.node.ns
+    with open_node(ns, 5) as node:
+        apply_opened(policy.snapshot, policy.options, node, journal=policy.journal)
+        apply_opened(policy.snapshot, policy.options, node, journal=policy.journal)
+        _foreign_commits(ns, 1)
+        sh("nft", "add element inet kindplan-policy isolated4 { 10.244.2.99 }", ns=ns)
+        _foreign_commits(ns, 1)
+        before = len(policy.runs)
+        _, report = apply_opened(policy.snapshot, policy.options, node, journal=policy.journal)
+        assert report is not None and report.ok
+        sent = [stdin for cmd, stdin in policy.runs[before:] if cmd[:2] == ["nft", "-f"]]
+        assert sent == ["delete element inet kindplan-policy isolated4 { 10.244.2.99 }\n"]
+    assert observed(policy) == TABLE
+
+
+def test_events_lost_count_as_touched(netns: str) -> None:
+    """A receive buffer too small for a commit's events (ENOBUFS): the table counts as
+    touched, whoever's commit it was; a later foreign commit alone does not."""
+    from kindplan.node.netns import enter_netns
+    from kindplan.node.nftevents import TableEvents
+
+    with enter_netns(netns):
+        events = TableEvents("inet", "kindplan-policy")
+        assert events.touched() is False
+        _foreign_commits(netns, 2)
+        assert events.touched() is False and events.foreign > 0
+        sock = events._sock
+        assert sock is not None
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # the kernel's least
+        many = ", ".join(f"10.97.{i // 250}.{i % 250 + 1}" for i in range(2000))
+        sh("nft", f"add element ip kube-proxy-like s {{ {many} }}", ns=netns)
+        assert events.touched() is True
+        assert events.touched() is False  # read on past the loss: nothing left
+        sh("nft", 'add table inet kindplan-policy { comment "x"; }', ns=netns)
+        assert events.touched() is True
+        events.close()
+        assert events.touched() is True  # nothing heard: never "untouched"

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kindplan.core.model import Cluster, Node, Pod, Snapshot
+from kindplan.core.nfttable import NftTable
 from kindplan.core.policy.compile import compile_policy
 from kindplan.core.policy.evaluate import Endpoint, evaluate
 from kindplan.core.policy.parse import parse_policy
@@ -256,3 +257,76 @@ def test_pods_and_labels_change_elements_only(snapshot: Snapshot, data: Any) -> 
         assert (before is None) == (after is None)
         if before is not None and after is not None:
             assert before.structure() == after.structure()
+
+
+def _unneeded_sets(table: NftTable) -> list[str]:
+    """The peer and named-port sets of `table` that hold elements although every rule using
+    them matches only the packets of an empty set of selected local pods (`@pN-pods-F`)."""
+    pods = {s.name: s.elements for s in table.sets if "-pods-" in s.name}
+    rules = [r for c in table.chains for r in c.rules]
+    found = []
+    for s in table.sets:
+        if s.name in pods or "isolated" in s.name or not s.elements:
+            continue
+        users = [r for r in rules if f"@{s.name} " in r]
+        # a rule without an `@pN-pods-F` (an ingress named-port rule) is its own judge: its
+        # named set's destinations are the selected local pods themselves
+        owned = [[w[1:] for w in r.split() if w in _pod_sets(pods)] for r in users]
+        if users and all(o and not any(pods[n] for n in o) for o in owned):
+            found.append(s.name)
+    return found
+
+
+def _pod_sets(pods: dict[str, frozenset[str]]) -> set[str]:
+    return {f"@{name}" for name in pods}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(snapshots())
+def test_sets_serve_local_pods_only(snapshot: Snapshot) -> None:
+    """A peer or named-port set is filled only when a policy using it selects a local pod: the
+    rest (most of a big cluster's) are declared empty, and a pod that arrives fills them."""
+    for node in snapshot.nodes:
+        table = compile_policy(snapshot, node)
+        if table is not None:
+            assert _unneeded_sets(table) == [], node.name
+
+
+def test_an_unselecting_policy_keeps_its_sets_declared_and_empty() -> None:
+    """One policy whose peers are every pod: on the node of the pod it selects its peer set
+    holds them; on another node the same set is declared, empty, and fills once such a pod
+    arrives there (elements only)."""
+    raw = {
+        "metadata": {"namespace": "x", "name": "np"},
+        "spec": {
+            "podSelector": {"matchLabels": {"pod": "a"}},
+            "ingress": [{"from": [{"namespaceSelector": {}}]}],
+            "egress": [{"ports": [{"port": "dns", "protocol": "UDP"}]}],
+            "policyTypes": ["Ingress", "Egress"],
+        },
+    }
+    policy = parse_policy(raw, "networkPolicies[0]")[0]
+    a = Pod(
+        "x",
+        "a",
+        "n0",
+        (ip_address("10.244.0.10"),),
+        None,
+        labels=(("pod", "a"),),
+        ports=(CONTAINER_PORTS[4],),
+    )
+    b = Pod("y", "b", "n1", (ip_address("10.244.1.11"),), None, ports=(CONTAINER_PORTS[4],))
+    snapshot = Snapshot(Cluster((ip_network("10.244.0.0/16"),)), NODES, (a, b), (), (policy,))
+    sets = {
+        n.name: {s.name: s.elements for s in t.sets}
+        for n in NODES[:2]
+        if (t := compile_policy(snapshot, n)) is not None
+    }
+    assert sets["n0"]["p0-i0-v4"] == {"10.244.0.10", "10.244.1.11"}
+    assert sets["n0"]["p0-e0-named-v4"] == {"10.244.0.10 . udp . 53", "10.244.1.11 . udp . 53"}
+    assert sets["n1"]["p0-i0-v4"] == sets["n1"]["p0-e0-named-v4"] == frozenset()
+    moved = replace(snapshot, pods=(replace(a, node="n1"), b))  # a arrives on n1
+    before, after = compile_policy(snapshot, NODES[1]), compile_policy(moved, NODES[1])
+    assert before is not None and after is not None
+    assert before.structure() == after.structure()
+    assert {s.name: s.elements for s in after.sets}["p0-i0-v4"] == {"10.244.0.10", "10.244.1.11"}

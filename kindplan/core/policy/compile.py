@@ -12,6 +12,8 @@ policy and rule, see evaluate.rule_comment):
   set pN-iR-F / pN-eR-F  the peers of ingress / egress rule R              (interval: prefixes)
                          (a later rule naming the same peers uses the first one's set)
   set pN-iR-named-F ...  named ports: destination . protocol . port        (concatenation)
+                         (a peer or named-port set is empty while no policy using it selects a
+                         local pod: declared all the same, so the structure stays pod-free)
   set ingress-isolated-F / egress-isolated-F: the local pods isolated that way
   chain forward-egress   hook forward priority filter - 2: replies accepted, then `jump egress`
   chain forward-ingress  hook forward priority filter - 1: replies, the ingress rules, isolation
@@ -114,6 +116,11 @@ class _Compiler:
         self.rules: dict[str, list[str]] = {INGRESS: [], EGRESS: []}
         self.texts: dict[IPAddress, str] = {}
         self.peer_sets: dict[tuple[str, tuple[PolicyPeer, ...], int], str] = {}
+        # Each peer set's first user (whose elements it gets), and the sets some user of which
+        # selects a local pod: only those are filled (see _peer_set).
+        self.peer_users: dict[str, tuple[NetworkPolicy, PolicyRule, int]] = {}
+        self.peer_filled: set[str] = set()
+        self.by_port_name: dict[str, list[int]] | None = None  # a name -> pods declaring it
         self.isolated: dict[str, set[str]] = {
             f"{d}-isolated-{_FAMILY[v][0]}": set() for d in ("ingress", "egress") for v in (4, 6)
         }
@@ -121,6 +128,10 @@ class _Compiler:
     def table(self) -> NftTable:
         for index, policy in enumerate(self.selection.snapshot.policies):
             self._policy(index, policy)
+        for name, (policy, rule, version) in self.peer_users.items():
+            filled = name in self.peer_filled
+            elements = self._peer_elements(policy, rule, version) if filled else set()
+            self.sets.append(NftSet(name, _FAMILY[version][2], ("interval",), frozenset(elements)))
         for name, elements in self.isolated.items():
             version = 4 if name.endswith("v4") else 6
             if version in self.families:
@@ -184,7 +195,7 @@ class _Compiler:
         own, other = ("daddr", "saddr") if at.direction == INGRESS else ("saddr", "daddr")
         head = f"{keyword} {own} @p{at.index}-pods-{suffix}"
         if rule.peers:
-            head += f" {keyword} {other} @{self._peer_set(at, version)}"
+            head += f" {keyword} {other} @{self._peer_set(at, version, bool(selected))}"
         out = self.rules[at.direction]
         if not rule.ports:
             out.append(f"{head} accept {at.comment}")
@@ -200,9 +211,11 @@ class _Compiler:
         suffix, keyword, addr_type = _FAMILY[version]
         if at.direction == INGRESS:  # the destinations are the selected local pods
             destinations = [(p, ip) for p in selected for ip in p.ips]
-            prefix = f"{keyword} saddr @{self._peer_set(at, version)} " if at.rule.peers else ""
-        else:  # the destinations are the peers, resolved into the elements
-            destinations = self._egress_destinations(at.policy, at.rule)
+            peers = self._peer_set(at, version, bool(selected)) if at.rule.peers else ""
+            prefix = f"{keyword} saddr @{peers} " if peers else ""
+        else:  # the destinations are the peers (maybe every pod), resolved into the elements:
+            # none when the rule's own pods are none here (its rule cannot match: see _peer_set)
+            destinations = self._egress_destinations(at.policy, at.rule) if selected else []
             prefix = f"{keyword} saddr @p{at.index}-pods-{suffix} "
         named = [p for p in at.rule.ports if isinstance(p.port, str)]
         set_name = f"{at.name}-named-{suffix}"
@@ -212,19 +225,25 @@ class _Compiler:
         match = f"{keyword} daddr . meta l4proto . th dport @{set_name}"
         return f"{prefix}{match} accept {at.comment}"
 
-    def _peer_set(self, at: _At, version: int) -> str:
+    def _peer_set(self, at: _At, version: int, selecting: bool) -> str:
         """The name of the set of a rule's peers: rules naming the same peers (in the same
         namespace, where a peer depends on it) share the first one's set, so that a pod named
-        by many policies is one element, not one per rule."""
+        by many policies is one element, not one per rule.
+
+        `selecting`: the rule's policy selects a local pod. A rule matches only packets of its
+        policy's selected local pods (its pN-pods set comes first), so a set whose every user
+        selects none here is declared (the structure does not depend on pods) but left empty:
+        on a big cluster most policies select none of a node's pods, and their peers would be
+        most of the table. A pod that arrives fills it (elements only, as ever)."""
         rule = at.rule
         local = any(p.ip_block is None and p.namespace_selector is None for p in rule.peers)
         key = (at.policy.namespace if local else "", rule.peers, version)
         name = self.peer_sets.get(key)
         if name is None:
-            suffix, _, addr_type = _FAMILY[version]
-            name = self.peer_sets[key] = f"{at.name}-{suffix}"
-            elements = frozenset(self._peer_elements(at.policy, rule, version))
-            self.sets.append(NftSet(name, addr_type, ("interval",), elements))
+            name = self.peer_sets[key] = f"{at.name}-{_FAMILY[version][0]}"
+            self.peer_users[name] = (at.policy, rule, version)
+        if selecting:
+            self.peer_filled.add(name)
         return name
 
     def _peer_elements(self, policy: NetworkPolicy, rule: PolicyRule, version: int) -> set[str]:
@@ -250,9 +269,11 @@ class _Compiler:
         self, policy: NetworkPolicy, rule: PolicyRule
     ) -> list[tuple[Pod, IPAddress]]:
         """The addresses an egress rule's named ports may resolve on: those of the pods its
-        selector peers name, those of pods inside an ipBlock; every pod's when it names none."""
+        selector peers name, those of pods inside an ipBlock; every pod's when it names none.
+        Only pods declaring one of the rule's names are looked at (an index: a rule without
+        peers would otherwise walk every pod of the cluster, for each policy)."""
         found = []
-        for pod in self.selection.pods:
+        for pod in self._declaring(rule.ports):
             for ip in pod.ips:
                 if not rule.peers or any(
                     self.selection.names_pod(policy, peer, pod)
@@ -261,6 +282,18 @@ class _Compiler:
                 ):
                     found.append((pod, ip))
         return found
+
+    def _declaring(self, ports: tuple[PolicyPort, ...]) -> list[Pod]:
+        """The selectable pods declaring a port of one of `ports`' names, in snapshot order."""
+        if self.by_port_name is None:
+            self.by_port_name = {}
+            for i, pod in enumerate(self.selection.pods):
+                for declared in pod.ports:
+                    self.by_port_name.setdefault(declared.name, []).append(i)
+        chosen = {
+            i for p in ports if isinstance(p.port, str) for i in self.by_port_name.get(p.port, ())
+        }
+        return [self.selection.pods[i] for i in sorted(chosen)]
 
 
 def _may_name(rule: PolicyRule, version: int) -> bool:
