@@ -307,7 +307,12 @@ def test_a_converged_watch_round_spawns_no_process(seed_worker2: Node) -> None:
         source.close()
 
 
-GOLDEN_TABLES = sorted((Path(__file__).parents[2] / "fixtures").glob("*/expected/*/*.nft"))
+GOLDEN_TABLES = sorted(
+    (Path(__file__).parents[2] / "fixtures").glob("*/expected/*/*-kindplan-masq.nft")
+)
+GOLDEN_POLICY_TABLES = sorted(
+    (Path(__file__).parents[2] / "fixtures").glob("*/expected/*/policy.nft")
+)
 
 
 @pytest.mark.parametrize(
@@ -329,3 +334,27 @@ def test_nft_takes_every_golden_table_and_reads_it_back_as_written(netns: str, p
 
 def test_there_are_golden_tables() -> None:
     assert len(GOLDEN_TABLES) >= 6
+    assert len(GOLDEN_POLICY_TABLES) >= 3
+
+
+@pytest.mark.parametrize(
+    "path", GOLDEN_POLICY_TABLES, ids=lambda p: f"{p.parts[-4]}/{p.parts[-2]}/{p.name}"
+)
+def test_nft_takes_every_golden_policy_table_and_lists_it_as_rendered(
+    netns: str, path: Path
+) -> None:
+    """render's policy.nft is one transaction nft takes, and the table it makes is read back by
+    the node side's reader (core/policytable.py) as kindplan's, whole, equal to the compiled one."""
+    from kindplan.core.compiler import policy_table
+    from kindplan.core.policytable import parse_listing
+    from kindplan.inputs.kinds import parse_snapshot
+
+    sh("nft", "-c", "-f", str(path), ns=netns)
+    assert sh("nft", "list", "tables", ns=netns) == ""
+    sh("nft", "-f", str(path), ns=netns)
+    read = parse_listing(sh("nft", "list", "table", "inet", "kindplan-policy", ns=netns))
+    assert read.table is not None and read.unread == () and not read.foreign
+    snapshot = parse_snapshot((path.parents[2] / "snapshot.yaml").read_bytes()).snapshot
+    node = snapshot.node(path.parts[-2])
+    assert node is not None
+    assert read.table == policy_table(snapshot, node)

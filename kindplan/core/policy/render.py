@@ -11,6 +11,7 @@ from __future__ import annotations
 from ipaddress import ip_network
 
 from kindplan.core.nfttable import NftSet, NftTable
+from kindplan.core.policytable import MARKER
 
 
 def render_table(table: NftTable) -> str:
@@ -20,7 +21,9 @@ def render_table(table: NftTable) -> str:
 
 
 def render_listing(table: NftTable) -> str:
-    """The table's declaration, in `nft list table`'s layout (elements on one line)."""
+    """The table's declaration, in `nft list table`'s layout (elements on one line), with the
+    marker that makes it kindplan's: a table loaded from render's file is the one an apply
+    writes, which the next apply finds converged rather than someone else's."""
     blocks = [_set_block(s) for s in table.sets]
     for chain in table.chains:
         lines = [f"\tchain {chain.name} {{"]
@@ -30,7 +33,7 @@ def render_listing(table: NftTable) -> str:
         lines.append("\t}")
         blocks.append("\n".join(lines))
     body = "\n\n".join(blocks)
-    return f"table {table.family} {table.name} {{\n{body}\n}}\n"
+    return f'table {table.family} {table.name} {{\n\tcomment "{MARKER}"\n{body}\n}}\n'
 
 
 def _set_block(s: NftSet) -> str:
