@@ -110,6 +110,8 @@ def load(given: Input, *, strict: bool = False) -> Loaded:
     )
     freeze_heap()
     if given.warnings:
+        from kindplan.core.snapshot import Loaded
+
         return Loaded(loaded.snapshot, given.warnings + loaded.warnings)
     return loaded
 
