@@ -42,6 +42,12 @@ CLIENT = (
 )
 
 
+def pod_link(host: str, ns: str, i: int) -> None:
+    """A pod's veth: veth<i> on the node, eth0 in the pod, as ptp makes it."""
+    sh("ip", "-n", host, "link", "add", f"veth{i}", "type", "veth", "peer", "name", "eth0")
+    sh("ip", "-n", host, "link", "set", "eth0", "netns", ns)
+
+
 @pytest.fixture
 def node(make_netns: Callable[[], str]) -> tuple[str, dict[str, str]]:
     host = make_netns()
@@ -50,21 +56,7 @@ def node(make_netns: Callable[[], str]) -> tuple[str, dict[str, str]]:
     for i, (label, ip) in enumerate(PODS.items()):
         ns = make_netns()
         pods[label] = ns
-        sh(
-            "ip",
-            "-n",
-            host,
-            "link",
-            "add",
-            f"veth{i}",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns,
-        )
+        pod_link(host, ns, i)
         sh("ip", "-n", host, "addr", "add", "10.244.0.1/32", "dev", f"veth{i}")
         sh("ip", "-n", host, "link", "set", f"veth{i}", "up")
         sh("ip", "-n", host, "route", "add", f"{ip}/32", "dev", f"veth{i}", "scope", "host")
@@ -135,21 +127,7 @@ def node6(make_netns: Callable[[], str]) -> tuple[str, dict[str, str]]:
     for i, (label, ip) in enumerate(V6.items()):
         ns = make_netns()
         pods[label] = ns
-        sh(
-            "ip",
-            "-n",
-            host,
-            "link",
-            "add",
-            f"veth{i}",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns,
-        )
+        pod_link(host, ns, i)
         sh("ip", "-n", host, "addr", "add", "fd00:10:244::1/128", "dev", f"veth{i}", "nodad")
         sh("ip", "-n", host, "link", "set", f"veth{i}", "up")
         sh("ip", "-n", host, "-6", "route", "add", f"{ip}/128", "dev", f"veth{i}")
