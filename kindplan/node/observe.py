@@ -25,7 +25,6 @@ from kindplan.core.model import (
     Snapshot,
 )
 from kindplan.core.nexthops import Nexthop
-from kindplan.core.policytable import ABSENT, PolicyRead, table_digest
 from kindplan.core.routes import DEFAULT_MTU, Route
 from kindplan.errors import RuntimeFailure
 from kindplan.node.cnicache import read_cni_cache
@@ -33,6 +32,7 @@ from kindplan.node.files import read_regular
 from kindplan.node.iptables import read_masq
 
 if TYPE_CHECKING:
+    from kindplan.core.policytable import PolicyRead
     from kindplan.node.ports import IptablesPort, KernelPort
 
 
@@ -80,6 +80,8 @@ def read_observed(
 def _read_policy(iptables: IptablesPort, *, generation_only: bool = False) -> PolicyRead:
     nft = iptables.nftables  # the NetworkPolicy table: none without nft
     if nft is None:
+        from kindplan.core.policytable import ABSENT  # not at import: a converged apply's cost
+
         return ABSENT
     return nft.policy_generation() if generation_only else nft.read_policy()
 
@@ -190,6 +192,8 @@ def digest(observed: ObservedState, routes: bytes, *, stamped: bool = False) -> 
     if stamp is not None:  # every nf_tables commit moves it: the same generation, the same table
         h.update(f"policy@{stamp}\n".encode())
     else:  # sets of elements by table_digest: their repr's order differs by process
+        from kindplan.core.policytable import table_digest
+
         h.update(f"policy={table_digest(observed.policy)}\n".encode())
         h.update(f"{observed.policy_unread!r}{observed.policy_foreign!r}\n".encode())
     return h.hexdigest()
