@@ -4,13 +4,11 @@ model: namespaces x, y, z with pods a, b, c over three nodes, TCP and UDP on 80 
 One lab serves the whole module (it comes up in about a second). The harness is proven on its
 own first: with no policy every pair is reachable, and a drop rule added by hand in one node
 makes exactly the expected cells X. The cases then run through the lab (`lab policy`, `lab
-label`, `lab probe`) and compare each matrix with the one upstream expects; until kindplan
-compiles policies (kindplan.core.policy.compile.compile_policy) they are skipped, by name.
+label`, `lab probe`) and compare each matrix with the one upstream expects, never skipped.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -32,18 +30,6 @@ from kindplan.lab.run import set_labels, set_policies
 
 pytestmark = pytest.mark.root
 TIMEOUT = 1.0  # a pair's time to answer; no packet is lost between namespaces
-
-
-def _enforced() -> bool:
-    """Whether this kindplan compiles NetworkPolicies at all (policy-core's compile_policy)."""
-    try:
-        module = importlib.import_module("kindplan.core.policy.compile")
-    except ImportError:
-        return False
-    return callable(getattr(module, "compile_policy", None))
-
-
-ENFORCED = _enforced()
 
 
 class PolicyLab:
@@ -277,9 +263,6 @@ def test_no_policy_case(plab: PolicyLab) -> None:
     assert run_case(plab, case) == []
 
 
-@pytest.mark.skipif(
-    not ENFORCED, reason="enforcement lands with policy-core/policy-node (no compile_policy yet)"
-)
 @pytest.mark.parametrize("case", [c for c in CASES if c.name != "no-policy"], ids=lambda c: c.name)
 def test_case(plab: PolicyLab, case: Case) -> None:
     failures = run_case(plab, case)
@@ -310,7 +293,7 @@ def test_a_case_passes_where_the_nodes_deny_what_it_expects(plab: PolicyLab) -> 
 
 def test_the_harness_fails_a_case_it_cannot_see(plab: PolicyLab) -> None:
     """A case whose expectation the lab does not meet is reported with upstream's summary: the
-    default-deny case, unenforced or with its expectation turned around."""
+    default-deny case with its expectation turned around."""
     case = next(c for c in CASES if c.name == "default-deny-ingress")
     probe_ = case.steps[0].probes[0]
     wrong: dict[tuple[str, str], bool] = {k: not v for k, v in probe_.expected.items()}
@@ -319,12 +302,10 @@ def test_the_harness_fails_a_case_it_cannot_see(plab: PolicyLab) -> None:
         case.upstream,
         (netpolcases.Step(case.steps[0].policies, (), (netpolcases.Probe(80, "TCP", wrong),)),),
     )
-    failures = run_case(plab, turned if ENFORCED else case)
+    failures = run_case(plab, turned)
     assert len(failures) == 1
     assert failures[0].splitlines()[1] == (
-        "reachability: correct:48, incorrect:24, result=False (the 9 pod->itself cells ignored)"
-        if not ENFORCED
-        else "reachability: correct:0, incorrect:72, result=False (the 9 pod->itself cells ignored)"
+        "reachability: correct:0, incorrect:72, result=False (the 9 pod->itself cells ignored)"
     )
 
 
